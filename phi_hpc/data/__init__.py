@@ -1,0 +1,1 @@
+"""Data: raw code in, Megatron-compatible token memmaps out (see ``phi-hpc prepare``)."""
