@@ -24,6 +24,7 @@ from phi_hpc.errors import PhiError
 COMMAND_MODULES = (
     "phi_hpc.data.commands",
     "phi_hpc.quality.commands",
+    "phi_hpc.model.commands",
     "phi_hpc.train.commands",
     "phi_hpc.launch.commands",
     "phi_hpc.eval.commands",
