@@ -354,13 +354,15 @@ class PhiForCausalLM(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None,
                 past_key_values: KVCache | None = None, use_cache: bool = False,
-                attention_mask: torch.Tensor | None = None):
+                attention_mask: torch.Tensor | None = None, last_logits_only: bool = False):
         """Logits ``[B, T, V]`` for ``input_ids`` ``[B, T]``.
 
         ``attention_mask`` (``[B, cached + T]``, 1 = real token, 0 = padding) is only needed for
         left-padded batches in generation; training sequences are packed and need none.
         ``use_cache`` returns ``(logits, cache)``; pass the cache back as ``past_key_values`` to
-        continue where it left off.
+        continue where it left off. ``last_logits_only`` computes the head for the last position
+        only (``[B, 1, V]``): a prompt's prefill in generation needs nothing else, and the head over
+        51200 tokens is the single largest matmul of a small model.
         """
         batch, length = input_ids.shape
         cache = past_key_values
@@ -384,6 +386,8 @@ class PhiForCausalLM(nn.Module):
                 x = block(x, cos, sin, mask, cache)
         if cache is not None:
             cache.advance(length)
+        if last_logits_only:
+            x = x[:, -1:]
         logits = self.lm_head(self.model.final_layernorm(x))
         return (logits, cache) if use_cache else logits
 
