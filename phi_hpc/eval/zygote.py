@@ -1,0 +1,344 @@
+"""The per-worker sandbox server: one long-lived interpreter that forks a fresh process per program.
+
+This file runs INSIDE the sandbox (bubblewrap, unshare, or bare), started once per worker as
+``python -I -c <this source> <json settings>``. Paying for namespaces and interpreter start once per
+worker instead of once per program is what makes the harness fast; forking per program is what keeps
+programs from seeing each other. It is stdlib-only on purpose: the project is not visible in there.
+
+Protocol on fds 0/1 (the host's pipes): each message is a 4-byte big-endian length and a JSON object.
+Request: ``{"solution", "tests", "timeout", "limits": {...}, "output_limit"}``; reply: the outcome.
+
+Why a program cannot fake a pass: the proof is a random token the zygote creates *after* forking the
+program's process (so no copy of it exists in the program's memory) and puts in a pipe. The harness
+reads that pipe only after the tests returned, and copies the token into a second pipe; the zygote
+calls it a pass only if exactly that token arrived. An early ``exit(0)``, ``os._exit(0)``, a
+``SystemExit`` raised inside the tests, a killed process or printed "passed" all leave the second pipe
+without the token. The program runs under another uid than the zygote, so it cannot read the zygote's
+memory or signal it.
+"""
+
+import json
+import os
+import resource
+import select
+import signal
+import struct
+import sys
+import time
+
+SETTINGS = json.loads(sys.argv[1])
+RUN_UID = SETTINGS["uid"]  # None: cannot switch uid (not root); programs run as our own uid
+KILL_ALL_IN_NAMESPACE = SETTINGS["pid_namespace"]  # we are not pid 1, so kill(-1) spares us and init
+WORK_ROOT = SETTINGS["work_root"]
+
+_read, _write, _exit, _close = os.read, os.write, os._exit, os.close
+_RLIMITS = {
+    "address_space": resource.RLIMIT_AS,
+    "cpu_seconds": resource.RLIMIT_CPU,
+    "file_size": resource.RLIMIT_FSIZE,
+    "open_files": resource.RLIMIT_NOFILE,
+    "processes": resource.RLIMIT_NPROC,
+}
+
+
+# ----------------------------------------------------------------------------------------- protocol
+def _read_exactly(fd, size):
+    chunks, remaining = [], size
+    while remaining:
+        chunk = os.read(fd, remaining)
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def receive():
+    header = _read_exactly(0, 4)
+    if header is None:
+        return None
+    return json.loads(_read_exactly(0, struct.unpack(">I", header)[0]))
+
+
+def send(message):
+    data = json.dumps(message).encode()
+    view = memoryview(struct.pack(">I", len(data)) + data)
+    while view:
+        view = view[os.write(1, view):]
+
+
+# ------------------------------------------------------------------------------- the program side
+def _error_line(exc):
+    """The last line of a traceback ("NameError: name 'x' is not defined"), robust to hostile __str__."""
+    try:
+        text = str(exc)
+    except BaseException:  # noqa: BLE001 - the exception object is the program's, it may do anything
+        text = "<unprintable>"
+    name = type(exc).__name__
+    line = f"{name}: {text}" if text else name
+    return line.splitlines()[-1][:500] if line.strip() else name
+
+
+def _fresh_main_namespace():
+    import types
+
+    module = types.ModuleType("__main__")
+    module.__dict__["__builtins__"] = __builtins__ if isinstance(__builtins__, dict) else __builtins__.__dict__
+    sys.modules["__main__"] = module
+    return module.__dict__
+
+
+def _silence_tracing():
+    """Undo hooks that could make the test code skip its own asserts (a tracer can jump lines)."""
+    import threading
+
+    sys.settrace(None)
+    sys.setprofile(None)
+    threading.settrace(None)
+    threading.setprofile(None)
+
+
+def run_program(request, token_fd, result_fd, uid, work_dir):
+    """Runs in the forked child: become an unprivileged stranger, run solution then tests, prove it."""
+    import builtins
+
+    limits = request["limits"]
+    os.setsid()
+    os.chdir(work_dir)
+    os.umask(0o077)
+    for name, value in limits.items():
+        if value is not None:
+            resource.setrlimit(_RLIMITS[name], (value, value))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if uid is not None:
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+    os.environ.clear()
+    sys.argv = [""]
+    sys.path[:] = [p for p in sys.path if p]
+    namespace = _fresh_main_namespace()
+    pristine_builtins = dict(builtins.__dict__)
+    read, write, exit_now, flush_streams = _read, _write, _exit, _flush_streams
+
+    try:
+        exec(compile(request["solution"], "<solution>", "exec"), namespace)
+        # The solution's top level may have tampered with builtins or installed a tracer; the tests
+        # must run against the real ones (the reference harnesses run them in one exec and cannot).
+        builtins.__dict__.clear()
+        builtins.__dict__.update(pristine_builtins)
+        _silence_tracing()
+        exec(compile(request["tests"], "<tests>", "exec"), namespace)
+    except BaseException as exc:  # noqa: BLE001 - every way out except normal completion is a failure
+        flush_streams()
+        kind = "F" if isinstance(exc, AssertionError) else "E"
+        if isinstance(exc, SystemExit):
+            kind, message = "F", f"exited before the tests finished (SystemExit: {exc.code!r})"
+        else:
+            message = _error_line(exc)
+        write(result_fd, (kind + message).encode("utf-8", "replace")[:600])
+        exit_now(1)
+    flush_streams()
+    # Only now, after every line of the tests ran, does the token enter this process.
+    token = read(token_fd, 256)
+    write(result_fd, token)
+    exit_now(0)
+
+
+def _flush_streams():
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:  # noqa: BLE001 - the program may have replaced or closed its streams
+            pass
+
+
+# ---------------------------------------------------------------------------------- the zygote side
+def kill_everything(child_pid):
+    """Kill the program and every process it started, wherever they went (double forks included)."""
+    if KILL_ALL_IN_NAMESPACE:
+        for _ in range(3):
+            try:
+                os.kill(-1, signal.SIGKILL)  # in our pid namespace: everything but us and init
+            except ProcessLookupError:
+                break
+        return
+    if RUN_UID is not None:  # a process of the program's uid kills all processes of that uid
+        killer = os.fork()
+        if killer == 0:
+            try:
+                os.setuid(RUN_UID)
+                for _ in range(3):
+                    os.kill(-1, signal.SIGKILL)
+            finally:
+                _exit(0)
+        os.waitpid(killer, 0)
+        return
+    try:
+        os.killpg(child_pid, signal.SIGKILL)  # best effort: the program's session
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _reap_strays():
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+    except ChildProcessError:
+        pass
+
+
+def _prepare_work_dir(serial):
+    path = os.path.join(WORK_ROOT, f"run{serial}")
+    os.mkdir(path, 0o700)
+    if RUN_UID is not None:
+        os.chown(path, RUN_UID, RUN_UID)
+    return path
+
+
+def _remove_tree(path):
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+class CappedBuffer:
+    """Keeps the head and the tail of a stream; everything between is counted and dropped."""
+
+    def __init__(self, limit):
+        self.half = max(limit // 2, 1)
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.dropped = 0
+
+    def add(self, data):
+        room = self.half - len(self.head)
+        if room > 0:
+            self.head += data[:room]
+            data = data[room:]
+        if data:
+            self.tail += data
+            if len(self.tail) > self.half:
+                excess = len(self.tail) - self.half
+                self.dropped += excess
+                del self.tail[:excess]
+
+    def text(self):
+        middle = f"\n... [{self.dropped} bytes dropped] ...\n".encode() if self.dropped else b""
+        return (bytes(self.head) + middle + bytes(self.tail)).decode("utf-8", "replace")
+
+
+def run_one(request, serial):
+    started = time.monotonic()
+    work_dir = _prepare_work_dir(serial)
+    token_r, token_w = os.pipe()
+    result_r, result_w = os.pipe()
+    output_r, output_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            null = os.open("/dev/null", os.O_RDONLY)
+            os.dup2(null, 0)
+            os.dup2(output_w, 1)
+            os.dup2(output_w, 2)
+            keep = {0, 1, 2, token_r, result_w}
+            for fd in range(3, 64):
+                if fd not in keep:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+            os.closerange(64, 4096)
+            run_program(request, token_r, result_w, RUN_UID, work_dir)
+        except BaseException as exc:  # noqa: BLE001 - setting up the sandboxed process failed
+            try:
+                os.write(result_w, ("S" + _error_line(exc)).encode()[:600])
+            finally:
+                _exit(3)
+        _exit(4)
+    for fd in (token_r, result_w, output_w):
+        os.close(fd)
+    # The token is born after the fork: the program's memory has never held it.
+    token = os.urandom(24).hex().encode()
+    os.write(token_w, token)
+    os.close(token_w)
+
+    output = CappedBuffer(request["output_limit"])
+    result = bytearray()
+    pidfd = os.pidfd_open(pid)
+    deadline = started + request["timeout"]
+    exit_status, timed_out = None, False
+    open_fds = {output_r, result_r}
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            timed_out = exit_status is None
+            break
+        watch = list(open_fds) + ([pidfd] if exit_status is None else [])
+        if not watch:
+            break
+        ready, _, _ = select.select(watch, [], [], remaining)
+        for fd in ready:
+            if fd == pidfd:
+                exit_status = os.waitpid(pid, 0)[1]
+                kill_everything(pid)  # leftovers would hold the pipes open forever
+                continue
+            data = os.read(fd, 1 << 16)
+            if not data:
+                open_fds.discard(fd)
+            elif fd == output_r:
+                output.add(data)
+            elif len(result) < 4096:
+                result += data
+    if exit_status is None:
+        kill_everything(pid)
+        exit_status = os.waitpid(pid, 0)[1]
+    for fd in (pidfd, output_r, result_r):
+        os.close(fd)
+    _reap_strays()
+    _remove_tree(work_dir)
+    duration = time.monotonic() - started
+    return _verdict(bytes(result), token, exit_status, timed_out, duration, output.text())
+
+
+def _verdict(result, token, exit_status, timed_out, duration, output):
+    reply = {"duration": round(duration, 4), "output": output, "exit_code": None, "signal": None}
+    if os.WIFEXITED(exit_status):
+        reply["exit_code"] = os.WEXITSTATUS(exit_status)
+    elif os.WIFSIGNALED(exit_status):
+        reply["signal"] = signal.Signals(os.WTERMSIG(exit_status)).name
+    if result == token and reply["exit_code"] == 0 and not timed_out:
+        return dict(reply, status="passed", error=None)
+    if timed_out:
+        return dict(reply, status="timeout", error="wall-clock time limit exceeded")
+    if reply["signal"] == "SIGXCPU":
+        return dict(reply, status="timeout", error="CPU time limit exceeded")
+    kind, message = (chr(result[0]), result[1:].decode("utf-8", "replace")) if result else ("", "")
+    if kind == "F":
+        return dict(reply, status="failed", error=message or "AssertionError")
+    if kind in ("E", "S"):
+        prefix = "sandbox setup failed: " if kind == "S" else ""
+        return dict(reply, status="error", error=prefix + message)
+    if reply["signal"]:
+        return dict(reply, status="error", error=f"killed by {reply['signal']}")
+    return dict(reply, status="failed",
+                error=f"exited with code {reply['exit_code']} before the tests finished")
+
+
+def main():
+    os.makedirs(WORK_ROOT, exist_ok=True)
+    send({"ready": True, "uid": os.getuid(), "pid": os.getpid()})
+    serial = 0
+    while True:
+        request = receive()
+        if request is None:
+            return
+        serial += 1
+        try:
+            send(run_one(request, serial))
+        except Exception as exc:  # noqa: BLE001 - report, keep serving
+            send({"status": "error", "error": f"sandbox failure: {_error_line(exc)}", "duration": 0.0,
+                  "output": "", "exit_code": None, "signal": None})
+
+
+main()
