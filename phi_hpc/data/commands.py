@@ -1,0 +1,126 @@
+"""CLI of the data area: ``prepare``, ``tokenizer train``, ``inspect``.
+
+Only click and the standard library at import time: the heavy lifting (numpy, tokenizers, pyarrow)
+is imported inside the command bodies, so ``phi-hpc --help`` stays instant on a login node.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import click
+
+from phi_hpc.cli_options import config_options
+from phi_hpc.errors import UsageError
+
+
+@click.command("prepare")
+@click.argument("inputs", nargs=-1, type=click.Path())
+@click.option("--tokenizer", help="tokenizer.json or a local Hugging Face tokenizer folder.")
+@click.option("-o", "--output", "output_dir", type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--workers", type=int, help="Parallel map processes (default: one per available core).")
+@click.option("--strict/--no-strict", default=None, help="Make the first bad input an error (exit 2).")
+@click.option("--stage", type=click.Choice(["all", "map", "reduce", "pack"]), default="all", show_default=True,
+              help="Run one stage only (a Slurm array runs `--stage map --shard $SLURM_ARRAY_TASK_ID`).")
+@click.option("--shard", type=int, help="With --stage map: the one shard to process.")
+@click.option("--max-documents", type=int, help="Keep only the first N good documents (demos, tests).")
+@click.option("--quality-model", help="Drop documents the quality classifier scores below the threshold.")
+@click.option("--quality-threshold", type=float, help="Quality probability a document needs to be kept.")
+@click.option("--decontaminate", is_flag=True, default=None, help="Drop documents overlapping HumanEval/MBPP.")
+@click.option("--decontaminate-report-only", is_flag=True, default=None,
+              help="With --decontaminate: list overlaps in the audit but keep the documents.")
+@click.option("--benchmark-data", type=click.Path(), help="Folder with the benchmark files for --decontaminate.")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest (or stage summary) as JSON on stdout.")
+@config_options
+def prepare_command(inputs, tokenizer, output_dir, workers, strict, stage, shard, max_documents, quality_model,
+                    quality_threshold, decontaminate, decontaminate_report_only, benchmark_data, as_json,
+                    config_path, overrides):
+    """Deduplicate and tokenize code into Megatron .bin/.idx files plus OUT/manifest.json.
+
+    \b
+    INPUT: .jsonl/.jsonl.gz/.jsonl.zst, .parquet, or folders of source files (--set glob='**/*.py').
+    Exact + MinHash-LSH near dedup (5-gram words, 256 permutations, Jaccard 0.85), tokenization
+    with EOS after each document, seeded train/validation split. Resumable: rerun the same command
+    after a crash and finished work is skipped; results are identical to an uninterrupted run.
+    """
+    from phi_hpc.config import load_config
+    from phi_hpc.data.config import PrepareConfig
+
+    config = load_config(PrepareConfig, config_path, overrides)  # validated before any path is touched
+    given = {"inputs": list(inputs) or None, "tokenizer": tokenizer, "output_dir": output_dir, "workers": workers,
+             "strict": strict, "max_documents": max_documents, "quality_model": quality_model,
+             "quality_threshold": quality_threshold, "decontaminate": decontaminate,
+             "decontaminate_report_only": decontaminate_report_only, "benchmark_data": benchmark_data}
+    try:
+        config = dataclasses.replace(config, **{k: v for k, v in given.items() if v is not None})
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"invalid option: {exc}") from None
+    if not config.tokenizer:
+        raise UsageError("no tokenizer given", "pass --tokenizer tokenizer.json (or build one: phi-hpc tokenizer train)")
+    if shard is not None and stage != "map":
+        raise UsageError("--shard only applies to --stage map")
+
+    from phi_hpc.data import pipeline, report
+
+    if stage == "all":
+        manifest = pipeline.prepare(config)
+        report.print_summary(manifest, config.output_dir)
+        if as_json:
+            click.echo(json.dumps(manifest, indent=2, sort_keys=True))
+        return
+    context = pipeline.open_run(config)
+    if stage == "map":
+        shards = [shard] if shard is not None else [s.index for s in context.shards]
+        results = []
+        for index in shards:
+            summary = pipeline.run_map(config, index, context)
+            results.append({"shard": index, "documents": summary["documents"], "bad": len(summary["bad"])})
+        result = {"stage": "map", "shards": results, "total_shards": len(context.shards)}
+    elif stage == "reduce":
+        result = {"stage": "reduce", **pipeline.run_reduce(config, context)}
+    else:
+        manifest = pipeline.run_pack(config, context)
+        report.print_summary(manifest, config.output_dir)
+        result = manifest
+    click.echo(json.dumps(result, indent=2, sort_keys=True) if as_json else json.dumps(result, sort_keys=True))
+
+
+@click.group("tokenizer")
+def tokenizer_group():
+    """Build a tokenizer for users who do not have one."""
+
+
+@tokenizer_group.command("train")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("-o", "--output", "output_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder to write tokenizer.json into.")
+@click.option("--vocab-size", type=int, default=50295, show_default=True,
+              help="Total entries, including the special and whitespace-run tokens.")
+@click.option("--min-frequency", type=int, default=2, show_default=True)
+@click.option("--glob", "glob_pattern", default="**/*.py", show_default=True, help="Files of INPUT folders to read.")
+@click.option("--text-key", default="text", show_default=True, help="Text field of .jsonl/.parquet inputs.")
+@click.option("--max-documents", type=int, help="Train on the first N documents only.")
+def tokenizer_train_command(inputs, output_dir, vocab_size, min_frequency, glob_pattern, text_key, max_documents):
+    """Train a byte-level BPE (GPT-2/CodeGen style) with whitespace-run tokens on a corpus."""
+    from phi_hpc.data.bpe_train import train_tokenizer
+
+    summary = train_tokenizer(list(inputs), output_dir, vocab_size=vocab_size, min_frequency=min_frequency,
+                              glob=glob_pattern, text_key=text_key, max_documents=max_documents)
+    click.echo(json.dumps(summary, sort_keys=True))
+
+
+@click.command("inspect")
+@click.argument("prefix", type=click.Path())
+@click.option("--tokenizer", help="Decode with this tokenizer (default: the one named in the folder's manifest.json).")
+@click.option("-n", "--samples", type=int, default=3, show_default=True, help="Documents to decode and show.")
+@click.option("--max-chars", type=int, default=600, show_default=True, help="Characters shown per document.")
+@click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON on stdout.")
+def inspect_command(prefix, tokenizer, samples, max_chars, as_json):
+    """Statistics of a .bin/.idx pair and a few decoded documents (PREFIX is the path without .bin/.idx)."""
+    from phi_hpc.data.inspect import inspect_dataset
+
+    inspect_dataset(prefix, tokenizer=tokenizer, samples=samples, max_chars=max_chars, as_json=as_json)
+
+
+COMMANDS = [prepare_command, tokenizer_group, inspect_command]

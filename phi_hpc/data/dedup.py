@@ -1,0 +1,145 @@
+"""Exact and near-duplicate detection over a whole corpus' signatures (the reduce stage).
+
+Survivor rule: in every cluster of duplicates the document that comes *first in input order*
+survives. Input order is fixed by the shard plan (sorted directories, command-line order), so the
+choice is deterministic and independent of worker count or timing, and it is easy to explain: the
+copy you listed first is the one you keep.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+_U64 = np.uint64
+
+
+def lsh_parameters(threshold: float, num_perm: int, false_positive_weight: float = 0.5) -> tuple[int, int]:
+    """Bands x rows minimizing the weighted area of false positives below and false negatives above
+    ``threshold`` under the LSH S-curve ``1 - (1 - s**rows)**bands`` (the usual way to pick them)."""
+    grid_low = np.linspace(0.0, threshold, 200)
+    grid_high = np.linspace(threshold, 1.0, 200)
+    best, best_cost = (1, num_perm), float("inf")
+    for bands in range(1, num_perm + 1):
+        rows = num_perm // bands
+        if rows < 1:
+            break
+        fp = np.trapezoid(1 - (1 - grid_low ** rows) ** bands, grid_low)
+        fn = np.trapezoid((1 - grid_high ** rows) ** bands, grid_high)
+        cost = false_positive_weight * fp + (1 - false_positive_weight) * fn
+        if cost < best_cost - 1e-12:
+            best, best_cost = (bands, rows), cost
+    return best
+
+
+def _band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """One 64-bit key per (document, band): a mixed combination of that band's ``rows`` values.
+
+    A key collision between different bands' contents (probability ~2**-64 per pair) would only add
+    a candidate, which verification rejects.
+    """
+    n = signatures.shape[0]
+    keys = np.zeros((n, bands), dtype=_U64)
+    with np.errstate(over="ignore"):
+        for band in range(bands):
+            block = signatures[:, band * rows: (band + 1) * rows].astype(_U64)
+            key = np.full(n, _U64(band + 1) * _U64(0x9E3779B97F4A7C15), dtype=_U64)
+            for column in range(rows):
+                key ^= block[:, column]
+                key *= _U64(0xBF58476D1CE4E5B9)
+                key ^= key >> _U64(29)
+            keys[:, band] = key
+    return keys
+
+
+def candidate_pairs(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """``int64[k, 2]`` pairs (first, other) of documents sharing at least one band, deduplicated.
+
+    Within a bucket every member is paired with the bucket's first (lowest-index) member.
+    """
+    n = signatures.shape[0]
+    if n < 2:
+        return np.zeros((0, 2), dtype=np.int64)
+    keys = _band_keys(signatures, bands, rows)
+    found = []
+    for band in range(bands):
+        order = np.argsort(keys[:, band], kind="stable")  # stable: ties stay in index order
+        sorted_keys = keys[order, band]
+        new_group = np.empty(n, dtype=bool)
+        new_group[0] = True
+        new_group[1:] = sorted_keys[1:] != sorted_keys[:-1]
+        group_start = np.maximum.accumulate(np.where(new_group, np.arange(n), 0))
+        members = ~new_group
+        if members.any():
+            found.append(np.stack([order[group_start[members]], order[members]], axis=1))
+    if not found:
+        return np.zeros((0, 2), dtype=np.int64)
+    pairs = np.concatenate(found).astype(np.int64)
+    return np.unique(pairs, axis=0)
+
+
+class UnionFind:
+    """Disjoint sets whose root is always the smallest member (so the root is the survivor)."""
+
+    def __init__(self, n: int):
+        self.parent = np.arange(n, dtype=np.int64)
+
+    def find(self, x: int) -> int:
+        parent = self.parent
+        root = x
+        while parent[root] != root:
+            root = parent[root]
+        while parent[x] != root:  # path compression
+            parent[x], x = root, parent[x]
+        return int(root)
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+    def roots(self) -> np.ndarray:
+        return np.fromiter((self.find(i) for i in range(len(self.parent))), dtype=np.int64, count=len(self.parent))
+
+
+@dataclass
+class DedupResult:
+    exact_survivor: np.ndarray  # per document: index of the document it exactly duplicates, or itself
+    near_survivor: np.ndarray  # per document: index of its near-duplicate cluster's survivor, or itself
+    near_similarity: np.ndarray  # estimated Jaccard with that survivor (1.0 for itself)
+
+
+def exact_survivors(digests: np.ndarray, eligible: np.ndarray) -> np.ndarray:
+    """For each eligible document, the first eligible document with the same content digest."""
+    survivor = np.arange(len(digests), dtype=np.int64)
+    first_seen: dict[bytes, int] = {}
+    for i in np.flatnonzero(eligible):
+        key = digests[i].tobytes()
+        survivor[i] = first_seen.setdefault(key, int(i))
+    return survivor
+
+
+def near_survivors(signatures: np.ndarray, eligible: np.ndarray, bands: int, rows: int, threshold: float,
+                   verify: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Cluster eligible documents by LSH (+ optional signature check) and union-find."""
+    n = len(signatures)
+    survivor = np.arange(n, dtype=np.int64)
+    similarity = np.ones(n, dtype=np.float64)
+    index = np.flatnonzero(eligible)
+    if len(index) < 2:
+        return survivor, similarity
+    sub = signatures[index]
+    pairs = candidate_pairs(sub, bands, rows)
+    if len(pairs) and verify:
+        estimates = (sub[pairs[:, 0]] == sub[pairs[:, 1]]).mean(axis=1)
+        pairs = pairs[estimates >= threshold]
+    sets = UnionFind(len(index))
+    for a, b in pairs.tolist():
+        sets.union(a, b)
+    roots = sets.roots()
+    survivor[index] = index[roots]
+    moved = np.flatnonzero(roots != np.arange(len(index)))
+    if len(moved):
+        similarity[index[moved]] = (sub[moved] == sub[roots[moved]]).mean(axis=1)
+    return survivor, similarity

@@ -1,0 +1,210 @@
+"""MinHash signatures for whole batches of documents at numpy speed.
+
+Why not datasketch: it hashes every shingle in Python (one ``sha1`` call each), which is the slow
+part. Here the per-byte and per-word work is a handful of vectorized passes over the batch's UTF-8
+bytes, and only the final "256 permutations of every shingle" step touches ``shingles x permutations``
+elements, in cache-sized chunks.
+
+The recipe, step by step (all arithmetic is uint64 and wraps mod 2**64 on purpose):
+
+1. Words are maximal runs of ``[A-Za-z0-9_]`` and non-ASCII bytes; everything else (spaces,
+   punctuation, newlines) separates them. So reflowed whitespace or moved brackets do not change
+   the shingle set, only edits to names and literals do.
+2. A word's hash is a polynomial hash of its bytes, taken from one prefix sum over the whole batch:
+   ``(H[end] - H[start]) * P**-start`` (``P`` is odd, so it is invertible mod 2**64), then mixed
+   with the splitmix64 finalizer so that similar words get unrelated hashes.
+3. A shingle is ``ngram`` consecutive words of one document, hashed order-sensitively from the
+   word hashes. A document shorter than ``ngram`` words is one shingle of all its words.
+4. Permutation ``i`` maps the high 32 bits ``x`` of a shingle hash to ``a_i * x + b_i mod 2**32``
+   (``a_i`` odd: a bijection of the 32-bit integers). The signature entry is the minimum over the
+   document's shingles. Because ``x`` is already the output of a strong mixer, these cheap affine
+   permutations behave like random ones; ``tests/data/test_minhash.py`` checks the estimates
+   against exact Jaccard similarities.
+
+Two documents' estimated Jaccard similarity is the fraction of equal signature entries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+_U64 = np.uint64
+_COMBINE = _U64(0x9E3779B97F4A7C15)
+
+# Byte classes: True where a byte belongs to a word.
+_WORD_BYTE = np.zeros(256, dtype=bool)
+for _c in b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_":
+    _WORD_BYTE[_c] = True
+_WORD_BYTE[0x80:] = True
+_SEPARATOR = b"\n"
+
+# Rows of the (shingles x permutations) block processed at once: 2048 x 256 x 4 B = 2 MiB.
+_CHUNK_ROWS = 2048
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer, in place on a uint64 array (good avalanche, three multiplies)."""
+    x ^= x >> _U64(30)
+    x *= _U64(0xBF58476D1CE4E5B9)
+    x ^= x >> _U64(27)
+    x *= _U64(0x94D049BB133111EB)
+    x ^= x >> _U64(31)
+    return x
+
+
+_LOW_BYTES_MASK = np.array([(1 << (8 * r)) - 1 for r in range(9)], dtype=_U64)  # keep the first r bytes
+
+
+def _word_hashes(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Hash every word ``data[starts[i]:ends[i]]`` exactly, 8 bytes per vectorized step.
+
+    ``data`` must be followed by at least 8 readable bytes (the caller pads it). Eight bytes at any
+    offset are read as one little-endian uint64 through a 1-byte-strided view; bytes past the word's
+    end are masked off. Most words fit in one or two steps; only longer ones take more.
+    """
+    unaligned = np.ndarray(shape=(len(data) - 8,), dtype="<u8", buffer=data, offset=0, strides=(1,))
+    lengths = ends - starts
+    with np.errstate(over="ignore"):
+        hashes = lengths.astype(_U64) * _COMBINE
+        active = np.arange(len(starts))
+        step = 0
+        while active.size:
+            chunk = unaligned[starts[active] + 8 * step]
+            chunk &= _LOW_BYTES_MASK[np.minimum(lengths[active] - 8 * step, 8)]
+            hashes[active] = (hashes[active] ^ chunk) * _U64(0xBF58476D1CE4E5B9)
+            step += 1
+            active = active[lengths[active] > 8 * step]
+        return _mix64(hashes)
+
+
+@dataclass(frozen=True)
+class MinHasher:
+    """Seeded MinHash with ``num_perm`` permutations over word ``ngram`` shingles."""
+
+    num_perm: int = 256
+    ngram: int = 5
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        rng = np.random.default_rng(self.seed)
+        top = np.iinfo(np.uint32).max
+        a = rng.integers(0, top, size=self.num_perm, dtype=np.uint32, endpoint=True) | np.uint32(1)
+        b = rng.integers(0, top, size=self.num_perm, dtype=np.uint32, endpoint=True)
+        object.__setattr__(self, "_a", a)
+        object.__setattr__(self, "_b", b)
+
+    # -- shingles -------------------------------------------------------------------------------
+    def shingle_hashes(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Hashes of every document's shingles, concatenated, plus each document's shingle count."""
+        encoded = [t.encode("utf-8", "surrogatepass") for t in texts]
+        return self.shingle_hashes_of_bytes(encoded)
+
+    def shingle_hashes_of_bytes(self, encoded: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
+        n_docs = len(encoded)
+        if n_docs == 0:
+            return np.zeros(0, _U64), np.zeros(0, np.int64)
+        data = np.frombuffer(_SEPARATOR.join(encoded) + bytes(16), dtype=np.uint8)
+        lengths = np.fromiter((len(e) for e in encoded), dtype=np.int64, count=n_docs)
+        doc_starts = np.zeros(n_docs, dtype=np.int64)
+        np.cumsum(lengths[:-1] + 1, out=doc_starts[1:])
+
+        is_word = _WORD_BYTE[data]  # the zero padding is not a word byte, so every word ends inside
+        edges = np.diff(is_word.view(np.int8), prepend=np.int8(0))
+        starts = np.flatnonzero(edges == 1)
+        ends = np.flatnonzero(edges == -1)
+        words = _word_hashes(data, starts, ends)
+
+        word_doc = np.searchsorted(doc_starts, starts, side="right") - 1
+        words_per_doc = np.bincount(word_doc, minlength=n_docs)
+        shingles, counts = self._combine_words(words, word_doc, words_per_doc, n_docs)
+        return shingles, counts
+
+    def _combine_words(self, words, word_doc, words_per_doc, n_docs):
+        n = self.ngram
+        total = len(words)
+        with np.errstate(over="ignore"):
+            if total >= n:
+                span = total - n + 1
+                hashes = words[:span].copy()
+                for offset in range(1, n):
+                    hashes *= _COMBINE
+                    hashes += words[offset: offset + span]
+                _mix64(hashes)
+                valid = word_doc[:span] == word_doc[n - 1: n - 1 + span]
+                full = hashes[valid]
+                full_doc = word_doc[:span][valid]
+            else:
+                full = np.zeros(0, _U64)
+                full_doc = np.zeros(0, np.int64)
+            short_docs = np.flatnonzero((words_per_doc > 0) & (words_per_doc < n))
+            if len(short_docs) == 0:
+                return full, np.bincount(full_doc, minlength=n_docs).astype(np.int64)
+            # Documents with fewer than ``ngram`` words: one shingle made of all their words.
+            first_word = np.zeros(n_docs + 1, dtype=np.int64)
+            np.cumsum(words_per_doc, out=first_word[1:])
+            extra = np.empty(len(short_docs), dtype=_U64)
+            for i, doc in enumerate(short_docs):
+                h = _U64(0)
+                for w in words[first_word[doc]: first_word[doc + 1]]:
+                    h = h * _COMBINE + w
+                extra[i] = h
+            _mix64(extra)
+        all_hashes = np.concatenate([full, extra])
+        all_docs = np.concatenate([full_doc, short_docs])
+        order = np.argsort(all_docs, kind="stable")
+        return all_hashes[order], np.bincount(all_docs, minlength=n_docs).astype(np.int64)
+
+    # -- signatures -----------------------------------------------------------------------------
+    def signatures(self, texts: Sequence[str]) -> np.ndarray:
+        """``uint32[len(texts), num_perm]``; a document without words gets all-ones (matches nothing
+        but other empty documents, which exact dedup handles anyway)."""
+        shingles, counts = self.shingle_hashes(texts)
+        return self.signatures_from_shingles(shingles, counts)
+
+    def signatures_from_shingles(self, shingles: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """Apply every permutation to every shingle and keep each document's minima.
+
+        The permutations are ``x -> a*x + b mod 2**32`` (``a`` odd) on the high 32 bits of the
+        already well-mixed 64-bit shingle hash: uint32 lanes are twice as many per SIMD instruction
+        as uint64, and this step is where nearly all the time goes.
+        """
+        n_docs = len(counts)
+        result = np.full((n_docs, self.num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
+        if not len(shingles):
+            return result
+        keys = (shingles >> _U64(32)).astype(np.uint32)
+        bounds = np.zeros(n_docs + 1, dtype=np.int64)
+        np.cumsum(counts, out=bounds[1:])
+        block = np.empty((_CHUNK_ROWS, self.num_perm), dtype=np.uint32)
+        for lo in range(0, len(keys), _CHUNK_ROWS):
+            hi = min(lo + _CHUNK_ROWS, len(keys))
+            rows = block[: hi - lo]
+            np.multiply(keys[lo:hi, None], self._a[None, :], out=rows)
+            rows += self._b
+            first = int(np.searchsorted(bounds, lo, side="right")) - 1
+            last = int(np.searchsorted(bounds, hi, side="left"))
+            for doc in range(first, last):
+                seg_lo, seg_hi = max(bounds[doc], lo), min(bounds[doc + 1], hi)
+                if seg_hi > seg_lo:
+                    np.minimum(result[doc], rows[seg_lo - lo: seg_hi - lo].min(axis=0), out=result[doc])
+        return result
+
+
+def estimated_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> float:
+    """Fraction of equal entries: an unbiased estimate of the shingle sets' Jaccard similarity."""
+    return float(np.count_nonzero(sig_a == sig_b)) / sig_a.shape[-1]
+
+
+def word_shingles(text: str, ngram: int = 5) -> set[tuple[str, ...]]:
+    """The exact shingle set MinHasher estimates over (slow, pure Python: for tests and the benchmark)."""
+    import re
+
+    words = re.findall(rb"[A-Za-z0-9_\x80-\xff]+", text.encode("utf-8", "surrogatepass"))
+    if not words:
+        return set()
+    if len(words) < ngram:
+        return {tuple(words)}
+    return {tuple(words[i: i + ngram]) for i in range(len(words) - ngram + 1)}

@@ -1,0 +1,589 @@
+"""``prepare`` as three resumable stages: map (per shard) -> reduce (whole corpus) -> pack.
+
+* **map** (one input shard; shards are independent, so they run in parallel or as a Slurm array):
+  read documents, compute content digests and MinHash signatures, run optional document filters,
+  tokenize the survivors of the filters. Writes ``.work/map/shard-NNNNN.{bin,idx,npz}`` and, last,
+  ``shard-NNNNN.json``, whose presence marks the shard complete.
+* **reduce** (needs every shard): exact + near-duplicate clustering over all signatures; writes the
+  keep mask, ``audit.jsonl`` and ``bad_inputs.jsonl``.
+* **pack**: seeded document-level train/validation split; copies kept documents' tokens into
+  ``train``/``validation`` ``.bin``/``.idx``; writes ``manifest.json`` last.
+
+Crash safety: every file is written under a temporary name and renamed when complete, and a stage
+whose completion marker exists is skipped. Every stage's output is a pure function of the inputs,
+the tokenizer and the config (never of ``--workers`` or timing), so a run killed at any point and
+rerun produces byte-identical outputs. All of it is keyed by a fingerprint of (config, tokenizer,
+input files): change any of them and stale intermediate state is discarded, not reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+from phi_hpc import __version__
+from phi_hpc.config import to_dict
+from phi_hpc.data.config import PrepareConfig
+from phi_hpc.data.layout import Layout, remove_stale_temporaries
+from phi_hpc.data.sources import BadInput, Document, InputFile, expand_inputs, file_fingerprint, read_documents
+from phi_hpc.errors import PhiError, UsageError
+from phi_hpc.fileio import atomic_write, sha256_file, write_json
+
+FORMAT = "phi-hpc-prepare/1"
+# Fields that change how a run executes but never what it writes (kept out of the fingerprint and
+# the manifest, so outputs are identical whatever the worker count).
+RUNTIME_FIELDS = ("workers", "strict", "keep_work", "output_dir")
+_BATCH_DOCUMENTS = 512
+_BATCH_BYTES = 4 << 20
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int
+    files: tuple[InputFile, ...]
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+def plan_shards(config: PrepareConfig) -> list[Shard]:
+    """Split the inputs into map shards: each data file (.jsonl*, .parquet) is its own shard; loose
+    source files are grouped, in order, into shards of about ``shard_mb`` megabytes."""
+    files = expand_inputs(list(config.inputs), config.glob)
+    limit = config.shard_mb * 1e6
+    groups: list[list[InputFile]] = []
+    current: list[InputFile] = []
+    size = 0
+    for source in files:
+        if source.kind != "source":
+            if current:
+                groups.append(current)
+                current, size = [], 0
+            groups.append([source])
+            continue
+        if current and size + source.size > limit:
+            groups.append(current)
+            current, size = [], 0
+        current.append(source)
+        size += source.size
+    if current:
+        groups.append(current)
+    return [Shard(i, tuple(group)) for i, group in enumerate(groups)]
+
+
+# -- run context ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RunContext:
+    config: PrepareConfig
+    layout: Layout
+    shards: list[Shard]
+    tokenizer: object  # TokenizerInfo
+    fingerprint: str
+
+
+def recorded_config(config: PrepareConfig) -> dict:
+    data = to_dict(config)
+    for name in RUNTIME_FIELDS:
+        data.pop(name, None)
+    return data
+
+
+def open_run(config: PrepareConfig) -> RunContext:
+    """Validate the tokenizer and inputs, plan shards, and make ``.work`` match this run's fingerprint."""
+    from phi_hpc.data.tokenize import describe_tokenizer
+
+    if not config.output_dir:
+        raise UsageError("no output folder given", "pass -o OUT_DIR")
+    tokenizer = describe_tokenizer(config.tokenizer, config.eos_token)
+    shards = plan_shards(config)
+    identity = {
+        "format": FORMAT,
+        "config": recorded_config(config),
+        "tokenizer_sha256": tokenizer.sha256,
+        "inputs": [file_fingerprint(f) for shard in shards for f in shard.files],
+    }
+    fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+    layout = Layout(_absolute(config.output_dir))
+    plan = {"fingerprint": fingerprint, "shards": [[f.path for f in s.files] for s in shards]}
+    if layout.plan.is_file():
+        try:
+            previous = json.loads(layout.plan.read_text())
+        except (OSError, ValueError):
+            previous = {}
+        if previous.get("fingerprint") != fingerprint:
+            shutil.rmtree(layout.work, ignore_errors=True)  # another config/input: nothing reusable
+    if not layout.plan.is_file():
+        write_json(layout.plan, plan)
+    return RunContext(config, layout, shards, tokenizer, fingerprint)
+
+
+def _absolute(path: str):
+    from pathlib import Path
+
+    return Path(path).absolute()
+
+
+# -- map -----------------------------------------------------------------------------------------
+
+def build_filters(config: PrepareConfig) -> list:
+    """The optional document filters, imported only when asked for (they pull in heavy libraries)."""
+    if not (config.quality_model or config.decontaminate):
+        return []
+    try:
+        from phi_hpc.quality import stages
+    except ModuleNotFoundError as exc:
+        raise UsageError("quality/decontamination filters are not available in this installation",
+                         f"missing module {exc.name}") from None
+    filters = []
+    if config.quality_model:
+        filters.append(stages.build_quality_filter(config.quality_model, config.quality_threshold))
+    if config.decontaminate:
+        filters.append(stages.build_decontamination_filter(config.benchmark_data, config.decontaminate_report_only))
+    return filters
+
+
+def _shard_documents(shard: Shard, config: PrepareConfig, bad: list[BadInput]) -> Iterator[Document]:
+    def on_bad(problem: BadInput) -> None:
+        if config.strict:
+            raise UsageError(f"{problem.where}: {problem.reason}",
+                             "fix or remove that input, or run without --strict to skip and count bad input")
+        bad.append(problem)
+
+    remaining = config.max_documents
+    for source in shard.files:
+        for document in read_documents(source, config.text_key, on_bad):
+            yield document
+            if remaining is not None:
+                remaining -= 1
+                if remaining == 0:
+                    return
+
+
+def _batches(documents: Iterator[Document]) -> Iterator[list[Document]]:
+    batch: list[Document] = []
+    size = 0
+    for document in documents:
+        batch.append(document)
+        size += len(document.text)
+        if len(batch) >= _BATCH_DOCUMENTS or size >= _BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def run_map(config: PrepareConfig, shard_index: int, context: RunContext | None = None) -> dict:
+    """Process one shard (skipped if already complete); returns its summary (documents, bytes...)."""
+    from phi_hpc.data.indexed import IndexedDatasetWriter, dtype_for_vocab
+    from phi_hpc.data.minhash import MinHasher
+    from phi_hpc.data.tokenize import DocumentEncoder
+
+    context = context or open_run(config)
+    if not 0 <= shard_index < len(context.shards):
+        raise UsageError(f"--shard {shard_index}: the plan has {len(context.shards)} shards (0..{len(context.shards) - 1})")
+    layout = context.layout
+    done = layout.shard_done(shard_index)
+    if done.is_file():
+        return json.loads(done.read_text())
+    prefix = layout.shard_prefix(shard_index)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(prefix.parent, prefix.name)
+
+    shard = context.shards[shard_index]
+    dedup = config.dedup
+    hasher = MinHasher(num_perm=dedup.num_perm, ngram=dedup.ngram, seed=dedup.seed)
+    encoder = DocumentEncoder.cached(config.tokenizer, context.tokenizer.eos_id)
+    filters = build_filters(config)
+    bad: list[BadInput] = []
+    origins: list[str] = []
+    filtered: list[dict] = []
+    digests, signatures, token_rows, token_counts, byte_counts = [], [], [], [], []
+    rows_written = 0
+    with IndexedDatasetWriter(prefix, dtype_for_vocab(context.tokenizer.vocab_size)) as writer:
+        for batch in _batches(_shard_documents(shard, config, bad)):
+            texts = [d.text for d in batch]
+            encoded = [t.encode("utf-8") for t in texts]
+            first = len(origins)
+            origins.extend(d.origin for d in batch)
+            digests.append(np.frombuffer(b"".join(hashlib.sha256(e).digest()[:16] for e in encoded),
+                                         dtype=np.uint8).reshape(-1, 16))
+            byte_counts.append(np.fromiter((len(e) for e in encoded), dtype=np.int64, count=len(encoded)))
+            shingles, counts = hasher.shingle_hashes_of_bytes(encoded)
+            signatures.append(hasher.signatures_from_shingles(shingles, counts))
+            keep = _apply_filters(filters, texts, first, filtered)
+            rows = np.full(len(batch), -1, dtype=np.int64)
+            tokens = np.zeros(len(batch), dtype=np.int64)
+            kept = [i for i in range(len(batch)) if keep[i]]
+            for i, ids in zip(kept, encoder.encode([texts[i] for i in kept])):
+                writer.add_document(ids)
+                rows[i] = rows_written
+                tokens[i] = len(ids)
+                rows_written += 1
+            token_rows.append(rows)
+            token_counts.append(tokens)
+
+    def stacked(parts, dtype, width=None):
+        if parts:
+            return np.concatenate(parts)
+        return np.zeros((0, width) if width else 0, dtype=dtype)
+
+    with atomic_write(layout.shard_arrays(shard_index), "wb", encoding=None) as handle:
+        np.savez(handle, digests=stacked(digests, np.uint8, 16),
+                 signatures=stacked(signatures, np.uint32, dedup.num_perm),
+                 token_rows=stacked(token_rows, np.int64), tokens=stacked(token_counts, np.int64),
+                 bytes=stacked(byte_counts, np.int64))
+    summary = {
+        "fingerprint": context.fingerprint,
+        "shard": shard_index,
+        "documents": len(origins),
+        "input_bytes": shard.bytes,
+        "origins": origins,
+        "bad": [b.to_dict() for b in bad],
+        "filtered": filtered,
+    }
+    write_json(done, summary)
+    return summary
+
+
+def _apply_filters(filters: list, texts: list[str], first: int, filtered: list[dict]) -> list[bool]:
+    """Run each filter on the documents still kept; record every drop for the audit."""
+    keep = [True] * len(texts)
+    for document_filter in filters:
+        alive = [i for i in range(len(texts)) if keep[i]]
+        if not alive:
+            break
+        verdicts = document_filter.evaluate([texts[i] for i in alive])
+        if len(verdicts) != len(alive):
+            raise PhiError(f"filter {document_filter.name!r} returned {len(verdicts)} verdicts for {len(alive)} documents")
+        for i, verdict in zip(alive, verdicts):
+            if not verdict.keep:
+                keep[i] = False
+                filtered.append({"document": first + i, "filter": document_filter.name,
+                                 "reason": verdict.reason, "score": verdict.score})
+    return keep
+
+
+# -- reduce --------------------------------------------------------------------------------------
+
+@dataclass
+class CorpusState:
+    """All shards' map outputs, concatenated in input order and cut to ``max_documents``."""
+
+    origins: list[str]
+    digests: np.ndarray
+    signatures: np.ndarray
+    token_rows: np.ndarray
+    tokens: np.ndarray
+    bytes: np.ndarray
+    shard_of: np.ndarray  # which shard's token file holds each document
+    bad: list[dict]
+    filtered: list[dict]  # with global document indices
+    input_bytes: int
+
+
+def load_corpus(context: RunContext) -> CorpusState:
+    layout = context.layout
+    missing = [s.index for s in context.shards if not layout.shard_done(s.index).is_file()]
+    if missing:
+        shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
+        raise PhiError(f"map stage incomplete: {len(missing)} of {len(context.shards)} shards missing ({shown})",
+                       "run --stage map for those shards (or --stage all)")
+    origins, bad, filtered = [], [], []
+    arrays = {k: [] for k in ("digests", "signatures", "token_rows", "tokens", "bytes")}
+    shard_of = []
+    input_bytes = 0
+    for shard in context.shards:
+        meta = json.loads(layout.shard_done(shard.index).read_text())
+        offset = len(origins)
+        origins.extend(meta["origins"])
+        bad.extend(meta["bad"])
+        filtered.extend({**entry, "document": entry["document"] + offset} for entry in meta["filtered"])
+        input_bytes += meta["input_bytes"]
+        with np.load(layout.shard_arrays(shard.index)) as data:
+            for key in arrays:
+                arrays[key].append(data[key])
+        shard_of.append(np.full(meta["documents"], shard.index, dtype=np.int64))
+    limit = len(origins)
+    if context.config.max_documents is not None:
+        limit = min(limit, context.config.max_documents)
+    cut = {k: np.concatenate(v)[:limit] for k, v in arrays.items()}
+    return CorpusState(origins[:limit], cut["digests"], cut["signatures"], cut["token_rows"], cut["tokens"],
+                       cut["bytes"], np.concatenate(shard_of)[:limit] if shard_of else np.zeros(0, np.int64),
+                       bad, [f for f in filtered if f["document"] < limit], input_bytes)
+
+
+def run_reduce(config: PrepareConfig, context: RunContext | None = None) -> dict:
+    """Cluster duplicates over the whole corpus; write the keep mask, audit and bad-input list."""
+    from phi_hpc.data.dedup import exact_survivors, lsh_parameters, near_survivors
+
+    context = context or open_run(config)
+    layout = context.layout
+    if layout.reduce_done.is_file():
+        return json.loads(layout.reduce_done.read_text())
+    corpus = load_corpus(context)
+    n = len(corpus.origins)
+    index = np.arange(n)
+    eligible = corpus.token_rows >= 0
+    dedup = config.dedup
+    exact = exact_survivors(corpus.digests, eligible) if dedup.exact else index.copy()
+    exact_removed = eligible & (exact != index)
+    near_eligible = eligible & ~exact_removed
+    bands, rows = (dedup.bands, dedup.rows) if dedup.bands else lsh_parameters(dedup.threshold, dedup.num_perm)
+    if dedup.near:
+        near, similarity = near_survivors(corpus.signatures, near_eligible, bands, rows, dedup.threshold,
+                                          dedup.verify_candidates)
+    else:
+        near, similarity = index.copy(), np.ones(n)
+    near_removed = near_eligible & (near != index)
+    keep = near_eligible & ~near_removed
+
+    filtered_by_doc = {f["document"]: f for f in corpus.filtered}
+    layout.out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(layout.out, "audit")
+    remove_stale_temporaries(layout.out, "bad_inputs")
+    with atomic_write(layout.audit) as handle:
+        for i in np.flatnonzero(~keep).tolist():
+            if i in filtered_by_doc:
+                f = filtered_by_doc[i]
+                entry = {"document": corpus.origins[i], "removed": "filtered", "filter": f["filter"],
+                         "reason": f["reason"], "score": f["score"]}
+            elif exact_removed[i]:
+                survivor = int(exact[i])
+                if near_removed[survivor]:
+                    survivor = int(near[survivor])  # its exact twin was itself a near duplicate
+                entry = {"document": corpus.origins[i], "removed": "exact_duplicate",
+                         "survivor": corpus.origins[survivor]}
+            else:
+                entry = {"document": corpus.origins[i], "removed": "near_duplicate",
+                         "survivor": corpus.origins[int(near[i])], "jaccard_estimate": round(float(similarity[i]), 4)}
+            handle.write(json.dumps(entry, sort_keys=True) + "\n")
+    with atomic_write(layout.bad_inputs) as handle:
+        for entry in corpus.bad:
+            handle.write(json.dumps(entry, sort_keys=True) + "\n")
+    with atomic_write(layout.reduce_arrays, "wb", encoding=None) as handle:
+        np.savez(handle, keep=keep)
+    filter_counts: dict[str, int] = {}
+    for f in corpus.filtered:
+        filter_counts[f["filter"]] = filter_counts.get(f["filter"], 0) + 1
+    result = {
+        "fingerprint": context.fingerprint,
+        "lsh": {"bands": bands, "rows": rows},
+        "counts": {
+            "documents_in": n,
+            "bad": len(corpus.bad),
+            "filtered": dict(sorted(filter_counts.items())),
+            "exact_duplicates": int(exact_removed.sum()),
+            "near_duplicates": int(near_removed.sum()),
+            "documents_out": int(keep.sum()),
+            "bytes_in": int(corpus.bytes.sum()),
+            "bytes_out": int(corpus.bytes[keep].sum()),
+            "tokens": int(corpus.tokens[keep].sum()),
+        },
+    }
+    write_json(layout.reduce_done, result)
+    return result
+
+
+# -- pack ----------------------------------------------------------------------------------------
+
+def split_documents(count: int, validation_fraction: float, seed: int, shuffle: bool) -> dict[str, np.ndarray]:
+    """Positions (0..count-1) of the kept documents in each split, in output order.
+
+    The validation set is a seeded random sample of whole documents; its size is
+    ``round(fraction * count)``, at least one document when the fraction is positive and there are
+    two or more documents (so a tiny run still has something to validate on).
+    """
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(count)
+    n_val = int(round(validation_fraction * count))
+    if validation_fraction > 0 and count >= 2:
+        n_val = min(max(n_val, 1), count - 1)
+    validation, train = order[:n_val], order[n_val:]
+    if not shuffle:
+        validation, train = np.sort(validation), np.sort(train)
+    splits = {"train": train}
+    if n_val:
+        splits["validation"] = validation
+    return splits
+
+
+def run_pack(config: PrepareConfig, context: RunContext | None = None, progress=None) -> dict:
+    """Write the train/validation token files and, last, the manifest."""
+    from phi_hpc.data.indexed import IndexedDataset, IndexedDatasetWriter, dtype_for_vocab
+
+    context = context or open_run(config)
+    layout = context.layout
+    if not layout.reduce_done.is_file():
+        raise PhiError("reduce stage has not finished", "run --stage reduce first (or --stage all)")
+    reduced = json.loads(layout.reduce_done.read_text())
+    corpus = load_corpus(context)
+    with np.load(layout.reduce_arrays) as data:
+        keep = data["keep"]
+    kept = np.flatnonzero(keep)
+    splits = split_documents(len(kept), config.split.validation_fraction, config.split.seed, config.split.shuffle)
+    shard_data = {s.index: IndexedDataset(layout.shard_prefix(s.index)) for s in context.shards}
+    dtype = dtype_for_vocab(context.tokenizer.vocab_size)
+    outputs = []
+    task = progress.add_task("pack", total=len(kept)) if progress is not None else None
+    for split, positions in splits.items():
+        prefix = layout.output_prefix(split)
+        remove_stale_temporaries(layout.out, split)
+        documents = kept[positions]
+        with IndexedDatasetWriter(prefix, dtype) as writer:
+            for start in range(0, len(documents), 4096):
+                for doc in documents[start: start + 4096].tolist():
+                    writer.add_document(shard_data[int(corpus.shard_of[doc])][int(corpus.token_rows[doc])])
+                if task is not None:
+                    progress.advance(task, min(4096, len(documents) - start))
+        outputs.append({
+            "split": split,
+            "prefix": split,
+            "documents": int(len(documents)),
+            "tokens": int(corpus.tokens[documents].sum()),
+            "sha256": {"bin": sha256_file(f"{prefix}.bin"), "idx": sha256_file(f"{prefix}.idx")},
+        })
+    manifest = {
+        "format": FORMAT,
+        "version": __version__,
+        "fingerprint": context.fingerprint,
+        "counts": reduced["counts"],
+        "lsh": reduced["lsh"],
+        "outputs": outputs,
+        "dtype": str(dtype),
+        "tokenizer": context.tokenizer.to_dict(),
+        "inputs": {"files": sum(len(s.files) for s in context.shards), "bytes": corpus.input_bytes,
+                   "paths": list(dict.fromkeys(config.inputs))},
+        "shards": len(context.shards),
+        "bad_inputs": {"file": layout.bad_inputs.name, "first": corpus.bad[:20]},
+        "audit": layout.audit.name,
+        "config": recorded_config(config),
+    }
+    remove_stale_temporaries(layout.out, "manifest")
+    write_json(layout.manifest, manifest)
+    return manifest
+
+
+# -- everything ----------------------------------------------------------------------------------
+
+def completed_manifest(layout: Layout, fingerprint: str) -> dict | None:
+    """The manifest of a finished identical run in ``OUT``, if there is one (then there is nothing to do)."""
+    if not layout.manifest.is_file():
+        return None
+    try:
+        manifest = json.loads(layout.manifest.read_text())
+    except (OSError, ValueError):
+        return None
+    if manifest.get("fingerprint") != fingerprint:
+        return None
+    for output in manifest.get("outputs", []):
+        for suffix in ("bin", "idx"):
+            if not (layout.out / f"{output['prefix']}.{suffix}").is_file():
+                return None
+    return manifest
+
+
+def available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def prepare(config: PrepareConfig, show_progress: bool | None = None) -> dict:
+    """Run every stage (skipping finished work) and return the manifest. Also writes ``summary.json``."""
+    from phi_hpc.progress import progress_bar
+
+    started = time.perf_counter()
+    context = open_run(config)
+    layout = context.layout
+    timings: dict[str, float] = {}
+    manifest = completed_manifest(layout, context.fingerprint)
+    resumed = manifest is not None
+    if manifest is None:
+        with progress_bar(disable=None if show_progress is None else not show_progress) as progress:
+            stage_start = time.perf_counter()
+            map_all(config, context, progress)
+            timings["map"] = time.perf_counter() - stage_start
+            stage_start = time.perf_counter()
+            task = progress.add_task("reduce (dedup)", total=1)
+            run_reduce(config, context)
+            progress.advance(task)
+            timings["reduce"] = time.perf_counter() - stage_start
+            stage_start = time.perf_counter()
+            manifest = run_pack(config, context, progress)
+            timings["pack"] = time.perf_counter() - stage_start
+    if not config.keep_work:
+        shutil.rmtree(layout.work, ignore_errors=True)
+    elapsed = time.perf_counter() - started
+    write_json(layout.summary, {
+        "command": "prepare",
+        "status": "already complete" if resumed else "completed",
+        "seconds": round(elapsed, 3),
+        "stage_seconds": {k: round(v, 3) for k, v in timings.items()},
+        "workers": effective_workers(config, len(context.shards)),
+        "input_mb_per_s": round(manifest["counts"]["bytes_in"] / 1e6 / elapsed, 3) if elapsed > 0 else None,
+        "counts": manifest["counts"],
+        "outputs": manifest["outputs"],
+        "manifest": str(layout.manifest),
+    })
+    return manifest
+
+
+def effective_workers(config: PrepareConfig, shards: int) -> int:
+    requested = config.workers or available_cpus()
+    return max(1, min(requested, shards))
+
+
+def map_all(config: PrepareConfig, context: RunContext, progress=None) -> None:
+    """Run the map stage over every unfinished shard, in this process or a pool of ``workers``."""
+    todo = [s for s in context.shards if not context.layout.shard_done(s.index).is_file()]
+    task = progress.add_task("map (read, dedup signatures, tokenize)", total=sum(s.bytes for s in context.shards),
+                             completed=sum(s.bytes for s in context.shards) - sum(s.bytes for s in todo)) \
+        if progress is not None else None
+    workers = effective_workers(config, len(todo))
+    if workers <= 1:
+        for shard in todo:
+            run_map(config, shard.index, context)
+            if task is not None:
+                progress.advance(task, shard.bytes)
+        return
+    threads = max(1, available_cpus() // workers)
+    pool_context = multiprocessing.get_context("spawn")  # fork would inherit tokenizers' thread pool
+    with pool_context.Pool(workers, initializer=_init_worker, initargs=(threads,)) as pool:
+        for shard_index, error in pool.imap(_map_in_worker, [(config, s.index) for s in todo]):
+            if error is not None:
+                pool.terminate()
+                raise PhiError(error[0], error[1], error[2])
+            if task is not None:
+                progress.advance(task, context.shards[shard_index].bytes)
+
+
+def _init_worker(threads: int) -> None:
+    # Set before tokenizers starts its thread pool in this process: workers x threads = cores.
+    os.environ["RAYON_NUM_THREADS"] = str(threads)
+    os.environ["TOKENIZERS_PARALLELISM"] = "true"
+
+
+_WORKER_CONTEXTS: dict[str, RunContext] = {}
+
+
+def _map_in_worker(task: tuple[PrepareConfig, int]):
+    config, shard_index = task
+    try:
+        key = json.dumps(to_dict(config), sort_keys=True)
+        if key not in _WORKER_CONTEXTS:  # plan once per worker process, not once per shard
+            _WORKER_CONTEXTS[key] = open_run(config)
+        run_map(config, shard_index, _WORKER_CONTEXTS[key])
+    except PhiError as exc:  # sent back as data: custom exceptions lose their fields when pickled
+        return shard_index, (exc.message, exc.hint, exc.exit_code)
+    return shard_index, None

@@ -1,0 +1,118 @@
+"""Loading the user's tokenizer and turning document batches into token arrays.
+
+A tokenizer is given as a ``tokenizer.json`` file or a local Hugging Face tokenizer folder (with a
+``tokenizer.json``, or the older ``vocab.json`` + ``merges.txt`` pair of a byte-level BPE). Nothing is
+downloaded: HPC compute nodes usually have no network.
+
+Normalized text: *none*. We keep the document's text exactly as read, and the contract is a lossless
+round trip — ``decode(tokens without the trailing EOS) == text``. Byte-level BPE (GPT-2, CodeGen,
+phi-1) is lossless on any Unicode text, so nothing needs normalizing; a tokenizer with a lossy
+normalizer still works, it just does not round-trip.
+
+A literal ``<|endoftext|>`` *inside* a document is encoded as ordinary text, never as the special
+token: otherwise one file could forge a document boundary in the training stream.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from phi_hpc.errors import UsageError
+
+
+def resolve_tokenizer_path(path: str) -> Path:
+    """The file that defines the tokenizer (``tokenizer.json`` or ``vocab.json``), or a UsageError."""
+    candidate = Path(path)
+    if candidate.is_file():
+        return candidate
+    if candidate.is_dir():
+        for name in ("tokenizer.json", "vocab.json"):
+            if (candidate / name).is_file():
+                return candidate / name
+        raise UsageError(f"--tokenizer {path}: folder has no tokenizer.json (or vocab.json + merges.txt)",
+                         "point --tokenizer at a tokenizer.json or a local Hugging Face tokenizer folder")
+    raise UsageError(f"--tokenizer {path}: no such file or folder",
+                     "give a tokenizer.json or a local HF tokenizer folder (or build one: phi-hpc tokenizer train)")
+
+
+def load_tokenizer(path: str):
+    """A ``tokenizers.Tokenizer`` from a file or folder; errors name the path and say what to give."""
+    from tokenizers import Tokenizer, decoders, pre_tokenizers
+    from tokenizers.models import BPE
+
+    file = resolve_tokenizer_path(path)
+    try:
+        if file.name == "vocab.json":
+            merges = file.with_name("merges.txt")
+            if not merges.is_file():
+                raise UsageError(f"--tokenizer {path}: vocab.json without merges.txt", "add merges.txt")
+            tokenizer = Tokenizer(BPE.from_file(str(file), str(merges)))
+            tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+            tokenizer.decoder = decoders.ByteLevel()
+        else:
+            tokenizer = Tokenizer.from_file(str(file))
+    except UsageError:
+        raise
+    except Exception as exc:  # tokenizers raises plain Exception subclasses for malformed files
+        raise UsageError(f"--tokenizer {file}: not a valid tokenizer ({exc})", "give a tokenizer.json") from None
+    tokenizer.encode_special_tokens = True
+    return tokenizer
+
+
+@dataclass(frozen=True)
+class TokenizerInfo:
+    path: str
+    sha256: str
+    vocab_size: int
+    eos_id: int
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "sha256": self.sha256, "vocab_size": self.vocab_size, "eos_id": self.eos_id}
+
+
+def describe_tokenizer(path: str, eos_token: str) -> TokenizerInfo:
+    """Hash, vocabulary size and EOS id; fails early (before any work) if there is no EOS token."""
+    tokenizer = load_tokenizer(path)
+    eos_id = tokenizer.token_to_id(eos_token)
+    if eos_id is None:
+        raise UsageError(f"--tokenizer {path}: has no {eos_token!r} token",
+                         "use a tokenizer with an end-of-text token or set --set eos_token=...")
+    file = resolve_tokenizer_path(path)
+    digest = hashlib.sha256(file.read_bytes())
+    if file.name == "vocab.json":
+        digest.update(file.with_name("merges.txt").read_bytes())
+    return TokenizerInfo(str(file.resolve()), digest.hexdigest(), tokenizer.get_vocab_size(with_added_tokens=True),
+                         int(eos_id))
+
+
+class DocumentEncoder:
+    """Encodes batches of documents, each followed by the EOS id."""
+
+    def __init__(self, path: str, eos_id: int):
+        self.tokenizer = load_tokenizer(path)
+        self.eos_id = eos_id
+
+    @classmethod
+    @functools.lru_cache(maxsize=4)
+    def cached(cls, path: str, eos_id: int) -> "DocumentEncoder":
+        """One encoder per process and tokenizer (loading a 50k-entry BPE takes a moment)."""
+        return cls(path, eos_id)
+
+    def encode(self, texts: Sequence[str]) -> list[np.ndarray]:
+        if not texts:
+            return []
+        encodings = self.tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)
+        out = []
+        for encoding in encodings:
+            ids = encoding.ids
+            array = np.empty(len(ids) + 1, dtype=np.int64)
+            array[:-1] = ids
+            array[-1] = self.eos_id
+            out.append(array)
+        return out
