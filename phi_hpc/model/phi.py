@@ -203,28 +203,26 @@ def _choose_backend(requested: str, q: torch.Tensor, has_mask: bool) -> str:
     return "sdpa"
 
 
-_LOGGED_BACKENDS: set[tuple[str, str, str]] = set()
-
-
-def _log_backend_once(backend: str, q: torch.Tensor) -> None:
-    key = (backend, q.device.type, str(q.dtype))
-    if key not in _LOGGED_BACKENDS:
-        _LOGGED_BACKENDS.add(key)
+def _log_backend_once(backend: str, q: torch.Tensor, seen: set[str]) -> None:
+    key = f"{backend} on {q.device.type} {str(q.dtype).replace('torch.', '')}"
+    if key not in seen:
+        seen.add(key)
         why = ""
         if backend == "sdpa" and q.is_cuda and not flash_attn_available():
             why = " (flash-attn is not installed: pip install flash-attn for the fastest path)"
-        log.info("attention: %s on %s %s%s", backend, q.device.type, str(q.dtype).replace("torch.", ""), why)
+        log.info("attention: %s%s", key, why)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-              dropout: float, requested: str) -> torch.Tensor:
+              dropout: float, requested: str, seen: set[str] | None = None) -> torch.Tensor:
     """Softmax attention. q [B,H,Tq,D], k/v [B,H,Tk,D]; returns [B,Tq,H,D].
 
     ``mask`` is a boolean ``[B,1,Tq,Tk]`` (True = may attend) or None, meaning plain causal
     attention with the queries aligned to the END of the keys (what decoding with a cache needs).
+    ``seen`` collects the paths taken ("sdpa on cpu float32"); each new one is logged once.
     """
     backend = _choose_backend(requested, q, mask is not None)
-    _log_backend_once(backend, q)
+    _log_backend_once(backend, q, seen if seen is not None else set())
     tq, tk = q.shape[2], k.shape[2]
     if backend == "flash":
         from flash_attn import flash_attn_func  # optional dependency, CUDA only
@@ -260,10 +258,11 @@ def _causal_mask(tq: int, tk: int, device: torch.device) -> torch.Tensor:
 
 
 class PhiAttention(nn.Module):
-    def __init__(self, config: PhiConfig, layer_index: int):
+    def __init__(self, config: PhiConfig, layer_index: int, attention_paths: set[str]):
         super().__init__()
         self.config = config
         self.layer_index = layer_index
+        self.attention_paths = attention_paths  # shared by all layers of one model
         self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
 
@@ -276,7 +275,7 @@ class PhiAttention(nn.Module):
         if cache is not None:
             k, v = cache.update(self.layer_index, k, v)
         dropout = self.config.attn_dropout if self.training else 0.0
-        out = attention(q, k, v, mask, dropout, self.config.attention)
+        out = attention(q, k, v, mask, dropout, self.config.attention, self.attention_paths)
         return self.dense(out.reshape(batch, length, self.config.hidden_size))
 
 
@@ -293,10 +292,10 @@ class PhiMLP(nn.Module):
 class PhiBlock(nn.Module):
     """One LayerNorm, two branches in parallel, one residual sum."""
 
-    def __init__(self, config: PhiConfig, layer_index: int):
+    def __init__(self, config: PhiConfig, layer_index: int, attention_paths: set[str]):
         super().__init__()
         self.input_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.self_attn = PhiAttention(config, layer_index)
+        self.self_attn = PhiAttention(config, layer_index, attention_paths)
         self.mlp = PhiMLP(config)
         self.resid_dropout = nn.Dropout(config.resid_dropout)
 
@@ -311,11 +310,11 @@ class PhiBlock(nn.Module):
 class PhiBackbone(nn.Module):
     """Everything but the output head (named ``model`` in transformers' checkpoints)."""
 
-    def __init__(self, config: PhiConfig):
+    def __init__(self, config: PhiConfig, attention_paths: set[str]):
         super().__init__()
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.embed_dropout = nn.Dropout(config.embd_dropout)
-        self.layers = nn.ModuleList(PhiBlock(config, i) for i in range(config.num_layers))
+        self.layers = nn.ModuleList(PhiBlock(config, i, attention_paths) for i in range(config.num_layers))
         self.final_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
 
@@ -330,7 +329,10 @@ class PhiForCausalLM(nn.Module):
             raise UsageError("model.attention=flash but flash-attn is not installed",
                              "pip install flash-attn on a CUDA machine, or use model.attention=auto")
         self.config = config
-        self.model = PhiBackbone(config)
+        # Attention kernels actually used so far, e.g. {"flash on cuda bfloat16"}: logged when new,
+        # and worth recording in a run's summary.
+        self.attention_paths: set[str] = set()
+        self.model = PhiBackbone(config, self.attention_paths)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size)
         self.reset_parameters()
 

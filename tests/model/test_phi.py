@@ -100,3 +100,117 @@ def test_exported_model_reloads_in_transformers_with_the_same_logits(tmp_path):
     again = load_pretrained(tmp_path / "export")
     with torch.no_grad():
         assert torch.equal(again(ids), got)
+
+
+# --------------------------------------------------------------------------------------------------
+# Our own paths: cache, padding, precisions, checkpointing, dropout, errors
+# --------------------------------------------------------------------------------------------------
+
+SMALL = PhiConfig(vocab_size=256, hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128, rotary_dim=8,
+                  max_position_embeddings=128, attn_dropout=0.0, resid_dropout=0.0)
+
+
+def small_model(seed: int = 0, **changes) -> PhiForCausalLM:
+    torch.manual_seed(seed)
+    model = PhiForCausalLM(SMALL.replace(**changes))
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn_like(param) * 0.05)
+    return model.eval()
+
+
+def test_incremental_decoding_with_the_cache_equals_one_full_forward():
+    model = small_model()
+    ids = torch.randint(0, 256, (2, 24), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        full = model(ids)
+        logits, cache = model(ids[:, :10], use_cache=True)  # cache starts small and has to grow
+        pieces = [logits]
+        for t in range(10, 24, 2):  # two tokens at a time: exercises the causal mask inside the cache
+            logits, cache = model(ids[:, t:t + 2], past_key_values=cache, use_cache=True)
+            pieces.append(logits)
+    assert cache.length == 24
+    assert (torch.cat(pieces, dim=1) - full).abs().max().item() <= 1e-5
+
+
+def test_left_padding_with_mask_and_positions_gives_the_unpadded_logits():
+    model = small_model()
+    ids = torch.randint(1, 256, (1, 9), generator=torch.Generator().manual_seed(1))
+    padded = torch.cat([torch.zeros(1, 4, dtype=torch.long), ids], dim=1)
+    mask = torch.cat([torch.zeros(1, 4, dtype=torch.long), torch.ones(1, 9, dtype=torch.long)], dim=1)
+    positions = (mask.cumsum(1) - 1).clamp(min=0)
+    with torch.no_grad():
+        alone = model(ids)
+        in_batch = model(padded, position_ids=positions, attention_mask=mask)
+    assert not torch.isnan(in_batch).any()
+    assert (in_batch[:, 4:] - alone).abs().max().item() <= 1e-5
+
+
+def test_eager_and_sdpa_agree_and_half_precisions_run(caplog):
+    import logging
+
+    ids = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(2))
+    with caplog.at_level(logging.INFO, logger="phi_hpc.model"), torch.no_grad():
+        sdpa = small_model(attention="sdpa")(ids)
+        eager = small_model(attention="eager")(ids)
+        bf16 = small_model(attention="auto").to(torch.bfloat16)(ids)
+        fp16 = small_model(attention="auto").to(torch.float16)(ids)
+    assert (sdpa - eager).abs().max().item() <= 1e-5
+    assert bf16.dtype == torch.bfloat16 and fp16.dtype == torch.float16
+    assert (bf16.float() - sdpa).abs().max().item() < 0.1
+    assert (fp16.float() - sdpa).abs().max().item() < 0.02
+    assert "attention: sdpa on cpu float32" in caplog.text  # the chosen path is logged
+    assert "attention: sdpa on cpu bfloat16" in caplog.text
+    assert "attention: eager on cpu float32" in caplog.text
+
+
+def test_activation_checkpointing_changes_memory_not_results():
+    ids = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(3))
+    grads = []
+    for checkpointing in (False, True):
+        model = small_model(activation_checkpointing=checkpointing).train()
+        loss = causal_lm_loss(model(ids), ids)
+        loss.backward()
+        grads.append((loss.item(), torch.cat([p.grad.flatten() for p in model.parameters()])))
+    assert grads[0][0] == pytest.approx(grads[1][0], abs=1e-6)
+    assert torch.allclose(grads[0][1], grads[1][1], atol=1e-6)
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_dropout_is_active_in_training_only(attention):
+    model = small_model(attn_dropout=0.1, resid_dropout=0.1, embd_dropout=0.1, attention=attention)
+    ids = torch.randint(0, 256, (1, 16), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        assert torch.equal(model(ids), model(ids))
+        model.train()
+        assert not torch.equal(model(ids), model(ids))
+
+
+def test_loss_ignores_masked_labels_and_is_zero_when_everything_is_masked():
+    logits = torch.randn(2, 6, 11, requires_grad=True)
+    labels = torch.randint(0, 11, (2, 6))
+    labels[0, 1:4] = -100
+    kept = [(b, t) for b in range(2) for t in range(1, 6) if labels[b, t] != -100]
+    manual = torch.stack([torch.nn.functional.cross_entropy(logits[b, t - 1], labels[b, t]) for b, t in kept]).mean()
+    assert causal_lm_loss(logits, labels).item() == pytest.approx(manual.item(), abs=1e-6)
+    assert causal_lm_loss(logits, labels, reduction="sum").item() == pytest.approx(manual.item() * len(kept), abs=1e-5)
+    nothing = causal_lm_loss(logits, torch.full_like(labels, -100))
+    nothing.backward()
+    assert nothing.item() == 0.0 and torch.count_nonzero(logits.grad) == 0
+
+
+def test_bad_model_configs_fail_with_the_file_and_the_key(tmp_path):
+    from phi_hpc.errors import UsageError
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("hidden_size: 100\nnum_heads: 3\n")
+    with pytest.raises(UsageError, match=r"bad.yaml.*not divisible by num_heads 3"):
+        load_config(PhiConfig, bad)
+    bad.write_text("attention: fast\n")
+    with pytest.raises(UsageError, match=r"attention must be one of"):
+        load_config(PhiConfig, bad)
+    from phi_hpc.model.phi import flash_attn_available
+
+    if not flash_attn_available():  # on a GPU machine with flash-attn this path is legitimately fine
+        with pytest.raises(UsageError, match="flash-attn is not installed"):
+            PhiForCausalLM(SMALL.replace(attention="flash"))
