@@ -33,7 +33,7 @@ def print_summary(manifest: dict, output_dir: str) -> None:
     if counts["bad"]:
         stderr_console.print(f"[yellow]{counts['bad']} bad inputs skipped[/yellow] "
                              f"(all listed in {Path(output_dir) / bad.get('file', 'bad_inputs.jsonl')}):",
-                             highlight=False)
+                             highlight=False, soft_wrap=True)
         for entry in bad.get("first", [])[:_SHOWN_BAD_INPUTS]:
-            stderr_console.print(f"  {entry['where']}: {entry['reason']}", highlight=False, markup=False)
-    stderr_console.print(f"manifest: {Path(output_dir) / 'manifest.json'}", highlight=False)
+            stderr_console.print(f"  {entry['where']}: {entry['reason']}", highlight=False, markup=False, soft_wrap=True)
+    stderr_console.print(f"manifest: {Path(output_dir) / 'manifest.json'}", highlight=False, soft_wrap=True)

@@ -1,0 +1,73 @@
+"""Document filters (the quality/decontamination contract), the seeded split and --max-documents."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from phi_hpc.data import pipeline
+from phi_hpc.data.config import PrepareConfig, SplitConfig
+from phi_hpc.data.filters import Verdict
+from tests.data.conftest import read_megatron
+
+
+class DropsTests:
+    """Drops documents that look like unit tests (a stand-in for the quality classifier)."""
+
+    name = "quality"
+
+    def evaluate(self, texts):
+        return [Verdict(keep=False, reason="looks like a test file", score=0.1) if "unittest" in t
+                else Verdict(keep=True, score=0.9) for t in texts]
+
+
+def _corpus(tmp_path):
+    root = tmp_path / "in"
+    root.mkdir()
+    for i in range(30):
+        body = "import unittest\n" if i % 3 == 0 else ""
+        (root / f"m{i:02d}.py").write_text(body + "\n".join(f"def f_{i}_{j}(): return {i * j}" for j in range(40)))
+    return root
+
+
+def test_filters_drop_count_and_audit(tmp_path, codegen_tokenizer, monkeypatch):
+    root = _corpus(tmp_path)
+    monkeypatch.setattr(pipeline, "build_filters", lambda config: [DropsTests()])
+    config = PrepareConfig(inputs=[str(root)], tokenizer=str(codegen_tokenizer), output_dir=str(tmp_path / "out"),
+                           workers=1, split=SplitConfig(validation_fraction=0.2))
+    manifest = pipeline.prepare(config, show_progress=False)
+    assert manifest["counts"]["filtered"] == {"quality": 10}
+    assert manifest["counts"]["documents_out"] == 20
+    audit = [json.loads(line) for line in (tmp_path / "out" / "audit.jsonl").read_text().splitlines()]
+    assert len(audit) == 10
+    assert all(e["removed"] == "filtered" and e["filter"] == "quality" and e["score"] == 0.1 for e in audit)
+    assert {e["document"].rsplit("/", 1)[1] for e in audit} == {f"m{i:02d}.py" for i in range(0, 30, 3)}
+    assert [o["documents"] for o in manifest["outputs"]] == [16, 4]
+
+
+def test_split_is_seeded_whole_documents():
+    a = pipeline.split_documents(100, 0.1, seed=5, shuffle=True)
+    b = pipeline.split_documents(100, 0.1, seed=5, shuffle=True)
+    c = pipeline.split_documents(100, 0.1, seed=6, shuffle=True)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not np.array_equal(a["validation"], c["validation"])
+    assert len(a["validation"]) == 10 and len(a["train"]) == 90
+    assert sorted(np.concatenate([a["train"], a["validation"]]).tolist()) == list(range(100))
+    assert len(pipeline.split_documents(3, 0.01, 1, False)["validation"]) == 1, "tiny runs still validate"
+    assert "validation" not in pipeline.split_documents(50, 0.0, 1, False)
+
+
+def test_max_documents_keeps_the_first_n(tmp_path, codegen_tokenizer, run_cli):
+    root = _corpus(tmp_path)
+    out = tmp_path / "out"
+    run_cli("prepare", str(root), "--tokenizer", str(codegen_tokenizer), "-o", str(out), "--max-documents", "7",
+            "--set", "split.validation_fraction=0", "--set", "split.shuffle=false", check=True)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["documents_in"] == 7 and manifest["counts"]["documents_out"] == 7
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(codegen_tokenizer))
+    _, documents = read_megatron(out / "train")
+    texts = [tokenizer.decode(d.tolist()[:-1]) for d in documents]
+    assert texts == [(root / f"m{i:02d}.py").read_text() for i in range(7)], "input order kept without shuffle"
