@@ -1,0 +1,183 @@
+"""Checkpoints that survive being killed at any instant, and the resume that trusts them.
+
+Layout of ``RUN/checkpoints/``::
+
+    <step>/config.json, model.safetensors   consolidated model, Hugging Face PhiForCausalLM layout
+                                            (so ``eval --checkpoint RUN/checkpoints/<step>`` and
+                                            transformers load the step folder itself)
+    <step>/deepspeed/                       DeepSpeed engine state: module, optimizer (ZeRO shards),
+                                            LR scheduler
+    <step>/rng/rank-<r>.pt                  each rank's torch RNG state (dropout continues exactly)
+    <step>/trainer_state.json               step, data-sampler position, world size (written last)
+    latest                                  one line: the name of the newest complete step folder
+
+Atomicity: every rank writes into ``.partial-<step>/``; after a barrier rank 0 renames it to
+``<step>/`` (one atomic rename) and only then rewrites ``latest`` (atomically, via a temporary file).
+A job killed at any point therefore leaves either the previous checkpoint as ``latest`` plus some
+garbage named ``.partial-*`` (removed at the next start), or the new one complete. Old step folders
+beyond ``keep_last`` are deleted only after ``latest`` has moved past them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+from pathlib import Path
+from typing import Callable
+
+from phi_hpc.fileio import atomic_write, write_json
+
+LATEST = "latest"
+STATE_FILE = "trainer_state.json"
+DEEPSPEED_TAG = "deepspeed"
+PARTIAL_PREFIX = ".partial-"
+
+
+def fault_step(kind: str) -> int | None:
+    """Deliberate crash points for the resume tests: ``PHI_HPC_FAULT=<kind>:<step>``.
+
+    ``kill-at-step`` (after that step's update) and ``kill-in-checkpoint`` (state written, not yet
+    published). Each rank SIGKILLs itself: no handler, no cleanup, like a node losing power.
+    """
+    spec = os.environ.get("PHI_HPC_FAULT", "")
+    name, _, step = spec.partition(":")
+    return int(step) if name == kind and step.isdigit() else None
+
+
+def die_now() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def write_consolidated_model(module, directory: Path) -> None:
+    """The step folder's Hugging Face view of the model (what eval and transformers load)."""
+    from phi_hpc.model.hf import save_pretrained
+
+    save_pretrained(module, directory)
+
+
+def _fsync_tree(root: Path) -> None:
+    """Make the files of a checkpoint durable before it is published by a rename."""
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+
+
+class CheckpointManager:
+    """Save, publish, prune and find checkpoints of one run; every method is called on every rank."""
+
+    def __init__(self, directory: str | os.PathLike, keep_last: int, rank: int, world_size: int,
+                 barrier: Callable[[], None]):
+        self.directory = Path(directory)
+        self.keep_last = keep_last
+        self.rank = rank
+        self.world_size = world_size
+        self.barrier = barrier
+
+    # ---------------------------------------------------------------- finding
+    def step_dir(self, step: int) -> Path:
+        return self.directory / str(step)
+
+    def complete_steps(self) -> list[int]:
+        if not self.directory.is_dir():
+            return []
+        return sorted(int(p.name) for p in self.directory.iterdir()
+                      if p.name.isdigit() and (p / STATE_FILE).is_file())
+
+    def latest(self) -> Path | None:
+        """The step folder ``latest`` names; if the pointer is missing or stale, the newest complete one."""
+        pointer = self.directory / LATEST
+        if pointer.is_file():
+            candidate = self.directory / pointer.read_text(encoding="utf-8").strip()
+            if (candidate / STATE_FILE).is_file():
+                return candidate
+        steps = self.complete_steps()
+        return self.step_dir(steps[-1]) if steps else None
+
+    def remove_partials(self) -> None:
+        """Leftovers of a save that was killed mid-write (rank 0; call before anyone saves)."""
+        if self.rank == 0 and self.directory.is_dir():
+            for path in self.directory.glob(f"{PARTIAL_PREFIX}*"):
+                shutil.rmtree(path, ignore_errors=True)
+        self.barrier()
+
+    # ---------------------------------------------------------------- saving
+    def save(self, step: int, engine, trainer_state: dict, save_model: bool) -> Path:
+        import torch
+
+        partial = self.directory / f"{PARTIAL_PREFIX}{step}"
+        if self.rank == 0:
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
+        self.barrier()
+        engine.save_checkpoint(str(partial), tag=DEEPSPEED_TAG, save_latest=False)
+        (partial / "rng").mkdir(exist_ok=True)
+        torch.save(_rng_state(), partial / "rng" / f"rank-{self.rank}.pt")
+        if self.rank == 0 and save_model:
+            write_consolidated_model(engine.module, partial)
+        if fault_step("kill-in-checkpoint") == step:
+            die_now()
+        self.barrier()
+        final = self.step_dir(step)
+        if self.rank == 0:
+            write_json(partial / STATE_FILE, {**trainer_state, "step": step, "world_size": self.world_size})
+            _fsync_tree(partial)
+            if final.exists():  # a re-run of the same step after a resume: replace it whole
+                shutil.rmtree(final)
+            os.replace(partial, final)
+            with atomic_write(self.directory / LATEST) as handle:
+                handle.write(f"{step}\n")
+            self._prune()
+        self.barrier()
+        return final
+
+    def _prune(self) -> None:
+        for old in self.complete_steps()[:-self.keep_last]:
+            shutil.rmtree(self.step_dir(old), ignore_errors=True)
+
+    # ---------------------------------------------------------------- loading
+    def load(self, engine, step_dir: Path) -> dict:
+        """Restore engine, optimizer, scheduler and this rank's RNG; return the trainer state."""
+        import torch
+
+        state = json.loads((step_dir / STATE_FILE).read_text(encoding="utf-8"))
+        load_path, _ = engine.load_checkpoint(str(step_dir), tag=DEEPSPEED_TAG, load_optimizer_states=True,
+                                              load_lr_scheduler_states=True)
+        if load_path is None:
+            from phi_hpc.errors import PhiError
+
+            raise PhiError(f"{step_dir}: DeepSpeed could not load its state", "delete that folder to resume from an older one")
+        rng_file = step_dir / "rng" / f"rank-{self.rank}.pt"
+        if rng_file.is_file() and state.get("world_size") == self.world_size:
+            _set_rng_state(torch.load(rng_file, weights_only=False))
+        return state
+
+
+def _rng_state() -> dict:
+    import torch
+
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def resolve_model_dir(path: str | os.PathLike) -> Path:
+    """A model folder from a step folder, a run's ``checkpoints/`` (or its ``latest`` file), or a run folder."""
+    path = Path(path)
+    if path.name == LATEST and path.is_file():
+        path = path.parent / path.read_text(encoding="utf-8").strip()
+    for candidate in (path / "checkpoints", path):
+        if (candidate / LATEST).is_file():
+            return candidate / (candidate / LATEST).read_text(encoding="utf-8").strip()
+    return path

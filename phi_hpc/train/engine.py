@@ -1,0 +1,121 @@
+"""From a :class:`~phi_hpc.train.config.TrainConfig` to a DeepSpeed engine: JSON, parameter groups, LR.
+
+Kept apart from the training loop because this is the part people tune and read: which DeepSpeed
+settings a YAML key becomes, which parameters get weight decay, what the learning rate is at step i.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from phi_hpc.config import merge
+from phi_hpc.train.config import TrainConfig
+
+QUIET_STEPS = 10**9  # DeepSpeed's own periodic prints: we log our own line
+
+
+def deepspeed_config(config: TrainConfig, world_size: int, device_type: str) -> dict[str, Any]:
+    """The DeepSpeed JSON for this config and world size (also written to ``RUN/deepspeed.json``)."""
+    ds = config.deepspeed
+    optim = config.optim
+    accumulation = config.batch.accumulation_steps(world_size)
+    params: dict[str, Any] = {"lr": optim.lr, "betas": list(optim.betas), "eps": optim.eps,
+                              "weight_decay": optim.weight_decay}
+    if optim.torch_adam:
+        params["torch_adam"] = True
+        fused = optim.fused if optim.fused is not None else device_type == "cuda"
+        if fused:
+            params["fused"] = True
+    out: dict[str, Any] = {
+        "train_batch_size": config.batch.global_size,
+        "train_micro_batch_size_per_gpu": config.batch.micro_size,
+        "gradient_accumulation_steps": accumulation,
+        "gradient_clipping": optim.grad_clip,
+        "optimizer": {"type": "AdamW", "params": params},
+        "zero_optimization": {"stage": ds.zero_stage},
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": QUIET_STEPS,
+        "wall_clock_breakdown": False,
+    }
+    if ds.precision == "bf16":
+        out["bf16"] = {"enabled": True}
+    elif ds.precision == "fp16":
+        out["fp16"] = {"enabled": True, "loss_scale": 0,  # 0 = dynamic
+                       "initial_scale_power": ds.initial_scale_power, "loss_scale_window": ds.loss_scale_window,
+                       "hysteresis": ds.hysteresis, "min_loss_scale": ds.min_loss_scale}
+    return merge(out, ds.extra)
+
+
+def parameter_groups(model, weight_decay: float) -> list[dict]:
+    """Decay the matrices (and embeddings); never biases or LayerNorm gains, which decay would pull to 0."""
+    decay, no_decay = [], []
+    for _, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        (decay if parameter.ndim >= 2 else no_decay).append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_at(step: int, peak: float, warmup: int, total: int, kind: str, min_lr: float = 0.0) -> float:
+    """Learning rate of optimizer update number ``step`` (0-based).
+
+    Linear warmup reaches the peak at the end of update ``warmup - 1``; afterwards the rate decays
+    linearly (phi-1) or along a half cosine to ``min_lr`` at the last update, or stays (``constant``).
+    """
+    if warmup > 0 and step < warmup:
+        return peak * (step + 1) / warmup
+    if kind == "constant":
+        return peak
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if kind == "linear":
+        return min_lr + (peak - min_lr) * (1.0 - progress)
+    if kind == "cosine":
+        return min_lr + (peak - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    raise ValueError(f"unknown schedule {kind!r}")
+
+
+def scheduler_factory(config: TrainConfig):
+    """A callable DeepSpeed turns into the run's LR scheduler (a LambdaLR; its position is checkpointed)."""
+    schedule, peak = config.schedule, config.optim.lr
+
+    def factor(step: int) -> float:
+        return lr_at(step, peak, schedule.warmup_steps, config.steps, schedule.kind, schedule.min_lr) / peak
+
+    def build(optimizer):
+        from torch.optim.lr_scheduler import LambdaLR
+
+        return LambdaLR(optimizer, factor)
+
+    return build
+
+
+def loss_scale(engine) -> float:
+    """The current dynamic loss scale under fp16; 1.0 otherwise."""
+    optimizer = engine.optimizer
+    for name in ("cur_scale", "loss_scale"):
+        value = getattr(optimizer, name, None)
+        if isinstance(value, (int, float)):
+            return float(value)
+        if value is not None and hasattr(value, "item"):
+            return float(value.item())
+    scaler = getattr(optimizer, "loss_scaler", None)
+    if scaler is not None and getattr(scaler, "cur_scale", None) is not None:
+        return float(scaler.cur_scale)
+    return 1.0
+
+
+def grad_norm(engine) -> float | None:
+    value = engine.get_global_grad_norm()
+    if value is None:
+        return None
+    value = float(value.item() if hasattr(value, "item") else value)
+    return value if math.isfinite(value) else None
+
+
+def unclipped_grad_norm(module) -> float:
+    """L2 norm of all gradients (call after the all-reduce, before the optimizer clips them)."""
+    import torch
+
+    norms = [p.grad.detach().float().norm() for p in module.parameters() if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0

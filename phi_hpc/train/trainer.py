@@ -1,0 +1,328 @@
+"""The training loop: DeepSpeed engine, deterministic data, checkpoints, preemption, metrics.
+
+One step = one global batch = ``accumulation`` micro-batches on every rank, one optimizer update.
+At each step boundary the ranks exchange one small tensor (mean loss, "was I signalled?"), so a
+SIGUSR2/SIGTERM that reached any rank makes all of them checkpoint and return at the same step:
+Slurm sends the signal before preempting or killing a job, and the submit layer requeues it.
+
+Resume is automatic: with checkpoints in ``RUN/checkpoints``, the run continues from ``latest``
+(engine, optimizer, LR schedule, per-rank RNG, data position), and every later step is bit-identical
+to what the uninterrupted run would have computed (with ``optim.torch_adam``; see the config).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from phi_hpc.config import dump_yaml
+from phi_hpc.fileio import write_json
+from phi_hpc.train.config import TrainConfig
+
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: "try again later", what the CLI returns so the job is requeued
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    status: Literal["completed", "preempted"]
+    step: int
+    last_loss: float | None
+    run_dir: str
+
+
+class PreemptionFlag:
+    """Set by SIGUSR2/SIGTERM; read (and agreed on by all ranks) at step boundaries."""
+
+    SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+        self._previous: dict = {}
+
+    def install(self) -> None:
+        for signum in self.SIGNALS:
+            self._previous[signum] = signal.signal(signum, self._handle)
+
+    def uninstall(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def _handle(self, signum, frame) -> None:
+        self.signal_name = signal.Signals(signum).name
+
+    @property
+    def raised(self) -> bool:
+        return self.signal_name is not None
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Run (or resume) training as described by ``config``; every process of the job calls this."""
+    from phi_hpc.train.distributed import detect_environment, init_distributed, select_accelerator
+
+    device_type = select_accelerator()
+    env = detect_environment()
+    init_distributed(env, device_type)
+    preemption = PreemptionFlag()
+    preemption.install()
+    try:
+        return _Run(config, env, device_type, preemption).execute()
+    finally:
+        preemption.uninstall()
+
+
+class _Run:
+    """The state of one training process between start-up and return (split into readable steps)."""
+
+    def __init__(self, config: TrainConfig, env, device_type: str, preemption: PreemptionFlag):
+        import torch
+        import torch.distributed as dist
+
+        self.config, self.env, self.device_type, self.preemption = config, env, device_type, preemption
+        self.torch, self.dist = torch, dist
+        self.device = torch.device(f"cuda:{env.local_rank}" if device_type == "cuda" else "cpu")
+        self.run_dir = Path(config.run_dir)
+        self.is_main = env.rank == 0
+
+    # ---------------------------------------------------------------- set-up
+    def barrier(self) -> None:
+        self.dist.barrier()
+
+    def say(self, message: str) -> None:
+        if self.is_main:
+            print(f"[train] {message}", flush=True)
+
+    def execute(self) -> TrainResult:
+        from phi_hpc.train.checkpoint import CheckpointManager
+
+        config = self.config
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            dump_yaml(config, self.run_dir / "config.yaml")
+        self.barrier()
+        self.checkpoints = CheckpointManager(self.run_dir / "checkpoints", config.checkpoint.keep_last,
+                                             self.env.rank, self.env.world_size, self.barrier)
+        self.checkpoints.remove_partials()
+        resume_from = self.checkpoints.latest() if config.checkpoint.resume else None
+
+        self.train_data, self.validation_data = self._build_data()
+        self.engine = self._build_engine(init_weights=resume_from is None)
+        self.metrics, self.throughput = self._build_metrics()
+
+        step = 0
+        if resume_from is not None:
+            state = self.checkpoints.load(self.engine, resume_from)
+            self.train_data.sampler.load_state_dict(state["sampler"])
+            step = int(state["step"])
+            self.metrics.truncate_after(step)
+            self.say(f"resumed from {resume_from} at step {step} "
+                     f"({self.train_data.sampler.consumed} samples consumed)")
+        else:
+            self.torch.manual_seed(config.seed + self.env.rank)  # dropout differs per rank, reproducibly
+        return self._loop(step, resumed_from=str(resume_from) if resume_from else None)
+
+    def _build_data(self):
+        from phi_hpc.train.data import TrainingData, ValidationData, indexed_source, jsonl_source
+
+        config, data = self.config, self.config.data
+        if data.format == "indexed":
+            train_sources = [indexed_source(path, "train") for path in data.paths]
+            missing = [p for p, s in zip(data.paths, train_sources) if s is None]
+            if missing:
+                from phi_hpc.errors import UsageError
+
+                raise UsageError(f"data.paths: {missing[0]} has no train split", "check its manifest.json outputs")
+            validation_sources = [s for s in (indexed_source(p, "validation") for p in data.paths) if s is not None]
+        else:
+            cache = self.run_dir / "data-cache"
+
+            def load(paths, build):
+                return [jsonl_source(p, data.tokenizer, cache, data.prompt_field, data.completion_field,
+                                     data.mask_prompt, build=build) for p in paths]
+
+            if self.is_main:  # tokenize once, then everyone memory-maps the cache
+                load([*data.paths, *data.validation_paths], build=True)
+            self.barrier()
+            train_sources = load(data.paths, build=False)
+            validation_sources = load(data.validation_paths, build=False)
+        batch = config.batch
+        train = TrainingData(train_sources, data.weights, data.seq_len, config.seed, batch.global_size,
+                             batch.micro_size, self.env.rank, self.env.world_size)
+        validation = None
+        if config.validation.every > 0 and validation_sources:
+            validation = ValidationData(validation_sources, data.seq_len,
+                                        config.validation.batches * batch.global_size, batch.micro_size,
+                                        self.env.rank, self.env.world_size)
+            if len(validation) == 0:
+                self.say("validation data is shorter than one micro-batch per rank: no validation loss")
+                validation = None
+        return train, validation
+
+    def _build_engine(self, init_weights: bool):
+        import deepspeed
+
+        from phi_hpc.model.phi import PhiForCausalLM
+        from phi_hpc.train.engine import deepspeed_config, parameter_groups, scheduler_factory
+
+        config = self.config
+        self.torch.manual_seed(config.seed)  # identical initial weights on every rank
+        model = PhiForCausalLM(config.model)
+        if init_weights and config.checkpoint.init_from:
+            self._load_initial_weights(model, config.checkpoint.init_from)
+        ds_config = deepspeed_config(config, self.env.world_size, self.device_type)
+        if self.is_main:
+            write_json(self.run_dir / "deepspeed.json", ds_config)
+        self.accumulation = ds_config["gradient_accumulation_steps"]
+        # DeepSpeed reports the gradient norm from its ZeRO/fp16/bf16 optimizers only; plain fp32 without
+        # ZeRO clips and forgets it, so there we measure it ourselves (same all-reduced gradients).
+        self.measure_own_grad_norm = config.deepspeed.zero_stage == 0 and config.deepspeed.precision == "fp32"
+        engine, _, _, _ = deepspeed.initialize(
+            model=model, model_parameters=parameter_groups(model, config.optim.weight_decay),
+            lr_scheduler=scheduler_factory(config), config=ds_config)
+        self.say(f"{self.env.world_size} process(es) ({self.env.source}, {self.device_type}), "
+                 f"ZeRO {config.deepspeed.zero_stage}, {config.deepspeed.precision}, global batch "
+                 f"{config.batch.global_size} = {config.batch.micro_size} x {self.accumulation} accumulation "
+                 f"x {self.env.world_size}, {sum(p.numel() for p in model.parameters()):,} parameters")
+        return engine
+
+    def _load_initial_weights(self, model, source: str) -> None:
+        from phi_hpc.errors import UsageError
+        from phi_hpc.model.hf import load_pretrained
+        from phi_hpc.train.checkpoint import resolve_model_dir
+
+        folder = resolve_model_dir(source)
+        if not (folder / "config.json").is_file():
+            raise UsageError(f"checkpoint.init_from: {source} is not a model folder (no config.json)",
+                             "give a checkpoint step folder, a run folder, or a Hugging Face phi folder")
+        pretrained = load_pretrained(folder)
+        if pretrained.config != model.config:
+            differing = [k for k, v in vars(model.config).items() if getattr(pretrained.config, k, None) != v]
+            shape = [k for k in differing if k not in ("embd_dropout", "attn_dropout", "resid_dropout",
+                                                        "attention", "activation_checkpointing")]
+            if shape:
+                raise UsageError(f"checkpoint.init_from: {folder} has a different model shape ({shape[0]})",
+                                 "use the same model config as the checkpoint")
+        model.load_state_dict(pretrained.state_dict())
+        self.say(f"initial weights from {folder}")
+
+    def _build_metrics(self):
+        from phi_hpc.model.flops import training_flops_per_token
+        from phi_hpc.train.metrics import MetricsWriter, Throughput, device_peak_flops
+
+        config = self.config
+        writer = MetricsWriter(self.run_dir / "metrics.jsonl", enabled=self.is_main,
+                               tensorboard_dir=self.run_dir / "tensorboard" if config.logging.tensorboard else None)
+        flops = training_flops_per_token(config.model, config.data.seq_len)
+        throughput = Throughput(flops, self.env.world_size, device_peak_flops(self.device_type, config.logging.peak_tflops))
+        self.flops_per_token = flops
+        return writer, throughput
+
+    # ---------------------------------------------------------------- the loop
+    def _loop(self, step: int, resumed_from: str | None) -> TrainResult:
+        from phi_hpc.model.phi import causal_lm_loss
+        from phi_hpc.progress import progress_bar
+        from phi_hpc.train.checkpoint import die_now, fault_step
+        from phi_hpc.train.engine import grad_norm, loss_scale, unclipped_grad_norm
+        from phi_hpc.train.metrics import StepTimer, console_line
+
+        torch, config, engine = self.torch, self.config, self.engine
+        tokens_per_step = config.batch.global_size * config.data.seq_len
+        timer = StepTimer(self.device_type)
+        last_loss, status, saved_step = None, "completed", None
+        kill_at = fault_step("kill-at-step")
+        engine.train()
+        with progress_bar(disable=None if self.is_main else True) as bar:
+            task = bar.add_task("train", total=config.steps, completed=step)
+            while step < config.steps:
+                timer.start()
+                lr = engine.get_lr()[0]
+                loss_sum = torch.zeros((), device=self.device)
+                own_norm = None
+                for micro in self.train_data.next_step():
+                    input_ids = torch.from_numpy(micro.input_ids).to(self.device)
+                    labels = torch.from_numpy(micro.labels).to(self.device)
+                    loss = causal_lm_loss(engine(input_ids), labels)
+                    engine.backward(loss)
+                    if self.measure_own_grad_norm and engine.is_gradient_accumulation_boundary():
+                        own_norm = unclipped_grad_norm(engine.module)
+                    engine.step()
+                    loss_sum += loss.detach().float()
+                step += 1
+                # one collective per step: the mean loss over ranks, and whether any rank was signalled
+                shared = torch.stack([loss_sum / self.accumulation,
+                                      torch.tensor(float(self.preemption.raised), device=self.device)])
+                self.dist.all_reduce(shared)
+                last_loss = shared[0].item() / self.env.world_size
+                preempted = shared[1].item() > 0
+                seconds = timer.stop()
+                record = {"step": step, "loss": last_loss, "lr": lr, "grad_norm": own_norm or grad_norm(engine),
+                          "loss_scale": loss_scale(engine), "skipped_steps": int(engine.skipped_steps),
+                          **self.throughput.measure(tokens_per_step, seconds), "step_time_s": round(seconds, 4),
+                          **self.train_data.position(), "time": time.time()}
+                self.metrics.log(record)
+                bar.update(task, completed=step)
+                if self.is_main and (step % config.logging.console_every == 0 or step == 1):
+                    print(console_line(record, config.steps), flush=True)
+                if config.validation.every and self.validation_data is not None and \
+                        (step % config.validation.every == 0 or step == config.steps):
+                    self._validate(step)
+                if kill_at == step:
+                    die_now()
+                if preempted or step % config.checkpoint.every == 0 or step == config.steps:
+                    self._save(step)
+                    saved_step = step
+                if preempted:
+                    status = "preempted"
+                    self.say(f"preempted by a signal at step {step}: checkpoint saved, exiting for requeue")
+                    break
+        self.metrics.close()
+        result = TrainResult(status=status, step=step, last_loss=last_loss, run_dir=str(self.run_dir))
+        if self.is_main:
+            write_json(self.run_dir / "summary.json", {
+                "status": status, "step": step, "steps": config.steps, "last_loss": last_loss,
+                "resumed_from": resumed_from, "last_checkpoint": saved_step, "world_size": self.env.world_size,
+                "launcher": self.env.source, "device": self.device_type,
+                "flops_per_token": self.flops_per_token, "flops_convention": "6N + 12*L*d*T (phi_hpc.model.flops)",
+                "consumed_samples": self.train_data.sampler.consumed, "time": time.time()})
+        self.barrier()
+        return result
+
+    def _save(self, step: int) -> None:
+        state = {"sampler": self.train_data.sampler.state_dict(), "seed": self.config.seed,
+                 "zero_stage": self.config.deepspeed.zero_stage, "precision": self.config.deepspeed.precision}
+        path = self.checkpoints.save(step, self.engine, state, save_model=self.config.checkpoint.save_hf)
+        self.say(f"checkpoint {path}")
+
+    def _validate(self, step: int) -> None:
+        from phi_hpc.model.phi import causal_lm_loss
+
+        torch, engine = self.torch, self.engine
+        engine.eval()
+        totals = torch.zeros(2, dtype=torch.float64, device=self.device)
+        with torch.no_grad():
+            for micro in self.validation_data:
+                input_ids = torch.from_numpy(micro.input_ids).to(self.device)
+                labels = torch.from_numpy(micro.labels).to(self.device)
+                totals[0] += causal_lm_loss(engine(input_ids), labels, reduction="sum").double()
+                totals[1] += float((labels[:, 1:] != -100).sum())
+        engine.train()
+        self.dist.all_reduce(totals)
+        val_loss = (totals[0] / totals[1].clamp(min=1)).item()
+        self.metrics.log({"step": step, "val_loss": val_loss, "val_tokens": int(totals[1].item()), "time": time.time()})
+        self.say(f"step {step}: validation loss {val_loss:.4f} over {int(totals[1].item()):,} tokens")
+
+
+def main_exit_code(result: TrainResult) -> int:
+    return EXIT_PREEMPTED if result.status == "preempted" else 0
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The step lines of ``RUN/metrics.jsonl`` (validation lines have ``val_loss`` instead of ``loss``)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -1,0 +1,82 @@
+"""Rank discovery from torchrun/srun/nothing, and the metrics file's contract."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from phi_hpc.train.checkpoint import CheckpointManager, resolve_model_dir
+from phi_hpc.train.distributed import _expand_first, detect_environment, port_for_job
+from phi_hpc.train.metrics import MetricsWriter, Throughput, console_line
+
+
+def test_torchrun_variables_win():
+    env = detect_environment({"RANK": "3", "WORLD_SIZE": "8", "LOCAL_RANK": "3", "MASTER_ADDR": "n1",
+                              "MASTER_PORT": "1234", "SLURM_PROCID": "0", "SLURM_NTASKS": "1"})
+    assert (env.rank, env.world_size, env.local_rank, env.master_addr, env.master_port, env.source) == \
+        (3, 8, 3, "n1", 1234, "torchrun")
+
+
+def test_slurm_step_variables_are_translated():
+    slurm = {"SLURM_PROCID": "9", "SLURM_NTASKS": "16", "SLURM_STEP_NUM_TASKS": "16", "SLURM_LOCALID": "1",
+             "SLURM_STEP_ID": "0", "SLURM_JOB_ID": "4242", "SLURM_JOB_NODELIST": "gpu[007-008]"}
+    env = detect_environment(slurm)
+    assert (env.rank, env.world_size, env.local_rank, env.source) == (9, 16, 1, "slurm")
+    assert env.master_port == port_for_job("4242") == 24242
+    assert env.master_addr == "gpu007"  # via scontrol when installed, else the built-in parser
+    exported: dict = {}
+    env.export(exported)
+    assert exported == {"RANK": "9", "WORLD_SIZE": "16", "LOCAL_RANK": "1", "MASTER_ADDR": "gpu007",
+                        "MASTER_PORT": "24242"}
+
+
+def test_the_batch_script_itself_is_a_single_process():
+    env = detect_environment({"SLURM_PROCID": "0", "SLURM_NTASKS": "8", "SLURM_JOB_ID": "5"})
+    assert (env.rank, env.world_size, env.source) == (0, 1, "single")
+
+
+@pytest.mark.parametrize("nodelist,first", [("node01", "node01"), ("gpu[001-004],cpu1", "gpu001"),
+                                            ("a[3,5-7]", "a3"), ("x-1,x-2", "x-1")])
+def test_first_host_fallback_parser(nodelist, first):
+    assert _expand_first(nodelist) == first
+
+
+def test_throughput_and_mfu_arithmetic():
+    t = Throughput(flops_per_token=6e9, world_size=8, peak_flops_per_device=312e12)
+    m = t.measure(tokens=2_097_152, seconds=10.0)
+    assert m["tokens_per_s"] == pytest.approx(209715.2)
+    assert m["tflops"] == pytest.approx(209715.2 * 6e9 / 8 / 1e12, rel=1e-5)
+    assert m["mfu"] == pytest.approx(209715.2 * 6e9 / 8 / 312e12, rel=1e-5)
+    assert Throughput(6e9, 1, None).measure(100, 1.0)["mfu"] is None
+    line = console_line({"step": 5, "loss": 2.5, "lr": 1e-3, "grad_norm": 0.5, "loss_scale": 1.0, **m}, 10)
+    assert line.startswith("step 5/10 | loss 2.5000 | lr 1.00e-03 | grad 0.500") and "MFU" in line
+
+
+def test_metrics_truncate_drops_steps_to_be_recomputed(tmp_path):
+    writer = MetricsWriter(tmp_path / "metrics.jsonl", enabled=True)
+    for step in range(1, 6):
+        writer.log({"step": step, "loss": float(step)})
+    writer.log({"step": 5, "val_loss": 1.0})
+    writer.close()
+    writer.truncate_after(3)
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [1, 2, 3]
+    silent = MetricsWriter(tmp_path / "other.jsonl", enabled=False)
+    silent.log({"step": 1})
+    assert not (tmp_path / "other.jsonl").exists()
+
+
+def test_latest_pointer_and_fallback(tmp_path):
+    ckpts = tmp_path / "run" / "checkpoints"
+    for step in (10, 20):
+        (ckpts / str(step)).mkdir(parents=True)
+        (ckpts / str(step) / "trainer_state.json").write_text("{}")
+    (ckpts / "30").mkdir()  # no state file: an incomplete folder never counts
+    manager = CheckpointManager(ckpts, keep_last=2, rank=0, world_size=1, barrier=lambda: None)
+    assert manager.latest() == ckpts / "20"  # no pointer: newest complete
+    (ckpts / "latest").write_text("10\n")
+    assert manager.latest() == ckpts / "10"  # the pointer is the truth
+    assert resolve_model_dir(tmp_path / "run") == ckpts / "10"
+    assert resolve_model_dir(ckpts / "latest") == ckpts / "10"
+    assert resolve_model_dir(ckpts / "20") == ckpts / "20"
