@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from phi_hpc.errors import UsageError
+from phi_hpc.errors import PhiError, UsageError
 
 TASK_CHOICE = click.Choice(["humaneval", "mbpp", "mbpp-full", "mbpp-sanitized"])
 
@@ -153,7 +153,8 @@ def check_command(task, data_path, workers, timeout, memory_gb, isolation, outpu
         click.echo(summary["warning"], err=True)
     click.echo(f"passed {passed}/{len(results)}")
     if passed != len(results):
-        raise click.exceptions.Exit(1)
+        raise PhiError(f"{len(results) - passed} reference solutions did not pass",
+                       f"see {results_path}; a broken dataset file or a too short --timeout are the usual causes")
 
 
 COMMANDS = [eval_group]

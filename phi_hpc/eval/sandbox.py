@@ -193,7 +193,8 @@ class Zygote:
             self._host_tmp = tempfile.TemporaryDirectory(prefix="phi-hpc-sandbox-")
             os.chmod(self._host_tmp.name, 0o711)
             work_root = os.path.join(self._host_tmp.name, "work")
-        settings = {"uid": self.run_uid, "pid_namespace": in_pid_namespace, "work_root": work_root}
+        settings = {"uid": self.run_uid, "pid_namespace": in_pid_namespace, "work_root": work_root,
+                    "private_tmp": self.isolation == "bwrap"}
         inner = [sys.executable, "-I", "-c", ZYGOTE_SOURCE.read_text(), json.dumps(settings)]
         if self.isolation == "bwrap":
             command = _bwrap_command(inner)

@@ -8,13 +8,17 @@ programs from seeing each other. It is stdlib-only on purpose: the project is no
 Protocol on fds 0/1 (the host's pipes): each message is a 4-byte big-endian length and a JSON object.
 Request: ``{"solution", "tests", "timeout", "limits": {...}, "output_limit"}``; reply: the outcome.
 
-Why a program cannot fake a pass: the proof is a random token the zygote creates *after* forking the
-program's process (so no copy of it exists in the program's memory) and puts in a pipe. The harness
-reads that pipe only after the tests returned, and copies the token into a second pipe; the zygote
-calls it a pass only if exactly that token arrived. An early ``exit(0)``, ``os._exit(0)``, a
-``SystemExit`` raised inside the tests, a killed process or printed "passed" all leave the second pipe
-without the token. The program runs under another uid than the zygote, so it cannot read the zygote's
-memory or signal it.
+Why a program cannot fake a pass: the zygote draws 24 random bytes per run, and the harness writes
+them to a result pipe only after every line of the tests ran; the zygote calls it a pass only if the
+pipe holds exactly those bytes and the process then exited 0. An early ``exit(0)``, ``os._exit(0)``, a
+``SystemExit`` raised inside the tests, a crash, ``exec`` of another program or printed "passed" all
+leave the pipe without them. The token travels in no file, environment, argument or pipe the program
+could read (so scanning /proc, fds or its own source finds nothing), and the pipe takes one shot:
+anything else written to it first spoils the result. The program runs under another uid than the
+zygote, so it cannot read the zygote's memory or signal it. What it can do is what any code inside
+one interpreter can do: deliberately walk the interpreter's stack to the harness's frame and copy the
+token (the same program could return objects that compare equal to everything, which no harness that
+runs tests in-process can stop). The sandbox, not the token, is the line of defence against harm.
 """
 
 import json
@@ -30,8 +34,9 @@ SETTINGS = json.loads(sys.argv[1])
 RUN_UID = SETTINGS["uid"]  # None: cannot switch uid (not root); programs run as our own uid
 KILL_ALL_IN_NAMESPACE = SETTINGS["pid_namespace"]  # we are not pid 1, so kill(-1) spares us and init
 WORK_ROOT = SETTINGS["work_root"]
+PRIVATE_TMP = SETTINGS["private_tmp"]  # /tmp is our own tmpfs: wipe what a program left there
 
-_read, _write, _exit, _close = os.read, os.write, os._exit, os.close
+_write, _exit = os.write, os._exit
 _RLIMITS = {
     "address_space": resource.RLIMIT_AS,
     "cpu_seconds": resource.RLIMIT_CPU,
@@ -98,7 +103,7 @@ def _silence_tracing():
     threading.setprofile(None)
 
 
-def run_program(request, token_fd, result_fd, uid, work_dir):
+def run_program(request, token, result_fd, uid, work_dir):
     """Runs in the forked child: become an unprivileged stranger, run solution then tests, prove it."""
     import builtins
 
@@ -119,7 +124,7 @@ def run_program(request, token_fd, result_fd, uid, work_dir):
     sys.path[:] = [p for p in sys.path if p]
     namespace = _fresh_main_namespace()
     pristine_builtins = dict(builtins.__dict__)
-    read, write, exit_now, flush_streams = _read, _write, _exit, _flush_streams
+    write, exit_now, flush_streams = _write, _exit, _flush_streams
 
     try:
         exec(compile(request["solution"], "<solution>", "exec"), namespace)
@@ -139,9 +144,7 @@ def run_program(request, token_fd, result_fd, uid, work_dir):
         write(result_fd, (kind + message).encode("utf-8", "replace")[:600])
         exit_now(1)
     flush_streams()
-    # Only now, after every line of the tests ran, does the token enter this process.
-    token = read(token_fd, 256)
-    write(result_fd, token)
+    write(result_fd, token)  # reached only when every line of the tests ran
     exit_now(0)
 
 
@@ -202,6 +205,23 @@ def _remove_tree(path):
     shutil.rmtree(path, ignore_errors=True)
 
 
+def _wipe_private_tmp():
+    """The next program must not find what this one left in /tmp (it is shared by the worker's runs)."""
+    if not PRIVATE_TMP:
+        return
+    for name in os.listdir("/tmp"):
+        path = os.path.join("/tmp", name)
+        if path == WORK_ROOT:
+            continue
+        if os.path.isdir(path) and not os.path.islink(path):
+            _remove_tree(path)
+        else:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+
 class CappedBuffer:
     """Keeps the head and the tail of a stream; everything between is counted and dropped."""
 
@@ -231,7 +251,7 @@ class CappedBuffer:
 def run_one(request, serial):
     started = time.monotonic()
     work_dir = _prepare_work_dir(serial)
-    token_r, token_w = os.pipe()
+    token = os.urandom(24)
     result_r, result_w = os.pipe()
     output_r, output_w = os.pipe()
     pid = os.fork()
@@ -241,7 +261,7 @@ def run_one(request, serial):
             os.dup2(null, 0)
             os.dup2(output_w, 1)
             os.dup2(output_w, 2)
-            keep = {0, 1, 2, token_r, result_w}
+            keep = {0, 1, 2, result_w}
             for fd in range(3, 64):
                 if fd not in keep:
                     try:
@@ -249,19 +269,15 @@ def run_one(request, serial):
                     except OSError:
                         pass
             os.closerange(64, 4096)
-            run_program(request, token_r, result_w, RUN_UID, work_dir)
+            run_program(request, token, result_w, RUN_UID, work_dir)
         except BaseException as exc:  # noqa: BLE001 - setting up the sandboxed process failed
             try:
                 os.write(result_w, ("S" + _error_line(exc)).encode()[:600])
             finally:
                 _exit(3)
         _exit(4)
-    for fd in (token_r, result_w, output_w):
+    for fd in (result_w, output_w):
         os.close(fd)
-    # The token is born after the fork: the program's memory has never held it.
-    token = os.urandom(24).hex().encode()
-    os.write(token_w, token)
-    os.close(token_w)
 
     output = CappedBuffer(request["output_limit"])
     result = bytearray()
@@ -297,6 +313,7 @@ def run_one(request, serial):
         os.close(fd)
     _reap_strays()
     _remove_tree(work_dir)
+    _wipe_private_tmp()
     duration = time.monotonic() - started
     return _verdict(bytes(result), token, exit_status, timed_out, duration, output.text())
 

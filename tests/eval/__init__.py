@@ -1,0 +1,1 @@
+"""Tests of the sandboxed evaluation harness (phi_hpc.eval: tasks, sandbox, scoring, CLI)."""

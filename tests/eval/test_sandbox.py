@@ -1,0 +1,100 @@
+"""The sandbox: what a program sees, each status with a right and a wrong completion, fallbacks."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from phi_hpc.eval.sandbox import Program, Sandbox, SandboxLimits, detect_isolation
+from phi_hpc.eval.score import score_samples
+from phi_hpc.eval.tasks import load_task
+from tests.conftest import REPO_ROOT
+
+
+def test_bubblewrap_is_used_here():
+    assert detect_isolation() == "bwrap"
+
+
+def test_what_a_program_sees():
+    probe = textwrap.dedent(f"""
+        import os, resource, socket
+        facts = {{}}
+        facts["uid"] = os.getuid()
+        facts["env"] = dict(os.environ)
+        facts["root"] = sorted(os.listdir("/"))
+        facts["project_visible"] = os.path.exists({str(REPO_ROOT)!r})
+        facts["pids"] = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+        facts["interfaces"] = [name for _, name in socket.if_nameindex()]
+        facts["as"] = resource.getrlimit(resource.RLIMIT_AS)[0]
+        facts["nproc"] = resource.getrlimit(resource.RLIMIT_NPROC)[0]
+        facts["nofile"] = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        facts["fsize"] = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        facts["cpu"] = resource.getrlimit(resource.RLIMIT_CPU)[0]
+        try:
+            open("/usr/phi-hpc-probe", "w")
+            facts["usr_writable"] = True
+        except OSError:
+            facts["usr_writable"] = False
+        open("here.txt", "w").write("private")
+        open("/tmp/left-behind", "w").write("x")
+        facts["cwd"] = os.getcwd()
+    """)
+    checks = textwrap.dedent(f"""
+        assert facts["uid"] != 0
+        assert facts["env"] == {{}}
+        assert set(facts["root"]) <= {{"bin", "dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "root",
+                                      "sbin", "tmp", "usr"}}, facts["root"]
+        assert not facts["project_visible"]
+        assert len(facts["pids"]) <= 4 and max(facts["pids"]) < 100, facts["pids"]  # own pid namespace
+        assert facts["interfaces"] == ["lo"], facts["interfaces"]
+        assert facts["as"] == 4 << 30 and facts["nproc"] == 64 and facts["nofile"] == 256
+        assert facts["fsize"] == 64 << 20 and facts["cpu"] == 22
+        assert not facts["usr_writable"]
+    """)
+    second = "import os\nassert not os.path.exists('/tmp/left-behind') and not os.path.exists('here.txt')\n"
+    with Sandbox(workers=1) as sandbox:
+        first, after = sandbox.run_all([Program(probe, checks), Program("", second)])
+    assert first.status == "passed", (first.error, first.output)
+    assert after.status == "passed", (after.error, after.output)  # nothing leaks from one run to the next
+    assert first.warning is None and first.isolation == "bwrap"
+
+
+def test_each_status_with_a_right_and_a_wrong_completion(humaneval_path):
+    problem = load_task("humaneval", humaneval_path)[0]  # has_close_elements
+    right = problem.reference
+    slow_but_right = "    import time\n    time.sleep(0.05)\n" + right
+    wrong = {
+        "failed": "    return False\n",
+        "timeout": "    while True:\n        pass\n",
+        "error": "    return undefined_name\n",
+    }
+    samples = [{"task_id": problem.task_id, "completion": c}
+               for c in (right, slow_but_right, wrong["failed"], wrong["timeout"], wrong["error"])]
+    results, summary = score_samples(samples, "humaneval", data_path=humaneval_path, workers=2, ks=(1, 5),
+                                     limits=SandboxLimits(timeout_s=3.0), show_progress=False)
+    assert [r["status"] for r in results] == ["passed", "passed", "failed", "timeout", "error"]
+    assert [r["passed"] for r in results] == [True, True, False, False, False]
+    assert results[2]["error"] == "AssertionError"
+    assert results[4]["error"] == "NameError: name 'undefined_name' is not defined"
+    assert results[3]["duration"] >= 3.0 and results[1]["duration"] >= 0.3
+    assert summary["pass_at_k"]["pass@1"] == pytest.approx(0.4)
+    assert summary["pass_at_k"]["pass@5"] == 1.0
+
+
+def test_syntax_errors_and_output_are_reported():
+    with Sandbox(workers=1) as sandbox:
+        broken, chatty = sandbox.run_all([Program("def f(:\n", "f()\n"),
+                                          Program("print('hello from the program')\n", "assert False\n")])
+    assert broken.status == "error" and broken.error.startswith("SyntaxError") and "<solution>" in broken.error
+    assert chatty.status == "failed" and "hello from the program" in chatty.output
+
+
+@pytest.mark.parametrize("isolation", ["unshare", "rlimits"])
+def test_fallbacks_still_score_correctly_and_warn(isolation):
+    with Sandbox(workers=1, isolation=isolation, limits=SandboxLimits(timeout_s=3.0)) as sandbox:
+        ok, bad, loop = sandbox.run_all([Program("def f():\n    return 1\n", "assert f() == 1\n"),
+                                         Program("def f():\n    return 2\n", "assert f() == 1\n"),
+                                         Program("while True:\n    pass\n", "")])
+    assert (ok.status, bad.status, loop.status) == ("passed", "failed", "timeout")
+    assert ok.warning and ok.warning.startswith("WARNING") and ok.isolation == isolation
