@@ -237,21 +237,21 @@ class WorkItem:
     stop_sequences: tuple[str, ...]
 
 
-def build_work(config: EvalRunConfig) -> tuple[list[WorkItem], dict[str, int]]:
-    """All problems of all tasks (after --limit), in order; plus the number of problems per task."""
-    from phi_hpc.eval import tasks as task_module
+def build_work(config: EvalRunConfig) -> tuple[list[WorkItem], dict[str, list]]:
+    """All problems of all tasks (after --limit) in one global order, plus each task's problems."""
+    from phi_hpc.eval.tasks import load_task
 
     items: list[WorkItem] = []
-    counts: dict[str, int] = {}
+    problems_by_task: dict[str, list] = {}
     for task in config.tasks:
-        problems = task_module.load_task(task, config.data.get(task))
+        problems = load_task(task, config.data.get(task))
         if config.limit is not None:
             problems = problems[: config.limit]
-        counts[task] = len(problems)
+        problems_by_task[task] = problems
         for problem in problems:
             items.append(WorkItem(index=len(items), task=task, task_id=problem.task_id, prompt=problem.prompt,
                                   stop_sequences=tuple(problem.stop_sequences)))
-    return items, counts
+    return items, problems_by_task
 
 
 # ---------------------------------------------------------------------------------- completers
@@ -397,8 +397,12 @@ def wait_for_shards(out_dir: Path, world_size: int, fingerprint_value: str, time
 
 
 # ------------------------------------------------------------------------------------ scoring
-def score_and_write(config: EvalRunConfig, records: list[dict], counts: dict[str, int], out_dir: Path) -> dict:
-    """Per task: samples.jsonl, sandboxed scoring, results.jsonl; returns the per-task summaries."""
+def score_and_write(config: EvalRunConfig, records: list[dict], problems_by_task: dict[str, list], out_dir: Path,
+                    show_progress: bool = True) -> dict:
+    """Per task: samples.jsonl, sandboxed scoring, results.jsonl; returns the per-task summaries.
+
+    Scoring is given exactly the evaluated problems, so with ``--limit`` pass@k is over that subset.
+    """
     from phi_hpc.eval.score import score_samples
 
     records = sorted(records, key=lambda r: (r["index"], r["sample"]))
@@ -409,21 +413,16 @@ def score_and_write(config: EvalRunConfig, records: list[dict], counts: dict[str
         with atomic_write(task_dir / "samples.jsonl") as handle:
             for sample in samples:
                 handle.write(json.dumps(sample) + "\n")
-        ks = tuple(k for k in config.ks if k <= config.n) or (1,)
         results, summary = score_samples(samples, task, data_path=config.data.get(task), workers=config.workers,
-                                         ks=ks)
+                                         ks=config.ks, problems=problems_by_task[task], show_progress=show_progress,
+                                         source=str(task_dir / "samples.jsonl"))
         with atomic_write(task_dir / "results.jsonl") as handle:
             for result in results:
                 handle.write(json.dumps(result, default=str) + "\n")
-        status_counts: dict[str, int] = {}
-        for result in results:
-            status_counts[result["status"]] = status_counts.get(result["status"], 0) + 1
-        pass_at = {key: value for key, value in summary.items() if str(key).startswith("pass@")}
-        if not pass_at and isinstance(summary.get("pass_at_k"), dict):
-            pass_at = {f"pass@{k}": v for k, v in summary["pass_at_k"].items()}
-        summaries[task] = {"problems": counts[task], "samples": len(samples), **pass_at,
-                           "status_counts": status_counts, "samples_file": f"{task}/samples.jsonl",
-                           "results_file": f"{task}/results.jsonl", "sandbox": summary.get("sandbox")}
+        summaries[task] = {"problems": len(problems_by_task[task]), "samples": len(samples), **summary["pass_at_k"],
+                           "status_counts": summary["status_counts"], "skipped_k": summary.get("skipped_k", []),
+                           "samples_file": f"{task}/samples.jsonl", "results_file": f"{task}/results.jsonl",
+                           "sandbox": summary.get("sandbox"), "score_wall_time_s": summary.get("wall_time_s")}
     return summaries
 
 
@@ -448,7 +447,7 @@ def run_eval(config: EvalRunConfig, completer: Completer | None = None, rank: Ra
     started = time.time()
     out_dir = Path(config.output_dir)
     model = resolve_model(config)
-    items, counts = build_work(config)
+    items, problems_by_task = build_work(config)
     if not items:
         raise UsageError(f"--task {','.join(config.tasks)}: no problems to evaluate", "check --data and --limit")
     load_info: dict = {}
@@ -470,7 +469,7 @@ def run_eval(config: EvalRunConfig, completer: Completer | None = None, rank: Ra
 
     records = wait_for_shards(out_dir, rank.world_size, fp, config.merge_timeout_s)
     score_started = time.time()
-    summaries = score_and_write(config, records, counts, out_dir)
+    summaries = score_and_write(config, records, problems_by_task, out_dir, show_progress)
     results = {
         "model": {"source": model.source, "path": model.given, "model_dir": str(model.model_dir),
                   "step": model.step, "run_dir": str(model.run_dir) if model.run_dir else None, **load_info},
@@ -494,7 +493,7 @@ def results_table(results: dict):
 
     ks = sorted({key for task in results["tasks"].values() for key in task if key.startswith("pass@")},
                 key=lambda key: int(key[5:]))
-    statuses = sorted({s for task in results["tasks"].values() for s in task["status_counts"]})
+    statuses = list(dict.fromkeys(s for task in results["tasks"].values() for s in task["status_counts"]))
     step = results["model"].get("step")
     title = f"eval run: {results['model']['path']}" + (f" (step {step})" if step is not None else "")
     table = Table(title=title)
