@@ -37,7 +37,7 @@ import threading
 from pathlib import Path
 from typing import Callable, Sequence
 
-from phi_hpc.errors import PhiError
+from phi_hpc.errors import UsageError
 
 ZYGOTE_SOURCE = Path(__file__).with_name("zygote.py")
 ISOLATION_LEVELS = ("bwrap", "unshare", "rlimits")
@@ -202,14 +202,20 @@ class Zygote:
             command = _unshare_command(inner)
         else:
             command = inner
-        proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, env={}, cwd=self._host_tmp.name if self._host_tmp else "/",
-                                start_new_session=True)
+        # The zygote's own stderr (never the programs') goes to a file: its tail explains a crash.
+        self._log = tempfile.TemporaryFile()
+        proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
+                                env={}, cwd=self._host_tmp.name if self._host_tmp else "/", start_new_session=True)
         hello = self._receive(proc, timeout=60)
         if not hello or not hello.get("ready"):
             proc.kill()
-            raise SandboxCrashed(f"the {self.isolation} sandbox did not start")
+            raise SandboxCrashed(f"the {self.isolation} sandbox did not start{self._log_tail()}")
         return proc
+
+    def _log_tail(self) -> str:
+        self._log.seek(0)
+        tail = self._log.read().decode("utf-8", "replace").strip().splitlines()[-3:]
+        return (": " + " | ".join(tail)) if tail else ""
 
     @staticmethod
     def _receive(proc: subprocess.Popen, timeout: float) -> dict | None:
@@ -241,7 +247,7 @@ class Zygote:
         # The zygote enforces the timeout itself; this host-side deadline only catches a wedged zygote.
         reply = self._receive(self._proc, timeout=self.limits.timeout_s + 30)
         if reply is None:
-            raise SandboxCrashed("sandbox server stopped answering")
+            raise SandboxCrashed(f"sandbox server stopped answering{self._log_tail()}")
         return reply
 
     def close(self) -> None:
@@ -254,6 +260,7 @@ class Zygote:
                 self._proc.wait()
         if self._host_tmp is not None:
             self._host_tmp.cleanup()
+        self._log.close()
 
 
 def worker_uids(workers: int) -> list[int | None]:
@@ -266,19 +273,25 @@ def worker_uids(workers: int) -> list[int | None]:
 
 
 class Sandbox:
-    """A pool of zygotes. ``run_all`` returns results in input order; use as a context manager."""
+    """A pool of zygotes, each owned by one long-lived worker thread. Use as a context manager.
+
+    Each zygote is started *by its worker thread* and lives as long as that thread: bubblewrap's
+    --die-with-parent is tied to the thread that spawned it, so a zygote started from a short-lived
+    thread would be killed when that thread ends.
+    """
 
     def __init__(self, workers: int = 2, limits: SandboxLimits | None = None, isolation: str | None = None):
         if workers < 1:
-            raise PhiError(f"--workers must be at least 1 (got {workers})", exit_code=2)
+            raise UsageError(f"--workers must be at least 1 (got {workers})")
         if isolation is not None and isolation not in ISOLATION_LEVELS:
-            raise PhiError(f"unknown isolation {isolation!r}", f"use one of {', '.join(ISOLATION_LEVELS)}", 2)
+            raise UsageError(f"unknown isolation {isolation!r}", f"use one of {', '.join(ISOLATION_LEVELS)}")
         self.limits = limits or SandboxLimits()
         self.isolation = isolation or detect_isolation()
         self.warning = ISOLATION_WARNINGS[self.isolation]
         self.workers = workers
         self._uids = worker_uids(workers)
-        self._zygotes: list[Zygote | None] = [None] * workers
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
 
     def __enter__(self) -> "Sandbox":
         return self
@@ -287,63 +300,72 @@ class Sandbox:
         self.close()
 
     def close(self) -> None:
-        for index, zygote in enumerate(self._zygotes):
+        for _ in self._threads:
+            self._jobs.put(None)
+        for thread in self._threads:
+            thread.join()
+        self._threads = []
+
+    def _ensure_workers(self) -> None:
+        if not self._threads:
+            for worker in range(self.workers):
+                thread = threading.Thread(target=self._serve, args=(worker,), daemon=True,
+                                          name=f"sandbox-worker-{worker}")
+                thread.start()
+                self._threads.append(thread)
+
+    def _serve(self, worker: int) -> None:
+        zygote: Zygote | None = None
+        try:
+            while (job := self._jobs.get()) is not None:
+                index, program, done = job
+                try:
+                    result, zygote = self._run_on(zygote, worker, program)
+                    done.put((index, result))
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                    done.put((index, exc))
+        finally:
             if zygote is not None:
                 zygote.close()
-                self._zygotes[index] = None
 
-    def _run_on(self, worker: int, program: Program) -> ProgramResult:
-        for attempt in range(2):
-            if self._zygotes[worker] is None:
-                self._zygotes[worker] = Zygote(self.isolation, self._uids[worker], self.limits)
+    def _run_on(self, zygote: Zygote | None, worker: int, program: Program) -> tuple[ProgramResult, Zygote | None]:
+        reply = None
+        for attempt in range(2):  # a crashed or wedged zygote is replaced once per program
+            if zygote is None:
+                zygote = Zygote(self.isolation, self._uids[worker], self.limits)
             try:
-                reply = self._zygotes[worker].run(program)
+                reply = zygote.run(program)
                 break
             except SandboxCrashed as exc:
-                self._zygotes[worker].close()
-                self._zygotes[worker] = None
+                zygote.close()
+                zygote = None
                 if attempt == 1:
                     reply = {"status": "error", "error": f"sandbox failure: {exc}", "duration": 0.0, "output": ""}
-        return ProgramResult(status=reply["status"], error=reply.get("error"), duration_s=reply["duration"],
-                             output=reply.get("output", ""), isolation=self.isolation, warning=self.warning,
-                             exit_code=reply.get("exit_code"), signal=reply.get("signal"))
+        result = ProgramResult(status=reply["status"], error=reply.get("error"), duration_s=reply["duration"],
+                               output=reply.get("output", ""), isolation=self.isolation, warning=self.warning,
+                               exit_code=reply.get("exit_code"), signal=reply.get("signal"))
+        return result, zygote
 
     def run(self, program: Program) -> ProgramResult:
         return self.run_all([program])[0]
 
     def run_all(self, programs: Sequence[Program],
                 on_result: Callable[[int, ProgramResult], None] | None = None) -> list[ProgramResult]:
-        """Run every program; ``on_result(index, result)`` is called as each finishes (progress bars)."""
+        """Run every program; results in input order. ``on_result(index, result)`` fires as each ends."""
+        self._ensure_workers()
+        done: queue.SimpleQueue = queue.SimpleQueue()
+        for index, program in enumerate(programs):
+            self._jobs.put((index, program, done))
         results: list[ProgramResult | None] = [None] * len(programs)
-        jobs: queue.SimpleQueue = queue.SimpleQueue()
-        for index in range(len(programs)):
-            jobs.put(index)
-        lock = threading.Lock()
-        failures: list[BaseException] = []
-
-        def work(worker: int) -> None:
-            while not failures:
-                try:
-                    index = jobs.get_nowait()
-                except queue.Empty:
-                    return
-                try:
-                    result = self._run_on(worker, programs[index])
-                except BaseException as exc:  # noqa: BLE001 - surfaced below in the caller's thread
-                    failures.append(exc)
-                    return
-                results[index] = result
-                if on_result is not None:
-                    with lock:
-                        on_result(index, result)
-
-        threads = [threading.Thread(target=work, args=(w,), daemon=True)
-                   for w in range(min(self.workers, max(len(programs), 1)))]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        if failures:
-            raise failures[0]
+        failure: BaseException | None = None
+        for _ in range(len(programs)):
+            index, outcome = done.get()
+            if isinstance(outcome, BaseException):
+                failure = failure or outcome
+                continue
+            results[index] = outcome
+            if on_result is not None:
+                on_result(index, outcome)
+        if failure is not None:
+            raise failure
         return results  # type: ignore[return-value]
-
