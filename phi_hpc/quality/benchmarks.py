@@ -1,0 +1,166 @@
+"""The benchmark text that must never reach the training data: HumanEval and MBPP, every part of them.
+
+Decontamination compares against prompts, reference solutions *and* tests, because a model that saw
+the asserts of a problem has seen its answers. The files are read in their published layouts (the same
+ones ``phi_hpc.eval`` scores against), so pointing ``--benchmark-data`` at the folder used for
+evaluation is always enough.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import gzip
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from phi_hpc.errors import UsageError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BENCHMARK_DATA_ENV = "PHI_HPC_BENCHMARK_DATA"
+
+# File name -> reader; searched for anywhere below the benchmark folder.
+HUMANEVAL_NAMES = ("HumanEval.jsonl.gz", "HumanEval.jsonl")
+MBPP_FULL_NAME = "mbpp.jsonl"
+MBPP_SANITIZED_NAME = "sanitized-mbpp.json"
+
+
+@dataclass(frozen=True)
+class BenchmarkPart:
+    """One piece of one problem: ``problem`` is e.g. ``HumanEval/12``, ``part`` prompt|solution|test."""
+
+    problem: str
+    part: str
+    text: str
+
+
+@dataclass(frozen=True)
+class BenchmarkSolution:
+    """A complete reference program (prompt + canonical solution for HumanEval, ``code`` for MBPP)."""
+
+    problem: str
+    source: str
+    entry_point: str | None = None
+
+
+@dataclass(frozen=True)
+class Benchmarks:
+    parts: tuple[BenchmarkPart, ...]
+    solutions: tuple[BenchmarkSolution, ...]
+    files: tuple[str, ...]
+
+
+def default_benchmark_dir() -> Path | None:
+    """``$PHI_HPC_BENCHMARK_DATA``, else the checkout's sibling ``shared/data`` when it exists."""
+    env = os.environ.get(BENCHMARK_DATA_ENV)
+    if env:
+        return Path(env)
+    sibling = REPO_ROOT.parent / "shared" / "data"
+    return sibling if sibling.is_dir() else None
+
+
+def _find(root: Path, names: tuple[str, ...]) -> Path | None:
+    if root.is_file():
+        return root if root.name in names else None
+    for name in names:
+        direct = root / name
+        if direct.is_file():
+            return direct
+        found = sorted(root.rglob(name))
+        if found:
+            return found[0]
+    return None
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    rows = []
+    with opener(path, "rt", encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise UsageError(f"{path}:{line_no}: invalid JSON ({exc.msg})",
+                                 "point --benchmark-data at an unmodified HumanEval/MBPP download") from None
+    return rows
+
+
+def _humaneval(path: Path) -> tuple[list[BenchmarkPart], list[BenchmarkSolution]]:
+    parts, solutions = [], []
+    for row in _read_jsonl(path):
+        pid = row["task_id"]
+        parts += [BenchmarkPart(pid, "prompt", row["prompt"]),
+                  BenchmarkPart(pid, "solution", row["canonical_solution"]),
+                  BenchmarkPart(pid, "test", row["test"])]
+        solutions.append(BenchmarkSolution(pid, row["prompt"] + row["canonical_solution"], row.get("entry_point")))
+    return parts, solutions
+
+
+def _called_function(tests: list[str]) -> str | None:
+    """The function MBPP's asserts call (``assert set(similar_elements(...))`` -> similar_elements).
+
+    Helper classes and methods in the reference code (``__init__`` of a ``Pair``) look like half the
+    classes ever written, so only this entry point is compared structurally.
+    """
+    for test in tests:
+        try:
+            tree = ast.parse(test.strip())
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
+                    and not hasattr(builtins, node.func.id):
+                return node.func.id
+    return None
+
+
+def _mbpp_rows(rows: list[dict], prefix: str, prompt_key: str) -> tuple[list[BenchmarkPart], list[BenchmarkSolution]]:
+    parts, solutions = [], []
+    for row in rows:
+        pid = f"{prefix}/{row['task_id']}"
+        tests = "\n".join(row.get("test_list", []) + row.get("challenge_test_list", []))
+        parts += [BenchmarkPart(pid, "prompt", row[prompt_key]),
+                  BenchmarkPart(pid, "solution", row["code"]),
+                  BenchmarkPart(pid, "test", tests)]
+        solutions.append(BenchmarkSolution(pid, row["code"], _called_function(row.get("test_list", []))))
+    return parts, solutions
+
+
+def load_benchmarks(benchmark_data: str | os.PathLike | None = None) -> Benchmarks:
+    """Read every benchmark file found below ``benchmark_data`` (HumanEval, MBPP full and sanitized)."""
+    root = Path(benchmark_data) if benchmark_data else default_benchmark_dir()
+    if root is None or not root.exists():
+        raise UsageError(f"benchmark data folder {root or '(none)'} not found",
+                         f"pass --benchmark-data DIR (holding HumanEval.jsonl.gz, mbpp.jsonl) or set {BENCHMARK_DATA_ENV}")
+    parts: list[BenchmarkPart] = []
+    solutions: list[BenchmarkSolution] = []
+    files: list[str] = []
+    if humaneval := _find(root, HUMANEVAL_NAMES):
+        p, s = _humaneval(humaneval)
+        parts += p
+        solutions += s
+        files.append(str(humaneval))
+    if mbpp := _find(root, (MBPP_FULL_NAME,)):
+        p, s = _mbpp_rows(_read_jsonl(mbpp), "MBPP", "text")
+        parts += p
+        solutions += s
+        files.append(str(mbpp))
+    if sanitized := _find(root, (MBPP_SANITIZED_NAME,)):
+        try:
+            rows = json.loads(sanitized.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{sanitized}:{exc.lineno}: invalid JSON ({exc.msg})",
+                             "point --benchmark-data at an unmodified MBPP download") from None
+        # Same task ids as the full set; the sanitized prompts are reworded, so they add n-grams.
+        p, s = _mbpp_rows(rows, "MBPP", "prompt")
+        parts += p
+        solutions += s
+        files.append(str(sanitized))
+    if not files:
+        raise UsageError(f"no HumanEval/MBPP files found under {root}",
+                         "expected HumanEval.jsonl.gz, mbpp.jsonl or sanitized-mbpp.json below --benchmark-data")
+    return Benchmarks(tuple(parts), tuple(solutions), tuple(files))

@@ -1,0 +1,374 @@
+"""The "textbook quality" classifier: embeddings of code, then a random forest (phi-1 paper, section 2.1).
+
+The paper embedded files with a pretrained code model (CodeGen) and trained a random forest on ~100k
+GPT-4 labels. Two embedders are offered:
+
+* ``hashed`` -- bag of code tokens hashed into a fixed number of buckets (log counts, L2-normalised)
+  plus a few style statistics (comment and docstring share, identifier length, ...). Runs anywhere,
+  fast enough to score every document of a pretraining corpus on login-node CPUs.
+* ``lm`` -- mean-pooled final hidden states of a causal LM: our own checkpoint or any local HF folder.
+
+The forest is trained with scikit-learn but saved as plain arrays in an ``.npz`` (read with
+``allow_pickle=False``) and evaluated with numpy. Loading a model file therefore cannot run code, and
+scoring does not need scikit-learn at all (pickle/joblib files, scikit-learn's own format, execute
+whatever they contain on load).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from phi_hpc.errors import PhiError, UsageError
+
+MODEL_FORMAT = "phi-hpc-quality-forest/1"
+
+_COMMENT_LINE = re.compile(r"^[ \t]*#", re.M)
+_DOCSTRING = re.compile(r'"""[\s\S]*?"""|\'\'\'[\s\S]*?\'\'\'')
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_WORDY = re.compile(r"[A-Za-z]{3,}")
+
+
+@dataclass(frozen=True)
+class EmbedderSpec:
+    """Everything needed to rebuild the embedder a model was trained with (stored inside the model)."""
+
+    kind: str = "hashed"  # "hashed" | "lm"
+    dim: int = 2048  # hashed: number of buckets
+    max_chars: int = 16384  # hashed: judge a file by its beginning, like an LM's context window would
+    model_dir: str | None = None  # lm: checkpoint or HF folder
+    tokenizer: str | None = None  # lm: tokenizer.json when the folder has none
+    max_tokens: int = 512  # lm
+    batch_size: int = 8  # lm
+
+
+class HashedTokenEmbedder:
+    """Hashed bag of tokens + style statistics. Deterministic across processes (murmurhash)."""
+
+    STATISTICS = ("comment_line_share", "docstring_char_share", "mean_identifier_length",
+                  "short_identifier_share", "wordy_identifier_share", "blank_line_share", "mean_line_length")
+
+    def __init__(self, dim: int = 2048, max_chars: int = 16384, with_statistics: bool = True):
+        from sklearn.feature_extraction.text import HashingVectorizer
+
+        self.dim = dim
+        self.max_chars = max_chars
+        self.with_statistics = with_statistics
+        # Tokens: identifiers/words, numbers, and single punctuation characters.
+        self._vectorizer = HashingVectorizer(n_features=dim, token_pattern=r"[A-Za-z_]\w*|\d+|[^\w\s]",
+                                             lowercase=False, alternate_sign=False, norm=None)
+
+    @property
+    def width(self) -> int:
+        return self.dim + (len(self.STATISTICS) if self.with_statistics else 0)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        clipped = [t[: self.max_chars] for t in texts]
+        counts = self._vectorizer.transform(clipped)
+        counts.data = np.log1p(counts.data)
+        norms = np.sqrt(np.asarray(counts.multiply(counts).sum(axis=1)).ravel())
+        dense = counts.toarray().astype(np.float32)
+        dense /= np.maximum(norms, 1e-12)[:, None].astype(np.float32)
+        if not self.with_statistics:
+            return dense
+        stats = np.array([self._statistics(t) for t in clipped], dtype=np.float32).reshape(len(texts), -1)
+        return np.hstack([dense, stats])
+
+    @staticmethod
+    def _statistics(text: str) -> list[float]:
+        lines = text.count("\n") + 1
+        chars = max(len(text), 1)
+        identifiers = _IDENTIFIER.findall(text)
+        n_ident = max(len(identifiers), 1)
+        lengths = [len(i) for i in identifiers]
+        return [
+            len(_COMMENT_LINE.findall(text)) / lines,
+            sum(len(d) for d in _DOCSTRING.findall(text)) / chars,
+            sum(lengths) / n_ident / 10.0,
+            sum(1 for n in lengths if n <= 2) / n_ident,
+            sum(1 for i in identifiers if _WORDY.fullmatch(i.strip("_")) or "_" in i.strip("_")) / n_ident,
+            sum(1 for line in text.splitlines() if not line.strip()) / lines,
+            chars / lines / 100.0,
+        ]
+
+
+class LMEmbedder:
+    """Mean-pooled final hidden states of a causal LM (what the paper did with CodeGen).
+
+    Phi folders (ours, or transformers' ``model_type: phi``) load through
+    :func:`phi_hpc.model.hf.load_pretrained`; the hidden states are read with a hook on the final
+    layer norm, the input of the LM head. Any other architecture falls back to transformers'
+    ``AutoModel``. Sequences are right-padded: with causal attention, padding never changes the real
+    tokens' states, and the mean only covers real tokens.
+    """
+
+    def __init__(self, model_dir: str, tokenizer: str | None = None, max_tokens: int = 512, batch_size: int = 8):
+        import torch
+        from tokenizers import Tokenizer
+
+        folder = Path(model_dir)
+        if not (folder / "config.json").is_file() and not (folder / "latest").is_file():
+            raise UsageError(f"--model-dir {model_dir}: no config.json (not an HF/checkpoint folder)",
+                             "point it at a checkpoint or a local HF model folder")
+        tokenizer_path = Path(tokenizer) if tokenizer else folder / "tokenizer.json"
+        if not tokenizer_path.is_file():
+            raise UsageError(f"no tokenizer.json in {model_dir}", "pass --tokenizer PATH/tokenizer.json")
+        self._tokenizer = Tokenizer.from_file(str(tokenizer_path))
+        self.max_tokens = max_tokens
+        self.batch_size = batch_size
+        self._torch = torch
+        self._captured: list = []
+        model_type = self._model_type(folder)
+        if model_type in (None, "phi"):
+            from phi_hpc.model.hf import load_pretrained
+
+            self._model = load_pretrained(folder, dtype=torch.float32)
+            self._model.model.final_layernorm.register_forward_hook(
+                lambda _module, _inputs, output: self._captured.append(output))
+            self._hf = False
+        else:
+            from transformers import AutoModel
+
+            self._model = AutoModel.from_pretrained(str(folder), dtype=torch.float32).eval()
+            self._hf = True
+        self.width = self._width()
+
+    @staticmethod
+    def _model_type(folder: Path) -> str | None:
+        try:
+            return json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
+        except (OSError, json.JSONDecodeError):
+            return None
+
+    def _width(self) -> int:
+        return int(self.embed(["x = 1\n"]).shape[1])
+
+    def _hidden(self, ids, mask):
+        if self._hf:
+            return self._model(input_ids=ids, attention_mask=mask).last_hidden_state
+        self._captured.clear()
+        self._model(ids)
+        return self._captured[-1]
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        torch = self._torch
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(texts), self.batch_size):
+                encodings = [e.ids[: self.max_tokens] or [0] for e in
+                             self._tokenizer.encode_batch(list(texts[start:start + self.batch_size]))]
+                longest = max(len(e) for e in encodings)
+                ids = torch.zeros(len(encodings), longest, dtype=torch.long)
+                mask = torch.zeros(len(encodings), longest, dtype=torch.float32)
+                for row, e in enumerate(encodings):
+                    ids[row, : len(e)] = torch.tensor(e)
+                    mask[row, : len(e)] = 1.0
+                hidden = self._hidden(ids, mask.long()).float()
+                pooled = (hidden * mask[:, :, None]).sum(1) / mask.sum(1, keepdim=True)
+                out.append(pooled.numpy())
+        return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def make_embedder(spec: EmbedderSpec):
+    if spec.kind == "hashed":
+        return HashedTokenEmbedder(dim=spec.dim, max_chars=spec.max_chars)
+    if spec.kind == "lm":
+        if not spec.model_dir:
+            raise UsageError("--embedder lm needs --model-dir", "pass a checkpoint or a local HF folder")
+        return LMEmbedder(spec.model_dir, spec.tokenizer, spec.max_tokens, spec.batch_size)
+    raise UsageError(f"unknown embedder {spec.kind!r}", "use --embedder hashed or --embedder lm")
+
+
+# -- the forest as plain arrays ------------------------------------------------------------------
+
+@dataclass
+class ForestArrays:
+    """All trees of a fitted forest, concatenated. Children are global node indices, -1 at leaves."""
+
+    left: np.ndarray
+    right: np.ndarray
+    feature: np.ndarray
+    threshold: np.ndarray
+    positive: np.ndarray  # probability of the positive class at each node (used at leaves)
+    roots: np.ndarray
+
+    @classmethod
+    def from_sklearn(cls, forest) -> "ForestArrays":
+        classes = list(forest.classes_)
+        if classes != [0, 1]:
+            raise UsageError(f"labels must be 0/1, got classes {classes}", "label 1 = keep, 0 = drop")
+        parts = {k: [] for k in ("left", "right", "feature", "threshold", "positive")}
+        roots, offset = [], 0
+        for estimator in forest.estimators_:
+            tree = estimator.tree_
+            roots.append(offset)
+            leaf = tree.children_left == -1
+            parts["left"].append(np.where(leaf, -1, tree.children_left + offset))
+            parts["right"].append(np.where(leaf, -1, tree.children_right + offset))
+            parts["feature"].append(np.where(leaf, 0, tree.feature))
+            parts["threshold"].append(tree.threshold)
+            values = tree.value[:, 0, :]
+            parts["positive"].append(values[:, 1] / np.maximum(values.sum(axis=1), 1e-300))
+            offset += tree.node_count
+        arrays = {k: np.concatenate(v) for k, v in parts.items()}
+        return cls(left=arrays["left"].astype(np.int64), right=arrays["right"].astype(np.int64),
+                   feature=arrays["feature"].astype(np.int64), threshold=arrays["threshold"].astype(np.float64),
+                   positive=arrays["positive"].astype(np.float64), roots=np.array(roots, dtype=np.int64))
+
+    def predict_positive(self, features: np.ndarray) -> np.ndarray:
+        """Mean over trees of the leaf's positive share (scikit-learn's ``predict_proba[:, 1]``)."""
+        x = np.asarray(features, dtype=np.float32)  # the forest compares float32 features, like sklearn
+        rows = np.arange(len(x))
+        total = np.zeros(len(x), dtype=np.float64)
+        for root in self.roots.tolist():
+            node = np.full(len(x), root, dtype=np.int64)
+            while True:
+                left = self.left[node]
+                inner = left >= 0
+                if not inner.any():
+                    break
+                go_left = x[rows, self.feature[node]] <= self.threshold[node]
+                node = np.where(inner, np.where(go_left, left, self.right[node]), node)
+            total += self.positive[node]
+        return total / max(len(self.roots), 1)
+
+
+@dataclass
+class QualityModel:
+    embedder: EmbedderSpec
+    forest: ForestArrays
+    feature_width: int
+    report: dict
+
+    def save(self, path: str | os.PathLike) -> None:
+        from phi_hpc.fileio import atomic_write
+
+        meta = {"format": MODEL_FORMAT, "embedder": asdict(self.embedder), "feature_width": self.feature_width,
+                "report": self.report}
+        with atomic_write(path, "wb", encoding=None) as handle:
+            np.savez_compressed(handle, meta=np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8),
+                                **{k: getattr(self.forest, k) for k in
+                                   ("left", "right", "feature", "threshold", "positive", "roots")})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "QualityModel":
+        path = Path(path)
+        if not path.is_file():
+            raise UsageError(f"quality model {path} does not exist", "train one with: phi-hpc quality train LABELS.jsonl -o model.npz")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(bytes(data["meta"]).decode("utf-8"))
+                forest = ForestArrays(**{k: data[k] for k in ("left", "right", "feature", "threshold", "positive", "roots")})
+        except (ValueError, KeyError, OSError, json.JSONDecodeError) as exc:
+            raise UsageError(f"{path}: not a phi-hpc quality model ({exc})",
+                             "train one with: phi-hpc quality train LABELS.jsonl -o model.npz") from None
+        if meta.get("format") != MODEL_FORMAT:
+            raise UsageError(f"{path}: model format {meta.get('format')!r}, expected {MODEL_FORMAT!r}",
+                             "retrain it with this version of phi-hpc")
+        return cls(EmbedderSpec(**meta["embedder"]), forest, int(meta["feature_width"]), meta.get("report", {}))
+
+
+class QualityScorer:
+    """A loaded model plus its embedder: ``score(texts)`` -> probability of "textbook quality"."""
+
+    def __init__(self, model: QualityModel):
+        self.model = model
+        self.embedder = make_embedder(model.embedder)
+        if self.embedder.width != model.feature_width:
+            raise UsageError(f"model expects {model.feature_width} features, embedder gives {self.embedder.width}",
+                             "the model was trained with a different embedder; retrain it")
+
+    def score(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros(0)
+        return self.model.forest.predict_positive(self.embedder.embed(texts))
+
+
+# -- training ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TrainConfig:
+    trees: int = 200
+    max_depth: int | None = None
+    min_samples_leaf: int = 1
+    holdout: float = 0.2
+    seed: int = 0
+
+
+def _binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> dict:
+    from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
+
+    predicted = (scores >= threshold).astype(int)
+    metrics = {"n": int(len(labels)), "positives": int(labels.sum()),
+               "accuracy": float(accuracy_score(labels, predicted)),
+               "f1": float(f1_score(labels, predicted, zero_division=0))}
+    metrics["auc"] = float(roc_auc_score(labels, scores)) if len(set(labels.tolist())) == 2 else None
+    return metrics
+
+
+def train_classifier(texts: Sequence[str], labels: Sequence[int], spec: EmbedderSpec,
+                     config: TrainConfig = TrainConfig(), embedder=None) -> QualityModel:
+    """Embed, hold out a stratified ``holdout`` share, fit the forest, report held-out metrics."""
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.model_selection import train_test_split
+
+    y = np.asarray(labels, dtype=int)
+    if len(set(y.tolist())) != 2:
+        raise UsageError(f"need both labels 0 and 1, got {sorted(set(y.tolist()))}", "label more examples")
+    if min(np.bincount(y)) < 2:
+        raise UsageError("each label needs at least 2 examples for a held-out split", "label more examples")
+    embedder = embedder or make_embedder(spec)
+    x = embedder.embed(list(texts))
+    idx_train, idx_test = train_test_split(np.arange(len(y)), test_size=config.holdout, random_state=config.seed,
+                                           stratify=y)
+    forest = RandomForestClassifier(n_estimators=config.trees, max_depth=config.max_depth,
+                                    min_samples_leaf=config.min_samples_leaf, random_state=config.seed, n_jobs=1)
+    forest.fit(x[idx_train], y[idx_train])
+    arrays = ForestArrays.from_sklearn(forest)
+    report = {"train": _binary_metrics(y[idx_train], arrays.predict_positive(x[idx_train])),
+              "heldout": _binary_metrics(y[idx_test], arrays.predict_positive(x[idx_test])),
+              "config": asdict(config)}
+    return QualityModel(spec, arrays, int(x.shape[1]), report)
+
+
+def load_labels(path: str | os.PathLike, score_threshold: float | None = None) -> tuple[list[str], list[int]]:
+    """Read a labels jsonl: ``text`` plus ``label`` (0/1), or ``score`` cut at ``score_threshold``.
+
+    Lines written by ``quality label`` carry both; lines whose label could not be parsed (``label``
+    null) are skipped.
+    """
+    texts, labels = [], []
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"labels file {path} does not exist", "create it with: phi-hpc quality label ...")
+    with open(path, encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UsageError(f"{path}:{line_no}: invalid JSON ({exc.msg})", "fix or delete that line") from None
+            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                raise UsageError(f"{path}:{line_no}: no 'text' string", 'each line needs {"text": ..., "label": 0|1}')
+            if score_threshold is not None and record.get("score") is not None:
+                label = int(float(record["score"]) >= score_threshold)
+            else:
+                label = record.get("label")
+                if label is None:
+                    continue
+                if label not in (0, 1, True, False):
+                    raise UsageError(f"{path}:{line_no}: label {label!r} is not 0/1",
+                                     "use 0/1, or pass --score-threshold to cut scores")
+                label = int(label)
+            texts.append(record["text"])
+            labels.append(label)
+    if not texts:
+        raise PhiError(f"{path}: no labelled lines", "label some files first (phi-hpc quality label)")
+    return texts, labels
