@@ -1,0 +1,120 @@
+"""A deterministic OpenAI-compatible chat server on 127.0.0.1 (real sockets) with injectable faults.
+
+Answers are pure functions of the prompt. The first request for some prompts fails: one in three gets
+an HTTP 500, one in three is answered only after ``slow_s`` (longer than the client's timeout), so
+every retry path is exercised; ``delay_s`` slows every answer so a run can be killed mid-way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def _digest(text: str) -> int:
+    return int(hashlib.sha256(text.encode("utf-8")).hexdigest()[:12], 16)
+
+
+def label_answer(prompt: str) -> str:
+    code = prompt.split("```")[1] if prompt.count("```") >= 2 else prompt
+    documented = code.count('"""') + code.count("# ")
+    score = min(10, 2 + documented // 4)
+    return f"Score: {score}\nIt has {documented} comments or docstring quotes."
+
+
+def textbook_answer(prompt: str) -> str:
+    topic = re.search(r"about (.+?) for ", prompt).group(1)
+    return f"# {topic.title()}\n\nThis section explains {topic}.\n\n```python\nprint({topic!r})\n```\n"
+
+
+def exercise_answer(prompt: str, attempt_broken: bool) -> str:
+    topic = re.search(r"about (.+?) for ", prompt).group(1)
+    name = "solve_" + re.sub(r"\W+", "_", topic).strip("_")
+    k = _digest(prompt) % 7 + 2
+    if attempt_broken:  # a failing self-test: the sandbox must reject it
+        return f"```python\ndef {name}(x):\n    \"\"\"Multiply x by {k}.\"\"\"\n    return x * {k}\n\nassert {name}(1) == {k + 1}\n```"
+    return (f"```python\ndef {name}(x: int) -> int:\n    \"\"\"Return x multiplied by {k} ({topic}).\"\"\"\n"
+            f"    result = x * {k}\n    return result\n\nassert {name}(1) == {k}\nassert {name}(0) == 0\n```")
+
+
+class FakeOpenAI:
+    def __init__(self, delay_s: float = 0.0, slow_s: float = 0.0, faults: bool = True, mode: str = "auto",
+                 broken_first_exercise: bool = False):
+        self.delay_s, self.slow_s, self.faults, self.mode = delay_s, slow_s, faults, mode
+        self.broken_first_exercise = broken_first_exercise
+        self.seen: Counter[str] = Counter()
+        self.events: Counter[str] = Counter()
+        self.lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def __enter__(self) -> "FakeOpenAI":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def answer(self, prompt: str, nth: int) -> str:
+        if "educational value" in prompt:
+            return label_answer(prompt)
+        if "textbook" in prompt:
+            return textbook_answer(prompt)
+        return exercise_answer(prompt, self.broken_first_exercise and _digest(prompt) % 2 == 0)
+
+    def _handler(self):
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                prompt = body["messages"][-1]["content"]
+                if body["model"] == "missing-model":
+                    self._send(404, {"error": {"message": "model missing-model does not exist"}})
+                    return
+                with fake.lock:
+                    fake.seen[prompt] += 1
+                    nth = fake.seen[prompt]
+                    fake.events["requests"] += 1
+                kind = _digest(prompt) % 3 if fake.faults and nth == 1 else None
+                try:
+                    if kind == 0:
+                        with fake.lock:
+                            fake.events["http_500"] += 1
+                        self._send(500, {"error": {"message": "overloaded"}})
+                        return
+                    if kind == 1:
+                        with fake.lock:
+                            fake.events["slow"] += 1
+                        time.sleep(fake.slow_s)
+                    time.sleep(fake.delay_s)
+                    content = fake.answer(prompt, nth)
+                    self._send(200, {"id": "x", "object": "chat.completion", "model": body["model"],
+                                     "choices": [{"index": 0, "finish_reason": "stop",
+                                                  "message": {"role": "assistant", "content": content}}]})
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up waiting: that is the point of the slow answers
+
+            def _send(self, status, payload):
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        return Handler
