@@ -165,10 +165,16 @@ def _tokenizer_from_run_config(run_dir: Path) -> Path | None:
         config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
     except yaml.YAMLError:
         return None
+    bases = [Path.cwd(), run_dir]
+    recorded_run_dir = config.get("run_dir") if isinstance(config, dict) else None
+    if isinstance(recorded_run_dir, str) and not Path(recorded_run_dir).is_absolute():
+        # relative paths in the config were relative to where training started: RUN minus run_dir
+        depth = len(Path(recorded_run_dir).parts)
+        bases.insert(0, run_dir.resolve().parents[depth - 1] if depth else run_dir.resolve())
     for text in _strings_in(config):
-        if "/" not in text and not text.endswith(".json"):
+        if not text or "\n" in text:
             continue
-        starts = [Path(text)] if Path(text).is_absolute() else [Path(text), run_dir / text]
+        starts = [Path(text)] if Path(text).is_absolute() else [base / text for base in bases]
         for folder in [f for start in starts for f in (start, *list(start.parents)[:2])]:
             manifest = folder / "manifest.json"
             if manifest.is_file():
@@ -213,16 +219,17 @@ class Rank:
 
 
 def detect_rank(environ: dict | None = None) -> Rank:
-    """torchrun's variables first, then srun's; a plain process is rank 0 of 1."""
-    env = os.environ if environ is None else environ
-    for rank_key, world_key, local_key in (("RANK", "WORLD_SIZE", "LOCAL_RANK"),
-                                           ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID")):
-        if rank_key in env and world_key in env:
-            rank, world = int(env[rank_key]), int(env[world_key])
-            if not 0 <= rank < world:
-                raise PhiError(f"{rank_key}={rank} is outside {world_key}={world}", "check the launcher")
-            return Rank(rank, world, int(env.get(local_key, 0)))
-    return Rank()
+    """The trainer's answer (torchrun's variables, else those of an srun step, else one process).
+
+    Only rank and world size are used: ranks never talk to each other, so MASTER_ADDR/PORT are moot.
+    """
+    from phi_hpc.train.distributed import detect_environment
+
+    env = detect_environment(environ)
+    if not 0 <= env.rank < env.world_size:
+        raise PhiError(f"rank {env.rank} is outside world size {env.world_size} ({env.source} variables)",
+                       "check the launcher's RANK/WORLD_SIZE or SLURM_PROCID/SLURM_NTASKS")
+    return Rank(env.rank, env.world_size, env.local_rank)
 
 
 # ------------------------------------------------------------------------------------ work items

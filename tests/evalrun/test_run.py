@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from phi_hpc.errors import UsageError
+from phi_hpc.errors import PhiError, UsageError
 from phi_hpc.eval.run import EvalRunConfig, Rank, detect_rank, resolve_checkpoint, resolve_tokenizer, run_eval
 
 HUMANEVAL_STOPS_CHECKED = 3  # problems per task in these tests: enough to cover batching and merging
@@ -211,6 +211,10 @@ def test_bad_options_exit_2_in_one_line(run_cli, tmp_path, args, message):
 def test_rank_detection_from_torchrun_and_srun():
     assert detect_rank({}) == Rank(0, 1, 0)
     assert detect_rank({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}) == Rank(3, 4, 1)
-    assert detect_rank({"SLURM_PROCID": "1", "SLURM_NTASKS": "2", "SLURM_LOCALID": "1"}) == Rank(1, 2, 1)
-    with pytest.raises(UsageError.__mro__[1]):
+    srun_task = {"SLURM_PROCID": "1", "SLURM_NTASKS": "2", "SLURM_LOCALID": "1", "SLURM_STEP_ID": "0",
+                 "SLURM_JOB_NODELIST": "localhost", "SLURM_JOB_ID": "7"}
+    assert detect_rank(srun_task) == Rank(1, 2, 1)
+    # the batch script of a 2-task job is one process, not rank 0 of 2 (it would wait for rank 1 forever)
+    assert detect_rank({**srun_task, "SLURM_PROCID": "0", "SLURM_STEP_ID": "batch"}) == Rank(0, 1, 0)
+    with pytest.raises(PhiError):
         detect_rank({"RANK": "4", "WORLD_SIZE": "4"})
