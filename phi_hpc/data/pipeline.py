@@ -510,18 +510,27 @@ def prepare(config: PrepareConfig, show_progress: bool | None = None) -> dict:
     manifest = completed_manifest(layout, context.fingerprint)
     resumed = manifest is not None
     if manifest is None:
-        with progress_bar(disable=None if show_progress is None else not show_progress) as progress:
-            stage_start = time.perf_counter()
-            map_all(config, context, progress)
-            timings["map"] = time.perf_counter() - stage_start
-            stage_start = time.perf_counter()
-            task = progress.add_task("reduce (dedup)", total=1)
-            run_reduce(config, context)
-            progress.advance(task)
-            timings["reduce"] = time.perf_counter() - stage_start
-            stage_start = time.perf_counter()
-            manifest = run_pack(config, context, progress)
-            timings["pack"] = time.perf_counter() - stage_start
+        todo = [s for s in context.shards if not layout.shard_done(s.index).is_file()]
+        # The pool starts before the progress bar's refresh thread exists (forking with live threads
+        # is how deadlocks are made).
+        pool = _start_pool(context, effective_workers(config, len(todo))) if len(todo) > 1 else None
+        try:
+            with progress_bar(disable=None if show_progress is None else not show_progress) as progress:
+                stage_start = time.perf_counter()
+                map_all(config, context, progress, pool)
+                timings["map"] = time.perf_counter() - stage_start
+                stage_start = time.perf_counter()
+                task = progress.add_task("reduce (dedup)", total=1)
+                run_reduce(config, context)
+                progress.advance(task)
+                timings["reduce"] = time.perf_counter() - stage_start
+                stage_start = time.perf_counter()
+                manifest = run_pack(config, context, progress)
+                timings["pack"] = time.perf_counter() - stage_start
+        finally:
+            if pool is not None:
+                pool.terminate()
+                pool.join()
     if not config.keep_work:
         shutil.rmtree(layout.work, ignore_errors=True)
     elapsed = time.perf_counter() - started
@@ -544,46 +553,64 @@ def effective_workers(config: PrepareConfig, shards: int) -> int:
     return max(1, min(requested, shards))
 
 
-def map_all(config: PrepareConfig, context: RunContext, progress=None) -> None:
-    """Run the map stage over every unfinished shard, in this process or a pool of ``workers``."""
+def map_all(config: PrepareConfig, context: RunContext, progress=None, pool=None) -> None:
+    """Run the map stage over every unfinished shard: in this process, or on ``pool`` if given."""
     todo = [s for s in context.shards if not context.layout.shard_done(s.index).is_file()]
-    task = progress.add_task("map (read, dedup signatures, tokenize)", total=sum(s.bytes for s in context.shards),
-                             completed=sum(s.bytes for s in context.shards) - sum(s.bytes for s in todo)) \
-        if progress is not None else None
-    workers = effective_workers(config, len(todo))
-    if workers <= 1:
+    total = sum(s.bytes for s in context.shards)
+    task = progress.add_task("map (read, signatures, tokenize)", total=total,
+                             completed=total - sum(s.bytes for s in todo)) if progress is not None else None
+    if pool is None:
         for shard in todo:
             run_map(config, shard.index, context)
             if task is not None:
                 progress.advance(task, shard.bytes)
         return
+    # Biggest shards first, so that one large file does not start last and run alone.
+    ordered = sorted(todo, key=lambda s: (-s.bytes, s.index))
+    for shard_index, error in pool.imap_unordered(_map_in_worker, [(config, s.index) for s in ordered]):
+        if error is not None:
+            pool.terminate()
+            # Report what a sequential run would: the first bad input in input order. Earlier
+            # shards either completed cleanly or raise their own error here.
+            for shard in todo:
+                if shard.index >= shard_index:
+                    break
+                if not context.layout.shard_done(shard.index).is_file():
+                    run_map(config, shard.index, context)
+            raise PhiError(error[0], error[1], error[2])
+        if task is not None:
+            progress.advance(task, context.shards[shard_index].bytes)
+
+
+# Set just before forking workers: a forked worker inherits the planned run (and the loaded
+# tokenizer) instead of planning it again.
+_INHERITED_CONTEXT: RunContext | None = None
+
+
+def _start_pool(context: RunContext, workers: int):
+    global _INHERITED_CONTEXT
+    if workers <= 1:
+        return None
     threads = max(1, available_cpus() // workers)
-    pool_context = multiprocessing.get_context("spawn")  # fork would inherit tokenizers' thread pool
-    with pool_context.Pool(workers, initializer=_init_worker, initargs=(threads,)) as pool:
-        for shard_index, error in pool.imap(_map_in_worker, [(config, s.index) for s in todo]):
-            if error is not None:
-                pool.terminate()
-                raise PhiError(error[0], error[1], error[2])
-            if task is not None:
-                progress.advance(task, context.shards[shard_index].bytes)
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    _INHERITED_CONTEXT = context
+    return multiprocessing.get_context(method).Pool(workers, initializer=_init_worker, initargs=(threads,))
 
 
 def _init_worker(threads: int) -> None:
-    # Set before tokenizers starts its thread pool in this process: workers x threads = cores.
+    # Read by tokenizers when its thread pool first starts (it has not in this process yet):
+    # workers x threads = cores.
     os.environ["RAYON_NUM_THREADS"] = str(threads)
     os.environ["TOKENIZERS_PARALLELISM"] = "true"
-
-
-_WORKER_CONTEXTS: dict[str, RunContext] = {}
 
 
 def _map_in_worker(task: tuple[PrepareConfig, int]):
     config, shard_index = task
     try:
-        key = json.dumps(to_dict(config), sort_keys=True)
-        if key not in _WORKER_CONTEXTS:  # plan once per worker process, not once per shard
-            _WORKER_CONTEXTS[key] = open_run(config)
-        run_map(config, shard_index, _WORKER_CONTEXTS[key])
+        context = _INHERITED_CONTEXT
+        if context is None or context.config != config:
+            context = open_run(config)  # spawned (non-Linux): plan once per task
+        run_map(config, shard_index, context)
     except PhiError as exc:  # sent back as data: custom exceptions lose their fields when pickled
         return shard_index, (exc.message, exc.hint, exc.exit_code)
     return shard_index, None

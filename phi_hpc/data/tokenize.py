@@ -41,8 +41,13 @@ def resolve_tokenizer_path(path: str) -> Path:
                      "give a tokenizer.json or a local HF tokenizer folder (or build one: phi-hpc tokenizer train)")
 
 
+@functools.lru_cache(maxsize=4)
 def load_tokenizer(path: str):
-    """A ``tokenizers.Tokenizer`` from a file or folder; errors name the path and say what to give."""
+    """A ``tokenizers.Tokenizer`` from a file or folder; errors name the path and say what to give.
+
+    Cached per process (parsing a 50k-merge BPE takes a noticeable fraction of a second), so callers
+    must not reconfigure the returned object.
+    """
     from tokenizers import Tokenizer, decoders, pre_tokenizers
     from tokenizers.models import BPE
 
