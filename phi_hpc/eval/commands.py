@@ -116,7 +116,15 @@ def _print_summary(summary: dict, title: str) -> None:
               help="Cut completions at the task's first stop sequence before running them.")
 def score_command(samples_path, task, data_path, workers, timeout, memory_gb, isolation, output_path, ks_text,
                   truncate) -> None:
-    """Run every completion in SAMPLES.jsonl (task_id, completion per line) and report pass@k."""
+    """Run every completion in SAMPLES.jsonl (task_id, completion per line) and report pass@k.
+
+    \b
+    Status of each sample in the results:
+      passed   the tests ran to their end (proven by a per-run token, not by exit codes or output)
+      failed   an assert failed, or the program ended before the tests finished
+      timeout  the wall-clock (--timeout) or CPU limit was hit; its whole process tree was killed
+      error    any other exception or a crash (the error's last line is kept)
+    """
     from phi_hpc.eval.score import parse_ks, score_samples
 
     ks = parse_ks(ks_text)

@@ -5,19 +5,28 @@ monkeypatching ``os`` and ``shutil``: the program still sees the network, the us
 ``ctypes``, has no memory limit, and a program that ends the process with status 0 at the right moment
 can look like a pass. Here each worker owns one long-lived *zygote* interpreter (``zygote.py``) inside
 a bubblewrap sandbox; the zygote forks a fresh process per program. Namespaces and interpreter start
-are paid once per worker, so isolation costs a fork (~1 ms) per program instead of ~50 ms.
+are paid once per worker, so a program costs a fork and a few milliseconds instead of a fresh sandbox
+and interpreter (~100 ms; see docs/benchmarks/eval_exec.md).
 
 Isolation levels, best first (``detect_isolation``):
 
 ``bwrap``    new pid, net, ipc, uts namespaces; the root filesystem is an empty tmpfs holding read-only
              binds of /usr, /etc and the Python installation only (no home, project, run folders);
-             private /tmp; dies with its parent.
+             private /tmp, wiped after every program; dies with its parent.
 ``unshare``  pid/net/ipc/uts namespaces via util-linux ``unshare``, but the host filesystem is visible.
 ``rlimits``  resource limits and a separate uid (when root) only.
 
-Anything below ``bwrap`` puts a loud ``warning`` into every result. When we run as root, every worker's
-programs run under their own unprivileged uid: RLIMIT_NPROC is not enforced for uid 0, and a different
-uid also keeps programs from signalling or reading the zygote.
+Anything below ``bwrap`` puts a loud ``warning`` into every result.
+
+Users: as root, every worker's programs run under their own unprivileged uid (RLIMIT_NPROC is not
+enforced for uid 0, and another uid keeps programs from reading or signalling the zygote, which keeps
+only the capabilities it needs for that). As an ordinary user, bubblewrap runs in a user namespace and
+programs share the zygote's uid: a program can kill its zygote, which the worker then replaces (that
+program is scored ``error``); it still cannot see the host's processes, files or network.
+
+Limits are per process (``SandboxLimits``): RLIMIT_AS bounds one process, so a program that also forks
+could in theory use ``processes`` x ``address_space_bytes``; a memory cgroup would bound the tree but
+needs cgroup delegation, which login nodes rarely grant.
 """
 
 from __future__ import annotations
@@ -42,11 +51,13 @@ from phi_hpc.errors import UsageError
 ZYGOTE_SOURCE = Path(__file__).with_name("zygote.py")
 ISOLATION_LEVELS = ("bwrap", "unshare", "rlimits")
 GIB = 1 << 30
+ZYGOTE_CAPABILITIES = ("CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER")
 
 
 @dataclasses.dataclass(frozen=True)
 class SandboxLimits:
-    """Per-program limits. ``cpu_seconds`` None means "the timeout rounded up, plus one"."""
+    """Per-program limits. ``cpu_seconds`` None means the timeout plus two seconds: a backstop only,
+    the wall clock normally kills first (and also catches programs that sleep or block)."""
 
     timeout_s: float = 20.0
     address_space_bytes: int = 4 * GIB
@@ -55,11 +66,14 @@ class SandboxLimits:
     open_files: int = 256
     processes: int = 64
     output_bytes: int = 64 << 10
+    tree_memory_bytes: int | None = None  # resident memory of all the program's processes; None: = address space
 
-    def request_fields(self) -> dict:
+    def request_fields(self, pid_namespace: bool = True) -> dict:
         cpu = self.cpu_seconds if self.cpu_seconds is not None else int(self.timeout_s) + 2
+        tree = self.tree_memory_bytes if self.tree_memory_bytes is not None else self.address_space_bytes
         return {
             "timeout": self.timeout_s,
+            "tree_memory": tree if pid_namespace else None,  # polled in /proc: needs our own pid namespace
             "output_limit": self.output_bytes,
             "limits": {
                 "address_space": self.address_space_bytes,
@@ -114,6 +128,10 @@ def _bwrap_command(inner: list[str]) -> list[str]:
                "--unshare-cgroup-try", "--die-with-parent", "--new-session"]
     if os.getuid() != 0:
         command.append("--unshare-user")
+    else:  # the zygote keeps only what it needs to hand programs another uid and clean up after them
+        command += ["--cap-drop", "ALL"]
+        for capability in ZYGOTE_CAPABILITIES:
+            command += ["--cap-add", capability]
     command += ["--ro-bind", "/usr", "/usr"]
     for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
         if os.path.islink(top):
@@ -151,14 +169,19 @@ def _probe(command: list[str]) -> bool:
 
 
 @functools.lru_cache(maxsize=None)
-def detect_isolation() -> str:
-    """The best isolation this machine allows, probed once per process by really starting a sandbox."""
+def isolation_available(level: str) -> bool:
+    """Whether ``level`` really works here, found by starting an interpreter inside it (cached)."""
     probe = [sys.executable, "-I", "-S", "-c", "pass"]
-    if shutil.which("bwrap") and _probe(_bwrap_command(probe)):
-        return "bwrap"
-    if shutil.which("unshare") and _probe(_unshare_command(probe)):
-        return "unshare"
-    return "rlimits"
+    if level == "bwrap":
+        return bool(shutil.which("bwrap")) and _probe(_bwrap_command(probe))
+    if level == "unshare":
+        return bool(shutil.which("unshare")) and _probe(_unshare_command(probe))
+    return level == "rlimits"
+
+
+def detect_isolation() -> str:
+    """The best isolation this machine allows."""
+    return next(level for level in ISOLATION_LEVELS if isolation_available(level))
 
 
 ISOLATION_WARNINGS = {
@@ -237,7 +260,8 @@ class Zygote:
         return json.loads(data[4:])
 
     def run(self, program: Program) -> dict:
-        request = dict(self.limits.request_fields(), solution=program.solution, tests=program.tests)
+        request = dict(self.limits.request_fields(pid_namespace=self.isolation in ("bwrap", "unshare")),
+                       solution=program.solution, tests=program.tests)
         payload = json.dumps(request).encode()
         try:
             self._proc.stdin.write(struct.pack(">I", len(payload)) + payload)
@@ -286,6 +310,9 @@ class Sandbox:
         if isolation is not None and isolation not in ISOLATION_LEVELS:
             raise UsageError(f"unknown isolation {isolation!r}", f"use one of {', '.join(ISOLATION_LEVELS)}")
         self.limits = limits or SandboxLimits()
+        if isolation is not None and not isolation_available(isolation):
+            raise UsageError(f"--isolation {isolation} does not work on this machine",
+                             f"leave --isolation out to use the best available ({detect_isolation()})")
         self.isolation = isolation or detect_isolation()
         self.warning = ISOLATION_WARNINGS[self.isolation]
         self.workers = workers

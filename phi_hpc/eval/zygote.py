@@ -34,7 +34,9 @@ SETTINGS = json.loads(sys.argv[1])
 RUN_UID = SETTINGS["uid"]  # None: cannot switch uid (not root); programs run as our own uid
 KILL_ALL_IN_NAMESPACE = SETTINGS["pid_namespace"]  # we are not pid 1, so kill(-1) spares us and init
 WORK_ROOT = SETTINGS["work_root"]
-PRIVATE_TMP = SETTINGS["private_tmp"]  # /tmp is our own tmpfs: wipe what a program left there
+PRIVATE_TMP = SETTINGS["private_tmp"]
+MEMORY_POLL_S = 0.05  # how often the resident memory of a program's whole process tree is summed
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")  # /tmp is our own tmpfs: wipe what a program left there
 
 _write, _exit = os.write, os._exit
 _RLIMITS = {
@@ -183,6 +185,21 @@ def kill_everything(child_pid):
         pass
 
 
+def _wait_until_alone(limit_s=10.0):
+    """Wait until the killed processes are reaped (by init): until then they still count against the
+    next program's RLIMIT_NPROC, and a fork bomb's leftovers could make its threads fail to start."""
+    if not KILL_ALL_IN_NAMESPACE:
+        return
+    me, give_up = os.getpid(), time.monotonic() + limit_s
+    while time.monotonic() < give_up:
+        _reap_strays()  # when we are init ourselves (unshare), the orphans are ours to reap
+        others = [n for n in os.listdir("/proc") if n.isdigit() and int(n) not in (1, me)]
+        if not others:
+            return
+        kill_everything(None)
+        time.sleep(0.002)
+
+
 def _reap_strays():
     try:
         while os.waitpid(-1, os.WNOHANG)[0] > 0:
@@ -283,17 +300,24 @@ def run_one(request, serial):
     result = bytearray()
     pidfd = os.pidfd_open(pid)
     deadline = started + request["timeout"]
-    exit_status, timed_out = None, False
+    exit_status, timed_out, over_memory = None, False, False
+    tree_memory_limit = request.get("tree_memory")
     open_fds = {output_r, result_r}
     while True:
-        remaining = deadline - time.monotonic()
+        now = time.monotonic()
+        remaining = deadline - now
         if remaining <= 0:
             timed_out = exit_status is None
             break
+        if exit_status is None and tree_memory_limit and now - started > MEMORY_POLL_S:
+            if tree_resident_bytes() > tree_memory_limit:
+                over_memory = True
+                break
+            remaining = min(remaining, MEMORY_POLL_S)
         watch = list(open_fds) + ([pidfd] if exit_status is None else [])
         if not watch:
             break
-        ready, _, _ = select.select(watch, [], [], remaining)
+        ready, _, _ = select.select(watch, [], [], min(remaining, MEMORY_POLL_S))
         for fd in ready:
             if fd == pidfd:
                 exit_status = os.waitpid(pid, 0)[1]
@@ -312,10 +336,30 @@ def run_one(request, serial):
     for fd in (pidfd, output_r, result_r):
         os.close(fd)
     _reap_strays()
+    _wait_until_alone()
     _remove_tree(work_dir)
     _wipe_private_tmp()
     duration = time.monotonic() - started
+    if over_memory:
+        return {"duration": round(duration, 4), "output": output.text(), "exit_code": None, "signal": "SIGKILL",
+                "status": "error", "error": f"MemoryError: the program's processes together used more than "
+                                            f"{tree_memory_limit >> 20} MiB"}
     return _verdict(bytes(result), token, exit_status, timed_out, duration, output.text())
+
+
+def tree_resident_bytes():
+    """Resident memory of every process in our pid namespace but ourselves and init (the programs)."""
+    total = 0
+    me = os.getpid()
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) in (1, me):
+            continue
+        try:
+            with open(f"/proc/{name}/statm", "rb") as handle:
+                total += int(handle.read().split()[1]) * PAGE_SIZE
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
 
 
 def _verdict(result, token, exit_status, timed_out, duration, output):

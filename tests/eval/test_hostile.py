@@ -58,6 +58,14 @@ def hostile_programs(s) -> dict[str, Program]:
         "fork_bomb": (ADD + "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",
                       ADD_TESTS),
         "memory_bomb": (ADD + "hog = []\nwhile True:\n    hog.append(bytearray(64 << 20))\n", ADD_TESTS),
+        "forked_memory_bomb": (ADD + textwrap.dedent("""
+            import os, time
+            for _ in range(8):
+                if os.fork() == 0:
+                    hog = bytearray(300 << 20)  # each within its own RLIMIT_AS, together far above
+                    time.sleep(60)
+            time.sleep(60)
+            """), ADD_TESTS),
         "huge_allocation": (ADD + "x = bytearray(64 << 30)\n", ADD_TESTS),
         "infinite_loop": (ADD + "while True:\n    pass\n", ADD_TESTS),
         "cpu_threads": (ADD + textwrap.dedent("""
@@ -182,6 +190,7 @@ def test_hostile_programs_are_contained(host_secrets):
     assert [r.status for r in results[-2:]] == ["passed", "passed"], verdicts
     expected = {"fork_bomb": {"timeout"}, "infinite_loop": {"timeout"}, "cpu_threads": {"timeout"},
                 "ignore_sigterm": {"timeout"}, "memory_bomb": {"error"}, "huge_allocation": {"error"},
+                "forked_memory_bomb": {"error"},
                 "early_exit": {"failed"}, "os_exit_in_tests": {"failed"}, "system_exit_in_tests": {"failed"},
                 "fake_success": {"failed"}, "tamper_builtins": {"failed"}, "redefine_test_helper": {"failed"},
                 "tracer_skips_asserts": {"failed"}, "ctypes_segfault": {"error"},
@@ -189,6 +198,7 @@ def test_hostile_programs_are_contained(host_secrets):
     for name, statuses in expected.items():
         assert verdicts[name][0] in statuses, f"{name}: {verdicts[name]}"
     assert "MemoryError" in verdicts["memory_bomb"][1]
+    assert "processes together used more than 1024 MiB" in verdicts["forked_memory_bomb"][1]
     assert "SIGSEGV" in verdicts["ctypes_segfault"][1]
     assert "RecursionError" in verdicts["unbounded_recursion"][1]
     # The host is untouched.

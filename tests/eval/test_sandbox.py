@@ -39,6 +39,9 @@ def test_what_a_program_sees():
         open("here.txt", "w").write("private")
         open("/tmp/left-behind", "w").write("x")
         facts["cwd"] = os.getcwd()
+        status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines())
+        facts["capabilities"] = [int(status[key].strip(), 16) for key in ("CapPrm", "CapEff", "CapAmb")]
+        facts["no_new_privs"] = status["NoNewPrivs"].strip()
     """)
     checks = textwrap.dedent(f"""
         assert facts["uid"] != 0
@@ -51,6 +54,7 @@ def test_what_a_program_sees():
         assert facts["as"] == 4 << 30 and facts["nproc"] == 64 and facts["nofile"] == 256
         assert facts["fsize"] == 64 << 20 and facts["cpu"] == 22
         assert not facts["usr_writable"]
+        assert facts["capabilities"] == [0, 0, 0] and facts["no_new_privs"] == "1"
     """)
     second = "import os\nassert not os.path.exists('/tmp/left-behind') and not os.path.exists('here.txt')\n"
     with Sandbox(workers=1) as sandbox:
@@ -98,3 +102,47 @@ def test_fallbacks_still_score_correctly_and_warn(isolation):
                                          Program("while True:\n    pass\n", "")])
     assert (ok.status, bad.status, loop.status) == ("passed", "failed", "timeout")
     assert ok.warning and ok.warning.startswith("WARNING") and ok.isolation == isolation
+
+
+def test_each_worker_has_its_own_unprivileged_uid():
+    probe = Program("import os, time\nuid = os.getuid()\ntime.sleep(0.2)\nprint(uid)\n", "assert uid != 0\n")
+    with Sandbox(workers=2) as sandbox:
+        results = sandbox.run_all([Program(probe.solution, probe.tests + "assert False, uid\n")] * 4)
+    uids = {int(r.error.split(":")[-1]) for r in results}
+    assert len(uids) == 2 and 0 not in uids, uids
+
+
+def test_sandbox_dies_with_its_parent(tmp_path):
+    """SIGKILL the evaluating process mid-program: the sandbox and the program must go with it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    script = textwrap.dedent(f"""
+        import sys, threading
+        sys.path.insert(0, {str(REPO_ROOT)!r})
+        from phi_hpc.eval.sandbox import Program, Sandbox, SandboxLimits
+        sandbox = Sandbox(workers=1, limits=SandboxLimits(timeout_s=120))
+        threading.Thread(target=sandbox.run, args=(Program("import time\\ntime.sleep(100)\\n", ""),),
+                         daemon=True).start()
+        print("started", flush=True)
+        threading.Event().wait()
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "started"
+    deadline = time.monotonic() + 30
+    sleeper = None
+    while sleeper is None and time.monotonic() < deadline:
+        family = psutil.Process(proc.pid).children(recursive=True)
+        sleeper = next((p for p in family if p.uids().real != 0), None)  # the program, under its own uid
+        time.sleep(0.1)
+    assert sleeper is not None, "the program never started"
+    family = psutil.Process(proc.pid).children(recursive=True)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    gone, alive = psutil.wait_procs(family, timeout=10)
+    assert not alive, [p.cmdline()[:2] for p in alive]
