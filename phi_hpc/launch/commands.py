@@ -1,0 +1,204 @@
+"""``phi-hpc submit {prepare,pretrain,finetune,eval}``, ``status``, ``logs``, ``cancel``.
+
+Top-level imports are click and light phi_hpc modules only: ``status``, ``logs`` and ``cancel`` run
+on login nodes and must not pay for torch (a test checks it). ``submit pretrain`` validates the
+training config, which does import torch, inside its body.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import click
+
+from phi_hpc.errors import UsageError
+
+CLUSTER_OPTIONS = [
+    click.option("--profile", default="a100x8", show_default=True,
+                 help="Cluster profile: a name in configs/cluster/ or a YAML file."),
+    click.option("--cluster", type=click.Choice(["auto", "slurm", "local"]), default="auto", show_default=True,
+                 help="auto: Slurm when sbatch exists and the controller answers, else local processes."),
+    click.option("--nodes", type=int, help="Nodes (overrides the profile)."),
+    click.option("--gpus-per-node", type=int),
+    click.option("--tasks-per-node", type=int, help="Processes per node (one per GPU for training)."),
+    click.option("--cpus-per-task", type=int),
+    click.option("--mem", help="sbatch --mem (0 = the whole node)."),
+    click.option("--time", "time_limit", help="Time limit: MM, HH:MM:SS or D-HH:MM:SS."),
+    click.option("--partition"),
+    click.option("--account"),
+    click.option("--qos"),
+    click.option("--constraint"),
+    click.option("--exclusive/--no-exclusive", default=None),
+    click.option("--signal-delay", "signal_delay_s", type=int,
+                 help="Seconds before the time limit at which Slurm sends SIGUSR2 (checkpoint + requeue)."),
+    click.option("--max-requeues", type=int, help="Preemptions/time limits survived before the run fails."),
+    click.option("--run-dir", type=click.Path(file_okay=False), help="Run folder (default: the config's run_dir)."),
+    click.option("--dry-run", is_flag=True, help="Print the sbatch script(s) and submit nothing."),
+]
+
+_PROFILE_KEYS = ("nodes", "gpus_per_node", "tasks_per_node", "cpus_per_task", "mem", "partition", "account", "qos",
+                 "constraint", "exclusive", "signal_delay_s", "max_requeues")
+
+
+def cluster_options(func):
+    for option in reversed(CLUSTER_OPTIONS):
+        func = option(func)
+    return func
+
+
+def _profile_from(options: dict):
+    from phi_hpc.launch.profiles import load_profile
+
+    overrides = {key: options.pop(key) for key in _PROFILE_KEYS}
+    overrides["time"] = options.pop("time_limit")
+    return load_profile(options.pop("profile"), overrides)
+
+
+def _submitter(kind: str, run_dir: Path, options: dict, profile):
+    from phi_hpc.launch.submit import Submitter, executor_for, quoted_command
+
+    return Submitter(run_dir=run_dir, kind=kind, profile=profile,
+                     executor=executor_for(options.pop("cluster"), options["dry_run"]),
+                     command=quoted_command(), dry_run=options.pop("dry_run"), echo=click.echo)
+
+
+def _finish(submitter) -> None:
+    if not submitter.dry_run:
+        click.echo(f"run folder: {submitter.run_dir}\n  phi-hpc status {submitter.run_dir}\n"
+                   f"  phi-hpc logs {submitter.run_dir} --follow")
+
+
+@click.group("submit")
+def submit_group():
+    """Submit jobs to Slurm (or run them locally) through submitit.
+
+    \b
+    Examples:
+      phi-hpc submit pretrain configs/pretrain.yaml --nodes 4 --time 2-00:00:00 --eval-every 1000
+      phi-hpc submit eval --checkpoint runs/phi-1/checkpoints/latest --after runs/phi-1 -- --task humaneval
+      phi-hpc submit prepare /data/code/*.jsonl.zst --tokenizer tok.json -o data/out
+      phi-hpc submit pretrain configs/tiny-pretrain.yaml --profile local --dry-run
+    """
+
+
+def _training_command(kind: str):
+    what = "Pretrain" if kind == "pretrain" else "Finetune"
+
+    @submit_group.command(kind, help=(
+        f"{what} from CONFIG on the cluster (every task runs `phi-hpc train RUN/config.yaml`).\n\n"
+        "Each task gets RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT from Slurm's variables. On SIGUSR2 "
+        "(sent --signal-delay seconds before the time limit, or on preemption) the trainer checkpoints and the "
+        "job requeues itself, at most --max-requeues times; the requeued job resumes from "
+        "RUN/checkpoints/latest."))
+    @click.argument("config_file", metavar="CONFIG", type=click.Path(dir_okay=False))
+    @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config value (repeatable).")
+    @click.option("--eval-every", type=int,
+                  help="Evaluate every N steps: one eval job per such checkpoint, after training succeeds.")
+    @click.option("--eval-args", default="--task humaneval", show_default=True,
+                  help="Arguments for each `phi-hpc eval run` of --eval-every.")
+    @cluster_options
+    def command(config_file, overrides, eval_every, eval_args, **options):
+        from phi_hpc.launch.training import submit_training
+
+        profile = _profile_from(options)
+        submit_training(kind, config_file, list(overrides), profile, options, eval_every, eval_args,
+                        make_submitter=functools.partial(_submitter, kind, options=options, profile=profile),
+                        finish=_finish)
+
+    return command
+
+
+_training_command("pretrain")
+_training_command("finetune")
+
+
+@submit_group.command("eval", context_settings={"ignore_unknown_options": True})
+@click.option("--checkpoint", required=True, type=click.Path(),
+              help="RUN, RUN/checkpoints/latest or RUN/checkpoints/<step> (need not exist yet with --after).")
+@click.option("--after", multiple=True, metavar="JOB|RUN",
+              help="Start only after this job (or this run's training job) succeeded; cancelled if it fails.")
+@click.option("-o", "--output", type=click.Path(file_okay=False),
+              help="Results folder (default: RUN/eval/<step-N|latest> when the checkpoint is in a submitted run).")
+@cluster_options
+@click.argument("eval_args", nargs=-1, type=click.UNPROCESSED)
+def submit_eval(checkpoint, after, output, eval_args, **options):
+    """Evaluate a checkpoint in a job running `phi-hpc eval run --checkpoint PATH [EVAL_ARGS]`.
+
+    EVAL_ARGS go to `eval run` unchanged (e.g. --task humaneval,mbpp --n 20 --temperature 0.8).
+    """
+    from phi_hpc.launch.submit import checkpoint_label, resolve_after, run_folder_of
+
+    profile = _profile_from(options)
+    after_ids, parent_run = resolve_after(after)
+    checkpoint_path = Path(checkpoint)
+    owner = run_folder_of(checkpoint_path) or parent_run
+    label = checkpoint_label(checkpoint_path)
+    if output is None:
+        if owner is None:
+            raise UsageError("-o/--output is required when the checkpoint is not inside a submitted run")
+        output = str(owner / "eval" / label)
+    run_dir = Path(options.pop("run_dir") or owner or output)
+    submitter = _submitter("eval", run_dir, options, profile)
+    submitter.open()
+    argv = ["eval", "run", "--checkpoint", str(checkpoint_path.resolve()), "-o", str(Path(output).resolve()),
+            *eval_args]
+    submitter.submit(f"eval-{label}", argv, depends_on=after_ids, wait_for_local=after_ids)
+    _finish(submitter)
+
+
+@submit_group.command("prepare", context_settings={"ignore_unknown_options": True})
+@cluster_options
+@click.argument("prepare_args", nargs=-1, type=click.UNPROCESSED, required=True)
+def submit_prepare(prepare_args, **options):
+    """Run `phi-hpc prepare PREPARE_ARGS` as a Slurm array (one map task per input shard), then the
+    reduce and pack stages as jobs that depend on it. PREPARE_ARGS are prepare's own arguments."""
+    from phi_hpc.launch.preparation import submit_preparation
+
+    profile = _profile_from(options)
+    submit_preparation(list(prepare_args), profile, options,
+                       make_submitter=functools.partial(_submitter, "prepare", options=options, profile=profile),
+                       finish=_finish)
+
+
+@click.command("status")
+@click.argument("run", required=False, type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status_command(run, as_json):
+    """The jobs of RUN (default: your recent submissions): state, elapsed, requeues, step, loss, tokens/s,
+    last log line. Reads files and asks squeue/sacct once: cheap enough to run in a loop."""
+    from phi_hpc.launch.watch import iter_runs, print_status
+
+    for run_dir in iter_runs(run):
+        print_status(Path(run_dir), as_json)
+
+
+@click.command("logs")
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("--job", "job_name", help="Job of the run (default: train, else the last one submitted).")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines, across requeues, until the job ends.")
+@click.option("--rank", type=int, default=0, show_default=True)
+@click.option("--err", "stderr", is_flag=True, help="The task's stderr instead of stdout.")
+@click.option("-n", "--lines", type=int, default=20, show_default=True)
+def logs_command(run, job_name, follow, rank, stderr, lines):
+    """Show a job's log (the newest attempt), like `tail [-f]`."""
+    from phi_hpc.launch.watch import follow_logs
+
+    try:
+        follow_logs(Path(run), job_name, rank, stderr, lines, follow)
+    except KeyboardInterrupt:
+        pass
+
+
+@click.command("cancel")
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("--job", "job_name", help="Cancel only this job of the run.")
+def cancel_command(run, job_name):
+    """Cancel the unfinished jobs of RUN (training checkpoints on the way out)."""
+    from phi_hpc.launch.cancel import cancel_run
+
+    for line in cancel_run(Path(run), job_name):
+        click.echo(line)
+
+
+COMMANDS = [submit_group, status_command, logs_command, cancel_command]

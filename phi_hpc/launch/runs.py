@@ -1,0 +1,147 @@
+"""The run folder: everything a submission leaves behind, readable from a login node without Slurm.
+
+Layout (``RUN`` is the training run folder, so the trainer's files sit beside the launch records)::
+
+    RUN/run.json                 what was submitted: kind, executor, profile, git commit, jobs (ids, deps, argv)
+    RUN/config.yaml              the resolved config the jobs run (the trainer rewrites the same content)
+    RUN/attempts.jsonl           one line per job start/end, written by task 0 (requeues are counted here)
+    RUN/logs/<job>/<id>/attempt-<k>/rank<r>.out|.err   each attempt's output, per rank
+    RUN/submitit/                submitit's pickles, sbatch scripts and wrapper logs
+    RUN/metrics.jsonl, RUN/checkpoints/, RUN/summary.json, RUN/eval/...   written by the jobs themselves
+
+``run.json`` changes only at submission time (atomically); jobs append to ``attempts.jsonl`` with
+single short writes (``O_APPEND``), so readers never see a torn file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from phi_hpc.errors import UsageError
+from phi_hpc.fileio import write_json
+
+RUN_FILE = "run.json"
+ATTEMPTS_FILE = "attempts.jsonl"
+INDEX_ENV = "PHI_HPC_RUN_INDEX"
+
+
+@dataclass
+class JobRecord:
+    name: str                      # "train", "eval-step-20", "prepare-map", ...
+    job_id: str
+    argv: list[str]                # the phi-hpc arguments every task runs
+    executor: str                  # "slurm" | "local"
+    array_size: Optional[int] = None
+    depends_on: list[str] = field(default_factory=list)   # job ids (afterok)
+    submitted: float = field(default_factory=time.time)
+
+
+@dataclass
+class RunRecord:
+    kind: str
+    run_dir: str
+    executor: str
+    profile: dict
+    command: list[str]
+    git_commit: Optional[str]
+    jobs: list[JobRecord] = field(default_factory=list)
+    created: float = field(default_factory=time.time)
+
+    def job(self, name_or_id: str) -> Optional[JobRecord]:
+        for job in self.jobs:
+            if name_or_id in (job.name, job.job_id):
+                return job
+        return None
+
+
+def save_run(record: RunRecord) -> None:
+    write_json(Path(record.run_dir) / RUN_FILE, asdict(record))
+
+
+def load_run(run_dir: str | os.PathLike) -> RunRecord:
+    path = Path(run_dir) / RUN_FILE
+    if not path.is_file():
+        raise UsageError(f"{run_dir}: not a submitted run (no {RUN_FILE})",
+                         "give the run folder printed by `phi-hpc submit`")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    jobs = [JobRecord(**job) for job in data.pop("jobs", [])]
+    return RunRecord(**data, jobs=jobs)
+
+
+def append_attempt(run_dir: str | os.PathLike, event: dict) -> None:
+    """One JSON line, one ``write`` on an ``O_APPEND`` descriptor: safe with concurrent writers."""
+    line = (json.dumps({**event, "time": time.time()}, sort_keys=True) + "\n").encode()
+    fd = os.open(Path(run_dir) / ATTEMPTS_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+def read_attempts(run_dir: str | os.PathLike) -> list[dict]:
+    path = Path(run_dir) / ATTEMPTS_FILE
+    if not path.is_file():
+        return []
+    events = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line being written right now
+    return events
+
+
+def log_dir(run_dir: str | os.PathLike, job_name: str, job_id: str, restarts: int) -> Path:
+    return Path(run_dir) / "logs" / job_name / job_id / f"attempt-{restarts}"
+
+
+def git_commit(path: Path) -> Optional[str]:
+    """The commit of the code being submitted (``+dirty`` when it has uncommitted changes)."""
+    try:
+        head = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(path), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return head.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def index_path() -> Path:
+    """Where ``status`` without a RUN finds recent submissions (one absolute path per line)."""
+    override = os.environ.get(INDEX_ENV)
+    if override:
+        return Path(override)
+    return Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "phi-hpc" / "runs.txt"
+
+
+def remember_run(run_dir: Path) -> None:
+    path = index_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(f"{Path(run_dir).resolve()}\n")
+    except OSError:
+        pass  # a read-only home must not block a submission
+
+
+def recent_runs(limit: int = 5) -> list[Path]:
+    path = index_path()
+    if not path.is_file():
+        return []
+    seen: list[Path] = []
+    for line in reversed(path.read_text(encoding="utf-8").splitlines()):
+        run = Path(line.strip())
+        if line.strip() and run not in seen and (run / RUN_FILE).is_file():
+            seen.append(run)
+        if len(seen) == limit:
+            break
+    return seen

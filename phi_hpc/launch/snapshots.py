@@ -1,0 +1,103 @@
+"""Keep the checkpoints that ``--eval-every`` evaluations will read, despite ``keep_last`` pruning.
+
+The eval jobs of a training run start only after it succeeded (``afterok``), by which time the
+trainer has deleted all but its last few checkpoints. So while training runs, task 0 watches
+``RUN/checkpoints/latest`` and, for each published step the evaluations want, hard-links the step's
+model files (``config.json``, ``model.safetensors``; not the optimizer state) into
+``RUN/eval/checkpoints/<step>/``, plus the data's tokenizer. Hard links cost no space and survive
+the deletion of the original; across file systems it falls back to copying.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import yaml
+
+MODEL_FILES = ("config.json", "model.safetensors", "generation_config.json")
+
+
+def snapshot_dir(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / "eval" / "checkpoints" / str(step)
+
+
+def _model_folder(step_dir: Path) -> Path:
+    return step_dir / "hf" if (step_dir / "hf" / "config.json").is_file() else step_dir
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def data_tokenizer(run_dir: Path) -> Path | None:
+    """tokenizer.json of the run's training data (``prepare`` records it in manifest.json)."""
+    try:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+        for folder in config.get("data", {}).get("paths", []):
+            manifest = Path(folder) / "manifest.json"
+            if manifest.is_file():
+                path = json.loads(manifest.read_text(encoding="utf-8")).get("tokenizer", {}).get("path")
+                if path and Path(path).is_file():
+                    return Path(path)
+    except (OSError, ValueError, AttributeError, yaml.YAMLError):
+        return None
+    return None
+
+
+def take_snapshot(run_dir: Path, step: int) -> bool:
+    """Link step ``step``'s model into RUN/eval/checkpoints/<step>; False if that step is not saved."""
+    step_dir = run_dir / "checkpoints" / str(step)
+    target = snapshot_dir(run_dir, step)
+    if (target / "config.json").is_file():
+        return True
+    source = _model_folder(step_dir)
+    if not (source / "config.json").is_file():
+        return False
+    partial = target.with_name(f".partial-{step}")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    for name in MODEL_FILES:
+        if (source / name).is_file():
+            _link_or_copy(source / name, partial / name)
+    tokenizer = data_tokenizer(run_dir)
+    if tokenizer is not None:
+        shutil.copy2(tokenizer, partial / "tokenizer.json")
+    os.replace(partial, target)  # complete or absent, like the trainer's own checkpoints
+    return True
+
+
+class SnapshotWatcher:
+    """A daemon thread that snapshots the wanted steps as soon as each is published."""
+
+    def __init__(self, run_dir: Path, steps: list[int], poll_s: float = 2.0):
+        self.run_dir, self.pending, self.poll_s = Path(run_dir), sorted(steps), poll_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="phi-hpc-snapshots", daemon=True)
+
+    def __enter__(self) -> "SnapshotWatcher":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.scan()  # the final checkpoint is written just before the trainer returns
+
+    def scan(self) -> None:
+        for step in list(self.pending):
+            if take_snapshot(self.run_dir, step):
+                self.pending.remove(step)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            try:
+                self.scan()
+            except OSError as exc:  # e.g. the step was pruned mid-copy: report, keep watching
+                print(f"[phi-hpc] snapshot failed: {exc}", flush=True)

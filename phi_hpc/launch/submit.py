@@ -1,0 +1,165 @@
+"""Turn a config into submitted jobs: one training job, evaluation chains, a prepare array.
+
+Everything a submission creates is recorded in the run folder (:mod:`phi_hpc.launch.runs`) before
+the call returns, so ``status``/``logs``/``cancel`` work from any later shell. ``dry_run`` builds the
+same sbatch scripts and prints them, creating nothing and submitting nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from phi_hpc.errors import PhiError, UsageError
+from phi_hpc.launch.executors import ExecutorKind, choose_executor, make_executor, render_sbatch
+from phi_hpc.launch.profiles import ClusterProfile
+from phi_hpc.launch.runs import JobRecord, RunRecord, git_commit, load_run, remember_run, save_run
+from phi_hpc.launch.task import PhiTask
+
+
+@dataclass
+class Submitter:
+    """Submits jobs of one run folder with one profile and executor, recording each in run.json."""
+
+    run_dir: Path
+    kind: str
+    profile: ClusterProfile
+    executor: ExecutorKind
+    command: list[str]
+    dry_run: bool = False
+    echo: Callable[[str], None] = print
+
+    def __post_init__(self) -> None:
+        self.run_dir = self.run_dir.resolve()
+        self.record: Optional[RunRecord] = None
+
+    # ------------------------------------------------------------------ bookkeeping
+    def open(self) -> None:
+        if self.dry_run:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        existing = (self.run_dir / "run.json").is_file()
+        self.record = load_run(self.run_dir) if existing else RunRecord(
+            kind=self.kind, run_dir=str(self.run_dir), executor=self.executor,
+            profile=dataclasses.asdict(self.profile), command=self.command,
+            git_commit=git_commit(Path(__file__).resolve().parent))
+        if existing:  # a resubmission (e.g. after the requeue limit): same folder, more jobs
+            self.record.command = self.command
+        save_run(self.record)
+        remember_run(self.run_dir)
+
+    @property
+    def submitit_dir(self) -> Path:
+        return self.run_dir / "submitit"
+
+    def job_name(self, name: str) -> str:
+        return f"phi-{name}-{self.run_dir.name}"
+
+    # ------------------------------------------------------------------ submission
+    def submit(self, name: str, argv: list[str], depends_on: list[str] = (), profile: ClusterProfile | None = None,
+               wait_for_local: list[str] = (), snapshot_steps: list[int] = ()) -> str:
+        """Submit one job running ``phi-hpc ARGV`` in every task; returns its job id."""
+        profile = profile or self.profile
+        if self.dry_run:
+            self.echo(f"# --- job {name}: phi-hpc {' '.join(argv)}")
+            self.echo(render_sbatch(self.submitit_dir, profile, self.job_name(name), list(depends_on)))
+            return f"<{name}>"
+        task = PhiTask(str(self.run_dir), name, list(argv), profile.max_requeues,
+                       wait_for=list(wait_for_local) if self.executor == "local" else [],
+                       snapshot_steps=list(snapshot_steps))
+        executor = make_executor(self.executor, self.submitit_dir, profile, self.job_name(name),
+                                 list(depends_on) if self.executor == "slurm" else [])
+        job = self._submit_or_explain(lambda: executor.submit(task))
+        self._record(JobRecord(name=name, job_id=str(job.job_id), argv=list(argv), executor=self.executor,
+                               depends_on=list(depends_on)))
+        return str(job.job_id)
+
+    def submit_array(self, name: str, argvs: list[list[str]], profile: ClusterProfile | None = None) -> str:
+        """One Slurm array job, element ``i`` running ``phi-hpc argvs[i]``; returns the array's job id."""
+        profile = profile or self.profile
+        if self.dry_run:
+            self.echo(f"# --- array job {name} ({len(argvs)} tasks), e.g. phi-hpc {' '.join(argvs[0])}")
+            self.echo(render_sbatch(self.submitit_dir, profile, self.job_name(name), array_size=len(argvs)))
+            return f"<{name}>"
+        tasks = [PhiTask(str(self.run_dir), name, list(argv), profile.max_requeues) for argv in argvs]
+        executor = make_executor(self.executor, self.submitit_dir, profile, self.job_name(name),
+                                 array_parallelism=len(argvs))
+        jobs = self._submit_or_explain(lambda: executor.submit_array(tasks))
+        array_id = str(jobs[0].job_id).split("_")[0]
+        if self.executor == "local":  # no arrays locally: one job per element, all recorded
+            for index, (job, argv) in enumerate(zip(jobs, argvs)):
+                self._record(JobRecord(name=f"{name}-{index}", job_id=str(job.job_id), argv=argv,
+                                       executor=self.executor))
+            return ",".join(str(job.job_id) for job in jobs)
+        self._record(JobRecord(name=name, job_id=array_id, argv=argvs[0], executor=self.executor,
+                               array_size=len(argvs)))
+        return array_id
+
+    def _submit_or_explain(self, submit):
+        try:
+            return submit()
+        except Exception as exc:  # submitit wraps sbatch's stderr in a generic error
+            if isinstance(exc, PhiError):
+                raise
+            message = str(exc).strip().splitlines()
+            raise PhiError(f"submission failed: {message[-1] if message else type(exc).__name__}",
+                           "check the profile's partition/account/qos and `sinfo`; --dry-run shows the script") from exc
+
+    def _record(self, job: JobRecord) -> None:
+        assert self.record is not None
+        self.record.jobs.append(job)
+        save_run(self.record)
+        deps = f" after {','.join(job.depends_on)}" if job.depends_on else ""
+        self.echo(f"submitted {job.name}: job {job.job_id}{deps} ({self.executor})")
+
+
+# ---------------------------------------------------------------------------- helpers for commands
+def resolve_after(after: tuple[str, ...]) -> tuple[list[str], Optional[Path]]:
+    """``--after`` values -> job ids. A value may be a job id or a run folder (its training job)."""
+    job_ids: list[str] = []
+    run_of_parent: Optional[Path] = None
+    for value in after:
+        for item in value.split(","):
+            item = item.strip()
+            if not item:
+                continue
+            if item.replace("_", "").isdigit():
+                job_ids.append(item)
+                continue
+            path = Path(item)
+            if not (path / "run.json").is_file():
+                raise UsageError(f"--after {item}: neither a job id nor a run folder with run.json",
+                                 "give the job id printed by `phi-hpc submit` or its run folder")
+            record = load_run(path)
+            train = record.job("train") or (record.jobs[-1] if record.jobs else None)
+            if train is None:
+                raise UsageError(f"--after {item}: that run has no jobs")
+            job_ids.append(train.job_id)
+            run_of_parent = path.resolve()
+    return job_ids, run_of_parent
+
+
+def run_folder_of(path: Path) -> Optional[Path]:
+    """The submitted run a checkpoint path belongs to (RUN/checkpoints/<step> -> RUN), if any."""
+    for candidate in [path, *path.parents][:4]:
+        if (candidate / "run.json").is_file():
+            return candidate.resolve()
+    return None
+
+
+def checkpoint_label(checkpoint: Path) -> str:
+    """``RUN/checkpoints/20`` -> ``step-20`` (eval curve reads RUN/eval/step-N); ``latest`` stays ``latest``."""
+    name = checkpoint.name
+    return f"step-{name}" if name.isdigit() else name
+
+
+def executor_for(cluster: str, dry_run: bool) -> ExecutorKind:
+    """--dry-run always shows the Slurm script (that is what it is for)."""
+    return "slurm" if dry_run else choose_executor(cluster)
+
+
+def quoted_command() -> list[str]:
+    return ["phi-hpc", *sys.argv[1:]]

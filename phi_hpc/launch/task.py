@@ -1,0 +1,200 @@
+"""What runs inside every task of a submitted job (pickled by submitit, executed on the compute node).
+
+A :class:`PhiTask` runs one ``phi-hpc`` command *in-process* (``phi_hpc.cli.main(argv)``) after:
+
+1. exporting the torch.distributed variables derived from Slurm's (:mod:`phi_hpc.launch.env`);
+2. sending this attempt's stdout/stderr to ``RUN/logs/<job>/<id>/attempt-<k>/rank<r>.out|err``,
+   so a requeued job writes new files and the previous attempt's output stays readable;
+3. recording the start and end in ``RUN/attempts.jsonl`` (task 0 only).
+
+Preemption: the trainer catches SIGUSR2/SIGTERM, checkpoints and exits with code 75. Task 0 then
+asks Slurm to requeue the job, unless it has already been requeued ``max_requeues`` times, in which
+case the job fails with a message saying so. A signal that lands before the trainer has installed
+its handler reaches submitit's, which calls :meth:`PhiTask.checkpoint` and requeues the same way
+(the trainer resumes from its own latest checkpoint, so there is nothing extra to save).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from phi_hpc.launch.env import TaskEnv, current_task_env
+from phi_hpc.launch.runs import append_attempt, log_dir, read_attempts
+
+EXIT_PREEMPTED = 75  # the trainer's "checkpoint saved, run me again"
+LOCAL_REQUEUE_EXIT = 144  # submitit's local controller restarts all tasks when one exits with this
+
+
+class JobFailed(RuntimeError):
+    """The command failed (the job ends FAILED; the message is the last line of the task's log)."""
+
+
+@dataclass
+class PhiTask:
+    run_dir: str
+    job_name: str
+    argv: list[str]
+    max_requeues: int = 3
+    wait_for: list[str] = field(default_factory=list)  # local executor only: job ids that must complete first
+    snapshot_steps: list[int] = field(default_factory=list)  # checkpoints to keep for --eval-every
+
+    # ------------------------------------------------------------------ entry point
+    def __call__(self) -> dict:
+        self._requeued_by_submitit = self._outcome_recorded = False  # may come pickled from an earlier attempt
+        env = current_task_env()
+        env.export()
+        restarts = self._restarts(env)
+        self._redirect_output(env, restarts)
+        print(f"[phi-hpc] job {self.job_name} ({env.job_id}) attempt {restarts}, rank {env.rank}/{env.world_size}, "
+              f"master {env.master_addr}:{env.master_port}: phi-hpc {' '.join(self.argv)}", flush=True)
+        if env.rank == 0:
+            append_attempt(self.run_dir, {"event": "start", "job": self.job_name, "job_id": env.job_id,
+                                          "restarts": restarts, "host": os.uname().nodename,
+                                          "world_size": env.world_size})
+        self._wait_for_dependencies()
+        if self.snapshot_steps and env.rank == 0:
+            from phi_hpc.launch.snapshots import SnapshotWatcher
+
+            with SnapshotWatcher(Path(self.run_dir), self.snapshot_steps):
+                code = self._run_command()
+        else:
+            code = self._run_command()
+        return self._finish(env, restarts, code)
+
+    def checkpoint(self):
+        """submitit's preemption hook: requeue unchanged (the trainer resumes from RUN/checkpoints).
+
+        Called from submitit's SIGUSR2 handler, i.e. only when the signal arrives before the trainer
+        has installed its own; submitit then requeues the job and raises SystemExit in this process.
+        """
+        import submitit
+
+        env = current_task_env()
+        restarts = self._restarts(env)
+        event = {"event": "end", "job": self.job_name, "job_id": env.job_id, "restarts": restarts}
+        if restarts >= self.max_requeues:
+            append_attempt(self.run_dir, {**event, "status": "failed",
+                                          "detail": f"requeue limit reached ({self.max_requeues})"})
+            self._outcome_recorded = True
+            return None  # submitit then ends the job instead of requeueing it
+        append_attempt(self.run_dir, {**event, "status": "requeued", "detail": "signal before training started"})
+        self._outcome_recorded = True
+        self._requeued_by_submitit = True
+        return submitit.helpers.DelayedSubmission(self)
+
+    # ------------------------------------------------------------------ steps
+    def _restarts(self, env: TaskEnv) -> int:
+        if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
+            return env.restarts
+        # submitit's local controller reruns tasks without telling them: count our own starts.
+        return sum(1 for e in read_attempts(self.run_dir)
+                   if e.get("event") == "start" and e.get("job_id") == env.job_id)
+
+    def _redirect_output(self, env: TaskEnv, restarts: int) -> None:
+        folder = log_dir(self.run_dir, self.job_name, env.job_id, restarts)
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = folder / f"rank{env.rank}"
+        print(f"[phi-hpc] output of rank {env.rank} goes to {stem}.out / .err", flush=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, suffix in ((1, ".out"), (2, ".err")):
+            target = os.open(f"{stem}{suffix}", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            os.dup2(target, fd)
+            os.close(target)
+
+    def _wait_for_dependencies(self) -> None:
+        """Local executor chains (Slurm does this itself with afterok)."""
+        pending = set(self.wait_for)
+        while pending:
+            for event in read_attempts(self.run_dir):
+                if event.get("event") != "end" or event.get("job_id") not in pending:
+                    continue
+                if event.get("status") == "completed":
+                    pending.discard(event["job_id"])
+                elif event.get("status") == "failed":
+                    raise JobFailed(f"dependency {event.get('job')} ({event['job_id']}) failed: not running")
+            if pending:
+                time.sleep(1)
+
+    def _run_command(self) -> int:
+        from phi_hpc.cli import main
+
+        try:
+            main(list(self.argv))
+        except SystemExit as exc:
+            if getattr(self, "_requeued_by_submitit", False):
+                raise  # submitit's requeue exit: let it end this attempt
+            code = exc.code
+            return code if isinstance(code, int) else (0 if code is None else 1)
+        except BaseException:  # a bug (or submitit refusing a requeue): keep the traceback in the .err file
+            traceback.print_exc()
+            return 1
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        return 0
+
+    def _finish(self, env: TaskEnv, restarts: int, code: int) -> dict:
+        outcome = {"event": "end", "job": self.job_name, "job_id": env.job_id, "restarts": restarts,
+                   "exit_code": code}
+        if code == 0:
+            if env.rank == 0:
+                append_attempt(self.run_dir, {**outcome, "status": "completed"})
+            return {"status": "completed", "restarts": restarts}
+        if code == EXIT_PREEMPTED:
+            return self._requeue(env, restarts, outcome)
+        if env.rank == 0 and not getattr(self, "_outcome_recorded", False):
+            append_attempt(self.run_dir, {**outcome, "status": "failed"})
+        raise JobFailed(f"phi-hpc {' '.join(self.argv)} exited with code {code} (rank {env.rank}); "
+                        f"see {log_dir(self.run_dir, self.job_name, env.job_id, restarts)}")
+
+    def _requeue(self, env: TaskEnv, restarts: int, outcome: dict) -> dict:
+        on_slurm = os.environ.get("SUBMITIT_EXECUTOR") == "slurm"
+        job_id = os.environ.get("SLURM_JOB_ID", env.job_id)
+        state = _slurm_job_state(job_id) if on_slurm else "RUNNING"
+        if state != "RUNNING":
+            # scancel (CANCELLED) must not be undone; an operator's `scontrol requeue` or Slurm's own
+            # preemption (REQUEUED, PENDING, COMPLETING...) already takes care of the job.
+            if env.rank == 0:
+                append_attempt(self.run_dir, {**outcome, "status": "stopped", "detail": f"job {state or 'gone'}"})
+                print(f"[phi-hpc] job {job_id} is {state or 'gone'}: checkpoint saved, not requeueing", flush=True)
+            return {"status": "preempted", "restarts": restarts}
+        if restarts >= self.max_requeues:
+            if env.rank == 0:
+                append_attempt(self.run_dir, {**outcome, "status": "failed",
+                                              "detail": f"requeue limit reached ({self.max_requeues})"})
+            raise JobFailed(f"preempted again after {restarts} requeues (max_requeues={self.max_requeues}); "
+                            "resubmit the same command to continue from the latest checkpoint")
+        if env.rank != 0:
+            return {"status": "preempted", "restarts": restarts}
+        append_attempt(self.run_dir, {**outcome, "status": "requeued"})
+        print(f"[phi-hpc] stopped by a signal: requeueing job {env.job_id} (requeue {restarts + 1} of at most "
+              f"{self.max_requeues})", flush=True)
+        if not on_slurm:
+            sys.exit(LOCAL_REQUEUE_EXIT)  # submitit's local controller restarts the tasks
+        done = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            print(f"[phi-hpc] scontrol requeue {job_id}: {done.stderr.strip()}", flush=True)
+            return {"status": "preempted", "restarts": restarts}
+        # Slurm now terminates this step; wait for it rather than report a success that did not happen.
+        time.sleep(60)
+        return {"status": "preempted", "restarts": restarts}
+
+
+def _slurm_job_state(job_id: str) -> str:
+    """The controller's view of this job right now (``RUNNING`` while only a warning signal arrived)."""
+    try:
+        out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True,
+                             timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    for field_text in out.split():
+        if field_text.startswith("JobState="):
+            return field_text.partition("=")[2]
+    return ""

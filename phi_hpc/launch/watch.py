@@ -1,0 +1,273 @@
+"""``status`` and ``logs``: what a run is doing, read from files and one scheduler query.
+
+Nothing here imports torch (a test checks it): these run on login nodes, often in a loop. Metrics and
+logs are read from the end of their files, so a week-long run answers as fast as a new one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator, Optional, TextIO
+
+from phi_hpc.errors import UsageError
+from phi_hpc.launch.jobs import JobState, local_state, slurm_states, summarize
+from phi_hpc.launch.runs import JobRecord, RunRecord, load_run, read_attempts
+
+FAILED_STATES = {"FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "LOST", "BOOT_FAIL", "DEADLINE"}
+
+
+# ---------------------------------------------------------------------------- reading files from the end
+def tail_lines(path: Path, count: int, block: int = 65536) -> list[str]:
+    """The last ``count`` lines of a file, reading only its end."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            data = b""
+            while size > 0 and data.count(b"\n") <= count:
+                step = min(block, size)
+                size -= step
+                handle.seek(size)
+                data = handle.read(step) + data
+    except OSError:
+        return []
+    return data.decode("utf-8", errors="replace").splitlines()[-count:]
+
+
+def latest_metrics(run_dir: Path) -> dict:
+    """The newest training-step line of RUN/metrics.jsonl (plus the newest validation loss)."""
+    result: dict = {}
+    for line in reversed(tail_lines(run_dir / "metrics.jsonl", 50)):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if "loss" in record and "step" not in result:
+            result.update(step=record.get("step"), loss=record.get("loss"), tokens_per_s=record.get("tokens_per_s"))
+        if "val_loss" in record and "val_loss" not in result:
+            result["val_loss"] = record["val_loss"]
+    return result
+
+
+def attempt_dirs(run_dir: Path, job: JobRecord) -> list[Path]:
+    """This job's attempt folders, oldest first (array elements ordered by index, then attempt)."""
+    root = run_dir / "logs" / job.name
+    if not root.is_dir():
+        return []
+    ids = [d for d in root.iterdir() if d.is_dir() and (d.name == job.job_id or d.name.startswith(f"{job.job_id}_"))]
+
+    def order(path: Path) -> tuple:
+        index = path.parent.name.partition("_")[2]
+        return (int(index) if index.isdigit() else -1, int(path.name.rpartition("-")[2] or 0))
+
+    return sorted((a for d in ids for a in d.glob("attempt-*") if a.is_dir()), key=order)
+
+
+def last_log_line(run_dir: Path, job: JobRecord) -> str:
+    attempts = attempt_dirs(run_dir, job)
+    if not attempts:
+        return ""
+    for suffix in (".out", ".err"):
+        for line in reversed(tail_lines(attempts[-1] / f"rank0{suffix}", 20)):
+            text = line.strip().replace("\r", "")
+            if text and not text.startswith("submitit "):  # submitit's own bookkeeping lines
+                return text
+    return ""
+
+
+# ---------------------------------------------------------------------------- status
+@dataclass
+class JobStatus:
+    name: str
+    job_id: str
+    state: str
+    elapsed: str
+    requeues: int
+    reason: str
+    step: Optional[int] = None
+    loss: Optional[float] = None
+    tokens_per_s: Optional[float] = None
+    val_loss: Optional[float] = None
+    last_line: str = ""
+
+
+def run_status(run_dir: Path) -> tuple[RunRecord, list[JobStatus]]:
+    record = load_run(run_dir)
+    attempts = read_attempts(run_dir)
+    slurm_ids = [job.job_id for job in record.jobs if job.executor == "slurm"]
+    states = slurm_states(slurm_ids) if slurm_ids else {}
+    by_id: dict[str, JobState] = {}
+    for job in record.jobs:
+        if job.executor == "slurm":
+            state = summarize(states.get(job.job_id, [])) or JobState(job.job_id, "UNKNOWN",
+                                                                        reason="not in squeue/sacct")
+        else:
+            state = local_state(job.job_id, attempts)
+        by_id[job.job_id] = state
+    names = {job.job_id: job.name for job in record.jobs}
+    rows = []
+    for job in record.jobs:
+        state = by_id[job.job_id]
+        rows.append(JobStatus(job.name, job.job_id, state.state, state.elapsed, _requeues(job, attempts),
+                              _explain(job, state, by_id, names, attempts), last_line=last_log_line(run_dir, job)))
+        if job.argv[:1] == ["train"]:
+            metrics = latest_metrics(run_dir)
+            for key, value in metrics.items():
+                setattr(rows[-1], key, value)
+    return record, rows
+
+
+def _requeues(job: JobRecord, attempts: list[dict]) -> int:
+    mine = [e for e in attempts if e.get("event") == "start" and e.get("job") == job.name
+            and str(e.get("job_id", "")).split("_")[0] == job.job_id]
+    return max((int(e.get("restarts", 0)) for e in mine), default=0)
+
+
+def _explain(job: JobRecord, state: JobState, by_id: dict[str, JobState], names: dict[str, str],
+             attempts: list[dict]) -> str:
+    """Why a job is where it is, in words (the part users otherwise dig out of sacct)."""
+    failed_parents = [d for d in job.depends_on if d in by_id and by_id[d].state.split()[0] in FAILED_STATES]
+    if failed_parents and state.state.split()[0] in ("CANCELLED", "PENDING"):
+        parent = failed_parents[0]
+        return (f"dependency {names.get(parent, parent)} ({parent}) ended {by_id[parent].state}: "
+                f"cancelled (afterok + kill-on-invalid-dep)")
+    details = [e.get("detail") for e in attempts if e.get("job") == job.name and e.get("event") == "end"
+               and e.get("detail") and str(e.get("job_id", "")).split("_")[0] == job.job_id]
+    if state.state.split()[0] in FAILED_STATES and details:
+        return str(details[-1])
+    if state.reason:
+        return state.reason
+    if state.exit_code and state.exit_code not in ("0:0", "0") and state.state.split()[0] in FAILED_STATES:
+        return f"exit code {state.exit_code}"
+    return ""
+
+
+def print_status(run_dir: Path, as_json: bool, out: TextIO = sys.stdout) -> None:
+    record, rows = run_status(run_dir)
+    if as_json:
+        out.write(json.dumps({"run_dir": record.run_dir, "kind": record.kind, "executor": record.executor,
+                              "jobs": [asdict(row) for row in rows]}, indent=2) + "\n")
+        return
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=f"{record.run_dir}  ({record.kind}, {record.executor})", title_justify="left")
+    for column in ("job", "id", "state", "elapsed", "requeues", "step", "loss", "tok/s", "last log line / reason"):
+        table.add_column(column, overflow="fold" if column.startswith("last") else "ellipsis")
+    for row in rows:
+        note = row.reason or row.last_line
+        if row.reason and row.last_line and row.state.split()[0] not in FAILED_STATES:
+            note = f"{row.reason}; {row.last_line}"
+        table.add_row(row.name, row.job_id, row.state, row.elapsed, str(row.requeues),
+                      "" if row.step is None else str(row.step),
+                      "" if row.loss is None else f"{row.loss:.4f}",
+                      "" if row.tokens_per_s is None else f"{row.tokens_per_s:,.0f}", escape(note[:120]))
+    Console(file=out, width=max(100, _terminal_width())).print(table)
+
+
+def _terminal_width() -> int:
+    try:
+        return os.get_terminal_size().columns
+    except OSError:
+        return 160
+
+
+# ---------------------------------------------------------------------------- logs
+def pick_job(record: RunRecord, name: Optional[str]) -> JobRecord:
+    if not record.jobs:
+        raise UsageError(f"{record.run_dir}: no jobs were submitted")
+    if name:
+        job = record.job(name)
+        if job is None:
+            raise UsageError(f"--job {name}: not a job of this run",
+                             f"jobs: {', '.join(j.name for j in record.jobs)}")
+        return job
+    return record.job("train") or record.jobs[-1]
+
+
+def _job_finished(record: RunRecord, job: JobRecord, run_dir: Path) -> bool:
+    if job.executor == "slurm":
+        state = summarize(slurm_states([job.job_id]).get(job.job_id, []))
+        return state is not None and state.finished
+    return local_state(job.job_id, read_attempts(run_dir)).finished
+
+
+def follow_logs(run_dir: Path, job_name: Optional[str], rank: int, stderr: bool, lines: int, follow: bool,
+                out: TextIO = sys.stdout, poll_s: float = 0.5) -> None:
+    """Print the newest attempt's log (last ``lines`` lines); with ``follow``, keep printing new lines,
+    move on to the next attempt's files after a requeue, and stop once the job has finished."""
+    record = load_run(run_dir)
+    job = pick_job(record, job_name)
+    file_name = f"rank{rank}{'.err' if stderr else '.out'}"
+    attempts = attempt_dirs(run_dir, job)
+    if not attempts and not follow:
+        raise UsageError(f"no logs yet for job {job.name} ({job.job_id})",
+                         "it has not started; `phi-hpc status` says why, or add --follow to wait")
+    current = attempts[-1] if attempts else None
+    position = 0
+    if current is not None:
+        path = current / file_name
+        for line in tail_lines(path, lines):
+            out.write(line + "\n")
+        position = path.stat().st_size if path.exists() else 0
+        out.flush()
+    if not follow:
+        return
+    if current is None:
+        print(f"[phi-hpc logs] waiting for job {job.name} ({job.job_id}) to start", file=sys.stderr, flush=True)
+    last_check, finished_seen = 0.0, False
+    while True:
+        if current is not None:
+            position = _copy_new(current / file_name, position, out)
+        attempts = attempt_dirs(run_dir, job)
+        newer = [a for a in attempts if current is None or attempts.index(a) > _index(attempts, current)]
+        if newer:
+            current, position = newer[0], 0
+            out.write(f"==> {current.relative_to(run_dir)}/{file_name} <==\n")
+            out.flush()
+            continue
+        now = time.monotonic()
+        if now - last_check >= 2.0:
+            last_check = now
+            if finished_seen:  # one more pass after the job ended: nothing left to print
+                return
+            finished_seen = _job_finished(record, job, run_dir)
+        time.sleep(poll_s)
+
+
+def _index(attempts: list[Path], current: Path) -> int:
+    return attempts.index(current) if current in attempts else -1
+
+
+def _copy_new(path: Path, position: int, out: TextIO) -> int:
+    """Write whatever was appended to ``path`` since ``position`` (complete lines only)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(position)
+            data = handle.read()
+    except OSError:
+        return position
+    end = data.rfind(b"\n")
+    if end < 0:
+        return position
+    out.write(data[:end + 1].decode("utf-8", errors="replace"))
+    out.flush()
+    return position + end + 1
+
+
+def iter_runs(run: Optional[str]) -> Iterator[Path]:
+    from phi_hpc.launch.runs import recent_runs
+
+    if run:
+        yield Path(run)
+        return
+    runs = recent_runs()
+    if not runs:
+        raise UsageError("no submitted runs found", "give a run folder: phi-hpc status RUN")
+    yield from runs

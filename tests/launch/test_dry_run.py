@@ -1,0 +1,84 @@
+"""--dry-run prints the batch script a user would otherwise write by hand (no cluster needed)."""
+
+from __future__ import annotations
+
+import re
+
+from tests.launch.conftest import REPO_ROOT, phi
+
+
+def directives(script: str) -> dict[str, str]:
+    found = {}
+    for match in re.finditer(r"^#SBATCH --([\w-]+)(?:=(\S+))?$", script, re.MULTILINE):
+        found[match.group(1)] = (match.group(2) or "").strip("'")  # submitit shell-quotes odd values
+    return found
+
+
+def test_a100x8_two_nodes(tmp_path):
+    run_dir = tmp_path / "run"
+    done = phi("submit", "pretrain", str(REPO_ROOT / "configs" / "pretrain.yaml"), "--nodes", "2",
+               "--run-dir", str(run_dir), "--partition", "gpu", "--time", "2-00:00:00", "--dry-run",
+               "--set", "data.paths=[data/out]")
+    flags = directives(done.stdout)
+    assert flags["nodes"] == "2"
+    assert flags["gpus-per-node"] == "8"
+    assert flags["ntasks-per-node"] == "8"
+    assert flags["cpus-per-task"] == "10"
+    assert flags["time"] == "2-00:00:00"
+    assert flags["partition"] == "gpu"
+    assert flags["signal"] == "USR2@300"
+    assert "requeue" in flags and "exclusive" in flags
+    assert flags["output"] == f"{run_dir}/submitit/%j_0_log.out"
+    assert flags["error"] == f"{run_dir}/submitit/%j_0_log.err"
+    srun = [line for line in done.stdout.splitlines() if line.startswith("srun ")]
+    assert len(srun) == 1 and "--kill-on-bad-exit=1" in srun[0] and "submitit.core._submit" in srun[0]
+    assert "export NCCL_ASYNC_ERROR_HANDLING=1" in done.stdout
+    assert "phi-hpc train" in done.stdout and "config.yaml" in done.stdout
+    assert not run_dir.exists(), "--dry-run must not create the run folder"
+
+
+def test_eval_after_a_job_uses_afterok_and_kill_on_invalid_dep(tmp_path):
+    done = phi("submit", "eval", "--checkpoint", str(tmp_path / "ckpt"), "--after", "4242", "-o",
+               str(tmp_path / "out"), "--dry-run", "--", "--task", "humaneval")
+    flags = directives(done.stdout)
+    assert flags["dependency"] == "afterok:4242"
+    assert flags["kill-on-invalid-dep"] == "yes"
+    assert "eval run --checkpoint" in done.stdout and "--task humaneval" in done.stdout
+
+
+def test_eval_every_chains_one_eval_per_checkpoint(tmp_path):
+    done = phi("submit", "pretrain", str(REPO_ROOT / "configs" / "tiny-pretrain.yaml"), "--profile", "local",
+               "--run-dir", str(tmp_path / "run"), "--eval-every", "10", "--dry-run",
+               "--set", "data.paths=[data/out]", "--set", "steps=30")
+    evals = re.findall(r"^# --- job (eval-step-\d+)", done.stdout, re.MULTILINE)
+    assert evals == ["eval-step-10", "eval-step-20", "eval-step-30"]
+    assert len(re.findall(r"^#SBATCH --dependency='?afterok:<train>'?$", done.stdout, re.MULTILINE)) == 3
+    assert done.stdout.count("#SBATCH --kill-on-invalid-dep=yes") == 3
+
+
+def test_eval_every_must_match_saved_checkpoints(tmp_path):
+    done = phi("submit", "pretrain", str(REPO_ROOT / "configs" / "tiny-pretrain.yaml"), "--profile", "local",
+               "--eval-every", "7", "--dry-run", "--set", "data.paths=[data/out]", check=False)
+    assert done.returncode == 2
+    assert "multiple of checkpoint.every" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_prepare_is_an_array_then_reduce_then_pack(tmp_path, stdlib_dir, codegen_tokenizer):
+    done = phi("submit", "prepare", "--dry-run", "--run-dir", str(tmp_path / "run"), "--",
+               str(stdlib_dir / "json"), str(stdlib_dir / "email"), "--tokenizer", str(codegen_tokenizer),
+               "-o", str(tmp_path / "out"))
+    scripts = done.stdout.split("# --- ")[1:]
+    assert [s.split()[0] for s in scripts] == ["array", "job", "job"]
+    array = directives(scripts[0])
+    assert re.fullmatch(r"0-(\d+)%\d+", array["array"])
+    assert "gpus-per-node" not in array and array["ntasks-per-node"] == "1"
+    assert "--stage map --shard 0" in scripts[0]
+    assert "--stage reduce" in scripts[1] and directives(scripts[1])["dependency"] == "afterok:<prepare-map>"
+    assert "--stage pack" in scripts[2] and directives(scripts[2])["dependency"] == "afterok:<prepare-reduce>"
+
+
+def test_bad_cluster_option_is_one_line(tmp_path):
+    done = phi("submit", "pretrain", str(REPO_ROOT / "configs" / "tiny-pretrain.yaml"), "--time", "soon",
+               "--dry-run", "--set", "data.paths=[x]", check=False)
+    assert done.returncode == 2
+    assert "time" in done.stderr and done.stderr.strip().count("\n") == 0
