@@ -82,3 +82,19 @@ def test_bad_data_names_the_line(tmp_path):
     incomplete.write_text(row + "\n")
     with pytest.raises(PhiError, match=r"incomplete.jsonl:1: missing field 'test'"):
         load_task("humaneval", incomplete)
+
+
+def test_truncation_is_an_option_when_scoring(humaneval_path):
+    from phi_hpc.eval.sandbox import SandboxLimits
+    from phi_hpc.eval.score import score_samples
+
+    problem = load_task("humaneval", humaneval_path)[0]
+    rambling = problem.reference + "\n\ndef unfinished(:\n"  # a base model going on after the function
+    samples = [{"task_id": problem.task_id, "completion": rambling}]
+    kept, _ = score_samples(samples, "humaneval", humaneval_path, workers=1, ks=(1,),
+                            limits=SandboxLimits(timeout_s=10), show_progress=False)
+    cut, summary = score_samples(samples, "humaneval", humaneval_path, workers=1, ks=(1,), truncate=True,
+                                 limits=SandboxLimits(timeout_s=10), show_progress=False)
+    assert kept[0]["status"] == "error" and kept[0]["error"].startswith("SyntaxError")
+    assert cut[0]["status"] == "passed" and summary["truncated_at_stop"] is True
+    assert cut[0]["completion"] == rambling  # results keep what the model wrote
