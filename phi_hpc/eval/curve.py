@@ -23,7 +23,7 @@ from phi_hpc.errors import PhiError, UsageError
 from phi_hpc.fileio import atomic_write, write_json
 
 EVAL_SUBDIR = "eval"
-STEP_DIR_PATTERN = re.compile(r"(?:step[-_]?)?(\d+)$")
+STEP_DIR_PATTERN = re.compile(r"(?:step[-_]?)?(\d+)")
 
 
 def eval_dir_for_step(run_dir: str | Path, step: int) -> Path:
@@ -86,7 +86,7 @@ def _step_of(eval_dir: Path, results: dict | None) -> int | None:
         step = (results.get("model") or {}).get("step")
         if isinstance(step, int):
             return step
-    match = STEP_DIR_PATTERN.search(eval_dir.name)
+    match = STEP_DIR_PATTERN.fullmatch(eval_dir.name)
     return int(match.group(1)) if match else None
 
 
@@ -121,7 +121,7 @@ def collect_curve(run_dir: str | Path) -> Curve:
     val_losses = read_val_losses(run_dir / "metrics.jsonl")
     points: list[CurvePoint] = []
     if eval_root.is_dir():
-        for candidate in sorted(p for p in eval_root.iterdir() if p.is_dir()):
+        for candidate in sorted(p for p in eval_root.iterdir() if p.is_dir() and not p.name.startswith(".")):
             results_path = candidate / "results.json"
             results = None
             if results_path.is_file():

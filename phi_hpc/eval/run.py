@@ -123,9 +123,14 @@ def resolve_checkpoint(path: str | Path) -> ResolvedModel:
 
 
 def _described(model_dir: Path, given: str) -> ResolvedModel:
+    """Recover the step and the run from ``RUN/checkpoints/<step>[/hf]`` or the copy ``submit
+    --eval-every`` keeps of it, ``RUN/eval/checkpoints/<step>``."""
     step_dir = model_dir.parent if model_dir.name == "hf" else model_dir
     step = _step_from_name(step_dir.name)
-    run_dir = step_dir.parent.parent if step_dir.parent.name == "checkpoints" else None
+    run_dir = None
+    if step_dir.parent.name == "checkpoints":
+        run_dir = next((folder for folder in step_dir.parents[1:4] if (folder / "config.yaml").is_file()),
+                       step_dir.parent.parent)
     return ResolvedModel(model_dir=model_dir, source="checkpoint", given=given, step=step, run_dir=run_dir)
 
 

@@ -45,6 +45,8 @@ def test_curve_collects_steps_in_order_with_matching_val_loss(tmp_path):
     run = _make_run(tmp_path, {20: _results(20, humaneval=0.25, mbpp=0.1), 10: _results(10, humaneval=0.125),
                                30: None},
                     val={5: 4.0, 10: 3.5, 15: 3.0, 20: 2.5, 25: 2.25}, torn_tail=True)
+    (run / "eval" / "checkpoints" / "10").mkdir(parents=True)  # model copies kept for eval jobs
+    (run / "eval" / ".partial-20").mkdir()
     curve = collect_curve(run)
     assert [p.step for p in curve.points] == [10, 20, 30]
     assert curve.tasks == ["humaneval", "mbpp"]

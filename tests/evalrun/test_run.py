@@ -176,6 +176,11 @@ def test_checkpoint_paths_resolve_to_the_step(tmp_path, tiny_hf_model, codegen_t
         assert resolved.model_dir == model_dir and resolved.step == 40 and resolved.run_dir == run, given
     # no tokenizer.json in the checkpoint: found through the run's data manifest
     assert resolve_tokenizer(None, resolve_checkpoint(run)) == codegen_tokenizer
+    # the copy `submit --eval-every` keeps for its eval jobs: RUN/eval/checkpoints/<step>
+    kept = run / "eval" / "checkpoints" / "40"
+    shutil.copytree(model_dir, kept)
+    resolved = resolve_checkpoint(kept)
+    assert (resolved.model_dir, resolved.step, resolved.run_dir) == (kept, 40, run)
 
 
 def test_eval_run_checkpoint_records_step(run_cli, tmp_path, tiny_hf_model, codegen_tokenizer, humaneval_path):
