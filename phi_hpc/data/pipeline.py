@@ -152,6 +152,20 @@ def build_filters(config: PrepareConfig) -> list:
     return filters
 
 
+_FILTER_CACHE: dict[tuple, list] = {}
+
+
+def _filters_for(config: PrepareConfig) -> list:
+    """Filters are built once per process, not once per shard (a quality model takes a while to load)."""
+    if not (config.quality_model or config.decontaminate):
+        return build_filters(config)
+    key = (config.quality_model, config.quality_threshold, config.decontaminate, config.decontaminate_report_only,
+           config.benchmark_data)
+    if key not in _FILTER_CACHE:
+        _FILTER_CACHE[key] = build_filters(config)
+    return _FILTER_CACHE[key]
+
+
 def _shard_documents(shard: Shard, config: PrepareConfig, bad: list[BadInput]) -> Iterator[Document]:
     def on_bad(problem: BadInput) -> None:
         if config.strict:
@@ -203,10 +217,11 @@ def run_map(config: PrepareConfig, shard_index: int, context: RunContext | None 
     dedup = config.dedup
     hasher = MinHasher(num_perm=dedup.num_perm, ngram=dedup.ngram, seed=dedup.seed)
     encoder = DocumentEncoder.cached(config.tokenizer, context.tokenizer.eos_id)
-    filters = build_filters(config)
+    filters = _filters_for(config)
     bad: list[BadInput] = []
     origins: list[str] = []
     filtered: list[dict] = []
+    flagged: list[dict] = []
     digests, signatures, token_rows, token_counts, byte_counts = [], [], [], [], []
     rows_written = 0
     with IndexedDatasetWriter(prefix, dtype_for_vocab(context.tokenizer.vocab_size)) as writer:
@@ -220,7 +235,7 @@ def run_map(config: PrepareConfig, shard_index: int, context: RunContext | None 
             byte_counts.append(np.fromiter((len(e) for e in encoded), dtype=np.int64, count=len(encoded)))
             shingles, counts = hasher.shingle_hashes_of_bytes(encoded)
             signatures.append(hasher.signatures_from_shingles(shingles, counts))
-            keep = _apply_filters(filters, texts, first, filtered)
+            keep = _apply_filters(filters, texts, first, filtered, flagged)
             rows = np.full(len(batch), -1, dtype=np.int64)
             tokens = np.zeros(len(batch), dtype=np.int64)
             kept = [i for i in range(len(batch)) if keep[i]]
@@ -250,13 +265,16 @@ def run_map(config: PrepareConfig, shard_index: int, context: RunContext | None 
         "origins": origins,
         "bad": [b.to_dict() for b in bad],
         "filtered": filtered,
+        "flagged": flagged,
     }
     write_json(done, summary)
     return summary
 
 
-def _apply_filters(filters: list, texts: list[str], first: int, filtered: list[dict]) -> list[bool]:
-    """Run each filter on the documents still kept; record every drop for the audit."""
+def _apply_filters(filters: list, texts: list[str], first: int, filtered: list[dict],
+                   flagged: list[dict]) -> list[bool]:
+    """Run each filter on the documents still kept; record every drop for the audit, and every
+    kept document a filter gave a reason for (e.g. decontamination in report-only mode)."""
     keep = [True] * len(texts)
     for document_filter in filters:
         alive = [i for i in range(len(texts)) if keep[i]]
@@ -266,10 +284,13 @@ def _apply_filters(filters: list, texts: list[str], first: int, filtered: list[d
         if len(verdicts) != len(alive):
             raise PhiError(f"filter {document_filter.name!r} returned {len(verdicts)} verdicts for {len(alive)} documents")
         for i, verdict in zip(alive, verdicts):
+            entry = {"document": first + i, "filter": document_filter.name, "reason": verdict.reason,
+                     "score": verdict.score}
             if not verdict.keep:
                 keep[i] = False
-                filtered.append({"document": first + i, "filter": document_filter.name,
-                                 "reason": verdict.reason, "score": verdict.score})
+                filtered.append(entry)
+            elif verdict.reason:
+                flagged.append(entry)
     return keep
 
 
@@ -288,6 +309,7 @@ class CorpusState:
     shard_of: np.ndarray  # which shard's token file holds each document
     bad: list[dict]
     filtered: list[dict]  # with global document indices
+    flagged: list[dict]  # kept, but a filter reported a reason (report-only decontamination)
     input_bytes: int
 
 
@@ -298,7 +320,7 @@ def load_corpus(context: RunContext) -> CorpusState:
         shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
         raise PhiError(f"map stage incomplete: {len(missing)} of {len(context.shards)} shards missing ({shown})",
                        "run --stage map for those shards (or --stage all)")
-    origins, bad, filtered = [], [], []
+    origins, bad, filtered, flagged = [], [], [], []
     arrays = {k: [] for k in ("digests", "signatures", "token_rows", "tokens", "bytes")}
     shard_of = []
     input_bytes = 0
@@ -308,6 +330,7 @@ def load_corpus(context: RunContext) -> CorpusState:
         origins.extend(meta["origins"])
         bad.extend(meta["bad"])
         filtered.extend({**entry, "document": entry["document"] + offset} for entry in meta["filtered"])
+        flagged.extend({**entry, "document": entry["document"] + offset} for entry in meta.get("flagged", []))
         input_bytes += meta["input_bytes"]
         with np.load(layout.shard_arrays(shard.index)) as data:
             for key in arrays:
@@ -319,7 +342,8 @@ def load_corpus(context: RunContext) -> CorpusState:
     cut = {k: np.concatenate(v)[:limit] for k, v in arrays.items()}
     return CorpusState(origins[:limit], cut["digests"], cut["signatures"], cut["token_rows"], cut["tokens"],
                        cut["bytes"], np.concatenate(shard_of)[:limit] if shard_of else np.zeros(0, np.int64),
-                       bad, [f for f in filtered if f["document"] < limit], input_bytes)
+                       bad, [f for f in filtered if f["document"] < limit], [f for f in flagged if f["document"] < limit],
+                       input_bytes)
 
 
 def run_reduce(config: PrepareConfig, context: RunContext | None = None) -> dict:
@@ -348,11 +372,19 @@ def run_reduce(config: PrepareConfig, context: RunContext | None = None) -> dict
     keep = near_eligible & ~near_removed
 
     filtered_by_doc = {f["document"]: f for f in corpus.filtered}
+    flagged_by_doc: dict[int, list[dict]] = {}
+    for f in corpus.flagged:
+        flagged_by_doc.setdefault(f["document"], []).append(f)
     layout.out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(layout.out, "audit")
     remove_stale_temporaries(layout.out, "bad_inputs")
     with atomic_write(layout.audit) as handle:
-        for i in np.flatnonzero(~keep).tolist():
+        for i in sorted(set(np.flatnonzero(~keep).tolist()) | set(flagged_by_doc)):
+            for f in flagged_by_doc.get(i, []):
+                handle.write(json.dumps({"document": corpus.origins[i], "removed": None, "flagged_by": f["filter"],
+                                         "reason": f["reason"], "score": f["score"]}, sort_keys=True) + "\n")
+            if keep[i]:
+                continue
             if i in filtered_by_doc:
                 f = filtered_by_doc[i]
                 entry = {"document": corpus.origins[i], "removed": "filtered", "filter": f["filter"],
@@ -375,6 +407,9 @@ def run_reduce(config: PrepareConfig, context: RunContext | None = None) -> dict
     filter_counts: dict[str, int] = {}
     for f in corpus.filtered:
         filter_counts[f["filter"]] = filter_counts.get(f["filter"], 0) + 1
+    flag_counts: dict[str, int] = {}
+    for f in corpus.flagged:
+        flag_counts[f["filter"]] = flag_counts.get(f["filter"], 0) + 1
     result = {
         "fingerprint": context.fingerprint,
         "lsh": {"bands": bands, "rows": rows},
@@ -382,6 +417,7 @@ def run_reduce(config: PrepareConfig, context: RunContext | None = None) -> dict
             "documents_in": n,
             "bad": len(corpus.bad),
             "filtered": dict(sorted(filter_counts.items())),
+            "flagged": dict(sorted(flag_counts.items())),
             "exact_duplicates": int(exact_removed.sum()),
             "near_duplicates": int(near_removed.sum()),
             "documents_out": int(keep.sum()),

@@ -20,6 +20,8 @@ def print_summary(manifest: dict, output_dir: str) -> None:
     table.add_row("bad inputs (skipped)", f"{counts['bad']:,}")
     for name, dropped in counts.get("filtered", {}).items():
         table.add_row(f"filtered: {name}", f"{dropped:,}")
+    for name, flagged in counts.get("flagged", {}).items():
+        table.add_row(f"flagged, kept (see audit): {name}", f"{flagged:,}")
     table.add_row("exact duplicates", f"{counts['exact_duplicates']:,}")
     table.add_row("near duplicates", f"{counts['near_duplicates']:,}")
     table.add_row("documents out", f"{counts['documents_out']:,}")

@@ -173,3 +173,22 @@ def test_lsh_clustering_is_transitive_and_keeps_the_first():
                                           threshold=0.85, verify=True)
     assert survivor.tolist() == [0, 0, 2, 0]
     assert similarity[1] > 0.9 and similarity[0] == 1.0
+
+
+def test_word_hashes_distinguish_every_distinct_word(stdlib_dir):
+    """Words are hashed over all their bytes (8 at a time): distinct words, distinct hashes."""
+    from phi_hpc.data.minhash import _word_hashes
+
+    text = " ".join(p.read_text(encoding="utf-8") for p in sorted(stdlib_dir.glob("*.py"))[:40])
+    text += " " + " ".join(["x" * 40 + c + "y" * 9 for c in "abc"])  # long words differing in the middle
+    raw = text.encode("utf-8")
+    words = [(m.start(), m.end()) for m in re.finditer(rb"[A-Za-z0-9_\x80-\xff]+", raw)]
+    data = np.frombuffer(raw + bytes(16), dtype=np.uint8)
+    starts = np.array([s for s, _ in words])
+    ends = np.array([e for _, e in words])
+    hashes = _word_hashes(data, starts, ends)
+    by_word: dict[bytes, set[int]] = {}
+    for (s, e), h in zip(words, hashes.tolist()):
+        by_word.setdefault(raw[s:e], set()).add(h)
+    assert all(len(v) == 1 for v in by_word.values()), "same word, same hash"
+    assert len({next(iter(v)) for v in by_word.values()}) == len(by_word), "different words, different hashes"

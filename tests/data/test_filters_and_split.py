@@ -22,6 +22,16 @@ class DropsTests:
                 else Verdict(keep=True, score=0.9) for t in texts]
 
 
+class FlagsEverySecond:
+    """Report-only: keeps everything but gives a reason for some (like --decontaminate-report-only)."""
+
+    name = "decontamination"
+
+    def evaluate(self, texts):
+        return [Verdict(keep=True, reason="13-gram overlap with HumanEval/0", score=0.5) if "f_1_" in t or "f_4_" in t
+                else Verdict(keep=True) for t in texts]
+
+
 def _corpus(tmp_path):
     root = tmp_path / "in"
     root.mkdir()
@@ -33,16 +43,21 @@ def _corpus(tmp_path):
 
 def test_filters_drop_count_and_audit(tmp_path, codegen_tokenizer, monkeypatch):
     root = _corpus(tmp_path)
-    monkeypatch.setattr(pipeline, "build_filters", lambda config: [DropsTests()])
+    monkeypatch.setattr(pipeline, "build_filters", lambda config: [DropsTests(), FlagsEverySecond()])
     config = PrepareConfig(inputs=[str(root)], tokenizer=str(codegen_tokenizer), output_dir=str(tmp_path / "out"),
                            workers=1, split=SplitConfig(validation_fraction=0.2))
     manifest = pipeline.prepare(config, show_progress=False)
     assert manifest["counts"]["filtered"] == {"quality": 10}
+    assert manifest["counts"]["flagged"] == {"decontamination": 2}  # m01 and m04
     assert manifest["counts"]["documents_out"] == 20
     audit = [json.loads(line) for line in (tmp_path / "out" / "audit.jsonl").read_text().splitlines()]
-    assert len(audit) == 10
-    assert all(e["removed"] == "filtered" and e["filter"] == "quality" and e["score"] == 0.1 for e in audit)
-    assert {e["document"].rsplit("/", 1)[1] for e in audit} == {f"m{i:02d}.py" for i in range(0, 30, 3)}
+    removed = [e for e in audit if e["removed"]]
+    flagged = [e for e in audit if e["removed"] is None]
+    assert len(removed) == 10
+    assert all(e["removed"] == "filtered" and e["filter"] == "quality" and e["score"] == 0.1 for e in removed)
+    assert {e["document"].rsplit("/", 1)[1] for e in removed} == {f"m{i:02d}.py" for i in range(0, 30, 3)}
+    assert {e["document"].rsplit("/", 1)[1] for e in flagged} == {"m01.py", "m04.py"}
+    assert all(e["flagged_by"] == "decontamination" and e["reason"].startswith("13-gram") for e in flagged)
     assert [o["documents"] for o in manifest["outputs"]] == [16, 4]
 
 
