@@ -46,7 +46,7 @@ import threading
 from pathlib import Path
 from typing import Callable, Sequence
 
-from phi_hpc.errors import UsageError
+from phi_hpc.errors import PhiError, UsageError
 
 ZYGOTE_SOURCE = Path(__file__).with_name("zygote.py")
 ISOLATION_LEVELS = ("bwrap", "unshare", "rlimits")
@@ -194,8 +194,12 @@ ISOLATION_WARNINGS = {
 
 
 # --------------------------------------------------------------------------------------- zygote
-class SandboxCrashed(RuntimeError):
-    pass
+class SandboxCrashed(PhiError):
+    """The sandbox server died or could not start (a user-facing error if it cannot be restarted)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, "check that bubblewrap works here (bwrap --ro-bind / / true), or pick "
+                                  "another level with --isolation")
 
 
 class Zygote:
