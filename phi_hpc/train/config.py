@@ -17,6 +17,7 @@ status) read ``RUN/config.yaml`` as plain YAML instead.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Optional
 
 from phi_hpc.errors import UsageError
@@ -172,15 +173,25 @@ class TrainConfig:
                              f"{self.model.max_position_embeddings}")
 
 
-def load_train_config(path: str | None, overrides=()) -> TrainConfig:
-    """``phi-hpc train CONFIG --set ...`` -> a validated :class:`TrainConfig`."""
+def load_train_config(path: str | None, overrides=(), check_paths: bool = True) -> TrainConfig:
+    """``phi-hpc train CONFIG --set ...`` -> a validated :class:`TrainConfig`.
+
+    ``check_paths`` also checks that the data and tokenizer files exist, so a wrong path fails in a
+    second, before DeepSpeed starts (turn it off to inspect a config away from its data).
+    """
     from phi_hpc.config import load_config
 
     config = load_config(TrainConfig, path, overrides)
+    if not check_paths:
+        return config
     if not config.data.paths:
         raise UsageError(f"{path or '--set'}: data.paths is empty",
                          "point it at a prepare output folder, e.g. --set data.paths=[data/out]")
-    if config.data.format == "jsonl" and not config.data.tokenizer:
-        raise UsageError(f"{path or '--set'}: data.format=jsonl needs data.tokenizer",
-                         "e.g. --set data.tokenizer=tokenizer.json")
+    for data_path in [*config.data.paths, *config.data.validation_paths]:
+        if not (Path(data_path).exists() or Path(f"{data_path}.idx").exists()):
+            raise UsageError(f"{path or '--set'}: data path {data_path} does not exist",
+                             "set data.paths to a prepare output folder (phi-hpc prepare ... -o DIR)")
+    if config.data.format == "jsonl" and not (config.data.tokenizer and Path(config.data.tokenizer).is_file()):
+        raise UsageError(f"{path or '--set'}: data.format=jsonl needs data.tokenizer (a tokenizer.json file), "
+                         f"got {config.data.tokenizer!r}", "e.g. --set data.tokenizer=tokenizer.json")
     return config

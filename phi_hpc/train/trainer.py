@@ -64,8 +64,9 @@ def train(config: TrainConfig) -> TrainResult:
     """Run (or resume) training as described by ``config``; every process of the job calls this."""
     from phi_hpc.train.distributed import detect_environment, init_distributed, select_accelerator
 
-    device_type = select_accelerator()
     env = detect_environment()
+    config.batch.accumulation_steps(env.world_size)  # a batch that does not split fails before any start-up
+    device_type = select_accelerator()
     init_distributed(env, device_type)
     preemption = PreemptionFlag()
     preemption.install()
@@ -183,6 +184,9 @@ class _Run:
         engine, _, _, _ = deepspeed.initialize(
             model=model, model_parameters=parameter_groups(model, config.optim.weight_decay),
             lr_scheduler=scheduler_factory(config), config=ds_config)
+        if config.deepspeed.zero_stage == 0 and config.deepspeed.precision != "fp32" and self.accumulation > 1:
+            self.say("note: under ZeRO 0 DeepSpeed accumulates gradients in the model's half precision; "
+                     "ZeRO 1 or 2 accumulate in fp32 (and match fp32 runs more closely)")
         self.say(f"{self.env.world_size} process(es) ({self.env.source}, {self.device_type}), "
                  f"ZeRO {config.deepspeed.zero_stage}, {config.deepspeed.precision}, global batch "
                  f"{config.batch.global_size} = {config.batch.micro_size} x {self.accumulation} accumulation "

@@ -14,7 +14,7 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def test_pretrain_config_is_the_papers():
-    cfg = load_train_config(CONFIGS / "pretrain.yaml")
+    cfg = load_train_config(CONFIGS / "pretrain.yaml", check_paths=False)
     assert (cfg.batch.global_size, cfg.data.seq_len) == (1024, 2048)
     assert (cfg.optim.lr, cfg.schedule.warmup_steps, cfg.optim.weight_decay, cfg.steps) == (1e-3, 750, 0.1, 36000)
     assert cfg.schedule.kind == "linear"
@@ -22,15 +22,15 @@ def test_pretrain_config_is_the_papers():
 
 
 def test_finetune_config_is_the_papers():
-    cfg = load_train_config(CONFIGS / "finetune.yaml")
+    cfg = load_train_config(CONFIGS / "finetune.yaml", check_paths=False)
     assert (cfg.batch.global_size, cfg.optim.lr, cfg.schedule.warmup_steps) == (256, 1e-4, 50)
     assert (cfg.optim.weight_decay, cfg.steps, cfg.checkpoint.every) == (0.01, 6000, 1000)
     assert cfg.data.format == "jsonl"
 
 
-def test_overrides_and_strictness():
-    cfg = load_train_config(CONFIGS / "tiny-pretrain.yaml", ["deepspeed.zero_stage=2", "data.paths=[x, y]"])
-    assert cfg.deepspeed.zero_stage == 2 and cfg.data.paths == ["x", "y"]
+def test_overrides_and_strictness(tmp_path):
+    cfg = load_train_config(CONFIGS / "tiny-pretrain.yaml", ["deepspeed.zero_stage=2", f"data.paths=[{tmp_path}]"])
+    assert cfg.deepspeed.zero_stage == 2 and cfg.data.paths == [str(tmp_path)]
     with pytest.raises(UsageError, match="deepspeed.zero_stage must be one of"):
         load_train_config(CONFIGS / "tiny-pretrain.yaml", ["deepspeed.zero_stage=3"])
     with pytest.raises(UsageError, match="unknown key 'optim.learning_rate'"):
@@ -40,7 +40,7 @@ def test_overrides_and_strictness():
 
 
 def test_deepspeed_json_from_config_and_world_size():
-    cfg = load_train_config(CONFIGS / "pretrain.yaml")
+    cfg = load_train_config(CONFIGS / "pretrain.yaml", check_paths=False)
     ds = deepspeed_config(cfg, world_size=8, device_type="cuda")
     assert (ds["train_batch_size"], ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"]) == (1024, 8, 16)
     assert ds["zero_optimization"] == {"stage": 1}
@@ -50,7 +50,8 @@ def test_deepspeed_json_from_config_and_world_size():
     assert ds["gradient_clipping"] == 1.0
     assert deepspeed_config(cfg, world_size=32, device_type="cuda")["gradient_accumulation_steps"] == 4
     bf16 = load_train_config(CONFIGS / "pretrain.yaml", ["deepspeed.precision=bf16",
-                                                         "deepspeed.extra={zero_optimization: {overlap_comm: true}}"])
+                                                         "deepspeed.extra={zero_optimization: {overlap_comm: true}}"],
+                             check_paths=False)
     ds = deepspeed_config(bf16, world_size=8, device_type="cuda")
     assert ds["bf16"] == {"enabled": True} and "fp16" not in ds
     assert ds["zero_optimization"] == {"stage": 1, "overlap_comm": True}
@@ -83,3 +84,17 @@ def test_weight_decay_spares_biases_and_layernorms():
 
 def test_defaults_build():
     assert TrainConfig().batch.accumulation_steps(8) == 16
+
+
+def test_bad_train_invocations_fail_in_one_line_before_deepspeed_starts(run_cli, tmp_path):
+    missing = run_cli("train", str(CONFIGS / "tiny-pretrain.yaml"), "--set", f"data.paths=[{tmp_path}/nope]")
+    assert missing.returncode == 2
+    assert missing.stderr.strip().splitlines() == [
+        f"error: {CONFIGS / 'tiny-pretrain.yaml'}: data path {tmp_path}/nope does not exist "
+        "(set data.paths to a prepare output folder (phi-hpc prepare ... -o DIR))"]
+    typo = run_cli("train", str(CONFIGS / "tiny-pretrain.yaml"), "--set", "optim.lrr=1")
+    assert typo.returncode == 2 and "unknown key 'optim.lrr'" in typo.stderr and "Traceback" not in typo.stderr
+    batch = run_cli("train", str(CONFIGS / "tiny-pretrain.yaml"), "--set", f"data.paths=[{tmp_path}]",
+                    "--set", "batch.global_size=7", "--set", "run_dir=" + str(tmp_path / "run"),
+                    env={"RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29555"})
+    assert batch.returncode == 2 and "not divisible" in batch.stderr and "Traceback" not in batch.stderr

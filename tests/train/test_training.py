@@ -159,3 +159,25 @@ def test_sigusr2_checkpoints_at_the_next_step_and_resumes_exactly(baseline_run, 
     assert_ok(run_training(run_dir, stdlib_data))
     assert losses(run_dir) == losses(baseline_run)
     assert json.loads((run_dir / "summary.json").read_text())["resumed_from"].endswith(f"checkpoints/{stopped}")
+
+
+# ------------------------------------------------------------------ fp16 wiring (CPU can run it too)
+def test_fp16_dynamic_loss_scaling_skips_overflows_and_backs_off(runs_root, stdlib_data):
+    """Start at a loss scale that overflows fp16 gradients: DeepSpeed must skip those updates, halve
+    the scale each time (hysteresis 1), not advance the LR schedule, then train normally."""
+    run_dir = runs_root / "fp16"
+    assert_ok(run_training(run_dir, stdlib_data, "deepspeed.precision=fp16", "deepspeed.zero_stage=1",
+                           "deepspeed.initial_scale_power=20", "deepspeed.hysteresis=1", "batch.global_size=4",
+                           "steps=5", "validation.every=0", "checkpoint.every=100", nproc=1))
+    lines = step_lines(run_dir)
+    scale, skipped, updates = 2.0 ** 20, 0, 0
+    for r in lines:
+        # the LR schedule counts real updates only (warmup: 6e-4 per update)
+        assert r["lr"] == pytest.approx(6e-4 * (updates + 1)), r
+        if r["skipped_steps"] > skipped:  # overflow: no update, scale halved (hysteresis 1)
+            assert r["skipped_steps"] == skipped + 1 and r["loss_scale"] == scale / 2 and r["grad_norm"] is None
+        else:  # a real update at the current scale
+            assert r["loss_scale"] == scale and r["grad_norm"] > 0
+            updates += 1
+        scale, skipped = r["loss_scale"], r["skipped_steps"]
+    assert skipped >= 1 and updates >= 1
