@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -29,10 +28,6 @@ from phi_hpc.errors import PhiError, UsageError
 
 MODEL_FORMAT = "phi-hpc-quality-forest/1"
 
-_COMMENT_LINE = re.compile(r"^[ \t]*#", re.M)
-_DOCSTRING = re.compile(r'"""[\s\S]*?"""|\'\'\'[\s\S]*?\'\'\'')
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_WORDY = re.compile(r"[A-Za-z]{3,}")
 
 
 @dataclass(frozen=True)
@@ -41,7 +36,7 @@ class EmbedderSpec:
 
     kind: str = "hashed"  # "hashed" | "lm"
     dim: int = 2048  # hashed: number of buckets
-    max_chars: int = 16384  # hashed: judge a file by its beginning, like an LM's context window would
+    max_chars: int = 16384  # hashed: judge a file by its first bytes, like an LM's context window would
     model_dir: str | None = None  # lm: checkpoint or HF folder
     tokenizer: str | None = None  # lm: tokenizer.json when the folder has none
     max_tokens: int = 512  # lm
@@ -49,52 +44,51 @@ class EmbedderSpec:
 
 
 class HashedTokenEmbedder:
-    """Hashed bag of tokens + style statistics. Deterministic across processes (murmurhash)."""
+    """Hashed bag of code tokens + style statistics, all computed with numpy from the token arrays of
+    :mod:`phi_hpc.quality.tokens` (shared with decontamination). Deterministic across processes."""
 
-    STATISTICS = ("comment_line_share", "docstring_char_share", "mean_identifier_length",
-                  "short_identifier_share", "wordy_identifier_share", "blank_line_share", "mean_line_length")
+    STATISTICS = ("comment_marks_per_line", "triple_quotes_per_line", "mean_name_length", "short_name_share",
+                  "blank_line_share", "mean_line_length")
 
     def __init__(self, dim: int = 2048, max_chars: int = 16384, with_statistics: bool = True):
-        from sklearn.feature_extraction.text import HashingVectorizer
-
         self.dim = dim
         self.max_chars = max_chars
         self.with_statistics = with_statistics
-        # Tokens: identifiers/words, numbers, and single punctuation characters.
-        self._vectorizer = HashingVectorizer(n_features=dim, token_pattern=r"[A-Za-z_]\w*|\d+|[^\w\s]",
-                                             lowercase=False, alternate_sign=False, norm=None)
 
     @property
     def width(self) -> int:
         return self.dim + (len(self.STATISTICS) if self.with_statistics else 0)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        clipped = [t[: self.max_chars] for t in texts]
-        counts = self._vectorizer.transform(clipped)
-        counts.data = np.log1p(counts.data)
-        norms = np.sqrt(np.asarray(counts.multiply(counts).sum(axis=1)).ravel())
-        dense = counts.toarray().astype(np.float32)
-        dense /= np.maximum(norms, 1e-12)[:, None].astype(np.float32)
-        if not self.with_statistics:
-            return dense
-        stats = np.array([self._statistics(t) for t in clipped], dtype=np.float32).reshape(len(texts), -1)
-        return np.hstack([dense, stats])
+        from phi_hpc.quality.tokens import SHARED_CACHE
+
+        out = np.zeros((len(texts), self.width), dtype=np.float32)
+        for row, text in enumerate(texts):
+            tokens = SHARED_CACHE.get(text)
+            keep = int(np.searchsorted(tokens.starts, self.max_chars))  # the file's beginning (bytes)
+            counts = np.bincount((tokens.hashes[:keep] % np.uint64(self.dim)).astype(np.int64), minlength=self.dim)
+            weights = np.log1p(counts.astype(np.float32))
+            out[row, : self.dim] = weights / max(float(np.linalg.norm(weights)), 1e-12)
+            if self.with_statistics:
+                out[row, self.dim:] = self._statistics(tokens, keep)
+        return out
 
     @staticmethod
-    def _statistics(text: str) -> list[float]:
-        lines = text.count("\n") + 1
-        chars = max(len(text), 1)
-        identifiers = _IDENTIFIER.findall(text)
-        n_ident = max(len(identifiers), 1)
-        lengths = [len(i) for i in identifiers]
+    def _statistics(tokens, keep: int) -> list[float]:
+        data = tokens.data[: int(tokens.ends[keep - 1]) if keep else 0]
+        lines = data.count(b"\n") + 1
+        starts, ends = tokens.starts[:keep], tokens.ends[:keep]
+        first = np.frombuffer(data, dtype=np.uint8)[starts] if keep else np.zeros(0, dtype=np.uint8)
+        names = (first >= ord("a")) & (first <= ord("z")) | (first == ord("_"))
+        lengths = (ends - starts)[names]
+        n_names = max(len(lengths), 1)
         return [
-            len(_COMMENT_LINE.findall(text)) / lines,
-            sum(len(d) for d in _DOCSTRING.findall(text)) / chars,
-            sum(lengths) / n_ident / 10.0,
-            sum(1 for n in lengths if n <= 2) / n_ident,
-            sum(1 for i in identifiers if _WORDY.fullmatch(i.strip("_")) or "_" in i.strip("_")) / n_ident,
-            sum(1 for line in text.splitlines() if not line.strip()) / lines,
-            chars / lines / 100.0,
+            data.count(b"#") / lines,
+            (data.count(b'"""') + data.count(b"'''")) / lines,
+            float(lengths.sum()) / n_names / 10.0,
+            float((lengths <= 2).sum()) / n_names,
+            data.count(b"\n\n") / lines,
+            len(data) / lines / 100.0,
         ]
 
 

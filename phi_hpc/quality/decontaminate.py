@@ -8,20 +8,26 @@ Three signals, cheapest first, each run on every document:
 2. **Rename-invariant AST similarity** with the benchmark solutions (:mod:`phi_hpc.quality.code_ast`).
    Parsing is the expensive part, so a lexical pre-filter decides which documents get parsed: the
    document's token stream with identifiers and literals collapsed to one symbol ("skeleton") must
-   contain most of some solution's skeleton shingles. Renaming and reformatting keep the skeleton,
-   so the pre-filter loses nothing the AST stage would have found.
+   contain most (``skeleton_containment``) of some solution's skeleton shingles. Renaming and
+   reformatting keep the skeleton almost intact, so few documents the AST stage would flag are lost
+   (on HumanEval, 136 of the 138 disguised solutions that the AST stage alone finds).
 3. Optionally, **embedding distance**: cosine similarity of hashed-token vectors (the classifier's
    CPU embedder) between the document and each solution, for paraphrases that change structure.
 
-Tokens are hashed with Python's ``hash`` (fast, C-level); the benchmark index and the documents are
-hashed in the same process, so the per-process hash seed never changes a verdict.
+Tokens and their hashes come from :mod:`phi_hpc.quality.tokens` (numpy over the bytes, no Python
+per token), shared with the quality classifier when both stages see the same batch.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import keyword
-import re
-from dataclasses import dataclass, field
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -29,10 +35,10 @@ import numpy as np
 from phi_hpc.data.filters import Verdict
 from phi_hpc.quality import code_ast
 from phi_hpc.quality.benchmarks import Benchmarks, load_benchmarks
+from phi_hpc.quality.tokens import SHARED_CACHE, HashSet, SmallSet, hash_tokens, tokenize
 
-TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
-_IDENTIFIER_SYMBOL = "\x00id"
+_IDENTIFIER = np.uint64(0xA5A5_5A5A_C3C3_3C3C)  # the skeleton's symbol for any name or literal
 
 
 @dataclass(frozen=True)
@@ -62,15 +68,8 @@ class Finding:
         return f"{self.method} match with {self.problem}: {self.detail}"
 
 
-def _token_hashes(text: str) -> np.ndarray:
-    tokens = TOKEN_RE.findall(text.lower())
-    return np.fromiter(map(hash, tokens), dtype=np.int64, count=len(tokens)).view(np.uint64)
-
-
 _COMMON_WORDS = frozenset(w.lower() for w in keyword.kwlist + keyword.softkwlist + ["self", "cls"]) \
     | frozenset(b.lower() for b in code_ast.BUILTIN_NAMES)
-
-
 _QUOTES = frozenset({"'", '"'})
 
 
@@ -79,8 +78,8 @@ def _is_distinctive(name: str) -> bool:
     return len(name) >= 8 and "_" in name.strip("_") and not name.startswith("__")
 
 
-def _informative_windows(text: str, n: int, min_words: int) -> np.ndarray:
-    """Mask over the n-gram windows of ``text``: True where the window is evidence of copying.
+def _informative_windows(words: list[str], n: int, min_words: int) -> np.ndarray:
+    """Mask over the n-gram windows of a token list: True where the window is evidence of copying.
 
     Windows made of numbers, punctuation, one-letter names and keywords (``[1, 2, 3, 4, 5, ...]``,
     ``('a', 'b', 'c')``, ``{'one': 1, 'two': 2, ...}``) occur in benchmark tests and in ordinary
@@ -88,13 +87,12 @@ def _informative_windows(text: str, n: int, min_words: int) -> np.ndarray:
     names ``min_words`` distinct things, or one distinctive compound name (MBPP's asserts,
     ``assert square_perimeter(10)==40``, name nothing else).
     """
-    tokens = TOKEN_RE.findall(text.lower())
     names = [t if len(t) > 1 and t[0].isalpha() and t not in _COMMON_WORDS and prev not in _QUOTES else None
-             for prev, t in zip([""] + tokens, tokens)]
-    distinctive = np.array([bool(t) and _is_distinctive(t) for t in names], dtype=np.int64)
-    windows = max(len(tokens) - n + 1, 0)
+             for prev, t in zip([""] + words, words)]
+    windows = max(len(words) - n + 1, 0)
     if windows == 0:
         return np.zeros(0, dtype=bool)
+    distinctive = np.array([bool(t) and _is_distinctive(t) for t in names], dtype=np.int64)
     cumulative = np.concatenate([[0], np.cumsum(distinctive)])
     has_distinctive = (cumulative[n:n + windows] - cumulative[:windows]) > 0
     many_names = np.array([len(set(names[i:i + n]) - {None}) >= min_words for i in range(windows)], dtype=bool)
@@ -111,90 +109,181 @@ def _shingles(hashes: np.ndarray, n: int) -> np.ndarray:
         for offset in range(1, n):
             out *= _MULTIPLIER
             out += hashes[offset:offset + count]
+        out ^= out >> np.uint64(31)  # top bits feed HashSet's bitmap
     return out
-
-
-def _hash_array(tokens) -> np.ndarray:
-    return np.unique(np.fromiter((hash(t) for t in tokens), dtype=np.int64).view(np.uint64))
 
 
 # The skeleton keeps keywords, builtins and punctuation and turns every other word or number into
 # one symbol. A one-token string literal ('(' or 'a') becomes that symbol too, so literal contents
 # do not leak into it.
-_QUOTE_HASHES = _hash_array({"'", '"'})
-_SKELETON_KEPT = _hash_array({w.lower() for w in keyword.kwlist + keyword.softkwlist}
-                             | {b.lower() for b in code_ast.BUILTIN_NAMES}
-                             | set("!\"#$%&'()*+,-./:;<=>?@[\\]^`{|}~"))
+_SKELETON_KEPT = SmallSet(hash_tokens({w.lower() for w in keyword.kwlist + keyword.softkwlist}
+                                     | {b.lower() for b in code_ast.BUILTIN_NAMES if b.isidentifier()}
+                                     | set("!\"#$%&'()*+,-./:;<=>?@[\\]^`{|}~")))
+_QUOTE_HASHES = hash_tokens(["'", '"'])
+
+
+def skeleton(hashes: np.ndarray) -> np.ndarray:
+    out = np.where(_SKELETON_KEPT.contains(hashes), hashes, _IDENTIFIER)
+    if len(out) > 2:
+        quoted = ((out[:-2] == _QUOTE_HASHES[0]) | (out[:-2] == _QUOTE_HASHES[1])) & (out[:-2] == out[2:])
+        out[1:-1][quoted] = _IDENTIFIER
+    return out
+
+
+PARTS = ("prompt", "solution", "test")
+INDEX_VERSION = 1  # bump when anything that shapes the index changes (tokens, skeleton, fingerprints)
+
+
+@dataclass
+class _Index:
+    """Everything derived from the benchmark files; plain arrays and strings, so it can be cached."""
+
+    problem_names: list[str]
+    ngram_keys: np.ndarray  # uint64, sorted
+    ngram_problem: np.ndarray  # int32 index into problem_names, aligned with ngram_keys
+    ngram_part: np.ndarray  # int8 index into PARTS
+    skeleton_keys: np.ndarray  # uint64, sorted, unique
+    skeleton_starts: np.ndarray  # int64, CSR offsets into skeleton_rows (len(keys) + 1)
+    skeleton_rows: np.ndarray  # int32 reference index per posting
+    reference_sizes: np.ndarray  # float64 distinct skeleton shingles per reference
+    reference_problems: list[str]
+    reference_fingerprints: list[tuple[str, ...]]
+
+
+def _build_ngram_arrays(benchmarks: Benchmarks, config: DecontaminationConfig):
+    problems: dict[str, int] = {}
+    owners: dict[int, set[int]] = {}
+    first_part: dict[int, int] = {}
+    n = config.ngram
+    for part in benchmarks.parts:
+        problem = problems.setdefault(part.problem, len(problems))
+        tokens = tokenize(part.text)
+        grams = _shingles(tokens.hashes, n)
+        grams = grams[_informative_windows(tokens.strings(), n, config.min_ngram_words)]
+        for gram in np.unique(grams).tolist():
+            owners.setdefault(gram, set()).add(problem)
+            first_part.setdefault(gram, PARTS.index(part.part))
+    keep = sorted(g for g, p in owners.items() if len(p) <= config.max_problems_per_ngram)
+    return (list(problems), np.array(keep, dtype=np.uint64),
+            np.array([next(iter(owners[g])) for g in keep], dtype=np.int32),
+            np.array([first_part[g] for g in keep], dtype=np.int8))
+
+
+def _build_ast_arrays(benchmarks: Benchmarks, config: DecontaminationConfig):
+    # Problems whose solutions normalize to the same tree (HumanEval/56 and /61 differ only in
+    # the bracket characters) share one reference, named after all of them.
+    owners: dict[tuple[str, ...], list[str]] = {}
+    sources: dict[tuple[str, ...], str] = {}
+    for solution in benchmarks.solutions:
+        tree = code_ast.parse_python(solution.source)
+        if tree is None:
+            continue
+        for func in code_ast.iter_functions(tree):
+            if solution.entry_point and func.name != solution.entry_point:
+                continue
+            fingerprint = code_ast.function_fingerprint(func)
+            if len(fingerprint) < config.ast_min_tokens:
+                continue
+            problems = owners.setdefault(fingerprint, [])
+            if solution.problem not in problems:
+                problems.append(solution.problem)
+            sources.setdefault(fingerprint, code_ast.ast.unparse(func))
+    reference_problems, fingerprints, shingle_sets = [], [], []
+    for fingerprint, problems in owners.items():
+        stripped = code_ast.strip_for_comparison(sources[fingerprint]) or ""
+        shingles = np.unique(_shingles(skeleton(tokenize(stripped).hashes), config.skeleton_shingle))
+        if len(shingles):
+            reference_problems.append(",".join(problems))
+            fingerprints.append(fingerprint)
+            shingle_sets.append(shingles)
+    # Inverted index shingle -> reference rows: sorted unique keys plus CSR-style postings.
+    rows = np.concatenate([np.full(len(s), i, dtype=np.int32) for i, s in enumerate(shingle_sets)]) \
+        if shingle_sets else np.empty(0, dtype=np.int32)
+    keys = np.concatenate(shingle_sets) if shingle_sets else np.empty(0, dtype=np.uint64)
+    order = np.argsort(keys, kind="stable")
+    keys, rows = keys[order], rows[order]
+    unique_keys, starts = np.unique(keys, return_index=True)
+    return (unique_keys, np.append(starts, len(keys)).astype(np.int64), rows,
+            np.array([len(s) for s in shingle_sets], dtype=np.float64), reference_problems, fingerprints)
+
+
+def _build_index(benchmarks: Benchmarks, config: DecontaminationConfig) -> _Index:
+    names, ngram_keys, ngram_problem, ngram_part = _build_ngram_arrays(benchmarks, config)
+    skeleton_keys, starts, rows, sizes, ref_problems, fingerprints = _build_ast_arrays(benchmarks, config)
+    return _Index(names, ngram_keys, ngram_problem, ngram_part, skeleton_keys, starts, rows, sizes,
+                  ref_problems, fingerprints)
+
+
+# -- the index cache: building it costs seconds, and every prepare worker process needs it ---------------
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("PHI_HPC_CACHE_DIR", Path.home() / ".cache" / "phi-hpc")) / "decontamination"
+
+
+def _cache_key(benchmarks: Benchmarks, config: DecontaminationConfig) -> str:
+    digest = hashlib.sha256(f"{INDEX_VERSION}|{sys.version_info[:2]}".encode())
+    for part in benchmarks.parts:
+        digest.update(f"{part.problem}\0{part.part}\0{part.text}\0".encode("utf-8", "surrogatepass"))
+    for solution in benchmarks.solutions:
+        digest.update(f"{solution.problem}\0{solution.entry_point}\0{solution.source}\0".encode("utf-8", "surrogatepass"))
+    fields = {k: v for k, v in dataclasses.asdict(config).items() if not k.startswith("embedding")}
+    digest.update(json.dumps(fields, sort_keys=True).encode())
+    return digest.hexdigest()[:32]
+
+
+_ARRAYS = ("ngram_keys", "ngram_problem", "ngram_part", "skeleton_keys", "skeleton_starts", "skeleton_rows",
+           "reference_sizes")
+
+
+def _load_cached_index(cache_dir, benchmarks: Benchmarks, config: DecontaminationConfig) -> _Index | None:
+    if cache_dir is None:
+        return None
+    path = Path(cache_dir) / f"index-{_cache_key(benchmarks, config)}.npz"
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in _ARRAYS}
+            meta = json.loads(bytes(data["meta"]).decode("utf-8"))
+    except (OSError, KeyError, ValueError, json.JSONDecodeError):
+        return None  # absent or damaged: rebuild (and rewrite) it
+    return _Index(problem_names=meta["problem_names"], reference_problems=meta["reference_problems"],
+                  reference_fingerprints=[tuple(f) for f in meta["reference_fingerprints"]], **arrays)
+
+
+def _store_cached_index(cache_dir, benchmarks: Benchmarks, config: DecontaminationConfig, index: _Index) -> None:
+    if cache_dir is None:
+        return
+    from phi_hpc.fileio import atomic_write
+
+    meta = {"problem_names": index.problem_names, "reference_problems": index.reference_problems,
+            "reference_fingerprints": [list(f) for f in index.reference_fingerprints]}
+    try:
+        with atomic_write(Path(cache_dir) / f"index-{_cache_key(benchmarks, config)}.npz", "wb", encoding=None) as handle:
+            np.savez(handle, meta=np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8),
+                     **{name: getattr(index, name) for name in _ARRAYS})
+    except OSError:
+        pass  # a read-only home only costs the rebuild next time
 
 
 class Decontaminator:
     """Built once per process from the benchmark files; :meth:`check` is called on every document."""
 
-    def __init__(self, benchmarks: Benchmarks, config: DecontaminationConfig = DecontaminationConfig()):
+    def __init__(self, benchmarks: Benchmarks, config: DecontaminationConfig = DecontaminationConfig(),
+                 cache_dir: str | os.PathLike | None = None):
         self.config = config
         self.benchmarks = benchmarks
-        self._build_ngram_index()
-        self._build_ast_index()
+        index = _load_cached_index(cache_dir, benchmarks, config)
+        if index is None:
+            index = _build_index(benchmarks, config)
+            _store_cached_index(cache_dir, benchmarks, config, index)
+        self._index = index
+        self._ngrams = HashSet(index.ngram_keys)
+        self._skeletons = HashSet(index.skeleton_keys)
+        self._ast_references = list(zip(index.reference_problems, index.reference_fingerprints))
+        self.ngram_index_size = len(index.ngram_keys)
+        self.ast_reference_count = len(index.reference_problems)
         self._embedding_index = None
         if config.embedding_threshold is not None:
             self._build_embedding_index()
-
-    # -- index construction -------------------------------------------------------------------------
-    def _build_ngram_index(self) -> None:
-        owners: dict[int, set[str]] = {}
-        first_part: dict[int, str] = {}
-        n = self.config.ngram
-        for part in self.benchmarks.parts:
-            grams = _shingles(_token_hashes(part.text), n)
-            grams = grams[_informative_windows(part.text, n, self.config.min_ngram_words)]
-            for gram in np.unique(grams).tolist():
-                owners.setdefault(gram, set()).add(part.problem)
-                first_part.setdefault(gram, part.part)
-        keep = {g: next(iter(p)) for g, p in owners.items() if len(p) <= self.config.max_problems_per_ngram}
-        self._ngram_keys = np.array(sorted(keep), dtype=np.uint64)
-        self._ngram_problem = keep
-        self._ngram_part = first_part
-        self.ngram_index_size = len(keep)
-
-    def _build_ast_index(self) -> None:
-        self._identifier = np.uint64(hash(_IDENTIFIER_SYMBOL) & 0xFFFFFFFFFFFFFFFF)
-        # Problems whose solutions normalize to the same tree (HumanEval/56 and /61 differ only in
-        # the bracket characters) share one reference, named after all of them.
-        owners: dict[tuple[str, ...], list[str]] = {}
-        sources: dict[tuple[str, ...], str] = {}
-        for solution in self.benchmarks.solutions:
-            tree = code_ast.parse_python(solution.source)
-            if tree is None:
-                continue
-            for func in code_ast.iter_functions(tree):
-                if solution.entry_point and func.name != solution.entry_point:
-                    continue
-                fingerprint = code_ast.function_fingerprint(func)
-                if len(fingerprint) < self.config.ast_min_tokens:
-                    continue
-                problems = owners.setdefault(fingerprint, [])
-                if solution.problem not in problems:
-                    problems.append(solution.problem)
-                sources.setdefault(fingerprint, code_ast.ast.unparse(func))
-        references: list[tuple[str, tuple[str, ...]]] = []
-        shingle_sets: list[np.ndarray] = []
-        for fingerprint, problems in owners.items():
-            shingles = np.unique(self._skeleton_shingles(code_ast.strip_for_comparison(sources[fingerprint]) or ""))
-            if len(shingles):
-                references.append((",".join(problems), fingerprint))
-                shingle_sets.append(shingles)
-        self._ast_references = references
-        # Inverted index shingle -> reference rows, as a sorted key array plus CSR-style postings.
-        rows = np.concatenate([np.full(len(s), i, dtype=np.int32) for i, s in enumerate(shingle_sets)]) \
-            if shingle_sets else np.empty(0, dtype=np.int32)
-        keys = np.concatenate(shingle_sets) if shingle_sets else np.empty(0, dtype=np.uint64)
-        order = np.argsort(keys, kind="stable")
-        keys, rows = keys[order], rows[order]
-        self._skeleton_keys, starts = np.unique(keys, return_index=True)
-        self._skeleton_starts = np.append(starts, len(keys)).astype(np.int64)
-        self._skeleton_rows = rows
-        self._reference_sizes = np.array([len(s) for s in shingle_sets], dtype=np.float64)
-        self.ast_reference_count = len(references)
 
     def _build_embedding_index(self) -> None:
         from phi_hpc.quality.classifier import HashedTokenEmbedder
@@ -210,51 +299,41 @@ class Decontaminator:
         return matrix / np.maximum(norms, 1e-12)
 
     # -- per-document checks ------------------------------------------------------------------------
-    def _skeleton_shingles(self, text: str, hashes: np.ndarray | None = None) -> np.ndarray:
-        if hashes is None:
-            hashes = _token_hashes(text)
-        skeleton = np.where(np.isin(hashes, _SKELETON_KEPT), hashes, self._identifier)
-        if len(skeleton) > 2:
-            quoted = np.isin(skeleton[:-2], _QUOTE_HASHES) & (skeleton[:-2] == skeleton[2:])
-            skeleton[1:-1][quoted] = self._identifier
-        return _shingles(skeleton, self.config.skeleton_shingle)
+    def _skeleton_shingles(self, hashes: np.ndarray) -> np.ndarray:
+        return _shingles(skeleton(hashes), self.config.skeleton_shingle)
 
     def _ngram_finding(self, hashes: np.ndarray) -> Finding | None:
-        if len(self._ngram_keys) == 0:
+        if len(self._ngrams) == 0:
             return None
         grams = _shingles(hashes, self.config.ngram)
-        if len(grams) == 0:
-            return None
-        pos = np.searchsorted(self._ngram_keys, grams)
-        pos[pos == len(self._ngram_keys)] = 0
-        hits = np.unique(grams[self._ngram_keys[pos] == grams])
+        hits = np.unique(grams[self._ngrams.contains(grams)])
         if len(hits) == 0:
             return None
-        counts: dict[str, list[int]] = {}
-        for gram in hits.tolist():
-            counts.setdefault(self._ngram_problem[gram], []).append(gram)
-        problem, grams_hit = max(counts.items(), key=lambda item: len(item[1]))
-        if len(grams_hit) < self.config.min_ngram_matches:
+        rows = self._ngrams.positions(hits)
+        problems = self._index.ngram_problem[rows]
+        best = int(np.bincount(problems).argmax())
+        chosen = rows[problems == best]
+        if len(chosen) < self.config.min_ngram_matches:
             return None
-        parts = sorted({self._ngram_part[g] for g in grams_hit})
-        return Finding(problem, "ngram", float(len(grams_hit)),
-                       f"{len(grams_hit)} shared {self.config.ngram}-grams ({'/'.join(parts)})")
+        parts = sorted({PARTS[i] for i in self._index.ngram_part[chosen].tolist()})
+        return Finding(self._index.problem_names[best], "ngram", float(len(chosen)),
+                       f"{len(chosen)} shared {self.config.ngram}-grams ({'/'.join(parts)})")
 
     def _ast_candidates(self, hashes: np.ndarray) -> list[int]:
-        if len(self._skeleton_keys) == 0:
+        if len(self._skeletons) == 0:
             return []
-        shingles = np.unique(self._skeleton_shingles("", hashes))
-        pos = np.searchsorted(self._skeleton_keys, shingles)
-        pos[pos == len(self._skeleton_keys)] = 0
-        matched = pos[self._skeleton_keys[pos] == shingles]
+        shingles = self._skeleton_shingles(hashes)
+        members = np.unique(shingles[self._skeletons.contains(shingles)])
+        matched = self._skeletons.positions(members)
         if len(matched) == 0:
             return []
-        starts, ends = self._skeleton_starts[matched], self._skeleton_starts[matched + 1]
+        index = self._index
+        starts, ends = index.skeleton_starts[matched], index.skeleton_starts[matched + 1]
         lengths = ends - starts
         # Gather all posting lists at once: row ids of every reference owning a matched shingle.
-        index = np.repeat(ends - lengths.cumsum(), lengths) + np.arange(lengths.sum())
-        counts = np.bincount(self._skeleton_rows[index], minlength=len(self._reference_sizes))
-        return np.flatnonzero(counts >= self.config.skeleton_containment * self._reference_sizes).tolist()
+        postings = np.repeat(ends - lengths.cumsum(), lengths) + np.arange(lengths.sum())
+        counts = np.bincount(index.skeleton_rows[postings], minlength=len(index.reference_sizes))
+        return np.flatnonzero(counts >= self.config.skeleton_containment * index.reference_sizes).tolist()
 
     def _ast_finding(self, text: str, hashes: np.ndarray) -> Finding | None:
         candidates = self._ast_candidates(hashes)
@@ -287,7 +366,7 @@ class Decontaminator:
 
     def check(self, text: str) -> Finding | None:
         """The first signal that flags ``text``, or None when it looks clean."""
-        hashes = _token_hashes(text)
+        hashes = SHARED_CACHE.get(text).hashes
         return self._ngram_finding(hashes) or self._ast_finding(text, hashes)
 
     def check_many(self, texts: Sequence[str]) -> list[Finding | None]:
@@ -305,7 +384,6 @@ class DecontaminationFilter:
     decontaminator: Decontaminator
     report_only: bool = False
     name: str = "decontamination"
-    flagged: list[tuple[int, Finding]] = field(default_factory=list)
 
     def evaluate(self, texts: Sequence[str]) -> list[Verdict]:
         verdicts = []
@@ -318,5 +396,7 @@ class DecontaminationFilter:
         return verdicts
 
 
-def build_decontaminator(benchmark_data: str | None = None, **overrides) -> Decontaminator:
-    return Decontaminator(load_benchmarks(benchmark_data), DecontaminationConfig(**overrides))
+def build_decontaminator(benchmark_data: str | None = None, cache_dir: str | os.PathLike | None = None,
+                         **overrides) -> Decontaminator:
+    """``cache_dir``: where the derived index is cached (None: always rebuild, e.g. in tests)."""
+    return Decontaminator(load_benchmarks(benchmark_data), DecontaminationConfig(**overrides), cache_dir)

@@ -129,3 +129,22 @@ def test_missing_benchmark_folder_is_a_usage_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UsageError, match="no HumanEval/MBPP files"):
         build_decontaminator(str(tmp_path / "empty"))
+
+
+def test_index_cache_is_reused_and_survives_damage(shared_data, problems, stdlib_dir, tmp_path):
+    cache = tmp_path / "cache"
+    first = build_decontaminator(str(shared_data), cache_dir=cache)
+    files = list(cache.glob("index-*.npz"))
+    assert len(files) == 1
+    second = build_decontaminator(str(shared_data), cache_dir=cache)
+    docs = [plant(_hosts(stdlib_dir)[0], disguise(problems[0]["prompt"] + problems[0]["canonical_solution"])),
+            plant(_hosts(stdlib_dir)[1], problems[7]["prompt"] + problems[7]["canonical_solution"]),
+            _hosts(stdlib_dir)[2]]
+    assert first.check_many(docs) == second.check_many(docs)
+    assert [f and f.problem for f in second.check_many(docs)] == ["HumanEval/0", "HumanEval/7", None]
+    files[0].write_bytes(b"damaged")
+    third = build_decontaminator(str(shared_data), cache_dir=cache)
+    assert third.check_many(docs) == first.check_many(docs)
+    # Other settings are other indexes, not a stale hit.
+    build_decontaminator(str(shared_data), cache_dir=cache, ngram=10)
+    assert len(list(cache.glob("index-*.npz"))) == 2
