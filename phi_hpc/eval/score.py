@@ -15,6 +15,7 @@ from typing import Iterable, Sequence
 from phi_hpc.errors import UsageError
 from phi_hpc.eval.sandbox import ProgramResult, Sandbox, SandboxLimits
 from phi_hpc.eval.tasks import Problem, canonical_task_id, load_task, truncate_at_stop
+from phi_hpc.fileio import sha256_file
 
 STATUSES = ("passed", "failed", "timeout", "error")
 
@@ -73,6 +74,8 @@ def score_samples(samples: list[dict], task: str, data_path=None, workers: int =
 
     results = [_result_row(sample, outcome) for sample, outcome in zip(samples, outcomes)]
     summary = summarize(results, task, problems, ks)
+    if data_path is not None:  # which bytes were scored against, so that numbers stay comparable
+        summary["data"] = {"path": str(data_path), "sha256": sha256_file(data_path)}
     summary.update(summary["pass_at_k"])  # also top level: {"pass@1": ...} is what most tools read
     summary.update(isolation=isolation_used, warning=warning, workers=workers, wall_time_s=round(wall, 3),
                    limits=dataclasses.asdict(limits or SandboxLimits()), truncated_at_stop=truncate,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -53,6 +54,7 @@ def test_score_writes_results_in_input_order_and_a_summary(run_cli, tmp_path, hu
     summary = json.loads((tmp_path / "out" / "res.summary.json").read_text())
     assert summary["pass_at_k"] == {"pass@1": 0.5, "pass@2": 1.0} and summary["skipped_k"] == [10]
     assert summary["problems_attempted"] == 2 and summary["problems_total"] == 164
+    assert summary["data"]["sha256"] == hashlib.sha256(humaneval_path.read_bytes()).hexdigest()
     assert "pass@1" in proc.stdout
 
 

@@ -15,6 +15,7 @@ import tempfile
 import textwrap
 from pathlib import Path
 
+import psutil
 import pytest
 
 from phi_hpc.eval.sandbox import Program, Sandbox, SandboxLimits
@@ -65,6 +66,15 @@ def hostile_programs(s) -> dict[str, Program]:
                     hog = bytearray(300 << 20)  # each within its own RLIMIT_AS, together far above
                     time.sleep(60)
             time.sleep(60)
+            """), ADD_TESTS),
+        "daemon_left_behind": (ADD + textwrap.dedent("""
+            import os, time
+            if os.fork() == 0:
+                os.setsid()
+                if os.fork() == 0:
+                    time.sleep(1000)  # a daemon that outlives the program, if nothing kills it
+                os._exit(0)
+            os._exit(0)
             """), ADD_TESTS),
         "huge_allocation": (ADD + "x = bytearray(64 << 30)\n", ADD_TESTS),
         "infinite_loop": (ADD + "while True:\n    pass\n", ADD_TESTS),
@@ -195,6 +205,11 @@ def test_hostile_programs_are_contained(host_secrets):
     with Sandbox(workers=2, limits=limits) as sandbox:
         assert sandbox.isolation == "bwrap", "bubblewrap must work on the CI machine"
         results = sandbox.run_all([programs[n] for n in names] + [after, after])
+        program_uids = set(sandbox._uids)
+        # Nothing any program started survives it: no process of the programs' uids is left anywhere.
+        survivors = [p.info for p in psutil.process_iter(["pid", "uids", "cmdline"])
+                     if p.info["uids"] and p.info["uids"].real in program_uids]
+        assert not survivors, survivors
     verdicts = {name: (r.status, r.error) for name, r in zip(names, results)}
     for name, result in zip(names, results):
         assert result.status in NOT_PASSED, f"{name} was scored {result.status}"
@@ -220,7 +235,7 @@ def test_hostile_programs_are_contained(host_secrets):
                 "early_exit": {"failed"}, "os_exit_in_tests": {"failed"}, "system_exit_in_tests": {"failed"},
                 "fake_success": {"failed"}, "tamper_builtins": {"failed"}, "redefine_test_helper": {"failed"},
                 "tracer_skips_asserts": {"failed"}, "tracer_guards_itself": {"failed"}, "ctypes_segfault": {"error"},
-                "unbounded_recursion": {"error"}, "kill_everything": {"failed"}, "token_hunter": {"failed"}, "escape_via_exec": {"failed"}}
+                "unbounded_recursion": {"error"}, "kill_everything": {"failed"}, "token_hunter": {"failed"}, "escape_via_exec": {"failed"}, "daemon_left_behind": {"failed"}}
     for name, statuses in expected.items():
         assert verdicts[name][0] in statuses, f"{name}: {verdicts[name]}"
     assert "MemoryError" in verdicts["memory_bomb"][1]
