@@ -1,0 +1,49 @@
+"""On the real local Slurm: `submit pretrain --eval-every` -> one eval job per checkpoint -> `eval curve`
+(acceptance 3 of issue 6; the submit side is the launch area's, this checks the whole chain)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.launch.conftest import (debug_logs, phi, slurm_cluster, tiny_data,  # noqa: F401 (fixtures)
+                                   tiny_pretrain_args, wait_for)
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+
+def _events(run_dir, event, job):
+    lines = (run_dir / "attempts.jsonl").read_text().splitlines()
+    return [e for e in map(json.loads, lines) if e.get("event") == event and e.get("job") == job]
+
+
+def test_eval_every_chains_one_eval_per_checkpoint_and_curve_collects_them(slurm_cluster, tiny_data, tmp_path,
+                                                                            humaneval_path):
+    run = tmp_path / "run"
+    eval_args = f"--task humaneval --data {humaneval_path} --limit 2 --max-new-tokens 16 --batch-size 2 --workers 1"
+    phi(*tiny_pretrain_args(run, tiny_data, "--cluster", "slurm", "--eval-every", "10", "--eval-args", eval_args))
+    jobs = ["train", "eval-step-10", "eval-step-20"]
+    rows = wait_for(run, jobs, timeout=600)
+    assert all(rows[name]["state"] == "COMPLETED" for name in jobs), (rows, debug_logs(run))
+
+    train_end = _events(run, "end", "train")[-1]["time"]
+    for step in (10, 20):
+        starts = _events(run, "start", f"eval-step-{step}")
+        assert starts, f"eval-step-{step} never started"
+        kept = run / "eval" / "checkpoints" / str(step)
+        # the checkpoint it evaluates existed (complete: config.json is written last) before it started
+        assert (kept / "config.json").stat().st_mtime <= starts[0]["time"]
+        assert starts[0]["time"] >= train_end  # afterok: only once training succeeded
+        assert starts[0]["world_size"] == 2  # the eval job's two tasks shared the problems
+        results = json.loads((run / "eval" / f"step-{step}" / "results.json").read_text())
+        assert results["model"]["step"] == step and results["model"]["model_dir"] == str(kept)
+        assert results["world_size"] == 2 and results["tasks"]["humaneval"]["samples"] == 2
+
+    proc = phi("eval", "curve", str(run))
+    curve = json.loads((run / "eval" / "curve.json").read_text())
+    assert [p["step"] for p in curve["points"]] == [10, 20]
+    assert all(p["val_loss"] is not None and "humaneval" in p["pass_at_1"] for p in curve["points"])
+    png = (run / "eval" / "curve.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "humaneval pass@1" in proc.stdout
