@@ -67,6 +67,7 @@ class SandboxLimits:
     processes: int = 64
     output_bytes: int = 64 << 10
     tree_memory_bytes: int | None = None  # resident memory of all the program's processes; None: = address space
+    tmp_bytes: int = 256 << 20  # size of the private /tmp (bubblewrap only; it is memory)
 
     def request_fields(self, pid_namespace: bool = True) -> dict:
         cpu = self.cpu_seconds if self.cpu_seconds is not None else int(self.timeout_s) + 2
@@ -123,7 +124,7 @@ def _python_roots() -> list[str]:
     return roots
 
 
-def _bwrap_command(inner: list[str]) -> list[str]:
+def _bwrap_command(inner: list[str], tmp_bytes: int = 256 << 20) -> list[str]:
     command = ["bwrap", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
                "--unshare-cgroup-try", "--die-with-parent", "--new-session"]
     if os.getuid() != 0:
@@ -151,7 +152,10 @@ def _bwrap_command(inner: list[str]) -> list[str]:
                 made.add(folder)
                 command += ["--perms", "0755", "--dir", folder]
         command += ["--ro-bind", root, root]
-    command += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp",
+    # tmpfs lives in RAM: sized, or many files each under RLIMIT_FSIZE could fill the host's memory.
+    command += ["--proc", "/proc", "--dev", "/dev",
+                "--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp",
+                "--perms", "1777", "--size", str(64 << 20), "--tmpfs", "/dev/shm",  # multiprocessing needs it
                 "--chdir", "/tmp", "--clearenv"]
     return command + inner
 
@@ -224,7 +228,7 @@ class Zygote:
                     "private_tmp": self.isolation == "bwrap"}
         inner = [sys.executable, "-I", "-c", ZYGOTE_SOURCE.read_text(), json.dumps(settings)]
         if self.isolation == "bwrap":
-            command = _bwrap_command(inner)
+            command = _bwrap_command(inner, self.limits.tmp_bytes)
         elif self.isolation == "unshare":
             command = _unshare_command(inner)
         else:

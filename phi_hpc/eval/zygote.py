@@ -230,11 +230,11 @@ def _remove_tree(path):
 
 
 def _wipe_private_tmp():
-    """The next program must not find what this one left in /tmp (it is shared by the worker's runs)."""
+    """The next program must not find what this one left in /tmp or /dev/shm (shared by a worker's runs)."""
     if not PRIVATE_TMP:
         return
-    for name in os.listdir("/tmp"):
-        path = os.path.join("/tmp", name)
+    for path in [os.path.join("/tmp", name) for name in os.listdir("/tmp")] + [
+            os.path.join("/dev/shm", name) for name in os.listdir("/dev/shm")]:
         if path == WORK_ROOT:
             continue
         if os.path.isdir(path) and not os.path.islink(path):

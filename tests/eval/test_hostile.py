@@ -76,6 +76,13 @@ def hostile_programs(s) -> dict[str, Program]:
                 os._exit(0)
             os._exit(0)
             """), ADD_TESTS),
+        "fill_the_disk": (ADD + textwrap.dedent("""
+            block = b"x" * (1 << 20)
+            for index in range(10000):  # each file under RLIMIT_FSIZE, together far beyond /tmp's size
+                with open(f"/tmp/fill{index}", "wb") as handle:
+                    for _ in range(32):
+                        handle.write(block)
+            """), ADD_TESTS),
         "huge_allocation": (ADD + "x = bytearray(64 << 30)\n", ADD_TESTS),
         "infinite_loop": (ADD + "while True:\n    pass\n", ADD_TESTS),
         "cpu_threads": (ADD + textwrap.dedent("""
@@ -235,10 +242,11 @@ def test_hostile_programs_are_contained(host_secrets):
                 "early_exit": {"failed"}, "os_exit_in_tests": {"failed"}, "system_exit_in_tests": {"failed"},
                 "fake_success": {"failed"}, "tamper_builtins": {"failed"}, "redefine_test_helper": {"failed"},
                 "tracer_skips_asserts": {"failed"}, "tracer_guards_itself": {"failed"}, "ctypes_segfault": {"error"},
-                "unbounded_recursion": {"error"}, "kill_everything": {"failed"}, "token_hunter": {"failed"}, "escape_via_exec": {"failed"}, "daemon_left_behind": {"failed"}}
+                "unbounded_recursion": {"error"}, "kill_everything": {"failed"}, "token_hunter": {"failed"}, "escape_via_exec": {"failed"}, "daemon_left_behind": {"failed"}, "fill_the_disk": {"error"}}
     for name, statuses in expected.items():
         assert verdicts[name][0] in statuses, f"{name}: {verdicts[name]}"
     assert "MemoryError" in verdicts["memory_bomb"][1]
+    assert "No space left on device" in verdicts["fill_the_disk"][1]
     assert "processes together used more than 1024 MiB" in verdicts["forked_memory_bomb"][1]
     assert "SIGSEGV" in verdicts["ctypes_segfault"][1]
     assert "RecursionError" in verdicts["unbounded_recursion"][1]

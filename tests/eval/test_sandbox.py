@@ -38,6 +38,9 @@ def test_what_a_program_sees():
             facts["usr_writable"] = False
         open("here.txt", "w").write("private")
         open("/tmp/left-behind", "w").write("x")
+        open("/dev/shm/left-behind", "w").write("x")
+        import multiprocessing
+        lock = multiprocessing.Lock()  # needs a writable /dev/shm
         facts["cwd"] = os.getcwd()
         status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines())
         facts["capabilities"] = [int(status[key].strip(), 16) for key in ("CapPrm", "CapEff", "CapAmb")]
@@ -56,7 +59,8 @@ def test_what_a_program_sees():
         assert not facts["usr_writable"]
         assert facts["capabilities"] == [0, 0, 0] and facts["no_new_privs"] == "1"
     """)
-    second = "import os\nassert not os.path.exists('/tmp/left-behind') and not os.path.exists('here.txt')\n"
+    second = ("import os\nassert not os.path.exists('/tmp/left-behind') and not os.path.exists('here.txt')\n"
+              "assert not os.path.exists('/dev/shm/left-behind')\n")
     with Sandbox(workers=1) as sandbox:
         first, after = sandbox.run_all([Program(probe, checks), Program("", second)])
     assert first.status == "passed", (first.error, first.output)
