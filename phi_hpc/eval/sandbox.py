@@ -282,6 +282,11 @@ class Zygote:
             raise SandboxCrashed(f"sandbox server stopped answering{self._log_tail()}")
         return reply
 
+    def kill(self) -> None:
+        """Kill the sandbox at once (bubblewrap is the pid namespace's init: everything in it dies)."""
+        if self._proc.poll() is None:
+            self._proc.kill()
+
     def close(self) -> None:
         if self._proc.poll() is None:
             try:
@@ -327,14 +332,26 @@ class Sandbox:
         self._uids = worker_uids(workers)
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
+        self._live: dict[int, Zygote] = {}  # worker -> its zygote, so that an abort can kill them all
+        self._aborting = False
 
     def __enter__(self) -> "Sandbox":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close(abort=exc_type is not None)
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
+        """Stop the workers; ``abort`` (an exception or Ctrl-C in the caller) also kills running programs."""
+        while True:  # jobs not started yet are dropped: nobody waits for them any more
+            try:
+                self._jobs.get_nowait()
+            except queue.Empty:
+                break
+        if abort:
+            self._aborting = True
+            for zygote in list(self._live.values()):
+                zygote.kill()
         for _ in self._threads:
             self._jobs.put(None)
         for thread in self._threads:
@@ -366,14 +383,18 @@ class Sandbox:
     def _run_on(self, zygote: Zygote | None, worker: int, program: Program) -> tuple[ProgramResult, Zygote | None]:
         reply = None
         for attempt in range(2):  # a crashed or wedged zygote is replaced once per program
+            if self._aborting:
+                reply = {"status": "error", "error": "evaluation aborted", "duration": 0.0, "output": ""}
+                break
             if zygote is None:
-                zygote = Zygote(self.isolation, self._uids[worker], self.limits)
+                zygote = self._live[worker] = Zygote(self.isolation, self._uids[worker], self.limits)
             try:
                 reply = zygote.run(program)
                 break
             except SandboxCrashed as exc:
                 zygote.close()
                 zygote = None
+                self._live.pop(worker, None)
                 if attempt == 1:
                     reply = {"status": "error", "error": f"sandbox failure: {exc}", "duration": 0.0, "output": ""}
         result = ProgramResult(status=reply["status"], error=reply.get("error"), duration_s=reply["duration"],

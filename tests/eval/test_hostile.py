@@ -208,7 +208,7 @@ def test_hostile_programs_are_contained(host_secrets):
     programs = hostile_programs(host_secrets)
     names = list(programs)
     after = Program(solution=ADD, tests=ADD_TESTS)
-    limits = SandboxLimits(timeout_s=4.0, address_space_bytes=1 << 30)
+    limits = SandboxLimits(timeout_s=6.0, address_space_bytes=1 << 30)
     with Sandbox(workers=2, limits=limits) as sandbox:
         assert sandbox.isolation == "bwrap", "bubblewrap must work on the CI machine"
         results = sandbox.run_all([programs[n] for n in names] + [after, after])
