@@ -304,14 +304,14 @@ def _torch_dtype(name: str, device: str):
     return getattr(torch, name)
 
 
-def load_model_completer(config: EvalRunConfig, model: ResolvedModel, rank: Rank) -> tuple[ModelCompleter, dict]:
+def load_model_completer(config: EvalRunConfig, model: ResolvedModel, tokenizer_path: Path,
+                         rank: Rank) -> tuple[ModelCompleter, dict]:
     """Load weights + tokenizer on this rank's device; returns the completer and what was loaded."""
     import torch
     from tokenizers import Tokenizer
 
     from phi_hpc.model.hf import load_pretrained
 
-    tokenizer_path = resolve_tokenizer(config.tokenizer, model)
     tokenizer = Tokenizer.from_file(str(tokenizer_path))
     device = f"cuda:{rank.local_rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu"
     dtype = _torch_dtype(config.dtype, device)
@@ -459,17 +459,19 @@ def run_eval(config: EvalRunConfig, completer: Completer | None = None, rank: Ra
     started = time.time()
     out_dir = Path(config.output_dir)
     model = resolve_model(config)
+    # Everything a user can get wrong is checked before torch loads (seconds on a busy node).
+    tokenizer_path = resolve_tokenizer(config.tokenizer, model) if completer is None else None
     items, problems_by_task = build_work(config)
     if not items:
         raise UsageError(f"--task {','.join(config.tasks)}: no problems to evaluate", "check --data and --limit")
-    load_info: dict = {}
+    load_info: dict = {"tokenizer": str(tokenizer_path)} if tokenizer_path else {}
     fp = fingerprint(config, model, rank.world_size)
     own_shard = shard_path(out_dir, rank.rank, rank.world_size)
     mine = [item for item in items if item.index % rank.world_size == rank.rank]
     reused = read_shard(own_shard, fp) is not None
     if not reused:
         if completer is None:
-            completer, load_info = load_model_completer(config, model, rank)
+            completer, load_info = load_model_completer(config, model, tokenizer_path, rank)
         with progress_bar(disable=None if show_progress else True) as bar:
             task_bar = bar.add_task(f"generate (rank {rank.rank}/{rank.world_size})",
                                     total=sequences_to_decode(mine, config))
