@@ -43,6 +43,8 @@ def prepare_command(inputs, tokenizer, output_dir, workers, strict, stage, shard
     Exact + MinHash-LSH near dedup (5-gram words, 256 permutations, Jaccard 0.85), tokenization
     with EOS after each document, seeded train/validation split. Resumable: rerun the same command
     after a crash and finished work is skipped; results are identical to an uninterrupted run.
+    Text is stored exactly as read (no normalization): decoding a document's tokens gives it back.
+    Removed documents are listed in OUT/audit.jsonl, unreadable inputs in OUT/bad_inputs.jsonl.
     """
     from phi_hpc.config import load_config
     from phi_hpc.data.config import PrepareConfig

@@ -54,7 +54,7 @@ class PrepareConfig:
     inputs: list[str] = field(default_factory=list)
     tokenizer: str = ""
     output_dir: str = ""
-    workers: int = 1
+    workers: int = 0  # map processes; 0 = one per available core
     strict: bool = False
     max_documents: int | None = None  # keep only the first N good documents (demos, tests)
     glob: str = "**/*.py"  # which files of an input directory are documents
@@ -71,8 +71,8 @@ class PrepareConfig:
     keep_work: bool = False  # keep OUT/.work (per-shard tokens and signatures) after success
 
     def __post_init__(self) -> None:
-        if self.workers < 1:
-            raise ValueError("workers must be >= 1")
+        if self.workers < 0:
+            raise ValueError("workers must be >= 0 (0: one per available core)")
         if self.max_documents is not None and self.max_documents < 1:
             raise ValueError("max_documents must be >= 1")
         if self.shard_mb <= 0:

@@ -8,7 +8,7 @@ copy you listed first is the one you keep.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -33,7 +33,12 @@ def lsh_parameters(threshold: float, num_perm: int, false_positive_weight: float
     return best
 
 
-def _band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
+def resolve_bands(threshold: float, num_perm: int, bands: int | None, rows: int | None) -> tuple[int, int]:
+    """The configured bands x rows, or the ones :func:`lsh_parameters` picks for the threshold."""
+    return (bands, rows) if bands is not None and rows is not None else lsh_parameters(threshold, num_perm)
+
+
+def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
     """One 64-bit key per (document, band): a mixed combination of that band's ``rows`` values.
 
     A key collision between different bands' contents (probability ~2**-64 per pair) would only add
@@ -53,15 +58,14 @@ def _band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
     return keys
 
 
-def candidate_pairs(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
-    """``int64[k, 2]`` pairs (first, other) of documents sharing at least one band, deduplicated.
+def candidate_pairs(keys: np.ndarray) -> np.ndarray:
+    """``int64[k, 2]`` pairs (first, other) of documents sharing at least one band key, deduplicated.
 
     Within a bucket every member is paired with the bucket's first (lowest-index) member.
     """
-    n = signatures.shape[0]
+    n, bands = keys.shape
     if n < 2:
         return np.zeros((0, 2), dtype=np.int64)
-    keys = _band_keys(signatures, bands, rows)
     found = []
     for band in range(bands):
         order = np.argsort(keys[:, band], kind="stable")  # stable: ties stay in index order
@@ -100,14 +104,13 @@ class UnionFind:
             self.parent[max(ra, rb)] = min(ra, rb)
 
     def roots(self) -> np.ndarray:
-        return np.fromiter((self.find(i) for i in range(len(self.parent))), dtype=np.int64, count=len(self.parent))
-
-
-@dataclass
-class DedupResult:
-    exact_survivor: np.ndarray  # per document: index of the document it exactly duplicates, or itself
-    near_survivor: np.ndarray  # per document: index of its near-duplicate cluster's survivor, or itself
-    near_similarity: np.ndarray  # estimated Jaccard with that survivor (1.0 for itself)
+        """Every member's root, by vectorized pointer jumping (no Python loop over the corpus)."""
+        parent = self.parent.copy()
+        while True:
+            grand = parent[parent]
+            if np.array_equal(grand, parent):
+                return parent
+            parent = grand
 
 
 def exact_survivors(digests: np.ndarray, eligible: np.ndarray) -> np.ndarray:
@@ -120,26 +123,39 @@ def exact_survivors(digests: np.ndarray, eligible: np.ndarray) -> np.ndarray:
     return survivor
 
 
-def near_survivors(signatures: np.ndarray, eligible: np.ndarray, bands: int, rows: int, threshold: float,
-                   verify: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Cluster eligible documents by LSH (+ optional signature check) and union-find."""
-    n = len(signatures)
+def near_survivors(keys: np.ndarray, eligible: np.ndarray, signatures_of: Callable[[np.ndarray], np.ndarray],
+                   threshold: float, verify: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Cluster eligible documents by LSH band keys (+ optional signature check) and union-find.
+
+    Only band keys (a few bytes per document) are held for the whole corpus; full signatures are
+    fetched through ``signatures_of(indices)`` for candidate pairs only, so the reduce stage's
+    memory grows with the corpus by ~8 bytes x bands per document, not 4 bytes x num_perm.
+    """
+    n = len(keys)
     survivor = np.arange(n, dtype=np.int64)
     similarity = np.ones(n, dtype=np.float64)
     index = np.flatnonzero(eligible)
     if len(index) < 2:
         return survivor, similarity
-    sub = signatures[index]
-    pairs = candidate_pairs(sub, bands, rows)
+    pairs = index[candidate_pairs(keys[index])]
     if len(pairs) and verify:
-        estimates = (sub[pairs[:, 0]] == sub[pairs[:, 1]]).mean(axis=1)
-        pairs = pairs[estimates >= threshold]
-    sets = UnionFind(len(index))
+        pairs = pairs[_similarities(pairs, signatures_of) >= threshold]
+    sets = UnionFind(n)
     for a, b in pairs.tolist():
         sets.union(a, b)
     roots = sets.roots()
-    survivor[index] = index[roots]
-    moved = np.flatnonzero(roots != np.arange(len(index)))
+    moved = np.flatnonzero(eligible & (roots != np.arange(n)))
+    survivor[moved] = roots[moved]
     if len(moved):
-        similarity[index[moved]] = (sub[moved] == sub[roots[moved]]).mean(axis=1)
+        similarity[moved] = _similarities(np.stack([moved, roots[moved]], axis=1), signatures_of)
     return survivor, similarity
+
+
+def _similarities(pairs: np.ndarray, signatures_of: Callable[[np.ndarray], np.ndarray],
+                  batch: int = 65536) -> np.ndarray:
+    """Estimated Jaccard of each pair, fetching signatures a batch at a time."""
+    out = np.empty(len(pairs), dtype=np.float64)
+    for lo in range(0, len(pairs), batch):
+        chunk = pairs[lo: lo + batch]
+        out[lo: lo + len(chunk)] = (signatures_of(chunk[:, 0]) == signatures_of(chunk[:, 1])).mean(axis=1)
+    return out

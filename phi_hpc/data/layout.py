@@ -33,6 +33,9 @@ class Layout:
     def shard_arrays(self, index: int) -> Path:
         return Path(f"{self.shard_prefix(index)}.npz")
 
+    def shard_signatures(self, index: int) -> Path:
+        return Path(f"{self.shard_prefix(index)}.sig.npy")
+
     def shard_done(self, index: int) -> Path:
         """Written last by the map stage: its presence means the shard's three files are complete."""
         return Path(f"{self.shard_prefix(index)}.json")

@@ -2,10 +2,11 @@
 
 * **map** (one input shard; shards are independent, so they run in parallel or as a Slurm array):
   read documents, compute content digests and MinHash signatures, run optional document filters,
-  tokenize the survivors of the filters. Writes ``.work/map/shard-NNNNN.{bin,idx,npz}`` and, last,
-  ``shard-NNNNN.json``, whose presence marks the shard complete.
-* **reduce** (needs every shard): exact + near-duplicate clustering over all signatures; writes the
-  keep mask, ``audit.jsonl`` and ``bad_inputs.jsonl``.
+  tokenize the survivors of the filters. Writes ``.work/map/shard-NNNNN.{bin,idx,sig.npy,npz}``
+  and, last, ``shard-NNNNN.json``, whose presence marks the shard complete.
+* **reduce** (needs every shard): exact + near-duplicate clustering over all documents' LSH band
+  keys (full signatures are memory-mapped and read for candidate pairs only); writes the keep
+  mask, ``audit.jsonl`` and ``bad_inputs.jsonl``.
 * **pack**: seeded document-level train/validation split; copies kept documents' tokens into
   ``train``/``validation`` ``.bin``/``.idx``; writes ``manifest.json`` last.
 
@@ -198,6 +199,7 @@ def _batches(documents: Iterator[Document]) -> Iterator[list[Document]]:
 
 def run_map(config: PrepareConfig, shard_index: int, context: RunContext | None = None) -> dict:
     """Process one shard (skipped if already complete); returns its summary (documents, bytes...)."""
+    from phi_hpc.data.dedup import band_keys, resolve_bands
     from phi_hpc.data.indexed import IndexedDatasetWriter, dtype_for_vocab
     from phi_hpc.data.minhash import MinHasher
     from phi_hpc.data.tokenize import DocumentEncoder
@@ -216,13 +218,14 @@ def run_map(config: PrepareConfig, shard_index: int, context: RunContext | None 
     shard = context.shards[shard_index]
     dedup = config.dedup
     hasher = MinHasher(num_perm=dedup.num_perm, ngram=dedup.ngram, seed=dedup.seed)
+    bands, rows = resolve_bands(dedup.threshold, dedup.num_perm, dedup.bands, dedup.rows)
     encoder = DocumentEncoder.cached(config.tokenizer, context.tokenizer.eos_id)
     filters = _filters_for(config)
     bad: list[BadInput] = []
     origins: list[str] = []
     filtered: list[dict] = []
     flagged: list[dict] = []
-    digests, signatures, token_rows, token_counts, byte_counts = [], [], [], [], []
+    digests, signatures, keys, token_rows, token_counts, byte_counts = [], [], [], [], [], []
     rows_written = 0
     with IndexedDatasetWriter(prefix, dtype_for_vocab(context.tokenizer.vocab_size)) as writer:
         for batch in _batches(_shard_documents(shard, config, bad)):
@@ -235,6 +238,7 @@ def run_map(config: PrepareConfig, shard_index: int, context: RunContext | None 
             byte_counts.append(np.fromiter((len(e) for e in encoded), dtype=np.int64, count=len(encoded)))
             shingles, counts = hasher.shingle_hashes_of_bytes(encoded)
             signatures.append(hasher.signatures_from_shingles(shingles, counts))
+            keys.append(band_keys(signatures[-1], bands, rows))
             keep = _apply_filters(filters, texts, first, filtered, flagged)
             rows = np.full(len(batch), -1, dtype=np.int64)
             tokens = np.zeros(len(batch), dtype=np.int64)
@@ -252,9 +256,10 @@ def run_map(config: PrepareConfig, shard_index: int, context: RunContext | None 
             return np.concatenate(parts)
         return np.zeros((0, width) if width else 0, dtype=dtype)
 
+    with atomic_write(layout.shard_signatures(shard_index), "wb", encoding=None) as handle:
+        np.save(handle, stacked(signatures, np.uint32, dedup.num_perm))  # memory-mapped by reduce
     with atomic_write(layout.shard_arrays(shard_index), "wb", encoding=None) as handle:
-        np.savez(handle, digests=stacked(digests, np.uint8, 16),
-                 signatures=stacked(signatures, np.uint32, dedup.num_perm),
+        np.savez(handle, digests=stacked(digests, np.uint8, 16), band_keys=stacked(keys, np.uint64, bands),
                  token_rows=stacked(token_rows, np.int64), tokens=stacked(token_counts, np.int64),
                  bytes=stacked(byte_counts, np.int64))
     summary = {
@@ -302,11 +307,12 @@ class CorpusState:
 
     origins: list[str]
     digests: np.ndarray
-    signatures: np.ndarray
+    band_keys: np.ndarray
     token_rows: np.ndarray
     tokens: np.ndarray
     bytes: np.ndarray
     shard_of: np.ndarray  # which shard's token file holds each document
+    shard_start: np.ndarray  # global index of each shard's first document
     bad: list[dict]
     filtered: list[dict]  # with global document indices
     flagged: list[dict]  # kept, but a filter reported a reason (report-only decontamination)
@@ -321,12 +327,14 @@ def load_corpus(context: RunContext) -> CorpusState:
         raise PhiError(f"map stage incomplete: {len(missing)} of {len(context.shards)} shards missing ({shown})",
                        "run --stage map for those shards (or --stage all)")
     origins, bad, filtered, flagged = [], [], [], []
-    arrays = {k: [] for k in ("digests", "signatures", "token_rows", "tokens", "bytes")}
+    arrays = {k: [] for k in ("digests", "band_keys", "token_rows", "tokens", "bytes")}
     shard_of = []
+    shard_start = []
     input_bytes = 0
     for shard in context.shards:
         meta = json.loads(layout.shard_done(shard.index).read_text())
         offset = len(origins)
+        shard_start.append(offset)
         origins.extend(meta["origins"])
         bad.extend(meta["bad"])
         filtered.extend({**entry, "document": entry["document"] + offset} for entry in meta["filtered"])
@@ -340,15 +348,31 @@ def load_corpus(context: RunContext) -> CorpusState:
     if context.config.max_documents is not None:
         limit = min(limit, context.config.max_documents)
     cut = {k: np.concatenate(v)[:limit] for k, v in arrays.items()}
-    return CorpusState(origins[:limit], cut["digests"], cut["signatures"], cut["token_rows"], cut["tokens"],
+    return CorpusState(origins[:limit], cut["digests"], cut["band_keys"], cut["token_rows"], cut["tokens"],
                        cut["bytes"], np.concatenate(shard_of)[:limit] if shard_of else np.zeros(0, np.int64),
+                       np.asarray(shard_start, dtype=np.int64),
                        bad, [f for f in filtered if f["document"] < limit], [f for f in flagged if f["document"] < limit],
                        input_bytes)
 
 
+def _signature_reader(context: RunContext, corpus: CorpusState):
+    """``indices -> uint32[len(indices), num_perm]`` from the shards' memory-mapped signature files."""
+    maps = {s.index: np.load(context.layout.shard_signatures(s.index), mmap_mode="r") for s in context.shards}
+
+    def signatures_of(indices: np.ndarray) -> np.ndarray:
+        out = np.empty((len(indices), context.config.dedup.num_perm), dtype=np.uint32)
+        shards = corpus.shard_of[indices]
+        for shard in np.unique(shards).tolist():
+            mine = shards == shard
+            out[mine] = maps[shard][indices[mine] - corpus.shard_start[shard]]
+        return out
+
+    return signatures_of
+
+
 def run_reduce(config: PrepareConfig, context: RunContext | None = None) -> dict:
     """Cluster duplicates over the whole corpus; write the keep mask, audit and bad-input list."""
-    from phi_hpc.data.dedup import exact_survivors, lsh_parameters, near_survivors
+    from phi_hpc.data.dedup import exact_survivors, near_survivors, resolve_bands
 
     context = context or open_run(config)
     layout = context.layout
@@ -362,10 +386,10 @@ def run_reduce(config: PrepareConfig, context: RunContext | None = None) -> dict
     exact = exact_survivors(corpus.digests, eligible) if dedup.exact else index.copy()
     exact_removed = eligible & (exact != index)
     near_eligible = eligible & ~exact_removed
-    bands, rows = (dedup.bands, dedup.rows) if dedup.bands else lsh_parameters(dedup.threshold, dedup.num_perm)
+    bands, rows = resolve_bands(dedup.threshold, dedup.num_perm, dedup.bands, dedup.rows)
     if dedup.near:
-        near, similarity = near_survivors(corpus.signatures, near_eligible, bands, rows, dedup.threshold,
-                                          dedup.verify_candidates)
+        near, similarity = near_survivors(corpus.band_keys, near_eligible, _signature_reader(context, corpus),
+                                          dedup.threshold, dedup.verify_candidates)
     else:
         near, similarity = index.copy(), np.ones(n)
     near_removed = near_eligible & (near != index)

@@ -86,3 +86,29 @@ def test_max_documents_keeps_the_first_n(tmp_path, codegen_tokenizer, run_cli):
     _, documents = read_megatron(out / "train")
     texts = [tokenizer.decode(d.tolist()[:-1]) for d in documents]
     assert texts == [(root / f"m{i:02d}.py").read_text() for i in range(7)], "input order kept without shuffle"
+
+
+def test_decontaminate_drops_a_leaked_benchmark_solution(tmp_path, codegen_tokenizer, humaneval_path, stdlib_dir,
+                                                         run_cli):
+    """The real decontamination stage (phi_hpc.quality) wired in through --decontaminate."""
+    import gzip
+
+    problem = json.loads(gzip.open(humaneval_path, "rt").readline())
+    root = tmp_path / "in"
+    root.mkdir()
+    for path in sorted((stdlib_dir / "json").glob("*.py")):
+        (root / path.name).write_text(path.read_text())
+    (root / "leak.py").write_text("# found online\n" + problem["prompt"] + problem["canonical_solution"])
+    for flag, expect_removed in ((["--decontaminate"], True),
+                                 (["--decontaminate", "--decontaminate-report-only"], False)):
+        out = tmp_path / f"out{len(flag)}"
+        run_cli("prepare", str(root), "--tokenizer", str(codegen_tokenizer), "-o", str(out), *flag, check=True)
+        counts = json.loads((out / "manifest.json").read_text())["counts"]
+        audit = [json.loads(line) for line in (out / "audit.jsonl").read_text().splitlines()]
+        leak = [e for e in audit if e["document"].endswith("leak.py")]
+        assert len(leak) == 1 and problem["task_id"] in leak[0]["reason"]
+        if expect_removed:
+            assert counts["filtered"] == {"decontamination": 1} and leak[0]["removed"] == "filtered"
+        else:
+            assert counts["flagged"] == {"decontamination": 1} and leak[0]["removed"] is None
+            assert counts["documents_out"] == counts["documents_in"]
