@@ -93,14 +93,16 @@ def parse_python(source: str) -> ast.Module | None:
         return None
 
 
-def strip_for_comparison(source: str) -> str | None:
-    """Source re-rendered without docstrings or annotations (what the lexical pre-filter indexes)."""
+def strip_for_comparison(source: str, keep_annotations: bool = False) -> str | None:
+    """Source re-rendered without docstrings (and annotations), as the lexical pre-filter indexes it."""
     tree = parse_python(source)
     if tree is None:
         return None
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef) + _FUNCTION_NODES):
             node.body = _strip_docstring(node.body) or [ast.Pass()]
+        if keep_annotations:
+            continue
         if isinstance(node, _FUNCTION_NODES):
             node.returns = None
         if isinstance(node, ast.arg):
@@ -116,20 +118,14 @@ class FunctionMatch:
     lineno: int
 
 
-def similarity(a: tuple[str, ...], b: tuple[str, ...]) -> float:
-    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
-    return matcher.ratio()
+def best_function_match(pairs, threshold: float) -> FunctionMatch | None:
+    """The most similar (function, reference) pair at or above ``threshold``, if any.
 
-
-def best_function_match(tree: ast.Module, references: list[tuple[str, tuple[str, ...]]],
-                        threshold: float) -> FunctionMatch | None:
-    """The most similar (document function, reference) pair at or above ``threshold``, if any.
-
-    Lengths bound the ratio (it is at most 2*min/(a+b)), so most pairs are rejected before any
-    sequence alignment runs.
+    ``pairs``: (function node, [(problem, fingerprint), ...]) to compare. Lengths bound the ratio
+    (it is at most 2*min/(a+b)), so most pairs are rejected before any sequence alignment runs.
     """
     best: FunctionMatch | None = None
-    for func in iter_functions(tree):
+    for func, references in pairs:
         tokens = function_fingerprint(func)
         for problem, reference in references:
             short, total = min(len(tokens), len(reference)), len(tokens) + len(reference)

@@ -9,8 +9,10 @@ Three signals, cheapest first, each run on every document:
    Parsing is the expensive part, so a lexical pre-filter decides which documents get parsed: the
    document's token stream with identifiers and literals collapsed to one symbol ("skeleton") must
    contain most (``skeleton_containment``) of some solution's skeleton shingles. Renaming and
-   reformatting keep the skeleton almost intact, so few documents the AST stage would flag are lost
-   (on HumanEval, 136 of the 138 disguised solutions that the AST stage alone finds).
+   reformatting keep the skeleton almost intact (type annotations, which copies add or drop, are
+   indexed both ways), and the tests check that every disguised HumanEval solution above the size
+   threshold still gets through. A document that passes is parsed, and each of its functions must
+   pass on its own span before it is normalized and aligned.
 3. Optionally, **embedding distance**: cosine similarity of hashed-token vectors (the classifier's
    CPU embedder) between the document and each solution, for paraphrases that change structure.
 
@@ -100,15 +102,27 @@ def _informative_windows(words: list[str], n: int, min_words: int) -> np.ndarray
 
 
 def _shingles(hashes: np.ndarray, n: int) -> np.ndarray:
-    """Order-sensitive hashes of every window of ``n`` consecutive tokens (uint64, wrapping)."""
+    """Order-sensitive hashes of every window of ``n`` consecutive tokens (uint64, wrapping).
+
+    The window hash is the polynomial sum_j t[i+j] * M^(n-1-j). Windows are combined by doubling,
+    H[a+b](i) = H[a](i) * M^b + H[b](i+a), so a 13-gram costs 5 vector passes instead of 12.
+    """
     count = len(hashes) - n + 1
     if count <= 0:
         return np.empty(0, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        out = hashes[:count].copy()
-        for offset in range(1, n):
-            out *= _MULTIPLIER
-            out += hashes[offset:offset + count]
+        windows = {1: hashes}
+        size = 1
+        while size * 2 <= n:  # H[1], H[2], H[4], H[8], ...
+            previous = windows[size]
+            windows[size * 2] = previous[:-size] * _MULTIPLIER ** np.uint64(size) + previous[size:]
+            size *= 2
+        out, width = windows[size], size
+        for part in sorted(windows, reverse=True):  # add the binary digits of n that are left
+            if width + part <= n:
+                out = out[:len(out) - part] * _MULTIPLIER ** np.uint64(part) + windows[part][width:]
+                width += part
+        out = out[:count].copy()
         out ^= out >> np.uint64(31)  # top bits feed HashSet's bitmap
     return out
 
@@ -131,7 +145,7 @@ def skeleton(hashes: np.ndarray) -> np.ndarray:
 
 
 PARTS = ("prompt", "solution", "test")
-INDEX_VERSION = 1  # bump when anything that shapes the index changes (tokens, skeleton, fingerprints)
+INDEX_VERSION = 2  # bump when anything that shapes the index changes (tokens, skeleton, fingerprints)
 
 
 @dataclass
@@ -144,8 +158,9 @@ class _Index:
     ngram_part: np.ndarray  # int8 index into PARTS
     skeleton_keys: np.ndarray  # uint64, sorted, unique
     skeleton_starts: np.ndarray  # int64, CSR offsets into skeleton_rows (len(keys) + 1)
-    skeleton_rows: np.ndarray  # int32 reference index per posting
-    reference_sizes: np.ndarray  # float64 distinct skeleton shingles per reference
+    skeleton_rows: np.ndarray  # int32 skeleton row per posting
+    reference_sizes: np.ndarray  # float64 distinct shingles per skeleton row
+    row_reference: np.ndarray  # int32 reference index of each skeleton row
     reference_problems: list[str]
     reference_fingerprints: list[tuple[str, ...]]
 
@@ -188,14 +203,18 @@ def _build_ast_arrays(benchmarks: Benchmarks, config: DecontaminationConfig):
             if solution.problem not in problems:
                 problems.append(solution.problem)
             sources.setdefault(fingerprint, code_ast.ast.unparse(func))
-    reference_problems, fingerprints, shingle_sets = [], [], []
+    # Each reference gets one skeleton per rendering a copy might use (with and without type
+    # annotations: for a short function they change a third of its shingles).
+    reference_problems, fingerprints, shingle_sets, row_reference = [], [], [], []
     for fingerprint, problems in owners.items():
-        stripped = code_ast.strip_for_comparison(sources[fingerprint]) or ""
-        shingles = np.unique(_shingles(skeleton(tokenize(stripped).hashes), config.skeleton_shingle))
-        if len(shingles):
+        renderings = {code_ast.strip_for_comparison(sources[fingerprint], keep) or "" for keep in (False, True)}
+        sets = [np.unique(_shingles(skeleton(tokenize(r).hashes), config.skeleton_shingle)) for r in sorted(renderings)]
+        sets = [s for s in sets if len(s)]
+        if sets:
+            row_reference += [len(reference_problems)] * len(sets)
             reference_problems.append(",".join(problems))
             fingerprints.append(fingerprint)
-            shingle_sets.append(shingles)
+            shingle_sets += sets
     # Inverted index shingle -> reference rows: sorted unique keys plus CSR-style postings.
     rows = np.concatenate([np.full(len(s), i, dtype=np.int32) for i, s in enumerate(shingle_sets)]) \
         if shingle_sets else np.empty(0, dtype=np.int32)
@@ -204,13 +223,14 @@ def _build_ast_arrays(benchmarks: Benchmarks, config: DecontaminationConfig):
     keys, rows = keys[order], rows[order]
     unique_keys, starts = np.unique(keys, return_index=True)
     return (unique_keys, np.append(starts, len(keys)).astype(np.int64), rows,
-            np.array([len(s) for s in shingle_sets], dtype=np.float64), reference_problems, fingerprints)
+            np.array([len(s) for s in shingle_sets], dtype=np.float64), np.array(row_reference, dtype=np.int32),
+            reference_problems, fingerprints)
 
 
 def _build_index(benchmarks: Benchmarks, config: DecontaminationConfig) -> _Index:
     names, ngram_keys, ngram_problem, ngram_part = _build_ngram_arrays(benchmarks, config)
-    skeleton_keys, starts, rows, sizes, ref_problems, fingerprints = _build_ast_arrays(benchmarks, config)
-    return _Index(names, ngram_keys, ngram_problem, ngram_part, skeleton_keys, starts, rows, sizes,
+    skeleton_keys, starts, rows, sizes, row_reference, ref_problems, fingerprints = _build_ast_arrays(benchmarks, config)
+    return _Index(names, ngram_keys, ngram_problem, ngram_part, skeleton_keys, starts, rows, sizes, row_reference,
                   ref_problems, fingerprints)
 
 
@@ -232,7 +252,7 @@ def _cache_key(benchmarks: Benchmarks, config: DecontaminationConfig) -> str:
 
 
 _ARRAYS = ("ngram_keys", "ngram_problem", "ngram_part", "skeleton_keys", "skeleton_starts", "skeleton_rows",
-           "reference_sizes")
+           "reference_sizes", "row_reference")
 
 
 def _load_cached_index(cache_dir, benchmarks: Benchmarks, config: DecontaminationConfig) -> _Index | None:
@@ -319,31 +339,46 @@ class Decontaminator:
         return Finding(self._index.problem_names[best], "ngram", float(len(chosen)),
                        f"{len(chosen)} shared {self.config.ngram}-grams ({'/'.join(parts)})")
 
-    def _ast_candidates(self, hashes: np.ndarray) -> list[int]:
-        if len(self._skeletons) == 0:
-            return []
-        shingles = self._skeleton_shingles(hashes)
+    def _containment(self, shingles: np.ndarray) -> np.ndarray:
+        """For every reference, how many of its distinct skeleton shingles occur in ``shingles``."""
+        index = self._index
         members = np.unique(shingles[self._skeletons.contains(shingles)])
         matched = self._skeletons.positions(members)
-        if len(matched) == 0:
-            return []
-        index = self._index
         starts, ends = index.skeleton_starts[matched], index.skeleton_starts[matched + 1]
         lengths = ends - starts
         # Gather all posting lists at once: row ids of every reference owning a matched shingle.
         postings = np.repeat(ends - lengths.cumsum(), lengths) + np.arange(lengths.sum())
-        counts = np.bincount(index.skeleton_rows[postings], minlength=len(index.reference_sizes))
-        return np.flatnonzero(counts >= self.config.skeleton_containment * index.reference_sizes).tolist()
+        return np.bincount(index.skeleton_rows[postings], minlength=len(index.reference_sizes))
+
+    def _candidates(self, shingles: np.ndarray) -> np.ndarray:
+        if len(self._skeletons) == 0 or len(shingles) == 0:
+            return np.zeros(0, dtype=np.int64)
+        counts = self._containment(shingles)
+        rows = np.flatnonzero(counts >= self.config.skeleton_containment * self._index.reference_sizes)
+        return np.unique(self._index.row_reference[rows])
 
     def _ast_finding(self, text: str, hashes: np.ndarray) -> Finding | None:
-        candidates = self._ast_candidates(hashes)
-        if not candidates:
+        shingles = self._skeleton_shingles(hashes)
+        if len(self._candidates(shingles)) == 0:
             return None
         tree = code_ast.parse_python(text)
         if tree is None:
             return None
-        match = code_ast.best_function_match(tree, [self._ast_references[i] for i in candidates],
-                                             self.config.ast_threshold)
+        # The document passed as a whole; now each function must pass on its own token span, so that
+        # only a handful of functions of a large file are normalized and aligned.
+        tokens = SHARED_CACHE.get(text)
+        raw = np.frombuffer(tokens.data, dtype=np.uint8)
+        line_starts = np.concatenate(([0], np.flatnonzero(raw == 10) + 1))
+        token_lines = np.searchsorted(line_starts, tokens.starts, side="right")  # 1-based
+        width = self.config.skeleton_shingle
+        pairs = []
+        for func in code_ast.iter_functions(tree):
+            lo = int(np.searchsorted(token_lines, func.lineno, side="left"))
+            hi = int(np.searchsorted(token_lines, func.end_lineno or func.lineno, side="right"))
+            candidates = self._candidates(shingles[lo:max(lo, hi - width + 1)])
+            if len(candidates):
+                pairs.append((func, [self._ast_references[i] for i in candidates.tolist()]))
+        match = code_ast.best_function_match(pairs, self.config.ast_threshold)
         if match is None:
             return None
         return Finding(match.problem, "ast", match.similarity,

@@ -157,7 +157,7 @@ class HashSet:
     """Fast membership of many uint64 hashes in a fixed set: a bitmap on the top bits rules out almost
     every non-member with one gather; the few survivors are confirmed by binary search."""
 
-    def __init__(self, keys: np.ndarray, bits: int = 22):
+    def __init__(self, keys: np.ndarray, bits: int = 20):
         self.keys = np.unique(np.asarray(keys, dtype=np.uint64))
         self._shift = np.uint64(64 - bits)
         self._bitmap = np.zeros(1 << bits, dtype=bool)
