@@ -212,7 +212,6 @@ def demo(out_dir, tokenizer, max_documents, max_steps, limit, max_new_tokens, cl
     same problems, scored by the same sandbox, show the harness itself works.
     """
     from rich.console import Console
-    from rich.table import Table
 
     from phi_hpc.fileio import write_json
 
@@ -223,36 +222,73 @@ def demo(out_dir, tokenizer, max_documents, max_steps, limit, max_new_tokens, cl
     if not tokenizer_path.is_file():
         raise UsageError(f"--tokenizer {tokenizer}: file not found", "pass phi-1's tokenizer.json")
     humaneval = humaneval_data or (str(found) if (found := find_shared_file(HUMANEVAL_RELATIVE)) else None)
-    data_dir, run_dir, eval_dir, logs = out / "data", out / "run", out / "eval", out / "logs"
-    seconds: dict[str, float] = {}
-    started = time.time()
+    progress = DemoProgress(out, tokenizer_path)
+    try:
+        summary = _run_chain(progress, out, tokenizer_path, humaneval, max_documents, max_steps, limit,
+                             max_new_tokens, cluster)
+    except PhiError as exc:
+        write_json(out / "demo.json", progress.failed(exc))
+        raise
+    write_json(out / "demo.json", summary)
+    _print_summary(Console(), summary, out)
+    reference = summary["humaneval"]
+    if reference["reference_passed"] != reference["reference_total"]:
+        raise PhiError(f"reference check: only {reference['reference_passed']}/{reference['reference_total']} "
+                       "reference solutions passed", "the sandbox is not working here; see `phi-hpc eval check`")
 
+
+class DemoProgress:
+    """What has been done so far, so that a failed demo still leaves a demo.json saying where it stopped."""
+
+    def __init__(self, out: Path, tokenizer: Path):
+        self.out, self.tokenizer = out, tokenizer
+        self.stage = "start"
+        self.seconds: dict[str, float] = {}
+        self.started = time.time()
+
+    def outputs(self) -> dict:
+        out = self.out
+        return {"data": str(out / "data"), "manifest": str(out / "data" / "manifest.json"), "run": str(out / "run"),
+                "eval": str(out / "eval"), "results": str(out / "eval" / "results.json"), "logs": str(out / "logs")}
+
+    def failed(self, exc: PhiError) -> dict:
+        return {"status": "failed", "failed_stage": self.stage, "error": exc.one_line(), "outputs": self.outputs(),
+                "tokenizer": str(self.tokenizer), "seconds": {k: round(v, 1) for k, v in self.seconds.items()}}
+
+
+def _run_chain(progress: DemoProgress, out: Path, tokenizer_path: Path, humaneval: str | None, max_documents: int,
+               max_steps: int, limit: int, max_new_tokens: int, cluster: str) -> dict:
+    data_dir, run_dir, eval_dir, logs = out / "data", out / "run", out / "eval", out / "logs"
+    seconds = progress.seconds
+
+    progress.stage = "prepare"
     seconds["prepare"] = run_stage("prepare", _phi_hpc(
         "prepare", *stdlib_subset(), "--tokenizer", str(tokenizer_path), "-o", str(data_dir),
         "--max-documents", str(max_documents), "--workers", "2"), logs / "prepare.log")
     manifest = json.loads((data_dir / "manifest.json").read_text(encoding="utf-8"))
 
+    progress.stage = "pretrain"
     seconds["pretrain"], executor = pretrain(data_dir, run_dir, max_steps, cluster, logs / "submit.log")
     metrics = _last_metrics(run_dir)
 
+    progress.stage = "eval"
     eval_args = ["eval", "run", "--checkpoint", str(run_dir), "--task", "humaneval", "--limit", str(limit),
                  "--max-new-tokens", str(max_new_tokens), "--tokenizer", str(tokenizer_path), "-o", str(eval_dir)]
     if humaneval:
         eval_args += ["--data", humaneval]
     seconds["eval"] = run_stage("eval", _phi_hpc(*eval_args), logs / "eval.log")
-    results = json.loads((eval_dir / "results.json").read_text(encoding="utf-8"))
-    model_score = results["tasks"]["humaneval"]
+    model_score = json.loads((eval_dir / "results.json").read_text(encoding="utf-8"))["tasks"]["humaneval"]
 
+    progress.stage = "reference_check"
     click.secho("\n== reference check: the same problems' reference solutions, same sandbox", bold=True, err=True)
     check_started = time.time()
     reference = reference_check("humaneval", humaneval, limit, workers=2)
     seconds["reference_check"] = time.time() - check_started
-    seconds["total"] = time.time() - started
+    seconds["total"] = time.time() - progress.started
 
-    summary = {
-        "status": "completed",
-        "outputs": {"data": str(data_dir), "manifest": str(data_dir / "manifest.json"), "run": str(run_dir),
-                    "eval": str(eval_dir), "results": str(eval_dir / "results.json"), "logs": str(logs)},
+    return {
+        "status": "completed" if reference["passed"] == reference["total"] else "failed",
+        "outputs": progress.outputs(),
         "tokenizer": str(tokenizer_path),
         "prepare": {"documents_in": manifest["counts"].get("documents_in"),
                     "documents_out": manifest["counts"].get("documents_out"), "tokens": manifest["counts"].get("tokens")},
@@ -262,11 +298,6 @@ def demo(out_dir, tokenizer, max_documents, max_steps, limit, max_new_tokens, cl
                       "reference_passed": reference["passed"], "reference_total": reference["total"]},
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
     }
-    write_json(out / "demo.json", summary)
-    _print_summary(Console(), summary, out)
-    if reference["passed"] != reference["total"]:
-        raise PhiError(f"reference check: only {reference['passed']}/{reference['total']} reference solutions passed",
-                       f"the sandbox is not working on this machine; see `phi-hpc eval check` and {logs}")
 
 
 def _print_summary(console, summary: dict, out: Path) -> None:

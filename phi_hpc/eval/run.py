@@ -27,16 +27,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
 from phi_hpc.errors import PhiError, UsageError
+from phi_hpc.eval.tasks import TASKS as KNOWN_TASKS
 from phi_hpc.fileio import atomic_write, write_json
 
-KNOWN_TASKS = ("humaneval", "mbpp", "mbpp-full", "mbpp-sanitized")
 SHARD_DIR = ".shards"
 
 

@@ -55,3 +55,15 @@ def test_demo_runs_the_whole_chain_from_a_fresh_clone(tmp_path):
     # said plainly, beside each other
     assert "3/3 reference solutions passing" in " ".join(proc.stdout.split())
     assert "pass@1 near 0%" in " ".join(proc.stdout.split())
+
+
+def test_a_failing_stage_is_named_in_one_line_and_in_demo_json(run_cli, tmp_path):
+    broken = tmp_path / "tokenizer.json"
+    broken.write_text('{"not": "a tokenizer"}')
+    proc = run_cli("demo", "-o", str(tmp_path / "out"), "--tokenizer", str(broken), "--cluster", "local")
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: demo stage 'prepare' failed") and "prepare.log" in last
+    summary = json.loads((tmp_path / "out" / "demo.json").read_text())
+    assert summary["status"] == "failed" and summary["failed_stage"] == "prepare"
+    assert not (tmp_path / "out" / "run").exists()  # nothing was trained on nothing

@@ -7,10 +7,9 @@ import shutil
 
 import pytest
 
-from phi_hpc.errors import PhiError, UsageError
+from phi_hpc.errors import PhiError
 from phi_hpc.eval.run import EvalRunConfig, Rank, detect_rank, resolve_checkpoint, resolve_tokenizer, run_eval
 
-HUMANEVAL_STOPS_CHECKED = 3  # problems per task in these tests: enough to cover batching and merging
 
 
 @pytest.fixture(scope="module")
