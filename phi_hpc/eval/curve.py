@@ -141,9 +141,25 @@ def collect_curve(run_dir: str | Path) -> Curve:
     if not points and not val_losses:
         raise PhiError(f"{run_dir}: no evaluations under {eval_root} and no val_loss in metrics.jsonl",
                        "submit with --eval-every N, or run `phi-hpc eval run -o RUN/eval/step-N`")
-    points.sort(key=lambda p: p.step)
+    points = _one_per_step(points)
     tasks = sorted({task for p in points for task in p.pass_at_1})
     return Curve(run_dir=str(run_dir), points=points, tasks=tasks, val_losses=val_losses)
+
+
+def _one_per_step(points: list[CurvePoint]) -> list[CurvePoint]:
+    """One point per step: ``RUN/eval/latest`` and ``RUN/eval/step-20`` may be the same checkpoint.
+
+    A finished evaluation wins over a pending one; between finished ones, the newest results.json.
+    """
+    def rank(point: CurvePoint) -> tuple:
+        results = Path(point.eval_dir) / "results.json"
+        return (not point.pending, results.stat().st_mtime if results.is_file() else 0.0)
+
+    best: dict[int, CurvePoint] = {}
+    for point in points:
+        if point.step not in best or rank(point) > rank(best[point.step]):
+            best[point.step] = point
+    return [best[step] for step in sorted(best)]
 
 
 def plot_curve(curve: Curve, png_path: Path) -> None:

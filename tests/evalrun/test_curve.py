@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
 
 import pytest
@@ -73,10 +74,16 @@ def test_curve_writes_png_and_json(tmp_path):
 
 def test_step_comes_from_results_when_folder_name_has_none(tmp_path):
     run = _make_run(tmp_path, {}, val={})
-    folder = run / "eval" / "final"
+    folder = run / "eval" / "latest"  # what `submit eval --checkpoint RUN/checkpoints/latest` writes
     folder.mkdir(parents=True)
     (folder / "results.json").write_text(json.dumps(_results(42, humaneval=1.0)))
     assert [p.step for p in collect_curve(run).points] == [42]
+    # the same checkpoint evaluated again as step-42 (pending, then finished): still one point
+    eval_dir_for_step(run, 42).mkdir()
+    assert [(p.step, p.eval_dir) for p in collect_curve(run).points] == [(42, str(folder))]
+    os.utime(folder / "results.json", (1, 1))
+    (eval_dir_for_step(run, 42) / "results.json").write_text(json.dumps(_results(42, humaneval=0.5)))
+    assert [(p.step, p.pass_at_1) for p in collect_curve(run).points] == [(42, {"humaneval": 0.5})]
 
 
 def test_curve_cli_prints_table(run_cli, tmp_path):
