@@ -21,8 +21,10 @@ from phi_hpc.errors import UsageError
 @click.option("-o", "--output", "output_dir", type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--workers", type=int, help="Parallel map processes (default: one per available core).")
 @click.option("--strict/--no-strict", default=None, help="Make the first bad input an error (exit 2).")
-@click.option("--stage", type=click.Choice(["all", "map", "reduce", "pack"]), default="all", show_default=True,
-              help="Run one stage only (a Slurm array runs `--stage map --shard $SLURM_ARRAY_TASK_ID`).")
+@click.option("--stage", type=click.Choice(["all", "plan", "map", "reduce", "pack"]), default="all",
+              show_default=True,
+              help="Run one stage only: `plan` prints the shard count (the Slurm array size), then a Slurm "
+                   "array runs `--stage map --shard $SLURM_ARRAY_TASK_ID`, then reduce, then pack.")
 @click.option("--shard", type=int, help="With --stage map: the one shard to process.")
 @click.option("--max-documents", type=int, help="Keep only the first N good documents (demos, tests).")
 @click.option("--quality-model", help="Drop documents the quality classifier scores below the threshold.")
@@ -72,7 +74,10 @@ def prepare_command(inputs, tokenizer, output_dir, workers, strict, stage, shard
             click.echo(json.dumps(manifest, indent=2, sort_keys=True))
         return
     context = pipeline.open_run(config)
-    if stage == "map":
+    if stage == "plan":
+        result = {"stage": "plan", "shards": len(context.shards), "fingerprint": context.fingerprint,
+                  "files": sum(len(s.files) for s in context.shards), "bytes": sum(s.bytes for s in context.shards)}
+    elif stage == "map":
         shards = [shard] if shard is not None else [s.index for s in context.shards]
         results = []
         for index in shards:

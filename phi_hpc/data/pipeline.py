@@ -26,7 +26,8 @@ import os
 import shutil
 import time
 from dataclasses import dataclass
-from typing import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
@@ -37,6 +38,9 @@ from phi_hpc.data.layout import Layout, remove_stale_temporaries
 from phi_hpc.data.sources import BadInput, Document, InputFile, expand_inputs, file_fingerprint, read_documents
 from phi_hpc.errors import PhiError, UsageError
 from phi_hpc.fileio import atomic_write, sha256_file, write_json
+
+if TYPE_CHECKING:
+    from phi_hpc.data.tokenize import TokenizerInfo
 
 FORMAT = "phi-hpc-prepare/1"
 # Fields that change how a run executes but never what it writes (kept out of the fingerprint and
@@ -88,7 +92,7 @@ class RunContext:
     config: PrepareConfig
     layout: Layout
     shards: list[Shard]
-    tokenizer: object  # TokenizerInfo
+    tokenizer: "TokenizerInfo"
     fingerprint: str
 
 
@@ -114,7 +118,7 @@ def open_run(config: PrepareConfig) -> RunContext:
         "inputs": [file_fingerprint(f) for shard in shards for f in shard.files],
     }
     fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-    layout = Layout(_absolute(config.output_dir))
+    layout = Layout(Path(config.output_dir).absolute())
     plan = {"fingerprint": fingerprint, "shards": [[f.path for f in s.files] for s in shards]}
     if layout.plan.is_file():
         try:
@@ -126,12 +130,6 @@ def open_run(config: PrepareConfig) -> RunContext:
     if not layout.plan.is_file():
         write_json(layout.plan, plan)
     return RunContext(config, layout, shards, tokenizer, fingerprint)
-
-
-def _absolute(path: str):
-    from pathlib import Path
-
-    return Path(path).absolute()
 
 
 # -- map -----------------------------------------------------------------------------------------
@@ -355,6 +353,34 @@ def load_corpus(context: RunContext) -> CorpusState:
                        input_bytes)
 
 
+def _audit_entries(corpus: CorpusState, keep, exact, exact_removed, near, near_removed, similarity) -> Iterator[dict]:
+    """One entry per removed document (with why, and the survivor it duplicates) and per kept
+    document a filter flagged, in input order."""
+    filtered_by_doc = {f["document"]: f for f in corpus.filtered}
+    flagged_by_doc: dict[int, list[dict]] = {}
+    for f in corpus.flagged:
+        flagged_by_doc.setdefault(f["document"], []).append(f)
+    origins = corpus.origins
+    for i in sorted(set(np.flatnonzero(~keep).tolist()) | set(flagged_by_doc)):
+        for f in flagged_by_doc.get(i, []):
+            yield {"document": origins[i], "removed": None, "flagged_by": f["filter"], "reason": f["reason"],
+                   "score": f["score"]}
+        if keep[i]:
+            continue
+        if i in filtered_by_doc:
+            f = filtered_by_doc[i]
+            yield {"document": origins[i], "removed": "filtered", "filter": f["filter"], "reason": f["reason"],
+                   "score": f["score"]}
+        elif exact_removed[i]:
+            survivor = int(exact[i])
+            if near_removed[survivor]:
+                survivor = int(near[survivor])  # its exact twin was itself a near duplicate
+            yield {"document": origins[i], "removed": "exact_duplicate", "survivor": origins[survivor]}
+        else:
+            yield {"document": origins[i], "removed": "near_duplicate", "survivor": origins[int(near[i])],
+                   "jaccard_estimate": round(float(similarity[i]), 4)}
+
+
 def _signature_reader(context: RunContext, corpus: CorpusState):
     """``indices -> uint32[len(indices), num_perm]`` from the shards' memory-mapped signature files."""
     maps = {s.index: np.load(context.layout.shard_signatures(s.index), mmap_mode="r") for s in context.shards}
@@ -395,33 +421,11 @@ def run_reduce(config: PrepareConfig, context: RunContext | None = None) -> dict
     near_removed = near_eligible & (near != index)
     keep = near_eligible & ~near_removed
 
-    filtered_by_doc = {f["document"]: f for f in corpus.filtered}
-    flagged_by_doc: dict[int, list[dict]] = {}
-    for f in corpus.flagged:
-        flagged_by_doc.setdefault(f["document"], []).append(f)
     layout.out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(layout.out, "audit")
     remove_stale_temporaries(layout.out, "bad_inputs")
     with atomic_write(layout.audit) as handle:
-        for i in sorted(set(np.flatnonzero(~keep).tolist()) | set(flagged_by_doc)):
-            for f in flagged_by_doc.get(i, []):
-                handle.write(json.dumps({"document": corpus.origins[i], "removed": None, "flagged_by": f["filter"],
-                                         "reason": f["reason"], "score": f["score"]}, sort_keys=True) + "\n")
-            if keep[i]:
-                continue
-            if i in filtered_by_doc:
-                f = filtered_by_doc[i]
-                entry = {"document": corpus.origins[i], "removed": "filtered", "filter": f["filter"],
-                         "reason": f["reason"], "score": f["score"]}
-            elif exact_removed[i]:
-                survivor = int(exact[i])
-                if near_removed[survivor]:
-                    survivor = int(near[survivor])  # its exact twin was itself a near duplicate
-                entry = {"document": corpus.origins[i], "removed": "exact_duplicate",
-                         "survivor": corpus.origins[survivor]}
-            else:
-                entry = {"document": corpus.origins[i], "removed": "near_duplicate",
-                         "survivor": corpus.origins[int(near[i])], "jaccard_estimate": round(float(similarity[i]), 4)}
+        for entry in _audit_entries(corpus, keep, exact, exact_removed, near, near_removed, similarity):
             handle.write(json.dumps(entry, sort_keys=True) + "\n")
     with atomic_write(layout.bad_inputs) as handle:
         for entry in corpus.bad:
