@@ -222,3 +222,20 @@ def test_rank_detection_from_torchrun_and_srun():
     assert detect_rank({**srun_task, "SLURM_PROCID": "0", "SLURM_STEP_ID": "batch"}) == Rank(0, 1, 0)
     with pytest.raises(PhiError):
         detect_rank({"RANK": "4", "WORLD_SIZE": "4"})
+
+
+def test_sampling_n_per_problem_is_seeded_and_reports_pass_at_k(tiny_hf_model, humaneval_path, tmp_path):
+    def sampled(folder, seed):
+        config = _config(tmp_path / folder, humaneval_path, hf_model=str(tiny_hf_model), limit=2, n=3,
+                         greedy=False, temperature=0.8, max_new_tokens=8, ks=(1, 2, 10), seed=seed)
+        results = run_eval(config, show_progress=False).results
+        return results, _jsonl(tmp_path / folder / "out" / "humaneval" / "samples.jsonl")
+
+    results, samples = sampled("a", seed=7)
+    assert [s["task_id"] for s in samples] == ["HumanEval/0"] * 3 + ["HumanEval/1"] * 3
+    assert len({s["completion"] for s in samples[:3]}) > 1  # really sampled, not greedy copies
+    summary = results["tasks"]["humaneval"]
+    assert summary["samples"] == 6 and set(summary) >= {"pass@1", "pass@2"} and summary["skipped_k"] == [10]
+    assert results["generation"]["temperature"] == 0.8 and results["generation"]["greedy"] is False
+    assert sampled("b", seed=7)[1] == samples  # same seed, same samples
+    assert sampled("c", seed=8)[1] != samples
