@@ -154,6 +154,8 @@ def train_command(labels, output, embedder, model_dir, tokenizer, max_tokens, di
 
     if not 0 < holdout < 1:
         raise UsageError(f"--holdout {holdout} must be between 0 and 1", "e.g. --holdout 0.2")
+    if embedder == "lm" and not model_dir:  # before reading a possibly large labels file
+        raise UsageError("--embedder lm needs --model-dir", "pass a checkpoint or a local HF folder")
     texts, label_values = load_labels(labels, score_threshold)
     spec = EmbedderSpec(kind=embedder, dim=dim, model_dir=model_dir, tokenizer=tokenizer, max_tokens=max_tokens)
     model = train_classifier(texts, label_values, spec,
