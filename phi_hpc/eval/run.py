@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -293,6 +294,19 @@ class ModelCompleter:
         return generate_completions(self.model, self.tokenizer, prompts, generation, progress=progress)
 
 
+    def context_warning(self, prompts: list[str]) -> str | None:
+        """Prompts that would run past the positions the model was built for (its output there is noise)."""
+        limit = getattr(getattr(self.model, "config", None), "max_position_embeddings", None)
+        if not limit or not prompts:
+            return None
+        longest = max(len(ids) for ids in (e.ids for e in self.tokenizer.encode_batch(prompts)))
+        too_long = longest + self.config.max_new_tokens
+        if too_long <= limit:
+            return None
+        return (f"the longest prompt ({longest} tokens) + --max-new-tokens {self.config.max_new_tokens} exceeds "
+                f"the model's max_position_embeddings ({limit}); lower --max-new-tokens")
+
+
 def _torch_dtype(name: str, device: str):
     import torch
 
@@ -471,6 +485,9 @@ def run_eval(config: EvalRunConfig, completer: Completer | None = None, rank: Ra
     if not reused:
         if completer is None:
             completer, load_info = load_model_completer(config, model, tokenizer_path, rank)
+            if warning := completer.context_warning([item.prompt for item in mine]):
+                print(f"warning: {warning}", file=sys.stderr, flush=True)
+                load_info["warning"] = warning
         with progress_bar(disable=None if show_progress else True) as bar:
             task_bar = bar.add_task(f"generate (rank {rank.rank}/{rank.world_size})",
                                     total=sequences_to_decode(mine, config))

@@ -239,3 +239,23 @@ def test_sampling_n_per_problem_is_seeded_and_reports_pass_at_k(tiny_hf_model, h
     assert results["generation"]["temperature"] == 0.8 and results["generation"]["greedy"] is False
     assert sampled("b", seed=7)[1] == samples  # same seed, same samples
     assert sampled("c", seed=8)[1] != samples
+
+
+def test_prompts_running_past_the_models_positions_are_warned_about(codegen_tokenizer, tmp_path):
+    from types import SimpleNamespace
+
+    from tokenizers import Tokenizer
+
+    from phi_hpc.eval.run import ModelCompleter
+
+    model = SimpleNamespace(config=SimpleNamespace(max_position_embeddings=20))
+    tokenizer = Tokenizer.from_file(str(codegen_tokenizer))
+    prompt = "def add(a, b):\n    return a + b\n"  # 14 tokens
+    n_tokens = len(tokenizer.encode(prompt).ids)
+
+    def warning(max_new_tokens):
+        config = EvalRunConfig(output_dir=str(tmp_path), hf_model="x", max_new_tokens=max_new_tokens)
+        return ModelCompleter(model, tokenizer, config).context_warning([prompt, "x = 1\n"])
+
+    assert warning(20 - n_tokens) is None
+    assert f"longest prompt ({n_tokens} tokens)" in warning(20 - n_tokens + 1)
