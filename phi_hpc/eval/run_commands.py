@@ -60,9 +60,10 @@ def run(checkpoint, hf_model, tasks, data_items, limit, n, greedy, temperature, 
         seed, tokenizer, workers, ks, dtype, output_dir):
     """Generate completions with a checkpoint, score them in the sandbox, report pass@k.
 
-    \b
-    Launched as several tasks (srun -n N, torchrun --nproc-per-node N) each rank decodes a share of
-    the problems and rank 0 merges and scores; a rerun reuses finished shards.
+    Launched as several tasks (srun -n N, torchrun --nproc-per-node N), each rank decodes a share of
+    the problems and rank 0 merges and scores; a rerun reuses finished shards. Output:
+    OUT_DIR/results.json (pass@k per task), OUT_DIR/<task>/samples.jsonl and results.jsonl.
+
     \b
     Example:
       phi-hpc eval run --checkpoint runs/tiny/checkpoints/latest --task humaneval,mbpp -o runs/tiny/eval/x
