@@ -1,0 +1,213 @@
+"""Generation throughput: phi-hpc's batched KV-cache decoding against transformers' ``generate``.
+
+Same model (ours imported from the transformers one), same left-padded batch of real prompts
+(HumanEval prompts tokenized with phi-1's tokenizer), greedy, same number of new tokens, same
+process and threads; the two are timed in alternation and the ratio is the median of per-pair
+ratios (the machine is shared).
+
+Two scenarios:
+
+1. ``fixed``: every sequence generates exactly ``--new-tokens`` tokens (no EOS, no stop): pure
+   decoding speed. The generated tokens are compared and the match rate is reported, so the two
+   sides are known to do the same work.
+2. ``stops``: the same with stop strings (transformers' ``stop_strings``, ours ``stop_sequences``):
+   sequences finish at different times. Ours drops finished rows from the batch; the throughput
+   counted is useful tokens (up to each stop) per second.
+
+Usage: ``python benchmarks/generate.py [--hidden 512 --layers 4 --batch 8 --new-tokens 64 --budget 50]``
+Writes docs/benchmarks/generate.md (and prints the table plus one JSON line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # run from a checkout without installing
+SHARED = Path(os.environ.get("PHI_HPC_SHARED_DATA", REPO.parent / "shared" / "data"))
+TOKENIZER = SHARED / "tokenizer" / "codegen-350M-mono" / "tokenizer.json"
+HUMANEVAL = SHARED / "humaneval" / "HumanEval.jsonl.gz"
+
+from benchmarks.train import machine  # noqa: E402  (same machine description for every benchmark)
+
+
+def load_prompts(count: int, max_tokens: int, tokenizer) -> list[str]:
+    with gzip.open(HUMANEVAL, "rt", encoding="utf-8") as handle:
+        prompts = [json.loads(line)["prompt"] for line in handle]
+    chosen = []
+    for prompt in prompts:
+        ids = tokenizer.encode(prompt).ids
+        if len(ids) > max_tokens:  # keep the tail: the function signature and docstring end
+            prompt = tokenizer.decode(ids[-max_tokens:])
+        chosen.append(prompt)
+        if len(chosen) == count:
+            break
+    return chosen
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hidden", type=int, default=512)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--prompt-tokens", type=int, default=128, help="prompts longer than this keep their tail")
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--stops", default="e(,in,()", help="comma-separated stop strings for scenario 2")
+    parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--budget", type=float, default=40.0, help="seconds of timed runs per scenario")
+    parser.add_argument("--output", type=Path, default=REPO / "docs" / "benchmarks" / "generate.md")
+    args = parser.parse_args()
+
+    import torch
+    import transformers
+    from tokenizers import Tokenizer
+
+    from phi_hpc.model.generate import GenerationConfig, generate_completions, generate_tokens
+    from phi_hpc.model.hf import load_pretrained
+
+    torch.set_num_threads(args.threads)
+    info = machine()
+    tokenizer = Tokenizer.from_file(str(TOKENIZER))
+    prompts = load_prompts(args.batch, args.prompt_tokens, tokenizer)
+    encoded = [tokenizer.encode(p).ids for p in prompts]
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+
+    hf_config = transformers.PhiConfig(
+        vocab_size=51200, hidden_size=args.hidden, intermediate_size=4 * args.hidden, num_hidden_layers=args.layers,
+        num_attention_heads=args.hidden // 64, partial_rotary_factor=0.5, resid_pdrop=0.0, embd_pdrop=0.0,
+        attention_dropout=0.0, bos_token_id=None, eos_token_id=None, pad_token_id=50256)
+    torch.manual_seed(0)
+    theirs = transformers.PhiForCausalLM(hf_config)
+    with torch.no_grad():  # fresh init gives near-uniform logits; spread them so greedy has clear winners
+        for param in theirs.parameters():
+            param.add_(torch.randn_like(param) * 0.05)
+    theirs.config._attn_implementation = "sdpa"
+    with tempfile.TemporaryDirectory() as tmp:
+        theirs.save_pretrained(tmp)
+        ours = load_pretrained(tmp)
+    ours = ours.to(device=args.device, dtype=dtype).eval()
+    theirs = theirs.to(device=args.device, dtype=dtype).eval()
+    fast_tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_file=str(TOKENIZER), pad_token="<|endoftext|>",
+                                                          eos_token="<|endoftext|>", padding_side="left")
+    batch = fast_tokenizer(prompts, return_tensors="pt", padding=True).to(args.device)
+    assert [row[mask.bool()].tolist() for row, mask in zip(batch.input_ids, batch.attention_mask)] == encoded
+
+    stops = [s for s in args.stops.split(",") if s]
+    results = {}
+    for scenario in ("fixed", "stops"):
+        config = GenerationConfig(max_new_tokens=args.new_tokens, batch_size=args.batch,
+                                  stop_sequences=stops if scenario == "stops" else [])
+        hf_kwargs = dict(max_new_tokens=args.new_tokens, do_sample=False, pad_token_id=50256,
+                         eos_token_id=None, min_new_tokens=0)
+        if scenario == "stops":
+            hf_kwargs.update(stop_strings=stops, tokenizer=fast_tokenizer)
+
+        def run_ours():
+            if scenario == "fixed":
+                out = generate_tokens(ours, encoded, config)
+                return [s[0] for s in out], sum(len(s[0]) for s in out)
+            texts = generate_completions(ours, tokenizer, prompts, config)
+            return [s[0] for s in texts], sum(len(tokenizer.encode(s[0]).ids) for s in texts)
+
+        def run_theirs():
+            with torch.no_grad():
+                out = theirs.generate(**batch, **hf_kwargs)
+            new = out[:, batch.input_ids.shape[1]:].tolist()
+            if scenario == "fixed":
+                return new, sum(len(r) for r in new)
+            texts = [truncate(tokenizer.decode(r), stops) for r in new]
+            return texts, sum(len(tokenizer.encode(t).ids) for t in texts)
+
+        out_ours, useful_ours = run_ours()  # warm-up, and the outputs compared below
+        out_theirs, useful_theirs = run_theirs()
+        same = sum(a == b for a, b in zip(out_ours, out_theirs))
+        times = {"ours": [], "transformers": []}
+        started = time.perf_counter()
+        while len(times["ours"]) < 3 or time.perf_counter() - started < args.budget:
+            for name, fn in (("ours", run_ours), ("transformers", run_theirs)):
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
+            if len(times["ours"]) >= 100:
+                break
+        ratios = [t / o for o, t in zip(times["ours"], times["transformers"])]
+        results[scenario] = {
+            "useful_tokens": useful_ours,
+            "useful_tokens_transformers": useful_theirs,
+            "identical_outputs": f"{same}/{len(prompts)}",
+            "ours_tokens_per_s": useful_ours / statistics.median(times["ours"]),
+            "transformers_tokens_per_s": useful_theirs / statistics.median(times["transformers"]),
+            "speedup_median_of_pairs": statistics.median(ratios),
+            "pairs": len(ratios),
+        }
+
+    result = {"benchmark": "generate", "machine": info,
+              "config": {"hidden": args.hidden, "layers": args.layers, "vocab": 51200, "batch": args.batch,
+                         "prompt_tokens": [len(e) for e in encoded], "new_tokens": args.new_tokens, "stops": stops,
+                         "dtype": args.dtype, "device": args.device, "threads": args.threads},
+              "parameters": ours.num_parameters(), "scenarios": results}
+    if args.device.startswith("cuda"):
+        result["gpu"] = torch.cuda.get_device_name()
+    markdown = render(result)
+    print(markdown)
+    print(json.dumps(result))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.output.with_suffix(".md.tmp")
+    tmp.write_text(markdown, encoding="utf-8")
+    os.replace(tmp, args.output)
+
+
+def truncate(text: str, stops: list[str]) -> str:
+    from phi_hpc.model.generate import truncate_at_stop
+
+    return truncate_at_stop(text, stops)
+
+
+def render(r: dict) -> str:
+    c, m = r["config"], r["machine"]
+    where = f"{m['nproc']} x {m['cpu']}" if c["device"] == "cpu" else r.get("gpu", c["device"])
+    lines = [
+        "# Generation: phi-hpc batched KV-cache decoding vs transformers `generate`",
+        "",
+        f"Machine: {where} (nproc {m['nproc']}), Python {m['python']}, {m['date']}, 1-min load average at start "
+        f"{m['load_1min_at_start']:.1f} (shared machine; runs interleaved, ratio = median of per-pair ratios).",
+        "",
+        f"Model: random phi-architecture model, d={c['hidden']}, {c['layers']} layers, vocab 51200 "
+        f"({r['parameters'] / 1e6:.1f}M parameters), {c['dtype']} on {c['device']}, {c['threads']} threads. Batch: "
+        f"{c['batch']} HumanEval prompts, {min(c['prompt_tokens'])}-{max(c['prompt_tokens'])} tokens, left-padded; "
+        f"greedy; up to {c['new_tokens']} new tokens.",
+        "",
+        "| scenario | phi-hpc tokens/s | transformers tokens/s | speedup | identical outputs | pairs |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    names = {"fixed": f"fixed length ({c['new_tokens']} tokens each)",
+             "stops": f"stop strings {c['stops']} (useful tokens/s)"}
+    for key, s in r["scenarios"].items():
+        lines.append(f"| {names[key]} | {s['ours_tokens_per_s']:,.0f} | {s['transformers_tokens_per_s']:,.0f} | "
+                     f"**{s['speedup_median_of_pairs']:.2f}x** | {s['identical_outputs']} | {s['pairs']} |")
+    lines += [
+        "",
+        "Tokens/s counts generated tokens (for `stops`, tokens up to each sequence's first stop string, "
+        f"ours {r['scenarios']['stops']['useful_tokens']}, transformers "
+        f"{r['scenarios']['stops']['useful_tokens_transformers']}). transformers keeps finished sequences in the "
+        "batch (padding them) until the last one stops; phi-hpc drops them and their cache rows.",
+        "",
+        "No GPU in this session: GPU numbers are not measured. On a GPU node: "
+        "`python benchmarks/generate.py --device cuda --dtype bf16 --hidden 2048 --layers 24 --batch 32`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
