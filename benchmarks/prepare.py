@@ -318,6 +318,24 @@ def main() -> None:
         "of a fresh `phi-hpc prepare` process: interpreter start, tokenizer load and worker start-up "
         "included; raw tokenization is the `encode_batch` call alone on documents already in memory.",
         "",
+        "Notes on the comparison:",
+        "",
+        "- phi-hpc tokenizes with `encode_batch_fast` (ids only, no offsets), which is why it can beat raw "
+        "`encode_batch`; against `encode_batch_fast` itself the end-to-end cost of reading, exact + MinHash "
+        "dedup, packing and the manifest is the remaining gap.",
+        "- datatrove 0.10.1 settings: `MinhashConfig(n_grams=5, num_buckets=bands, hashes_per_bucket=rows)` "
+        "with phi-hpc's bands x rows; its default xxhash shingle hash fails with current `xxhash` "
+        "(\"Strings must be encoded before hashing\"), so `hash_fc=\"sha1\"`; its default English word "
+        "tokenizer needs spaCy (not installed), so a regex word tokenizer equal to ours; executors use "
+        "`start_method=\"spawn\"` instead of forkserver so that their CPU time is counted.",
+        "- datatrove removes more documents than phi-hpc: it merges every LSH bucket collision and "
+        "normalizes text (lower case, punctuation and digits) before shingling, while phi-hpc confirms "
+        "each candidate pair by its full 256-entry signature (estimated Jaccard >= 0.85) and keeps "
+        "identifiers' case.",
+        "- MinHash: datasketch 2.0's default `affine32` scheme (`a*x+b mod 2^32` on a pre-mixed 32-bit "
+        "hash) over the same word 5-grams; phi-hpc vectorizes shingling over whole batches and uses "
+        "`a*x mod 2^32` permutations (no `+b`: a third less work, same measured accuracy).",
+        "",
     ]
     text = "\n".join(lines)
     print(text)
