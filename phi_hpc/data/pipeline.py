@@ -216,7 +216,7 @@ def run_map(config: PrepareConfig, shard_index: int, context: RunContext | None 
     shard = context.shards[shard_index]
     dedup = config.dedup
     hasher = MinHasher(num_perm=dedup.num_perm, ngram=dedup.ngram, seed=dedup.seed)
-    bands, rows = resolve_bands(dedup.threshold, dedup.num_perm, dedup.bands, dedup.rows)
+    lsh_bands, lsh_rows = resolve_bands(dedup.threshold, dedup.num_perm, dedup.bands, dedup.rows)
     encoder = DocumentEncoder.cached(config.tokenizer, context.tokenizer.eos_id)
     filters = _filters_for(config)
     bad: list[BadInput] = []
@@ -236,17 +236,17 @@ def run_map(config: PrepareConfig, shard_index: int, context: RunContext | None 
             byte_counts.append(np.fromiter((len(e) for e in encoded), dtype=np.int64, count=len(encoded)))
             shingles, counts = hasher.shingle_hashes_of_bytes(encoded)
             signatures.append(hasher.signatures_from_shingles(shingles, counts))
-            keys.append(band_keys(signatures[-1], bands, rows))
+            keys.append(band_keys(signatures[-1], lsh_bands, lsh_rows))
             keep = _apply_filters(filters, texts, first, filtered, flagged)
-            rows = np.full(len(batch), -1, dtype=np.int64)
+            row_of_document = np.full(len(batch), -1, dtype=np.int64)  # -1: dropped by a filter
             tokens = np.zeros(len(batch), dtype=np.int64)
             kept = [i for i in range(len(batch)) if keep[i]]
             for i, ids in zip(kept, encoder.encode([texts[i] for i in kept])):
                 writer.add_document(ids)
-                rows[i] = rows_written
+                row_of_document[i] = rows_written
                 tokens[i] = len(ids)
                 rows_written += 1
-            token_rows.append(rows)
+            token_rows.append(row_of_document)
             token_counts.append(tokens)
 
     def stacked(parts, dtype, width=None):
@@ -257,7 +257,7 @@ def run_map(config: PrepareConfig, shard_index: int, context: RunContext | None 
     with atomic_write(layout.shard_signatures(shard_index), "wb", encoding=None) as handle:
         np.save(handle, stacked(signatures, np.uint32, dedup.num_perm))  # memory-mapped by reduce
     with atomic_write(layout.shard_arrays(shard_index), "wb", encoding=None) as handle:
-        np.savez(handle, digests=stacked(digests, np.uint8, 16), band_keys=stacked(keys, np.uint64, bands),
+        np.savez(handle, digests=stacked(digests, np.uint8, 16), band_keys=stacked(keys, np.uint64, lsh_bands),
                  token_rows=stacked(token_rows, np.int64), tokens=stacked(token_counts, np.int64),
                  bytes=stacked(byte_counts, np.int64))
     summary = {

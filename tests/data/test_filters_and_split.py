@@ -112,3 +112,37 @@ def test_decontaminate_drops_a_leaked_benchmark_solution(tmp_path, codegen_token
         else:
             assert counts["flagged"] == {"decontamination": 1} and leak[0]["removed"] is None
             assert counts["documents_out"] == counts["documents_in"]
+
+
+def test_outputs_do_not_depend_on_batch_size(tmp_path, codegen_tokenizer, monkeypatch):
+    """Documents flow through the map stage in batches; a different batch size (here 7 instead of
+    512, so one shard spans many batches) must give byte-identical outputs."""
+    from phi_hpc.fileio import sha256_file
+
+    root = tmp_path / "in"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    vocabulary = [f"name{i}" for i in range(300)]
+    records = []
+    for i in range(60):
+        words = rng.choice(vocabulary, size=200).tolist()
+        records.append(" ".join(words))
+        if i % 10 == 0:  # a near duplicate 25 documents later, in a different batch
+            records.append(None)
+    texts = []
+    for i, text in enumerate(records):
+        texts.append(text if text is not None else texts[i - 1] + " plus one edit")
+    (root / "big.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts[:40] + texts[40:][::-1]))
+
+    def run(name):
+        config = PrepareConfig(inputs=[str(root / "big.jsonl")], tokenizer=str(codegen_tokenizer),
+                               output_dir=str(tmp_path / name), workers=1)
+        manifest = pipeline.prepare(config, show_progress=False)
+        files = ["train.bin", "train.idx", "validation.bin", "validation.idx", "audit.jsonl", "manifest.json"]
+        return manifest, {f: sha256_file(tmp_path / name / f) for f in files}
+
+    default_manifest, default_files = run("default")
+    monkeypatch.setattr(pipeline, "_BATCH_DOCUMENTS", 7)
+    small_manifest, small_files = run("small")
+    assert default_manifest["counts"]["near_duplicates"] == 6
+    assert small_files == default_files
