@@ -157,13 +157,18 @@ class PhiTask:
     def _requeue(self, env: TaskEnv, restarts: int, outcome: dict) -> dict:
         on_slurm = os.environ.get("SUBMITIT_EXECUTOR") == "slurm"
         job_id = os.environ.get("SLURM_JOB_ID", env.job_id)
-        state = _slurm_job_state(job_id) if on_slurm else "RUNNING"
+        state, slurm_restarts = _slurm_job_state(job_id) if on_slurm else ("RUNNING", restarts)
         if state != "RUNNING":
-            # scancel (CANCELLED) must not be undone; an operator's `scontrol requeue` or Slurm's own
-            # preemption (REQUEUED, PENDING, COMPLETING...) already takes care of the job.
+            # The job is already ending. Slurm counts a requeue (operator's `scontrol requeue`, Slurm's own
+            # preemption) the moment it is ordered, so a higher restart count than ours means "requeued";
+            # otherwise it is a scancel, which must not be undone.
+            requeued = slurm_restarts > restarts
             if env.rank == 0:
-                append_attempt(self.run_dir, {**outcome, "status": "stopped", "detail": f"job {state or 'gone'}"})
-                print(f"[phi-hpc] job {job_id} is {state or 'gone'}: checkpoint saved, not requeueing", flush=True)
+                append_attempt(self.run_dir, {**outcome, "status": "requeued" if requeued else "stopped",
+                                              "detail": "requeued by Slurm or an operator" if requeued
+                                              else f"cancelled (job {state or 'gone'})"})
+                print(f"[phi-hpc] job {job_id} is {state or 'gone'}{' and requeued' if requeued else ''}: "
+                      "checkpoint saved, not requeueing it myself", flush=True)
             return {"status": "preempted", "restarts": restarts}
         if restarts >= self.max_requeues:
             if env.rank == 0:
@@ -187,14 +192,17 @@ class PhiTask:
         return {"status": "preempted", "restarts": restarts}
 
 
-def _slurm_job_state(job_id: str) -> str:
-    """The controller's view of this job right now (``RUNNING`` while only a warning signal arrived)."""
+def _slurm_job_state(job_id: str) -> tuple[str, int]:
+    """The controller's view of this job right now: (JobState, Restarts).
+
+    A warning signal (time limit, ``--signal``) leaves the job RUNNING; scancel and requeue both show
+    COMPLETING, but a requeue has already incremented Restarts.
+    """
     try:
         out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True,
                              timeout=60).stdout
     except (OSError, subprocess.SubprocessError):
-        return ""
-    for field_text in out.split():
-        if field_text.startswith("JobState="):
-            return field_text.partition("=")[2]
-    return ""
+        return "", 0
+    fields = dict(item.partition("=")[::2] for item in out.split() if "=" in item)
+    restarts = fields.get("Restarts", "0")
+    return fields.get("JobState", ""), int(restarts) if restarts.isdigit() else 0

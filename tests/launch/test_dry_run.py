@@ -14,11 +14,11 @@ def directives(script: str) -> dict[str, str]:
     return found
 
 
-def test_a100x8_two_nodes(tmp_path):
+def test_a100x8_two_nodes(tmp_path, tiny_data):
     run_dir = tmp_path / "run"
     done = phi("submit", "pretrain", str(REPO_ROOT / "configs" / "pretrain.yaml"), "--nodes", "2",
                "--run-dir", str(run_dir), "--partition", "gpu", "--time", "2-00:00:00", "--dry-run",
-               "--set", "data.paths=[data/out]")
+               "--set", f"data.paths=[{tiny_data}]")
     flags = directives(done.stdout)
     assert flags["nodes"] == "2"
     assert flags["gpus-per-node"] == "8"
@@ -46,19 +46,19 @@ def test_eval_after_a_job_uses_afterok_and_kill_on_invalid_dep(tmp_path):
     assert "eval run --checkpoint" in done.stdout and "--task humaneval" in done.stdout
 
 
-def test_eval_every_chains_one_eval_per_checkpoint(tmp_path):
+def test_eval_every_chains_one_eval_per_checkpoint(tmp_path, tiny_data):
     done = phi("submit", "pretrain", str(REPO_ROOT / "configs" / "tiny-pretrain.yaml"), "--profile", "local",
                "--run-dir", str(tmp_path / "run"), "--eval-every", "10", "--dry-run",
-               "--set", "data.paths=[data/out]", "--set", "steps=30")
+               "--set", f"data.paths=[{tiny_data}]", "--set", "steps=30")
     evals = re.findall(r"^# --- job (eval-step-\d+)", done.stdout, re.MULTILINE)
     assert evals == ["eval-step-10", "eval-step-20", "eval-step-30"]
     assert len(re.findall(r"^#SBATCH --dependency='?afterok:<train>'?$", done.stdout, re.MULTILINE)) == 3
     assert done.stdout.count("#SBATCH --kill-on-invalid-dep=yes") == 3
 
 
-def test_eval_every_must_match_saved_checkpoints(tmp_path):
+def test_eval_every_must_match_saved_checkpoints(tmp_path, tiny_data):
     done = phi("submit", "pretrain", str(REPO_ROOT / "configs" / "tiny-pretrain.yaml"), "--profile", "local",
-               "--eval-every", "7", "--dry-run", "--set", "data.paths=[data/out]", check=False)
+               "--eval-every", "7", "--dry-run", "--set", f"data.paths=[{tiny_data}]", check=False)
     assert done.returncode == 2
     assert "multiple of checkpoint.every" in done.stderr and "Traceback" not in done.stderr
 
@@ -77,8 +77,8 @@ def test_prepare_is_an_array_then_reduce_then_pack(tmp_path, stdlib_dir, codegen
     assert "--stage pack" in scripts[2] and directives(scripts[2])["dependency"] == "afterok:<prepare-reduce>"
 
 
-def test_bad_cluster_option_is_one_line(tmp_path):
+def test_bad_cluster_option_is_one_line(tmp_path, tiny_data):
     done = phi("submit", "pretrain", str(REPO_ROOT / "configs" / "tiny-pretrain.yaml"), "--time", "soon",
-               "--dry-run", "--set", "data.paths=[x]", check=False)
+               "--dry-run", "--set", f"data.paths=[{tiny_data}]", check=False)
     assert done.returncode == 2
     assert "time" in done.stderr and done.stderr.strip().count("\n") == 0

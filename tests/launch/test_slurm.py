@@ -1,0 +1,281 @@
+"""Acceptance on the real local Slurm cluster: training jobs, eval chains, requeues, logs, local executor.
+
+Every training here is the same tiny pretrain (2 tasks, CPU DeepSpeed, 20 steps), so each run's
+per-step losses must equal the uninterrupted baseline's, however it was interrupted or launched.
+Runs are shared across assertions (module fixtures) to keep the suite within a few minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.launch.conftest import (attempts, cli_env, debug_logs, phi, status, step_losses, tiny_pretrain_args,
+                                   wait_for)
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.deepspeed]
+
+STEPS = 20
+
+
+def eval_args(run_dir: Path, tokenizer: Path, *extra: str) -> list[str]:
+    return ["submit", "eval", "--checkpoint", str(run_dir / "checkpoints" / "latest"), "--after", str(run_dir),
+            "--profile", "local", "--tasks-per-node", "1", "--gpus-per-node", "0", *extra, "--",
+            "--task", "humaneval", "--limit", "1", "--max-new-tokens", "8", "--tokenizer", str(tokenizer),
+            "--workers", "1"]
+
+
+def job_id(run_dir: Path, name: str) -> str:
+    record = json.loads((run_dir / "run.json").read_text())
+    return next(job["job_id"] for job in record["jobs"] if job["name"] == name)
+
+
+def current_step(run_dir: Path) -> int:
+    return max(step_losses(run_dir), default=0) if (run_dir / "metrics.jsonl").exists() else 0
+
+
+# ---------------------------------------------------------------------------- 1 + 2: a run and its eval
+@pytest.fixture(scope="module")
+def baseline(slurm_cluster, tiny_data, codegen_tokenizer, tmp_path_factory):
+    """Uninterrupted tiny pretrain, with an eval job chained to it while it is still queued/running;
+    alongside, a training run that crashes, with its own chained eval."""
+    root = tmp_path_factory.mktemp("submit")
+    run_dir, broken = root / "baseline", root / "broken"
+    phi(*tiny_pretrain_args(run_dir, tiny_data))
+    phi(*eval_args(run_dir, codegen_tokenizer))
+    early = status(run_dir)
+    # The trainer's fault hook: every rank SIGKILLs itself after step 2, like a node dying.
+    phi(*tiny_pretrain_args(broken, tiny_data), env={"PHI_HPC_FAULT": "kill-at-step:2"})
+    phi(*eval_args(broken, codegen_tokenizer))
+    rows = wait_for(run_dir, ["train", "eval-latest"], timeout=400)
+    broken_rows = wait_for(broken, ["train", "eval-latest"], timeout=200)
+    return run_dir, early, rows, broken, broken_rows
+
+
+def test_pretrain_completes_with_checkpoints_and_metrics(baseline):
+    run_dir, _, rows, _, _ = baseline
+    train = rows["train"]
+    assert train["state"] == "COMPLETED", debug_logs(run_dir)
+    losses = step_losses(run_dir)
+    assert sorted(losses) == list(range(1, STEPS + 1))
+    assert train["step"] == STEPS and train["loss"] == pytest.approx(losses[STEPS])
+    assert train["requeues"] == 0
+    assert (run_dir / "checkpoints" / "latest").read_text().strip() == str(STEPS)
+    assert (run_dir / "checkpoints" / str(STEPS) / "config.json").is_file()
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["executor"] == "slurm" and record["kind"] == "pretrain"
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "submitit").is_dir()
+    # 2 tasks really ran: one log per rank, rank 0 saw world size 2.
+    logs = run_dir / "logs" / "train" / train["job_id"] / "attempt-0"
+    assert (logs / "rank0.out").is_file() and (logs / "rank1.out").is_file()
+    assert "rank 0/2" in (logs / "rank0.out").read_text()
+
+    text = phi("status", str(run_dir)).stdout
+    assert "COMPLETED" in text and str(STEPS) in text and f"{losses[STEPS]:.4f}" in text
+
+
+def test_eval_waits_for_training_then_runs(baseline):
+    run_dir, early, rows, _, _ = baseline
+    # Right after submission the eval job was held by its dependency, not running.
+    assert early["eval-latest"]["state"] == "PENDING", early
+    assert "Dependency" in early["eval-latest"]["reason"], early
+    assert rows["eval-latest"]["state"] == "COMPLETED", debug_logs(run_dir)
+    events = attempts(run_dir)
+    train_end = max(e["time"] for e in events if e["job"] == "train" and e["event"] == "end")
+    eval_start = min(e["time"] for e in events if e["job"] == "eval-latest" and e["event"] == "start")
+    assert eval_start > train_end
+    results = json.loads((run_dir / "eval" / "latest" / "results.json").read_text())
+    assert "humaneval" in json.dumps(results)
+
+
+def test_failed_training_cancels_its_eval(baseline):
+    _, _, _, run_dir, rows = baseline
+    assert rows["train"]["state"] == "FAILED", rows
+    assert rows["eval-latest"]["state"] == "CANCELLED", rows
+    reason = rows["eval-latest"]["reason"]
+    assert "dependency train" in reason and "FAILED" in reason, reason
+    assert not [e for e in attempts(run_dir) if e["job"] == "eval-latest"], "the eval job must never have started"
+    assert "kill-on-invalid-dep" in phi("status", str(run_dir)).stdout
+
+
+# ---------------------------------------------------------------------------- 3 + 4: requeues and logs
+class Follower:
+    """``phi-hpc logs RUN --follow`` in the background, remembering when each line arrived."""
+
+    def __init__(self, run_dir: Path):
+        self.lines: list[tuple[float, str]] = []
+        self.proc = subprocess.Popen([sys.executable, "-m", "phi_hpc", "logs", str(run_dir), "--follow"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append((time.time(), line.rstrip("\n")))
+
+    def finish(self, timeout: float = 60) -> int:
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError("logs --follow did not stop after the job ended")
+        self.thread.join(timeout=10)
+        return code
+
+
+def task_pids(job: str) -> list[int]:
+    """The Python task processes of a Slurm job on this (only) node."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"submitit.core._submit" in cmdline and f"SLURM_JOB_ID={job}".encode() in environ:
+            pids.append(int(proc.name))
+    return pids
+
+
+def thaw(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.fixture(scope="module")
+def interrupted(slurm_cluster, tiny_data, tmp_path_factory):
+    """Two runs of the baseline config, at the same time.
+
+    ``requeued``: an operator runs ``scontrol requeue`` at step 7, while ``logs --follow`` watches.
+    ``limited``: a 2-minute time limit with SIGUSR2 60 s before it. Slurm sends that signal from a
+    30-second housekeeping loop, i.e. 30 to 60 s after the start, and this tiny run could finish
+    before that; so once it is training the test freezes its tasks (SIGSTOP) until the signal is
+    surely out (61 s), then lets them go (SIGCONT): they see SIGUSR2 mid-run, exactly as a long
+    training run at its time limit does.
+    """
+    root = tmp_path_factory.mktemp("interrupted")
+    requeued, limited = root / "requeued", root / "limited"
+    phi(*tiny_pretrain_args(limited, tiny_data, "--time", "2", "--signal-delay", "60"))
+    phi(*tiny_pretrain_args(requeued, tiny_data))
+    follower = Follower(requeued)
+    requeued_id, limited_id = job_id(requeued, "train"), job_id(limited, "train")
+    requeue_sent, frozen, thawed, limit_lifted = False, [], False, False
+    limited_started = None
+    deadline = time.monotonic() + 420
+    rows: dict = {}
+    try:
+        while time.monotonic() < deadline:
+            if not requeue_sent and current_step(requeued) >= 7:
+                subprocess.run(["scontrol", "requeue", requeued_id], check=True, capture_output=True)
+                requeue_sent = True
+            if limited_started is None and attempts(limited):
+                limited_started = attempts(limited)[0]["time"]
+            if not frozen and current_step(limited) >= 1:
+                frozen = task_pids(limited_id)
+                for pid in frozen:
+                    os.kill(pid, signal.SIGSTOP)
+            if frozen and not thawed and time.time() - limited_started > 61:
+                thaw(frozen)  # (slurmstepd sends SIGCONT with the warning signal itself, too)
+                thawed = True
+            if not limit_lifted and any(e["event"] == "end" for e in attempts(limited)):
+                # The time limit did its job once; let the requeued attempt finish.
+                subprocess.run(["scontrol", "update", f"JobId={limited_id}", "TimeLimit=30"], check=True,
+                               capture_output=True)
+                limit_lifted = True
+            rows = {name: status(run)["train"] for name, run in (("requeued", requeued), ("limited", limited))}
+            if all(row["state"] in ("COMPLETED", "FAILED", "CANCELLED") for row in rows.values()):
+                break
+            time.sleep(1)
+        else:
+            raise AssertionError(f"interrupted runs did not finish: {rows}\n{debug_logs(requeued)}\n"
+                                 f"{debug_logs(limited)}")
+        follow_code = follower.finish()
+    finally:
+        if follower.proc.poll() is None:
+            follower.proc.kill()
+        if not thawed:
+            thaw(frozen)
+    assert requeue_sent and frozen and limit_lifted, (requeue_sent, frozen, limit_lifted, debug_logs(limited))
+    return requeued, limited, rows, follower, follow_code
+
+
+def _assert_resumed_like_baseline(run_dir: Path, row: dict, baseline_dir: Path) -> None:
+    assert row["state"] == "COMPLETED", debug_logs(run_dir)
+    assert row["requeues"] >= 1 and row["step"] == STEPS
+    second = run_dir / "logs" / "train" / row["job_id"] / "attempt-1" / "rank0.out"
+    assert "resumed from" in second.read_text(), debug_logs(run_dir)
+    expected, got = step_losses(baseline_dir), step_losses(run_dir)
+    assert sorted(got) == sorted(expected)
+    assert [got[s] for s in sorted(got)] == pytest.approx([expected[s] for s in sorted(expected)], rel=1e-6)
+
+
+def test_operator_requeue_resumes_from_checkpoint(interrupted, baseline):
+    requeued, _, rows, _, _ = interrupted
+    _assert_resumed_like_baseline(requeued, rows["requeued"], baseline[0])
+    first_end = next(e for e in attempts(requeued) if e["event"] == "end")
+    assert first_end["exit_code"] == 75 and first_end["status"] == "requeued"  # checkpointed on SIGTERM
+
+
+def test_time_limit_signal_checkpoints_and_requeues(interrupted, baseline):
+    _, limited, rows, _, _ = interrupted
+    _assert_resumed_like_baseline(limited, rows["limited"], baseline[0])
+    first_end = next(e for e in attempts(limited) if e["event"] == "end")
+    # The trainer caught SIGUSR2 (exit 75) and the job requeued itself.
+    assert first_end["status"] == "requeued" and first_end["exit_code"] == 75, attempts(limited)
+    first_log = (limited / "logs" / "train" / rows["limited"]["job_id"] / "attempt-0" / "rank0.out").read_text()
+    assert "preempted by a signal" in first_log and "requeueing job" in first_log
+
+
+def test_logs_follow_prints_new_lines_and_crosses_the_requeue(interrupted):
+    requeued, _, rows, follower, follow_code = interrupted
+    assert follow_code == 0
+    text = [line for _, line in follower.lines]
+    job = rows["requeued"]["job_id"]
+    header = f"==> logs/train/{job}/attempt-1/rank0.out <=="
+    assert header in text, "\n".join(text[-40:])
+    before, after = text[:text.index(header)], text[text.index(header) + 1:]
+    assert any("preempted by a signal" in line for line in before)
+    assert any("resumed from" in line for line in after)
+    assert any(f"step {STEPS}" in line or f"{STEPS}/{STEPS}" in line for line in after), after[-10:]
+    # Lines arrived while the job was running, not in one piece at the end.
+    job_end = max(e["time"] for e in attempts(requeued) if e["event"] == "end")
+    assert follower.lines[0][0] < job_end
+
+
+# ---------------------------------------------------------------------------- 7: no Slurm
+def test_local_executor_runs_the_same_pretrain_without_slurm(tiny_data, tmp_path, baseline):
+    """A `sinfo` that fails (no controller) makes `--cluster auto` pick submitit's local executor."""
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "sinfo").write_text("#!/bin/sh\necho 'sinfo: error: Unable to contact slurm controller' >&2\nexit 1\n")
+    (fake_bin / "sinfo").chmod(0o755)
+    env = {"PATH": f"{fake_bin}:{cli_env()['PATH']}"}
+    run_dir = tmp_path / "local"
+    done = phi(*tiny_pretrain_args(run_dir, tiny_data), env=env)
+    assert "(local)" in done.stdout
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["executor"] == "local"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        row = status(run_dir)["train"]
+        if row["state"] in ("COMPLETED", "FAILED", "LOST"):
+            break
+        time.sleep(2)
+    assert row["state"] == "COMPLETED", debug_logs(run_dir)
+    expected, got = step_losses(baseline[0]), step_losses(run_dir)
+    assert [got[s] for s in sorted(got)] == pytest.approx([expected[s] for s in sorted(expected)], rel=1e-6)
+    assert (run_dir / "checkpoints" / str(STEPS) / "config.json").is_file()
