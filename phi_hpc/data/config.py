@@ -59,7 +59,7 @@ class PrepareConfig:
     max_documents: int | None = None  # keep only the first N good documents (demos, tests)
     glob: str = "**/*.py"  # which files of an input directory are documents
     text_key: str = "text"  # field of .jsonl records / column of .parquet files holding the text
-    shard_mb: float = 32.0  # map-stage work unit for directories (input bytes per shard)
+    shard_mb: float = 8.0  # map-stage work unit for folders of files (input MB per shard; each data file is one)
     eos_token: str = "<|endoftext|>"
     dedup: DedupConfig = field(default_factory=DedupConfig)
     split: SplitConfig = field(default_factory=SplitConfig)

@@ -86,7 +86,7 @@ def expand_inputs(inputs: list[str], glob: str) -> list[InputFile]:
             matches = sorted(p for p in path.glob(glob) if p.is_file())
             if not matches:
                 raise UsageError(f"input directory {raw}: no files match {glob!r}",
-                                 "set the pattern with --set glob='**/*.py'")
+                                 "check the folder, or pick other files with e.g. --set glob='**/*.js'")
             candidates = matches
         elif path.is_file():
             candidates = [path]
