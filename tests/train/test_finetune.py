@@ -68,13 +68,13 @@ def test_finetune_from_pretrain_checkpoint_counts_only_completions(baseline_run,
     assert summary["status"] == "completed" and summary["launcher"] == "single"
     assert (run_dir / "checkpoints" / "3" / "model.safetensors").is_file()
 
-    # recompute step 1 from the pretrain weights (init_from = the run's latest = step 20) and the same data
+    # recompute step 1 from the pretrain weights (init_from = the run's latest = step 12) and the same data
     config = load_train_config(run_dir / "config.yaml")
     assert config.data.mask_prompt and config.data.seq_len == 32
     source = jsonl_source(exercises, config.data.tokenizer, run_dir / "data-cache", "text", "code", True, build=False)
     data = TrainingData([source], None, config.data.seq_len, config.seed, config.batch.global_size,
                         config.batch.micro_size, rank=0, world_size=1)
-    model = load_pretrained(baseline_run / "checkpoints" / "20").eval()
+    model = load_pretrained(baseline_run / "checkpoints" / "12").eval()
     completion_only, every_token, masked_targets = [], [], 0
     with torch.no_grad():
         for micro in data.next_step():

@@ -45,13 +45,13 @@ def test_tiny_model_learns_and_reports_every_step(baseline_run):
     assert first > 10.0  # ln(51200) = 10.84: an untrained model
     assert last < first - 1.5, [round(r["loss"], 3) for r in lines]
     validation = validation_lines(baseline_run)
-    assert [v["step"] for v in validation] == [10, 20] and validation[1]["val_loss"] < validation[0]["val_loss"]
+    assert [v["step"] for v in validation] == [6, 12] and validation[1]["val_loss"] < validation[0]["val_loss"]
     for record in lines:
         assert record["consumed_samples"] == 8 * record["step"] and record["consumed_tokens"] == 8 * 32 * record["step"]
         assert record["grad_norm"] > 0 and record["loss_scale"] == 1.0 and record["skipped_steps"] == 0
         assert record["tokens_per_s"] > 0 and record["tflops"] > 0 and record["mfu"] is None  # no CPU peak
-    # linear warmup over 5 updates to 3e-3, then linear decay to 0 over the remaining 15
-    expected_lr = [6e-4, 1.2e-3, 1.8e-3, 2.4e-3, 3e-3] + [3e-3 * (15 - i) / 15 for i in range(15)]
+    # linear warmup over 3 updates to 6e-3, then linear decay to 0 over the remaining 9
+    expected_lr = [2e-3, 4e-3, 6e-3] + [6e-3 * (9 - i) / 9 for i in range(9)]
     assert [r["lr"] for r in lines] == pytest.approx(expected_lr)
     summary = json.loads((baseline_run / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["step"] == STEPS and summary["world_size"] == 2
@@ -61,9 +61,9 @@ def test_tiny_model_learns_and_reports_every_step(baseline_run):
 def test_checkpoints_are_complete_pruned_and_loadable(baseline_run):
     from phi_hpc.model.hf import load_pretrained
 
-    assert checkpoint_steps(baseline_run) == [10, 15, 20]  # keep_last 3
-    assert latest(baseline_run) == "20"
-    step_dir = baseline_run / "checkpoints" / "20"
+    assert checkpoint_steps(baseline_run) == [8, 12]  # keep_last 2
+    assert latest(baseline_run) == "12"
+    step_dir = baseline_run / "checkpoints" / "12"
     assert json.loads((step_dir / "trainer_state.json").read_text())["sampler"]["consumed"] == 8 * STEPS
     assert {p.name for p in (step_dir / "rng").iterdir()} == {"rank-0.pt", "rank-1.pt"}
     config = json.loads((step_dir / "config.json").read_text())
@@ -79,7 +79,8 @@ def test_checkpoints_are_complete_pruned_and_loadable(baseline_run):
 @pytest.mark.parametrize("stage", [1, 2])
 def test_zero_stages_give_the_same_losses(baseline_run, runs_root, stdlib_data, stage):
     run_dir = runs_root / f"zero{stage}"
-    assert_ok(run_training(run_dir, stdlib_data, f"deepspeed.zero_stage={stage}", "checkpoint.every=100"))
+    assert_ok(run_training(run_dir, stdlib_data, f"deepspeed.zero_stage={stage}", "checkpoint.every=100",
+                           "checkpoint.save_hf=false"))
     reference, measured = losses(baseline_run), losses(run_dir)
     assert len(measured) == STEPS
     assert measured == pytest.approx(reference, rel=1e-5, abs=1e-5)
@@ -92,34 +93,34 @@ def test_sigkill_and_kill_during_checkpoint_resume_exactly(baseline_run, runs_ro
     run_dir = runs_root / "killed"
     reference = step_lines(baseline_run)
 
-    # 1. every rank is SIGKILLed right after step 12 (last checkpoint: 10)
-    crashed = run_training(run_dir, stdlib_data, env={"PHI_HPC_FAULT": "kill-at-step:12"})
+    # 1. every rank is SIGKILLed right after step 7 (last checkpoint: 4)
+    crashed = run_training(run_dir, stdlib_data, env={"PHI_HPC_FAULT": "kill-at-step:7"})
     assert crashed.returncode != 0
-    assert [r["step"] for r in step_lines(run_dir)] == list(range(1, 13))
-    assert losses(run_dir) == losses(baseline_run)[:12]
-    assert latest(run_dir) == "10" and checkpoint_steps(run_dir) == [5, 10]
+    assert [r["step"] for r in step_lines(run_dir)] == list(range(1, 8))
+    assert losses(run_dir) == losses(baseline_run)[:7]
+    assert latest(run_dir) == "4" and checkpoint_steps(run_dir) == [4]
     assert not (run_dir / "summary.json").exists()
 
-    # 2. restart; this time the ranks die while writing checkpoint 15 (state written, not published)
-    crashed = run_training(run_dir, stdlib_data, env={"PHI_HPC_FAULT": "kill-in-checkpoint:15"})
+    # 2. restart; this time the ranks die while writing checkpoint 8 (state written, not published)
+    crashed = run_training(run_dir, stdlib_data, env={"PHI_HPC_FAULT": "kill-in-checkpoint:8"})
     assert crashed.returncode != 0
-    assert latest(run_dir) == "10" and checkpoint_steps(run_dir) == [5, 10]
-    partial = run_dir / "checkpoints" / ".partial-15"
+    assert latest(run_dir) == "4" and checkpoint_steps(run_dir) == [4]
+    partial = run_dir / "checkpoints" / ".partial-8"
     assert (partial / "deepspeed").is_dir() and not (partial / "trainer_state.json").exists()
     resumed_once = step_lines(run_dir)
-    assert [r["step"] for r in resumed_once] == list(range(1, 16))  # steps 11-12 were recomputed, not duplicated
-    assert [r["loss"] for r in resumed_once] == [r["loss"] for r in reference[:15]]
+    assert [r["step"] for r in resumed_once] == list(range(1, 9))  # steps 5-7 were recomputed, not duplicated
+    assert [r["loss"] for r in resumed_once] == [r["loss"] for r in reference[:8]]
 
-    # 3. restart again: resumes from 10 (the previous complete checkpoint), finishes
+    # 3. restart again: resumes from 4 (the previous complete checkpoint), finishes
     assert_ok(run_training(run_dir, stdlib_data))
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "completed" and summary["resumed_from"].endswith("checkpoints/10")
+    assert summary["status"] == "completed" and summary["resumed_from"].endswith("checkpoints/4")
     final = step_lines(run_dir)
     assert [r["loss"] for r in final] == [r["loss"] for r in reference]  # bit-identical, every step
     assert [r["consumed_samples"] for r in final] == [r["consumed_samples"] for r in reference]
     assert [v["val_loss"] for v in validation_lines(run_dir)] == [v["val_loss"] for v in validation_lines(baseline_run)]
-    assert not partial.exists() and checkpoint_steps(run_dir) == [10, 15, 20]
-    trained, expected = weights(run_dir / "checkpoints" / "20"), weights(baseline_run / "checkpoints" / "20")
+    assert not partial.exists() and checkpoint_steps(run_dir) == [8, 12]
+    trained, expected = weights(run_dir / "checkpoints" / "12"), weights(baseline_run / "checkpoints" / "12")
     assert trained.keys() == expected.keys()
     assert all(trained[k].equal(expected[k]) for k in expected)
 
@@ -141,7 +142,7 @@ def test_sigusr2_checkpoints_at_the_next_step_and_resumes_exactly(baseline_run, 
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 300
-        while len(step_lines(run_dir)) < 3:  # signal once training is under way
+        while len(step_lines(run_dir)) < 2:  # signal once training is under way
             assert launcher.poll() is None and time.monotonic() < deadline, "training ended before the signal"
             time.sleep(0.05)
         _worker_with_rank(psutil.Process(launcher.pid), 0).send_signal(signal.SIGUSR2)  # one rank only
@@ -151,7 +152,7 @@ def test_sigusr2_checkpoints_at_the_next_step_and_resumes_exactly(baseline_run, 
             launcher.kill()
     summary = json.loads((run_dir / "summary.json").read_text())
     stopped = summary["step"]
-    assert summary["status"] == "preempted" and 3 <= stopped < STEPS, output[-3000:]
+    assert summary["status"] == "preempted" and 2 <= stopped < STEPS, output[-3000:]
     assert "exitcode  : 75" in output or "exit code 75" in output  # the worker's status for the requeue logic
     assert latest(run_dir) == str(stopped) and summary["last_checkpoint"] == stopped
     assert len(step_lines(run_dir)) == stopped  # both ranks stopped at the same step
@@ -168,12 +169,13 @@ def test_fp16_dynamic_loss_scaling_skips_overflows_and_backs_off(runs_root, stdl
     run_dir = runs_root / "fp16"
     assert_ok(run_training(run_dir, stdlib_data, "deepspeed.precision=fp16", "deepspeed.zero_stage=1",
                            "deepspeed.initial_scale_power=20", "deepspeed.hysteresis=1", "batch.global_size=4",
-                           "steps=5", "validation.every=0", "checkpoint.every=100", nproc=1))
+                           "steps=4", "schedule.warmup_steps=4", "validation.every=0", "checkpoint.every=100",
+                           "checkpoint.save_hf=false", nproc=1))
     lines = step_lines(run_dir)
     scale, skipped, updates = 2.0 ** 20, 0, 0
     for r in lines:
-        # the LR schedule counts real updates only (warmup: 6e-4 per update)
-        assert r["lr"] == pytest.approx(6e-4 * (updates + 1)), r
+        # the LR schedule counts real updates only (warmup: 6e-3 / 4 per update)
+        assert r["lr"] == pytest.approx(1.5e-3 * (updates + 1)), r
         if r["skipped_steps"] > skipped:  # overflow: no update, scale halved (hysteresis 1)
             assert r["skipped_steps"] == skipped + 1 and r["loss_scale"] == scale / 2 and r["grad_norm"] is None
         else:  # a real update at the current scale
