@@ -79,15 +79,20 @@ class GenerationConfig:
 def generate_tokens(model, prompts: Sequence[Sequence[int]], config: GenerationConfig,
                     eos_token_id: int | None = None, stop_check: StopCheck | None = None,
                     pad_token_id: int = 0, progress: Callable[[int], None] | None = None,
-                    ) -> list[list[list[int]]]:
+                    prompt_keys: Sequence[int] | None = None) -> list[list[list[int]]]:
     """``config.n`` continuations (new token ids only) of each prompt, in prompt order.
 
     A continuation ends at ``eos_token_id`` (not included), when ``stop_check(new_ids)`` says so
     (included: the caller trims text), or after ``max_new_tokens``. ``progress(k)`` is called as
-    ``k`` more sequences finish.
+    ``k`` more sequences finish. ``prompt_keys`` (default: the positions in ``prompts``) name each
+    prompt for the sampler's seeds: pass global problem indices and a run sharded over ranks samples
+    exactly what a single process would.
     """
     if any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt needs at least one token")
+    keys = list(range(len(prompts))) if prompt_keys is None else list(prompt_keys)
+    if len(keys) != len(prompts):
+        raise ValueError(f"{len(keys)} prompt_keys for {len(prompts)} prompts")
     # Greedy samples of one prompt are identical: decode once and copy.
     copies = 1 if config.greedy else config.n
     jobs = [(i, s) for i in range(len(prompts)) for s in range(copies)]
@@ -98,7 +103,7 @@ def generate_tokens(model, prompts: Sequence[Sequence[int]], config: GenerationC
     for start in range(0, len(jobs), config.batch_size):
         batch_jobs = jobs[start:start + config.batch_size]
         outputs = _generate_batch(model, [prompts[i] for i, _ in batch_jobs], config,
-                                  [_row_seed(config.seed, i, s) for i, s in batch_jobs],
+                                  [_row_seed(config.seed, keys[i], s) for i, s in batch_jobs],
                                   eos_token_id, stop_check, pad_token_id, progress)
         results.update(zip(batch_jobs, outputs))
     return [[list(results[(i, s if copies > 1 else 0)]) for s in range(config.n)] for i in range(len(prompts))]
@@ -232,11 +237,12 @@ def eos_id_of(tokenizer) -> int | None:
 
 
 def generate_completions(model, tokenizer, prompts: list[str], config: GenerationConfig,
-                         progress: Callable[[int], None] | None = None) -> list[list[str]]:
+                         progress: Callable[[int], None] | None = None,
+                         prompt_keys: Sequence[int] | None = None) -> list[list[str]]:
     """``config.n`` completions per prompt (text after the prompt), each cut at its first stop sequence.
 
     ``tokenizer`` is a ``tokenizers.Tokenizer`` (phi-1's is codegen-350M-mono's). Generation ends at
-    ``<|endoftext|>`` too.
+    ``<|endoftext|>`` too. ``prompt_keys``: see :func:`generate_tokens` (for data-parallel runs).
     """
     encoded = [tokenizer.encode(prompt).ids for prompt in prompts]
     for index, ids in enumerate(encoded):
@@ -245,6 +251,7 @@ def generate_completions(model, tokenizer, prompts: list[str], config: Generatio
     eos = eos_id_of(tokenizer)
     tokens = generate_tokens(model, encoded, config, eos_token_id=eos,
                              stop_check=make_stop_check(tokenizer, config.stop_sequences),
-                             pad_token_id=eos if eos is not None else 0, progress=progress)
+                             pad_token_id=eos if eos is not None else 0, progress=progress,
+                             prompt_keys=prompt_keys)
     return [[truncate_at_stop(tokenizer.decode(ids, skip_special_tokens=False), config.stop_sequences)
              for ids in samples] for samples in tokens]

@@ -149,3 +149,18 @@ def test_config_spellings_agree():
         GenerationConfig(top_p=0.0)
     with pytest.raises(ValueError):
         GenerationConfig(stop_sequences=[""])
+
+
+def test_sharded_sampling_with_global_keys_equals_one_process(hf_and_ours):
+    _, ours = hf_and_ours
+    prompts = random_prompts([5, 9, 4, 7, 6], seed=6)
+    config = GenerationConfig(max_new_tokens=8, do_sample=True, n=2, seed=11, top_p=0.9)
+    whole = generate_tokens(ours, prompts, config)
+    world = 2
+    merged = [None] * len(prompts)
+    for rank in range(world):
+        mine = list(range(rank, len(prompts), world))
+        shard = generate_tokens(ours, [prompts[i] for i in mine], config, prompt_keys=mine)
+        for index, samples in zip(mine, shard):
+            merged[index] = samples
+    assert merged == whole

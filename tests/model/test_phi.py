@@ -214,3 +214,61 @@ def test_bad_model_configs_fail_with_the_file_and_the_key(tmp_path):
     if not flash_attn_available():  # on a GPU machine with flash-attn this path is legitimately fine
         with pytest.raises(UsageError, match="flash-attn is not installed"):
             PhiForCausalLM(SMALL.replace(attention="flash"))
+
+
+# microsoft/phi-1's config.json as published (transformers 4.37 layout: rotary settings at the top
+# level, rope_scaling null, num_key_value_heads null).
+MICROSOFT_PHI1_CONFIG = {
+    "_name_or_path": "microsoft/phi-1", "architectures": ["PhiForCausalLM"], "attention_dropout": 0.0,
+    "bos_token_id": None, "embd_pdrop": 0.0, "eos_token_id": None, "hidden_act": "gelu_new", "hidden_size": 2048,
+    "initializer_range": 0.02, "intermediate_size": 8192, "layer_norm_eps": 1e-05, "max_position_embeddings": 2048,
+    "model_type": "phi", "num_attention_heads": 32, "num_hidden_layers": 24, "num_key_value_heads": None,
+    "partial_rotary_factor": 0.5, "qk_layernorm": False, "resid_pdrop": 0.0, "rope_scaling": None,
+    "rope_theta": 10000.0, "tie_word_embeddings": False, "torch_dtype": "float32", "transformers_version": "4.37.0",
+    "use_cache": True, "vocab_size": 51200,
+}
+
+
+def test_microsoft_phi1_config_maps_to_the_phi1_architecture(tmp_path):
+    import json
+
+    from phi_hpc.model.hf import config_from_hf
+
+    config = config_from_hf(MICROSOFT_PHI1_CONFIG)
+    assert config == PhiConfig(attn_dropout=0.0, resid_dropout=0.0)  # same shape; released without dropout
+    # A small model in that 4.x layout loads in ours and in transformers identically.
+    small = dict(MICROSOFT_PHI1_CONFIG, hidden_size=64, intermediate_size=128, num_attention_heads=4,
+                 num_hidden_layers=2, vocab_size=300)
+    (tmp_path / "config.json").write_text(json.dumps(small))
+    torch.manual_seed(0)
+    theirs = transformers.PhiForCausalLM(transformers.PhiConfig.from_pretrained(tmp_path)).eval()
+    with torch.no_grad():
+        for param in theirs.parameters():
+            param.add_(torch.randn_like(param) * 0.05)
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in theirs.state_dict().items()}, str(tmp_path / "model.safetensors"))
+    ours = load_pretrained(tmp_path)
+    assert ours.config.rotary_dim == 8
+    ids = torch.randint(0, 300, (2, 20), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert (ours(ids) - theirs(ids).logits).abs().max().item() <= 1e-5
+
+
+def test_unsupported_checkpoints_are_refused_with_a_reason(tmp_path):
+    import json
+
+    from phi_hpc.errors import UsageError
+    from phi_hpc.model.hf import config_from_hf, state_dict_from_hf
+
+    with pytest.raises(UsageError, match="num_key_value_heads"):
+        config_from_hf(dict(MICROSOFT_PHI1_CONFIG, num_key_value_heads=8))
+    with pytest.raises(UsageError, match="qk_layernorm"):
+        config_from_hf(dict(MICROSOFT_PHI1_CONFIG, qk_layernorm=True))
+    with pytest.raises(UsageError, match="trust_remote_code"):
+        state_dict_from_hf({"transformer.h.0.mixer.Wqkv.weight": torch.zeros(1)})
+    (tmp_path / "config.json").write_text(json.dumps(MICROSOFT_PHI1_CONFIG)[:-5])
+    from phi_hpc.errors import PhiError
+
+    with pytest.raises(PhiError, match=r"config.json:1: invalid JSON"):
+        load_pretrained(tmp_path)
