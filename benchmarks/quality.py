@@ -117,7 +117,8 @@ def in_process_costs(texts: list[str], model: Path) -> dict:
 
 def worker_setup_cpu(model: Path, env: dict) -> float:
     """CPU seconds a fresh worker process spends building both filters (index cache warm)."""
-    code = ("import time; t = time.process_time()\n"
+    code = ("import time, numpy, phi_hpc.data.filters  # a prepare worker has these already\n"
+            "t = time.process_time()\n"
             "from phi_hpc.quality.stages import build_decontamination_filter, build_quality_filter\n"
             f"build_quality_filter({str(model)!r}, 0.5); build_decontamination_filter({str(SHARED)!r}, False)\n"
             "print(time.process_time() - t)")

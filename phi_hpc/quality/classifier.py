@@ -106,20 +106,18 @@ class LMEmbedder:
         import torch
         from tokenizers import Tokenizer
 
-        folder = Path(model_dir)
-        if not (folder / "config.json").is_file() and not (folder / "latest").is_file():
-            raise UsageError(f"--model-dir {model_dir}: no config.json (not an HF/checkpoint folder)",
-                             "point it at a checkpoint or a local HF model folder")
+        from phi_hpc.model.hf import resolve_checkpoint_dir
+
+        folder = resolve_checkpoint_dir(model_dir)  # an HF folder, a checkpoint step, a run (its latest)
         tokenizer_path = Path(tokenizer) if tokenizer else folder / "tokenizer.json"
         if not tokenizer_path.is_file():
-            raise UsageError(f"no tokenizer.json in {model_dir}", "pass --tokenizer PATH/tokenizer.json")
+            raise UsageError(f"no tokenizer.json in {folder}", "pass --tokenizer PATH/tokenizer.json")
         self._tokenizer = Tokenizer.from_file(str(tokenizer_path))
         self.max_tokens = max_tokens
         self.batch_size = batch_size
         self._torch = torch
         self._captured: list = []
-        model_type = self._model_type(folder)
-        if model_type in (None, "phi"):
+        if self._model_type(folder) == "phi":
             from phi_hpc.model.hf import load_pretrained
 
             self._model = load_pretrained(folder, dtype=torch.float32)
@@ -138,7 +136,7 @@ class LMEmbedder:
         try:
             return json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
         except (OSError, json.JSONDecodeError):
-            return None
+            raise UsageError(f"{folder / 'config.json'}: unreadable or invalid JSON", "the folder is damaged") from None
 
     def _width(self) -> int:
         return int(self.embed(["x = 1\n"]).shape[1])

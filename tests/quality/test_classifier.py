@@ -135,6 +135,15 @@ def test_lm_embedder_with_a_tiny_local_hf_model(tmp_path, codegen_tokenizer, lab
     scores = QualityScorer(QualityModel.load(tmp_path / "lm.npz")).score(texts[:4])
     assert scores.shape == (4,) and ((0 <= scores) & (scores <= 1)).all()
 
+    # A training run's folder works too: checkpoints/latest names the step, whose hf/ holds the model.
+    step = tmp_path / "run" / "checkpoints" / "00010"
+    step.mkdir(parents=True)
+    folder.rename(step / "hf")
+    (tmp_path / "run" / "checkpoints" / "latest").write_text("00010\n")
+    from_run = LMEmbedder(str(tmp_path / "run"), tokenizer=str(codegen_tokenizer), max_tokens=64, batch_size=4)
+    np.testing.assert_allclose(from_run.embed(texts[:2]), LMEmbedder(str(step / "hf"), str(codegen_tokenizer),
+                                                                      max_tokens=64).embed(texts[:2]), atol=1e-6)
+
 
 @pytest.mark.slow
 def test_lm_embedder_falls_back_to_automodel_for_other_architectures(tmp_path, codegen_tokenizer):
