@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -48,6 +49,8 @@ def cli_env(extra: dict | None = None) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.pop("PHI_HPC_FAULT", None)
+    # `status` without RUN lists recent submissions from this index: keep the tests' out of the user's.
+    env["PHI_HPC_RUN_INDEX"] = str(Path(tempfile.gettempdir()) / "phi-hpc-test-runs.txt")
     env.update(extra or {})
     return env
 
