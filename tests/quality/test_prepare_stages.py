@@ -59,3 +59,24 @@ def test_prepare_filters_low_quality_and_contaminated_documents(tmp_path, run_cl
     assert counts["filtered"] == {"decontamination": 2, "quality": len(by_quality)}
     assert counts["documents_in"] == 64
     assert counts["documents_out"] <= 64 - 2 - len(by_quality)
+
+
+@pytest.mark.slow
+def test_prepare_decontaminate_report_only_keeps_and_audits(tmp_path, run_cli, stdlib_dir, shared_data,
+                                                             codegen_tokenizer, humaneval_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name in ("textwrap.py", "shlex.py", "fractions.py", "calendar.py"):
+        (corpus / name).write_text((stdlib_dir / name).read_text())
+    problem = humaneval_problems(humaneval_path)[20]
+    (corpus / "leak.py").write_text(plant((stdlib_dir / "colorsys.py").read_text(),
+                                          problem["prompt"] + problem["canonical_solution"]))
+    out = tmp_path / "out"
+    run_cli("prepare", str(corpus), "--tokenizer", str(codegen_tokenizer), "-o", str(out), "--workers", "1",
+            "--decontaminate", "--decontaminate-report-only", "--benchmark-data", str(shared_data), check=True)
+    counts = json.loads((out / "manifest.json").read_text())["counts"]
+    assert counts["filtered"] == {} and counts["flagged"] == {"decontamination": 1}
+    assert counts["documents_out"] == 5
+    audit = [json.loads(line) for line in (out / "audit.jsonl").read_text().splitlines()]
+    assert len(audit) == 1 and audit[0]["document"].endswith("leak.py") and audit[0]["removed"] is None
+    assert audit[0]["flagged_by"] == "decontamination" and "HumanEval/20" in audit[0]["reason"]
