@@ -76,7 +76,8 @@ def prepare_command(inputs, tokenizer, output_dir, workers, strict, stage, shard
     context = pipeline.open_run(config)
     if stage == "plan":
         result = {"stage": "plan", "shards": len(context.shards), "fingerprint": context.fingerprint,
-                  "files": sum(len(s.files) for s in context.shards), "bytes": sum(s.bytes for s in context.shards)}
+                  "files": len({f.path for s in context.shards for f in s.files}),
+                  "bytes": sum(s.bytes for s in context.shards)}
     elif stage == "map":
         shards = [shard] if shard is not None else [s.index for s in context.shards]
         results = []

@@ -35,7 +35,8 @@ from phi_hpc import __version__
 from phi_hpc.config import to_dict
 from phi_hpc.data.config import PrepareConfig
 from phi_hpc.data.layout import Layout, remove_stale_temporaries
-from phi_hpc.data.sources import BadInput, Document, InputFile, expand_inputs, file_fingerprint, read_documents
+from phi_hpc.data.sources import (BadInput, Document, InputFile, expand_inputs, file_fingerprint, read_documents,
+                                  split_input)
 from phi_hpc.errors import PhiError, UsageError
 from phi_hpc.fileio import atomic_write, sha256_file, write_json
 
@@ -61,10 +62,12 @@ class Shard:
 
 
 def plan_shards(config: PrepareConfig) -> list[Shard]:
-    """Split the inputs into map shards: each data file (.jsonl*, .parquet) is its own shard; loose
-    source files are grouped, in order, into shards of about ``shard_mb`` megabytes."""
-    files = expand_inputs(list(config.inputs), config.glob)
+    """Split the inputs into map shards of about ``shard_mb`` megabytes, in input order: loose source
+    files are grouped; each data file (.jsonl*, .parquet) is its own shard, or several when it is
+    big and can be read from the middle (plain .jsonl by byte range, .parquet by row group)."""
     limit = config.shard_mb * 1e6
+    files = [piece for source in expand_inputs(list(config.inputs), config.glob)
+             for piece in split_input(source, int(limit))]
     groups: list[list[InputFile]] = []
     current: list[InputFile] = []
     size = 0
@@ -115,11 +118,11 @@ def open_run(config: PrepareConfig) -> RunContext:
         "format": FORMAT,
         "config": recorded_config(config),
         "tokenizer_sha256": tokenizer.sha256,
-        "inputs": [file_fingerprint(f) for shard in shards for f in shard.files],
+        "inputs": [{**file_fingerprint(f), "start": f.start, "end": f.end} for shard in shards for f in shard.files],
     }
     fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     layout = Layout(Path(config.output_dir).absolute())
-    plan = {"fingerprint": fingerprint, "shards": [[f.path for f in s.files] for s in shards]}
+    plan = {"fingerprint": fingerprint, "shards": [[[f.path, f.start, f.end] for f in s.files] for s in shards]}
     if layout.plan.is_file():
         try:
             previous = json.loads(layout.plan.read_text())
@@ -525,7 +528,7 @@ def run_pack(config: PrepareConfig, context: RunContext | None = None, progress=
         "outputs": outputs,
         "dtype": str(dtype),
         "tokenizer": context.tokenizer.to_dict(),
-        "inputs": {"files": sum(len(s.files) for s in context.shards), "bytes": corpus.input_bytes,
+        "inputs": {"files": len({f.path for s in context.shards for f in s.files}), "bytes": corpus.input_bytes,
                    "paths": list(dict.fromkeys(config.inputs))},
         "shards": len(context.shards),
         "bad_inputs": {"file": layout.bad_inputs.name, "first": corpus.bad[:20]},

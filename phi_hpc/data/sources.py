@@ -32,12 +32,51 @@ _READ_CHUNK = 1 << 20
 
 @dataclass(frozen=True)
 class InputFile:
-    """One file of the shard plan: where, how to read it, and its size (shards are balanced by bytes)."""
+    """One file (or one piece of a big file) of the shard plan: where, how to read it, and its size
+    (shards are balanced by bytes).
+
+    A big uncompressed ``.jsonl`` is split into byte ranges ``[start, end)``: a piece owns the lines
+    that *begin* inside its range. A big ``.parquet`` is split by row groups ``[start, end)``.
+    Compressed streams cannot be entered in the middle, so they are always read whole.
+    """
 
     path: str
     kind: str  # "jsonl" | "parquet" | "source"
     compression: str | None
-    size: int
+    size: int  # bytes this piece covers (the whole file's size when not split)
+    start: int = 0
+    end: int | None = None  # None: to the end of the file
+
+    @property
+    def is_whole_file(self) -> bool:
+        return self.start == 0 and self.end is None
+
+
+def split_input(source: InputFile, piece_bytes: int) -> list[InputFile]:
+    """Pieces of about ``piece_bytes`` for files that can be read from the middle; else the file."""
+    if source.compression is None and source.kind == "jsonl" and source.size > piece_bytes:
+        bounds = list(range(0, source.size, piece_bytes)) + [source.size]
+        return [InputFile(source.path, source.kind, None, hi - lo, lo, hi) for lo, hi in zip(bounds, bounds[1:])]
+    if source.kind == "parquet" and source.size > piece_bytes:
+        return _split_parquet(source, piece_bytes)
+    return [source]
+
+
+def _split_parquet(source: InputFile, piece_bytes: int) -> list[InputFile]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        metadata = pq.ParquetFile(source.path).metadata
+    except (pa.ArrowException, OSError):
+        return [source]  # unreadable: the reader reports it as bad input
+    pieces, first, size = [], 0, 0
+    for group in range(metadata.num_row_groups):
+        size += metadata.row_group(group).total_byte_size
+        if size >= piece_bytes or group == metadata.num_row_groups - 1:
+            pieces.append(InputFile(source.path, "parquet", None, size, first, group + 1))
+            first, size = group + 1, 0
+    return pieces if len(pieces) > 1 else [source]
 
 
 @dataclass(frozen=True)
@@ -136,10 +175,14 @@ def _read_source_file(source: InputFile, on_bad: OnBad) -> Iterator[Document]:
 
 
 def _read_jsonl(source: InputFile, text_key: str, on_bad: OnBad) -> Iterator[Document]:
+    if source.is_whole_file:
+        numbered = enumerate(_lines(source), start=1)
+    else:
+        numbered = _lines_in_range(source)
     line_no = 0
     saw_content = False
     try:
-        for line_no, raw in enumerate(_lines(source), start=1):
+        for line_no, raw in numbered:
             if not raw.strip():
                 continue
             saw_content = True
@@ -149,8 +192,38 @@ def _read_jsonl(source: InputFile, text_key: str, on_bad: OnBad) -> Iterator[Doc
     except _Truncated as exc:
         on_bad(BadInput(source.path, line_no + 1, str(exc)))
         return
-    if not saw_content:
+    if not saw_content and source.is_whole_file:
         on_bad(BadInput(source.path, None, "empty file"))
+
+
+def _lines_in_range(source: InputFile) -> Iterator[tuple[int, bytes]]:
+    """(line number, line) for the lines of an uncompressed file that begin in ``[start, end)``."""
+    with open(source.path, "rb") as handle:
+        line_no = 1
+        if source.start > 0:
+            # Line numbers stay those of the whole file: count the newlines before the range
+            # (a C loop over the bytes, fast), then skip the line that straddles the start.
+            remaining = source.start - 1
+            while remaining > 0:
+                block = handle.read(min(_READ_CHUNK, remaining))
+                if not block:
+                    break
+                line_no += block.count(b"\n")
+                remaining -= len(block)
+            if handle.read(1) != b"\n":  # byte start-1 is not a newline: we are inside a line
+                handle.readline()
+                line_no += 1
+            else:
+                line_no += 1
+        position = handle.tell()
+        end = source.end if source.end is not None else float("inf")
+        while position < end:
+            raw = handle.readline()
+            if not raw:
+                return
+            yield line_no, raw.rstrip(b"\n")
+            line_no += 1
+            position += len(raw)
 
 
 def _parse_record(raw: bytes, path: str, line_no: int, text_key: str, on_bad: OnBad) -> Document | None:
@@ -200,9 +273,10 @@ def _read_parquet(source: InputFile, text_key: str, on_bad: OnBad) -> Iterator[D
     if parquet.metadata.num_rows == 0:
         on_bad(BadInput(source.path, None, "empty file"))
         return
-    row = 0
+    groups = range(source.start, source.end if source.end is not None else parquet.metadata.num_row_groups)
+    row = sum(parquet.metadata.row_group(g).num_rows for g in range(groups.start))  # rows before this piece
     try:
-        for batch in parquet.iter_batches(batch_size=4096, columns=[text_key]):
+        for batch in parquet.iter_batches(batch_size=4096, columns=[text_key], row_groups=list(groups)):
             for value in batch.column(0).to_pylist():
                 row += 1
                 if isinstance(value, bytes):

@@ -114,9 +114,10 @@ def test_decontaminate_drops_a_leaked_benchmark_solution(tmp_path, codegen_token
             assert counts["documents_out"] == counts["documents_in"]
 
 
-def test_outputs_do_not_depend_on_batch_size(tmp_path, codegen_tokenizer, monkeypatch):
-    """Documents flow through the map stage in batches; a different batch size (here 7 instead of
-    512, so one shard spans many batches) must give byte-identical outputs."""
+def test_outputs_do_not_depend_on_batch_size_or_file_splitting(tmp_path, codegen_tokenizer, monkeypatch):
+    """Documents flow through the map stage in batches and big files are split into shards; neither
+    a different batch size (7 instead of 512: one shard spans many batches) nor splitting the file
+    may change a byte of the outputs."""
     from phi_hpc.fileio import sha256_file
 
     root = tmp_path / "in"
@@ -134,15 +135,18 @@ def test_outputs_do_not_depend_on_batch_size(tmp_path, codegen_tokenizer, monkey
         texts.append(text if text is not None else texts[i - 1] + " plus one edit")
     (root / "big.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts[:40] + texts[40:][::-1]))
 
-    def run(name):
+    def run(name, **overrides):
         config = PrepareConfig(inputs=[str(root / "big.jsonl")], tokenizer=str(codegen_tokenizer),
-                               output_dir=str(tmp_path / name), workers=1)
+                               output_dir=str(tmp_path / name), **{"workers": 1, **overrides})
         manifest = pipeline.prepare(config, show_progress=False)
-        files = ["train.bin", "train.idx", "validation.bin", "validation.idx", "audit.jsonl", "manifest.json"]
+        files = ["train.bin", "train.idx", "validation.bin", "validation.idx", "audit.jsonl", "bad_inputs.jsonl"]
         return manifest, {f: sha256_file(tmp_path / name / f) for f in files}
 
     default_manifest, default_files = run("default")
+    assert default_manifest["counts"]["near_duplicates"] == 6 and default_manifest["shards"] == 1
+    # The file split into ~9 byte-range shards, processed by two workers: same bytes out.
+    split_manifest, split_files = run("split", shard_mb=0.01, workers=2)
+    assert split_manifest["shards"] > 5 and split_files == default_files
     monkeypatch.setattr(pipeline, "_BATCH_DOCUMENTS", 7)
-    small_manifest, small_files = run("small")
-    assert default_manifest["counts"]["near_duplicates"] == 6
+    _, small_files = run("small")
     assert small_files == default_files

@@ -79,3 +79,40 @@ def test_literal_eos_text_inside_a_document_cannot_forge_a_boundary(tmp_path, co
         ids = doc.tolist()
         assert ids[-1] == eos and eos not in ids[:-1]
         assert tokenizer.decode(ids[:-1], skip_special_tokens=False) == text
+
+
+def test_big_files_split_into_pieces_read_every_line_once_with_file_line_numbers(tmp_path):
+    from phi_hpc.data.sources import split_input
+
+    lines = []
+    for i in range(500):
+        if i % 97 == 5:
+            lines.append(b'{"text": broken')
+        elif i % 53 == 7:
+            lines.append(b"")
+        else:
+            lines.append(json.dumps({"text": f"doc {i} " + "x" * (i % 40)}).encode())
+    (tmp_path / "big.jsonl").write_bytes(b"\n".join(lines))  # no final newline
+    (source,) = expand_inputs([str(tmp_path / "big.jsonl")], "*")
+    whole, whole_bad = [], []
+    whole = [(d.text, d.origin) for d in read_documents(source, "text", whole_bad.append)]
+    for piece_bytes in (1, 37, 1000, 4096):
+        pieces = split_input(source, piece_bytes)
+        assert len(pieces) > 1 and sum(p.size for p in pieces) == source.size
+        documents, bad = [], []
+        for piece in pieces:
+            documents += [(d.text, d.origin) for d in read_documents(piece, "text", bad.append)]
+        assert documents == whole, piece_bytes
+        assert bad == whole_bad and len(bad) == 6
+
+    rows = [f"row {i}" for i in range(1000)]
+    rows[613] = None
+    pq.write_table(pa.table({"text": rows}), tmp_path / "big.parquet", row_group_size=100)
+    (parquet,) = expand_inputs([str(tmp_path / "big.parquet")], "*")
+    pieces = split_input(parquet, 1000)
+    assert len(pieces) > 1
+    documents, bad = [], []
+    for piece in pieces:
+        documents += [d.text for d in read_documents(piece, "text", bad.append)]
+    assert documents == [r for r in rows if r is not None]
+    assert [b.where for b in bad] == [f"{tmp_path / 'big.parquet'}:614"]
