@@ -19,9 +19,9 @@ from phi_hpc.errors import UsageError
 def _endpoint_options(func):
     """Options of every command that talks to an OpenAI-compatible server."""
     options = [
-        click.option("--endpoint", required=True, metavar="URL",
+        click.option("--endpoint", metavar="URL",
                      help="OpenAI-compatible base URL, e.g. http://gpu-node:8000/v1 (vLLM) or https://api.openai.com/v1."),
-        click.option("--model", "model_name", required=True, help="Model name the server expects."),
+        click.option("--model", "model_name", help="Model name the server expects."),
         click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True,
                      help="Environment variable holding the API key (sent as a Bearer token if set)."),
         click.option("--concurrency", default=8, show_default=True, help="Requests in flight at once."),
@@ -40,6 +40,8 @@ def _endpoint_options(func):
 def _endpoint(kwargs: dict):
     from phi_hpc.quality.openai_client import EndpointConfig
 
+    if not kwargs["endpoint"] or not kwargs["model_name"]:
+        raise UsageError("--endpoint and --model are required", "e.g. --endpoint http://gpu-node:8000/v1 --model NAME")
     return EndpointConfig(base_url=kwargs["endpoint"], model=kwargs["model_name"], api_key_env=kwargs["api_key_env"],
                           timeout_s=kwargs["timeout_s"], max_retries=kwargs["max_retries"],
                           backoff_s=kwargs["backoff_s"], temperature=kwargs["temperature"],
@@ -223,16 +225,25 @@ def synth_group() -> None:
 
 def _synth(kind: str, output: str, count: int, seed: int, max_attempts: int, run_tests: bool, kwargs: dict) -> None:
     from phi_hpc.progress import progress_bar
-    from phi_hpc.quality.synth import SynthConfig, synthesize
+    from phi_hpc.quality.synth import SynthConfig, default_template, load_template, synthesize
+
+    if kwargs["print_template"]:
+        click.echo(default_template(kind))
+        return
+    if not output or count is None:
+        raise UsageError("-o OUTPUT and -n COUNT are required", "e.g. -o textbook.jsonl -n 1000")
+    template = load_template(kind, kwargs["prompt_template"])
+    endpoint = _endpoint(kwargs)
 
     if count < 1:
         raise UsageError(f"-n {count}: need at least one item")
     if max_attempts < 1:
         raise UsageError(f"--max-attempts {max_attempts}: need at least one")
     config = SynthConfig(kind=kind, count=count, seed=seed, concurrency=kwargs["concurrency"],
-                         max_attempts=max_attempts, run_tests=run_tests)
+                         max_attempts=max_attempts, run_tests=run_tests,
+                         template=None if kwargs["prompt_template"] is None else template)
     with progress_bar() as progress:
-        summary = synthesize(output, _endpoint(kwargs), config, progress)
+        summary = synthesize(output, endpoint, config, progress)
     _summarize(f"synth {kind}", summary, f"{output}.summary.json",
                ["requested", "already_done", "written", "items", "rejected_attempts", "failed_count", "retries"])
     if summary["failed_count"]:
@@ -240,12 +251,15 @@ def _synth(kind: str, output: str, count: int, seed: int, max_attempts: int, run
 
 
 _common_synth = [
-    click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+    click.option("-o", "--output", type=click.Path(dir_okay=False),
                  help="Output .jsonl (appended to; rerun the same command to resume)."),
-    click.option("-n", "--count", required=True, type=int, help="Items wanted in total (ids 0..N-1)."),
+    click.option("-n", "--count", type=int, help="Items wanted in total (ids 0..N-1)."),
     click.option("--seed", default=0, show_default=True, help="Seeds the topic/audience/style/constraint draws."),
     click.option("--max-attempts", default=4, show_default=True,
                  help="Prompts tried per item before giving up (duplicates and broken code are retried)."),
+    click.option("--prompt-template", type=click.Path(dir_okay=False),
+                 help="Your own template with {topic} {audience} {style} {constraint}."),
+    click.option("--print-template", is_flag=True, help="Print the built-in template and exit."),
 ]
 
 

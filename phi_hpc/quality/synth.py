@@ -85,6 +85,7 @@ class SynthConfig:
     max_attempts: int = 4
     run_tests: bool = True
     test_timeout_s: float = 10.0
+    template: str | None = None  # None: the built-in template of ``kind``
 
 
 def draw_spec(seed: int, index: int, attempt: int) -> dict:
@@ -94,8 +95,37 @@ def draw_spec(seed: int, index: int, attempt: int) -> dict:
             "constraint": rng.choice(CONSTRAINTS)}
 
 
-def render_prompt(kind: str, spec: dict) -> str:
-    return (TEXTBOOK_TEMPLATE if kind == "textbook" else EXERCISES_TEMPLATE).format(**spec)
+PLACEHOLDERS = ("{topic}", "{audience}", "{style}", "{constraint}")
+
+
+def default_template(kind: str) -> str:
+    return TEXTBOOK_TEMPLATE if kind == "textbook" else EXERCISES_TEMPLATE
+
+
+def load_template(kind: str, path: str | None) -> str:
+    """The prompt template: the built-in one, or a user's file using the four placeholders."""
+    if path is None:
+        return default_template(kind)
+    from pathlib import Path
+
+    from phi_hpc.errors import UsageError
+
+    template_path = Path(path)
+    if not template_path.is_file():
+        raise UsageError(f"--prompt-template {path} does not exist", "--print-template shows the default")
+    template = template_path.read_text(encoding="utf-8")
+    missing = [p for p in PLACEHOLDERS if p not in template]
+    if missing:
+        raise UsageError(f"--prompt-template {path} lacks {', '.join(missing)}",
+                         "without them every item gets the same prompt; see --print-template")
+    return template
+
+
+def render_prompt(template: str, spec: dict) -> str:
+    out = template
+    for key, value in spec.items():
+        out = out.replace("{" + key + "}", value)
+    return out
 
 
 def item_id(kind: str, seed: int, index: int) -> str:
@@ -166,7 +196,8 @@ def _attempt_item(client: ChatClient, config: SynthConfig, index: int, seen: set
     problems: list[str] = []
     for attempt in range(config.max_attempts):
         spec = draw_spec(config.seed, index, attempt)
-        answer = client.chat([{"role": "user", "content": render_prompt(config.kind, spec)}])
+        template = config.template or default_template(config.kind)
+        answer = client.chat([{"role": "user", "content": render_prompt(template, spec)}])
         record = {"id": item_id(config.kind, config.seed, index), "kind": config.kind, "index": index,
                   "attempt": attempt, "spec": spec, "model": client.config.model}
         if config.kind == "textbook":

@@ -184,5 +184,20 @@ def test_label_cli_errors_are_one_line(tmp_path, run_cli):
     proc = run_cli("synth", "textbook", "-o", str(tmp_path / "x.jsonl"), "-n", "3", "--endpoint", "gpu:8000",
                    "--model", "m")
     assert proc.returncode == 2 and "not an http(s) URL" in proc.stderr
-    assert run_cli("quality", "label", "--print-template", "--endpoint", "http://x", "--model", "m",
-                   check=True).stdout.count("{code}") == 1
+    assert run_cli("quality", "label", "--print-template", check=True).stdout.count("{code}") == 1
+    assert "{topic}" in run_cli("synth", "exercises", "--print-template", check=True).stdout
+    proc = run_cli("synth", "exercises", "-o", str(tmp_path / "x.jsonl"), "-n", "3")
+    assert proc.returncode == 2 and "--endpoint and --model are required" in proc.stderr
+    proc = run_cli("synth", "textbook", "-o", str(tmp_path / "x.jsonl"), "-n", "3", "--endpoint", "http://x/v1",
+                   "--model", "m", "--prompt-template", str(template))
+    assert proc.returncode == 2 and "lacks {topic}" in proc.stderr
+
+
+def test_synth_uses_a_custom_template(tmp_path):
+    template = "Write a textbook page about {topic} for {audience} ({style}; {constraint})"
+    with FakeOpenAI(faults=False) as server:
+        synthesize(str(tmp_path / "t.jsonl"), _endpoint(server.url),
+                   SynthConfig(kind="textbook", count=3, template=template))
+        prompts = list(server.seen)
+    assert len(prompts) == 3 and all(p.startswith("Write a textbook page about ") for p in prompts)
+    assert "{" not in "".join(prompts)
