@@ -49,13 +49,16 @@ def baseline(slurm_cluster, tiny_data, codegen_tokenizer, tmp_path_factory):
     alongside, a training run that crashes, with its own chained eval."""
     root = tmp_path_factory.mktemp("submit")
     run_dir, broken = root / "baseline", root / "broken"
-    phi(*tiny_pretrain_args(run_dir, tiny_data))
+    # keep_last=1: the step-10 checkpoint is pruned long before its --eval-every job runs.
+    phi(*tiny_pretrain_args(run_dir, tiny_data, "--eval-every", "10", "--eval-args",
+                            "--task humaneval --limit 1 --max-new-tokens 8 --workers 1",
+                            "--set", "checkpoint.keep_last=1"))
     phi(*eval_args(run_dir, codegen_tokenizer))
     early = status(run_dir)
     # The trainer's fault hook: every rank SIGKILLs itself after step 2, like a node dying.
     phi(*tiny_pretrain_args(broken, tiny_data), env={"PHI_HPC_FAULT": "kill-at-step:2"})
     phi(*eval_args(broken, codegen_tokenizer))
-    rows = wait_for(run_dir, ["train", "eval-latest"], timeout=400)
+    rows = wait_for(run_dir, ["train", "eval-latest", "eval-step-10", "eval-step-20"], timeout=400)
     broken_rows = wait_for(broken, ["train", "eval-latest"], timeout=200)
     return run_dir, early, rows, broken, broken_rows
 
@@ -69,6 +72,7 @@ def test_pretrain_completes_with_checkpoints_and_metrics(baseline):
     assert train["step"] == STEPS and train["loss"] == pytest.approx(losses[STEPS])
     assert train["requeues"] == 0
     assert (run_dir / "checkpoints" / "latest").read_text().strip() == str(STEPS)
+    assert not (run_dir / "checkpoints" / "10").exists()  # pruned (keep_last=1)
     assert (run_dir / "checkpoints" / str(STEPS) / "config.json").is_file()
     record = json.loads((run_dir / "run.json").read_text())
     assert record["executor"] == "slurm" and record["kind"] == "pretrain"
@@ -94,6 +98,24 @@ def test_eval_waits_for_training_then_runs(baseline):
     assert eval_start > train_end
     results = json.loads((run_dir / "eval" / "latest" / "results.json").read_text())
     assert "humaneval" in json.dumps(results)
+
+
+def test_eval_every_evaluates_each_checkpoint_after_training(baseline):
+    run_dir, early, rows, _, _ = baseline
+    events = attempts(run_dir)
+    train_end = max(e["time"] for e in events if e["job"] == "train" and e["event"] == "end")
+    for step in (10, 20):
+        name = f"eval-step-{step}"
+        assert early[name]["state"] == "PENDING", early
+        assert rows[name]["state"] == "COMPLETED", debug_logs(run_dir)
+        assert min(e["time"] for e in events if e["job"] == name and e["event"] == "start") > train_end
+        # It read the snapshot kept for it, not the pruned checkpoint.
+        snapshot = run_dir / "eval" / "checkpoints" / str(step)
+        assert (snapshot / "model.safetensors").is_file() and (snapshot / "tokenizer.json").is_file()
+        results = json.loads((run_dir / "eval" / f"step-{step}" / "results.json").read_text())
+        assert "humaneval" in json.dumps(results)
+    # The snapshot is a hard link of the checkpoint's weights, not a copy (no extra space).
+    assert (run_dir / "eval" / "checkpoints" / "20" / "model.safetensors").stat().st_nlink >= 2
 
 
 def test_failed_training_cancels_its_eval(baseline):
@@ -254,6 +276,25 @@ def test_logs_follow_prints_new_lines_and_crosses_the_requeue(interrupted):
     # Lines arrived while the job was running, not in one piece at the end.
     job_end = max(e["time"] for e in attempts(requeued) if e["event"] == "end")
     assert follower.lines[0][0] < job_end
+
+
+# ---------------------------------------------------------------------------- prepare as an array
+def test_prepare_runs_as_an_array_then_reduce_then_pack(slurm_cluster, stdlib_dir, codegen_tokenizer, tmp_path):
+    out, run_dir = tmp_path / "out", tmp_path / "run"
+    args = [str(stdlib_dir / "json"), str(stdlib_dir / "email"), "--tokenizer", str(codegen_tokenizer), "-o",
+            str(out), "--max-documents", "40", "--set", "shard_mb=0.2"]
+    phi("submit", "prepare", "--profile", "local", "--run-dir", str(run_dir), "--", *args)
+    rows = wait_for(run_dir, ["prepare-map", "prepare-reduce", "prepare-pack"], timeout=200)
+    assert all(row["state"] == "COMPLETED" for row in rows.values()), rows
+    shards = json.loads((run_dir / "run.json").read_text())["jobs"][0]["array_size"]
+    assert shards > 1 and rows["prepare-map"]["reason"] == f"{shards} COMPLETED"
+    assert len(list((run_dir / "logs" / "prepare-map").iterdir())) == shards  # one element per shard
+    # Same manifest counts as the single-process command on the same inputs.
+    reference = tmp_path / "reference"
+    phi("prepare", *[a if a != str(out) else str(reference) for a in args], "--workers", "1")
+    got, expected = (json.loads((d / "manifest.json").read_text()) for d in (out, reference))
+    assert got["counts"] == expected["counts"]
+    assert [o["sha256"] for o in got["outputs"]] == [o["sha256"] for o in expected["outputs"]]
 
 
 # ---------------------------------------------------------------------------- 7: no Slurm
