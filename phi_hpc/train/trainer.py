@@ -66,11 +66,11 @@ def train(config: TrainConfig) -> TrainResult:
 
     env = detect_environment()
     config.batch.accumulation_steps(env.world_size)  # a batch that does not split fails before any start-up
-    device_type = select_accelerator()
-    init_distributed(env, device_type)
     preemption = PreemptionFlag()
-    preemption.install()
+    preemption.install()  # first: a signal during the (slow) start-up still ends in a clean checkpoint
     try:
+        device_type = select_accelerator()
+        init_distributed(env, device_type)
         return _Run(config, env, device_type, preemption).execute()
     finally:
         preemption.uninstall()
@@ -119,11 +119,11 @@ class _Run:
             state = self.checkpoints.load(self.engine, resume_from)
             self.train_data.sampler.load_state_dict(state["sampler"])
             step = int(state["step"])
-            self.metrics.truncate_after(step)
             self.say(f"resumed from {resume_from} at step {step} "
                      f"({self.train_data.sampler.consumed} samples consumed)")
         else:
             self.torch.manual_seed(config.seed + self.env.rank)  # dropout differs per rank, reproducibly
+        self.metrics.truncate_after(step)  # lines past the restart point (even all of them) are recomputed
         return self._loop(step, resumed_from=str(resume_from) if resume_from else None)
 
     def _build_data(self):

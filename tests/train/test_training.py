@@ -93,6 +93,11 @@ def test_sigkill_and_kill_during_checkpoint_resume_exactly(baseline_run, runs_ro
     run_dir = runs_root / "killed"
     reference = step_lines(baseline_run)
 
+    # 0. killed at step 2, before any checkpoint: the restart starts over, without duplicate metrics
+    crashed = run_training(run_dir, stdlib_data, env={"PHI_HPC_FAULT": "kill-at-step:2"})
+    assert crashed.returncode != 0 and [r["step"] for r in step_lines(run_dir)] == [1, 2]
+    assert not (run_dir / "checkpoints" / "latest").exists()
+
     # 1. every rank is SIGKILLed right after step 7 (last checkpoint: 4)
     crashed = run_training(run_dir, stdlib_data, env={"PHI_HPC_FAULT": "kill-at-step:7"})
     assert crashed.returncode != 0
