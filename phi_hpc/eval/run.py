@@ -483,7 +483,7 @@ def run_eval(config: EvalRunConfig, completer: Completer | None = None, rank: Ra
     mine = [item for item in items if item.index % rank.world_size == rank.rank]
     reused = read_shard(own_shard, fp) is not None
     if not reused:
-        if completer is None:
+        if completer is None and mine:  # more ranks than problems: the idle ones skip loading
             completer, load_info = load_model_completer(config, model, tokenizer_path, rank)
             if warning := completer.context_warning([item.prompt for item in mine]):
                 print(f"warning: {warning}", file=sys.stderr, flush=True)

@@ -259,3 +259,14 @@ def test_prompts_running_past_the_models_positions_are_warned_about(codegen_toke
 
     assert warning(20 - n_tokens) is None
     assert f"longest prompt ({n_tokens} tokens)" in warning(20 - n_tokens + 1)
+
+
+def test_a_rank_without_problems_writes_an_empty_shard_without_loading(tmp_path, codegen_tokenizer, humaneval_path):
+    unloadable = tmp_path / "model"
+    unloadable.mkdir()
+    (unloadable / "config.json").write_text("{}")  # loading this would fail
+    shutil.copy(codegen_tokenizer, unloadable / "tokenizer.json")
+    config = _config(tmp_path, humaneval_path, hf_model=str(unloadable), limit=2)
+    assert run_eval(config, rank=Rank(3, 4), show_progress=False).results is None
+    shard = _jsonl(tmp_path / "out" / ".shards" / "rank-00003-of-00004.jsonl")
+    assert shard[0]["records"] == 0 and len(shard) == 1
