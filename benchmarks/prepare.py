@@ -313,7 +313,7 @@ def main() -> None:
         f"| phi-hpc `MinHasher.signatures` | {minhash['ours_docs_per_s']:.0f} | "
         f"**{results['minhash_speedup_vs_datasketch']:.1f}x** datasketch (goal >= 5) |",
         f"| datasketch 2.0 `MinHash.update_batch` (affine32) | {minhash['datasketch_docs_per_s']:.0f} | |",
-        f"",
+        "",
         f"(MinHash: the first {minhash['docs']} documents of the corpus.) End-to-end time is the wall time "
         "of a fresh `phi-hpc prepare` process: interpreter start, tokenizer load and worker start-up "
         "included; raw tokenization is the `encode_batch` call alone on documents already in memory.",

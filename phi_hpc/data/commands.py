@@ -61,7 +61,8 @@ def prepare_command(inputs, tokenizer, output_dir, workers, strict, stage, shard
     except (TypeError, ValueError) as exc:
         raise UsageError(f"invalid option: {exc}") from None
     if not config.tokenizer:
-        raise UsageError("no tokenizer given", "pass --tokenizer tokenizer.json (or build one: phi-hpc tokenizer train)")
+        raise UsageError("no tokenizer given",
+                         "pass --tokenizer tokenizer.json (or build one: phi-hpc tokenizer train)")
     if shard is not None and stage != "map":
         raise UsageError("--shard only applies to --stage map")
 

@@ -86,7 +86,9 @@ def inspect_dataset(prefix: str, tokenizer: str | None = None, samples: int = 3,
     console.print(table)
     for sample in decoded:
         text = sample["text"]
-        shown = text if len(text) <= max_chars else text[:max_chars] + f"\n... ({len(text) - max_chars} more characters)"
+        shown = text
+        if len(text) > max_chars:
+            shown = text[:max_chars] + f"\n... ({len(text) - max_chars} more characters)"
         title = f"document {sample['index']}: {sample['tokens']} tokens"
         if not sample["ends_with_eos"]:
             title += " (no EOS at the end!)"

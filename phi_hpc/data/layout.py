@@ -74,7 +74,9 @@ def remove_stale_temporaries(folder: Path, stem: str) -> None:
         return
     for path in folder.iterdir():
         name = path.name
-        leftover = (name.startswith(f"{stem}.") and ".tmp." in name) or (name.startswith(f".{stem}") and name.endswith(".tmp"))
+        by_writer = name.startswith(f"{stem}.") and ".tmp." in name  # IndexedDatasetWriter: P.bin.tmp.PID
+        by_atomic_write = name.startswith(f".{stem}") and name.endswith(".tmp")  # fileio: .NAME.XXXX.tmp
+        leftover = by_writer or by_atomic_write
         if leftover and path.is_file():
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)

@@ -207,7 +207,9 @@ def run_map(config: PrepareConfig, shard_index: int, context: RunContext | None 
 
     context = context or open_run(config)
     if not 0 <= shard_index < len(context.shards):
-        raise UsageError(f"--shard {shard_index}: the plan has {len(context.shards)} shards (0..{len(context.shards) - 1})")
+        count = len(context.shards)
+        raise UsageError(f"--shard {shard_index}: the plan has {count} shards (0..{count - 1})",
+                         "see phi-hpc prepare ... --stage plan")
     layout = context.layout
     done = layout.shard_done(shard_index)
     if done.is_file():
@@ -288,7 +290,8 @@ def _apply_filters(filters: list, texts: list[str], first: int, filtered: list[d
             break
         verdicts = document_filter.evaluate([texts[i] for i in alive])
         if len(verdicts) != len(alive):
-            raise PhiError(f"filter {document_filter.name!r} returned {len(verdicts)} verdicts for {len(alive)} documents")
+            raise PhiError(f"filter {document_filter.name!r} returned {len(verdicts)} verdicts "
+                           f"for {len(alive)} documents")
         for i, verdict in zip(alive, verdicts):
             entry = {"document": first + i, "filter": document_filter.name, "reason": verdict.reason,
                      "score": verdict.score}
@@ -352,8 +355,8 @@ def load_corpus(context: RunContext) -> CorpusState:
     return CorpusState(origins[:limit], cut["digests"], cut["band_keys"], cut["token_rows"], cut["tokens"],
                        cut["bytes"], np.concatenate(shard_of)[:limit] if shard_of else np.zeros(0, np.int64),
                        np.asarray(shard_start, dtype=np.int64),
-                       bad, [f for f in filtered if f["document"] < limit], [f for f in flagged if f["document"] < limit],
-                       input_bytes)
+                       bad, [f for f in filtered if f["document"] < limit],
+                       [f for f in flagged if f["document"] < limit], input_bytes)
 
 
 def _audit_entries(corpus: CorpusState, keep, exact, exact_removed, near, near_removed, similarity) -> Iterator[dict]:

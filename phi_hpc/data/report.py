@@ -37,5 +37,6 @@ def print_summary(manifest: dict, output_dir: str) -> None:
                              f"(all listed in {Path(output_dir) / bad.get('file', 'bad_inputs.jsonl')}):",
                              highlight=False, soft_wrap=True)
         for entry in bad.get("first", [])[:_SHOWN_BAD_INPUTS]:
-            stderr_console.print(f"  {entry['where']}: {entry['reason']}", highlight=False, markup=False, soft_wrap=True)
+            stderr_console.print(f"  {entry['where']}: {entry['reason']}", highlight=False, markup=False,
+                                 soft_wrap=True)
     stderr_console.print(f"manifest: {Path(output_dir) / 'manifest.json'}", highlight=False, soft_wrap=True)

@@ -268,7 +268,8 @@ def _read_parquet(source: InputFile, text_key: str, on_bad: OnBad) -> Iterator[D
         on_bad(BadInput(source.path, None, f"unreadable parquet ({exc})"))
         return
     if text_key not in parquet.schema_arrow.names:
-        on_bad(BadInput(source.path, None, f"no column {text_key!r} (columns: {', '.join(parquet.schema_arrow.names)})"))
+        columns = ", ".join(parquet.schema_arrow.names)
+        on_bad(BadInput(source.path, None, f"no column {text_key!r} (columns: {columns})"))
         return
     if parquet.metadata.num_rows == 0:
         on_bad(BadInput(source.path, None, "empty file"))

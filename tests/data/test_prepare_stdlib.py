@@ -4,7 +4,6 @@ independent reader of the Megatron format and the tokenizer itself."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
