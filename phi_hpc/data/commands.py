@@ -31,7 +31,7 @@ from phi_hpc.errors import UsageError
 @click.option("--quality-threshold", type=float, help="Quality probability a document needs to be kept.")
 @click.option("--decontaminate", is_flag=True, default=None, help="Drop documents overlapping HumanEval/MBPP.")
 @click.option("--decontaminate-report-only", is_flag=True, default=None,
-              help="With --decontaminate: list overlaps in the audit but keep the documents.")
+              help="Run decontamination but only list overlaps in the audit; keep the documents.")
 @click.option("--benchmark-data", type=click.Path(), help="Folder with the benchmark files for --decontaminate.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest (or stage summary) as JSON on stdout.")
 @config_options
@@ -60,6 +60,8 @@ def prepare_command(inputs, tokenizer, output_dir, workers, strict, stage, shard
         config = dataclasses.replace(config, **{k: v for k, v in given.items() if v is not None})
     except (TypeError, ValueError) as exc:
         raise UsageError(f"invalid option: {exc}") from None
+    if config.decontaminate_report_only and not config.decontaminate:
+        config = dataclasses.replace(config, decontaminate=True)  # report-only implies the stage
     if not config.tokenizer:
         raise UsageError("no tokenizer given",
                          "pass --tokenizer tokenizer.json (or build one: phi-hpc tokenizer train)")
