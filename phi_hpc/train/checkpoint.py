@@ -142,12 +142,17 @@ class CheckpointManager:
         """Restore engine, optimizer, scheduler and this rank's RNG; return the trainer state."""
         import torch
 
+        from phi_hpc.errors import PhiError
+
         state = json.loads((step_dir / STATE_FILE).read_text(encoding="utf-8"))
+        if state.get("zero_stage", 0) > 0 and state.get("world_size") != self.world_size:
+            raise PhiError(f"{step_dir} holds ZeRO-{state['zero_stage']} optimizer shards of {state['world_size']} "
+                           f"processes; this job has {self.world_size}",
+                           f"resume with {state['world_size']} processes (DeepSpeed cannot re-partition them), "
+                           "or start a new run_dir with checkpoint.init_from pointing at this folder")
         load_path, _ = engine.load_checkpoint(str(step_dir), tag=DEEPSPEED_TAG, load_optimizer_states=True,
                                               load_lr_scheduler_states=True)
         if load_path is None:
-            from phi_hpc.errors import PhiError
-
             raise PhiError(f"{step_dir}: DeepSpeed could not load its state", "delete that folder to resume from an older one")
         rng_file = step_dir / "rng" / f"rank-{self.rank}.pt"
         if rng_file.is_file() and state.get("world_size") == self.world_size:

@@ -139,5 +139,8 @@ def init_distributed(env: DistributedEnv, device_type: str, timeout_minutes: int
     env.export()
     if device_type == "cuda":
         torch.cuda.set_device(env.local_rank)
+    elif "OMP_NUM_THREADS" not in os.environ and os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():
+        # srun does not limit torch's thread pool the way torchrun does: N tasks x all cores oversubscribes
+        torch.set_num_threads(int(os.environ["SLURM_CPUS_PER_TASK"]))
     deepspeed.init_distributed(dist_backend="nccl" if device_type == "cuda" else "gloo",
                                auto_mpi_discovery=False, timeout=timedelta(minutes=timeout_minutes))

@@ -23,6 +23,9 @@ from phi_hpc.config import dump_yaml
 from phi_hpc.fileio import write_json
 from phi_hpc.train.config import TrainConfig
 
+# PhiConfig fields that must agree between an init_from checkpoint and the run's model.
+ARCHITECTURE_FIELDS = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "rotary_dim",
+                       "rope_theta", "layer_norm_eps")
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: "try again later", what the CLI returns so the job is requeued
 
 
@@ -203,13 +206,11 @@ class _Run:
             raise UsageError(f"checkpoint.init_from: {source} is not a model folder (no config.json)",
                              "give a checkpoint step folder, a run folder, or a Hugging Face phi folder")
         pretrained = load_pretrained(folder)
-        if pretrained.config != model.config:
-            differing = [k for k, v in vars(model.config).items() if getattr(pretrained.config, k, None) != v]
-            shape = [k for k in differing if k not in ("embd_dropout", "attn_dropout", "resid_dropout",
-                                                        "attention", "activation_checkpointing")]
-            if shape:
-                raise UsageError(f"checkpoint.init_from: {folder} has a different model shape ({shape[0]})",
-                                 "use the same model config as the checkpoint")
+        for name in ARCHITECTURE_FIELDS:  # dropout, attention kernel etc. are this run's choice
+            if getattr(pretrained.config, name) != getattr(model.config, name):
+                raise UsageError(f"checkpoint.init_from: {folder} has {name}={getattr(pretrained.config, name)}, "
+                                 f"the config says {getattr(model.config, name)}",
+                                 "use the model config the checkpoint was trained with")
         model.load_state_dict(pretrained.state_dict())
         self.say(f"initial weights from {folder}")
 
