@@ -67,6 +67,8 @@ class Submitter:
             self.echo(f"# --- job {name}: phi-hpc {' '.join(argv)}")
             self.echo(render_sbatch(self.submitit_dir, profile, self.job_name(name), list(depends_on)))
             return f"<{name}>"
+        if self.executor == "local":
+            self._check_local_dependencies(wait_for_local)
         task = PhiTask(str(self.run_dir), name, list(argv), profile.max_requeues,
                        wait_for=list(wait_for_local) if self.executor == "local" else [],
                        snapshot_steps=list(snapshot_steps))
@@ -97,6 +99,14 @@ class Submitter:
         self._record(JobRecord(name=name, job_id=array_id, argv=argvs[0], executor=self.executor,
                                array_size=len(argvs)))
         return array_id
+
+    def _check_local_dependencies(self, job_ids) -> None:
+        """Local jobs wait on their parent's records in this run folder: the parent must be in it."""
+        known = {job.job_id for job in self.record.jobs} if self.record else set()
+        unknown = [job_id for job_id in job_ids if job_id not in known]
+        if unknown:
+            raise UsageError(f"--after {unknown[0]}: not a job of {self.run_dir}",
+                             "with the local executor, pass the run folder (--after RUN) and keep the results in it")
 
     def _submit_or_explain(self, submit):
         try:

@@ -78,3 +78,19 @@ def test_status_json_reports_the_latest_step(finished_run):
 def test_status_of_a_folder_that_is_not_a_run(run_cli, tmp_path):
     done = run_cli("status", str(tmp_path))
     assert done.returncode == 2 and "no run.json" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_status_without_run_lists_recent_submissions(finished_run, tmp_path, monkeypatch):
+    from phi_hpc.launch.runs import recent_runs, remember_run
+
+    monkeypatch.setenv("PHI_HPC_RUN_INDEX", str(tmp_path / "index.txt"))
+    assert recent_runs() == []
+    remember_run(finished_run)
+    remember_run(tmp_path / "not-a-run")  # vanished or never submitted: skipped
+    remember_run(finished_run)
+    assert recent_runs() == [finished_run.resolve()]
+    done = subprocess.run([sys.executable, "-m", "phi_hpc", "status", "--json"], capture_output=True, text=True,
+                          cwd=REPO_ROOT, env={**cli_env(), "PHI_HPC_RUN_INDEX": str(tmp_path / "index.txt")},
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["run_dir"] == str(finished_run)
