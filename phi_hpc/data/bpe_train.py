@@ -21,7 +21,8 @@ def train_tokenizer(inputs: list[str], output_dir: str, vocab_size: int = 50295,
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
     from phi_hpc.data.sources import expand_inputs, read_documents
-    from phi_hpc.fileio import atomic_write
+    from phi_hpc.fileio import atomic_write, write_json
+    from phi_hpc.progress import progress_bar
 
     base_size = vocab_size - len(WHITESPACE_RUNS)
     if base_size < 256 + 1:
@@ -31,7 +32,7 @@ def train_tokenizer(inputs: list[str], output_dir: str, vocab_size: int = 50295,
     bad: list = []
     stats = {"documents": 0, "bytes": 0}
 
-    def texts():
+    def texts(progress, task):
         for source in files:
             for document in read_documents(source, text_key, bad.append):
                 if max_documents is not None and stats["documents"] >= max_documents:
@@ -39,19 +40,24 @@ def train_tokenizer(inputs: list[str], output_dir: str, vocab_size: int = 50295,
                 stats["documents"] += 1
                 stats["bytes"] += len(document.text)
                 yield document.text
+            progress.advance(task, source.size)
 
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=base_size, min_frequency=min_frequency, special_tokens=[EOS],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tokenizer.train_from_iterator(texts(), trainer)
+    with progress_bar() as progress:
+        task = progress.add_task("read + count pairs (merges follow)", total=sum(f.size for f in files))
+        tokenizer.train_from_iterator(texts(progress, task), trainer)
     if stats["documents"] == 0:
         raise UsageError("tokenizer train: no readable documents in the inputs", "check INPUT and --glob")
     tokenizer.add_tokens([AddedToken(run, normalized=False) for run in WHITESPACE_RUNS])
     out = Path(output_dir) / "tokenizer.json"
     with atomic_write(out) as handle:
         handle.write(tokenizer.to_str(pretty=True))
-    return {"tokenizer": str(out), "vocab_size": tokenizer.get_vocab_size(with_added_tokens=True),
-            "eos_id": tokenizer.token_to_id(EOS), "documents": stats["documents"], "bytes": stats["bytes"],
-            "bad_inputs": len(bad)}
+    summary = {"tokenizer": str(out), "vocab_size": tokenizer.get_vocab_size(with_added_tokens=True),
+               "eos_id": tokenizer.token_to_id(EOS), "documents": stats["documents"], "bytes": stats["bytes"],
+               "bad_inputs": len(bad), "first_bad_inputs": [b.to_dict() for b in bad[:20]]}
+    write_json(Path(output_dir) / "summary.json", summary)
+    return summary

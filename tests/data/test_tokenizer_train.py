@@ -14,6 +14,7 @@ def test_trained_tokenizer_round_trips_and_has_whitespace_runs(stdlib_dir, run_c
                    "--vocab-size", "1200", check=True)
     summary = json.loads(proc.stdout)
     assert summary["vocab_size"] == 1200 and summary["documents"] > 10
+    assert json.loads((out / "summary.json").read_text()) == summary
 
     from tokenizers import Tokenizer
 
