@@ -80,11 +80,22 @@ def local_state(job_id: str, attempts: list[dict]) -> JobState:
     if ends and ends[-1].get("status") in final:
         last = ends[-1]
         state = final[last["status"]]
-        return JobState(job_id, state, exit_code=str(last.get("exit_code", "")), reason=last.get("detail", ""))
+        return JobState(job_id, state, _elapsed(starts, last.get("time")), exit_code=str(last.get("exit_code", "")),
+                        reason=last.get("detail", ""))
     alive = _pid_alive(job_id)
     if not alive:
-        return JobState(job_id, "LOST" if starts else "FAILED", reason="process gone without a recorded end")
-    return JobState(job_id, "RUNNING" if starts else "PENDING")
+        return JobState(job_id, "LOST" if starts else "FAILED", _elapsed(starts, None),
+                        reason="process gone without a recorded end")
+    return JobState(job_id, "RUNNING" if starts else "PENDING", _elapsed(starts, None))
+
+
+def _elapsed(starts: list[dict], end: float | None) -> str:
+    if not starts:
+        return ""
+    import time
+
+    seconds = int((end or time.time()) - starts[0]["time"])
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def _pid_alive(job_id: str) -> bool:

@@ -53,11 +53,11 @@ class PhiTask:
         self._redirect_output(env, restarts)
         print(f"[phi-hpc] job {self.job_name} ({env.job_id}) attempt {restarts}, rank {env.rank}/{env.world_size}, "
               f"master {env.master_addr}:{env.master_port}: phi-hpc {' '.join(self.argv)}", flush=True)
+        self._wait_for_dependencies()  # local executor chains; the job counts as pending meanwhile
         if env.rank == 0:
             append_attempt(self.run_dir, {"event": "start", "job": self.job_name, "job_id": env.job_id,
                                           "restarts": restarts, "host": os.uname().nodename,
                                           "world_size": env.world_size})
-        self._wait_for_dependencies()
         if self.snapshot_steps and env.rank == 0:
             from phi_hpc.launch.snapshots import SnapshotWatcher
 
