@@ -7,7 +7,10 @@ same command again to resume), 2 bad config, 1 failure.
 
 from __future__ import annotations
 
+import json
+import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -32,9 +35,30 @@ def train_command(config_file: str, overrides: tuple[str, ...]) -> None:
     from phi_hpc.train.trainer import main_exit_code, train
 
     result = train(load_train_config(config_file, overrides))
+    if os.environ.get("RANK", "0") == "0":
+        _print_summary(Path(result.run_dir) / "summary.json")
     code = main_exit_code(result)
     if code:
         sys.exit(code)
+
+
+def _print_summary(path: Path) -> None:
+    """The run's summary.json as a table on stderr (stdout keeps the per-step lines)."""
+    from rich.table import Table
+
+    from phi_hpc.progress import stderr_console
+
+    summary = json.loads(path.read_text(encoding="utf-8"))
+    table = Table(title=f"train: {summary['status']}", show_header=False)
+    rows = [("run", str(path.parent)), ("step", f"{summary['step']} / {summary['steps']}"),
+            ("last loss", summary["last_loss"]), ("last validation loss", summary["last_val_loss"]),
+            ("tokens/s (mean)", summary["tokens_per_s"]), ("last checkpoint", summary["last_checkpoint"]),
+            ("resumed from", summary["resumed_from"]), ("processes", f"{summary['world_size']} ({summary['launcher']}, "
+                                                                     f"{summary['device']})")]
+    for name, value in rows:
+        shown = "-" if value is None else f"{value:.4f}" if isinstance(value, float) and "loss" in name else str(value)
+        table.add_row(name, shown)
+    stderr_console.print(table)
 
 
 COMMANDS = [train_command]

@@ -238,6 +238,8 @@ class _Run:
         tokens_per_step = config.batch.global_size * config.data.seq_len
         timer = StepTimer(self.device_type)
         last_loss, status, saved_step = None, "completed", None
+        step_rates: list[float] = []  # tokens/s of this process's steps (the first, warming up, excluded)
+        self.last_val_loss = None
         kill_at = fault_step("kill-at-step")
         engine.train()
         with progress_bar(disable=None if self.is_main else True) as bar:
@@ -269,8 +271,9 @@ class _Run:
                           **self.throughput.measure(tokens_per_step, seconds), "step_time_s": round(seconds, 4),
                           **self.train_data.position(), "time": time.time()}
                 self.metrics.log(record)
+                step_rates.append(record["tokens_per_s"])
                 bar.update(task, completed=step)
-                if self.is_main and (step % config.logging.console_every == 0 or step == 1):
+                if self.is_main and (step % config.logging.console_every == 0 or step in (1, config.steps) or preempted):
                     print(console_line(record, config.steps), flush=True)
                 if config.validation.every and self.validation_data is not None and \
                         (step % config.validation.every == 0 or step == config.steps):
@@ -292,7 +295,9 @@ class _Run:
                 "resumed_from": resumed_from, "last_checkpoint": saved_step, "world_size": self.env.world_size,
                 "launcher": self.env.source, "device": self.device_type,
                 "flops_per_token": self.flops_per_token, "flops_convention": "6N + 12*L*d*T (phi_hpc.model.flops)",
-                "consumed_samples": self.train_data.sampler.consumed, "time": time.time()})
+                "consumed_samples": self.train_data.sampler.consumed, "last_val_loss": self.last_val_loss,
+                "tokens_per_s": round(sum(step_rates[1:]) / len(step_rates[1:]), 2) if len(step_rates) > 1 else None,
+                "time": time.time()})
         self.barrier()
         return result
 
@@ -317,6 +322,7 @@ class _Run:
         engine.train()
         self.dist.all_reduce(totals)
         val_loss = (totals[0] / totals[1].clamp(min=1)).item()
+        self.last_val_loss = val_loss
         self.metrics.log({"step": step, "val_loss": val_loss, "val_tokens": int(totals[1].item()), "time": time.time()})
         self.say(f"step {step}: validation loss {val_loss:.4f} over {int(totals[1].item()):,} tokens")
 
