@@ -14,7 +14,7 @@ Two scenarios:
    sequences finish at different times. Ours drops finished rows from the batch; the throughput
    counted is useful tokens (up to each stop) per second.
 
-Usage: ``python benchmarks/generate.py [--hidden 512 --layers 4 --batch 8 --new-tokens 64 --budget 50]``
+Usage: ``python benchmarks/generate.py [--hidden 512 --layers 4 --batch 8 --new-tokens 48 --budget 20]``
 Writes docs/benchmarks/generate.md (and prints the table plus one JSON line).
 """
 
@@ -59,12 +59,12 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--prompt-tokens", type=int, default=128, help="prompts longer than this keep their tail")
-    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--new-tokens", type=int, default=48)
     parser.add_argument("--stops", default="e(,in,()", help="comma-separated stop strings for scenario 2")
     parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--budget", type=float, default=40.0, help="seconds of timed runs per scenario")
+    parser.add_argument("--budget", type=float, default=20.0, help="seconds of timed runs per scenario")
     parser.add_argument("--output", type=Path, default=REPO / "docs" / "benchmarks" / "generate.md")
     args = parser.parse_args()
 

@@ -80,7 +80,11 @@ def _read_latest(latest: Path) -> Path:
 
 def config_to_hf(config, dtype_name: str = "float32", eos_token_id: int | None = 50256) -> dict:
     """transformers' PhiConfig as JSON. Rotary settings are written both the transformers-5 way
-    (``rope_parameters``) and the 4.x way (top-level keys), so either version reads them."""
+    (``rope_parameters``) and the 4.x way (top-level keys), so either version reads them.
+    ``<|endoftext|>`` (50256) is recorded as BOS/EOS only if the vocabulary has it (tiny test models
+    may not), so transformers' ``generate`` stops where our decoder does."""
+    if eos_token_id is not None and eos_token_id >= config.vocab_size:
+        eos_token_id = None
     return {
         "architectures": ["PhiForCausalLM"],
         "model_type": "phi",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 import transformers
 
@@ -21,6 +22,7 @@ def tiny_ours(seed: int = 0) -> PhiForCausalLM:
     return model.eval()
 
 
+@pytest.mark.slow
 def test_from_hf_imports_a_transformers_folder(tmp_path, run_cli):
     torch.manual_seed(0)
     hf_model = transformers.PhiForCausalLM(transformers.PhiConfig(
@@ -37,6 +39,7 @@ def test_from_hf_imports_a_transformers_folder(tmp_path, run_cli):
         assert (ours(ids) - hf_model(ids).logits).abs().max().item() <= 1e-5
 
 
+@pytest.mark.slow
 def test_to_hf_follows_a_runs_latest_checkpoint_and_casts(tmp_path, run_cli, codegen_tokenizer):
     # A run folder as the trainer lays it out: checkpoints/<step>/ holds the HF files, latest names it.
     old, new = tiny_ours(seed=1), tiny_ours(seed=2)
@@ -60,6 +63,7 @@ def test_to_hf_follows_a_runs_latest_checkpoint_and_casts(tmp_path, run_cli, cod
         assert (old.to(torch.bfloat16)(ids).float() - got).abs().max().item() > 0.1
 
 
+@pytest.mark.slow
 def test_convert_errors_are_one_line_and_leave_nothing_behind(tmp_path, run_cli):
     neither = run_cli("convert", "-o", str(tmp_path / "x"))
     assert neither.returncode == 2 and "exactly one of" in neither.stderr
