@@ -54,7 +54,8 @@ def test_tiny_model_learns_and_reports_every_step(baseline_run):
     assert [r["lr"] for r in lines] == pytest.approx(expected_lr)
     summary = json.loads((baseline_run / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["step"] == STEPS and summary["world_size"] == 2
-    assert summary["last_loss"] == pytest.approx(last)
+    assert summary["last_loss"] == pytest.approx(last) and summary["last_val_loss"] == validation[1]["val_loss"]
+    assert summary["tokens_per_s"] > 0 and summary["resumed_from"] is None
 
 
 def test_checkpoints_are_complete_pruned_and_loadable(baseline_run):
