@@ -2,9 +2,11 @@
 
 ``OUT/`` holds what users keep: ``train.{bin,idx}``, ``validation.{bin,idx}``, ``manifest.json``,
 ``audit.jsonl`` (every removed document and why), ``bad_inputs.jsonl`` (every unreadable input with
-file:line) and ``summary.json`` (timings of the last run). ``OUT/.work/`` holds the resumable
-intermediate state (per-shard tokens and signatures, the reduce result); it is deleted after a
-successful run unless ``keep_work`` is set.
+file:line) and ``summary.json`` (timings of the last run). ``OUT/.work/RUN_ID/`` holds the
+resumable intermediate state (per-shard tokens and signatures, the reduce result) of one
+fingerprint (config + tokenizer + inputs). Keying it by fingerprint means a changed config never
+reuses stale work, and concurrent Slurm array tasks never delete each other's files. ``OUT/.work``
+is deleted after a successful run unless ``keep_work`` is set.
 """
 
 from __future__ import annotations
@@ -18,10 +20,15 @@ from pathlib import Path
 @dataclass(frozen=True)
 class Layout:
     out: Path
+    run_id: str  # the run's fingerprint (a prefix of it)
+
+    @property
+    def all_work(self) -> Path:
+        return self.out / ".work"
 
     @property
     def work(self) -> Path:
-        return self.out / ".work"
+        return self.all_work / self.run_id
 
     @property
     def plan(self) -> Path:

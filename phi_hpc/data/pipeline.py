@@ -2,7 +2,7 @@
 
 * **map** (one input shard; shards are independent, so they run in parallel or as a Slurm array):
   read documents, compute content digests and MinHash signatures, run optional document filters,
-  tokenize the survivors of the filters. Writes ``.work/map/shard-NNNNN.{bin,idx,sig.npy,npz}``
+  tokenize the survivors of the filters. Writes ``.work/RUN/map/shard-NNNNN.{bin,idx,sig.npy,npz}``
   and, last, ``shard-NNNNN.json``, whose presence marks the shard complete.
 * **reduce** (needs every shard): exact + near-duplicate clustering over all documents' LSH band
   keys (full signatures are memory-mapped and read for candidate pairs only); writes the keep
@@ -107,7 +107,7 @@ def recorded_config(config: PrepareConfig) -> dict:
 
 
 def open_run(config: PrepareConfig) -> RunContext:
-    """Validate the tokenizer and inputs, plan shards, and make ``.work`` match this run's fingerprint."""
+    """Validate the tokenizer and inputs, plan shards, and record the plan in this run's work folder."""
     from phi_hpc.data.tokenize import describe_tokenizer
 
     if not config.output_dir:
@@ -121,17 +121,10 @@ def open_run(config: PrepareConfig) -> RunContext:
         "inputs": [{**file_fingerprint(f), "start": f.start, "end": f.end} for shard in shards for f in shard.files],
     }
     fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-    layout = Layout(Path(config.output_dir).absolute())
-    plan = {"fingerprint": fingerprint, "shards": [[[f.path, f.start, f.end] for f in s.files] for s in shards]}
-    if layout.plan.is_file():
-        try:
-            previous = json.loads(layout.plan.read_text())
-        except (OSError, ValueError):
-            previous = {}
-        if previous.get("fingerprint") != fingerprint:
-            shutil.rmtree(layout.work, ignore_errors=True)  # another config/input: nothing reusable
+    layout = Layout(Path(config.output_dir).absolute(), fingerprint[:16])
     if not layout.plan.is_file():
-        write_json(layout.plan, plan)
+        write_json(layout.plan, {"fingerprint": fingerprint,
+                                 "shards": [[[f.path, f.start, f.end] for f in s.files] for s in shards]})
     return RunContext(config, layout, shards, tokenizer, fingerprint)
 
 
@@ -540,7 +533,16 @@ def run_pack(config: PrepareConfig, context: RunContext | None = None, progress=
     }
     remove_stale_temporaries(layout.out, "manifest")
     write_json(layout.manifest, manifest)
+    _remove_other_runs_work(layout)
     return manifest
+
+
+def _remove_other_runs_work(layout: Layout) -> None:
+    """Work folders of other fingerprints (an earlier config or input) can never be used again."""
+    if layout.all_work.is_dir():
+        for folder in layout.all_work.iterdir():
+            if folder.is_dir() and folder.name != layout.run_id:
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 # -- everything ----------------------------------------------------------------------------------
@@ -602,7 +604,7 @@ def prepare(config: PrepareConfig, show_progress: bool | None = None) -> dict:
                 pool.terminate()
                 pool.join()
     if not config.keep_work:
-        shutil.rmtree(layout.work, ignore_errors=True)
+        shutil.rmtree(layout.all_work, ignore_errors=True)
     elapsed = time.perf_counter() - started
     write_json(layout.summary, {
         "command": "prepare",

@@ -150,3 +150,20 @@ def test_outputs_do_not_depend_on_batch_size_or_file_splitting(tmp_path, codegen
     monkeypatch.setattr(pipeline, "_BATCH_DOCUMENTS", 7)
     _, small_files = run("small")
     assert small_files == default_files
+
+
+def test_a_changed_config_never_reuses_stale_work(tmp_path, codegen_tokenizer):
+    root = _corpus(tmp_path)
+    out = tmp_path / "out"
+
+    def run(seed):
+        config = PrepareConfig(inputs=[str(root)], tokenizer=str(codegen_tokenizer), output_dir=str(out), workers=1,
+                               keep_work=True, split=SplitConfig(validation_fraction=0.2, seed=seed))
+        return pipeline.prepare(config, show_progress=False)
+
+    first = run(1)
+    second = run(2)
+    assert first["fingerprint"] != second["fingerprint"]
+    assert first["outputs"][0]["sha256"] != second["outputs"][0]["sha256"], "a different split was written"
+    assert [p.name for p in (out / ".work").iterdir()] == [second["fingerprint"][:16]], "stale work removed"
+    assert run(2) == second and json.loads((out / "summary.json").read_text())["status"] == "already complete"
