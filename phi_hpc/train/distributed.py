@@ -23,7 +23,9 @@ from typing import Literal, Mapping
 
 from phi_hpc.errors import PhiError
 
-Source = Literal["torchrun", "slurm", "single"]
+# "torchrun": its agent started us; "env": someone else exported RANK & co. (e.g. a submitit task that
+# derived them from Slurm); "slurm": we derived them from an srun step; "single": one process.
+Source = Literal["torchrun", "env", "slurm", "single"]
 
 
 @dataclass(frozen=True)
@@ -49,14 +51,15 @@ class DistributedEnv:
 
 
 def detect_environment(environ: Mapping[str, str] | None = None) -> DistributedEnv:
-    """Read the launcher's variables: torchrun's first, then Slurm's (inside an srun step), else one process."""
+    """Read the launcher's variables: torch's own (torchrun, or exported by a wrapper) first, then Slurm's
+    (inside an srun step), else one process."""
     env = os.environ if environ is None else environ
     if "RANK" in env and "WORLD_SIZE" in env:
         return DistributedEnv(
             rank=int(env["RANK"]), world_size=int(env["WORLD_SIZE"]),
             local_rank=int(env.get("LOCAL_RANK", "0")),
             master_addr=env.get("MASTER_ADDR", "127.0.0.1"), master_port=int(env.get("MASTER_PORT", "29500")),
-            source="torchrun")
+            source="torchrun" if "TORCHELASTIC_RUN_ID" in env else "env")
     if _inside_slurm_step(env):
         nodelist = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST", "")
         job_id = env.get("SLURM_JOB_ID") or env.get("SLURM_JOBID") or "0"

@@ -11,11 +11,13 @@ from phi_hpc.train.distributed import _expand_first, detect_environment, port_fo
 from phi_hpc.train.metrics import MetricsWriter, Throughput, console_line
 
 
-def test_torchrun_variables_win():
-    env = detect_environment({"RANK": "3", "WORLD_SIZE": "8", "LOCAL_RANK": "3", "MASTER_ADDR": "n1",
-                              "MASTER_PORT": "1234", "SLURM_PROCID": "0", "SLURM_NTASKS": "1"})
+def test_torch_variables_win():
+    torch_vars = {"RANK": "3", "WORLD_SIZE": "8", "LOCAL_RANK": "3", "MASTER_ADDR": "n1", "MASTER_PORT": "1234",
+                  "SLURM_PROCID": "0", "SLURM_NTASKS": "1", "SLURM_STEP_ID": "0"}
+    env = detect_environment({**torch_vars, "TORCHELASTIC_RUN_ID": "x"})
     assert (env.rank, env.world_size, env.local_rank, env.master_addr, env.master_port, env.source) == \
         (3, 8, 3, "n1", 1234, "torchrun")
+    assert detect_environment(torch_vars).source == "env"  # exported by a wrapper, e.g. a submitit task
 
 
 def test_slurm_step_variables_are_translated():
