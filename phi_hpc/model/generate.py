@@ -93,8 +93,11 @@ def generate_tokens(model, prompts: Sequence[Sequence[int]], config: GenerationC
     keys = list(range(len(prompts))) if prompt_keys is None else list(prompt_keys)
     if len(keys) != len(prompts):
         raise ValueError(f"{len(keys)} prompt_keys for {len(prompts)} prompts")
-    # Greedy samples of one prompt are identical: decode once and copy.
+    # Greedy samples of one prompt are identical: decode once and copy (and count it n times).
     copies = 1 if config.greedy else config.n
+    if progress is not None and copies != config.n:
+        report = progress
+        progress = lambda finished: report(finished * config.n)  # noqa: E731
     jobs = [(i, s) for i in range(len(prompts)) for s in range(copies)]
     # Longest prompts first: the heaviest batch runs (and fails, if memory is short) first, and
     # similar lengths batch together, which wastes less on padding.
@@ -172,11 +175,11 @@ def _generate_batch(model, prompts, config, seeds, eos_token_id, stop_check, pad
             padded = bool((mask == 0).any())
         mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
         positions = torch.cat([positions, positions[:, -1:] + 1], dim=1)
-        ids = torch.cat([ids, next_tokens[:, None]], dim=1)
         if cache is not None:
             logits, cache = model(next_tokens[:, None], position_ids=positions[:, -1:], past_key_values=cache,
                                   use_cache=True, attention_mask=mask if padded else None)
         else:  # the reference path: recompute everything, no cache
+            ids = torch.cat([ids, next_tokens[:, None]], dim=1)
             logits = model(ids, position_ids=positions, attention_mask=mask if padded else None,
                            last_logits_only=True)
     return outputs
@@ -187,17 +190,20 @@ def _pick(logits: torch.Tensor, config: GenerationConfig, generators) -> torch.T
     if config.greedy:
         return logits.argmax(dim=-1)
     probs = torch.softmax(logits.float() / config.temperature, dim=-1)
-    sorted_probs, order = probs.sort(dim=-1, descending=True)
+    order = None
     if config.top_p < 1.0:
-        # Keep the smallest prefix whose mass reaches top_p (the token crossing it included).
-        before = sorted_probs.cumsum(dim=-1) - sorted_probs
-        sorted_probs = sorted_probs.masked_fill(before >= config.top_p, 0.0)
-    cumulative = sorted_probs.cumsum(dim=-1)
+        # Keep the smallest set of most likely tokens whose mass reaches top_p (the one crossing it
+        # included). Only nucleus sampling needs the sort; plain sampling works in vocabulary order.
+        probs, order = probs.sort(dim=-1, descending=True)
+        before = probs.cumsum(dim=-1) - probs
+        probs = probs.masked_fill(before >= config.top_p, 0.0)
+    cumulative = probs.cumsum(dim=-1)
     # Inverse-CDF sampling with one uniform per row from that row's generator: batch-independent.
+    # right=True: a zero-probability token (a flat step of the CDF) can never be hit.
     uniforms = torch.stack([torch.rand((), generator=g, device=logits.device) for g in generators])
     targets = uniforms * cumulative[:, -1]
     picked = torch.searchsorted(cumulative, targets[:, None], right=True).clamp(max=logits.shape[-1] - 1)
-    return order.gather(-1, picked).squeeze(-1)
+    return (order.gather(-1, picked) if order is not None else picked).squeeze(-1)
 
 
 # --------------------------------------------------------------------------------------------------

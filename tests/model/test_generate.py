@@ -164,3 +164,13 @@ def test_sharded_sampling_with_global_keys_equals_one_process(hf_and_ours):
         for index, samples in zip(mine, shard):
             merged[index] = samples
     assert merged == whole
+
+
+def test_progress_counts_every_requested_sample(hf_and_ours):
+    _, ours = hf_and_ours
+    prompts = random_prompts([3, 5, 4], seed=9)
+    for config in (GenerationConfig(max_new_tokens=5, n=3, batch_size=2),
+                   GenerationConfig(max_new_tokens=5, n=3, batch_size=2, do_sample=True)):
+        finished = []
+        generate_tokens(ours, prompts, config, progress=finished.append)
+        assert sum(finished) == len(prompts) * 3
