@@ -22,6 +22,7 @@ change which sequences make up a step.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 from dataclasses import dataclass
@@ -147,16 +148,19 @@ def tokenize_jsonl(path: str | os.PathLike, tokenizer_path: str, prompt_field: s
     eos_id = tokenizer.token_to_id("<|endoftext|>")
     if eos_id is None:
         raise UsageError(f"data.tokenizer: {tokenizer_path} has no <|endoftext|> token", "use phi-1's codegen tokenizer")
-    examples = list(_read_examples(Path(path), prompt_field, completion_field))
-    if not examples:
-        raise UsageError(f"{path}: no examples", "give a JSON-lines file with one prompt/completion per line")
-    prompts = tokenizer.encode_batch([p for p, _ in examples], add_special_tokens=False)
-    completions = tokenizer.encode_batch([c for _, c in examples], add_special_tokens=False)
-    pieces = [encode_prompt_completion(p.ids, c.ids, eos_id, mask_prompt) for p, c in zip(prompts, completions)]
-    tokens = np.concatenate([t for t, _ in pieces])
-    mask = np.concatenate([m for _, m in pieces])
     dtype = np.uint16 if tokenizer.get_vocab_size() <= 65536 else np.int32
-    return tokens.astype(dtype), mask
+    token_parts, mask_parts = [], []
+    examples = _read_examples(Path(path), prompt_field, completion_field)
+    while chunk := list(itertools.islice(examples, 4096)):  # bounded memory for CodeExercises-sized files
+        prompts = tokenizer.encode_batch([p for p, _ in chunk], add_special_tokens=False)
+        completions = tokenizer.encode_batch([c for _, c in chunk], add_special_tokens=False)
+        for prompt, completion in zip(prompts, completions):
+            tokens, mask = encode_prompt_completion(prompt.ids, completion.ids, eos_id, mask_prompt)
+            token_parts.append(tokens.astype(dtype))
+            mask_parts.append(mask)
+    if not token_parts:
+        raise UsageError(f"{path}: no examples", "give a JSON-lines file with one prompt/completion per line")
+    return np.concatenate(token_parts), np.concatenate(mask_parts)
 
 
 def jsonl_cache_key(path: str | os.PathLike, tokenizer_path: str, prompt_field: str, completion_field: str,

@@ -172,3 +172,6 @@ def test_jsonl_errors_name_the_file_and_line(tmp_path, codegen_tokenizer):
     path.write_text('{"prompt": "a", "completion": "b"}\nnot json\n')
     with pytest.raises(UsageError, match=r"bad.jsonl:2: invalid JSON"):
         jsonl_source(path, str(codegen_tokenizer), tmp_path / "cache")
+    path.write_text("\n")
+    with pytest.raises(UsageError, match=r"bad.jsonl: no examples"):
+        jsonl_source(path, str(codegen_tokenizer), tmp_path / "cache")
