@@ -17,44 +17,28 @@ Three signals, cheapest first, each run on every document:
    CPU embedder) between the document and each solution, for paraphrases that change structure.
 
 Tokens and their hashes come from :mod:`phi_hpc.quality.tokens` (numpy over the bytes, no Python
-per token), shared with the quality classifier when both stages see the same batch.
+per token), shared with the quality classifier when both stages see the same batch; the lexical views are in
+:mod:`phi_hpc.quality.lexical`, the benchmark index and its on-disk cache in
+:mod:`phi_hpc.quality.contamination_index`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
-import keyword
 import os
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from phi_hpc.data.filters import Verdict
-from phi_hpc.quality import code_ast
+from phi_hpc.quality import code_ast, lexical
 from phi_hpc.quality.benchmarks import Benchmarks, load_benchmarks
-from phi_hpc.quality.tokens import SHARED_CACHE, HashSet, SmallSet, hash_tokens, tokenize
+from phi_hpc.quality.contamination_index import (PARTS, DecontaminationConfig, build_index, default_cache_dir,
+                                                 load_cached_index, store_cached_index)
+from phi_hpc.quality.tokens import SHARED_CACHE, HashSet
 
-_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
-_IDENTIFIER = np.uint64(0xA5A5_5A5A_C3C3_3C3C)  # the skeleton's symbol for any name or literal
-
-
-@dataclass(frozen=True)
-class DecontaminationConfig:
-    ngram: int = 13
-    min_ngram_matches: int = 1  # shared distinct n-grams with one problem needed to flag
-    max_problems_per_ngram: int = 1  # an n-gram shared by more problems is boilerplate, not evidence
-    min_ngram_words: int = 3  # distinct names (2+ letters, not keywords/builtins) an indexed n-gram needs
-    ast_threshold: float = 0.9  # SequenceMatcher ratio of normalized ASTs
-    ast_min_tokens: int = 35  # smaller solutions are too generic to compare structurally
-    skeleton_shingle: int = 8
-    skeleton_containment: float = 0.75  # pre-filter: share of a solution's skeleton shingles in the doc
-    embedding_threshold: float | None = None  # cosine similarity; None disables the embedding check
-    embedding_dim: int = 4096
+__all__ = ["DecontaminationConfig", "Decontaminator", "DecontaminationFilter", "Finding", "build_decontaminator",
+           "default_cache_dir"]
 
 
 @dataclass(frozen=True)
@@ -70,219 +54,6 @@ class Finding:
         return f"{self.method} match with {self.problem}: {self.detail}"
 
 
-_COMMON_WORDS = frozenset(w.lower() for w in keyword.kwlist + keyword.softkwlist + ["self", "cls"]) \
-    | frozenset(b.lower() for b in code_ast.BUILTIN_NAMES)
-_QUOTES = frozenset({"'", '"'})
-
-
-def _is_distinctive(name: str) -> bool:
-    """Compound names like ``square_perimeter`` are rare outside the problem that coined them."""
-    return len(name) >= 8 and "_" in name.strip("_") and not name.startswith("__")
-
-
-def _informative_windows(words: list[str], n: int, min_words: int) -> np.ndarray:
-    """Mask over the n-gram windows of a token list: True where the window is evidence of copying.
-
-    Windows made of numbers, punctuation, one-letter names and keywords (``[1, 2, 3, 4, 5, ...]``,
-    ``('a', 'b', 'c')``, ``{'one': 1, 'two': 2, ...}``) occur in benchmark tests and in ordinary
-    code alike, so they prove nothing; quoted words do not count as names. A window counts when it
-    names ``min_words`` distinct things, or one distinctive compound name (MBPP's asserts,
-    ``assert square_perimeter(10)==40``, name nothing else).
-    """
-    names = [t if len(t) > 1 and t[0].isalpha() and t not in _COMMON_WORDS and prev not in _QUOTES else None
-             for prev, t in zip([""] + words, words)]
-    windows = max(len(words) - n + 1, 0)
-    if windows == 0:
-        return np.zeros(0, dtype=bool)
-    distinctive = np.array([bool(t) and _is_distinctive(t) for t in names], dtype=np.int64)
-    cumulative = np.concatenate([[0], np.cumsum(distinctive)])
-    has_distinctive = (cumulative[n:n + windows] - cumulative[:windows]) > 0
-    many_names = np.array([len(set(names[i:i + n]) - {None}) >= min_words for i in range(windows)], dtype=bool)
-    return has_distinctive | many_names
-
-
-def _shingles(hashes: np.ndarray, n: int) -> np.ndarray:
-    """Order-sensitive hashes of every window of ``n`` consecutive tokens (uint64, wrapping).
-
-    The window hash is the polynomial sum_j t[i+j] * M^(n-1-j). Windows are combined by doubling,
-    H[a+b](i) = H[a](i) * M^b + H[b](i+a), so a 13-gram costs 5 vector passes instead of 12.
-    """
-    count = len(hashes) - n + 1
-    if count <= 0:
-        return np.empty(0, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        windows = {1: hashes}
-        size = 1
-        while size * 2 <= n:  # H[1], H[2], H[4], H[8], ...
-            previous = windows[size]
-            windows[size * 2] = previous[:-size] * _MULTIPLIER ** np.uint64(size) + previous[size:]
-            size *= 2
-        out, width = windows[size], size
-        for part in sorted(windows, reverse=True):  # add the binary digits of n that are left
-            if width + part <= n:
-                out = out[:len(out) - part] * _MULTIPLIER ** np.uint64(part) + windows[part][width:]
-                width += part
-        out = out[:count].copy()
-        out ^= out >> np.uint64(31)  # top bits feed HashSet's bitmap
-    return out
-
-
-# The skeleton keeps keywords, builtins and punctuation and turns every other word or number into
-# one symbol. A one-token string literal ('(' or 'a') becomes that symbol too, so literal contents
-# do not leak into it.
-_SKELETON_KEPT = SmallSet(hash_tokens({w.lower() for w in keyword.kwlist + keyword.softkwlist}
-                                     | {b.lower() for b in code_ast.BUILTIN_NAMES if b.isidentifier()}
-                                     | set("!\"#$%&'()*+,-./:;<=>?@[\\]^`{|}~")))
-_QUOTE_HASHES = hash_tokens(["'", '"'])
-
-
-def skeleton(hashes: np.ndarray) -> np.ndarray:
-    out = np.where(_SKELETON_KEPT.contains(hashes), hashes, _IDENTIFIER)
-    if len(out) > 2:
-        quoted = ((out[:-2] == _QUOTE_HASHES[0]) | (out[:-2] == _QUOTE_HASHES[1])) & (out[:-2] == out[2:])
-        out[1:-1][quoted] = _IDENTIFIER
-    return out
-
-
-PARTS = ("prompt", "solution", "test")
-INDEX_VERSION = 2  # bump when anything that shapes the index changes (tokens, skeleton, fingerprints)
-
-
-@dataclass
-class _Index:
-    """Everything derived from the benchmark files; plain arrays and strings, so it can be cached."""
-
-    problem_names: list[str]
-    ngram_keys: np.ndarray  # uint64, sorted
-    ngram_problem: np.ndarray  # int32 index into problem_names, aligned with ngram_keys
-    ngram_part: np.ndarray  # int8 index into PARTS
-    skeleton_keys: np.ndarray  # uint64, sorted, unique
-    skeleton_starts: np.ndarray  # int64, CSR offsets into skeleton_rows (len(keys) + 1)
-    skeleton_rows: np.ndarray  # int32 skeleton row per posting
-    reference_sizes: np.ndarray  # float64 distinct shingles per skeleton row
-    row_reference: np.ndarray  # int32 reference index of each skeleton row
-    reference_problems: list[str]
-    reference_fingerprints: list[tuple[str, ...]]
-
-
-def _build_ngram_arrays(benchmarks: Benchmarks, config: DecontaminationConfig):
-    problems: dict[str, int] = {}
-    owners: dict[int, set[int]] = {}
-    first_part: dict[int, int] = {}
-    n = config.ngram
-    for part in benchmarks.parts:
-        problem = problems.setdefault(part.problem, len(problems))
-        tokens = tokenize(part.text)
-        grams = _shingles(tokens.hashes, n)
-        grams = grams[_informative_windows(tokens.strings(), n, config.min_ngram_words)]
-        for gram in np.unique(grams).tolist():
-            owners.setdefault(gram, set()).add(problem)
-            first_part.setdefault(gram, PARTS.index(part.part))
-    keep = sorted(g for g, p in owners.items() if len(p) <= config.max_problems_per_ngram)
-    return (list(problems), np.array(keep, dtype=np.uint64),
-            np.array([next(iter(owners[g])) for g in keep], dtype=np.int32),
-            np.array([first_part[g] for g in keep], dtype=np.int8))
-
-
-def _build_ast_arrays(benchmarks: Benchmarks, config: DecontaminationConfig):
-    # Problems whose solutions normalize to the same tree (HumanEval/56 and /61 differ only in
-    # the bracket characters) share one reference, named after all of them.
-    owners: dict[tuple[str, ...], list[str]] = {}
-    sources: dict[tuple[str, ...], str] = {}
-    for solution in benchmarks.solutions:
-        tree = code_ast.parse_python(solution.source)
-        if tree is None:
-            continue
-        for func in code_ast.iter_functions(tree):
-            if solution.entry_point and func.name != solution.entry_point:
-                continue
-            fingerprint = code_ast.function_fingerprint(func)
-            if len(fingerprint) < config.ast_min_tokens:
-                continue
-            problems = owners.setdefault(fingerprint, [])
-            if solution.problem not in problems:
-                problems.append(solution.problem)
-            sources.setdefault(fingerprint, code_ast.ast.unparse(func))
-    # Each reference gets one skeleton per rendering a copy might use (with and without type
-    # annotations: for a short function they change a third of its shingles).
-    reference_problems, fingerprints, shingle_sets, row_reference = [], [], [], []
-    for fingerprint, problems in owners.items():
-        renderings = {code_ast.strip_for_comparison(sources[fingerprint], keep) or "" for keep in (False, True)}
-        sets = [np.unique(_shingles(skeleton(tokenize(r).hashes), config.skeleton_shingle)) for r in sorted(renderings)]
-        sets = [s for s in sets if len(s)]
-        if sets:
-            row_reference += [len(reference_problems)] * len(sets)
-            reference_problems.append(",".join(problems))
-            fingerprints.append(fingerprint)
-            shingle_sets += sets
-    # Inverted index shingle -> reference rows: sorted unique keys plus CSR-style postings.
-    rows = np.concatenate([np.full(len(s), i, dtype=np.int32) for i, s in enumerate(shingle_sets)]) \
-        if shingle_sets else np.empty(0, dtype=np.int32)
-    keys = np.concatenate(shingle_sets) if shingle_sets else np.empty(0, dtype=np.uint64)
-    order = np.argsort(keys, kind="stable")
-    keys, rows = keys[order], rows[order]
-    unique_keys, starts = np.unique(keys, return_index=True)
-    return (unique_keys, np.append(starts, len(keys)).astype(np.int64), rows,
-            np.array([len(s) for s in shingle_sets], dtype=np.float64), np.array(row_reference, dtype=np.int32),
-            reference_problems, fingerprints)
-
-
-def _build_index(benchmarks: Benchmarks, config: DecontaminationConfig) -> _Index:
-    names, ngram_keys, ngram_problem, ngram_part = _build_ngram_arrays(benchmarks, config)
-    skeleton_keys, starts, rows, sizes, row_reference, ref_problems, fingerprints = _build_ast_arrays(benchmarks, config)
-    return _Index(names, ngram_keys, ngram_problem, ngram_part, skeleton_keys, starts, rows, sizes, row_reference,
-                  ref_problems, fingerprints)
-
-
-# -- the index cache: building it costs seconds, and every prepare worker process needs it ---------------
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("PHI_HPC_CACHE_DIR", Path.home() / ".cache" / "phi-hpc")) / "decontamination"
-
-
-def _cache_key(benchmarks: Benchmarks, config: DecontaminationConfig) -> str:
-    digest = hashlib.sha256(f"{INDEX_VERSION}|{sys.version_info[:2]}".encode())
-    for part in benchmarks.parts:
-        digest.update(f"{part.problem}\0{part.part}\0{part.text}\0".encode("utf-8", "surrogatepass"))
-    for solution in benchmarks.solutions:
-        digest.update(f"{solution.problem}\0{solution.entry_point}\0{solution.source}\0".encode("utf-8", "surrogatepass"))
-    fields = {k: v for k, v in dataclasses.asdict(config).items() if not k.startswith("embedding")}
-    digest.update(json.dumps(fields, sort_keys=True).encode())
-    return digest.hexdigest()[:32]
-
-
-_ARRAYS = ("ngram_keys", "ngram_problem", "ngram_part", "skeleton_keys", "skeleton_starts", "skeleton_rows",
-           "reference_sizes", "row_reference")
-
-
-def _load_cached_index(cache_dir, benchmarks: Benchmarks, config: DecontaminationConfig) -> _Index | None:
-    if cache_dir is None:
-        return None
-    path = Path(cache_dir) / f"index-{_cache_key(benchmarks, config)}.npz"
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in _ARRAYS}
-            meta = json.loads(bytes(data["meta"]).decode("utf-8"))
-    except (OSError, KeyError, ValueError, json.JSONDecodeError):
-        return None  # absent or damaged: rebuild (and rewrite) it
-    return _Index(problem_names=meta["problem_names"], reference_problems=meta["reference_problems"],
-                  reference_fingerprints=[tuple(f) for f in meta["reference_fingerprints"]], **arrays)
-
-
-def _store_cached_index(cache_dir, benchmarks: Benchmarks, config: DecontaminationConfig, index: _Index) -> None:
-    if cache_dir is None:
-        return
-    from phi_hpc.fileio import atomic_write
-
-    meta = {"problem_names": index.problem_names, "reference_problems": index.reference_problems,
-            "reference_fingerprints": [list(f) for f in index.reference_fingerprints]}
-    try:
-        with atomic_write(Path(cache_dir) / f"index-{_cache_key(benchmarks, config)}.npz", "wb", encoding=None) as handle:
-            np.savez(handle, meta=np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8),
-                     **{name: getattr(index, name) for name in _ARRAYS})
-    except OSError:
-        pass  # a read-only home only costs the rebuild next time
-
 
 class Decontaminator:
     """Built once per process from the benchmark files; :meth:`check` is called on every document."""
@@ -291,10 +62,10 @@ class Decontaminator:
                  cache_dir: str | os.PathLike | None = None):
         self.config = config
         self.benchmarks = benchmarks
-        index = _load_cached_index(cache_dir, benchmarks, config)
+        index = load_cached_index(cache_dir, benchmarks, config)
         if index is None:
-            index = _build_index(benchmarks, config)
-            _store_cached_index(cache_dir, benchmarks, config, index)
+            index = build_index(benchmarks, config)
+            store_cached_index(cache_dir, benchmarks, config, index)
         self._index = index
         self._ngrams = HashSet(index.ngram_keys)
         self._skeletons = HashSet(index.skeleton_keys)
@@ -320,12 +91,12 @@ class Decontaminator:
 
     # -- per-document checks ------------------------------------------------------------------------
     def _skeleton_shingles(self, hashes: np.ndarray) -> np.ndarray:
-        return _shingles(skeleton(hashes), self.config.skeleton_shingle)
+        return lexical.shingles(lexical.skeleton(hashes), self.config.skeleton_shingle)
 
     def _ngram_finding(self, hashes: np.ndarray) -> Finding | None:
         if len(self._ngrams) == 0:
             return None
-        grams = _shingles(hashes, self.config.ngram)
+        grams = lexical.shingles(hashes, self.config.ngram)
         hits = np.unique(grams[self._ngrams.contains(grams)])
         if len(hits) == 0:
             return None
