@@ -8,6 +8,7 @@ or ``MODEL.report.json`` for ``quality train``) and prints a short table.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import sys
 
@@ -48,15 +49,19 @@ def _endpoint(kwargs: dict):
                           max_tokens=kwargs["max_tokens"])
 
 
-def _read_inputs(inputs: tuple[str, ...], glob: str, text_key: str) -> tuple[list[tuple[str, str]], list[dict]]:
-    """(text, origin) of every document of the inputs, read like ``prepare`` reads them."""
+def _iter_inputs(inputs: tuple[str, ...], glob: str, text_key: str, bad: list):
+    """(text, origin) of every document of the inputs, streamed and read like ``prepare`` reads them;
+    unreadable inputs are appended to ``bad``."""
     from phi_hpc.data.sources import expand_inputs, read_documents
 
-    bad: list = []
-    documents = []
     for source in expand_inputs(list(inputs), glob):
         for doc in read_documents(source, text_key, bad.append):
-            documents.append((doc.text, doc.origin))
+            yield doc.text, doc.origin
+
+
+def _read_inputs(inputs: tuple[str, ...], glob: str, text_key: str) -> tuple[list[tuple[str, str]], list[dict]]:
+    bad: list = []
+    documents = list(_iter_inputs(inputs, glob, text_key, bad))
     return documents, [b.to_dict() for b in bad]
 
 
@@ -194,24 +199,26 @@ def decontaminate_command(inputs, output, benchmark_data, ngram, ast_threshold, 
         raise UsageError(f"--ngram {ngram} is too short to mean anything", "use 13 (the paper's value) or similar")
     decontaminator = build_decontaminator(benchmark_data, ngram=ngram, ast_threshold=ast_threshold,
                                           embedding_threshold=embedding_threshold)
-    documents, bad = _read_inputs(inputs, glob, text_key)
+    bad: list = []
+    documents = _iter_inputs(inputs, glob, text_key, bad)  # streamed: corpora need not fit in memory
     flagged = []
     by_method: dict[str, int] = {}
+    count = 0
     with progress_bar() as progress:
-        task = progress.add_task("decontaminate", total=len(documents))
-        for start in range(0, len(documents), 64):
-            batch = documents[start:start + 64]
+        task = progress.add_task("decontaminate", total=None)
+        while batch := list(itertools.islice(documents, 256)):
             for (_, origin), finding in zip(batch, decontaminator.check_many([t for t, _ in batch])):
                 if finding is not None:
                     flagged.append({"document": origin, "problem": finding.problem, "method": finding.method,
                                     "score": finding.score, "reason": finding.reason()})
                     by_method[finding.method] = by_method.get(finding.method, 0) + 1
+            count += len(batch)
             progress.advance(task, len(batch))
     with atomic_write(output) as handle:
         for entry in flagged:
             handle.write(json.dumps(entry, sort_keys=True) + "\n")
-    summary = {"report": output, "documents": len(documents), "flagged": len(flagged), "by_method": by_method,
-               "benchmark_files": list(decontaminator.benchmarks.files), "bad_inputs": bad,
+    summary = {"report": output, "documents": count, "flagged": len(flagged), "by_method": by_method,
+               "benchmark_files": list(decontaminator.benchmarks.files), "bad_inputs": [b.to_dict() for b in bad],
                "config": dataclasses.asdict(decontaminator.config)}
     _summarize("decontaminate", summary, f"{output}.summary.json", ["documents", "flagged", "by_method"])
 

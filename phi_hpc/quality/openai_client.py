@@ -82,6 +82,7 @@ class ChatClient:
         body = json.dumps(payload).encode("utf-8")
         last = ""
         for attempt in range(self.config.max_retries + 1):
+            retry_after = None
             with self._lock:
                 self.requests += 1
             try:
@@ -93,6 +94,7 @@ class ChatClient:
                     raise EndpointError(f"{self.url} answered HTTP {exc.code}: {detail}",
                                         "check --endpoint, --model and the API key") from None
                 last, reason = f"HTTP {exc.code}: {detail}", f"http_{exc.code}"
+                retry_after = _retry_after_seconds(exc.headers.get("Retry-After") if exc.headers else None)
             except (TimeoutError, socket.timeout):
                 last, reason = f"no answer within {self.config.timeout_s}s", "timeout"
             except urllib.error.URLError as exc:
@@ -107,10 +109,20 @@ class ChatClient:
             if attempt == self.config.max_retries:
                 break
             self._count(reason)
-            delay = min(self.config.backoff_s * 2 ** attempt, self.config.max_backoff_s)
-            self._sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(self.config.backoff_s * 2 ** attempt, self.config.max_backoff_s) * random.uniform(0.5, 1.0)
+            if retry_after is not None:  # the server said when (429/503): wait that long, within the cap
+                delay = min(max(delay, retry_after), self.config.max_backoff_s)
+            self._sleep(delay)
         raise EndpointError(f"{self.url}: gave up after {self.config.max_retries + 1} attempts ({last})",
                             "is the server up? raise --max-retries or --timeout for a slow server")
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    """``Retry-After`` in seconds (the HTTP-date form is rare for APIs and ignored)."""
+    try:
+        return max(float(value), 0.0) if value is not None else None
+    except ValueError:
+        return None
 
 
 def bounded_map(func: Callable[[T], R], items: Iterable[T], concurrency: int) -> Iterator[tuple[T, R | BaseException]]:

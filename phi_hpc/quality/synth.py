@@ -174,15 +174,19 @@ class ExerciseChecker:
     """Runs an exercise's own asserts in the evaluation sandbox (opened on first use)."""
 
     def __init__(self, timeout_s: float):
+        import threading
+
         self.timeout_s = timeout_s
         self._sandbox = None
+        self._lock = threading.Lock()  # generation threads share one sandbox worker; runs take turns
 
     def __call__(self, exercise: Exercise) -> tuple[bool, str | None]:
         from phi_hpc.eval.sandbox import Program, Sandbox, SandboxLimits
 
-        if self._sandbox is None:
-            self._sandbox = Sandbox(workers=1, limits=SandboxLimits(timeout_s=self.timeout_s))
-        result = self._sandbox.run(Program(solution=exercise.prompt + exercise.completion, tests=exercise.tests))
+        with self._lock:
+            if self._sandbox is None:
+                self._sandbox = Sandbox(workers=1, limits=SandboxLimits(timeout_s=self.timeout_s))
+            result = self._sandbox.run(Program(solution=exercise.prompt + exercise.completion, tests=exercise.tests))
         return result.passed, result.error
 
     def close(self) -> None:

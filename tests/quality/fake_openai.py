@@ -44,9 +44,10 @@ def exercise_answer(prompt: str, attempt_broken: bool) -> str:
 
 class FakeOpenAI:
     def __init__(self, delay_s: float = 0.0, slow_s: float = 0.0, faults: bool = True, mode: str = "auto",
-                 broken_first_exercise: bool = False):
+                 broken_first_exercise: bool = False, throttle_first: float | None = None):
         self.delay_s, self.slow_s, self.faults, self.mode = delay_s, slow_s, faults, mode
         self.broken_first_exercise = broken_first_exercise
+        self.throttle_first = throttle_first  # first request per prompt: 429 with this Retry-After
         self.seen: Counter[str] = Counter()
         self.events: Counter[str] = Counter()
         self.lock = threading.Lock()
@@ -90,6 +91,9 @@ class FakeOpenAI:
                     fake.seen[prompt] += 1
                     nth = fake.seen[prompt]
                     fake.events["requests"] += 1
+                if fake.throttle_first is not None and nth == 1:
+                    self._send(429, {"error": {"message": "slow down"}}, {"Retry-After": str(fake.throttle_first)})
+                    return
                 kind = _digest(prompt) % 3 if fake.faults and nth == 1 else None
                 try:
                     if kind == 0:
@@ -109,9 +113,11 @@ class FakeOpenAI:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up waiting: that is the point of the slow answers
 
-            def _send(self, status, payload):
+            def _send(self, status, payload, headers=None):
                 data = json.dumps(payload).encode()
                 self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()

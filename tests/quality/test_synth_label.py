@@ -201,3 +201,16 @@ def test_synth_uses_a_custom_template(tmp_path):
         prompts = list(server.seen)
     assert len(prompts) == 3 and all(p.startswith("Write a textbook page about ") for p in prompts)
     assert "{" not in "".join(prompts)
+
+
+def test_client_honours_retry_after_within_the_cap():
+    waits: list[float] = []
+    with FakeOpenAI(faults=False, throttle_first=2.0) as server:
+        config = EndpointConfig(base_url=server.url, model="fake", max_retries=2, backoff_s=0.01, max_backoff_s=5)
+        client = ChatClient(config, sleep=waits.append)
+        assert client.chat([{"role": "user", "content": "educational value ```x```"}]).startswith("Score:")
+        capped = ChatClient(EndpointConfig(base_url=server.url, model="fake", max_retries=2, backoff_s=0.01,
+                                           max_backoff_s=0.5), sleep=waits.append)
+        capped.chat([{"role": "user", "content": "educational value ```y```"}])
+    assert waits == [2.0, 0.5]  # the server's Retry-After, then the same clipped to --max-backoff
+    assert client.retries["http_429"] == 1
