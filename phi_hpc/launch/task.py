@@ -187,8 +187,7 @@ class PhiTask:
         if done.returncode != 0:
             print(f"[phi-hpc] scontrol requeue {job_id}: {done.stderr.strip()}", flush=True)
             return {"status": "preempted", "restarts": restarts}
-        # Slurm now terminates this step; wait for it rather than report a success that did not happen.
-        time.sleep(60)
+        # The requeue is recorded by the controller: ending this attempt now cannot complete the job.
         return {"status": "preempted", "restarts": restarts}
 
 

@@ -131,7 +131,8 @@ JobCompLoc=$LOGS/jobcomp.txt
 $accounting_lines
 MpiDefault=none
 ReturnToService=2
-KillWait=2
+# Seconds between SIGTERM and SIGKILL: room for the trainer to checkpoint on scancel/requeue.
+KillWait=10
 MinJobAge=600
 InactiveLimit=0
 GresTypes=gpu

@@ -45,10 +45,10 @@ def current_step(run_dir: Path) -> int:
 # ---------------------------------------------------------------------------- 1 + 2: a run and its eval
 @pytest.fixture(scope="module")
 def baseline(slurm_cluster, tiny_data, codegen_tokenizer, tmp_path_factory):
-    """Uninterrupted tiny pretrain, with an eval job chained to it while it is still queued/running;
-    alongside, a training run that crashes, with its own chained eval."""
+    """Uninterrupted tiny pretrain with evaluations chained to it while it is still queued/running;
+    alongside, a training run that crashes (with its own chained eval) and one the user cancels."""
     root = tmp_path_factory.mktemp("submit")
-    run_dir, broken = root / "baseline", root / "broken"
+    run_dir, broken, cancelled = root / "baseline", root / "broken", root / "cancelled"
     # keep_last=1: the step-10 checkpoint is pruned long before its --eval-every job runs.
     phi(*tiny_pretrain_args(run_dir, tiny_data, "--eval-every", "10", "--eval-args",
                             "--task humaneval --limit 1 --max-new-tokens 8 --workers 1",
@@ -58,13 +58,21 @@ def baseline(slurm_cluster, tiny_data, codegen_tokenizer, tmp_path_factory):
     # The trainer's fault hook: every rank SIGKILLs itself after step 2, like a node dying.
     phi(*tiny_pretrain_args(broken, tiny_data), env={"PHI_HPC_FAULT": "kill-at-step:2"})
     phi(*eval_args(broken, codegen_tokenizer))
+    phi(*tiny_pretrain_args(cancelled, tiny_data))
+    cancel_output = None
+    deadline = time.monotonic() + 400
+    while cancel_output is None and time.monotonic() < deadline:
+        if current_step(cancelled) >= 2:
+            cancel_output = phi("cancel", str(cancelled)).stdout
+        time.sleep(1)
     rows = wait_for(run_dir, ["train", "eval-latest", "eval-step-10", "eval-step-20"], timeout=400)
     broken_rows = wait_for(broken, ["train", "eval-latest"], timeout=200)
-    return run_dir, early, rows, broken, broken_rows
+    cancelled_rows = wait_for(cancelled, ["train"], timeout=100)
+    return run_dir, early, rows, broken, broken_rows, cancelled, cancelled_rows, cancel_output
 
 
 def test_pretrain_completes_with_checkpoints_and_metrics(baseline):
-    run_dir, _, rows, _, _ = baseline
+    run_dir, _, rows, *_ = baseline
     train = rows["train"]
     assert train["state"] == "COMPLETED", debug_logs(run_dir)
     losses = step_losses(run_dir)
@@ -87,7 +95,7 @@ def test_pretrain_completes_with_checkpoints_and_metrics(baseline):
 
 
 def test_eval_waits_for_training_then_runs(baseline):
-    run_dir, early, rows, _, _ = baseline
+    run_dir, early, rows, *_ = baseline
     # Right after submission the eval job was held by its dependency, not running.
     assert early["eval-latest"]["state"] == "PENDING", early
     assert "Dependency" in early["eval-latest"]["reason"], early
@@ -101,7 +109,7 @@ def test_eval_waits_for_training_then_runs(baseline):
 
 
 def test_eval_every_evaluates_each_checkpoint_after_training(baseline):
-    run_dir, early, rows, _, _ = baseline
+    run_dir, early, rows, *_ = baseline
     events = attempts(run_dir)
     train_end = max(e["time"] for e in events if e["job"] == "train" and e["event"] == "end")
     for step in (10, 20):
@@ -119,13 +127,26 @@ def test_eval_every_evaluates_each_checkpoint_after_training(baseline):
 
 
 def test_failed_training_cancels_its_eval(baseline):
-    _, _, _, run_dir, rows = baseline
+    _, _, _, run_dir, rows, *_ = baseline
     assert rows["train"]["state"] == "FAILED", rows
     assert rows["eval-latest"]["state"] == "CANCELLED", rows
     reason = rows["eval-latest"]["reason"]
     assert "dependency train" in reason and "FAILED" in reason, reason
     assert not [e for e in attempts(run_dir) if e["job"] == "eval-latest"], "the eval job must never have started"
     assert "kill-on-invalid-dep" in phi("status", str(run_dir)).stdout
+
+
+def test_cancel_stops_training_for_good(baseline):
+    *_, run_dir, rows, cancel_output = baseline
+    assert cancel_output is not None, "the run to cancel never reached step 2"
+    assert f"train ({rows['train']['job_id']}): cancelled" in cancel_output
+    assert rows["train"]["state"] == "CANCELLED", rows
+    # The trainer checkpointed on scancel's SIGTERM, and the job did not requeue itself.
+    time.sleep(12)  # longer than the cluster's requeue delay
+    assert status(run_dir)["train"]["state"] == "CANCELLED"
+    events = attempts(run_dir)
+    assert [e["event"] for e in events] == ["start", "end"], events
+    assert events[-1]["status"] == "stopped" and events[-1]["exit_code"] == 75
 
 
 # ---------------------------------------------------------------------------- 3 + 4: requeues and logs
