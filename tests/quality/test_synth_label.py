@@ -117,12 +117,17 @@ def test_synth_dedups_outputs_by_drawing_new_prompts(tmp_path):
         assert r["spec"] == draw_spec(0, r["index"], r["attempt"])
 
 
-@pytest.mark.slow
-def test_synth_exercises_parse_and_pass_their_tests_in_the_sandbox(tmp_path):
+def _generate_exercises(tmp_path):
     out = tmp_path / "exercises.jsonl"
     with FakeOpenAI(faults=False, broken_first_exercise=True) as server:
         summary = synthesize(str(out), _endpoint(server.url),
                              SynthConfig(kind="exercises", count=6, max_attempts=10, concurrency=2))
+    return out, summary
+
+
+@pytest.mark.slow
+def test_synth_exercises_parse_and_pass_their_tests_in_the_sandbox(tmp_path):
+    out, summary = _generate_exercises(tmp_path)
     records = _read_jsonl(out)
     assert len(records) == 6 and summary["failed_count"] == 0
     assert summary["rejected_attempts"] >= 1  # the fake's failing self-tests were caught by running them
@@ -131,6 +136,19 @@ def test_synth_exercises_parse_and_pass_their_tests_in_the_sandbox(tmp_path):
         assert r["text"] == r["prompt"] + r["completion"]
         assert r["prompt"].rstrip().endswith('"""') and r["prompt"].lstrip().startswith("def ")
         ast.parse(r["prompt"] + r["completion"] + r["tests"])
+
+
+@pytest.mark.slow
+def test_exercises_are_read_by_prepare_and_by_the_finetune_loader(tmp_path, run_cli, codegen_tokenizer):
+    out, _ = _generate_exercises(tmp_path)
+    from phi_hpc.train.data import tokenize_jsonl
+
+    tokens, mask = tokenize_jsonl(out, str(codegen_tokenizer))
+    assert len(tokens) == len(mask) > 0 and 0 < mask.sum() < len(mask)  # completions trained, prompts masked
+    run_cli("prepare", str(out), "--tokenizer", str(codegen_tokenizer), "-o", str(tmp_path / "prepared"),
+            check=True)
+    counts = json.loads((tmp_path / "prepared" / "manifest.json").read_text())["counts"]
+    assert counts["documents_in"] == 6 and counts["bad"] == 0
 
 
 def test_split_exercise_rejects_what_is_not_an_exercise():
