@@ -36,7 +36,7 @@ class EmbedderSpec:
 
     kind: str = "hashed"  # "hashed" | "lm"
     dim: int = 2048  # hashed: number of buckets
-    max_chars: int = 16384  # hashed: judge a file by its first bytes, like an LM's context window would
+    max_bytes: int = 16384  # hashed: judge a file by its first 16 KB, as an LM would by its context window
     model_dir: str | None = None  # lm: checkpoint or HF folder
     tokenizer: str | None = None  # lm: tokenizer.json when the folder has none
     max_tokens: int = 512  # lm
@@ -50,9 +50,9 @@ class HashedTokenEmbedder:
     STATISTICS = ("comment_marks_per_line", "triple_quotes_per_line", "mean_name_length", "short_name_share",
                   "blank_line_share", "mean_line_length")
 
-    def __init__(self, dim: int = 2048, max_chars: int = 16384, with_statistics: bool = True):
+    def __init__(self, dim: int = 2048, max_bytes: int = 16384, with_statistics: bool = True):
         self.dim = dim
-        self.max_chars = max_chars
+        self.max_bytes = max_bytes
         self.with_statistics = with_statistics
 
     @property
@@ -65,7 +65,7 @@ class HashedTokenEmbedder:
         out = np.zeros((len(texts), self.width), dtype=np.float32)
         for row, text in enumerate(texts):
             tokens = SHARED_CACHE.get(text)
-            keep = int(np.searchsorted(tokens.starts, self.max_chars))  # the file's beginning (bytes)
+            keep = int(np.searchsorted(tokens.starts, self.max_bytes))  # the file's beginning (bytes)
             counts = np.bincount((tokens.hashes[:keep] % np.uint64(self.dim)).astype(np.int64), minlength=self.dim)
             weights = np.log1p(counts.astype(np.float32))
             out[row, : self.dim] = weights / max(float(np.linalg.norm(weights)), 1e-12)
@@ -169,7 +169,7 @@ class LMEmbedder:
 
 def make_embedder(spec: EmbedderSpec):
     if spec.kind == "hashed":
-        return HashedTokenEmbedder(dim=spec.dim, max_chars=spec.max_chars)
+        return HashedTokenEmbedder(dim=spec.dim, max_bytes=spec.max_bytes)
     if spec.kind == "lm":
         if not spec.model_dir:
             raise UsageError("--embedder lm needs --model-dir", "pass a checkpoint or a local HF folder")
