@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import builtins
 import difflib
+import re
 from dataclasses import dataclass
 
 BUILTIN_NAMES = frozenset(dir(builtins))
@@ -91,6 +92,24 @@ def parse_python(source: str) -> ast.Module | None:
         return ast.parse(source)
     except (SyntaxError, ValueError, MemoryError, RecursionError):
         return None
+
+
+_FENCED = re.compile(r"^[ \t]*```[ \t]*(?:python|py|python3)?[ \t]*\n(.*?)^[ \t]*```", re.M | re.S)
+
+
+def parse_code_in(text: str) -> list[ast.Module]:
+    """The document as Python, or else the Python of its fenced code blocks (a synthetic textbook,
+    a README), with line numbers shifted to where each block sits in the document."""
+    tree = parse_python(text)
+    if tree is not None:
+        return [tree]
+    trees = []
+    for match in _FENCED.finditer(text):
+        block = parse_python(match.group(1))
+        if block is not None:
+            ast.increment_lineno(block, text.count("\n", 0, match.start(1)))
+            trees.append(block)
+    return trees
 
 
 def strip_for_comparison(source: str, keep_annotations: bool = False) -> str | None:

@@ -132,8 +132,8 @@ class Decontaminator:
         shingles = self._skeleton_shingles(hashes)
         if len(self._candidates(shingles)) == 0:
             return None
-        tree = code_ast.parse_python(text)
-        if tree is None:
+        trees = code_ast.parse_code_in(text)
+        if not trees:
             return None
         # The document passed as a whole; now each function must pass on its own token span, so that
         # only a handful of functions of a large file are normalized and aligned.
@@ -143,7 +143,7 @@ class Decontaminator:
         token_lines = np.searchsorted(line_starts, tokens.starts, side="right")  # 1-based
         width = self.config.skeleton_shingle
         pairs = []
-        for func in code_ast.iter_functions(tree):
+        for func in (f for tree in trees for f in code_ast.iter_functions(tree)):
             lo = int(np.searchsorted(token_lines, func.lineno, side="left"))
             hi = int(np.searchsorted(token_lines, func.end_lineno or func.lineno, side="right"))
             candidates = self._candidates(shingles[lo:max(lo, hi - width + 1)])

@@ -148,3 +148,15 @@ def test_index_cache_is_reused_and_survives_damage(shared_data, problems, stdlib
     # Other settings are other indexes, not a stale hit.
     build_decontaminator(str(shared_data), cache_dir=cache, ngram=10)
     assert len(list(cache.glob("index-*.npz"))) == 2
+
+
+def test_code_blocks_of_a_textbook_are_checked_structurally(decontaminator, problems):
+    problem = problems[0]
+    chapter = ("# Comparing every pair\n\nSometimes we must look at every pair of items in a list.\n\n"
+               "```python\n" + disguise(problem["prompt"] + problem["canonical_solution"]) + "\n```\n\n"
+               "Note how the inner loop skips the element itself. Try it on `[1.0, 2.0]`.\n")
+    assert code_ast.parse_python(chapter) is None  # markdown: only its code block is Python
+    finding = decontaminator.check(chapter)
+    assert finding is not None and finding.method == "ast" and finding.problem == "HumanEval/0"
+    def_line = next(i for i, line in enumerate(chapter.splitlines(), 1) if line.startswith("def "))
+    assert f"(line {def_line})" in finding.detail  # where the function sits in the chapter, not in its block
