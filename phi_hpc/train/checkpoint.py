@@ -153,7 +153,8 @@ class CheckpointManager:
         load_path, _ = engine.load_checkpoint(str(step_dir), tag=DEEPSPEED_TAG, load_optimizer_states=True,
                                               load_lr_scheduler_states=True)
         if load_path is None:
-            raise PhiError(f"{step_dir}: DeepSpeed could not load its state", "delete that folder to resume from an older one")
+            raise PhiError(f"{step_dir}: DeepSpeed could not load its state",
+                           "delete that folder to resume from an older one")
         rng_file = step_dir / "rng" / f"rank-{self.rank}.pt"
         if rng_file.is_file() and state.get("world_size") == self.world_size:
             _set_rng_state(torch.load(rng_file, weights_only=False))

@@ -222,19 +222,19 @@ class _Run:
         writer = MetricsWriter(self.run_dir / "metrics.jsonl", enabled=self.is_main,
                                tensorboard_dir=self.run_dir / "tensorboard" if config.logging.tensorboard else None)
         flops = training_flops_per_token(config.model, config.data.seq_len)
-        throughput = Throughput(flops, self.env.world_size, device_peak_flops(self.device_type, config.logging.peak_tflops))
+        peak = device_peak_flops(self.device_type, config.logging.peak_tflops)
+        throughput = Throughput(flops, self.env.world_size, peak)
         self.flops_per_token = flops
         return writer, throughput
 
     # ---------------------------------------------------------------- the loop
     def _loop(self, step: int, resumed_from: str | None) -> TrainResult:
-        from phi_hpc.model.phi import causal_lm_loss
         from phi_hpc.progress import progress_bar
         from phi_hpc.train.checkpoint import die_now, fault_step
-        from phi_hpc.train.engine import grad_norm, loss_scale, unclipped_grad_norm
+        from phi_hpc.train.engine import grad_norm, loss_scale
         from phi_hpc.train.metrics import StepTimer, console_line
 
-        torch, config, engine = self.torch, self.config, self.engine
+        config, engine = self.config, self.engine
         tokens_per_step = config.batch.global_size * config.data.seq_len
         timer = StepTimer(self.device_type)
         last_loss, status, saved_step = None, "completed", None
@@ -247,33 +247,19 @@ class _Run:
             while step < config.steps:
                 timer.start()
                 lr = engine.get_lr()[0]
-                loss_sum = torch.zeros((), device=self.device)
-                own_norm = None
-                for micro in self.train_data.next_step():
-                    input_ids = torch.from_numpy(micro.input_ids).to(self.device)
-                    labels = torch.from_numpy(micro.labels).to(self.device)
-                    loss = causal_lm_loss(engine(input_ids), labels)
-                    engine.backward(loss)
-                    if self.measure_own_grad_norm and engine.is_gradient_accumulation_boundary():
-                        own_norm = unclipped_grad_norm(engine.module)
-                    engine.step()
-                    loss_sum += loss.detach().float()
+                last_loss, preempted, own_norm = self._train_step()
                 step += 1
-                # one collective per step: the mean loss over ranks, and whether any rank was signalled
-                shared = torch.stack([loss_sum / self.accumulation,
-                                      torch.tensor(float(self.preemption.raised), device=self.device)])
-                self.dist.all_reduce(shared)
-                last_loss = shared[0].item() / self.env.world_size
-                preempted = shared[1].item() > 0
                 seconds = timer.stop()
-                record = {"step": step, "loss": last_loss, "lr": lr, "grad_norm": own_norm or grad_norm(engine),
+                norm = grad_norm(engine) if own_norm is None else own_norm
+                record = {"step": step, "loss": last_loss, "lr": lr, "grad_norm": norm,
                           "loss_scale": loss_scale(engine), "skipped_steps": int(engine.skipped_steps),
                           **self.throughput.measure(tokens_per_step, seconds), "step_time_s": round(seconds, 4),
                           **self.train_data.position(), "time": time.time()}
                 self.metrics.log(record)
                 step_rates.append(record["tokens_per_s"])
                 bar.update(task, completed=step)
-                if self.is_main and (step % config.logging.console_every == 0 or step in (1, config.steps) or preempted):
+                shown = step % config.logging.console_every == 0 or step in (1, config.steps) or preempted
+                if self.is_main and shown:
                     print(console_line(record, config.steps), flush=True)
                 if config.validation.every and self.validation_data is not None and \
                         (step % config.validation.every == 0 or step == config.steps):
@@ -300,6 +286,32 @@ class _Run:
                 "time": time.time()})
         self.barrier()
         return result
+
+    def _train_step(self) -> tuple[float, bool, float | None]:
+        """One global batch: every micro-batch forward and backward, one optimizer update.
+
+        Returns the loss averaged over micro-batches and ranks, whether any rank was signalled (both
+        from the one collective of the step), and the gradient norm where we have to measure it.
+        """
+        from phi_hpc.model.phi import causal_lm_loss
+        from phi_hpc.train.engine import unclipped_grad_norm
+
+        torch, engine = self.torch, self.engine
+        loss_sum = torch.zeros((), device=self.device)
+        own_norm = None
+        for micro in self.train_data.next_step():
+            input_ids = torch.from_numpy(micro.input_ids).to(self.device)
+            labels = torch.from_numpy(micro.labels).to(self.device)
+            loss = causal_lm_loss(engine(input_ids), labels)
+            engine.backward(loss)  # DeepSpeed scales by 1/accumulation and all-reduces at the boundary
+            if self.measure_own_grad_norm and engine.is_gradient_accumulation_boundary():
+                own_norm = unclipped_grad_norm(engine.module)
+            engine.step()  # the optimizer update happens on the last micro-batch only
+            loss_sum += loss.detach().float()
+        shared = torch.stack([loss_sum / self.accumulation,
+                              torch.tensor(float(self.preemption.raised), device=self.device)])
+        self.dist.all_reduce(shared)
+        return shared[0].item() / self.env.world_size, shared[1].item() > 0, own_norm
 
     def _save(self, step: int) -> None:
         state = {"sampler": self.train_data.sampler.state_dict(), "seed": self.config.seed,
