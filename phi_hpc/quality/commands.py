@@ -59,12 +59,6 @@ def _iter_inputs(inputs: tuple[str, ...], glob: str, text_key: str, bad: list):
             yield doc.text, doc.origin
 
 
-def _read_inputs(inputs: tuple[str, ...], glob: str, text_key: str) -> tuple[list[tuple[str, str]], list[dict]]:
-    bad: list = []
-    documents = list(_iter_inputs(inputs, glob, text_key, bad))
-    return documents, [b.to_dict() for b in bad]
-
-
 def _summarize(title: str, summary: dict, summary_path: str, keys: list[str]) -> None:
     from rich.table import Table
 
@@ -123,13 +117,14 @@ def label_command(inputs, output, sample, seed, prompt_template, print_template,
     endpoint = _endpoint(kwargs)
     config = LabelConfig(sample=sample, seed=seed, max_chars=max_chars, positive_score=positive_score,
                          concurrency=kwargs["concurrency"])
-    documents, bad = _read_inputs(inputs, glob, text_key)
+    bad: list = []
+    # Streamed into the reservoir: a --sample of a large corpus holds only the sample in memory.
+    documents = sample_documents(_iter_inputs(inputs, glob, text_key, bad), sample, seed)
     from phi_hpc.progress import progress_bar
 
     with progress_bar() as progress:
-        summary = label_documents(sample_documents(documents, sample, seed), output, endpoint, config, template,
-                                  progress)
-    summary["bad_inputs"] = bad
+        summary = label_documents(documents, output, endpoint, config, template, progress)
+    summary["bad_inputs"] = [b.to_dict() for b in bad]
     _summarize("quality label", summary, f"{output}.summary.json",
                ["documents", "already_done", "labelled", "unparsed_answers", "failed", "retries"])
     if summary["failed"]:

@@ -232,3 +232,14 @@ def test_client_honours_retry_after_within_the_cap():
         capped.chat([{"role": "user", "content": "educational value ```y```"}])
     assert waits == [2.0, 0.5]  # the server's Retry-After, then the same clipped to --max-backoff
     assert client.retries["http_429"] == 1
+
+
+def test_label_sample_is_seeded_uniform_and_streamed():
+    from phi_hpc.quality.label import sample_documents
+
+    docs = [(f"x = {i}\n", f"f{i}.py") for i in range(1000)]
+    first = sample_documents(iter(docs), 50, seed=3)
+    assert first == sample_documents(iter(docs), 50, seed=3) and len(set(first)) == 50
+    assert first != sample_documents(iter(docs), 50, seed=4)
+    assert set(first) <= set(docs) and max(int(o[1:-3]) for _, o in first) > 500  # not just the head
+    assert sample_documents(iter(docs[:10]), 50, seed=3) == docs[:10]
