@@ -113,6 +113,8 @@ def label_command(inputs, output, sample, seed, prompt_template, print_template,
         return
     if not output:
         raise UsageError("no output file", "pass -o labels.jsonl")
+    if sample is not None and sample < 1:
+        raise UsageError(f"--sample {sample}: need at least 1 document", "e.g. --sample 2000")
     template = load_template(prompt_template)
     endpoint = _endpoint(kwargs)
     config = LabelConfig(sample=sample, seed=seed, max_chars=max_chars, positive_score=positive_score,
