@@ -122,12 +122,25 @@ class _Run:
             state = self.checkpoints.load(self.engine, resume_from)
             self.train_data.sampler.load_state_dict(state["sampler"])
             step = int(state["step"])
+            self._report_changed_settings(state.get("config"))
             self.say(f"resumed from {resume_from} at step {step} "
                      f"({self.train_data.sampler.consumed} samples consumed)")
         else:
             self.torch.manual_seed(config.seed + self.env.rank)  # dropout differs per rank, reproducibly
         self.metrics.truncate_after(step)  # lines past the restart point (even all of them) are recomputed
         return self._loop(step, resumed_from=str(resume_from) if resume_from else None)
+
+    def _report_changed_settings(self, saved: dict | None) -> None:
+        """Resuming with other settings is allowed (a longer run, another LR), but never silent."""
+        from phi_hpc.config import to_dict
+
+        if saved is None:
+            return
+        before, now = _flatten(saved), _flatten(to_dict(self.config))
+        changed = [f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(before) | set(now))
+                   if before.get(k) != now.get(k)]
+        if changed:
+            self.say("resuming with settings that differ from the checkpoint's: " + "; ".join(changed))
 
     def _build_data(self):
         from phi_hpc.train.data import TrainingData, ValidationData, indexed_source, jsonl_source
@@ -314,8 +327,11 @@ class _Run:
         return shared[0].item() / self.env.world_size, shared[1].item() > 0, own_norm
 
     def _save(self, step: int) -> None:
-        state = {"sampler": self.train_data.sampler.state_dict(), "seed": self.config.seed,
-                 "zero_stage": self.config.deepspeed.zero_stage, "precision": self.config.deepspeed.precision}
+        from phi_hpc.config import to_dict
+
+        state = {"sampler": self.train_data.sampler.state_dict(), "config": to_dict(self.config),
+                 "seed": self.config.seed, "zero_stage": self.config.deepspeed.zero_stage,
+                 "precision": self.config.deepspeed.precision}
         path = self.checkpoints.save(step, self.engine, state, save_model=self.config.checkpoint.save_hf)
         self.say(f"checkpoint {path}")
 
@@ -349,3 +365,14 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
