@@ -493,6 +493,10 @@ def run_pack(config: PrepareConfig, context: RunContext | None = None, progress=
     with np.load(layout.reduce_arrays) as data:
         keep = data["keep"]
     kept = np.flatnonzero(keep)
+    if len(kept) == 0:
+        counts = reduced["counts"]
+        raise PhiError(f"no documents left to write: {counts['documents_in']} read, {counts['bad']} bad inputs, "
+                       f"all others removed", f"see {layout.bad_inputs} and {layout.audit}")
     splits = split_documents(len(kept), config.split.validation_fraction, config.split.seed, config.split.shuffle)
     shard_data = {s.index: IndexedDataset(layout.shard_prefix(s.index)) for s in context.shards}
     dtype = dtype_for_vocab(context.tokenizer.vocab_size)

@@ -112,3 +112,15 @@ def test_usage_errors_are_one_line(codegen_tokenizer, run_cli, tmp_path):
         proc = run_cli(*args)
         assert proc.returncode != 0, args
         assert proc.stderr.strip().count("\n") == 0 and needle in proc.stderr, (args, proc.stderr)
+
+
+def test_nothing_usable_is_an_error_not_an_empty_dataset(codegen_tokenizer, run_cli, tmp_path):
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    (tmp_path / "bad.jsonl").write_bytes(b"not json\n")
+    out = tmp_path / "out"
+    proc = run_cli("prepare", str(tmp_path / "empty.jsonl"), str(tmp_path / "bad.jsonl"), "--tokenizer",
+                   str(codegen_tokenizer), "-o", str(out))
+    assert proc.returncode == 1 and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert "no documents left to write: 0 read, 2 bad inputs" in proc.stderr
+    assert len((out / "bad_inputs.jsonl").read_text().splitlines()) == 2
+    assert not (out / "manifest.json").exists() and not (out / "train.bin").exists()
