@@ -226,6 +226,7 @@ def main() -> None:
         costs = in_process_costs(texts, model)
         setup = worker_setup_cpu(model, env)
         situ = in_situ(parts, work / "out", model, env)
+        _, peer_one_cpu, _ = run_prepare(parts, work / "out", 1, [], env)  # the in-situ run's own peer
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -263,6 +264,9 @@ stages, the filters' calls clocked from inside the same process:
 | building both filters (model, benchmarks, cached index) | {situ['setup'][0]:.2f} | {situ['setup'][1]:.2f} |
 | `prepare` end to end | {situ['total'][0]:.2f} | {situ['total'][1]:.2f} |
 | **both stages' share** | **{stages_cpu / situ['total'][0]:.1%}** | **{stages_wall / situ['total'][1]:.1%}** |
+
+Cross-check: `prepare --workers 1` without the stages took {peer_one_cpu:.2f} CPU s, i.e. the run with them
+used {situ['total'][0] - peer_one_cpu:+.2f} CPU s more ({(situ['total'][0] - peer_one_cpu) / situ['total'][0]:+.1%} of it).
 
 Goal: <= 15%.
 

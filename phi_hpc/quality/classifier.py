@@ -68,7 +68,9 @@ class HashedTokenEmbedder:
             keep = int(np.searchsorted(tokens.starts, self.max_bytes))  # the file's beginning (bytes)
             counts = np.bincount((tokens.hashes[:keep] % np.uint64(self.dim)).astype(np.int64), minlength=self.dim)
             weights = np.log1p(counts.astype(np.float32))
-            out[row, : self.dim] = weights / max(float(np.linalg.norm(weights)), 1e-12)
+            # A plain sum of squares, not np.linalg.norm: no BLAS call, so no BLAS thread pool wakes up
+            # inside prepare's worker processes.
+            out[row, : self.dim] = weights / max(float(np.sqrt((weights * weights).sum())), 1e-12)
             if self.with_statistics:
                 out[row, self.dim:] = self._statistics(tokens, keep)
         return out
