@@ -17,7 +17,10 @@ Convention (the one behind "MFU" in the PaLM paper, appendix B, and most trainin
 
 from __future__ import annotations
 
-from phi_hpc.model.phi import PhiConfig
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # arithmetic only: importable without torch (e.g. on a login node)
+    from phi_hpc.model.phi import PhiConfig
 
 # Dense (no sparsity) peak tensor-core throughput per GPU, FLOP/s, for bf16/fp16.
 PEAK_FLOPS = {

@@ -272,3 +272,17 @@ def test_unsupported_checkpoints_are_refused_with_a_reason(tmp_path):
 
     with pytest.raises(PhiError, match=r"config.json:1: invalid JSON"):
         load_pretrained(tmp_path)
+
+
+def test_flops_arithmetic_imports_without_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, phi_hpc.model.flops as f, phi_hpc.model.commands; "
+            "assert f.peak_flops_for_device('NVIDIA A100-SXM4-80GB') == 312e12; "
+            "assert f.peak_flops_for_device('NVIDIA H100 PCIe') == 756e12; "
+            "assert f.peak_flops_for_device('Tesla V100') is None; "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    from phi_hpc.config import REPO_ROOT
+
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT)
