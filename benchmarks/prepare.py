@@ -164,20 +164,21 @@ def run_datatrove(parts_dir: str, work: str, workers: int, bands: int, rows: int
     tasks = PARTS
     # spawn instead of datatrove's default forkserver: same fresh-interpreter workers, but they are
     # children of this process, so their CPU time is counted (forkserver's are not).
-    common = dict(logging_dir=None, skip_completed=False, start_method="spawn")
+    common = dict(skip_completed=False, start_method="spawn")
+    logs = iter(str(work_dir / "logs" / stage) for stage in ("signatures", "buckets", "cluster", "tokenize"))
     reader = lambda: JsonlReader(parts_dir, text_key="text", id_key="id")  # noqa: E731
     stages = [
         LocalPipelineExecutor([reader(), MinhashDedupSignature(str(work_dir / "sigs"), config=config,
                                                                language=CodeWords())],
-                              tasks=tasks, workers=workers, **common),
+                              tasks=tasks, workers=workers, logging_dir=next(logs), **common),
         LocalPipelineExecutor([MinhashDedupBuckets(str(work_dir / "sigs"), str(work_dir / "buckets"), config=config)],
-                              tasks=config.num_buckets, workers=workers, **common),
+                              tasks=config.num_buckets, workers=workers, logging_dir=next(logs), **common),
         LocalPipelineExecutor([MinhashDedupCluster(str(work_dir / "buckets"), str(work_dir / "remove"), config=config)],
-                              tasks=1, workers=1, **common),
+                              tasks=1, workers=1, logging_dir=next(logs), **common),
         LocalPipelineExecutor([reader(), MinhashDedupFilter(str(work_dir / "remove")),
                                DocumentTokenizer(str(work_dir / "tokens"), tokenizer_name_or_path=str(TOKENIZER),
                                                  eos_token="<|endoftext|>")],
-                              tasks=tasks, workers=workers, **common),
+                              tasks=tasks, workers=workers, logging_dir=next(logs), **common),
     ]
     for stage in stages:
         stage.run()
