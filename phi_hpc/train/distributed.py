@@ -54,24 +54,33 @@ def detect_environment(environ: Mapping[str, str] | None = None) -> DistributedE
     """Read the launcher's variables: torch's own (torchrun, or exported by a wrapper) first, then Slurm's
     (inside an srun step), else one process."""
     env = os.environ if environ is None else environ
+    in_slurm_job = "SLURM_JOB_ID" in env or "SLURM_JOBID" in env
     if "RANK" in env and "WORLD_SIZE" in env:
+        # a wrapper may export the ranks but not the rendezvous: inside a Slurm job derive it as srun would
         return DistributedEnv(
             rank=int(env["RANK"]), world_size=int(env["WORLD_SIZE"]),
-            local_rank=int(env.get("LOCAL_RANK", "0")),
-            master_addr=env.get("MASTER_ADDR", "127.0.0.1"), master_port=int(env.get("MASTER_PORT", "29500")),
+            local_rank=int(env.get("LOCAL_RANK") or env.get("SLURM_LOCALID") or "0"),
+            master_addr=env.get("MASTER_ADDR") or (_slurm_master_addr(env) if in_slurm_job else "127.0.0.1"),
+            master_port=int(env.get("MASTER_PORT") or (_slurm_master_port(env) if in_slurm_job else 29500)),
             source="torchrun" if "TORCHELASTIC_RUN_ID" in env else "env")
     if _inside_slurm_step(env):
-        nodelist = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST", "")
-        job_id = env.get("SLURM_JOB_ID") or env.get("SLURM_JOBID") or "0"
         return DistributedEnv(
             rank=int(env["SLURM_PROCID"]),
             world_size=int(env.get("SLURM_STEP_NUM_TASKS") or env["SLURM_NTASKS"]),
             local_rank=int(env.get("SLURM_LOCALID", "0")),
-            master_addr=env.get("MASTER_ADDR") or first_host(nodelist),
-            master_port=int(env.get("MASTER_PORT") or port_for_job(job_id)),
+            master_addr=env.get("MASTER_ADDR") or _slurm_master_addr(env),
+            master_port=int(env.get("MASTER_PORT") or _slurm_master_port(env)),
             source="slurm")
     return DistributedEnv(rank=0, world_size=1, local_rank=0, master_addr="127.0.0.1",
                           master_port=int(env.get("MASTER_PORT") or _free_port()), source="single")
+
+
+def _slurm_master_addr(env: Mapping[str, str]) -> str:
+    return first_host(env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST", ""))
+
+
+def _slurm_master_port(env: Mapping[str, str]) -> int:
+    return port_for_job(env.get("SLURM_JOB_ID") or env.get("SLURM_JOBID") or "0")
 
 
 def _inside_slurm_step(env: Mapping[str, str]) -> bool:

@@ -33,6 +33,12 @@ def test_slurm_step_variables_are_translated():
                         "MASTER_PORT": "24242"}
 
 
+def test_ranks_exported_by_a_wrapper_get_the_rendezvous_from_slurm():
+    env = detect_environment({"RANK": "1", "WORLD_SIZE": "2", "SLURM_PROCID": "1", "SLURM_LOCALID": "1",
+                              "SLURM_JOB_ID": "77", "SLURM_JOB_NODELIST": "node[3-4]"})
+    assert (env.rank, env.local_rank, env.master_addr, env.master_port, env.source) == (1, 1, "node3", 20077, "env")
+
+
 def test_the_batch_script_itself_is_a_single_process():
     env = detect_environment({"SLURM_PROCID": "0", "SLURM_NTASKS": "8", "SLURM_JOB_ID": "5"})
     assert (env.rank, env.world_size, env.source) == (0, 1, "single")
