@@ -15,7 +15,8 @@ Atomicity: every rank writes into ``.partial-<step>/``; after a barrier rank 0 r
 ``<step>/`` (one atomic rename) and only then rewrites ``latest`` (atomically, via a temporary file).
 A job killed at any point therefore leaves either the previous checkpoint as ``latest`` plus some
 garbage named ``.partial-*`` (removed at the next start), or the new one complete. Old step folders
-beyond ``keep_last`` are deleted only after ``latest`` has moved past them.
+beyond ``keep_last`` are deleted only after ``latest`` has moved past them, except milestones
+(multiples of ``keep_every``, e.g. phi-1-base's step 24000).
 """
 
 from __future__ import annotations
@@ -69,9 +70,10 @@ class CheckpointManager:
     """Save, publish, prune and find checkpoints of one run; every method is called on every rank."""
 
     def __init__(self, directory: str | os.PathLike, keep_last: int, rank: int, world_size: int,
-                 barrier: Callable[[], None]):
+                 barrier: Callable[[], None], keep_every: int = 0):
         self.directory = Path(directory)
         self.keep_last = keep_last
+        self.keep_every = keep_every
         self.rank = rank
         self.world_size = world_size
         self.barrier = barrier
@@ -134,8 +136,10 @@ class CheckpointManager:
         return final
 
     def _prune(self) -> None:
+        """Delete all but the newest ``keep_last`` (milestones, multiples of ``keep_every``, stay)."""
         for old in self.complete_steps()[:-self.keep_last]:
-            shutil.rmtree(self.step_dir(old), ignore_errors=True)
+            if not (self.keep_every and old % self.keep_every == 0):
+                shutil.rmtree(self.step_dir(old), ignore_errors=True)
 
     # ---------------------------------------------------------------- loading
     def load(self, engine, step_dir: Path) -> dict:

@@ -117,19 +117,20 @@ class DeepSpeedConfig:
 @dataclass(frozen=True)
 class CheckpointConfig:
     """``every`` steps (and at the end, and on preemption) into ``RUN/checkpoints/<step>/``; keep the
-    last ``keep_last``. ``init_from``: a model folder (HF layout, e.g. a pretrain checkpoint step
+    last ``keep_last`` plus every multiple of ``keep_every`` (0: none). ``init_from``: a model folder (HF layout, e.g. a pretrain checkpoint step
     folder or microsoft/phi-1) whose weights start a fresh run, such as finetuning; ignored once the
     run has checkpoints of its own (then it resumes)."""
 
     every: int = 1000
     keep_last: int = 3
+    keep_every: int = 0
     save_hf: bool = True
     resume: bool = True
     init_from: Optional[str] = None
 
     def __post_init__(self) -> None:
-        if self.every < 1 or self.keep_last < 1:
-            raise ValueError("checkpoint.every and checkpoint.keep_last must be at least 1")
+        if self.every < 1 or self.keep_last < 1 or self.keep_every < 0:
+            raise ValueError("checkpoint.every and checkpoint.keep_last must be at least 1, keep_every at least 0")
 
 
 @dataclass(frozen=True)

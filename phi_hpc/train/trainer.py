@@ -109,7 +109,8 @@ class _Run:
             dump_yaml(config, self.run_dir / "config.yaml")
         self.barrier()
         self.checkpoints = CheckpointManager(self.run_dir / "checkpoints", config.checkpoint.keep_last,
-                                             self.env.rank, self.env.world_size, self.barrier)
+                                             self.env.rank, self.env.world_size, self.barrier,
+                                             keep_every=config.checkpoint.keep_every)
         self.checkpoints.remove_partials()
         resume_from = self.checkpoints.latest() if config.checkpoint.resume else None
 

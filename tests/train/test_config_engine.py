@@ -19,6 +19,7 @@ def test_pretrain_config_is_the_papers():
     assert (cfg.optim.lr, cfg.schedule.warmup_steps, cfg.optim.weight_decay, cfg.steps) == (1e-3, 750, 0.1, 36000)
     assert cfg.schedule.kind == "linear"
     assert (cfg.model.num_layers, cfg.model.hidden_size, cfg.model.resid_dropout) == (24, 2048, 0.1)
+    assert 24000 % cfg.checkpoint.keep_every == 0  # phi-1-base (step 24000) survives checkpoint pruning
 
 
 def test_finetune_config_is_the_papers():

@@ -88,3 +88,12 @@ def test_latest_pointer_and_fallback(tmp_path):
     assert resolve_model_dir(tmp_path / "run") == ckpts / "10"
     assert resolve_model_dir(ckpts / "latest") == ckpts / "10"
     assert resolve_model_dir(ckpts / "20") == ckpts / "20"
+
+
+def test_pruning_keeps_the_newest_and_the_milestones(tmp_path):
+    manager = CheckpointManager(tmp_path, keep_last=2, rank=0, world_size=1, barrier=lambda: None, keep_every=4)
+    for step in range(1, 11):
+        (tmp_path / str(step)).mkdir()
+        (tmp_path / str(step) / "trainer_state.json").write_text("{}")
+    manager._prune()
+    assert manager.complete_steps() == [4, 8, 9, 10]
