@@ -26,7 +26,7 @@ import numpy as np
 
 from phi_hpc.errors import PhiError, UsageError
 
-MODEL_FORMAT = "phi-hpc-quality-forest/1"
+MODEL_FORMAT = "phi-hpc-quality-forest/2"  # bump when features or the file layout change
 
 
 
@@ -265,7 +265,11 @@ class QualityModel:
         if meta.get("format") != MODEL_FORMAT:
             raise UsageError(f"{path}: model format {meta.get('format')!r}, expected {MODEL_FORMAT!r}",
                              "retrain it with this version of phi-hpc")
-        return cls(EmbedderSpec(**meta["embedder"]), forest, int(meta["feature_width"]), meta.get("report", {}))
+        try:
+            spec = EmbedderSpec(**meta["embedder"])
+        except (TypeError, KeyError) as exc:
+            raise UsageError(f"{path}: unreadable embedder settings ({exc})", "retrain it with this version of phi-hpc") from None
+        return cls(spec, forest, int(meta["feature_width"]), meta.get("report", {}))
 
 
 class QualityScorer:

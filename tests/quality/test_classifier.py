@@ -99,6 +99,12 @@ def test_bad_model_files_are_usage_errors(tmp_path):
     bogus.write_bytes(b"not a zip")
     with pytest.raises(UsageError, match="not a phi-hpc quality model"):
         QualityModel.load(bogus)
+    older = tmp_path / "older.npz"  # a model written by another version of the format
+    meta = {"format": "phi-hpc-quality-forest/1", "embedder": {"kind": "hashed", "max_chars": 10}, "feature_width": 3}
+    np.savez(older, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+             **{k: np.zeros(1) for k in ("left", "right", "feature", "threshold", "positive", "roots")})
+    with pytest.raises(UsageError, match="retrain"):
+        QualityModel.load(older)
 
 
 def test_labels_file_errors_name_the_line(tmp_path):
