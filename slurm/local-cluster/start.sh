@@ -11,8 +11,8 @@
 #
 # Knobs (environment variables):
 #   LOCAL_SLURM_BASE      where everything lives            (default /tmp/local-slurm)
-#   LOCAL_SLURM_CPUS      CPUs the node advertises          (default: max(nproc, 4); more than nproc
-#                         is allowed so a pending eval can sit beside a 2-task training)
+#   LOCAL_SLURM_CPUS      CPUs the node advertises          (default: max(nproc, 6); more than nproc
+#                         is allowed so that a few 2-task test jobs can be scheduled side by side)
 #   LOCAL_SLURM_GPUS      fake GPUs on the node             (default 8)
 #   LOCAL_SLURM_ACCOUNTING 1 = run mariadb+slurmdbd         (default 1)
 #   LOCAL_SLURM_WAIT      seconds to wait for each daemon   (default 60)
@@ -20,7 +20,7 @@ set -euo pipefail
 
 BASE=${LOCAL_SLURM_BASE:-${SLURM_TEST_BASE:-/tmp/local-slurm}}
 NPROC=$(nproc)
-CPUS=${LOCAL_SLURM_CPUS:-$(( NPROC > 4 ? NPROC : 4 ))}
+CPUS=${LOCAL_SLURM_CPUS:-$(( NPROC > 6 ? NPROC : 6 ))}
 GPUS=${LOCAL_SLURM_GPUS:-8}
 ACCOUNTING=${LOCAL_SLURM_ACCOUNTING:-1}
 WAIT_S=${LOCAL_SLURM_WAIT:-60}

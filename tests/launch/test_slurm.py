@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,12 +19,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.launch.conftest import (attempts, cli_env, debug_logs, phi, status, step_losses, tiny_pretrain_args,
-                                   wait_for)
+from tests.launch.conftest import (REPO_ROOT, TINY_PRETRAIN, TINY_SETTINGS, attempts, cli_env, debug_logs, phi,
+                                   status, step_losses, tiny_pretrain_args, wait_for)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.deepspeed]
 
 STEPS = 20
+TEMPLATES = REPO_ROOT / "slurm" / "templates"
+
+
+def sacct_state(job: str) -> str:
+    out = subprocess.run(["sacct", "-n", "-P", "-X", "-j", job, "-o", "State"], capture_output=True, text=True,
+                         timeout=60).stdout.split()
+    return out[0] if out else "PENDING"
 
 
 def eval_args(run_dir: Path, tokenizer: Path, *extra: str) -> list[str]:
@@ -211,10 +219,21 @@ def interrupted(slurm_cluster, tiny_data, tmp_path_factory):
     training run at its time limit does.
     """
     root = tmp_path_factory.mktemp("interrupted")
-    requeued, limited = root / "requeued", root / "limited"
+    requeued, limited, by_hand = root / "requeued", root / "limited", root / "by-hand"
     phi(*tiny_pretrain_args(limited, tiny_data, "--time", "2", "--signal-delay", "60"))
     phi(*tiny_pretrain_args(requeued, tiny_data))
     follower = Follower(requeued)
+    # Third: slurm/templates/pretrain.sbatch submitted by hand, sent SIGUSR2 at step 2 (what Slurm
+    # does before a time limit), which must checkpoint, requeue itself and finish.
+    by_hand.mkdir()
+    settings = [f"data.paths=[{tiny_data}]", f"run_dir={by_hand / 'run'}", *TINY_SETTINGS]
+    template_job = subprocess.run(
+        ["sbatch", "--parsable", "--ntasks-per-node=2", "--gpus-per-node=2", "--cpus-per-task=1", "--mem=1G",
+         "--time=30", str(TEMPLATES / "pretrain.sbatch"), str(TINY_PRETRAIN),
+         *[a for s in settings for a in ("--set", s)]],
+        capture_output=True, text=True, cwd=by_hand, env=cli_env({"PHI_HPC_PYTHON": sys.executable}),
+        check=True).stdout.strip()
+    usr2_sent = False
     requeued_id, limited_id = job_id(requeued, "train"), job_id(limited, "train")
     requeue_sent, frozen, thawed, limit_lifted = False, [], False, False
     limited_started = None
@@ -222,6 +241,9 @@ def interrupted(slurm_cluster, tiny_data, tmp_path_factory):
     rows: dict = {}
     try:
         while time.monotonic() < deadline:
+            if not usr2_sent and current_step(by_hand / "run") >= 2:
+                subprocess.run(["scancel", "--signal=USR2", template_job], check=True, capture_output=True)
+                usr2_sent = True
             if not requeue_sent and current_step(requeued) >= 7:
                 subprocess.run(["scontrol", "requeue", requeued_id], check=True, capture_output=True)
                 requeue_sent = True
@@ -240,7 +262,9 @@ def interrupted(slurm_cluster, tiny_data, tmp_path_factory):
                                capture_output=True)
                 limit_lifted = True
             rows = {name: status(run)["train"] for name, run in (("requeued", requeued), ("limited", limited))}
-            if all(row["state"] in ("COMPLETED", "FAILED", "CANCELLED") for row in rows.values()):
+            rows["by-hand"] = {"state": sacct_state(template_job), "job_id": template_job}
+            if all(row["state"].split()[0] in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT")
+                   for row in rows.values()):
                 break
             time.sleep(1)
         else:
@@ -252,8 +276,8 @@ def interrupted(slurm_cluster, tiny_data, tmp_path_factory):
             follower.proc.kill()
         if not thawed:
             thaw(frozen)
-    assert requeue_sent and frozen and limit_lifted, (requeue_sent, frozen, limit_lifted, debug_logs(limited))
-    return requeued, limited, rows, follower, follow_code
+    assert requeue_sent and frozen and limit_lifted and usr2_sent, (requeue_sent, frozen, limit_lifted, usr2_sent)
+    return requeued, limited, rows, follower, follow_code, by_hand
 
 
 def _assert_resumed_like_baseline(run_dir: Path, row: dict, baseline_dir: Path) -> None:
@@ -267,14 +291,14 @@ def _assert_resumed_like_baseline(run_dir: Path, row: dict, baseline_dir: Path) 
 
 
 def test_operator_requeue_resumes_from_checkpoint(interrupted, baseline):
-    requeued, _, rows, _, _ = interrupted
+    requeued, _, rows, *_ = interrupted
     _assert_resumed_like_baseline(requeued, rows["requeued"], baseline[0])
     first_end = next(e for e in attempts(requeued) if e["event"] == "end")
     assert first_end["exit_code"] == 75 and first_end["status"] == "requeued"  # checkpointed on SIGTERM
 
 
 def test_time_limit_signal_checkpoints_and_requeues(interrupted, baseline):
-    _, limited, rows, _, _ = interrupted
+    _, limited, rows, *_ = interrupted
     _assert_resumed_like_baseline(limited, rows["limited"], baseline[0])
     first_end = next(e for e in attempts(limited) if e["event"] == "end")
     # The trainer caught SIGUSR2 (exit 75) and the job requeued itself.
@@ -284,7 +308,7 @@ def test_time_limit_signal_checkpoints_and_requeues(interrupted, baseline):
 
 
 def test_logs_follow_prints_new_lines_and_crosses_the_requeue(interrupted):
-    requeued, _, rows, follower, follow_code = interrupted
+    requeued, _, rows, follower, follow_code, _ = interrupted
     assert follow_code == 0
     text = [line for _, line in follower.lines]
     job = rows["requeued"]["job_id"]
@@ -297,6 +321,18 @@ def test_logs_follow_prints_new_lines_and_crosses_the_requeue(interrupted):
     # Lines arrived while the job was running, not in one piece at the end.
     job_end = max(e["time"] for e in attempts(requeued) if e["event"] == "end")
     assert follower.lines[0][0] < job_end
+
+
+def test_pretrain_template_checkpoints_and_requeues_on_usr2(interrupted, baseline):
+    *_, by_hand = interrupted
+    rows = interrupted[2]
+    assert rows["by-hand"]["state"] == "COMPLETED", rows
+    job = rows["by-hand"]["job_id"]
+    log = (by_hand / f"slurm-phi-pretrain-{job}.out").read_text()
+    assert "requeueing (restart 1 of at most 10)" in log, log[-3000:]
+    assert re.search(r"job \d+ restart 1: 2 tasks", log) and "resumed from" in log
+    expected, got = step_losses(baseline[0]), step_losses(by_hand / "run")
+    assert [got[s] for s in sorted(got)] == pytest.approx([expected[s] for s in sorted(expected)], rel=1e-6)
 
 
 # ---------------------------------------------------------------------------- prepare as an array
