@@ -103,7 +103,13 @@ def test_bad_model_files_are_usage_errors(tmp_path):
     meta = {"format": "phi-hpc-quality-forest/1", "embedder": {"kind": "hashed", "max_chars": 10}, "feature_width": 3}
     np.savez(older, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
              **{k: np.zeros(1) for k in ("left", "right", "feature", "threshold", "positive", "roots")})
-    with pytest.raises(UsageError, match="retrain"):
+    with pytest.raises(UsageError, match="model format 'phi-hpc-quality-forest/1'") as error:
+        QualityModel.load(older)
+    assert "retrain" in error.value.hint
+    meta["format"] = "phi-hpc-quality-forest/2"  # right format, settings this version does not know
+    np.savez(older, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+             **{k: np.zeros(1) for k in ("left", "right", "feature", "threshold", "positive", "roots")})
+    with pytest.raises(UsageError, match="unreadable embedder settings"):
         QualityModel.load(older)
 
 
