@@ -152,6 +152,19 @@ def resolve_after(after: tuple[str, ...]) -> tuple[list[str], Optional[Path]]:
     return job_ids, run_of_parent
 
 
+def check_dependencies_alive(job_ids: list[str], executor: str) -> None:
+    """afterok on a job that already failed can never start: say so instead of a cryptic sbatch error."""
+    if executor != "slurm" or not job_ids:
+        return
+    from phi_hpc.launch.jobs import slurm_states, summarize
+
+    for job_id, states in slurm_states(job_ids).items():
+        state = summarize(states)
+        if state is not None and state.finished and state.state != "COMPLETED":
+            raise UsageError(f"--after {job_id}: that job already ended {state.state}, so this job could never start",
+                             "fix and resubmit the training run first; `phi-hpc status RUN` shows why it ended")
+
+
 def run_folder_of(path: Path) -> Optional[Path]:
     """The submitted run a checkpoint path belongs to (RUN/checkpoints/<step> -> RUN), if any."""
     for candidate in [path, *path.parents][:4]:

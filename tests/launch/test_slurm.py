@@ -377,3 +377,11 @@ def test_local_executor_runs_the_same_pretrain_without_slurm(tiny_data, tmp_path
     expected, got = step_losses(baseline[0]), step_losses(run_dir)
     assert [got[s] for s in sorted(got)] == pytest.approx([expected[s] for s in sorted(expected)], rel=1e-6)
     assert (run_dir / "checkpoints" / str(STEPS) / "config.json").is_file()
+
+
+def test_eval_after_an_already_failed_job_is_refused(baseline, codegen_tokenizer):
+    """afterok on a dead job could never start: a one-line error instead of sbatch's 'dependency problem'."""
+    _, _, _, broken, *_ = baseline
+    done = phi(*eval_args(broken, codegen_tokenizer), check=False)
+    assert done.returncode == 2 and "already ended FAILED" in done.stderr
+    assert done.stderr.strip().count("\n") == 0 and "Traceback" not in done.stderr
