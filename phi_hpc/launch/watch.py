@@ -94,6 +94,7 @@ class JobStatus:
     tokens_per_s: Optional[float] = None
     val_loss: Optional[float] = None
     last_line: str = ""
+    scores: str = ""  # eval jobs: "humaneval pass@1 0.512, mbpp pass@1 0.448" once results.json exists
 
 
 def run_status(run_dir: Path) -> tuple[RunRecord, list[JobStatus]]:
@@ -119,7 +120,24 @@ def run_status(run_dir: Path) -> tuple[RunRecord, list[JobStatus]]:
             metrics = latest_metrics(run_dir)
             for key, value in metrics.items():
                 setattr(rows[-1], key, value)
+        if job.argv[:2] == ["eval", "run"]:
+            rows[-1].scores = eval_scores(job.argv)
     return record, rows
+
+
+def eval_scores(argv: list[str]) -> str:
+    """pass@k of a finished ``eval run`` job, from its ``-o OUT/results.json``."""
+    if "-o" not in argv or argv.index("-o") + 1 >= len(argv):
+        return ""
+    try:
+        results = json.loads((Path(argv[argv.index("-o") + 1]) / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    parts = []
+    for task, summary in sorted((results.get("tasks") or {}).items()):
+        parts += [f"{task} {key} {value:.3f}" for key, value in sorted(summary.items())
+                  if key.startswith("pass@") and isinstance(value, (int, float))]
+    return ", ".join(parts)
 
 
 def _requeues(job: JobRecord, attempts: list[dict]) -> int:
@@ -158,10 +176,10 @@ def print_status(run_dir: Path, as_json: bool, out: TextIO = sys.stdout) -> None
     from rich.table import Table
 
     table = Table(title=f"{record.run_dir}  ({record.kind}, {record.executor})", title_justify="left")
-    for column in ("job", "id", "state", "elapsed", "requeues", "step", "loss", "tok/s", "last log line / reason"):
-        table.add_column(column, overflow="fold" if column.startswith("last") else "ellipsis")
+    for column in ("job", "id", "state", "elapsed", "requeues", "step", "loss", "tok/s", "why / scores / last log line"):
+        table.add_column(column, overflow="fold" if column.startswith("why") else "ellipsis")
     for row in rows:
-        note = row.reason or row.last_line
+        note = row.reason or row.scores or row.last_line
         if row.reason and row.last_line and row.state.split()[0] not in FAILED_STATES:
             note = f"{row.reason}; {row.last_line}"
         table.add_row(row.name, row.job_id, row.state, row.elapsed, str(row.requeues),

@@ -130,6 +130,7 @@ def test_eval_every_evaluates_each_checkpoint_after_training(baseline):
         assert (snapshot / "model.safetensors").is_file() and (snapshot / "tokenizer.json").is_file()
         results = json.loads((run_dir / "eval" / f"step-{step}" / "results.json").read_text())
         assert "humaneval" in json.dumps(results)
+        assert rows[name]["scores"].startswith("humaneval pass@1 "), rows[name]
     # The snapshot is a hard link of the checkpoint's weights, not a copy (no extra space).
     assert (run_dir / "eval" / "checkpoints" / "20" / "model.safetensors").stat().st_nlink >= 2
 
