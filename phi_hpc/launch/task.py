@@ -92,9 +92,10 @@ class PhiTask:
     def _restarts(self, env: TaskEnv) -> int:
         if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
             return env.restarts
-        # submitit's local controller reruns tasks without telling them: count our own starts.
+        # submitit's local controller reruns tasks without telling them: count the attempts that ended
+        # in a requeue (written before the rerun, so every rank of the next attempt sees the same count).
         return sum(1 for e in read_attempts(self.run_dir)
-                   if e.get("event") == "start" and e.get("job_id") == env.job_id)
+                   if e.get("event") == "end" and e.get("status") == "requeued" and e.get("job_id") == env.job_id)
 
     def _redirect_output(self, env: TaskEnv, restarts: int) -> None:
         folder = log_dir(self.run_dir, self.job_name, env.job_id, restarts)
