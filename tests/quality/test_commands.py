@@ -59,3 +59,19 @@ def test_decontaminate_cli_reports_flagged_documents(tmp_path, run_cli, stdlib_d
 
     proc = run_cli("decontaminate", str(corpus), "-o", str(report), "--benchmark-data", str(tmp_path / "none"))
     assert proc.returncode == 2 and "not found" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_quality_train_cli_with_the_lm_embedder(tmp_path, run_cli, stdlib_dir, codegen_tokenizer):
+    from tests.quality.test_classifier import _tiny_phi
+
+    folder = _tiny_phi(tmp_path / "tiny-phi")
+    texts, labels = labelled_set(stdlib_dir, count=10, seed=9)
+    labels_path = tmp_path / "labels.jsonl"
+    labels_path.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in zip(texts, labels)))
+    model = tmp_path / "lm.npz"
+    run_cli("quality", "train", str(labels_path), "-o", str(model), "--embedder", "lm", "--model-dir", str(folder),
+            "--tokenizer", str(codegen_tokenizer), "--max-tokens", "64", "--trees", "10", "--holdout", "0.3",
+            check=True)
+    loaded = QualityModel.load(model)
+    assert loaded.embedder.kind == "lm" and loaded.feature_width == 32
+    assert loaded.embedder.model_dir == str(folder) and loaded.embedder.max_tokens == 64
