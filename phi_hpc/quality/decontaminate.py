@@ -93,11 +93,12 @@ class Decontaminator:
     def _skeleton_shingles(self, hashes: np.ndarray) -> np.ndarray:
         return lexical.shingles(lexical.skeleton(hashes), self.config.skeleton_shingle)
 
-    def _ngram_finding(self, hashes: np.ndarray) -> Finding | None:
+    def _ngram_finding(self, tokens) -> Finding | None:
         if len(self._ngrams) == 0:
             return None
-        grams = lexical.shingles(hashes, self.config.ngram)
-        hits = np.unique(grams[self._ngrams.contains(grams)])
+        grams = lexical.shingles(tokens.hashes, self.config.ngram)
+        member = self._ngrams.contains(grams)
+        hits = np.unique(grams[member])
         if len(hits) == 0:
             return None
         rows = self._ngrams.positions(hits)
@@ -107,8 +108,11 @@ class Decontaminator:
         if len(chosen) < self.config.min_ngram_matches:
             return None
         parts = sorted({PARTS[i] for i in self._index.ngram_part[chosen].tolist()})
+        # Where the overlap starts, so a person can look: the first window holding one of those n-grams.
+        first = int(np.flatnonzero(member & np.isin(grams, self._index.ngram_keys[chosen]))[0])
+        line = tokens.data.count(b"\n", 0, int(tokens.starts[first])) + 1
         return Finding(self._index.problem_names[best], "ngram", float(len(chosen)),
-                       f"{len(chosen)} shared {self.config.ngram}-grams ({'/'.join(parts)})")
+                       f"{len(chosen)} shared {self.config.ngram}-grams ({'/'.join(parts)}), from line {line}")
 
     def _containment(self, shingles: np.ndarray) -> np.ndarray:
         """For every reference, how many of its distinct skeleton shingles occur in ``shingles``."""
@@ -172,8 +176,8 @@ class Decontaminator:
 
     def check(self, text: str) -> Finding | None:
         """The first signal that flags ``text``, or None when it looks clean."""
-        hashes = SHARED_CACHE.get(text).hashes
-        return self._ngram_finding(hashes) or self._ast_finding(text, hashes)
+        tokens = SHARED_CACHE.get(text)
+        return self._ngram_finding(tokens) or self._ast_finding(text, tokens.hashes)
 
     def check_many(self, texts: Sequence[str]) -> list[Finding | None]:
         findings = [self.check(text) for text in texts]

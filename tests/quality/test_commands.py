@@ -54,6 +54,9 @@ def test_decontaminate_cli_reports_flagged_documents(tmp_path, run_cli, stdlib_d
     lines = [json.loads(line) for line in report.read_text().splitlines()]
     assert [(l["document"].rsplit("/", 1)[-1], l["problem"]) for l in lines] == [("leak.py", "HumanEval/12")]
     assert lines[0]["method"] == "ngram" and "13-grams" in lines[0]["reason"]
+    leak = (corpus / "leak.py").read_text().splitlines()
+    planted_at = leak.index("from typing import List, Optional") + 1  # where the copied prompt begins
+    assert lines[0]["reason"].endswith(f"from line {planted_at}"), lines[0]["reason"]
     summary = json.loads((tmp_path / "report.jsonl.summary.json").read_text())
     assert summary["documents"] == 4 and summary["flagged"] == 1 and summary["by_method"] == {"ngram": 1}
 
