@@ -82,3 +82,16 @@ def test_bad_cluster_option_is_one_line(tmp_path, tiny_data):
                "--dry-run", "--set", f"data.paths=[{tiny_data}]", check=False)
     assert done.returncode == 2
     assert "time" in done.stderr and done.stderr.strip().count("\n") == 0
+
+
+def test_finetune_submits_the_same_training_job(tmp_path):
+    examples = tmp_path / "exercises.jsonl"
+    examples.write_text('{"prompt": "def one():\\n", "completion": "    return 1\\n"}\n')
+    run_dir = tmp_path / "finetune"
+    done = phi("submit", "finetune", str(REPO_ROOT / "configs" / "tiny-finetune.yaml"), "--profile", "local",
+               "--run-dir", str(run_dir), "--dry-run", "--set", f"data.paths=[{examples}]",
+               "--set", f"checkpoint.init_from={tmp_path / 'pretrain-run'}")
+    assert f"# --- job train: phi-hpc train {run_dir}/config.yaml" in done.stdout
+    flags = directives(done.stdout)
+    assert flags["ntasks-per-node"] == "2" and flags["gpus-per-node"] == "2" and flags["signal"] == "USR2@30"
+    assert flags["job-name"] == "phi-train-finetune"
