@@ -8,6 +8,7 @@ temporary sibling, flushed, fsynced and renamed; ``rename`` within one directory
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import json
 import os
@@ -59,3 +60,24 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def read_jsonl(path: str | os.PathLike, hint: str) -> list[dict]:
+    """All records of a ``.jsonl`` or ``.jsonl.gz`` file; a bad line is a one-line error naming it.
+
+    For small reference files (benchmarks, labels); corpora are streamed by ``phi_hpc.data.sources``.
+    """
+    from phi_hpc.errors import UsageError
+
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    rows = []
+    with opener(path, "rt", encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise UsageError(f"{path}:{line_number}: invalid JSON ({exc.msg})", hint) from None
+    return rows

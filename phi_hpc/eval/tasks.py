@@ -23,7 +23,6 @@ Task names: ``humaneval`` (164), ``mbpp`` (the standard test split, task ids 11-
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import importlib.util
 import json
 import os
@@ -33,7 +32,7 @@ from pathlib import Path
 
 from phi_hpc.errors import PhiError, UsageError
 from phi_hpc.eval.sandbox import Program
-from phi_hpc.fileio import atomic_write, sha256_file
+from phi_hpc.fileio import atomic_write, read_jsonl, sha256_file
 
 TASKS = ("humaneval", "mbpp", "mbpp-full", "mbpp-sanitized")
 MBPP_TEST_SPLIT = range(11, 511)
@@ -95,18 +94,7 @@ def _bundled_humaneval() -> Path | None:
 
 
 def _read_jsonl(path: Path) -> list[dict]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    rows = []
-    with opener(path, "rt", encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise PhiError(f"{path}:{number}: not valid JSON ({exc.msg})",
-                               "pass the original dataset file with --data") from None
-    return rows
+    return read_jsonl(path, "pass the original dataset file with --data")
 
 
 def _field(row: dict, key: str, path: Path, number: int):

@@ -9,7 +9,6 @@ evaluation is always enough.
 from __future__ import annotations
 
 import builtins
-import gzip
 import json
 import os
 import re
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from phi_hpc.errors import UsageError
+from phi_hpc.fileio import read_jsonl
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BENCHMARK_DATA_ENV = "PHI_HPC_BENCHMARK_DATA"
@@ -75,18 +75,7 @@ def _find(root: Path, names: tuple[str, ...]) -> Path | None:
 
 
 def _read_jsonl(path: Path) -> list[dict]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    rows = []
-    with opener(path, "rt", encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise UsageError(f"{path}:{line_no}: invalid JSON ({exc.msg})",
-                                 "point --benchmark-data at an unmodified HumanEval/MBPP download") from None
-    return rows
+    return read_jsonl(path, "point --benchmark-data at an unmodified HumanEval/MBPP download")
 
 
 def _humaneval(path: Path) -> tuple[list[BenchmarkPart], list[BenchmarkSolution]]:

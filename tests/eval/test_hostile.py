@@ -224,25 +224,13 @@ def test_hostile_programs_are_contained(host_secrets):
     # The run goes on: the same workers score a correct program right after all of that.
     assert [r.status for r in results[-2:]] == ["passed", "passed"], verdicts
     expected = {"fork_bomb": {"timeout"}, "infinite_loop": {"timeout"}, "cpu_threads": {"timeout"},
-                "tracer_guards_itself": (textwrap.dedent("""
-            import sys, threading
-            def add(a, b):
-                return 0
-            def tracer(frame, event, arg):
-                if frame.f_code.co_filename == "<tests>" and event == "line":
-                    last = max(line for _, _, line in frame.f_code.co_lines() if line)
-                    if frame.f_lineno < last:
-                        frame.f_lineno = last
-                return tracer
-            sys.settrace(tracer)
-            sys.settrace = sys.setprofile = threading.settrace = lambda hook: None  # "you cannot remove me"
-            """), "assert add(2, 3) == 5\nassert add(1, 1) == 2\nx = 1\n"),
-        "ignore_sigterm": {"timeout"}, "memory_bomb": {"error"}, "huge_allocation": {"error"},
+                "ignore_sigterm": {"timeout"}, "memory_bomb": {"error"}, "huge_allocation": {"error"},
                 "forked_memory_bomb": {"error"},
                 "early_exit": {"failed"}, "os_exit_in_tests": {"failed"}, "system_exit_in_tests": {"failed"},
                 "fake_success": {"failed"}, "tamper_builtins": {"failed"}, "redefine_test_helper": {"failed"},
                 "tracer_skips_asserts": {"failed"}, "tracer_guards_itself": {"failed"}, "ctypes_segfault": {"error"},
-                "unbounded_recursion": {"error"}, "kill_everything": {"failed"}, "token_hunter": {"failed"}, "escape_via_exec": {"failed"}, "daemon_left_behind": {"failed"}, "fill_the_disk": {"error"}}
+                "unbounded_recursion": {"error"}, "kill_everything": {"failed"}, "token_hunter": {"failed"},
+                "escape_via_exec": {"failed"}, "daemon_left_behind": {"failed"}, "fill_the_disk": {"error"}}
     for name, statuses in expected.items():
         assert verdicts[name][0] in statuses, f"{name}: {verdicts[name]}"
     assert "MemoryError" in verdicts["memory_bomb"][1]
