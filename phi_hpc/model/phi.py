@@ -179,7 +179,9 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
         return x
     shape = (*cos.shape[:2], *([1] * (x.dim() - 3)), half)
     cos, sin = cos.view(shape), sin.view(shape)
-    first, second, passthrough = x[..., :half], x[..., half:2 * half], x[..., 2 * half:]
+    # split, not slicing: the backward of a split is one concatenation, while each slice's backward
+    # would zero-fill a gradient the size of all of x and copy into it.
+    first, second, passthrough = x.split([half, half, x.shape[-1] - 2 * half], dim=-1)
     return torch.cat((first * cos - second * sin, second * cos + first * sin, passthrough), dim=-1)
 
 
@@ -274,10 +276,10 @@ class PhiAttention(nn.Module):
                 cache: KVCache | None) -> torch.Tensor:
         batch, length, _ = x.shape
         heads, head_dim = self.config.num_heads, self.config.head_dim
-        qkv = self.qkv(x).view(batch, length, 3, heads, head_dim)
-        qk = apply_rotary(qkv[:, :, :2], cos, sin)  # queries and keys rotated in one pass
+        qk, v = self.qkv(x).view(batch, length, 3, heads, head_dim).split([2, 1], dim=2)
+        qk = apply_rotary(qk, cos, sin)  # queries and keys rotated in one pass
         q, k = qk.permute(2, 0, 3, 1, 4).unbind(0)  # -> [B, H, T, D] each
-        v = qkv[:, :, 2].transpose(1, 2)
+        v = v.squeeze(2).transpose(1, 2)
         if cache is not None:
             k, v = cache.update(self.layer_index, k, v)
         dropout = self.config.attn_dropout if self.training else 0.0
