@@ -270,11 +270,14 @@ def build_work(config: EvalRunConfig) -> tuple[list[WorkItem], dict[str, list]]:
 class Completer(Protocol):
     """Turns prompts into ``n`` completions each, already cut at the stop sequences.
 
-    ``progress(k)`` is called as ``k`` more sequences finish (for the progress bar).
+    ``progress(k)`` is called as ``k`` more sequences finish (for the progress bar). ``keys`` are the
+    prompts' global problem indices: sampling is seeded by them, so a rank draws for its share of
+    the problems exactly what a single process would.
     """
 
     def complete(self, prompts: list[str], stop_sequences: Sequence[str],
-                 progress: Callable[[int], None] | None = None) -> list[list[str]]: ...
+                 progress: Callable[[int], None] | None = None,
+                 keys: Sequence[int] | None = None) -> list[list[str]]: ...
 
 
 class ModelCompleter:
@@ -284,14 +287,16 @@ class ModelCompleter:
         self.model, self.tokenizer, self.config = model, tokenizer, config
 
     def complete(self, prompts: list[str], stop_sequences: Sequence[str],
-                 progress: Callable[[int], None] | None = None) -> list[list[str]]:
+                 progress: Callable[[int], None] | None = None,
+                 keys: Sequence[int] | None = None) -> list[list[str]]:
         from phi_hpc.model.generate import GenerationConfig, generate_completions
 
         c = self.config
         generation = GenerationConfig(max_new_tokens=c.max_new_tokens, greedy=c.greedy, temperature=c.temperature,
                                       top_p=c.top_p, n=c.n, seed=c.seed, stop_sequences=list(stop_sequences),
                                       batch_size=c.batch_size)
-        return generate_completions(self.model, self.tokenizer, prompts, generation, progress=progress)
+        return generate_completions(self.model, self.tokenizer, prompts, generation, progress=progress,
+                                    prompt_keys=keys)
 
 
     def context_warning(self, prompts: list[str]) -> str | None:
@@ -381,16 +386,16 @@ def generate_shard(items: list[WorkItem], completer: Completer, config: EvalRunC
                    progress: Callable[[int], None] | None = None) -> list[dict]:
     """Decode this rank's items: one call per set of stop sequences, so the decoder batches freely.
 
-    Sampled completions are seeded per (prompt position, sample) inside the decoder, so a sampled
-    run is reproducible for a given ``--seed`` and number of ranks; greedy runs do not depend on
-    either.
+    Sampled completions are seeded per (problem index, sample) inside the decoder, so a sampled
+    run is reproducible for a given ``--seed`` whatever the number of ranks.
     """
     records: list[dict] = []
     by_stops: dict[tuple[str, ...], list[WorkItem]] = {}
     for item in items:
         by_stops.setdefault(item.stop_sequences, []).append(item)
     for stops, group in by_stops.items():
-        completions = completer.complete([item.prompt for item in group], stops, progress)
+        completions = completer.complete([item.prompt for item in group], stops, progress,
+                                         keys=[item.index for item in group])
         if len(completions) != len(group) or any(len(outs) != config.n for outs in completions):
             raise PhiError(f"the decoder returned {len(completions)} results for {len(group)} prompts "
                            f"(expected {config.n} each)")

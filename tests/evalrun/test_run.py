@@ -94,7 +94,7 @@ class _ReferenceCompleter:
         self.wrong = wrong
         self.calls = 0
 
-    def complete(self, prompts, stop_sequences, progress=None):
+    def complete(self, prompts, stop_sequences, progress=None, keys=None):
         self.calls += 1
         outs = []
         for prompt in prompts:
@@ -239,6 +239,20 @@ def test_sampling_n_per_problem_is_seeded_and_reports_pass_at_k(tiny_hf_model, h
     assert results["generation"]["temperature"] == 0.8 and results["generation"]["greedy"] is False
     assert sampled("b", seed=7)[1] == samples  # same seed, same samples
     assert sampled("c", seed=8)[1] != samples
+
+
+def test_sampled_completions_do_not_depend_on_the_number_of_ranks(tiny_hf_model, humaneval_path, tmp_path):
+    def config(folder):
+        return _config(tmp_path / folder, humaneval_path, hf_model=str(tiny_hf_model), limit=4, n=2,
+                       greedy=False, temperature=0.8, max_new_tokens=8, ks=(1, 2), seed=3)
+
+    run_eval(config("single"), rank=Rank(0, 1), show_progress=False)
+    run_eval(config("split"), rank=Rank(1, 2), show_progress=False)
+    run_eval(config("split"), rank=Rank(0, 2), show_progress=False)
+    one = _jsonl(tmp_path / "single" / "out" / "humaneval" / "samples.jsonl")
+    two = _jsonl(tmp_path / "split" / "out" / "humaneval" / "samples.jsonl")
+    assert len({s["completion"] for s in one}) > 1  # really sampled
+    assert [(s["task_id"], s["completion"]) for s in one] == [(s["task_id"], s["completion"]) for s in two]
 
 
 def test_prompts_running_past_the_models_positions_are_warned_about(codegen_tokenizer, tmp_path):
