@@ -33,6 +33,7 @@ from pathlib import Path
 from phi_hpc.errors import PhiError, UsageError
 from phi_hpc.eval.sandbox import Program
 from phi_hpc.fileio import atomic_write, read_jsonl, sha256_file
+from phi_hpc.model.stops import truncate_at_stop  # noqa: F401 (re-exported for the scorer)
 
 TASKS = ("humaneval", "mbpp", "mbpp-full", "mbpp-sanitized")
 MBPP_TEST_SPLIT = range(11, 511)
@@ -62,16 +63,6 @@ class Problem:
 
     def program(self, completion: str) -> Program:
         return Program(solution=self.solution_prefix + completion, tests=self.tests)
-
-
-def truncate_at_stop(completion: str, stop_sequences: tuple[str, ...] | list[str]) -> str:
-    """Cut ``completion`` at the earliest stop sequence (the usual post-processing for base models)."""
-    cut = len(completion)
-    for stop in stop_sequences:
-        at = completion.find(stop)
-        if at != -1:
-            cut = min(cut, at)
-    return completion[:cut]
 
 
 def canonical_task_id(task: str, task_id) -> str:

@@ -25,6 +25,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from phi_hpc.model.stops import truncate_at_stop  # noqa: F401 (part of this module's API)
+
 StopCheck = Callable[[list[int]], bool]
 
 
@@ -226,16 +228,6 @@ def make_stop_check(tokenizer, stop_sequences: Sequence[str]) -> StopCheck | Non
         return any(stop in tail for stop in stop_sequences)
 
     return check
-
-
-def truncate_at_stop(text: str, stop_sequences: Sequence[str]) -> str:
-    """``text`` up to (not including) the earliest occurrence of any stop sequence."""
-    cut = len(text)
-    for stop in stop_sequences:
-        index = text.find(stop)
-        if index != -1:
-            cut = min(cut, index)
-    return text[:cut]
 
 
 def eos_id_of(tokenizer) -> int | None:
