@@ -221,6 +221,7 @@ def run_map(config: PrepareConfig, shard_index: int, context: RunContext | None 
     origins: list[str] = []
     filtered: list[dict] = []
     flagged: list[dict] = []
+    scored: list[dict] = []
     digests, signatures, keys, token_rows, token_counts, byte_counts = [], [], [], [], [], []
     rows_written = 0
     with IndexedDatasetWriter(prefix, dtype_for_vocab(context.tokenizer.vocab_size)) as writer:
@@ -235,7 +236,7 @@ def run_map(config: PrepareConfig, shard_index: int, context: RunContext | None 
             shingles, counts = hasher.shingle_hashes_of_bytes(encoded)
             signatures.append(hasher.signatures_from_shingles(shingles, counts))
             keys.append(band_keys(signatures[-1], lsh_bands, lsh_rows))
-            keep = _apply_filters(filters, texts, first, filtered, flagged)
+            keep = _apply_filters(filters, texts, first, filtered, flagged, scored)
             row_of_document = np.full(len(batch), -1, dtype=np.int64)  # -1: dropped by a filter
             tokens = np.zeros(len(batch), dtype=np.int64)
             kept = [i for i in range(len(batch)) if keep[i]]
@@ -267,15 +268,17 @@ def run_map(config: PrepareConfig, shard_index: int, context: RunContext | None 
         "bad": [b.to_dict() for b in bad],
         "filtered": filtered,
         "flagged": flagged,
+        "scored": scored,
     }
     write_json(done, summary)
     return summary
 
 
 def _apply_filters(filters: list, texts: list[str], first: int, filtered: list[dict],
-                   flagged: list[dict]) -> list[bool]:
-    """Run each filter on the documents still kept; record every drop for the audit, and every
-    kept document a filter gave a reason for (e.g. decontamination in report-only mode)."""
+                   flagged: list[dict], scored: list[dict]) -> list[bool]:
+    """Run each filter on the documents still kept; record for the audit every drop, every kept
+    document a filter gave a reason for (e.g. decontamination in report-only mode), and every
+    score a filter gave a kept document (the quality probability, to tune the threshold later)."""
     keep = [True] * len(texts)
     for document_filter in filters:
         alive = [i for i in range(len(texts)) if keep[i]]
@@ -293,6 +296,8 @@ def _apply_filters(filters: list, texts: list[str], first: int, filtered: list[d
                 filtered.append(entry)
             elif verdict.reason:
                 flagged.append(entry)
+            elif verdict.score is not None:
+                scored.append({"document": first + i, "filter": document_filter.name, "score": verdict.score})
     return keep
 
 
@@ -313,6 +318,7 @@ class CorpusState:
     bad: list[dict]
     filtered: list[dict]  # with global document indices
     flagged: list[dict]  # kept, but a filter reported a reason (report-only decontamination)
+    scored: list[dict]  # kept, with a filter's score (the quality probability)
     input_bytes: int
 
 
@@ -323,7 +329,7 @@ def load_corpus(context: RunContext) -> CorpusState:
         shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
         raise PhiError(f"map stage incomplete: {len(missing)} of {len(context.shards)} shards missing ({shown})",
                        "run --stage map for those shards (or --stage all)")
-    origins, bad, filtered, flagged = [], [], [], []
+    origins, bad, filtered, flagged, scored = [], [], [], [], []
     arrays = {k: [] for k in ("digests", "band_keys", "token_rows", "tokens", "bytes")}
     shard_of = []
     shard_start = []
@@ -336,6 +342,7 @@ def load_corpus(context: RunContext) -> CorpusState:
         bad.extend(meta["bad"])
         filtered.extend({**entry, "document": entry["document"] + offset} for entry in meta["filtered"])
         flagged.extend({**entry, "document": entry["document"] + offset} for entry in meta.get("flagged", []))
+        scored.extend({**entry, "document": entry["document"] + offset} for entry in meta.get("scored", []))
         input_bytes += meta["input_bytes"]
         with np.load(layout.shard_arrays(shard.index)) as data:
             for key in arrays:
@@ -349,22 +356,28 @@ def load_corpus(context: RunContext) -> CorpusState:
                        cut["bytes"], np.concatenate(shard_of)[:limit] if shard_of else np.zeros(0, np.int64),
                        np.asarray(shard_start, dtype=np.int64),
                        bad, [f for f in filtered if f["document"] < limit],
-                       [f for f in flagged if f["document"] < limit], input_bytes)
+                       [f for f in flagged if f["document"] < limit], [f for f in scored if f["document"] < limit],
+                       input_bytes)
 
 
 def _audit_entries(corpus: CorpusState, keep, exact, exact_removed, near, near_removed, similarity) -> Iterator[dict]:
-    """One entry per removed document (with why, and the survivor it duplicates) and per kept
-    document a filter flagged, in input order."""
+    """One entry per removed document (with why, and the survivor it duplicates), per kept document
+    a filter flagged, and per score a filter gave a kept document, in input order."""
     filtered_by_doc = {f["document"]: f for f in corpus.filtered}
     flagged_by_doc: dict[int, list[dict]] = {}
     for f in corpus.flagged:
         flagged_by_doc.setdefault(f["document"], []).append(f)
+    scored_by_doc: dict[int, list[dict]] = {}
+    for f in corpus.scored:
+        scored_by_doc.setdefault(f["document"], []).append(f)
     origins = corpus.origins
-    for i in sorted(set(np.flatnonzero(~keep).tolist()) | set(flagged_by_doc)):
+    for i in sorted(set(np.flatnonzero(~keep).tolist()) | set(flagged_by_doc) | set(scored_by_doc)):
         for f in flagged_by_doc.get(i, []):
             yield {"document": origins[i], "removed": None, "flagged_by": f["filter"], "reason": f["reason"],
                    "score": f["score"]}
         if keep[i]:
+            for f in scored_by_doc.get(i, []):
+                yield {"document": origins[i], "removed": None, "scored_by": f["filter"], "score": f["score"]}
             continue
         if i in filtered_by_doc:
             f = filtered_by_doc[i]

@@ -52,12 +52,16 @@ def test_filters_drop_count_and_audit(tmp_path, codegen_tokenizer, monkeypatch):
     assert manifest["counts"]["documents_out"] == 20
     audit = [json.loads(line) for line in (tmp_path / "out" / "audit.jsonl").read_text().splitlines()]
     removed = [e for e in audit if e["removed"]]
-    flagged = [e for e in audit if e["removed"] is None]
+    flagged = [e for e in audit if e["removed"] is None and "flagged_by" in e]
+    scored = [e for e in audit if e["removed"] is None and "scored_by" in e]
     assert len(removed) == 10
     assert all(e["removed"] == "filtered" and e["filter"] == "quality" and e["score"] == 0.1 for e in removed)
     assert {e["document"].rsplit("/", 1)[1] for e in removed} == {f"m{i:02d}.py" for i in range(0, 30, 3)}
     assert {e["document"].rsplit("/", 1)[1] for e in flagged} == {"m01.py", "m04.py"}
     assert all(e["flagged_by"] == "decontamination" and e["reason"].startswith("13-gram") for e in flagged)
+    # Every kept document's quality score is in the audit too (to choose a threshold afterwards).
+    assert len(scored) == 20 and all(e["scored_by"] == "quality" and e["score"] == 0.9 for e in scored)
+    assert {e["document"] for e in scored}.isdisjoint(e["document"] for e in removed)
     assert [o["documents"] for o in manifest["outputs"]] == [16, 4]
 
 

@@ -56,6 +56,10 @@ def test_prepare_filters_low_quality_and_contaminated_documents(tmp_path, run_cl
     assert len(clean_dropped) <= 5, clean_dropped
     assert all("quality score" in e["reason"] and e["score"] < 0.5 for e in by_quality.values())
 
+    kept_scores = {e["document"].rsplit("/", 1)[-1]: e["score"] for e in audit if e.get("scored_by") == "quality"}
+    assert kept_scores and all(score >= 0.5 for score in kept_scores.values())
+    assert set(kept_scores).isdisjoint(filtered)
+
     assert counts["filtered"] == {"decontamination": 2, "quality": len(by_quality)}
     assert counts["documents_in"] == 64
     assert counts["documents_out"] <= 64 - 2 - len(by_quality)
