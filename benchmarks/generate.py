@@ -34,6 +34,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
+
+from phi_hpc.fileio import atomic_write  # noqa: E402
 SHARED = Path(os.environ.get("PHI_HPC_SHARED_DATA", REPO.parent / "shared" / "data"))
 TOKENIZER = SHARED / "tokenizer" / "codegen-350M-mono" / "tokenizer.json"
 HUMANEVAL = SHARED / "humaneval" / "HumanEval.jsonl.gz"
@@ -170,10 +172,8 @@ def main() -> None:
     markdown = render(result)
     print(markdown)
     print(json.dumps(result))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.output.with_suffix(".md.tmp")
-    tmp.write_text(markdown, encoding="utf-8")
-    os.replace(tmp, args.output)
+    with atomic_write(args.output) as handle:
+        handle.write(markdown)
 
 
 def staggered_stops(tokenizer, outputs: list[list[int]], new_tokens: int) -> list[str]:

@@ -33,7 +33,6 @@ import resource
 import shutil
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import time
 from dataclasses import dataclass
@@ -44,19 +43,7 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing
 TOKENIZER = REPO.parent / "shared" / "data" / "tokenizer" / "codegen-350M-mono" / "tokenizer.json"
 PARTS = 8
 
-
-def corpus_files(max_mb: float) -> list[Path]:
-    root = Path(sysconfig.get_paths()["stdlib"])
-    files = sorted(p for p in root.rglob("*.py")
-                   if not {"site-packages", "test", "tests"} & set(p.relative_to(root).parts))
-    chosen, total = [], 0
-    for path in files:
-        size = path.stat().st_size
-        if total + size > max_mb * 1e6:
-            break
-        chosen.append(path)
-        total += size
-    return chosen
+from stdlib_corpus import stdlib_py_files  # noqa: E402 (beside this script)
 
 
 def write_jsonl_parts(texts: list[str], folder: Path) -> list[Path]:
@@ -247,7 +234,7 @@ def main() -> None:
     parser.add_argument("--output", default=str(REPO / "docs" / "benchmarks" / "prepare.md"))
     args = parser.parse_args()
 
-    files = corpus_files(args.max_mb)
+    files = stdlib_py_files(args.max_mb)
     texts = [p.read_text(encoding="utf-8") for p in files]
     texts = [t for t in texts if t.strip()]
     megabytes = sum(len(t.encode("utf-8")) for t in texts) / 1e6

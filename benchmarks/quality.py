@@ -44,19 +44,11 @@ SHARED = REPO.parent / "shared" / "data"
 TOKENIZER = SHARED / "tokenizer" / "codegen-350M-mono" / "tokenizer.json"
 PARTS = 8
 
+from stdlib_corpus import stdlib_py_files  # noqa: E402 (beside this script)
+
 
 def corpus_texts(max_mb: float) -> list[str]:
-    root = Path(sysconfig.get_paths()["stdlib"])
-    files = sorted(p for p in root.rglob("*.py")
-                   if not {"site-packages", "test", "tests"} & set(p.relative_to(root).parts))
-    texts, total = [], 0
-    for path in files:
-        text = path.read_text(encoding="utf-8", errors="replace")
-        if total + len(text.encode()) > max_mb * 1e6:
-            break
-        texts.append(text)
-        total += len(text.encode())
-    return texts
+    return [path.read_text(encoding="utf-8", errors="replace") for path in stdlib_py_files(max_mb)]
 
 
 def write_parts(texts: list[str], folder: Path) -> list[Path]:

@@ -30,6 +30,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
+from phi_hpc.fileio import atomic_write  # noqa: E402
+
 
 def machine() -> dict:
     cpu = "unknown"
@@ -187,10 +189,8 @@ def main() -> None:
     markdown = render(result)
     print(markdown)
     print(json.dumps(result))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.output.with_suffix(".md.tmp")
-    tmp.write_text(markdown, encoding="utf-8")
-    os.replace(tmp, args.output)
+    with atomic_write(args.output) as handle:
+        handle.write(markdown)
 
 
 def render(r: dict) -> str:
