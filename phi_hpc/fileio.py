@@ -62,22 +62,28 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def read_jsonl(path: str | os.PathLike, hint: str) -> list[dict]:
-    """All records of a ``.jsonl`` or ``.jsonl.gz`` file; a bad line is a one-line error naming it.
+def iter_jsonl(path: str | os.PathLike, hint: str) -> Iterator[tuple[int, Any]]:
+    """``(line number, record)`` for each non-blank line of a ``.jsonl`` or ``.jsonl.gz`` file.
 
-    For small reference files (benchmarks, labels); corpora are streamed by ``phi_hpc.data.sources``.
+    A line that is not JSON is a one-line :class:`~phi_hpc.errors.UsageError` naming ``path:line``,
+    with ``hint`` as the fix. For small files (samples, labels, benchmarks); corpora are streamed
+    by ``phi_hpc.data.sources``, which counts bad lines instead of stopping.
     """
     from phi_hpc.errors import UsageError
 
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    rows = []
     with opener(path, "rt", encoding="utf-8") as handle:
         for line_number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
             try:
-                rows.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise UsageError(f"{path}:{line_number}: invalid JSON ({exc.msg})", hint) from None
-    return rows
+            yield line_number, record
+
+
+def read_jsonl(path: str | os.PathLike, hint: str) -> list[Any]:
+    """All records of a JSON-lines file (see :func:`iter_jsonl`)."""
+    return [record for _, record in iter_jsonl(path, hint)]

@@ -48,19 +48,13 @@ def _limits(timeout: float, memory_gb: float):
 
 
 def _read_samples(path: Path) -> list[dict]:
+    from phi_hpc.fileio import iter_jsonl
+
     samples = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                sample = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UsageError(f"{path}:{number}: not valid JSON ({exc.msg})",
-                                 "one JSON object per line with task_id and completion") from None
-            if not isinstance(sample, dict):
-                raise UsageError(f"{path}:{number}: expected a JSON object with task_id and completion")
-            samples.append(sample)
+    for number, sample in iter_jsonl(path, "one JSON object per line with task_id and completion"):
+        if not isinstance(sample, dict):
+            raise UsageError(f"{path}:{number}: expected a JSON object with task_id and completion")
+        samples.append(sample)
     if not samples:
         raise UsageError(f"{path}: no samples", "one JSON object per line with task_id and completion")
     return samples

@@ -25,6 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from phi_hpc.errors import PhiError, UsageError
+from phi_hpc.fileio import iter_jsonl
 
 MODEL_FORMAT = "phi-hpc-quality-forest/2"  # bump when features or the file layout change
 
@@ -345,28 +346,21 @@ def load_labels(path: str | os.PathLike, score_threshold: float | None = None) -
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"labels file {path} does not exist", "create it with: phi-hpc quality label ...")
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            if not line.strip():
+    for line_no, record in iter_jsonl(path, "fix or delete that line"):
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            raise UsageError(f"{path}:{line_no}: no 'text' string", 'each line needs {"text": ..., "label": 0|1}')
+        if score_threshold is not None and record.get("score") is not None:
+            label = int(float(record["score"]) >= score_threshold)
+        else:
+            label = record.get("label")
+            if label is None:
                 continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UsageError(f"{path}:{line_no}: invalid JSON ({exc.msg})", "fix or delete that line") from None
-            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                raise UsageError(f"{path}:{line_no}: no 'text' string", 'each line needs {"text": ..., "label": 0|1}')
-            if score_threshold is not None and record.get("score") is not None:
-                label = int(float(record["score"]) >= score_threshold)
-            else:
-                label = record.get("label")
-                if label is None:
-                    continue
-                if label not in (0, 1, True, False):
-                    raise UsageError(f"{path}:{line_no}: label {label!r} is not 0/1",
-                                     "use 0/1, or pass --score-threshold to cut scores")
-                label = int(label)
-            texts.append(record["text"])
-            labels.append(label)
+            if label not in (0, 1, True, False):
+                raise UsageError(f"{path}:{line_no}: label {label!r} is not 0/1",
+                                 "use 0/1, or pass --score-threshold to cut scores")
+            label = int(label)
+        texts.append(record["text"])
+        labels.append(label)
     if not texts:
         raise PhiError(f"{path}: no labelled lines", "label some files first (phi-hpc quality label)")
     return texts, labels
