@@ -34,7 +34,7 @@ def read_yaml(path: str | os.PathLike) -> dict:
     """Read a YAML mapping, turning every failure into an error that names the file (and line)."""
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"config file {path} does not exist", "check the path given to --config")
+        raise UsageError(f"config file {path} does not exist", "check the config path (e.g. configs/pretrain.yaml)")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:

@@ -14,7 +14,7 @@ for base models:
   the completion is the whole program. ``test_setup_code`` runs after the solution, because tasks 367
   and 927 build objects of classes the solution defines.
 * Stop sequences end a completion where the next top-level statement would start;
-  :func:`truncate_at_stop` applies them (optional when scoring: samples are usually already cut).
+  :func:`phi_hpc.model.stops.truncate_at_stop` applies them (optional when scoring: samples are usually already cut).
 
 Task names: ``humaneval`` (164), ``mbpp`` (the standard test split, task ids 11-510: 500 problems),
 ``mbpp-full`` (all 974) and ``mbpp-sanitized`` (the 427 hand-verified problems of all splits).
@@ -33,7 +33,6 @@ from pathlib import Path
 from phi_hpc.errors import PhiError, UsageError
 from phi_hpc.eval.sandbox import Program
 from phi_hpc.fileio import atomic_write, read_jsonl, sha256_file
-from phi_hpc.model.stops import truncate_at_stop  # noqa: F401 (re-exported for the scorer)
 
 TASKS = ("humaneval", "mbpp", "mbpp-full", "mbpp-sanitized")
 MBPP_TEST_SPLIT = range(11, 511)

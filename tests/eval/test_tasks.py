@@ -7,8 +7,8 @@ import hashlib
 import pytest
 
 from phi_hpc.errors import PhiError
-from phi_hpc.eval.tasks import (HUMANEVAL_STOP, canonical_task_id, fetch_mbpp, load_task, mbpp_prompt,
-                                truncate_at_stop)
+from phi_hpc.eval.tasks import HUMANEVAL_STOP, canonical_task_id, fetch_mbpp, load_task, mbpp_prompt
+from phi_hpc.model.stops import truncate_at_stop
 
 
 def test_humaneval_from_file_and_from_the_installed_package(humaneval_path):

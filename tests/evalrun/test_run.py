@@ -8,7 +8,8 @@ import shutil
 import pytest
 
 from phi_hpc.errors import PhiError
-from phi_hpc.eval.run import EvalRunConfig, Rank, detect_rank, resolve_checkpoint, resolve_tokenizer, run_eval
+from phi_hpc.eval.model_source import resolve_checkpoint, resolve_tokenizer
+from phi_hpc.eval.run import EvalRunConfig, Rank, detect_rank, run_eval
 
 
 
