@@ -36,6 +36,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from machine_info import cpu_model  # noqa: E402 (beside this script)
+
 from phi_hpc.eval.sandbox import Program, Sandbox, _bwrap_command, detect_isolation  # noqa: E402
 from phi_hpc.eval.score import check_references  # noqa: E402
 
@@ -119,13 +121,6 @@ def per_program(repeats: int) -> dict[str, float]:
         warm = median_seconds(lambda: sandbox.run(trivial), repeats * 3)
     return {"bare python -c pass": bare, "bare python -I -S -c pass": bare_isolated,
             "fresh bwrap + python -c pass": fresh_bwrap, "ours, warm sandbox (host round trip)": warm}
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def main() -> None:

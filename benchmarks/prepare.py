@@ -43,7 +43,8 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing
 TOKENIZER = REPO.parent / "shared" / "data" / "tokenizer" / "codegen-350M-mono" / "tokenizer.json"
 PARTS = 8
 
-from stdlib_corpus import stdlib_py_files  # noqa: E402 (beside this script)
+from machine_info import cpu_model  # noqa: E402 (beside this script)
+from stdlib_corpus import stdlib_py_files  # noqa: E402
 
 
 def write_jsonl_parts(texts: list[str], folder: Path) -> list[Path]:
@@ -212,15 +213,7 @@ def time_minhash(texts: list[str], datasketch_docs: int, repeats: int) -> dict:
 
 
 def machine() -> str:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores (`nproc` = {os.cpu_count()}), {model}, Python {platform.python_version()}"
+    return f"{os.cpu_count()} cores (`nproc` = {os.cpu_count()}), {cpu_model()}, Python {platform.python_version()}"
 
 
 def main() -> None:

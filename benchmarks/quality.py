@@ -44,7 +44,8 @@ SHARED = REPO.parent / "shared" / "data"
 TOKENIZER = SHARED / "tokenizer" / "codegen-350M-mono" / "tokenizer.json"
 PARTS = 8
 
-from stdlib_corpus import stdlib_py_files  # noqa: E402 (beside this script)
+from machine_info import cpu_model  # noqa: E402 (beside this script)
+from stdlib_corpus import stdlib_py_files  # noqa: E402
 
 
 def corpus_texts(max_mb: float) -> list[str]:
@@ -175,12 +176,8 @@ def worker_setup_cpu(model: Path, env: dict) -> float:
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    return f"{os.cpu_count()} cores (nproc {len(os.sched_getaffinity(0))}), {cpu}, Python {platform.python_version()}"
+    return (f"{os.cpu_count()} cores (nproc {len(os.sched_getaffinity(0))}), {cpu_model()}, "
+            f"Python {platform.python_version()}")
 
 
 def main() -> None:

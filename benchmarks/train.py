@@ -32,16 +32,12 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from phi_hpc.fileio import atomic_write  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # beside this script, also when imported
+from machine_info import cpu_model  # noqa: E402
+
 
 def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
