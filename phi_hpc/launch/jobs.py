@@ -40,6 +40,11 @@ def _run(command: list[str], timeout: float = 10.0) -> str:
     return done.stdout if done.returncode == 0 else ""
 
 
+def _rows(output: str, width: int = 4) -> list[list[str]]:
+    """The first ``width`` fields of each ``|``-separated line of sacct/squeue output (short lines skipped)."""
+    return [parts[:width] for parts in (line.split("|") for line in output.splitlines()) if len(parts) >= width]
+
+
 def _base_id(job_id: str) -> str:
     return job_id.split("_")[0].split(".")[0].split("+")[0]
 
@@ -51,23 +56,13 @@ def slurm_states(job_ids: Iterable[str]) -> dict[str, list[JobState]]:
         return {}
     found: dict[str, dict[str, JobState]] = {i: {} for i in ids}
     # sacct: -X = allocations only (no .batch/.0 steps); -P = '|' separated; --duplicates not needed.
-    out = _run(["sacct", "-n", "-P", "-X", "-j", ",".join(ids), "-o", "JobID,State,Elapsed,ExitCode"])
-    for line in out.splitlines():
-        parts = line.split("|")
-        if len(parts) < 4:
-            continue
-        job, state, elapsed, exit_code = parts[:4]
-        base = _base_id(job)
-        if base in found:
+    accounting = _run(["sacct", "-n", "-P", "-X", "-j", ",".join(ids), "-o", "JobID,State,Elapsed,ExitCode"])
+    for job, state, elapsed, exit_code in _rows(accounting):
+        if (base := _base_id(job)) in found:
             found[base][job] = JobState(job, state.split()[0], elapsed, "", exit_code)
-    out = _run(["squeue", "-h", "-j", ",".join(ids), "-o", "%i|%T|%M|%r"])
-    for line in out.splitlines():
-        parts = line.split("|")
-        if len(parts) < 4:
-            continue
-        job, state, elapsed, reason = parts[:4]
-        base = _base_id(job)
-        if base in found:
+    queue = _run(["squeue", "-h", "-j", ",".join(ids), "-o", "%i|%T|%M|%r"])
+    for job, state, elapsed, reason in _rows(queue):
+        if (base := _base_id(job)) in found:
             found[base][job] = JobState(job, state, elapsed, "" if reason in ("None", "(null)") else reason)
     return {base: list(states.values()) for base, states in found.items()}
 
