@@ -23,6 +23,20 @@ from tests.conftest import REPO_ROOT
 
 ADD = "def add(a, b):\n    return a + b\n"
 ADD_TESTS = "assert add(2, 3) == 5\nassert add(-1, 1) == 0\n"
+# A wrong solution plus a tracer that jumps over every line of the tests but their last.
+ASSERT_SKIPPING_TRACER = textwrap.dedent("""
+    import sys
+    def add(a, b):
+        return 0
+    def tracer(frame, event, arg):
+        if frame.f_code.co_filename == "<tests>" and event == "line":
+            last = max(line for _, _, line in frame.f_code.co_lines() if line)
+            if frame.f_lineno < last:
+                frame.f_lineno = last
+        return tracer
+    sys.settrace(tracer)
+    """)
+TRACED_TESTS = "assert add(2, 3) == 5\nassert add(1, 1) == 2\nx = 1\n"
 NOT_PASSED = {"failed", "timeout", "error"}
 
 
@@ -137,31 +151,10 @@ def hostile_programs(s) -> dict[str, Program]:
                             "assert len(add(2, 3)) == 3\nassert abs(add(1, 1)[0] - 7) < 1e-9\n"),
         "redefine_test_helper": ("def add(a, b):\n    return 0\ndef check(candidate):\n    return None\n",
                                  "def check(candidate):\n    assert candidate(2, 3) == 5\ncheck(add)\n"),
-        "tracer_skips_asserts": (textwrap.dedent("""
-            import sys
-            def add(a, b):
-                return 0
-            def tracer(frame, event, arg):
-                if frame.f_code.co_filename == "<tests>" and event == "line":
-                    last = max(line for _, _, line in frame.f_code.co_lines() if line)
-                    if frame.f_lineno < last:
-                        frame.f_lineno = last
-                return tracer
-            sys.settrace(tracer)
-            """), "assert add(2, 3) == 5\nassert add(1, 1) == 2\nx = 1\n"),
-        "tracer_guards_itself": (textwrap.dedent("""
-            import sys, threading
-            def add(a, b):
-                return 0
-            def tracer(frame, event, arg):
-                if frame.f_code.co_filename == "<tests>" and event == "line":
-                    last = max(line for _, _, line in frame.f_code.co_lines() if line)
-                    if frame.f_lineno < last:
-                        frame.f_lineno = last
-                return tracer
-            sys.settrace(tracer)
-            sys.settrace = sys.setprofile = threading.settrace = lambda hook: None  # "you cannot remove me"
-            """), "assert add(2, 3) == 5\nassert add(1, 1) == 2\nx = 1\n"),
+        "tracer_skips_asserts": (ASSERT_SKIPPING_TRACER, TRACED_TESTS),
+        "tracer_guards_itself": (ASSERT_SKIPPING_TRACER + "import threading\n"
+                                 "sys.settrace = sys.setprofile = threading.settrace = lambda hook: None\n",
+                                 TRACED_TESTS),  # "you cannot remove me"
         "ignore_sigterm": (ADD + "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
                            "while True:\n    pass\n", ADD_TESTS),
         "output_flood_1gb": ("import os, sys\nchunk = 'x' * (1 << 20)\nfor _ in range(1024):\n"
@@ -257,18 +250,7 @@ def test_same_attacks_fool_an_in_process_harness():
         solution = {
             "early_exit_before_tests": ADD.replace("a + b", "a - b") + "exit(0)\n",
             "tamper_builtins": "import builtins\nbuiltins.len = lambda x: 3\ndef add(a, b):\n    return []\n",
-            "tracer_skips_asserts": textwrap.dedent("""
-                import sys
-                def add(a, b):
-                    return 0
-                def tracer(frame, event, arg):
-                    if frame.f_code.co_filename == "<tests>" and event == "line":
-                        last = max(line for _, _, line in frame.f_code.co_lines() if line)
-                        if frame.f_lineno < last:
-                            frame.f_lineno = last
-                    return tracer
-                sys.settrace(tracer)
-                """),
+            "tracer_skips_asserts": ASSERT_SKIPPING_TRACER,
         }[name]
         tests = "assert len(add(2, 3)) == 3\n" if name == "tamper_builtins" else "assert add(2, 3) == 5\nx = 1\n"
         driver = ("import sys\nns = {}\nexec(compile(sys.argv[1], '<solution>', 'exec'), ns)\n"
