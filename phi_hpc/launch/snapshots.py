@@ -1,11 +1,13 @@
 """Keep the checkpoints that ``--eval-every`` evaluations will read, despite ``keep_last`` pruning.
 
 The eval jobs of a training run start only after it succeeded (``afterok``), by which time the
-trainer has deleted all but its last few checkpoints. So while training runs, task 0 watches
-``RUN/checkpoints/latest`` and, for each published step the evaluations want, hard-links the step's
-model files (``config.json``, ``model.safetensors``; not the optimizer state) into
-``RUN/eval/checkpoints/<step>/``, plus the data's tokenizer. Hard links cost no space and survive
-the deletion of the original; across file systems it falls back to copying.
+trainer has deleted all but its last few checkpoints. So task 0 of the training job listens to the
+trainer's checkpoint publication (``phi_hpc.train.checkpoint.PUBLISH_LISTENERS``, called before
+pruning) and, for each step the evaluations want, hard-links the step's model files
+(``config.json``, ``model.safetensors``; not the optimizer state) into ``RUN/eval/checkpoints/<step>/``,
+plus the data's tokenizer. Hard links cost no space and survive the deletion of the original; across
+file systems it falls back to copying. Steps published by an earlier attempt of a requeued job are
+picked up by a scan when the watcher starts and when it stops.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import threading
 from pathlib import Path
 
 import yaml
@@ -74,30 +75,34 @@ def take_snapshot(run_dir: Path, step: int) -> bool:
 
 
 class SnapshotWatcher:
-    """A daemon thread that snapshots the wanted steps as soon as each is published."""
+    """Snapshots the wanted steps as the trainer publishes them (in the trainer's own process)."""
 
-    def __init__(self, run_dir: Path, steps: list[int], poll_s: float = 2.0):
-        self.run_dir, self.pending, self.poll_s = Path(run_dir), sorted(steps), poll_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="phi-hpc-snapshots", daemon=True)
+    def __init__(self, run_dir: Path, steps: list[int]):
+        self.run_dir, self.pending = Path(run_dir), sorted(steps)
 
     def __enter__(self) -> "SnapshotWatcher":
-        self._thread.start()
+        from phi_hpc.train.checkpoint import PUBLISH_LISTENERS
+
+        self.scan()  # steps an earlier attempt of a requeued job already published
+        PUBLISH_LISTENERS.append(self._published)
         return self
 
     def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.scan()  # the final checkpoint is written just before the trainer returns
+        from phi_hpc.train.checkpoint import PUBLISH_LISTENERS
+
+        PUBLISH_LISTENERS.remove(self._published)
+        self.scan()
 
     def scan(self) -> None:
         for step in list(self.pending):
             if take_snapshot(self.run_dir, step):
                 self.pending.remove(step)
 
-    def _watch(self) -> None:
-        while not self._stop.wait(self.poll_s):
-            try:
-                self.scan()
-            except OSError as exc:  # e.g. the step was pruned mid-copy: report, keep watching
-                print(f"[phi-hpc] snapshot failed: {exc}", flush=True)
+    def _published(self, step: int, step_dir: Path) -> None:
+        if step not in self.pending:
+            return
+        try:
+            if take_snapshot(self.run_dir, step):
+                self.pending.remove(step)
+        except OSError as exc:  # a failed copy must not stop training: report it; the eval job will say so
+            print(f"[phi-hpc] snapshot of step {step} failed: {exc}", flush=True)

@@ -35,6 +35,12 @@ STATE_FILE = "trainer_state.json"
 DEEPSPEED_TAG = "deepspeed"
 PARTIAL_PREFIX = ".partial-"
 
+# Called on rank 0 as ``listener(step, step_dir)`` right after a checkpoint is published and before
+# older ones are pruned: the one moment a folder is certain to exist in full. The launch layer
+# registers one to keep the checkpoints that ``--eval-every`` evaluations read after pruning
+# (phi_hpc.launch.snapshots); polling for them could miss a step pruned between two polls.
+PUBLISH_LISTENERS: list[Callable[[int, Path], None]] = []
+
 
 def fault_step(kind: str) -> int | None:
     """Deliberate crash points for the resume tests: ``PHI_HPC_FAULT=<kind>:<step>``.
@@ -131,6 +137,8 @@ class CheckpointManager:
             os.replace(partial, final)
             with atomic_write(self.directory / LATEST) as handle:
                 handle.write(f"{step}\n")
+            for listener in list(PUBLISH_LISTENERS):
+                listener(step, final)
             self._prune()
         self.barrier()
         return final
