@@ -1,30 +1,41 @@
 #!/usr/bin/env bash
-# Bring up a one-node Slurm cluster on 127.0.0.1 for the tests and for trying `phi-hpc submit` locally.
+# Bring up a two-node Slurm cluster on loopback addresses for the tests and for trying `phi-hpc submit`
+# locally: compute nodes node1 (127.0.0.2) and node2 (127.0.0.3), each its own slurmd with its own port,
+# spool folder, fake GPUs and CPUs, on this one host.
 #
 #   slurm/local-cluster/start.sh      # idempotent: starts only what is not running yet
 #   source /tmp/local-slurm/env.sh    # exports SLURM_CONF (a symlink in /etc/slurm makes this optional)
 #
 # Daemons: munged (auth), mariadbd + slurmdbd (accounting, so `sacct` answers: submitit asks sacct
-# about jobs that have left the queue), slurmctld (controller) and slurmd (the single compute node,
-# advertising N fake GPUs so GPU profiles schedule exactly as on a real cluster).
-# Everything (config, state, logs, database) lives under $BASE; stop.sh stops it again.
+# about jobs that have left the queue), slurmctld (controller on 127.0.0.1) and one `slurmd -N nodeI` per
+# compute node (each advertising fake GPUs so GPU profiles schedule exactly as on a real cluster).
+# Node names resolve through /etc/hosts lines this script adds (marked "# local-slurm"), so code that
+# takes MASTER_ADDR from the node list reaches the right node; every address is in 127.0.0.0/8.
+# Everything else (config, state, logs, database) lives under $BASE; stop.sh stops the daemons and
+# removes the /etc/hosts lines and the /etc/slurm link again (--purge also removes $BASE).
 #
 # Knobs (environment variables):
 #   LOCAL_SLURM_BASE      where everything lives            (default /tmp/local-slurm)
-#   LOCAL_SLURM_CPUS      CPUs the node advertises          (default: max(nproc, 6); more than nproc
-#                         is allowed so that a few 2-task test jobs can be scheduled side by side)
-#   LOCAL_SLURM_GPUS      fake GPUs on the node             (default 8)
+#   LOCAL_SLURM_NODES     compute nodes node1..nodeN        (default 2, at most 200)
+#   LOCAL_SLURM_CPUS      CPUs each node advertises         (default: max(nproc, 4); more than nproc
+#                         is allowed so that two 2-task test jobs can run side by side on each node)
+#   LOCAL_SLURM_GPUS      fake GPUs on each node            (default 4)
+#   LOCAL_SLURM_MAX_ARRAY_SIZE  the cluster's MaxArraySize  (default 1001, Slurm's own default)
 #   LOCAL_SLURM_ACCOUNTING 1 = run mariadb+slurmdbd         (default 1)
 #   LOCAL_SLURM_WAIT      seconds to wait for each daemon   (default 60)
 set -euo pipefail
 
 BASE=${LOCAL_SLURM_BASE:-${SLURM_TEST_BASE:-/tmp/local-slurm}}
 NPROC=$(nproc)
-CPUS=${LOCAL_SLURM_CPUS:-$(( NPROC > 6 ? NPROC : 6 ))}
-GPUS=${LOCAL_SLURM_GPUS:-8}
+NODES=${LOCAL_SLURM_NODES:-2}
+CPUS=${LOCAL_SLURM_CPUS:-$(( NPROC > 4 ? NPROC : 4 ))}
+GPUS=${LOCAL_SLURM_GPUS:-4}
+MAX_ARRAY_SIZE=${LOCAL_SLURM_MAX_ARRAY_SIZE:-1001}
 ACCOUNTING=${LOCAL_SLURM_ACCOUNTING:-1}
 WAIT_S=${LOCAL_SLURM_WAIT:-60}
-NODE=$(hostname -s)
+HOST=$(hostname -s)
+NODE_PORT_BASE=17000   # slurmd of nodeI listens on NODE_PORT_BASE + I
+HOSTS_MARK="# local-slurm"
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 ETC=$BASE/etc RUN=$BASE/run LOGS=$BASE/log MUNGE_DIR=$BASE/munge DB_DIR=$BASE/db
@@ -34,6 +45,9 @@ DB_PORT=3307 DBD_PORT=6819
 export SLURM_CONF=$ETC/slurm.conf
 
 say() { echo "[local-slurm] $*" >&2; }
+
+node_names() { seq -f "node%g" 1 "$NODES"; }
+node_addr() { echo "127.0.0.$(( ${1#node} + 1 ))"; }   # node1 -> 127.0.0.2: 127.0.0.1 is the controller's
 
 # A daemon counts as running when its pid file names a live, non-zombie process with the right name
 # (pid files survive reboots and containers reuse pids, so the name check matters).
@@ -71,7 +85,10 @@ install_missing_packages() {
 }
 
 prepare_directories() {
-  mkdir -p "$ETC" "$RUN" "$LOGS" "$BASE/state" "$BASE/spool" "$MUNGE_DIR" "$BASE/fakegpu"
+  [ "$NODES" -ge 1 ] && [ "$NODES" -le 200 ] || { say "LOCAL_SLURM_NODES must be 1..200, not $NODES"; exit 2; }
+  mkdir -p "$ETC" "$RUN" "$LOGS" "$BASE/state" "$MUNGE_DIR" "$BASE/fakegpu"
+  local name
+  for name in $(node_names); do mkdir -p "$BASE/spool/$name"; done
   chmod 755 "$MUNGE_DIR"   # munged refuses a socket directory others cannot traverse
   if [ ! -s "$MUNGE_DIR/munge.key" ]; then
     head -c 1024 /dev/urandom > "$MUNGE_DIR/munge.key"
@@ -80,7 +97,7 @@ prepare_directories() {
   # Slurm only accepts a GPU GRES that names device files; without them the node goes INVAL.
   # Character device 1,3 is /dev/null: harmless if anything opens it. Plain files if mknod is denied.
   local i
-  for i in $(seq 0 $(( GPUS - 1 ))); do
+  for i in $(seq 0 $(( NODES * GPUS - 1 ))); do
     [ -e "$BASE/fakegpu/nvidia$i" ] || mknod "$BASE/fakegpu/nvidia$i" c 1 3 2>/dev/null \
       || touch "$BASE/fakegpu/nvidia$i"
   done
@@ -102,10 +119,11 @@ AccountingStoragePass=$MUNGE_SOCKET"
   fi
   [ "$CPUS" -gt "$NPROC" ] && overrides="SlurmdParameters=config_overrides"
   [ "$GPUS" -gt 0 ] && gres="Gres=gpu:$GPUS"
+  mem_mb=$(( mem_mb / NODES / 1024 * 1024 )); [ "$mem_mb" -ge 512 ] || mem_mb=512   # the nodes share the RAM
   cat <<EOF
 # Generated by slurm/local-cluster/start.sh - edits are overwritten.
 ClusterName=local
-SlurmctldHost=$NODE(127.0.0.1)
+SlurmctldHost=$HOST(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -113,11 +131,12 @@ CredType=cred/munge
 # cred_expire also sets how long a requeued job waits before it may start again (default 120 s).
 AuthInfo=socket=$MUNGE_SOCKET,cred_expire=10
 StateSaveLocation=$BASE/state
-SlurmdSpoolDir=$BASE/spool
+# %n = the node name of `slurmd -N NAME`: several slurmd on one host need their own spool, pid and log.
+SlurmdSpoolDir=$BASE/spool/%n
 SlurmctldPidFile=$RUN/slurmctld.pid
-SlurmdPidFile=$RUN/slurmd.pid
+SlurmdPidFile=$RUN/slurmd-%n.pid
 SlurmctldLogFile=$LOGS/slurmctld.log
-SlurmdLogFile=$LOGS/slurmd.log
+SlurmdLogFile=$LOGS/slurmd-%n.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
@@ -134,18 +153,26 @@ ReturnToService=2
 # Seconds between SIGTERM and SIGKILL: room for the trainer to checkpoint on scancel/requeue.
 KillWait=10
 MinJobAge=600
+MaxArraySize=$MAX_ARRAY_SIZE
 InactiveLimit=0
 GresTypes=gpu
 $overrides
-NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$mem_mb $gres State=UNKNOWN
-PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
+$(for name in $(node_names); do
+  echo "NodeName=$name NodeHostname=$HOST NodeAddr=$(node_addr "$name") Port=$(( NODE_PORT_BASE + ${name#node} ))" \
+       "CPUs=$CPUS RealMemory=$mem_mb $gres State=UNKNOWN"
+done)
+PartitionName=debug Nodes=node[1-$NODES] Default=YES MaxTime=INFINITE State=UP
 EOF
 }
 
 write_gres_conf() {
   echo "AutoDetect=off"
-  [ "$GPUS" -gt 0 ] && echo "NodeName=$NODE Name=gpu File=$BASE/fakegpu/nvidia[0-$(( GPUS - 1 ))]"
-  return 0
+  [ "$GPUS" -gt 0 ] || return 0
+  local name first
+  for name in $(node_names); do   # each node its own device files: nodeI gets nvidia[(I-1)*G .. I*G-1]
+    first=$(( (${name#node} - 1) * GPUS ))
+    echo "NodeName=$name Name=gpu File=$BASE/fakegpu/nvidia[$first-$(( first + GPUS - 1 ))]"
+  done
 }
 
 write_slurmdbd_conf() {
@@ -170,6 +197,7 @@ EOF
 # Replace a config file only when its content changes, so a second start.sh is a no-op and
 # running daemons are restarted only when they would otherwise use a stale config.
 CONFIG_CHANGED=0
+NODES_CHANGED=0
 install_config() {  # name generator
   local target=$ETC/$1
   "$2" > "$target.new"
@@ -182,7 +210,10 @@ install_config() {  # name generator
 }
 
 write_configs() {
+  local old_nodes
+  old_nodes=$(grep -o '^NodeName=[^ ]*' "$ETC/slurm.conf" 2>/dev/null || true)
   install_config slurm.conf write_slurm_conf
+  [ "$old_nodes" = "$(grep -o '^NodeName=[^ ]*' "$ETC/slurm.conf")" ] || NODES_CHANGED=1
   install_config gres.conf write_gres_conf
   install_config slurmdbd.conf write_slurmdbd_conf
   chmod 600 "$ETC/slurmdbd.conf"   # slurmdbd refuses a world-readable config (it holds a password)
@@ -192,6 +223,18 @@ write_configs() {
     mkdir -p /etc/slurm
     ln -sf "$ETC/slurm.conf" /etc/slurm/slurm.conf
   fi
+}
+
+# "127.0.0.2 node1 # local-slurm": rewrite /etc/hosts in place (it may be a bind mount, so no rename),
+# and only when a line is missing or stale.
+add_hosts_entries() {
+  local wanted name current
+  wanted=$(for name in $(node_names); do echo "$(node_addr "$name") $name $HOSTS_MARK"; done)
+  current=$(grep -F "$HOSTS_MARK" /etc/hosts || true)
+  [ "$current" = "$wanted" ] && return 0
+  { grep -vF "$HOSTS_MARK" /etc/hosts || true; echo "$wanted"; } > "$BASE/hosts.new"
+  cat "$BASE/hosts.new" > /etc/hosts && rm -f "$BASE/hosts.new"
+  say "node names in /etc/hosts: $(echo "$wanted" | awk '{printf "%s=%s ", $2, $1}')"
 }
 
 start_munge() {
@@ -232,32 +275,38 @@ start_accounting() {
 
 start_slurm() {
   is_running "$RUN/slurmctld.pid" slurmctld || { say "starting slurmctld"; slurmctld; }
-  is_running "$RUN/slurmd.pid" slurmd || { say "starting slurmd"; slurmd; }
+  local name
+  for name in $(node_names); do
+    is_running "$RUN/slurmd-$name.pid" slurmd || { say "starting slurmd -N $name"; slurmd -N "$name"; }
+  done
 }
 
-# The node comes up "unknown", then idle; after an unclean stop it may be down/drained: resume it.
-wait_for_idle_node() {
-  local state="" started deadline=$(( $(date +%s) + WAIT_S ))
+# A node comes up "unknown", then idle; after an unclean stop it may be down/drained: resume it.
+wait_for_idle_nodes() {
+  local name state="" started deadline=$(( $(date +%s) + WAIT_S ))
   started=$(date +%s%N)
-  while [ "$(date +%s)" -lt "$deadline" ]; do
-    state=$(timeout 10 sinfo -h -N -n "$NODE" -o %T 2>/dev/null | head -1 || true)
-    case "$state" in
-      idle*|mixed*|allocated*|completing*)
-        say "node $NODE is $state ($(( ($(date +%s%N) - started) / 1000000 )) ms); SLURM_CONF=$SLURM_CONF"
-        return 0 ;;
-      down*|drain*|inval*)
-        scontrol update nodename="$NODE" state=resume >/dev/null 2>&1 || true ;;
-    esac
-    sleep 0.1
+  for name in $(node_names); do
+    while :; do
+      state=$(timeout 10 sinfo -h -N -n "$name" -o %T 2>/dev/null | head -1 || true)
+      case "$state" in
+        idle*|mixed*|allocated*|completing*) break ;;
+        down*|drain*|inval*) scontrol update nodename="$name" state=resume >/dev/null 2>&1 || true ;;
+      esac
+      if [ "$(date +%s)" -ge "$deadline" ]; then
+        say "node $name still '$state' after ${WAIT_S}s; last log lines:"
+        tail -n 5 "$LOGS"/slurm*.log >&2
+        exit 1
+      fi
+      sleep 0.1
+    done
   done
-  say "node $NODE still '$state' after ${WAIT_S}s; last log lines:"
-  tail -n 5 "$LOGS"/slurm*.log >&2
-  exit 1
+  say "nodes $(node_names | paste -sd, -) up ($(( ($(date +%s%N) - started) / 1000000 )) ms); SLURM_CONF=$SLURM_CONF"
 }
 
 any_slurm_daemon_running() {
-  is_running "$RUN/slurmctld.pid" slurmctld || is_running "$RUN/slurmd.pid" slurmd \
-    || is_running "$RUN/slurmdbd.pid" slurmdbd
+  local pidfile
+  for pidfile in "$RUN"/slurmd*.pid; do is_running "$pidfile" slurmd && return 0; done
+  is_running "$RUN/slurmctld.pid" slurmctld || is_running "$RUN/slurmdbd.pid" slurmdbd
 }
 
 install_missing_packages
@@ -267,7 +316,12 @@ if [ "$CONFIG_CHANGED" = 1 ] && any_slurm_daemon_running; then
   say "configuration changed: restarting the Slurm daemons"
   "$HERE/stop.sh" --keep-munge
 fi
+if [ "$NODES_CHANGED" = 1 ]; then
+  # slurmctld would otherwise restore the old nodes (and their names) from its state files.
+  rm -f "$BASE/state/node_state" "$BASE/state/node_state.old"
+fi
+add_hosts_entries
 start_munge
 start_accounting
 start_slurm
-wait_for_idle_node
+wait_for_idle_nodes

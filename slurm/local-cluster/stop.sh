@@ -2,13 +2,16 @@
 # Stop the local Slurm cluster that start.sh brought up, daemon by daemon through its pid file
 # (never by process name: other Slurm or MariaDB instances on the machine are left alone).
 #
-#   slurm/local-cluster/stop.sh               # everything
+#   slurm/local-cluster/stop.sh               # every daemon; the /etc/hosts lines and /etc/slurm link
+#   slurm/local-cluster/stop.sh --purge       # the same, then $BASE (config, job state, logs, database)
 #   slurm/local-cluster/stop.sh --keep-munge  # only the Slurm daemons (start.sh uses this on a config change)
 #
-# Configuration, job state, logs and the accounting database stay under $BASE for the next start.
+# Without --purge, configuration, job state, logs and the accounting database stay under $BASE, so the
+# next start keeps its job ids (sacct would otherwise mix old and new jobs of the same id).
 set -uo pipefail
 
 BASE=${LOCAL_SLURM_BASE:-${SLURM_TEST_BASE:-/tmp/local-slurm}}
+HOSTS_MARK="# local-slurm"
 
 alive() {  # pid
   kill -0 "$1" 2>/dev/null && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]
@@ -31,11 +34,28 @@ stop_daemon() {  # pidfile process-name
   rm -f "$pidfile"
 }
 
-# Compute node first, then the controller, then accounting: nothing loses its peer mid-shutdown.
-stop_daemon "$BASE/run/slurmd.pid" slurmd
+# Compute nodes first (slurmd-nodeI.pid; slurmd.pid of the former one-node layout), then the
+# controller, then accounting: nothing loses its peer mid-shutdown.
+for pidfile in "$BASE"/run/slurmd*.pid; do
+  [ -e "$pidfile" ] && stop_daemon "$pidfile" slurmd
+done
 stop_daemon "$BASE/run/slurmctld.pid" slurmctld
 stop_daemon "$BASE/run/slurmdbd.pid" slurmdbd
 [ "${1:-}" = --keep-munge ] && exit 0
 stop_daemon "$BASE/run/mariadb.pid" mariadbd
 stop_daemon "$BASE/munge/munged.pid" munged
+
+# What start.sh added outside $BASE: the node names (rewritten in place: /etc/hosts may be a bind
+# mount) and the /etc/slurm/slurm.conf link, only when it still points into $BASE.
+if grep -qF "$HOSTS_MARK" /etc/hosts 2>/dev/null; then
+  kept=$(grep -vF "$HOSTS_MARK" /etc/hosts)
+  printf '%s\n' "$kept" > /etc/hosts && echo "[local-slurm] removed the node names from /etc/hosts" >&2
+fi
+if [ "$(readlink /etc/slurm/slurm.conf 2>/dev/null)" = "$BASE/etc/slurm.conf" ]; then
+  rm -f /etc/slurm/slurm.conf
+  rmdir /etc/slurm 2>/dev/null || true
+fi
+if [ "${1:-}" = --purge ]; then
+  rm -rf "$BASE" && echo "[local-slurm] removed $BASE" >&2
+fi
 exit 0
