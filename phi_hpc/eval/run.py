@@ -100,16 +100,13 @@ class Rank:
 
 
 def detect_rank(environ: dict | None = None) -> Rank:
-    """The trainer's answer (torchrun's variables, else those of an srun step, else one process).
+    """The answer of :mod:`phi_hpc.distenv` (torchrun's, a user's, an srun step's variables, else one process).
 
     Only rank and world size are used: ranks never talk to each other, so MASTER_ADDR/PORT are moot.
     """
-    from phi_hpc.train.distributed import detect_environment
+    from phi_hpc.distenv import detect
 
-    env = detect_environment(environ)
-    if not 0 <= env.rank < env.world_size:
-        raise PhiError(f"rank {env.rank} is outside world size {env.world_size} ({env.source} variables)",
-                       "check the launcher's RANK/WORLD_SIZE or SLURM_PROCID/SLURM_NTASKS")
+    env = detect(environ)
     return Rank(env.rank, env.world_size, env.local_rank)
 
 

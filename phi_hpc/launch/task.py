@@ -2,7 +2,7 @@
 
 A :class:`PhiTask` runs one ``phi-hpc`` command *in-process* (``phi_hpc.cli.main(argv)``) after:
 
-1. exporting the torch.distributed variables derived from Slurm's (:mod:`phi_hpc.launch.env`);
+1. exporting the torch.distributed variables derived from Slurm's (:mod:`phi_hpc.distenv`);
 2. sending this attempt's stdout/stderr to ``RUN/logs/<job>/<id>/attempt-<k>/rank<r>.out|err``,
    so a requeued job writes new files and the previous attempt's output stays readable;
 3. recording the start and end in ``RUN/attempts.jsonl`` (task 0 only).
@@ -24,7 +24,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from phi_hpc.launch.env import TaskEnv, current_task_env
+from phi_hpc.distenv import DistEnv, detect
 from phi_hpc.launch.runs import append_attempt, log_dir, read_attempts
 
 EXIT_PREEMPTED = 75  # the trainer's "checkpoint saved, run me again"
@@ -47,7 +47,7 @@ class PhiTask:
     # ------------------------------------------------------------------ entry point
     def __call__(self) -> dict:
         self._requeued_by_submitit = self._outcome_recorded = False  # may come pickled from an earlier attempt
-        env = current_task_env()
+        env = detect()
         env.export()
         restarts = self._restarts(env)
         self._redirect_output(env, restarts)
@@ -75,7 +75,7 @@ class PhiTask:
         """
         import submitit
 
-        env = current_task_env()
+        env = detect()
         restarts = self._restarts(env)
         event = {"event": "end", "job": self.job_name, "job_id": env.job_id, "restarts": restarts}
         if restarts >= self.max_requeues:
@@ -89,7 +89,7 @@ class PhiTask:
         return submitit.helpers.DelayedSubmission(self)
 
     # ------------------------------------------------------------------ steps
-    def _restarts(self, env: TaskEnv) -> int:
+    def _restarts(self, env: DistEnv) -> int:
         if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
             return env.restarts
         # submitit's local controller reruns tasks without telling them: count the attempts that ended
@@ -97,7 +97,7 @@ class PhiTask:
         return sum(1 for e in read_attempts(self.run_dir)
                    if e.get("event") == "end" and e.get("status") == "requeued" and e.get("job_id") == env.job_id)
 
-    def _redirect_output(self, env: TaskEnv, restarts: int) -> None:
+    def _redirect_output(self, env: DistEnv, restarts: int) -> None:
         folder = log_dir(self.run_dir, self.job_name, env.job_id, restarts)
         folder.mkdir(parents=True, exist_ok=True)
         stem = folder / f"rank{env.rank}"
@@ -141,7 +141,7 @@ class PhiTask:
             sys.stderr.flush()
         return 0
 
-    def _finish(self, env: TaskEnv, restarts: int, code: int) -> dict:
+    def _finish(self, env: DistEnv, restarts: int, code: int) -> dict:
         outcome = {"event": "end", "job": self.job_name, "job_id": env.job_id, "restarts": restarts,
                    "exit_code": code}
         if code == 0:
@@ -155,7 +155,7 @@ class PhiTask:
         raise JobFailed(f"phi-hpc {' '.join(self.argv)} exited with code {code} (rank {env.rank}); "
                         f"see {log_dir(self.run_dir, self.job_name, env.job_id, restarts)}")
 
-    def _requeue(self, env: TaskEnv, restarts: int, outcome: dict) -> dict:
+    def _requeue(self, env: DistEnv, restarts: int, outcome: dict) -> dict:
         on_slurm = os.environ.get("SUBMITIT_EXECUTOR") == "slurm"
         job_id = os.environ.get("SLURM_JOB_ID", env.job_id)
         state, slurm_restarts = _slurm_job_state(job_id) if on_slurm else ("RUNNING", restarts)

@@ -65,9 +65,10 @@ class PreemptionFlag:
 
 def train(config: TrainConfig) -> TrainResult:
     """Run (or resume) training as described by ``config``; every process of the job calls this."""
-    from phi_hpc.train.distributed import detect_environment, init_distributed, select_accelerator
+    from phi_hpc.distenv import detect
+    from phi_hpc.train.distributed import init_distributed, select_accelerator
 
-    env = detect_environment()
+    env = detect()
     config.batch.accumulation_steps(env.world_size)  # a batch that does not split fails before any start-up
     preemption = PreemptionFlag()
     preemption.install()  # first: a signal during the (slow) start-up still ends in a clean checkpoint

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from phi_hpc.launch.task import JobFailed, PhiTask
-from phi_hpc.launch.env import TaskEnv
+from phi_hpc.distenv import DistEnv
 
 
 @pytest.fixture
@@ -37,8 +37,8 @@ if [ "$1" = show ]; then echo "JobId=$4 JobName=x JobState=$FAKE_STATE Reason=No
 
 def run_requeue(tmp_path, restarts: int, max_requeues: int = 3, rank: int = 0):
     task = PhiTask(str(tmp_path), "train", ["train", "x.yaml"], max_requeues=max_requeues)
-    env = TaskEnv(rank=rank, local_rank=rank, world_size=2, master_addr="n1", master_port=20000, job_id="4242",
-                  restarts=restarts)
+    env = DistEnv(rank=rank, local_rank=rank, world_size=2, node_rank=0, master_addr="n1", master_port=20000,
+                  source="slurm", job_id="4242", restarts=restarts)
     outcome = {"event": "end", "job": "train", "job_id": "4242", "restarts": restarts, "exit_code": 75}
     return task._requeue(env, restarts, outcome)
 

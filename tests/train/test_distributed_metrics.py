@@ -1,4 +1,4 @@
-"""Rank discovery from torchrun/srun/nothing, and the metrics file's contract."""
+"""Rank discovery from torchrun/srun/nothing as the trainer sees it, and the metrics file's contract."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pytest
 
 from phi_hpc.train.checkpoint import CheckpointManager, resolve_model_dir
-from phi_hpc.train.distributed import _expand_first, detect_environment, port_for_job
+from phi_hpc.distenv import detect as detect_environment, port_for_job
 from phi_hpc.train.metrics import MetricsWriter, Throughput, console_line
 
 
@@ -26,11 +26,11 @@ def test_slurm_step_variables_are_translated():
     env = detect_environment(slurm)
     assert (env.rank, env.world_size, env.local_rank, env.source) == (9, 16, 1, "slurm")
     assert env.master_port == port_for_job("4242") == 24242
-    assert env.master_addr == "gpu007"  # via scontrol when installed, else the built-in parser
+    assert env.master_addr == "gpu007"
     exported: dict = {}
     env.export(exported)
-    assert exported == {"RANK": "9", "WORLD_SIZE": "16", "LOCAL_RANK": "1", "MASTER_ADDR": "gpu007",
-                        "MASTER_PORT": "24242"}
+    assert exported == {"RANK": "9", "WORLD_SIZE": "16", "LOCAL_RANK": "1", "NODE_RANK": "0",
+                        "MASTER_ADDR": "gpu007", "MASTER_PORT": "24242"}
 
 
 def test_ranks_exported_by_a_wrapper_get_the_rendezvous_from_slurm():
@@ -42,12 +42,6 @@ def test_ranks_exported_by_a_wrapper_get_the_rendezvous_from_slurm():
 def test_the_batch_script_itself_is_a_single_process():
     env = detect_environment({"SLURM_PROCID": "0", "SLURM_NTASKS": "8", "SLURM_JOB_ID": "5"})
     assert (env.rank, env.world_size, env.source) == (0, 1, "single")
-
-
-@pytest.mark.parametrize("nodelist,first", [("node01", "node01"), ("gpu[001-004],cpu1", "gpu001"),
-                                            ("a[3,5-7]", "a3"), ("x-1,x-2", "x-1")])
-def test_first_host_fallback_parser(nodelist, first):
-    assert _expand_first(nodelist) == first
 
 
 def test_throughput_and_mfu_arithmetic():
