@@ -151,10 +151,13 @@ def submit_eval(checkpoint, after, output, eval_args, **options):
 
 @submit_group.command("prepare", context_settings={"ignore_unknown_options": True})
 @cluster_options
+@click.option("--max-parallel", type=int, default=None,
+              help="Map tasks of one array running at a time (sbatch --array=...%N). Default: all.")
 @click.argument("prepare_args", nargs=-1, type=click.UNPROCESSED, required=True)
 def submit_prepare(prepare_args, **options):
-    """Run `phi-hpc prepare PREPARE_ARGS` as a Slurm array (one map task per input shard), then the
-    reduce and pack stages as jobs that depend on it. PREPARE_ARGS are prepare's own arguments."""
+    """Run `phi-hpc prepare PREPARE_ARGS` as Slurm arrays (one map task per input shard; several arrays
+    when the plan exceeds the cluster's MaxArraySize), then the reduce and pack stages as jobs that depend
+    on all of them. PREPARE_ARGS are prepare's own arguments."""
     from phi_hpc.launch.preparation import submit_preparation
 
     profile = _profile_from(options)
@@ -179,15 +182,18 @@ def status_command(run, as_json):
 @click.argument("run", type=click.Path(file_okay=False))
 @click.option("--job", "job_name", help="Job of the run (default: train, else the last one submitted).")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines, across requeues, until the job ends.")
-@click.option("--rank", type=int, default=0, show_default=True)
+@click.option("--rank", default="0", show_default=True, metavar="N|all",
+              help="Whose log: a rank, or 'all' for every rank of every node (lines prefixed [rankN]).")
 @click.option("--err", "stderr", is_flag=True, help="The task's stderr instead of stdout.")
 @click.option("-n", "--lines", type=int, default=20, show_default=True)
 def logs_command(run, job_name, follow, rank, stderr, lines):
     """Show a job's log (the newest attempt), like `tail [-f]`."""
     from phi_hpc.launch.watch import follow_logs
 
+    if rank != "all" and not rank.isdigit():
+        raise UsageError(f"--rank {rank}: give a rank number or 'all'")
     try:
-        follow_logs(Path(run), job_name, rank, stderr, lines, follow)
+        follow_logs(Path(run), job_name, None if rank == "all" else int(rank), stderr, lines, follow)
     except KeyboardInterrupt:
         pass
 

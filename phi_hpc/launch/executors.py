@@ -108,12 +108,13 @@ def make_executor(kind: ExecutorKind, folder: Path, profile: ClusterProfile, job
 
 
 def render_sbatch(folder: Path, profile: ClusterProfile, job_name: str, depends_on: list[str] = (),
-                  array_size: int | None = None) -> str:
+                  array_size: int | None = None, array_parallelism: int | None = None) -> str:
     """The batch script submitit would hand to sbatch (for ``--dry-run`` and the docs)."""
     from submitit.slurm.slurm import _make_sbatch_string
 
     params = slurm_parameters(profile, job_name, depends_on)
     if array_size:
         params["map_count"] = array_size
+        params["array_parallelism"] = array_parallelism or array_size
     command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))])
     return _make_sbatch_string(command=command, folder=str(folder), **params)

@@ -1,13 +1,17 @@
-"""``submit prepare``: the map stage as a Slurm array, reduce and pack as dependent jobs.
+"""``submit prepare``: the map stage as Slurm arrays, reduce and pack as dependent jobs.
 
-The shard count comes from the prepare pipeline's own planner (``plan_shards``) on the login node,
-so array index ``i`` and ``prepare --stage map --shard i`` mean the same shard. Each stage is
-resumable by itself (finished shards are skipped), so a failed array element can simply be rerun.
+The shard count comes from the prepare pipeline's own planner (``plan_shards``) on the login node;
+every array element runs ``prepare --stage map --shard i`` with its shard named in its arguments.
+A cluster refuses arrays with more elements than its ``MaxArraySize`` (``scontrol show config``), so
+a larger plan becomes several arrays of at most that many elements, each throttled with ``%N`` to
+``--max-parallel`` running elements, and reduce depends on all of them. Each stage is resumable by
+itself (finished shards are skipped), so a failed array element can simply be rerun.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import subprocess
 from pathlib import Path
 
 from phi_hpc.errors import UsageError
@@ -39,9 +43,36 @@ def prepare_config_from_args(args: list[str]):
     return config
 
 
+SLURM_DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's default when slurm.conf does not set MaxArraySize
+
+
+def cluster_max_array_size() -> int:
+    """The controller's MaxArraySize (arrays may use indices 0 .. MaxArraySize-1).
+
+    Slurm's default when the controller cannot be asked (a dry run away from the cluster).
+    """
+    try:
+        out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return SLURM_DEFAULT_MAX_ARRAY_SIZE
+    for line in out.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "MaxArraySize" and value.strip().isdigit():
+            return max(1, int(value.strip()))
+    return SLURM_DEFAULT_MAX_ARRAY_SIZE
+
+
+def split_into_arrays(count: int, max_array_size: int) -> list[range]:
+    """Shard indices 0..count-1 in consecutive chunks of at most ``max_array_size``."""
+    return [range(start, min(start + max_array_size, count)) for start in range(0, count, max_array_size)]
+
+
 def submit_preparation(args: list[str], profile, options: dict, make_submitter, finish) -> None:
     from phi_hpc.data.pipeline import plan_shards
 
+    max_parallel = options.pop("max_parallel", None)
+    if max_parallel is not None and max_parallel < 1:
+        raise UsageError(f"--max-parallel {max_parallel}: must be at least 1")
     config = prepare_config_from_args(args)
     shards = plan_shards(config)
     if not shards:
@@ -52,9 +83,13 @@ def submit_preparation(args: list[str], profile, options: dict, make_submitter, 
     cpu_profile = dataclasses.replace(profile, gpus_per_node=0, tasks_per_node=1, nodes=1)
     submitter = make_submitter(run_dir)
     submitter.open()
-    maps = submitter.submit_array("prepare-map", [["prepare", *args, "--stage", "map", "--shard", str(s.index)]
-                                                  for s in shards], profile=cpu_profile)
-    map_ids = maps.split(",")
+    chunks = split_into_arrays(len(shards), cluster_max_array_size())
+    map_ids: list[str] = []
+    for number, chunk in enumerate(chunks):
+        name = "prepare-map" if len(chunks) == 1 else f"prepare-map-{number}"
+        argvs = [["prepare", *args, "--stage", "map", "--shard", str(shards[i].index)] for i in chunk]
+        ids = submitter.submit_array(name, argvs, profile=cpu_profile, parallelism=max_parallel or len(argvs))
+        map_ids.extend(ids.split(","))
     reduce_id = submitter.submit("prepare-reduce", ["prepare", *args, "--stage", "reduce"], depends_on=map_ids,
                                  profile=cpu_profile, wait_for_local=map_ids)
     submitter.submit("prepare-pack", ["prepare", *args, "--stage", "pack"], depends_on=[reduce_id],

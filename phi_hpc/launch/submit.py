@@ -79,16 +79,20 @@ class Submitter:
                                depends_on=list(depends_on)))
         return str(job.job_id)
 
-    def submit_array(self, name: str, argvs: list[list[str]], profile: ClusterProfile | None = None) -> str:
-        """One Slurm array job, element ``i`` running ``phi-hpc argvs[i]``; returns the array's job id."""
+    def submit_array(self, name: str, argvs: list[list[str]], profile: ClusterProfile | None = None,
+                     parallelism: int | None = None) -> str:
+        """One Slurm array job, element ``i`` running ``phi-hpc argvs[i]``, at most ``parallelism`` of them
+        at a time (``%N``; default all); returns the array's job id."""
+        parallelism = min(parallelism or len(argvs), len(argvs))
         profile = profile or self.profile
         if self.dry_run:
             self.echo(f"# --- array job {name} ({len(argvs)} tasks), e.g. phi-hpc {' '.join(argvs[0])}")
-            self.echo(render_sbatch(self.submitit_dir, profile, self.job_name(name), array_size=len(argvs)))
+            self.echo(render_sbatch(self.submitit_dir, profile, self.job_name(name), array_size=len(argvs),
+                                    array_parallelism=parallelism))
             return f"<{name}>"
         tasks = [PhiTask(str(self.run_dir), name, list(argv), profile.max_requeues) for argv in argvs]
         executor = make_executor(self.executor, self.submitit_dir, profile, self.job_name(name),
-                                 array_parallelism=len(argvs))
+                                 array_parallelism=parallelism)
         jobs = self._submit_or_explain(lambda: executor.submit_array(tasks))
         array_id = str(jobs[0].job_id).split("_")[0]
         if self.executor == "local":  # no arrays locally: one job per element, all recorded

@@ -51,12 +51,13 @@ class PhiTask:
         env.export()
         restarts = self._restarts(env)
         self._redirect_output(env, restarts)
-        print(f"[phi-hpc] job {self.job_name} ({env.job_id}) attempt {restarts}, rank {env.rank}/{env.world_size}, "
-              f"master {env.master_addr}:{env.master_port}: phi-hpc {' '.join(self.argv)}", flush=True)
+        print(f"[phi-hpc] job {self.job_name} ({env.job_id}) attempt {restarts}, rank {env.rank}/{env.world_size} "
+              f"on {_node_name()} (node {env.node_rank}), master {env.master_addr}:{env.master_port}: "
+              f"phi-hpc {' '.join(self.argv)}", flush=True)
         self._wait_for_dependencies()  # local executor chains; the job counts as pending meanwhile
         if env.rank == 0:
             append_attempt(self.run_dir, {"event": "start", "job": self.job_name, "job_id": env.job_id,
-                                          "restarts": restarts, "host": os.uname().nodename,
+                                          "restarts": restarts, "host": _node_name(),
                                           "world_size": env.world_size})
         if self.snapshot_steps and env.rank == 0:
             from phi_hpc.launch.snapshots import SnapshotWatcher
@@ -190,6 +191,11 @@ class PhiTask:
             return {"status": "preempted", "restarts": restarts}
         # The requeue is recorded by the controller: ending this attempt now cannot complete the job.
         return {"status": "preempted", "restarts": restarts}
+
+
+def _node_name() -> str:
+    """Slurm's name for this node (several slurmd may share one host, as on the local test cluster)."""
+    return os.environ.get("SLURMD_NODENAME") or os.uname().nodename
 
 
 def _slurm_job_state(job_id: str) -> tuple[str, int]:

@@ -216,24 +216,29 @@ def _job_finished(record: RunRecord, job: JobRecord, run_dir: Path) -> bool:
     return local_state(job.job_id, read_attempts(run_dir)).finished
 
 
-def follow_logs(run_dir: Path, job_name: Optional[str], rank: int, stderr: bool, lines: int, follow: bool,
-                out: TextIO = sys.stdout, poll_s: float = 0.5) -> None:
+def follow_logs(run_dir: Path, job_name: Optional[str], rank: Optional[int], stderr: bool, lines: int,
+                follow: bool, out: TextIO = sys.stdout, poll_s: float = 0.5) -> None:
     """Print the newest attempt's log (last ``lines`` lines); with ``follow``, keep printing new lines,
-    move on to the next attempt's files after a requeue, and stop once the job has finished."""
+    move on to the next attempt's files after a requeue, and stop once the job has finished.
+
+    ``rank=None`` prints every rank's file (on several nodes: every node's tasks), each line prefixed
+    with ``[rankN]``; files that appear later (a slow rank) are picked up as they come.
+    """
     record = load_run(run_dir)
     job = pick_job(record, job_name)
-    file_name = f"rank{rank}{'.err' if stderr else '.out'}"
+    suffix = ".err" if stderr else ".out"
     attempts = attempt_dirs(run_dir, job)
     if not attempts and not follow:
         raise UsageError(f"no logs yet for job {job.name} ({job.job_id})",
                          "it has not started; `phi-hpc status` says why, or add --follow to wait")
     current = attempts[-1] if attempts else None
-    position = 0
+    positions: dict[str, int] = {}
     if current is not None:
-        path = current / file_name
-        for line in tail_lines(path, lines):
-            out.write(line + "\n")
-        position = path.stat().st_size if path.exists() else 0
+        for name in _rank_files(current, rank, suffix):
+            path = current / name
+            for line in tail_lines(path, lines):
+                out.write(_prefixed(line + "\n", name, rank))
+            positions[name] = path.stat().st_size if path.exists() else 0
         out.flush()
     if not follow:
         return
@@ -242,12 +247,15 @@ def follow_logs(run_dir: Path, job_name: Optional[str], rank: int, stderr: bool,
     last_check, finished_seen = 0.0, False
     while True:
         if current is not None:
-            position = _copy_new(current / file_name, position, out)
+            for name in _rank_files(current, rank, suffix):
+                positions[name] = _copy_new(current / name, positions.get(name, 0), out,
+                                            lambda text, name=name: _prefixed(text, name, rank))
         attempts = attempt_dirs(run_dir, job)
         newer = [a for a in attempts if current is None or attempts.index(a) > _index(attempts, current)]
         if newer:
-            current, position = newer[0], 0
-            out.write(f"==> {current.relative_to(run_dir)}/{file_name} <==\n")
+            current, positions = newer[0], {}
+            shown = f"rank{rank}{suffix}" if rank is not None else f"rank*{suffix}"
+            out.write(f"==> {current.relative_to(run_dir)}/{shown} <==\n")
             out.flush()
             continue
         now = time.monotonic()
@@ -259,11 +267,25 @@ def follow_logs(run_dir: Path, job_name: Optional[str], rank: int, stderr: bool,
         time.sleep(poll_s)
 
 
+def _rank_files(attempt: Path, rank: Optional[int], suffix: str) -> list[str]:
+    if rank is not None:
+        return [f"rank{rank}{suffix}"]
+    found = [p.name for p in attempt.glob(f"rank*{suffix}") if p.name[4:-len(suffix)].isdigit()]
+    return sorted(found, key=lambda name: int(name[4:-len(suffix)]))
+
+
+def _prefixed(text: str, name: str, rank: Optional[int]) -> str:
+    if rank is not None:
+        return text
+    tag = f"[{name.partition('.')[0]}] "
+    return "".join(tag + line for line in text.splitlines(keepends=True))
+
+
 def _index(attempts: list[Path], current: Path) -> int:
     return attempts.index(current) if current in attempts else -1
 
 
-def _copy_new(path: Path, position: int, out: TextIO) -> int:
+def _copy_new(path: Path, position: int, out: TextIO, transform=lambda text: text) -> int:
     """Write whatever was appended to ``path`` since ``position`` (complete lines only)."""
     try:
         with open(path, "rb") as handle:
@@ -274,7 +296,7 @@ def _copy_new(path: Path, position: int, out: TextIO) -> int:
     end = data.rfind(b"\n")
     if end < 0:
         return position
-    out.write(data[:end + 1].decode("utf-8", errors="replace"))
+    out.write(transform(data[:end + 1].decode("utf-8", errors="replace")))
     out.flush()
     return position + end + 1
 

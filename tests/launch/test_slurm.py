@@ -162,9 +162,9 @@ def test_cancel_stops_training_for_good(baseline):
 class Follower:
     """``phi-hpc logs RUN --follow`` in the background, remembering when each line arrived."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, *options: str):
         self.lines: list[tuple[float, str]] = []
-        self.proc = subprocess.Popen([sys.executable, "-m", "phi_hpc", "logs", str(run_dir), "--follow"],
+        self.proc = subprocess.Popen([sys.executable, "-m", "phi_hpc", "logs", str(run_dir), "--follow", *options],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()

@@ -1,0 +1,130 @@
+"""Several nodes for real: the tiny pretrain on both nodes of the local cluster (one task each, gloo).
+
+Four runs at once (the cluster has room for exactly these): the reference on one node with two tasks,
+and three on two nodes with one task each: left alone, requeued by an operator at step 7 (watched by
+``logs --follow --rank all``), and stopped by its time-limit signal. All four must give the same losses:
+the two-node runs are the same computation split across nodes, and a resumed run continues exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.launch.conftest import attempts, debug_logs, status, step_losses, tiny_pretrain_args
+from tests.launch.test_slurm import Follower, current_step, job_id, task_pids, thaw
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.deepspeed]
+
+STEPS = 20
+TWO_NODES = ("--nodes", "2", "--tasks-per-node", "1", "--gpus-per-node", "1")
+FINISHED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT")
+
+
+def sacct_nodes(job: str) -> str:
+    out = subprocess.run(["sacct", "-n", "-P", "-X", "-j", job, "-o", "NodeList"], capture_output=True, text=True,
+                         timeout=60).stdout.split()
+    return out[-1] if out else ""
+
+
+@pytest.fixture(scope="module")
+def runs(slurm_cluster, tiny_data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("multinode")
+    reference, plain, requeued, limited = (root / name for name in ("reference", "plain", "requeued", "limited"))
+    from tests.launch.conftest import phi
+
+    phi(*tiny_pretrain_args(reference, tiny_data))
+    phi(*tiny_pretrain_args(plain, tiny_data, *TWO_NODES))
+    phi(*tiny_pretrain_args(requeued, tiny_data, *TWO_NODES))
+    phi(*tiny_pretrain_args(limited, tiny_data, *TWO_NODES, "--time", "2", "--signal-delay", "60"))
+    follower = Follower(requeued, "--rank", "all")
+    requeued_id, limited_id = job_id(requeued, "train"), job_id(limited, "train")
+    requeue_sent, frozen, thawed, limit_lifted, limited_started = False, [], False, False, None
+    rows: dict = {}
+    deadline = time.monotonic() + 600
+    try:
+        while time.monotonic() < deadline:
+            if not requeue_sent and current_step(requeued) >= 7:
+                subprocess.run(["scontrol", "requeue", requeued_id], check=True, capture_output=True)
+                requeue_sent = True
+            # The time-limit signal comes from a 30 s housekeeping loop, 30-60 s after the start: freeze the
+            # tasks of both nodes until it is surely out, so that it lands mid-run (see test_slurm.py).
+            if limited_started is None and attempts(limited):
+                limited_started = attempts(limited)[0]["time"]
+            if not frozen and current_step(limited) >= 1:
+                frozen = task_pids(limited_id)
+                for pid in frozen:
+                    os.kill(pid, signal.SIGSTOP)
+            if frozen and not thawed and time.time() - limited_started > 61:
+                thaw(frozen)
+                thawed = True
+            if not limit_lifted and any(e["event"] == "end" for e in attempts(limited)):
+                subprocess.run(["scontrol", "update", f"JobId={limited_id}", "TimeLimit=30"], check=True,
+                               capture_output=True)
+                limit_lifted = True
+            rows = {run.name: status(run)["train"] for run in (reference, plain, requeued, limited)}
+            if all(row["state"].split()[0] in FINISHED for row in rows.values()):
+                break
+            time.sleep(1)
+        else:
+            raise AssertionError(f"runs did not finish: {rows}\n{debug_logs(requeued)}\n{debug_logs(limited)}")
+        follow_code = follower.finish()
+    finally:
+        if follower.proc.poll() is None:
+            follower.proc.kill()
+        if not thawed:
+            thaw(frozen)
+    assert requeue_sent and len(frozen) >= 2 and limit_lifted, (requeue_sent, frozen, limit_lifted)
+    return {"root": root, "rows": rows, "follower": follower, "follow_code": follow_code}
+
+
+def assert_same_losses(run_dir: Path, reference: Path) -> None:
+    expected, got = step_losses(reference), step_losses(run_dir)
+    assert sorted(got) == sorted(expected) == list(range(1, STEPS + 1)), debug_logs(run_dir)
+    assert [got[s] for s in sorted(got)] == pytest.approx([expected[s] for s in sorted(expected)], abs=1e-5)
+
+
+def rank_log(run_dir: Path, row: dict, attempt: int, rank: int) -> str:
+    return (run_dir / "logs" / "train" / row["job_id"] / f"attempt-{attempt}" / f"rank{rank}.out").read_text()
+
+
+def test_two_nodes_one_task_each_equal_one_node_two_tasks(runs):
+    root, rows = runs["root"], runs["rows"]
+    assert rows["reference"]["state"] == "COMPLETED", debug_logs(root / "reference")
+    assert rows["plain"]["state"] == "COMPLETED", debug_logs(root / "plain")
+    assert sacct_nodes(rows["plain"]["job_id"]) == "node[1-2]"
+    assert sacct_nodes(rows["reference"]["job_id"]) in ("node1", "node2")
+    # each task really ran on its own node, and both met at the first node's address
+    first, second = (rank_log(root / "plain", rows["plain"], 0, rank) for rank in (0, 1))
+    assert "rank 0/2 on node1 (node 0), master node1:" in first
+    assert "rank 1/2 on node2 (node 1), master node1:" in second
+    assert_same_losses(root / "plain", root / "reference")
+
+
+@pytest.mark.parametrize("name", ["requeued", "limited"])
+def test_two_node_run_resumes_exactly_after_requeue_and_time_limit(runs, name):
+    root, row = runs["root"], runs["rows"][name]
+    assert row["state"] == "COMPLETED" and row["requeues"] >= 1, debug_logs(root / name)
+    first_end = next(e for e in attempts(root / name) if e["event"] == "end")
+    assert first_end["status"] == "requeued" and first_end["exit_code"] == 75, attempts(root / name)
+    for rank in (0, 1):
+        assert f"rank {rank}/2 on node{rank + 1}" in rank_log(root / name, row, 1, rank)
+    assert "resumed from" in rank_log(root / name, row, 1, 0)
+    assert_same_losses(root / name, root / "reference")
+
+
+def test_logs_follow_all_ranks_shows_both_nodes_across_the_requeue(runs):
+    assert runs["follow_code"] == 0
+    text = [line for _, line in runs["follower"].lines]
+    job = runs["rows"]["requeued"]["job_id"]
+    header = f"==> logs/train/{job}/attempt-1/rank*.out <=="
+    assert header in text, "\n".join(text[-40:])
+    after = text[text.index(header) + 1:]
+    assert any(line.startswith("[rank0] ") and "on node1" in line for line in after), after[:20]
+    assert any(line.startswith("[rank1] ") and "on node2" in line for line in after), after[:20]
+    assert any(line.startswith("[rank0] ") and f"step {STEPS}/{STEPS}" in line for line in after), after[-10:]
