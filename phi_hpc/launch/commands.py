@@ -209,4 +209,24 @@ def cancel_command(run, job_name):
         click.echo(line)
 
 
-COMMANDS = [submit_group, status_command, logs_command, cancel_command]
+@click.command("doctor")
+@click.option("--profile", default="a100x8", show_default=True,
+              help="Cluster profile whose partition, GPUs, account and setup the first run will use.")
+@click.option("--run-dir", type=click.Path(file_okay=False), default="runs", show_default=True,
+              help="Where runs will go: the probe job must be able to write here (RUN_DIR/doctor/).")
+@click.option("--tokenizer", type=click.Path(dir_okay=False), help="The tokenizer.json your runs use.")
+@click.option("--probe-timeout", type=float, default=300, show_default=True,
+              help="Seconds to wait for the probe job (queue wait included).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def doctor_command(profile, run_dir, tokenizer, probe_timeout, as_json):
+    """Check what a first run needs: Slurm and accounting, the profile's partition and GPUs, a shared run
+    folder, torch/CUDA/NCCL/bubblewrap//tmp on a compute node (one tiny probe job), tokenizer and benchmark
+    data. Prints ok/warn/problem with the fix; exits 1 if something blocks a run."""
+    from phi_hpc.launch.doctor import run_doctor
+    from phi_hpc.launch.profiles import load_profile
+
+    code = run_doctor(load_profile(profile), Path(run_dir), tokenizer, probe_timeout, as_json)
+    raise SystemExit(code)
+
+
+COMMANDS = [submit_group, status_command, logs_command, cancel_command, doctor_command]

@@ -20,7 +20,8 @@
 #   LOCAL_SLURM_CPUS      CPUs each node advertises         (default: max(nproc, 4); more than nproc
 #                         is allowed so that two 2-task test jobs can run side by side on each node)
 #   LOCAL_SLURM_GPUS      fake GPUs on each node            (default 4)
-#   LOCAL_SLURM_MAX_ARRAY_SIZE  the cluster's MaxArraySize  (default 1001, Slurm's own default)
+#   LOCAL_SLURM_MAX_ARRAY_SIZE  the cluster's MaxArraySize  (default 4: small on purpose, so that a prepare
+#                         plan of more shards runs as several arrays, as on a real cluster's limit)
 #   LOCAL_SLURM_ACCOUNTING 1 = run mariadb+slurmdbd         (default 1)
 #   LOCAL_SLURM_WAIT      seconds to wait for each daemon   (default 60)
 set -euo pipefail
@@ -30,7 +31,7 @@ NPROC=$(nproc)
 NODES=${LOCAL_SLURM_NODES:-2}
 CPUS=${LOCAL_SLURM_CPUS:-$(( NPROC > 4 ? NPROC : 4 ))}
 GPUS=${LOCAL_SLURM_GPUS:-4}
-MAX_ARRAY_SIZE=${LOCAL_SLURM_MAX_ARRAY_SIZE:-1001}
+MAX_ARRAY_SIZE=${LOCAL_SLURM_MAX_ARRAY_SIZE:-4}
 ACCOUNTING=${LOCAL_SLURM_ACCOUNTING:-1}
 WAIT_S=${LOCAL_SLURM_WAIT:-60}
 HOST=$(hostname -s)
