@@ -306,7 +306,7 @@ wait_for_idle_nodes() {
 
 any_slurm_daemon_running() {
   local pidfile
-  for pidfile in "$RUN"/slurmd*.pid; do is_running "$pidfile" slurmd && return 0; done
+  for pidfile in "$RUN"/slurmd-*.pid; do is_running "$pidfile" slurmd && return 0; done
   is_running "$RUN/slurmctld.pid" slurmctld || is_running "$RUN/slurmdbd.pid" slurmdbd
 }
 

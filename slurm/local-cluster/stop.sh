@@ -36,7 +36,7 @@ stop_daemon() {  # pidfile process-name
 
 # Compute nodes first (slurmd-nodeI.pid; slurmd.pid of the former one-node layout), then the
 # controller, then accounting: nothing loses its peer mid-shutdown.
-for pidfile in "$BASE"/run/slurmd*.pid; do
+for pidfile in "$BASE"/run/slurmd-*.pid "$BASE"/run/slurmd.pid; do   # (not slurmdbd.pid)
   [ -e "$pidfile" ] && stop_daemon "$pidfile" slurmd
 done
 stop_daemon "$BASE/run/slurmctld.pid" slurmctld
