@@ -64,8 +64,11 @@ def test_ten_shards_on_max_array_size_4_run_as_three_arrays_like_a_local_run(slu
     # each array was submitted with its %2 throttle
     scripts = "\n".join(p.read_text() for p in (run_dir / "submitit").glob("*_submission.sh"))
     assert sorted(re.findall(r"^#SBATCH --array=(\S+)$", scripts, re.MULTILINE)) == ["0-1%2", "0-3%2", "0-3%2"]
-    shards_run = sorted(int(m) for m in re.findall(r"--shard (\d+)", json.dumps([j["argv"] for j in jobs.values()])))
-    assert shards_run == [0, 4, 8]  # the first element's arguments are recorded per array
+    # the first element's arguments are recorded per array: each array starts at its own shard
+    assert [jobs[f"prepare-map-{i}"]["argv"][-2:] for i in range(3)] == [["--shard", "0"], ["--shard", "4"],
+                                                                        ["--shard", "8"]]
+    logs = sorted(p.name for i in range(3) for p in (run_dir / "logs" / f"prepare-map-{i}").iterdir())
+    assert len(logs) == SHARDS  # ten elements ran, one per shard
     phi("prepare", *prepare_args(stdlib_dir, codegen_tokenizer, reference), "--workers", "1")
     manifest = json.loads((reference / "manifest.json").read_text())
     got = json.loads((out / "manifest.json").read_text())
