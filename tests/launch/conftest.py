@@ -1,6 +1,7 @@
 """Fixtures for the launch tests: the real local Slurm cluster, tiny prepared data, polling helpers.
 
-The cluster is the one of ``slurm/local-cluster/start.sh`` (one node, 127.0.0.1, 8 fake GPUs). CI
+The cluster is the one of ``slurm/local-cluster/start.sh`` (node1 and node2 on 127.0.0.2/.3, 4 fake GPUs
+each, MaxArraySize=4). CI
 starts it before pytest; when ``sinfo`` does not answer (a developer's fresh shell), the session
 fixture starts it. Tests never pass when it cannot come up: they fail with its log.
 """

@@ -8,6 +8,7 @@ the two-node runs are the same computation split across nodes, and a resumed run
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -128,3 +129,32 @@ def test_logs_follow_all_ranks_shows_both_nodes_across_the_requeue(runs):
     assert any(line.startswith("[rank0] ") and "on node1" in line for line in after), after[:20]
     assert any(line.startswith("[rank1] ") and "on node2" in line for line in after), after[:20]
     assert any(line.startswith("[rank0] ") and f"step {STEPS}/{STEPS}" in line for line in after), after[-10:]
+
+
+def test_eval_run_on_both_nodes_merges_like_one_process(runs, codegen_tokenizer, tmp_path):
+    """`submit eval --nodes 2`: each node's task decodes its share, rank 0 merges and scores; the files
+    equal those of one `eval run` process on the same checkpoint."""
+    from tests.launch.conftest import phi, wait_for
+
+    checkpoint = runs["root"] / "reference" / "checkpoints" / "latest"
+    options = ["--task", "humaneval", "--limit", "4", "--max-new-tokens", "8", "--tokenizer", str(codegen_tokenizer),
+               "--workers", "1"]
+    split, single, run_dir = tmp_path / "split", tmp_path / "single", tmp_path / "run"
+    phi("submit", "eval", "--checkpoint", str(checkpoint), "-o", str(split), "--run-dir", str(run_dir),
+        "--profile", "local", *TWO_NODES[:4], "--gpus-per-node", "0", "--", *options)
+    row = wait_for(run_dir, ["eval-latest"], timeout=400)["eval-latest"]
+    assert row["state"] == "COMPLETED", debug_logs(run_dir)
+    assert sacct_nodes(row["job_id"]) == "node[1-2]"
+    logs = run_dir / "logs" / "eval-latest" / row["job_id"] / "attempt-0"
+    assert "rank 1/2 on node2" in (logs / "rank1.out").read_text()
+    phi("eval", "run", "--checkpoint", str(checkpoint), "-o", str(single), *options, timeout=600)
+    two, one = (json.loads((folder / "results.json").read_text()) for folder in (split, single))
+    assert (two["world_size"], one["world_size"]) == (2, 1)
+    assert two["tasks"]["humaneval"]["pass@1"] == one["tasks"]["humaneval"]["pass@1"]
+    assert two["tasks"]["humaneval"]["status_counts"] == one["tasks"]["humaneval"]["status_counts"]
+    for name in ("samples.jsonl", "results.jsonl"):
+        got, expected = ([json.loads(line) for line in (folder / "humaneval" / name).read_text().splitlines()]
+                         for folder in (split, single))
+        assert len(got) == len(expected) == 4
+        assert [(r["task_id"], r["completion"], r.get("passed")) for r in got] == \
+            [(r["task_id"], r["completion"], r.get("passed")) for r in expected]
