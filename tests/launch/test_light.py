@@ -54,7 +54,8 @@ def finished_run(tmp_path) -> Path:
                                   ["logs", "{run}", "--err", "-n", "1"], ["logs", "{run}", "--follow"],
                                   ["cancel", "{run}"], ["submit", "--help"], ["submit", "pretrain", "--help"],
                                   ["submit", "eval", "--help"], ["submit", "prepare", "--help"],
-                                  ["status", "--help"], ["logs", "--help"], ["cancel", "--help"]])
+                                  ["status", "--help"], ["logs", "--help"], ["cancel", "--help"],
+                                  ["logs", "{run}", "--rank", "all"], ["doctor", "--help"]])
 def test_watch_commands_do_not_import_torch(finished_run, args):
     modules, output = imported_by([a.format(run=finished_run) for a in args])
     assert not modules & HEAVY, f"phi-hpc {' '.join(args)} imported {sorted(modules & HEAVY)}"
@@ -62,6 +63,8 @@ def test_watch_commands_do_not_import_torch(finished_run, args):
         assert "COMPLETED" in output and "9.5" in output
     if args == ["logs", "{run}"]:
         assert "[train] step 2 loss 9.5" in output
+    if args == ["logs", "{run}", "--rank", "all"]:
+        assert "[rank0] [train] step 2 loss 9.5" in output
     if args == ["cancel", "{run}"]:
         assert "already finished" in output
 
