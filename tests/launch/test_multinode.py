@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -82,6 +83,17 @@ def runs(slurm_cluster, tiny_data, tmp_path_factory):
             thaw(frozen)
     assert requeue_sent and len(frozen) >= 2 and limit_lifted, (requeue_sent, frozen, limit_lifted)
     return {"root": root, "rows": rows, "follower": follower, "follow_code": follow_code}
+
+
+def test_the_cluster_has_two_nodes_with_their_own_names_and_addresses(slurm_cluster):
+    nodes = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %T"], capture_output=True, text=True, timeout=60,
+                           check=True).stdout.split("\n")
+    assert sorted(line.split()[0] for line in nodes if line.strip()) == ["node1", "node2"], nodes
+    for number, name in enumerate(("node1", "node2"), start=2):
+        shown = subprocess.run(["scontrol", "show", "node", name], capture_output=True, text=True, timeout=60,
+                               check=True).stdout
+        assert f"NodeAddr=127.0.0.{number} " in shown and "Gres=gpu:" in shown, shown
+        assert socket.gethostbyname(name) == f"127.0.0.{number}"  # what MASTER_ADDR=node1 connects to
 
 
 def assert_same_losses(run_dir: Path, reference: Path) -> None:
