@@ -5,11 +5,13 @@ Only click and the standard library at the top: the sandbox and datasets load in
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
 import click
 
+from phi_hpc.cli_options import endpoint_config, endpoint_options
 from phi_hpc.errors import PhiError, UsageError
 
 BUILTIN_TASKS = ("humaneval", "mbpp", "mbpp-full", "mbpp-sanitized")
@@ -174,6 +176,47 @@ def check_command(task, data_path, workers, timeout, memory_gb, isolation, outpu
     if passed != len(results):
         raise PhiError(f"{len(results) - passed} reference solutions did not pass",
                        f"see {results_path}; a broken dataset file or a too short --timeout are the usual causes")
+
+
+@eval_group.command("grade")
+@click.argument("samples_path", metavar="SAMPLES.jsonl", type=click.Path(exists=True, dir_okay=False))
+@click.option("--task", required=True, type=TASK_CHOICE, help="The samples' task (as for eval score).")
+@click.option("--data", "data_path", type=click.Path(dir_okay=False), default=None,
+              help="Dataset file instead of the default lookup.")
+@click.option("-o", "--output", "output_path", type=click.Path(dir_okay=False), default=None,
+              help="Grades, one line per sample (default: SAMPLES_grades.jsonl); summary beside it.")
+@click.option("--results", "results_path", type=click.Path(dir_okay=False), default=None,
+              help="`eval score` results of the same samples, to report pass@1 beside the mean grade "
+                   "(default: results.jsonl or SAMPLES_results.jsonl beside SAMPLES, when present).")
+@click.option("--rubric", "rubric_path", type=click.Path(dir_okay=False), help="Rubric template ({problem}, {solution}).")
+@click.option("--print-rubric", is_flag=True, help="Print the default rubric and exit.")
+@functools.partial(endpoint_options, temperature=0.0)  # grading is a judgement, not sampling
+def grade_command(samples_path, task, data_path, output_path, results_path, rubric_path, print_rubric, **kwargs):
+    """Have an LLM grade each completion 0-10 with its reasoning (phi-1 paper, section 3).
+
+    Any OpenAI-compatible endpoint (vLLM on a GPU node, a hosted API). Failures, timeouts and rate
+    limits are retried; a killed run, rerun, grades only what is missing (one grade per sample).
+
+    \b
+    Example:
+      phi-hpc eval grade EVAL/humaneval/samples.jsonl --task humaneval --endpoint http://node:8000/v1 --model M
+    """
+    from phi_hpc.eval.grade import grade_run
+
+    if print_rubric:
+        from phi_hpc.eval.grade import DEFAULT_RUBRIC
+
+        click.echo(DEFAULT_RUBRIC)
+        return
+    summary = grade_run(Path(samples_path), task, data_path, output_path, results_path, rubric_path,
+                        endpoint_config(kwargs), kwargs["concurrency"])
+    grade = summary["mean_grade"]
+    click.echo(f"mean grade {grade if grade is not None else 'n/a'} over {summary['graded']}/{summary['samples']} "
+               f"samples" + (f"; pass@1 {summary['pass@1']:.4f}" if summary.get("pass@1") is not None else ""))
+    click.echo(f"grades: {summary['output']}\nsummary: {summary['summary_file']}")
+    if summary["failed"]:
+        raise PhiError(f"{summary['failed']} samples could not be graded ({summary['errors'][0]})",
+                       "rerun the same command: graded samples are kept and skipped")
 
 
 COMMANDS = [eval_group]
