@@ -94,17 +94,20 @@ def _training_command(kind: str):
     @click.argument("config_file", metavar="CONFIG", type=click.Path(dir_okay=False))
     @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config value (repeatable).")
     @click.option("--eval-every", type=int,
-                  help="Evaluate every N steps: one eval job per such checkpoint, after training succeeds.")
+                  help="Evaluate every N steps: the training job submits each such checkpoint's eval job as soon "
+                       "as the checkpoint is published.")
+    @click.option("--eval-profile", help="Cluster profile of those eval jobs (default: the training one, 1 node).")
     @click.option("--eval-args", default="--task humaneval", show_default=True,
                   help="Arguments for each `phi-hpc eval run` of --eval-every.")
     @cluster_options
-    def command(config_file, overrides, eval_every, eval_args, **options):
+    def command(config_file, overrides, eval_every, eval_profile, eval_args, **options):
+        from phi_hpc.launch.profiles import load_profile
         from phi_hpc.launch.training import submit_training
 
         profile = _profile_from(options)
         submit_training(kind, config_file, list(overrides), profile, options, eval_every, eval_args,
                         make_submitter=functools.partial(_submitter, kind, options=options, profile=profile),
-                        finish=_finish)
+                        finish=_finish, eval_profile=load_profile(eval_profile) if eval_profile else None)
 
     return command
 
