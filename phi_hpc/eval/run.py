@@ -35,6 +35,7 @@ from typing import Callable, Protocol, Sequence
 
 from phi_hpc.errors import PhiError, UsageError
 from phi_hpc.eval.model_source import ResolvedModel, resolve_model, resolve_tokenizer
+from phi_hpc.eval.custom_tasks import is_custom_task, task_label
 from phi_hpc.eval.tasks import TASKS as KNOWN_TASKS
 from phi_hpc.fileio import atomic_write, write_json
 
@@ -69,10 +70,10 @@ class EvalRunConfig:
         if bool(self.checkpoint) == bool(self.hf_model):
             raise UsageError("give exactly one of --checkpoint and --hf-model",
                              "--checkpoint RUN/checkpoints/latest or --hf-model DIR")
-        unknown = [t for t in self.tasks if t not in KNOWN_TASKS]
+        unknown = [t for t in self.tasks if t not in KNOWN_TASKS and not is_custom_task(t)]
         if unknown or not self.tasks:
             raise UsageError(f"--task {','.join(self.tasks) or '(empty)'}: unknown task {unknown[0] if unknown else ''}",
-                             f"choose from {', '.join(KNOWN_TASKS)}")
+                             f"choose from {', '.join(KNOWN_TASKS)}, or give a problem file (.jsonl)")
         for task in self.data:
             if task not in self.tasks:
                 raise UsageError(f"--data {task}=...: task {task} is not among --task {','.join(self.tasks)}")
@@ -312,7 +313,8 @@ def score_and_write(config: EvalRunConfig, records: list[dict], problems_by_task
     summaries: dict[str, dict] = {}
     for task in config.tasks:
         samples = [{"task_id": r["task_id"], "completion": r["completion"]} for r in records if r["task"] == task]
-        task_dir = out_dir / task
+        label = task_label(task)
+        task_dir = out_dir / label
         with atomic_write(task_dir / "samples.jsonl") as handle:
             for sample in samples:
                 handle.write(json.dumps(sample) + "\n")
@@ -322,9 +324,9 @@ def score_and_write(config: EvalRunConfig, records: list[dict], problems_by_task
         with atomic_write(task_dir / "results.jsonl") as handle:
             for result in results:
                 handle.write(json.dumps(result, default=str) + "\n")
-        summaries[task] = {"problems": len(problems_by_task[task]), "samples": len(samples), **summary["pass_at_k"],
+        summaries[label] = {"problems": len(problems_by_task[task]), "samples": len(samples), **summary["pass_at_k"],
                            "status_counts": summary["status_counts"], "skipped_k": summary.get("skipped_k", []),
-                           "samples_file": f"{task}/samples.jsonl", "results_file": f"{task}/results.jsonl",
+                           "samples_file": f"{label}/samples.jsonl", "results_file": f"{label}/results.jsonl",
                            "sandbox": summary.get("sandbox"), "score_wall_time_s": summary.get("wall_time_s")}
     return summaries
 

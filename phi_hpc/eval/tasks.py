@@ -67,7 +67,7 @@ class Problem:
 def canonical_task_id(task: str, task_id) -> str:
     """Accept the ids other tools write: MBPP as 11, "11", "Mbpp/11" or "mbpp/11"."""
     text = str(task_id).strip()
-    if task.startswith("mbpp"):
+    if task in ("mbpp", "mbpp-full", "mbpp-sanitized"):
         number = text.split("/")[-1]
         if number.isdigit():
             return f"Mbpp/{int(number)}"
@@ -211,7 +211,12 @@ def fetch_mbpp(filename: str, url: str | None = None, sha256: str | None = None,
 # ------------------------------------------------------------------------------------------ entry
 def load_task(name: str, path: str | os.PathLike | None = None, prompt_style: str = "docstring",
               cache_dir: str | os.PathLike | None = None) -> list[Problem]:
-    """``name``: humaneval | mbpp | mbpp-full | mbpp-sanitized; ``path`` None uses the bundled/cached copy."""
+    """``name``: humaneval | mbpp | mbpp-full | mbpp-sanitized, or a problem file (``*.jsonl``, see
+    :mod:`phi_hpc.eval.custom_tasks`); ``path`` None uses the bundled/cached copy."""
+    from phi_hpc.eval.custom_tasks import is_custom_task, load_custom
+
+    if is_custom_task(name):
+        return load_custom(name, HUMANEVAL_STOP)
     if path is not None and not Path(path).exists():
         raise UsageError(f"--data {path}: no such file", "pass the dataset file for --task " + name)
     if name == "humaneval":

@@ -94,17 +94,20 @@ def _training_command(kind: str):
     @click.argument("config_file", metavar="CONFIG", type=click.Path(dir_okay=False))
     @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config value (repeatable).")
     @click.option("--eval-every", type=int,
-                  help="Evaluate every N steps: one eval job per such checkpoint, after training succeeds.")
+                  help="Evaluate every N steps: the training job submits each such checkpoint's eval job as soon "
+                       "as the checkpoint is published.")
+    @click.option("--eval-profile", help="Cluster profile of those eval jobs (default: the training one, 1 node).")
     @click.option("--eval-args", default="--task humaneval", show_default=True,
                   help="Arguments for each `phi-hpc eval run` of --eval-every.")
     @cluster_options
-    def command(config_file, overrides, eval_every, eval_args, **options):
+    def command(config_file, overrides, eval_every, eval_profile, eval_args, **options):
+        from phi_hpc.launch.profiles import load_profile
         from phi_hpc.launch.training import submit_training
 
         profile = _profile_from(options)
         submit_training(kind, config_file, list(overrides), profile, options, eval_every, eval_args,
                         make_submitter=functools.partial(_submitter, kind, options=options, profile=profile),
-                        finish=_finish)
+                        finish=_finish, eval_profile=load_profile(eval_profile) if eval_profile else None)
 
     return command
 
@@ -229,4 +232,36 @@ def doctor_command(profile, run_dir, tokenizer, probe_timeout, as_json):
     raise SystemExit(code)
 
 
-COMMANDS = [submit_group, status_command, logs_command, cancel_command, doctor_command]
+@click.command("plan")
+@click.argument("config_file", metavar="CONFIG", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config value (repeatable).")
+@click.option("--profile", default="a100x8", show_default=True, help="Cluster profile of the training job.")
+@click.option("--nodes", type=int, help="Nodes (overrides the profile).")
+@click.option("--time", "time_limit", help="Time limit of each job (overrides the profile).")
+@click.option("--gpu", help="a100, h100 or h200 (default: from the profile's constraint).")
+@click.option("--mfu", type=float, help="Model FLOPs utilisation to assume, e.g. 0.5.")
+@click.option("--mfu-from", type=click.Path(), metavar="RUN|METRICS",
+              help="Use the median MFU measured by an earlier run (its metrics.jsonl).")
+@click.option("--tokens", help="Train on this many tokens instead of the config's steps (e.g. 50B).")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False),
+              help="Prepared data folder (manifest.json) for epochs; default: the config's data.paths.")
+@click.option("--eval-every", type=int, help="Count the eval jobs of `submit --eval-every N`.")
+@click.option("--eval-profile", default=None, help="Cluster profile of the eval jobs (default: the training one, 1 node).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the plan as JSON here.")
+def plan_command(config_file, overrides, profile, nodes, time_limit, gpu, mfu, mfu_from, tokens, data_dir,
+                 eval_every, eval_profile, json_path):
+    """What CONFIG will cost before you submit it: tokens, epochs, GPU-hours and wall time at an MFU,
+    the number of time-limited jobs, checkpoint disk use and the eval jobs. Torch-free (login nodes).
+
+    \b
+    Examples:
+      phi-hpc plan configs/pretrain.yaml --tokens 50B --mfu 0.53            # the paper's ~770 A100-hours
+      phi-hpc plan configs/pretrain.yaml --mfu-from runs/trial --data data/code-textbook --nodes 4
+    """
+    from phi_hpc.launch.plan import plan_from_options
+
+    plan_from_options(config_file, list(overrides), profile, nodes, time_limit, gpu, mfu, mfu_from, tokens,
+                      data_dir, eval_every, eval_profile, json_path, echo=click.echo)
+
+
+COMMANDS = [submit_group, status_command, logs_command, cancel_command, doctor_command, plan_command]

@@ -1,6 +1,6 @@
 """Keep the checkpoints that ``--eval-every`` evaluations will read, despite ``keep_last`` pruning.
 
-The eval jobs of a training run start only after it succeeded (``afterok``), by which time the
+An eval job may start long after its step was published (it waits in the queue), by which time the
 trainer has deleted all but its last few checkpoints. So task 0 of the training job listens to the
 trainer's checkpoint publication (``phi_hpc.train.checkpoint.PUBLISH_LISTENERS``, called before
 pruning) and, for each step the evaluations want, hard-links the step's model files
@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
@@ -75,10 +76,15 @@ def take_snapshot(run_dir: Path, step: int) -> bool:
 
 
 class SnapshotWatcher:
-    """Snapshots the wanted steps as the trainer publishes them (in the trainer's own process)."""
+    """Snapshots the wanted steps as the trainer publishes them (in the trainer's own process).
 
-    def __init__(self, run_dir: Path, steps: list[int]):
+    ``on_snapshot(step)`` runs once a step's snapshot exists (``--eval-every`` submits its eval job
+    there, :mod:`phi_hpc.launch.evals`); also for steps an earlier attempt already snapshotted.
+    """
+
+    def __init__(self, run_dir: Path, steps: list[int], on_snapshot: Callable[[int], None] | None = None):
         self.run_dir, self.pending = Path(run_dir), sorted(steps)
+        self.on_snapshot = on_snapshot or (lambda step: None)
 
     def __enter__(self) -> "SnapshotWatcher":
         from phi_hpc.train.checkpoint import PUBLISH_LISTENERS
@@ -96,13 +102,17 @@ class SnapshotWatcher:
     def scan(self) -> None:
         for step in list(self.pending):
             if take_snapshot(self.run_dir, step):
-                self.pending.remove(step)
+                self._taken(step)
+
+    def _taken(self, step: int) -> None:
+        self.pending.remove(step)
+        self.on_snapshot(step)
 
     def _published(self, step: int, step_dir: Path) -> None:
         if step not in self.pending:
             return
         try:
             if take_snapshot(self.run_dir, step):
-                self.pending.remove(step)
+                self._taken(step)
         except OSError as exc:  # a failed copy must not stop training: report it; the eval job will say so
             print(f"[phi-hpc] snapshot of step {step} failed: {exc}", flush=True)

@@ -60,7 +60,7 @@ class Submitter:
 
     # ------------------------------------------------------------------ submission
     def submit(self, name: str, argv: list[str], depends_on: list[str] = (), profile: ClusterProfile | None = None,
-               wait_for_local: list[str] = (), snapshot_steps: list[int] = ()) -> str:
+               wait_for_local: list[str] = (), eval_plan=None) -> str:
         """Submit one job running ``phi-hpc ARGV`` in every task; returns its job id."""
         profile = profile or self.profile
         if self.dry_run:
@@ -71,7 +71,7 @@ class Submitter:
             self._check_local_dependencies(wait_for_local)
         task = PhiTask(str(self.run_dir), name, list(argv), profile.max_requeues,
                        wait_for=list(wait_for_local) if self.executor == "local" else [],
-                       snapshot_steps=list(snapshot_steps))
+                       eval_plan=eval_plan)
         executor = make_executor(self.executor, self.submitit_dir, profile, self.job_name(name),
                                  list(depends_on) if self.executor == "slurm" else [])
         job = self._submit_or_explain(lambda: executor.submit(task))

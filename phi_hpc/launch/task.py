@@ -23,8 +23,10 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 from phi_hpc.distenv import DistEnv, detect
+from phi_hpc.launch.evals import EvalPlan
 from phi_hpc.launch.runs import append_attempt, log_dir, read_attempts
 
 EXIT_PREEMPTED = 75  # the trainer's "checkpoint saved, run me again"
@@ -42,7 +44,7 @@ class PhiTask:
     argv: list[str]
     max_requeues: int = 3
     wait_for: list[str] = field(default_factory=list)  # local executor only: job ids that must complete first
-    snapshot_steps: list[int] = field(default_factory=list)  # checkpoints to keep for --eval-every
+    eval_plan: Optional[EvalPlan] = None  # --eval-every: snapshot these steps and submit their evals
 
     # ------------------------------------------------------------------ entry point
     def __call__(self) -> dict:
@@ -59,10 +61,12 @@ class PhiTask:
             append_attempt(self.run_dir, {"event": "start", "job": self.job_name, "job_id": env.job_id,
                                           "restarts": restarts, "host": _node_name(),
                                           "world_size": env.world_size})
-        if self.snapshot_steps and env.rank == 0:
+        if self.eval_plan is not None and env.rank == 0:
+            from phi_hpc.launch.evals import step_eval_submitter
             from phi_hpc.launch.snapshots import SnapshotWatcher
 
-            with SnapshotWatcher(Path(self.run_dir), self.snapshot_steps):
+            run_dir = Path(self.run_dir)
+            with SnapshotWatcher(run_dir, list(self.eval_plan.steps), step_eval_submitter(run_dir, self.eval_plan)):
                 code = self._run_command()
         else:
             code = self._run_command()

@@ -1,15 +1,14 @@
-"""``submit pretrain|finetune``: validate the config here, then one training job (+ its eval chain).
+"""``submit pretrain|finetune``: validate the config here, then one training job (its evals follow it).
 
 The config is loaded and checked on the login node (a typo fails in milliseconds, not after the job
 waited in the queue), resolved, and written to ``RUN/config.yaml``; every task runs
 ``phi-hpc train RUN/config.yaml``. Resubmitting into the same folder resumes from its checkpoints.
 
-``--eval-every N``: one ``eval run`` job per checkpoint at steps N, 2N, ..., submitted now with
-``afterok`` on the training job and ``--kill-on-invalid-dep=yes``, so a failed training run cancels
-them all. The trainer prunes old checkpoints (``checkpoint.keep_last``), so task 0 of the training job
-keeps a hard-linked copy of each of those checkpoints' model files in ``RUN/eval/checkpoints/<N>``
-(see :mod:`phi_hpc.launch.snapshots`): that is what the eval jobs read; results go to
-``RUN/eval/step-N`` where ``phi-hpc eval curve`` finds them.
+``--eval-every N``: one ``eval run`` job per checkpoint at steps N, 2N, ..., each submitted by the
+training job itself as soon as the trainer publishes that step (:mod:`phi_hpc.launch.evals`), with
+the eval profile (``--eval-profile``; default: the training profile on one node). Results go to
+``RUN/eval/step-N`` where ``phi-hpc eval curve`` and ``phi-hpc status`` find them. A checkpoint
+published before training fails is still evaluated. ``--dry-run`` shows the eval job's script too.
 """
 
 from __future__ import annotations
@@ -19,11 +18,11 @@ import shlex
 from pathlib import Path
 
 from phi_hpc.errors import UsageError
-from phi_hpc.launch.snapshots import snapshot_dir
+from phi_hpc.launch.evals import EvalPlan
 
 
 def submit_training(kind: str, config_file: str, overrides: list[str], profile, options: dict,
-                    eval_every: int | None, eval_args: str, make_submitter, finish) -> None:
+                    eval_every: int | None, eval_args: str, make_submitter, finish, eval_profile=None) -> None:
     from phi_hpc.config import dump_yaml
     from phi_hpc.train.config import load_train_config
 
@@ -37,14 +36,13 @@ def submit_training(kind: str, config_file: str, overrides: list[str], profile, 
     config_path = run_dir / "config.yaml"
     if not submitter.dry_run:
         dump_yaml(config, config_path)
-    train_id = submitter.submit("train", ["train", str(config_path)], snapshot_steps=eval_steps)
-    eval_profile = dataclasses.replace(profile, nodes=1)
-    for step in eval_steps:
-        model_dir = snapshot_dir(run_dir, step)
-        eval_argv = ["eval", "run", "--checkpoint", str(model_dir), "-o", str(run_dir / "eval" / f"step-{step}"),
-                     *shlex.split(eval_args)]
-        submitter.submit(f"eval-step-{step}", eval_argv, depends_on=[train_id], profile=eval_profile,
-                         wait_for_local=[train_id])
+    plan = EvalPlan(steps=tuple(eval_steps), eval_args=tuple(shlex.split(eval_args)),
+                    profile=eval_profile or dataclasses.replace(profile, nodes=1),
+                    executor=submitter.executor) if eval_steps else None
+    submitter.submit("train", ["train", str(config_path)], eval_plan=plan)
+    if plan is not None and submitter.dry_run:  # what the training job will submit, step by step
+        for step in plan.steps:
+            submitter.submit(plan.job_name(step), plan.argv(run_dir, step), profile=plan.profile)
     finish(submitter)
 
 

@@ -165,11 +165,30 @@ def _explain(job: JobRecord, state: JobState, by_id: dict[str, JobState], names:
     return ""
 
 
+def pass_at_1_so_far(run_dir: Path) -> list[dict]:
+    """``[{"step": 10, "humaneval": 0.12}, ...]``: every finished evaluation of the run's checkpoints."""
+    from phi_hpc.errors import PhiError
+    from phi_hpc.eval.curve import collect_evaluations
+
+    try:
+        points = collect_evaluations(run_dir)
+    except PhiError:
+        return []  # a damaged results.json: `eval curve` names it; status keeps working
+    return [{"step": p.step, **p.pass_at_1} for p in points if not p.pending and p.pass_at_1]
+
+
+def _pass_line(scores: list[dict]) -> str:
+    parts = [f"step {row['step']} " + ", ".join(f"{task} {value:.1%}" for task, value in sorted(row.items())
+                                              if task != "step") for row in scores]
+    return "pass@1 so far: " + "; ".join(parts)
+
+
 def print_status(run_dir: Path, as_json: bool, out: TextIO = sys.stdout) -> None:
     record, rows = run_status(run_dir)
+    scores = pass_at_1_so_far(run_dir)
     if as_json:
         out.write(json.dumps({"run_dir": record.run_dir, "kind": record.kind, "executor": record.executor,
-                              "jobs": [asdict(row) for row in rows]}, indent=2) + "\n")
+                              "jobs": [asdict(row) for row in rows], "pass_at_1": scores}, indent=2) + "\n")
         return
     from rich.console import Console
     from rich.markup import escape
@@ -186,7 +205,10 @@ def print_status(run_dir: Path, as_json: bool, out: TextIO = sys.stdout) -> None
                       "" if row.step is None else str(row.step),
                       "" if row.loss is None else f"{row.loss:.4f}",
                       "" if row.tokens_per_s is None else f"{row.tokens_per_s:,.0f}", escape(note[:120]))
-    Console(file=out, width=max(100, _terminal_width())).print(table)
+    console = Console(file=out, width=max(100, _terminal_width()))
+    console.print(table)
+    if scores:
+        console.print(escape(_pass_line(scores)))
 
 
 def _terminal_width() -> int:

@@ -14,39 +14,9 @@ import sys
 
 import click
 
+from phi_hpc.cli_options import endpoint_config, endpoint_options
+
 from phi_hpc.errors import UsageError
-
-
-def _endpoint_options(func):
-    """Options of every command that talks to an OpenAI-compatible server."""
-    options = [
-        click.option("--endpoint", metavar="URL",
-                     help="OpenAI-compatible base URL, e.g. http://gpu-node:8000/v1 (vLLM) or https://api.openai.com/v1."),
-        click.option("--model", "model_name", help="Model name the server expects."),
-        click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True,
-                     help="Environment variable holding the API key (sent as a Bearer token if set)."),
-        click.option("--concurrency", default=8, show_default=True, help="Requests in flight at once."),
-        click.option("--timeout", "timeout_s", default=120.0, show_default=True, help="Seconds per request."),
-        click.option("--max-retries", default=6, show_default=True,
-                     help="Retries of a request after 5xx/429/timeouts (exponential backoff)."),
-        click.option("--backoff", "backoff_s", default=1.0, show_default=True, help="First retry wait in seconds."),
-        click.option("--temperature", default=1.0, show_default=True),
-        click.option("--max-tokens", default=1024, show_default=True, help="Completion length limit."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-def _endpoint(kwargs: dict):
-    from phi_hpc.quality.openai_client import EndpointConfig
-
-    if not kwargs["endpoint"] or not kwargs["model_name"]:
-        raise UsageError("--endpoint and --model are required", "e.g. --endpoint http://gpu-node:8000/v1 --model NAME")
-    return EndpointConfig(base_url=kwargs["endpoint"], model=kwargs["model_name"], api_key_env=kwargs["api_key_env"],
-                          timeout_s=kwargs["timeout_s"], max_retries=kwargs["max_retries"],
-                          backoff_s=kwargs["backoff_s"], temperature=kwargs["temperature"],
-                          max_tokens=kwargs["max_tokens"])
 
 
 def _iter_inputs(inputs: tuple[str, ...], glob: str, text_key: str, bad: list):
@@ -94,7 +64,7 @@ def quality_group() -> None:
 @click.option("--max-chars", default=6000, show_default=True, help="Characters of each file shown to the model.")
 @click.option("--glob", default="**/*.py", show_default=True, help="Files of an input folder to read.")
 @click.option("--text-key", default="text", show_default=True, help="Text field of .jsonl/.parquet inputs.")
-@_endpoint_options
+@endpoint_options
 def label_command(inputs, output, sample, seed, prompt_template, print_template, positive_score, max_chars, glob,
                   text_key, **kwargs):
     """Ask an LLM for each file's educational value (phi-1's GPT-4 annotation), as labels jsonl.
@@ -116,7 +86,7 @@ def label_command(inputs, output, sample, seed, prompt_template, print_template,
     if sample is not None and sample < 1:
         raise UsageError(f"--sample {sample}: need at least 1 document", "e.g. --sample 2000")
     template = load_template(prompt_template)
-    endpoint = _endpoint(kwargs)
+    endpoint = endpoint_config(kwargs)
     config = LabelConfig(sample=sample, seed=seed, max_chars=max_chars, positive_score=positive_score,
                          concurrency=kwargs["concurrency"])
     bad: list = []
@@ -237,7 +207,7 @@ def _synth(kind: str, output: str, count: int, seed: int, max_attempts: int, run
     if not output or count is None:
         raise UsageError("-o OUTPUT and -n COUNT are required", "e.g. -o textbook.jsonl -n 1000")
     template = load_template(kind, kwargs["prompt_template"])
-    endpoint = _endpoint(kwargs)
+    endpoint = endpoint_config(kwargs)
 
     if count < 1:
         raise UsageError(f"-n {count}: need at least one item")
@@ -270,7 +240,7 @@ _common_synth = [
 def _with_common(func):
     for option in reversed(_common_synth):
         func = option(func)
-    return _endpoint_options(func)
+    return endpoint_options(func)
 
 
 @synth_group.command("textbook")

@@ -47,6 +47,7 @@ def fault_step(kind: str) -> int | None:
 
     ``kill-at-step`` (after that step's update) and ``kill-in-checkpoint`` (state written, not yet
     published). Each rank SIGKILLs itself: no handler, no cleanup, like a node losing power.
+    ``sleep-per-step:<seconds>`` is not a crash: every step takes that much longer (a slow trainer).
     """
     spec = os.environ.get("PHI_HPC_FAULT", "")
     name, _, step = spec.partition(":")

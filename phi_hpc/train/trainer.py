@@ -256,6 +256,7 @@ class _Run:
         step_rates: list[float] = []  # tokens/s of this process's steps (the first, warming up, excluded)
         self.last_val_loss = None
         kill_at = fault_step("kill-at-step")
+        step_delay = fault_step("sleep-per-step") or 0  # a deliberately slow trainer, for the tests
         engine.train()
         with progress_bar(disable=None if self.is_main else True) as bar:
             task = bar.add_task("train", total=config.steps, completed=step)
@@ -281,6 +282,7 @@ class _Run:
                     self._validate(step)
                 if kill_at == step:
                     die_now()
+                time.sleep(step_delay)
                 if preempted or step % config.checkpoint.every == 0 or step == config.steps:
                     self._save(step)
                     saved_step = step

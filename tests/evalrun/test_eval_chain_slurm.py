@@ -27,14 +27,12 @@ def test_eval_every_chains_one_eval_per_checkpoint_and_curve_collects_them(slurm
     rows = wait_for(run, jobs, timeout=600)
     assert all(rows[name]["state"] == "COMPLETED" for name in jobs), (rows, debug_logs(run))
 
-    train_end = _events(run, "end", "train")[-1]["time"]
     for step in (10, 20):
         starts = _events(run, "start", f"eval-step-{step}")
         assert starts, f"eval-step-{step} never started"
         kept = run / "eval" / "checkpoints" / str(step)
         # the checkpoint it evaluates existed (complete: config.json is written last) before it started
         assert (kept / "config.json").stat().st_mtime <= starts[0]["time"]
-        assert starts[0]["time"] >= train_end  # afterok: only once training succeeded
         assert starts[0]["world_size"] == 2  # the eval job's two tasks shared the problems
         results = json.loads((run / "eval" / f"step-{step}" / "results.json").read_text())
         assert results["model"]["step"] == step and results["model"]["model_dir"] == str(kept)

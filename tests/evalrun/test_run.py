@@ -285,3 +285,19 @@ def test_a_rank_without_problems_writes_an_empty_shard_without_loading(tmp_path,
     assert run_eval(config, rank=Rank(3, 4), show_progress=False).results is None
     shard = _jsonl(tmp_path / "out" / ".shards" / "rank-00003-of-00004.jsonl")
     assert shard[0]["records"] == 0 and len(shard) == 1
+
+
+def test_eval_run_on_a_problem_file_of_ones_own(run_cli, tiny_hf_model, tmp_path):
+    """``--task FILE.jsonl`` through the whole run: generated, scored in the sandbox, reported by file stem."""
+    problems = tmp_path / "my-problems.jsonl"
+    problems.write_text("".join(json.dumps(p) + "\n" for p in [
+        {"task_id": "mine/0", "prompt": "def one():\n", "tests": "assert one() == 1\n", "stop": ["\ndef"]},
+        {"task_id": "mine/1", "prompt": "def two():\n", "tests": "assert two() == 2\n"}]))
+    out = tmp_path / "eval"
+    run_cli("eval", "run", "--hf-model", str(tiny_hf_model), "--task", str(problems), "--max-new-tokens", "8",
+            "-o", str(out), check=True)
+    results = json.loads((out / "results.json").read_text())
+    summary = results["tasks"]["my-problems"]
+    assert summary["problems"] == 2 and summary["samples_file"] == "my-problems/samples.jsonl"
+    assert [s["task_id"] for s in _jsonl(out / "my-problems" / "samples.jsonl")] == ["mine/0", "mine/1"]
+    assert sum(summary["status_counts"].values()) == 2  # both ran in the sandbox (a random model fails them)

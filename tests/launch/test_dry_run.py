@@ -46,14 +46,23 @@ def test_eval_after_a_job_uses_afterok_and_kill_on_invalid_dep(tmp_path):
     assert "eval run --checkpoint" in done.stdout and "--task humaneval" in done.stdout
 
 
-def test_eval_every_chains_one_eval_per_checkpoint(tmp_path, tiny_data):
+def test_eval_every_shows_the_eval_jobs_the_training_job_will_submit(tmp_path, tiny_data):
+    """Each step's eval job is submitted by the training job when it publishes that step: no afterok."""
+    eval_profile = tmp_path / "eval.yaml"
+    eval_profile.write_text("nodes: 1\ngpus_per_node: 1\ntasks_per_node: 1\ncpus_per_task: 4\n"
+                            "time: '00:20:00'\npartition: evalq\n")
     done = phi("submit", "pretrain", str(REPO_ROOT / "configs" / "tiny-pretrain.yaml"), "--profile", "local",
-               "--run-dir", str(tmp_path / "run"), "--eval-every", "10", "--dry-run",
-               "--set", f"data.paths=[{tiny_data}]", "--set", "steps=30")
+               "--run-dir", str(tmp_path / "run"), "--eval-every", "10", "--eval-profile", str(eval_profile),
+               "--dry-run", "--set", f"data.paths=[{tiny_data}]", "--set", "steps=30")
     evals = re.findall(r"^# --- job (eval-step-\d+)", done.stdout, re.MULTILINE)
     assert evals == ["eval-step-10", "eval-step-20", "eval-step-30"]
-    assert len(re.findall(r"^#SBATCH --dependency='?afterok:<train>'?$", done.stdout, re.MULTILINE)) == 3
-    assert done.stdout.count("#SBATCH --kill-on-invalid-dep=yes") == 3
+    assert "--dependency" not in done.stdout and "kill-on-invalid-dep" not in done.stdout
+    train, *eval_scripts = done.stdout.split("# --- job ")[1:]
+    assert "partition" not in directives(train) and directives(train)["ntasks-per-node"] == "2"
+    for script in eval_scripts:
+        flags = directives(script)
+        assert flags["partition"] == "evalq" and flags["time"] == "00:20:00" and flags["ntasks-per-node"] == "1"
+    assert f"eval run --checkpoint {tmp_path / 'run' / 'eval' / 'checkpoints' / '10'}" in done.stdout
 
 
 def test_eval_every_must_match_saved_checkpoints(tmp_path, tiny_data):

@@ -27,6 +27,13 @@ def label_answer(prompt: str) -> str:
     return f"Score: {score}\nIt has {documented} comments or docstring quotes."
 
 
+def grade_answer(prompt: str) -> str:
+    """A grader that sees through the tests' wrong answer (``return 12345``) and quotes the rubric's format."""
+    wrong = "return 12345" in prompt
+    return (f"The rubric asks for 'Grade: N'. The program {'returns a constant' if wrong else 'solves the task'}.\n"
+            f"Grade: {2 if wrong else 9}")
+
+
 def textbook_answer(prompt: str) -> str:
     topic = re.search(r"about (.+?) for ", prompt).group(1)
     return f"# {topic.title()}\n\nThis section explains {topic}.\n\n```python\nprint({topic!r})\n```\n"
@@ -70,6 +77,8 @@ class FakeOpenAI:
     def answer(self, prompt: str, nth: int) -> str:
         if "educational value" in prompt:
             return label_answer(prompt)
+        if "grading a student's solution" in prompt:
+            return grade_answer(prompt)
         if "textbook" in prompt:
             return textbook_answer(prompt)
         return exercise_answer(prompt, self.broken_first_exercise and _digest(prompt) % 2 == 0)

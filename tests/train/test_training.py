@@ -9,17 +9,24 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import psutil
 import pytest
 
-from tests.train.conftest import (STEPS, assert_ok, child_env, losses, run_training, step_lines, train_command,
+from tests.train.conftest import (REPO, STEPS, assert_ok, child_env, losses, run_training, step_lines, train_command,
                                   validation_lines)
 
 pytestmark = [pytest.mark.deepspeed, pytest.mark.slow]
+
+# fp16 on CPUs without oneDNN fp16 kernels (CI's AMD EPYC): see tests/train/cpu_fp16/sitecustomize.py
+CPU_FP16_SHIM = Path(__file__).parent / "cpu_fp16"
+CPU_FP16_ON = {"PYTHONPATH": os.pathsep.join([str(CPU_FP16_SHIM), str(REPO), os.environ.get("PYTHONPATH", "")]),
+               "PHI_HPC_TEST_CPU_FP16": "on"}
 
 
 def checkpoint_steps(run_dir) -> list[int]:
@@ -175,7 +182,7 @@ def test_fp16_dynamic_loss_scaling_skips_overflows_and_backs_off(runs_root, stdl
     assert_ok(run_training(run_dir, stdlib_data, "deepspeed.precision=fp16", "deepspeed.zero_stage=1",
                            "deepspeed.initial_scale_power=20", "deepspeed.hysteresis=1", "batch.global_size=4",
                            "steps=4", "schedule.warmup_steps=4", "validation.every=0", "checkpoint.every=100",
-                           "checkpoint.save_hf=false", nproc=1))
+                           "checkpoint.save_hf=false", nproc=1, env=CPU_FP16_ON))
     lines = step_lines(run_dir)
     scale, skipped, updates = 2.0 ** 20, 0, 0
     for r in lines:
