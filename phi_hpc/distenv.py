@@ -145,6 +145,14 @@ def _free_port() -> int:
 def detect(environ: Mapping[str, str] | None = None) -> DistEnv:
     """This process's place in the job (see the module docstring for the order)."""
     env = os.environ if environ is None else environ
+    try:
+        return _detect(env)
+    except ValueError as exc:  # int("") or int("x") of a launcher variable
+        names = "RANK, WORLD_SIZE, LOCAL_RANK, NODE_RANK, MASTER_PORT, SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID"
+        raise PhiError(f"a launcher variable is not a number ({exc})", f"check {names}") from None
+
+
+def _detect(env: Mapping[str, str]) -> DistEnv:
     if "RANK" in env and "WORLD_SIZE" in env:
         return _from_torch_variables(env)
     if _inside_slurm_step(env):

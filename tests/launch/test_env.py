@@ -112,7 +112,8 @@ def test_array_element_logs_under_its_array_index_and_rendezvous_on_its_own_id()
 
 
 @pytest.mark.parametrize("environ", [{"RANK": "4", "WORLD_SIZE": "4"}, {"RANK": "-1", "WORLD_SIZE": "4"},
-                                     {"RANK": "0", "WORLD_SIZE": "1", "MASTER_PORT": "70000"}])
+                                     {"RANK": "0", "WORLD_SIZE": "1", "MASTER_PORT": "70000"},
+                                     {"RANK": "zero", "WORLD_SIZE": "1"}, {**SLURM_STEP, "SLURM_PROCID": ""}])
 def test_impossible_values_fail_with_the_fix(environ):
     with pytest.raises(PhiError) as caught:
         detect(environ)
