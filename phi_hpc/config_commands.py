@@ -1,4 +1,5 @@
-"""``phi-hpc configs list|copy``: see and copy out the configs and sbatch templates phi-hpc ships.
+"""What a login node sets up: ``phi-hpc configs list|copy`` (the configs and sbatch templates phi-hpc
+ships) and ``phi-hpc fetch tokenizer|mbpp`` (the downloads jobs need, cached before anything is queued).
 
 A pip-installed phi-hpc keeps them inside the package (:mod:`phi_hpc.resources`); they are used by
 name (``model: phi-1``, ``--profile a100x8``, ``submit pretrain tiny-pretrain``). To change one, copy
@@ -40,4 +41,27 @@ def copy_command(names, dest, force):
         click.echo(str(path))
 
 
-COMMANDS = [configs_group]
+@click.group("fetch")
+def fetch_group():
+    """Download into the caches what offline compute nodes will read (`submit` does this by itself)."""
+
+
+@fetch_group.command("tokenizer")
+@click.argument("spec", default="microsoft/phi-1")
+def fetch_tokenizer_command(spec):
+    """Cache SPEC's tokenizer.json (a hub id such as microsoft/phi-1, default) and print its local path."""
+    from phi_hpc.fetch import resolve_tokenizer
+
+    click.echo(str(resolve_tokenizer(spec)))
+
+
+@fetch_group.command("mbpp")
+def fetch_mbpp_command():
+    """Cache MBPP (mbpp.jsonl and sanitized-mbpp.json, sha256-checked) and print their paths."""
+    from phi_hpc.eval.tasks import MBPP_SOURCES, fetch_mbpp
+
+    for filename in MBPP_SOURCES:
+        click.echo(str(fetch_mbpp(filename)))
+
+
+COMMANDS = [configs_group, fetch_group]

@@ -41,8 +41,12 @@ def prepare_config_from_args(args: list[str]):
 
 def submit_preparation(args: list[str], profile, options: dict, make_submitter, finish) -> None:
     from phi_hpc.data.pipeline import plan_shards
+    from phi_hpc.launch.offline import localize_tokenizer
 
+    args = localize_tokenizer(args)  # a hub id is fetched here: the array tasks get the cached file
     config = prepare_config_from_args(args)
+    if "--tokenizer" not in " ".join(args):  # named in a --config file: pass the cached file explicitly
+        args = localize_tokenizer([*args, "--tokenizer", config.tokenizer])
     shards = plan_shards(config)
     if not shards:
         raise UsageError("submit prepare: the inputs contain no files to prepare")

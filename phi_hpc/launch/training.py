@@ -10,6 +10,10 @@ them all. The trainer prunes old checkpoints (``checkpoint.keep_last``), so task
 keeps a hard-linked copy of each of those checkpoints' model files in ``RUN/eval/checkpoints/<N>``
 (see :mod:`phi_hpc.launch.snapshots`): that is what the eval jobs read; results go to
 ``RUN/eval/step-N`` where ``phi-hpc eval curve`` finds them.
+
+Nothing a job reads comes from the network: the config's tokenizer and the eval jobs' tokenizer and
+MBPP files are fetched here, on the login node, and the jobs get their cached paths
+(:mod:`phi_hpc.launch.offline`).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import shlex
 from pathlib import Path
 
 from phi_hpc.errors import UsageError
+from phi_hpc.launch.offline import localize_eval_args
 from phi_hpc.launch.snapshots import snapshot_dir
 
 
@@ -39,10 +44,11 @@ def submit_training(kind: str, config_file: str, overrides: list[str], profile, 
         dump_yaml(config, config_path)
     train_id = submitter.submit("train", ["train", str(config_path)], snapshot_steps=eval_steps)
     eval_profile = dataclasses.replace(profile, nodes=1)
+    job_eval_args = localize_eval_args(shlex.split(eval_args)) if eval_steps else []
     for step in eval_steps:
         model_dir = snapshot_dir(run_dir, step)
         eval_argv = ["eval", "run", "--checkpoint", str(model_dir), "-o", str(run_dir / "eval" / f"step-{step}"),
-                     *shlex.split(eval_args)]
+                     *job_eval_args]
         submitter.submit(f"eval-step-{step}", eval_argv, depends_on=[train_id], profile=eval_profile,
                          wait_for_local=[train_id])
     finish(submitter)
