@@ -29,7 +29,6 @@ import click
 
 from phi_hpc.errors import PhiError, UsageError
 
-PACKAGE_PARENT = Path(__file__).resolve().parent.parent
 STDLIB_PACKAGES = ("asyncio", "collections", "concurrent", "email", "http", "importlib", "json", "logging")
 FALLBACK_VOCAB = 4096  # a multiple of 64, like the presets' padded vocabularies
 
@@ -41,9 +40,11 @@ def _phi_hpc(*args: str) -> list[str]:
 def _child_env() -> dict:
     """Children must import this very phi_hpc: from a source checkout (a fresh clone without install)
     put the checkout first on their path; an installed package is found by the same interpreter anyway."""
+    from phi_hpc.resources import checkout_root
+
     env = dict(os.environ)
-    if (PACKAGE_PARENT / "setup.py").is_file():
-        env["PYTHONPATH"] = str(PACKAGE_PARENT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    if (root := checkout_root()) is not None:
+        env["PYTHONPATH"] = str(root) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
 
 

@@ -26,6 +26,17 @@ PACKAGED = {"configs": Path("configs"), "templates": Path("slurm") / "templates"
 TEMPLATE_SUFFIXES = (".sbatch",)
 
 
+def checkout_root() -> Path | None:
+    """The source checkout phi_hpc is imported from (its folder holds setup.py), or None when installed.
+
+    Child processes and jobs put a checkout on ``PYTHONPATH`` so they import the same code; an installed
+    package needs nothing (the same interpreter finds it), and putting site-packages on ``PYTHONPATH``
+    would place it before the standard library.
+    """
+    root = Path(__file__).resolve().parent.parent
+    return root if (root / "setup.py").is_file() and (root / "phi_hpc").is_dir() else None
+
+
 def packaged_dir(name: str) -> Path:
     """``configs`` or ``templates``: the installed package's copy, else the checkout's folder."""
     if name not in PACKAGED:
