@@ -24,9 +24,10 @@ def _files(folder: Path):
 
 
 def test_no_product_file_names_the_data_folder_or_a_machine_path():
-    forbidden = ["../shared", "shared/data", str(REPO_ROOT.parent).rstrip("/") + "/", MIRROR_ENV]
-    if str(Path.home()) != "/":
-        forbidden.append(str(Path.home()) + "/")
+    # the checkout's own path, the folder it lies in (unless a generic one such as /tmp) and the home folder
+    forbidden = ["../shared", "shared/data", MIRROR_ENV, str(REPO_ROOT)]
+    generic = {"/", "/tmp", "/var/tmp", "/home", "/opt", "/usr", "/root", "/srv", "/mnt"}
+    forbidden += [f"{folder}/" for folder in (str(REPO_ROOT.parent), str(Path.home())) if folder not in generic]
     hits = [f"{path.relative_to(REPO_ROOT)}:{number}: {needle}"
             for folder in PRODUCT for path in _files(REPO_ROOT / folder)
             for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1)
