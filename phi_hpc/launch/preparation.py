@@ -47,6 +47,10 @@ def submit_preparation(args: list[str], profile, options: dict, make_submitter, 
     config = prepare_config_from_args(args)
     if "--tokenizer" not in " ".join(args):  # named in a --config file: pass the cached file explicitly
         args = localize_tokenizer([*args, "--tokenizer", config.tokenizer])
+    if config.decontaminate and not config.benchmark_data:
+        from phi_hpc.quality.benchmarks import default_benchmark_files
+
+        default_benchmark_files()  # MBPP into the cache now, where the jobs' default lookup finds it
     shards = plan_shards(config)
     if not shards:
         raise UsageError("submit prepare: the inputs contain no files to prepare")
