@@ -6,6 +6,16 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
+
+# The configs and sbatch templates stay where users look for them (top-level configs/ and slurm/templates/,
+# their only copy) and are mapped into the package at build time: the wheel has phi_hpc/configs and
+# phi_hpc/templates, which phi_hpc.resources finds with importlib.resources (a checkout: one folder up).
+DATA_PACKAGES = {
+    "phi_hpc.configs": "configs",
+    "phi_hpc.configs.model": "configs/model",
+    "phi_hpc.configs.cluster": "configs/cluster",
+    "phi_hpc.templates": "slurm/templates",
+}
 VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "phi_hpc" / "__init__.py").read_text()).group(1)
 
 setup(
@@ -15,11 +25,18 @@ setup(
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["phi_hpc", "phi_hpc.*"]),
+    packages=find_packages(include=["phi_hpc", "phi_hpc.*"]) + list(DATA_PACKAGES),
+    package_dir={name: folder for name, folder in DATA_PACKAGES.items()},
+    package_data={"phi_hpc.configs": ["*.yaml"], "phi_hpc.configs.model": ["*.yaml"],
+                  "phi_hpc.configs.cluster": ["*.yaml"], "phi_hpc.templates": ["*.sbatch"]},
+    include_package_data=False,
     install_requires=[
-        # Pinned: an unpinned torch lets pip pull a multi-GB CUDA build onto CPU-only machines.
-        "torch==2.13.0",
-        "deepspeed==0.19.8",
+        # Ranges, not pins, so a site or container torch (module load, NGC image) is accepted as it is.
+        # Tested here: torch 2.13.0 + deepspeed 0.19.8 (the pins of .ci/run and the README's command);
+        # the lower bounds are the oldest releases with the APIs used (torch SDPA + nn.attention, fused
+        # AdamW; deepspeed's CPU accelerator and init_distributed as called in phi_hpc/train).
+        "torch>=2.4,<2.14",
+        "deepspeed>=0.15,<0.20",
         "submitit>=1.5",
         "click>=8.1",
         "rich>=13",

@@ -36,9 +36,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from phi_hpc.fileio import atomic_write  # noqa: E402
-SHARED = Path(os.environ.get("PHI_HPC_SHARED_DATA", REPO.parent / "shared" / "data"))
-TOKENIZER = SHARED / "tokenizer" / "codegen-350M-mono" / "tokenizer.json"
-HUMANEVAL = SHARED / "humaneval" / "HumanEval.jsonl.gz"
+from benchmarks.data import data_file  # noqa: E402  (the tests' data resolver: mirror, else upstream)
+
+TOKENIZER = data_file("tokenizer")
+HUMANEVAL = data_file("humaneval")
 
 from benchmarks.train import machine  # noqa: E402  (same machine description for every benchmark)
 

@@ -40,7 +40,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
-TOKENIZER = REPO.parent / "shared" / "data" / "tokenizer" / "codegen-350M-mono" / "tokenizer.json"
+from benchmarks.data import data_file  # noqa: E402  (the tests' data resolver: mirror, else upstream)
+
+TOKENIZER = data_file("tokenizer")
 PARTS = 8
 
 from machine_info import cpu_model  # noqa: E402 (beside this script)

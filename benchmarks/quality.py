@@ -40,8 +40,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
-SHARED = REPO.parent / "shared" / "data"
-TOKENIZER = SHARED / "tokenizer" / "codegen-350M-mono" / "tokenizer.json"
+from benchmarks.data import benchmark_data, data_file  # noqa: E402  (the tests' data resolver)
+
+TOKENIZER = data_file("tokenizer")
+SHARED = benchmark_data(Path(tempfile.mkdtemp(prefix="phi-hpc-benchmark-data-")))  # HumanEval + MBPP folder
 PARTS = 8
 
 from machine_info import cpu_model  # noqa: E402 (beside this script)

@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "phi_hpc.launch.commands",
     "phi_hpc.eval.commands",
     "phi_hpc.demo",
+    "phi_hpc.config_commands",
 )
 
 

@@ -23,11 +23,11 @@ from typing import Any, Iterable, Mapping, TypeVar
 import yaml
 
 from phi_hpc.errors import UsageError
+from phi_hpc.resources import config_dir, known_names, named_config
 
 T = TypeVar("T")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CONFIG_DIR = Path(os.environ.get("PHI_HPC_CONFIG_DIR", REPO_ROOT / "configs"))
+CONFIG_DIR = config_dir()  # the shipped configs (phi_hpc.resources: a checkout's configs/ or the wheel's copy)
 
 
 def read_yaml(path: str | os.PathLike) -> dict:
@@ -46,6 +46,18 @@ def read_yaml(path: str | os.PathLike) -> dict:
     if not isinstance(data, dict):
         raise UsageError(f"{path}: expected a mapping of keys at the top level, got {type(data).__name__}")
     return data
+
+
+def resolve_config_path(path: str | os.PathLike) -> Path:
+    """A config file as given, else a shipped config of that name (``tiny-pretrain``, ``configs/pretrain.yaml``),
+    so an installed phi-hpc runs its packaged configs from any directory."""
+    given = Path(path)
+    if given.is_file():
+        return given
+    name = given.as_posix()
+    name = name[len("configs/"):] if name.startswith("configs/") else name
+    name = name[:-len(".yaml")] if name.endswith(".yaml") else name
+    return named_config(name) or given
 
 
 def parse_overrides(items: Iterable[str]) -> dict:
@@ -82,6 +94,7 @@ def merge(base: Mapping, update: Mapping) -> dict:
 
 def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: Iterable[str] = ()) -> T:
     """Build ``cls`` from an optional YAML file plus ``--set`` overrides, strictly."""
+    path = resolve_config_path(path) if path else path
     data = read_yaml(path) if path else {}
     data = merge(data, parse_overrides(overrides))
     source = str(path) if path else "--set"
@@ -184,11 +197,13 @@ def _resolve_named_config(name: str, section: str, base_dir: Path | None, source
     candidates = []
     if base_dir is not None:
         candidates.append(base_dir / name)
-    candidates += [Path(name), CONFIG_DIR / section / f"{name}.yaml", CONFIG_DIR / section / name]
+    candidates.append(Path(name))
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    known = sorted(p.stem for p in (CONFIG_DIR / section).glob("*.yaml")) if (CONFIG_DIR / section).is_dir() else []
+    if packaged := named_config(name, section):
+        return packaged
+    known = known_names(section)
     raise UsageError(f"{source}: {section}: no config named {name!r}",
                      f"use a file path or one of: {', '.join(known) or '(none)'}")
 

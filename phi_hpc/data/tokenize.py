@@ -1,8 +1,9 @@
 """Loading the user's tokenizer and turning document batches into token arrays.
 
-A tokenizer is given as a ``tokenizer.json`` file or a local Hugging Face tokenizer folder (with a
-``tokenizer.json``, or the older ``vocab.json`` + ``merges.txt`` pair of a byte-level BPE). Nothing is
-downloaded: HPC compute nodes usually have no network.
+A tokenizer is given as a ``tokenizer.json`` file, a local Hugging Face tokenizer folder (with a
+``tokenizer.json``, or the older ``vocab.json`` + ``merges.txt`` pair of a byte-level BPE) or a hub id
+(``microsoft/phi-1``), resolved by :mod:`phi_hpc.fetch` through huggingface_hub's cache. ``submit``
+resolves it on the login node, so jobs on compute nodes (usually offline) get a local path.
 
 Normalized text: *none*. We keep the document's text exactly as read, and the contract is a lossless
 round trip — ``decode(tokens without the trailing EOS) == text``. Byte-level BPE (GPT-2, CodeGen,
@@ -27,18 +28,11 @@ from phi_hpc.errors import UsageError
 
 
 def resolve_tokenizer_path(path: str) -> Path:
-    """The file that defines the tokenizer (``tokenizer.json`` or ``vocab.json``), or a UsageError."""
-    candidate = Path(path)
-    if candidate.is_file():
-        return candidate
-    if candidate.is_dir():
-        for name in ("tokenizer.json", "vocab.json"):
-            if (candidate / name).is_file():
-                return candidate / name
-        raise UsageError(f"--tokenizer {path}: folder has no tokenizer.json (or vocab.json + merges.txt)",
-                         "point --tokenizer at a tokenizer.json or a local Hugging Face tokenizer folder")
-    raise UsageError(f"--tokenizer {path}: no such file or folder",
-                     "give a tokenizer.json or a local HF tokenizer folder (or build one: phi-hpc tokenizer train)")
+    """The file that defines the tokenizer: a ``tokenizer.json``, a folder, or a hub id such as
+    ``microsoft/phi-1`` (from huggingface_hub's cache; see :mod:`phi_hpc.fetch`), or a UsageError."""
+    from phi_hpc.fetch import resolve_tokenizer
+
+    return resolve_tokenizer(path)
 
 
 @functools.lru_cache(maxsize=4)

@@ -127,12 +127,9 @@ def _tokenizer_from_run_config(run_dir: Path) -> Path | None:
 def resolve_tokenizer(explicit: str | None, model: ResolvedModel) -> Path:
     """``--tokenizer``, else tokenizer.json in the model folder, its step folder or its run."""
     if explicit:
-        path = Path(explicit)
-        if path.is_dir():
-            path = path / "tokenizer.json"
-        if not path.is_file():
-            raise UsageError(f"--tokenizer {explicit}: no tokenizer.json there", "pass the tokenizer.json file")
-        return path
+        from phi_hpc.fetch import resolve_tokenizer as resolve_named
+
+        return resolve_named(explicit)
     folders = [model.model_dir, model.model_dir.parent] if model.model_dir.name == "hf" else [model.model_dir]
     if model.run_dir:
         folders.append(model.run_dir)
@@ -142,4 +139,4 @@ def resolve_tokenizer(explicit: str | None, model: ResolvedModel) -> Path:
     if model.run_dir and (found := _tokenizer_from_run_config(model.run_dir)):
         return found
     raise UsageError(f"no tokenizer.json in {model.model_dir} or its run",
-                     "pass --tokenizer PATH (phi-1 uses ../shared/data/tokenizer/codegen-350M-mono/tokenizer.json)")
+                     "pass --tokenizer PATH or a hub id (phi-1's: --tokenizer microsoft/phi-1)")

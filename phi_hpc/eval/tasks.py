@@ -26,16 +26,16 @@ import dataclasses
 import importlib.util
 import json
 import os
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from phi_hpc.errors import PhiError, UsageError
 from phi_hpc.eval.sandbox import Program
-from phi_hpc.fileio import atomic_write, read_jsonl, sha256_file
+from phi_hpc.fileio import read_jsonl, sha256_file
 
 TASKS = ("humaneval", "mbpp", "mbpp-full", "mbpp-sanitized")
 MBPP_TEST_SPLIT = range(11, 511)
+MBPP_URL_ENV = "PHI_HPC_MBPP_URL"
+MBPP_FILES = {"mbpp": "mbpp.jsonl", "mbpp-full": "mbpp.jsonl", "mbpp-sanitized": "sanitized-mbpp.json"}
 
 HUMANEVAL_STOP = ("\nclass", "\ndef", "\n#", "\n@", "\nprint", "\nif", "\n```")
 MBPP_STOP = ("\nclass", "\nassert", '\n"""', "\nprint", "\nif", "\n```")
@@ -134,7 +134,7 @@ def _normalise_newlines(code: str) -> str:
 def load_mbpp(variant: str = "mbpp", path: str | os.PathLike | None = None, prompt_style: str = "docstring",
               cache_dir: str | os.PathLike | None = None) -> list[Problem]:
     sanitized = variant == "mbpp-sanitized"
-    filename = "sanitized-mbpp.json" if sanitized else "mbpp.jsonl"
+    filename = MBPP_FILES[variant]
     path = Path(path) if path is not None else fetch_mbpp(filename, cache_dir=cache_dir)
     if sanitized:
         try:
@@ -180,32 +180,27 @@ def default_cache_dir() -> Path:
     return Path(base) / "phi-hpc" / "mbpp"
 
 
+def mbpp_url(filename: str) -> str:
+    """The official URL, or ``$PHI_HPC_MBPP_URL/<filename>`` (a site mirror; the sha256 pin still applies)."""
+    base = os.environ.get(MBPP_URL_ENV, "").strip()
+    return f"{base.rstrip('/')}/{filename}" if base else MBPP_SOURCES[filename][0]
+
+
 def fetch_mbpp(filename: str, url: str | None = None, sha256: str | None = None,
                cache_dir: str | os.PathLike | None = None) -> Path:
-    """The cached MBPP file, downloading it once from the official location and checking its sha256.
+    """The cached MBPP file, downloading it once (:func:`phi_hpc.fetch.download`: sha256-pinned, atomic).
 
-    A file whose checksum does not match is never used (it is deleted from the cache), because a
-    silently different test set makes every pass@k incomparable.
+    A file whose checksum does not match is never used or kept, because a silently different test set
+    makes every pass@k incomparable. ``submit`` calls this on the login node, so jobs never download.
     """
-    default_url, default_sha = MBPP_SOURCES[filename]
-    url, sha256 = url or default_url, sha256 or default_sha
+    from phi_hpc.fetch import download
+
+    url, sha256 = url or mbpp_url(filename), sha256 or MBPP_SOURCES[filename][1]
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     target = cache / filename
     if target.exists() and sha256_file(target) == sha256:
         return target
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response, atomic_write(target, "wb") as out:
-            while block := response.read(1 << 20):
-                out.write(block)
-    except (urllib.error.URLError, OSError) as exc:
-        raise PhiError(f"could not download MBPP from {url}: {exc}",
-                       f"download {filename} yourself and pass --data PATH") from None
-    actual = sha256_file(target)
-    if actual != sha256:
-        target.unlink()
-        raise PhiError(f"{url}: sha256 {actual} does not match the expected {sha256}",
-                       f"the upstream file changed; pass a verified {filename} with --data")
-    return target
+    return download(url, target, sha256, f"MBPP {filename}")
 
 
 # ------------------------------------------------------------------------------------------ entry

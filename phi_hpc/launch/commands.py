@@ -146,8 +146,10 @@ def submit_eval(checkpoint, after, output, eval_args, **options):
     if not submitter.dry_run:
         check_dependencies_alive(after_ids, submitter.executor)
     submitter.open()
+    from phi_hpc.launch.offline import localize_eval_args
+
     argv = ["eval", "run", "--checkpoint", str(checkpoint_path.resolve()), "-o", str(Path(output).resolve()),
-            *eval_args]
+            *localize_eval_args(list(eval_args))]
     submitter.submit(f"eval-{label}", argv, depends_on=after_ids, wait_for_local=after_ids)
     _finish(submitter)
 

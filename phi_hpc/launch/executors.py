@@ -20,9 +20,10 @@ from typing import Literal
 
 from phi_hpc.errors import UsageError
 from phi_hpc.launch.profiles import ClusterProfile
+from phi_hpc.resources import checkout_root
 
 ExecutorKind = Literal["slurm", "local"]
-PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder that contains phi_hpc/
+PACKAGE_ROOT = checkout_root()  # a source checkout to put on the jobs' PYTHONPATH; None when installed
 
 
 def slurm_answers(timeout_s: float = 5.0) -> bool:
@@ -50,8 +51,10 @@ def setup_lines(profile: ClusterProfile) -> list[str]:
     """Shell lines before srun: site setup, the profile's environment, and where phi_hpc lives."""
     lines = list(profile.setup)
     lines += [f"export {key}={shlex.quote(str(value))}" for key, value in sorted(profile.env.items())]
-    # The job must import the same phi_hpc that submitted it, installed or not.
-    lines.append(f"export PYTHONPATH={shlex.quote(str(PACKAGE_ROOT))}${{PYTHONPATH:+:$PYTHONPATH}}")
+    # The job must import the same phi_hpc that submitted it: a checkout goes on its path; an installed
+    # package is found by the same interpreter (submitit runs sys.executable).
+    if PACKAGE_ROOT is not None:
+        lines.append(f"export PYTHONPATH={shlex.quote(str(PACKAGE_ROOT))}${{PYTHONPATH:+:$PYTHONPATH}}")
     return lines
 
 
@@ -103,7 +106,8 @@ def make_executor(kind: ExecutorKind, folder: Path, profile: ClusterProfile, job
                                nodes=1, signal_delay_s=profile.signal_delay_s)
     # Local tasks inherit this process's environment: give them the profile's and our package.
     os.environ.update({key: str(value) for key, value in profile.env.items()})
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")) if p)
+    if PACKAGE_ROOT is not None:
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")) if p)
     return executor
 
 

@@ -69,11 +69,19 @@ def split_into_arrays(count: int, max_array_size: int) -> list[range]:
 
 def submit_preparation(args: list[str], profile, options: dict, make_submitter, finish) -> None:
     from phi_hpc.data.pipeline import plan_shards
+    from phi_hpc.launch.offline import localize_tokenizer
 
     max_parallel = options.pop("max_parallel", None)
     if max_parallel is not None and max_parallel < 1:
         raise UsageError(f"--max-parallel {max_parallel}: must be at least 1")
+    args = localize_tokenizer(args)  # a hub id is fetched here: the array tasks get the cached file
     config = prepare_config_from_args(args)
+    if "--tokenizer" not in " ".join(args):  # named in a --config file: pass the cached file explicitly
+        args = localize_tokenizer([*args, "--tokenizer", config.tokenizer])
+    if config.decontaminate and not config.benchmark_data:
+        from phi_hpc.quality.benchmarks import default_benchmark_files
+
+        default_benchmark_files()  # MBPP into the cache now, where the jobs' default lookup finds it
     shards = plan_shards(config)
     if not shards:
         raise UsageError("submit prepare: the inputs contain no files to prepare")

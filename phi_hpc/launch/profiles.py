@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from phi_hpc.config import CONFIG_DIR, load_config
+from phi_hpc.config import load_config
+from phi_hpc.resources import known_names, named_config
 from phi_hpc.errors import UsageError
 
 DEFAULT_PROFILE = "a100x8"
@@ -83,10 +84,10 @@ def profile_path(name_or_path: str) -> Path:
     candidate = Path(name_or_path)
     if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
         return candidate
-    named = CONFIG_DIR / "cluster" / f"{name_or_path}.yaml"
-    if named.is_file():
+    named = named_config(name_or_path, "cluster")
+    if named is not None:
         return named
-    known = sorted(p.stem for p in (CONFIG_DIR / "cluster").glob("*.yaml"))
+    known = known_names("cluster")
     raise UsageError(f"--profile {name_or_path}: no such cluster profile",
                      f"use a YAML file or one of: {', '.join(known) or '(none)'}")
 

@@ -9,6 +9,10 @@ training job itself as soon as the trainer publishes that step (:mod:`phi_hpc.la
 the eval profile (``--eval-profile``; default: the training profile on one node). Results go to
 ``RUN/eval/step-N`` where ``phi-hpc eval curve`` and ``phi-hpc status`` find them. A checkpoint
 published before training fails is still evaluated. ``--dry-run`` shows the eval job's script too.
+
+Nothing a job reads comes from the network: the config's tokenizer and the eval jobs' tokenizer and
+MBPP files are fetched here, on the login node, and the jobs get their cached paths
+(:mod:`phi_hpc.launch.offline`).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pathlib import Path
 
 from phi_hpc.errors import UsageError
 from phi_hpc.launch.evals import EvalPlan
+from phi_hpc.launch.offline import localize_eval_args
 
 
 def submit_training(kind: str, config_file: str, overrides: list[str], profile, options: dict,
@@ -36,7 +41,7 @@ def submit_training(kind: str, config_file: str, overrides: list[str], profile, 
     config_path = run_dir / "config.yaml"
     if not submitter.dry_run:
         dump_yaml(config, config_path)
-    plan = EvalPlan(steps=tuple(eval_steps), eval_args=tuple(shlex.split(eval_args)),
+    plan = EvalPlan(steps=tuple(eval_steps), eval_args=tuple(localize_eval_args(shlex.split(eval_args))),
                     profile=eval_profile or dataclasses.replace(profile, nodes=1),
                     executor=submitter.executor) if eval_steps else None
     submitter.submit("train", ["train", str(config_path)], eval_plan=plan)

