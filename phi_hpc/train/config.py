@@ -103,10 +103,13 @@ class ScheduleConfig:
 class DeepSpeedConfig:
     """Engine settings. ``precision: fp16`` uses dynamic loss scaling (the ``loss_scale_*`` knobs);
     ``extra`` is merged last into the generated DeepSpeed JSON, for settings this tree does not name
-    (e.g. ``{zero_optimization: {overlap_comm: true}}``)."""
+    (e.g. ``{zero_optimization: {overlap_comm: true}}``). ``grad_accum_dtype``: the micro-batches of a
+    step are summed in fp32 (Megatron's and FSDP's choice; needs ZeRO 1 or 2 under bf16/fp16) or, if
+    ``model``, in the model's precision (see :func:`phi_hpc.train.engine.grad_accum_dtype`)."""
 
     zero_stage: Literal[0, 1, 2] = 1
     precision: Literal["fp32", "bf16", "fp16"] = "bf16"
+    grad_accum_dtype: Literal["fp32", "model"] = "fp32"
     initial_scale_power: int = 16
     loss_scale_window: int = 1000
     hysteresis: int = 2

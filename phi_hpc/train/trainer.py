@@ -67,8 +67,12 @@ def train(config: TrainConfig) -> TrainResult:
     """Run (or resume) training as described by ``config``; every process of the job calls this."""
     from phi_hpc.train.distributed import detect_environment, init_distributed, select_accelerator
 
+    from phi_hpc.train.engine import grad_accum_dtype
+
     env = detect_environment()
-    config.batch.accumulation_steps(env.world_size)  # a batch that does not split fails before any start-up
+    accumulation = config.batch.accumulation_steps(env.world_size)  # a batch that does not split fails early
+    ds = config.deepspeed
+    grad_accum_dtype(ds.zero_stage, ds.precision, ds.grad_accum_dtype, accumulation)  # so does ZeRO 0 + bf16
     preemption = PreemptionFlag()
     preemption.install()  # first: a signal during the (slow) start-up still ends in a clean checkpoint
     try:
@@ -201,9 +205,10 @@ class _Run:
         engine, _, _, _ = deepspeed.initialize(
             model=model, model_parameters=parameter_groups(model, config.optim.weight_decay),
             lr_scheduler=scheduler_factory(config), config=ds_config)
-        if config.deepspeed.zero_stage == 0 and config.deepspeed.precision != "fp32" and self.accumulation > 1:
-            self.say("note: under ZeRO 0 DeepSpeed accumulates gradients in the model's half precision; "
-                     "ZeRO 1 or 2 accumulate in fp32 (and match fp32 runs more closely)")
+        accumulate = ds_config.get("data_types", {}).get("grad_accum_dtype")
+        if accumulate not in (None, "fp32") and self.accumulation > 1:
+            self.say(f"note: gradients of the {self.accumulation} micro-batches are summed in {accumulate} "
+                     "(deepspeed.grad_accum_dtype=model); the default fp32 sum matches fp32 runs more closely")
         self.say(f"{self.env.world_size} process(es) ({self.env.source}, {self.device_type}), "
                  f"ZeRO {config.deepspeed.zero_stage}, {config.deepspeed.precision}, global batch "
                  f"{config.batch.global_size} = {config.batch.micro_size} x {self.accumulation} accumulation "
