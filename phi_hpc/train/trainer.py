@@ -92,7 +92,7 @@ class _Run:
 
         self.config, self.env, self.device_type, self.preemption = config, env, device_type, preemption
         self.torch, self.dist = torch, dist
-        self.device = torch.device(f"cuda:{env.local_rank}" if device_type == "cuda" else "cpu")
+        self.device = torch.device("cuda", torch.cuda.current_device()) if device_type == "cuda" else torch.device("cpu")
         self.run_dir = Path(config.run_dir)
         self.is_main = env.rank == 0
 
