@@ -249,7 +249,7 @@ class _Run:
     # ---------------------------------------------------------------- the loop
     def _loop(self, step: int, resumed_from: str | None) -> TrainResult:
         from phi_hpc.progress import progress_bar
-        from phi_hpc.train.checkpoint import die_now, fault_step
+        from phi_hpc.train.checkpoint import SaveClock, die_now, fault_step
         from phi_hpc.train.engine import grad_norm, loss_scale
         from phi_hpc.train.metrics import StepTimer, console_line
 
@@ -260,13 +260,14 @@ class _Run:
         step_rates: list[float] = []  # tokens/s of this process's steps (the first, warming up, excluded)
         self.last_val_loss = None
         kill_at = fault_step("kill-at-step")
+        self.save_clock = SaveClock(config.checkpoint.every_minutes)
         engine.train()
         with progress_bar(disable=None if self.is_main else True) as bar:
             task = bar.add_task("train", total=config.steps, completed=step)
             while step < config.steps:
                 timer.start()
                 lr = engine.get_lr()[0]
-                last_loss, preempted, own_norm = self._train_step()
+                last_loss, preempted, own_norm, time_due = self._train_step()
                 step += 1
                 seconds = timer.stop()
                 norm = grad_norm(engine) if own_norm is None else own_norm
@@ -285,8 +286,9 @@ class _Run:
                     self._validate(step)
                 if kill_at == step:
                     die_now()
-                if preempted or step % config.checkpoint.every == 0 or step == config.steps:
+                if preempted or time_due or step % config.checkpoint.every == 0 or step == config.steps:
                     self._save(step)
+                    self.save_clock.saved()
                     saved_step = step
                 if preempted:
                     status = "preempted"
@@ -306,31 +308,56 @@ class _Run:
         self.barrier()
         return result
 
-    def _train_step(self) -> tuple[float, bool, float | None]:
+    def _train_step(self) -> tuple[float, bool, float | None, bool]:
         """One global batch: every micro-batch forward and backward, one optimizer update.
 
-        Returns the loss averaged over micro-batches and ranks, whether any rank was signalled (both
-        from the one collective of the step), and the gradient norm where we have to measure it.
+        Returns the loss averaged over micro-batches and ranks, whether any rank was signalled, the
+        gradient norm where we have to measure it, and whether rank 0's clock says a time-based
+        checkpoint is due (loss, signal and clock share the step's one collective).
         """
-        from phi_hpc.model.phi import causal_lm_loss
         from phi_hpc.train.engine import unclipped_grad_norm
 
         torch, engine = self.torch, self.engine
         loss_sum = torch.zeros((), device=self.device)
         own_norm = None
-        for micro in self.train_data.next_step():
-            input_ids = torch.from_numpy(micro.input_ids).to(self.device)
-            labels = torch.from_numpy(micro.labels).to(self.device)
-            loss = causal_lm_loss(engine(input_ids), labels)
+        for input_ids, labels in self._on_device(self.train_data.next_step()):
+            loss = engine(input_ids, labels=labels)  # head + loss fused in chunks: no [B, T, V] logits
             engine.backward(loss)  # DeepSpeed scales by 1/accumulation and all-reduces at the boundary
             if self.measure_own_grad_norm and engine.is_gradient_accumulation_boundary():
                 own_norm = unclipped_grad_norm(engine.module)
             engine.step()  # the optimizer update happens on the last micro-batch only
             loss_sum += loss.detach().float()
-        shared = torch.stack([loss_sum / self.accumulation,
-                              torch.tensor(float(self.preemption.raised), device=self.device)])
+        flags = [float(self.preemption.raised), float(self.is_main and self.save_clock.due())]
+        shared = torch.cat([(loss_sum / self.accumulation).reshape(1), torch.tensor(flags, device=self.device)])
         self.dist.all_reduce(shared)
-        return shared[0].item() / self.env.world_size, shared[1].item() > 0, own_norm
+        values = shared.tolist()  # one device-to-host copy for the three numbers
+        return values[0] / self.env.world_size, values[1] > 0, own_norm, values[2] > 0
+
+    def _on_device(self, micro_batches):
+        """(input_ids, labels) device tensors, each copy queued one micro-batch ahead of its use.
+
+        On GPUs the host arrays go through pinned memory and are copied with ``non_blocking``: the
+        copy of micro-batch i+1 overlaps the compute of micro-batch i instead of a synchronising
+        pageable copy before each forward. (A whole next *step* is not prefetched: the sampler's
+        position is what a checkpoint records, and it must not run ahead of the saved step.)
+        """
+        torch, cuda = self.torch, self.device_type == "cuda"
+
+        def put(micro):
+            pair = (torch.from_numpy(micro.input_ids), torch.from_numpy(micro.labels))
+            if cuda:
+                return tuple(t.pin_memory().to(self.device, non_blocking=True) for t in pair)
+            return pair
+
+        upcoming = None
+        for micro in micro_batches:
+            if upcoming is not None:
+                current, upcoming = upcoming, put(micro)
+                yield current
+            else:
+                upcoming = put(micro)
+        if upcoming is not None:
+            yield upcoming
 
     def _save(self, step: int) -> None:
         from phi_hpc.config import to_dict
@@ -342,17 +369,16 @@ class _Run:
         self.say(f"checkpoint {path}")
 
     def _validate(self, step: int) -> None:
-        from phi_hpc.model.phi import causal_lm_loss
+        from phi_hpc.model.loss import IGNORE_INDEX, shifted_labels
 
         torch, engine = self.torch, self.engine
         engine.eval()
         totals = torch.zeros(2, dtype=torch.float64, device=self.device)
         with torch.no_grad():
-            for micro in self.validation_data:
-                input_ids = torch.from_numpy(micro.input_ids).to(self.device)
-                labels = torch.from_numpy(micro.labels).to(self.device)
-                totals[0] += causal_lm_loss(engine(input_ids), labels, reduction="sum").double()
-                totals[1] += float((labels[:, 1:] != -100).sum())
+            for input_ids, labels in self._on_device(self.validation_data):
+                counted = (shifted_labels(labels) != IGNORE_INDEX).sum()
+                totals[0] += engine(input_ids, labels=labels).double() * counted  # mean -> sum
+                totals[1] += counted.double()
         engine.train()
         self.dist.all_reduce(totals)
         val_loss = (totals[0] / totals[1].clamp(min=1)).item()
