@@ -45,6 +45,24 @@ LIMITS = {"environment": 30, "attention": 60, "model": 60, "deepspeed-bf16": 100
           "resume": 70, "generate": 90}
 
 
+NOTES = """## What the stages prove, and the GPU facts they rest on
+
+* **Installing on a GPU machine.** `pip install -e .` (torch is a range, the machine's CUDA build stays).
+  No package index: on a machine with one, `benchmarks/prepare_wheels.sh DIR 3.12` saves deepspeed (built
+  with `pip wheel`), submitit, zstandard and the rest; `gpu_check.py --wheels DIR` installs them offline.
+  flash-attn is optional (SDPA is the default): `pip install flash-attn --no-build-isolation` (it needs torch
+  at build time); versions before 2.1 align causal masks top-left and are used for training shapes only.
+* **Attention.** SDPA on CUDA runs pinned to the flash, memory-efficient and cuDNN kernels; the math kernel
+  (B x H x T x T scores) only with `model.sdpa_kernels=math`. The kernel that ran is logged
+  (`attention: sdpa on cuda bfloat16 (kernel: flash), prefill`) and listed per stage below.
+* **Precision.** Micro-batch gradients are summed in fp32 (`data_types.grad_accum_dtype`), bf16 gradients
+  reduced in fp32; fp16 skipped steps do not advance the LR schedule (DeepSpeed's behaviour).
+* **Resume.** Exact: data position, step, LR schedule, loss scale, RNG, saved state. Bit-identical later
+  losses on CPUs; on GPUs within the tolerance the `resume` stage reports (attention backward kernels and
+  NCCL use atomics). Time-based checkpoints: `checkpoint.every_minutes`; saves are synchronous.
+* **Not done yet.** No static KV cache or CUDA graphs in generation; no asynchronous checkpoint writes.""".split("\n")
+
+
 def install_wheels(folder: Path) -> dict:
     """``pip install --no-index --find-links DIR -r DIR/requirements.txt``: what prepare_wheels.sh saved."""
     requirements = folder / "requirements.txt"
@@ -107,7 +125,7 @@ def write_report(document: dict, output: Path) -> None:
         stage = document["stages"][name]
         lines.append(f"| {name} | {stage['status']} | {stage.get('seconds', '')} | "
                      f"{stage.get('summary') or stage.get('reason', '')} |")
-    lines += ["", "Full output (the JSON document the command printed):", "", "```json",
+    lines += ["", *NOTES, "", "Full output (the JSON document the command printed):", "", "```json",
               json.dumps(document, indent=1, sort_keys=True), "```", ""]
     with atomic_write(output) as handle:
         handle.write("\n".join(lines))
