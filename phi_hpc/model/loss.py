@@ -2,10 +2,9 @@
 
 The plain loss is the reference and what evaluation uses. Training uses the fused one: for phi-1 at
 micro-batch 8 x 2048 the logits are 16384 x 51200, 1.7 GB in bf16, 3.4 GB more as an fp32 copy, and as
-much again for their gradient. :class:`ChunkedHeadLoss` instead computes ``hidden @ W^T + b`` and
-its log-sum-exp a chunk of rows at a time (fp32 only for that chunk), keeps one fp32 number per row,
-and in the backward recomputes each chunk's logits (one more head GEMM, about 2% of phi-1's step
-FLOPs) to form ``softmax - onehot`` and the three gradients. Peak extra memory: one chunk.
+much again for their gradient. :class:`ChunkedHeadLoss` instead computes ``hidden @ W^T + b``, its
+log-sum-exp and (when training) its gradients a chunk of rows at a time, fp32 only for that chunk.
+Peak extra memory: one chunk plus fp32 gradients of the hidden states and the head.
 """
 
 from __future__ import annotations
@@ -43,7 +42,8 @@ def fused_causal_lm_loss(hidden: torch.Tensor, weight: torch.Tensor, bias: torch
     """``causal_lm_loss(hidden @ weight.T + bias, labels)`` without the logits tensor (see module doc)."""
     targets = shifted_labels(labels)
     flat = hidden.reshape(-1, hidden.shape[-1])
-    total = ChunkedHeadLoss.apply(flat, weight, bias, targets, chunk_rows)
+    want_grads = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (flat, weight, bias))
+    total = ChunkedHeadLoss.apply(flat, weight, bias, targets, chunk_rows, want_grads)
     return _reduce(total, targets, reduction)
 
 
@@ -66,49 +66,55 @@ def _chunk_logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
 
 
 class ChunkedHeadLoss(torch.autograd.Function):
-    """Sum over rows of ``-log softmax(h W^T + b)[target]`` (rows with target -100 count 0), in chunks."""
+    """Sum over rows of ``-log softmax(h W^T + b)[target]`` (rows with target -100 count 0), in chunks.
+
+    When gradients are wanted they are formed in the same pass (as Liger-Kernel's fused linear
+    cross-entropy does): each chunk's logits are used once for the loss and ``softmax - onehot``, the
+    chunk's contributions to the three gradients are accumulated in fp32, and the logits are freed.
+    The backward then only scales them by the incoming gradient: no second head GEMM, so the fused
+    loss costs the FLOPs of the plain one and the memory of one chunk.
+    """
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, chunk_rows):
-        rows = hidden.shape[0]
-        lse = torch.empty(rows, dtype=_wide(hidden.dtype), device=hidden.device)
-        total = torch.zeros((), dtype=_wide(hidden.dtype), device=hidden.device)
-        for start in range(0, rows, chunk_rows):
-            end = min(rows, start + chunk_rows)
+    def forward(ctx, hidden, weight, bias, targets, chunk_rows, want_grads):
+        wide = _wide(hidden.dtype)
+        total = torch.zeros((), dtype=wide, device=hidden.device)
+        grad_hidden = torch.empty(hidden.shape, dtype=wide, device=hidden.device) if want_grads else None
+        grad_weight = torch.zeros(weight.shape, dtype=wide, device=weight.device) if want_grads else None
+        grad_bias = torch.zeros(weight.shape[0], dtype=wide, device=weight.device) \
+            if want_grads and bias is not None else None
+        for start in range(0, hidden.shape[0], chunk_rows):
+            end = min(hidden.shape[0], start + chunk_rows)
             logits = _chunk_logits(hidden[start:end], weight, bias)
-            chunk_lse = torch.logsumexp(logits, dim=-1)
-            lse[start:end] = chunk_lse
             target = targets[start:end]
             counted = target != IGNORE_INDEX
-            picked = logits.gather(1, target.clamp(min=0)[:, None]).squeeze(1)
-            total += torch.where(counted, chunk_lse - picked, 0.0).sum()
-        ctx.save_for_backward(hidden, weight, bias if bias is not None else torch.empty(0), targets, lse)
-        ctx.has_bias, ctx.chunk_rows = bias is not None, chunk_rows
+            safe_target = target.clamp(min=0)[:, None]
+            lse = torch.logsumexp(logits, dim=-1)
+            total += torch.where(counted, lse - logits.gather(1, safe_target).squeeze(1), 0.0).sum()
+            if not want_grads:
+                continue
+            # d(lse - logit[target]) / d logits = softmax - onehot; rows that do not count get 0
+            grad = logits.sub_(lse[:, None]).exp_()
+            grad.scatter_add_(1, safe_target, -torch.ones_like(grad[:, :1]))
+            grad = grad.mul_(counted[:, None]).to(hidden.dtype)  # the GEMMs in the model's dtype
+            grad_hidden[start:end] = grad @ weight
+            grad_weight += (grad.t() @ hidden[start:end]).to(wide)
+            if grad_bias is not None:
+                grad_bias += grad.to(wide).sum(0)
+        ctx.save_for_backward(*(t for t in (grad_hidden, grad_weight, grad_bias) if t is not None))
+        ctx.has_bias = bias is not None
+        ctx.dtypes = (hidden.dtype, weight.dtype, bias.dtype if bias is not None else None)
         return total
 
     @staticmethod
     def backward(ctx, grad_total):
-        hidden, weight, bias, targets, lse = ctx.saved_tensors
-        bias = bias if ctx.has_bias else None
-        grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
-        wide = _wide(weight.dtype)
-        grad_weight = torch.zeros(weight.shape, dtype=wide, device=weight.device)
-        grad_bias = torch.zeros(weight.shape[0], dtype=wide, device=weight.device) if ctx.has_bias else None
-        for start in range(0, hidden.shape[0], ctx.chunk_rows):
-            end = min(hidden.shape[0], start + ctx.chunk_rows)
-            logits = _chunk_logits(hidden[start:end], weight, bias)
-            target = targets[start:end]
-            counted = (target != IGNORE_INDEX)
-            # d(lse - logit[target]) / d logits = softmax - onehot; rows that do not count get 0
-            grad = torch.exp(logits - lse[start:end, None])
-            grad.scatter_add_(1, target.clamp(min=0)[:, None], -torch.ones_like(grad[:, :1]))
-            grad = (grad * (counted[:, None] * grad_total)).to(hidden.dtype)
-            if grad_hidden is not None:
-                grad_hidden[start:end] = grad @ weight
-            # each chunk's product in the model's dtype (tensor cores), the sum over chunks in fp32
-            grad_weight += (grad.t() @ hidden[start:end]).to(wide)
-            if grad_bias is not None:
-                grad_bias += grad.to(wide).sum(0)
-        grad_weight = grad_weight.to(weight.dtype) if ctx.needs_input_grad[1] else None
-        grad_bias = grad_bias.to(bias.dtype) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return grad_hidden, grad_weight, grad_bias, None, None
+        saved = list(ctx.saved_tensors)
+        if not saved:
+            raise RuntimeError("fused_causal_lm_loss: gradients were not formed (called under no_grad)")
+        grad_hidden, grad_weight = saved[0], saved[1]
+        grad_bias = saved[2] if ctx.has_bias else None
+        scale = grad_total.to(grad_hidden.dtype)
+        grads = [(grad_hidden * scale).to(ctx.dtypes[0]) if ctx.needs_input_grad[0] else None,
+                 (grad_weight * scale).to(ctx.dtypes[1]) if ctx.needs_input_grad[1] else None,
+                 (grad_bias * scale).to(ctx.dtypes[2]) if grad_bias is not None and ctx.needs_input_grad[2] else None]
+        return (*grads, None, None, None)
