@@ -47,7 +47,7 @@ LIMITS = {"environment": 30, "attention": 60, "model": 60, "deepspeed-bf16": 100
 
 NOTES = """## What the stages prove, and the GPU facts they rest on
 
-* **Installing on a GPU machine.** `pip install -e .` (torch is a range, the machine's CUDA build stays).
+* **Installing on a GPU machine.** `pip install -e .` keeps the machine's own CUDA torch where it fits setup.py.
   No package index: on a machine with one, `benchmarks/prepare_wheels.sh DIR 3.12` saves deepspeed (built
   with `pip wheel`), submitit, zstandard and the rest; `gpu_check.py --wheels DIR` installs them offline.
   flash-attn is optional (SDPA is the default): `pip install flash-attn --no-build-isolation` (it needs torch
@@ -123,8 +123,8 @@ def write_report(document: dict, output: Path) -> None:
               "```", "", "| stage | status | seconds | summary |", "|---|---|---:|---|"]
     for name in STAGES:
         stage = document["stages"][name]
-        lines.append(f"| {name} | {stage['status']} | {stage.get('seconds', '')} | "
-                     f"{stage.get('summary') or stage.get('reason', '')} |")
+        text = str(stage.get("summary") or stage.get("reason", "")).replace("|", "\\|")
+        lines.append(f"| {name} | {stage['status']} | {stage.get('seconds', '')} | {text} |")
     lines += ["", *NOTES, "", "Full output (the JSON document the command printed):", "", "```json",
               json.dumps(document, indent=1, sort_keys=True), "```", ""]
     with atomic_write(output) as handle:

@@ -317,6 +317,7 @@ class _Run:
                 "status": status, "step": step, "steps": config.steps, "last_loss": last_loss,
                 "resumed_from": resumed_from, "last_checkpoint": saved_step, "world_size": self.env.world_size,
                 "launcher": self.env.source, "device": self.device_type,
+                "attention": sorted(getattr(self.engine.module, "attention_paths", ())),
                 "flops_per_token": self.flops_per_token, "flops_convention": "6N + 12*L*d*T (phi_hpc.model.flops)",
                 "consumed_samples": self.train_data.sampler.consumed, "last_val_loss": self.last_val_loss,
                 "tokens_per_s": round(sum(step_rates[1:]) / len(step_rates[1:]), 2) if len(step_rates) > 1 else None,
