@@ -251,7 +251,7 @@ def render(r: dict) -> str:
     if "mfu_ours" not in r:
         lines += ["Achieved GPU MFU is **not measured here**: this machine has no GPU. On a GPU node run "
                   "`python benchmarks/train.py --device cuda --dtype bf16 --hidden 2048 --layers 24 --batch 4 "
-                  "--seq 2048 --dropout 0.0` (flash-attn installed) to measure it.", ""]
+                  "--seq 2048 --dropout 0.0` to measure it, and `python benchmarks/gpu_check.py` for phi-1's DeepSpeed steps (tokens/s, MFU, memory).", ""]
     return "\n".join(lines)
 
 

@@ -137,7 +137,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
             context = plan.sdpa_context(q.device)
             with context if context is not None else contextlib.nullcontext():
                 _note(plan, "sdpa", q, k, v, mask, dropout, is_causal)  # the kernel under the same pin
-        context = plan.sdpa_context(q.device)
+        # While torch.compile traces, the pin is set around the compiled blocks instead (PhiForCausalLM):
+        # the kernel is chosen at trace time, and no context manager has to live inside the graph.
+        context = None if torch.compiler.is_compiling() else plan.sdpa_context(q.device)
         if context is None:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal)
         else:

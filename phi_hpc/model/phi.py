@@ -27,6 +27,7 @@ head (:mod:`phi_hpc.model.loss`), so the ``[B, T, 51200]`` logits never exist.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from dataclasses import dataclass
@@ -329,14 +330,16 @@ class PhiForCausalLM(nn.Module):
         mask = None if attention_mask is None else padding_causal_mask(attention_mask, length)
 
         checkpointing = self.config.activation_checkpointing and self.training and torch.is_grad_enabled()
-        blocks = self._compiled_blocks if self._compiled_blocks is not None and cache is None else self.model.layers
-        for block in blocks:
-            if checkpointing and cache is None:
-                from torch.utils.checkpoint import checkpoint
+        compiled = self._compiled_blocks is not None and cache is None
+        pin = self.attention_plan.sdpa_context(x.device) if compiled else None
+        with pin if pin is not None else contextlib.nullcontext():
+            for block in self._compiled_blocks if compiled else self.model.layers:
+                if checkpointing and cache is None:
+                    from torch.utils.checkpoint import checkpoint
 
-                x = checkpoint(block, x, cos, sin, mask, use_reentrant=False)
-            else:
-                x = block(x, cos, sin, mask, cache)
+                    x = checkpoint(block, x, cos, sin, mask, use_reentrant=False)
+                else:
+                    x = block(x, cos, sin, mask, cache)
         if cache is not None:
             cache.advance(length)
         if labels is not None:
