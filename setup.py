@@ -48,7 +48,9 @@ setup(
         "safetensors>=0.4",
     ],
     extras_require={
-        "gpu": ["flash-attn"],
+        # No "gpu" extra: flash-attn needs torch at build time, which pip's build isolation hides
+        # ("No module named torch"), and has no wheel for every torch. SDPA is the default attention;
+        # for flash-attn (>= 2.1): pip install flash-attn --no-build-isolation  (model.attention=flash).
         "quality": ["scikit-learn>=1.3"],
         "plot": ["matplotlib>=3.7"],
         "test": [

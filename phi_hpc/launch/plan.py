@@ -24,7 +24,7 @@ from phi_hpc.config import _resolve_named_config, merge, parse_overrides, read_y
 from phi_hpc.errors import UsageError
 from phi_hpc.fileio import iter_jsonl
 from phi_hpc.launch.profiles import ClusterProfile
-from phi_hpc.model.flops import PEAK_FLOPS, matmul_parameter_count, parameter_count, training_flops_per_token
+from phi_hpc.model.flops import PEAK_FLOPS, parameter_count, training_flops_per_token
 
 # Minutes of each time-limited job that do not train: start-up, resume from a checkpoint, the
 # checkpoint taken at the warning signal. A plan that ignores them promises one job too few.

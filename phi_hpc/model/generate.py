@@ -47,7 +47,7 @@ class GenerationConfig:
     n: int = 1
     seed: int = 0
     stop_sequences: list[str] = field(default_factory=list)
-    batch_size: int = 16
+    batch_size: int = 32  # decoding is launch-bound: more rows per step cost little extra time
     use_cache: bool = True
 
     def __post_init__(self) -> None:
@@ -119,40 +119,44 @@ def _row_seed(seed: int, prompt_index: int, sample_index: int) -> int:
 
 
 def _generate_batch(model, prompts, config, seeds, eos_token_id, stop_check, pad_token_id, progress):
+    """Decode one batch. Per step the host does one thing only: read the new tokens (EOS and stop
+    strings are host logic). Everything else stays on the device: the attention mask and positions
+    are preallocated and sliced, each row's uniforms for sampling are drawn once up front, and the
+    batch is reindexed only on the steps where rows finish."""
     device = model.lm_head.weight.device
     batch = len(prompts)
     longest = max(len(p) for p in prompts)
-    ids = torch.full((batch, longest), pad_token_id, dtype=torch.long, device=device)
-    mask = torch.zeros((batch, longest), dtype=torch.long, device=device)
+    total = longest + config.max_new_tokens
+    ids = torch.full((batch, longest), pad_token_id, dtype=torch.long)
+    mask = torch.ones((batch, total), dtype=torch.long)  # generated tokens are always real
     for row, prompt in enumerate(prompts):
         ids[row, longest - len(prompt):] = torch.as_tensor(list(prompt), dtype=torch.long)
-        mask[row, longest - len(prompt):] = 1
-    positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-    generators = None
-    if not config.greedy:
-        generators = []
-        for seed in seeds:
-            gen = torch.Generator(device=device)
-            gen.manual_seed(seed)
-            generators.append(gen)
+        mask[row, :longest - len(prompt)] = 0
+    padded = bool((mask == 0).any())  # decided on the host, before anything is on the device
+    ids, mask = ids.to(device, non_blocking=True), mask.to(device, non_blocking=True)
+    positions = (mask[:, :longest].cumsum(dim=1) - 1).clamp(min=0)
+    next_position = positions[:, -1:] + 1
+    uniforms = None
+    if not config.greedy:  # one draw per row for the whole batch, not one per row per step
+        uniforms = torch.stack([torch.rand(max(config.max_new_tokens, 1), generator=torch.Generator().manual_seed(seed))
+                                for seed in seeds]).to(device)
 
     outputs: list[list[int]] = [[] for _ in range(batch)]
     if config.max_new_tokens == 0:
         return outputs
     active = list(range(batch))  # original row of each row still in the batch
-    padded = bool((mask == 0).any())
     cache = None
     if config.use_cache:
-        cache = model.new_cache(batch, longest + config.max_new_tokens)
+        cache = model.new_cache(batch, total)
         logits, cache = model(ids, position_ids=positions, past_key_values=cache, use_cache=True,
-                              attention_mask=mask if padded else None, last_logits_only=True)
+                              attention_mask=mask[:, :longest] if padded else None, last_logits_only=True)
     else:
-        logits = model(ids, position_ids=positions, attention_mask=mask if padded else None,
+        logits = model(ids, position_ids=positions, attention_mask=mask[:, :longest] if padded else None,
                        last_logits_only=True)
 
     for step in range(config.max_new_tokens):
-        next_tokens = _pick(logits[:, -1], config, [generators[r] for r in active] if generators else None)
-        tokens = next_tokens.tolist()
+        next_tokens = _pick(logits[:, -1], config, uniforms=uniforms[:, step] if uniforms is not None else None)
+        tokens = next_tokens.tolist()  # the one sync of the step
         keep = []
         for slot, (row, token) in enumerate(zip(active, tokens)):
             if token == eos_token_id:
@@ -168,27 +172,35 @@ def _generate_batch(model, prompts, config, seeds, eos_token_id, stop_check, pad
                 progress(len(keep))
             break
         if len(keep) < len(active):
-            index = torch.as_tensor(keep, device=device)
+            index = torch.as_tensor(keep).to(device, non_blocking=True)
             active = [active[slot] for slot in keep]
-            next_tokens, mask, positions = next_tokens[index], mask[index], positions[index]
+            next_tokens, mask, next_position = next_tokens[index], mask[index], next_position[index]
             ids = ids[index]
+            if uniforms is not None:
+                uniforms = uniforms[index]
             if cache is not None:
                 cache.keep_rows(index)
-            padded = bool((mask == 0).any())
-        mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
-        positions = torch.cat([positions, positions[:, -1:] + 1], dim=1)
+            padded = padded and any(len(prompts[row]) < longest for row in active)  # host-side, no sync
+        length = longest + step + 1  # tokens so far, the new one included
         if cache is not None:
-            logits, cache = model(next_tokens[:, None], position_ids=positions[:, -1:], past_key_values=cache,
-                                  use_cache=True, attention_mask=mask if padded else None)
+            logits, cache = model(next_tokens[:, None], position_ids=next_position, past_key_values=cache,
+                                  use_cache=True, attention_mask=mask[:, :length] if padded else None)
         else:  # the reference path: recompute everything, no cache
             ids = torch.cat([ids, next_tokens[:, None]], dim=1)
-            logits = model(ids, position_ids=positions, attention_mask=mask if padded else None,
+            positions = (mask[:, :length].cumsum(dim=1) - 1).clamp(min=0)
+            logits = model(ids, position_ids=positions, attention_mask=mask[:, :length] if padded else None,
                            last_logits_only=True)
+        next_position = next_position + 1
     return outputs
 
 
-def _pick(logits: torch.Tensor, config: GenerationConfig, generators) -> torch.Tensor:
-    """Next token per row: argmax, or a temperature/top-p sample drawn with the row's own generator."""
+def _pick(logits: torch.Tensor, config: GenerationConfig, generators=None,
+          uniforms: torch.Tensor | None = None) -> torch.Tensor:
+    """Next token per row: argmax, or a temperature/top-p sample from the row's own uniform draw.
+
+    ``uniforms`` (one per row, on the device) come from each row's seeded generator, drawn once per
+    batch; ``generators`` draws them here instead (one per row), for callers with a single step.
+    """
     if config.greedy:
         return logits.argmax(dim=-1)
     probs = torch.softmax(logits.float() / config.temperature, dim=-1)
@@ -202,8 +214,9 @@ def _pick(logits: torch.Tensor, config: GenerationConfig, generators) -> torch.T
     cumulative = probs.cumsum(dim=-1)
     # Inverse-CDF sampling with one uniform per row from that row's generator: batch-independent.
     # right=True: a zero-probability token (a flat step of the CDF) can never be hit.
-    uniforms = torch.stack([torch.rand((), generator=g, device=logits.device) for g in generators])
-    targets = uniforms * cumulative[:, -1]
+    if uniforms is None:
+        uniforms = torch.stack([torch.rand((), generator=g) for g in generators]).to(logits.device)
+    targets = uniforms.to(cumulative.dtype) * cumulative[:, -1]
     picked = torch.searchsorted(cumulative, targets[:, None], right=True).clamp(max=logits.shape[-1] - 1)
     return (order.gather(-1, picked) if order is not None else picked).squeeze(-1)
 

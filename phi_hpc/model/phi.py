@@ -17,17 +17,19 @@ Two deliberate differences from transformers' code, neither visible in the weigh
   splits and joins the weights on export and import);
 * GELU is torch's fused ``gelu(approximate="tanh")`` rather than five elementwise ops.
 
-Attention runs through flash-attn on CUDA when it is installed, else torch's SDPA (which itself picks
-a flash or memory-efficient kernel on GPUs), or an explicit "eager" reference. The path actually
-taken is logged once per distinct choice, because "why is this slow" often starts there.
+Attention is torch's SDPA by default, pinned on GPUs to its fused kernels; flash-attn on request;
+or an explicit "eager" reference (:mod:`phi_hpc.model.attention`, decided once at build). The kernel
+actually taken is logged once per distinct choice, because "why is this slow" often starts there.
+``compile: true`` compiles each block with ``torch.compile`` (rotary, dropouts and residual adds
+fused). The training loss is computed from the hidden states in row chunks, fused with the output
+head (:mod:`phi_hpc.model.loss`), so the ``[B, T, 51200]`` logits never exist.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import importlib.util
 import logging
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -35,9 +37,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from phi_hpc.model.attention import (AttentionPlan, attention, causal_mask,  # noqa: F401 (re-exported)
+                                     flash_attn_available)
+from phi_hpc.model.loss import causal_lm_loss, fused_causal_lm_loss  # noqa: F401 (re-exported)
+
 log = logging.getLogger("phi_hpc.model")
 
 AttentionImpl = Literal["auto", "flash", "sdpa", "eager"]
+_causal_mask = causal_mask
 
 
 @dataclass(frozen=True)
@@ -63,8 +70,12 @@ class PhiConfig:
     attn_dropout: float = 0.1
     resid_dropout: float = 0.1
     initializer_range: float = 0.02
-    attention: AttentionImpl = "auto"
+    # sdpa (default; "auto" is the same) | flash (flash-attn >= 2.1) | eager; sdpa_kernels: "fast" pins
+    # SDPA on GPUs to flash/efficient/cuDNN, "any" lets torch choose, "math" forces the math kernel.
+    attention: AttentionImpl = "sdpa"
+    sdpa_kernels: Literal["fast", "any", "math"] = "fast"
     activation_checkpointing: bool = False
+    compile: bool = False  # torch.compile each block (training and full-sequence forwards)
 
     def __post_init__(self) -> None:
         positive = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
@@ -81,6 +92,8 @@ class PhiConfig:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.attention not in ("auto", "flash", "sdpa", "eager"):
             raise ValueError(f"attention must be auto, flash, sdpa or eager, got {self.attention!r}")
+        if self.sdpa_kernels not in ("fast", "any", "math"):
+            raise ValueError(f"sdpa_kernels must be fast, any or math, got {self.sdpa_kernels!r}")
 
     @property
     def head_dim(self) -> int:
@@ -186,89 +199,16 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 
 # --------------------------------------------------------------------------------------------------
-# Attention backends
-# --------------------------------------------------------------------------------------------------
-
-
-def flash_attn_available() -> bool:
-    return importlib.util.find_spec("flash_attn") is not None
-
-
-def _choose_backend(requested: str, q: torch.Tensor, has_mask: bool) -> str:
-    """Which kernel serves this call. flash-attn needs CUDA, half precision and no padding mask."""
-    if requested == "eager":
-        return "eager"
-    flash_ok = q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and not has_mask
-    if requested == "flash":
-        if not flash_ok:
-            # Padding masks in batched generation (or CPU/fp32) are legitimately outside flash-attn.
-            return "sdpa"
-        return "flash"
-    if requested == "auto" and flash_ok and flash_attn_available():
-        return "flash"
-    return "sdpa"
-
-
-def _log_backend_once(backend: str, q: torch.Tensor, seen: set[str]) -> None:
-    key = f"{backend} on {q.device.type} {str(q.dtype).replace('torch.', '')}"
-    if key not in seen:
-        seen.add(key)
-        why = ""
-        if backend == "sdpa" and q.is_cuda and not flash_attn_available():
-            why = " (flash-attn is not installed: pip install flash-attn for the fastest path)"
-        log.info("attention: %s%s", key, why)
-
-
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-              dropout: float, requested: str, seen: set[str] | None = None) -> torch.Tensor:
-    """Softmax attention. q [B,H,Tq,D], k/v [B,H,Tk,D]; returns [B,Tq,H,D].
-
-    ``mask`` is a boolean ``[B,1,Tq,Tk]`` (True = may attend) or None, meaning plain causal
-    attention with the queries aligned to the END of the keys (what decoding with a cache needs).
-    ``seen`` collects the paths taken ("sdpa on cpu float32"); each new one is logged once.
-    """
-    backend = _choose_backend(requested, q, mask is not None)
-    _log_backend_once(backend, q, seen if seen is not None else set())
-    tq, tk = q.shape[2], k.shape[2]
-    if backend == "flash":
-        from flash_attn import flash_attn_func  # optional dependency, CUDA only
-
-        # flash-attn >= 2.1 aligns the causal mask bottom-right, as a KV cache needs.
-        return flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                               dropout_p=dropout, causal=True)
-    if mask is None and tq != tk and tq > 1:
-        mask = _causal_mask(tq, tk, q.device)[None, None]
-    if backend == "sdpa":
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout,
-                                             is_causal=mask is None and tq > 1)
-        return out.transpose(1, 2)
-    # eager: the textbook formula, in fp32 for the softmax; the reference the others are tested against
-    scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))
-    if mask is None and tq > 1:
-        mask = _causal_mask(tq, tk, q.device)[None, None]
-    if mask is not None:
-        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-    probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
-    probs = F.dropout(probs, p=dropout, training=dropout > 0)
-    return (probs @ v).transpose(1, 2)
-
-
-def _causal_mask(tq: int, tk: int, device: torch.device) -> torch.Tensor:
-    """[Tq, Tk] boolean, query i (the (tk - tq + i)-th token) sees keys 0..tk - tq + i."""
-    return torch.ones(tq, tk, dtype=torch.bool, device=device).tril(diagonal=tk - tq)
-
-
-# --------------------------------------------------------------------------------------------------
 # The model
 # --------------------------------------------------------------------------------------------------
 
 
 class PhiAttention(nn.Module):
-    def __init__(self, config: PhiConfig, layer_index: int, attention_paths: set[str]):
+    def __init__(self, config: PhiConfig, layer_index: int, plan: AttentionPlan):
         super().__init__()
         self.config = config
         self.layer_index = layer_index
-        self.attention_paths = attention_paths  # shared by all layers of one model
+        self.plan = plan  # shared by all layers of one model
         self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
 
@@ -283,7 +223,7 @@ class PhiAttention(nn.Module):
         if cache is not None:
             k, v = cache.update(self.layer_index, k, v)
         dropout = self.config.attn_dropout if self.training else 0.0
-        out = attention(q, k, v, mask, dropout, self.config.attention, self.attention_paths)
+        out = attention(q, k, v, mask, dropout, self.plan)
         return self.dense(out.reshape(batch, length, self.config.hidden_size))
 
 
@@ -300,10 +240,10 @@ class PhiMLP(nn.Module):
 class PhiBlock(nn.Module):
     """One LayerNorm, two branches in parallel, one residual sum."""
 
-    def __init__(self, config: PhiConfig, layer_index: int, attention_paths: set[str]):
+    def __init__(self, config: PhiConfig, layer_index: int, plan: AttentionPlan):
         super().__init__()
         self.input_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.self_attn = PhiAttention(config, layer_index, attention_paths)
+        self.self_attn = PhiAttention(config, layer_index, plan)
         self.mlp = PhiMLP(config)
         self.resid_dropout = nn.Dropout(config.resid_dropout)
 
@@ -318,11 +258,11 @@ class PhiBlock(nn.Module):
 class PhiBackbone(nn.Module):
     """Everything but the output head (named ``model`` in transformers' checkpoints)."""
 
-    def __init__(self, config: PhiConfig, attention_paths: set[str]):
+    def __init__(self, config: PhiConfig, plan: AttentionPlan):
         super().__init__()
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.embed_dropout = nn.Dropout(config.embd_dropout)
-        self.layers = nn.ModuleList(PhiBlock(config, i, attention_paths) for i in range(config.num_layers))
+        self.layers = nn.ModuleList(PhiBlock(config, i, plan) for i in range(config.num_layers))
         self.final_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
 
@@ -331,18 +271,18 @@ class PhiForCausalLM(nn.Module):
 
     def __init__(self, config: PhiConfig):
         super().__init__()
-        if config.attention == "flash" and not flash_attn_available():
-            from phi_hpc.errors import UsageError
-
-            raise UsageError("model.attention=flash but flash-attn is not installed",
-                             "pip install flash-attn on a CUDA machine, or use model.attention=auto")
         self.config = config
-        # Attention kernels actually used so far, e.g. {"flash on cuda bfloat16"}: logged when new,
-        # and worth recording in a run's summary.
+        # Attention kernels actually used so far, e.g. {"sdpa on cuda bfloat16 (kernel: flash)"}: logged
+        # when new, and recorded in a run's summary.
         self.attention_paths: set[str] = set()
-        self.model = PhiBackbone(config, self.attention_paths)
+        self.attention_plan = AttentionPlan.build(config.attention, config.sdpa_kernels, self.attention_paths)
+        self.model = PhiBackbone(config, self.attention_plan)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size)
         self.reset_parameters()
+        # Compiled twins of the blocks (same parameters), for forwards without a KV cache: a cache's
+        # growing length would recompile every decoding step. Not registered as submodules, so the
+        # state dict keeps its names.
+        self._compiled_blocks = [torch.compile(block) for block in self.model.layers] if config.compile else None
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -364,7 +304,8 @@ class PhiForCausalLM(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None,
                 past_key_values: KVCache | None = None, use_cache: bool = False,
-                attention_mask: torch.Tensor | None = None, last_logits_only: bool = False):
+                attention_mask: torch.Tensor | None = None, last_logits_only: bool = False,
+                labels: torch.Tensor | None = None):
         """Logits ``[B, T, V]`` for ``input_ids`` ``[B, T]``.
 
         ``attention_mask`` (``[B, cached + T]``, 1 = real token, 0 = padding) is only needed for
@@ -372,7 +313,9 @@ class PhiForCausalLM(nn.Module):
         ``use_cache`` returns ``(logits, cache)``; pass the cache back as ``past_key_values`` to
         continue where it left off. ``last_logits_only`` computes the head for the last position
         only (``[B, 1, V]``): a prompt's prefill in generation needs nothing else, and the head over
-        51200 tokens is the single largest matmul of a small model.
+        51200 tokens is the single largest matmul of a small model. With ``labels`` the result is the
+        mean next-token loss instead (:func:`~phi_hpc.model.loss.fused_causal_lm_loss`: the head and
+        the cross-entropy in row chunks, no logits tensor).
         """
         batch, length = input_ids.shape
         cache = past_key_values
@@ -387,15 +330,21 @@ class PhiForCausalLM(nn.Module):
         mask = None if attention_mask is None else padding_causal_mask(attention_mask, length)
 
         checkpointing = self.config.activation_checkpointing and self.training and torch.is_grad_enabled()
-        for block in self.model.layers:
-            if checkpointing and cache is None:
-                from torch.utils.checkpoint import checkpoint
+        compiled = self._compiled_blocks is not None and cache is None
+        pin = self.attention_plan.sdpa_context(x.device) if compiled else None
+        with pin if pin is not None else contextlib.nullcontext():
+            for block in self._compiled_blocks if compiled else self.model.layers:
+                if checkpointing and cache is None:
+                    from torch.utils.checkpoint import checkpoint
 
-                x = checkpoint(block, x, cos, sin, mask, use_reentrant=False)
-            else:
-                x = block(x, cos, sin, mask, cache)
+                    x = checkpoint(block, x, cos, sin, mask, use_reentrant=False)
+                else:
+                    x = block(x, cos, sin, mask, cache)
         if cache is not None:
             cache.advance(length)
+        if labels is not None:
+            hidden = self.model.final_layernorm(x)
+            return fused_causal_lm_loss(hidden, self.lm_head.weight, self.lm_head.bias, labels)
         if last_logits_only:
             x = x[:, -1:]
         logits = self.lm_head(self.model.final_layernorm(x))
@@ -418,24 +367,3 @@ def padding_causal_mask(attention_mask: torch.Tensor, query_length: int) -> torc
     diagonal = torch.zeros_like(causal)
     diagonal[torch.arange(query_length), torch.arange(keys - query_length, keys)] = True
     return (mask | diagonal[None])[:, None]
-
-
-def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """Next-token cross-entropy, transformers' convention: ``logits[:, t]`` predicts ``labels[:, t+1]``.
-
-    Labels equal to -100 (masked prompts, padding) are ignored. ``mean`` averages over the tokens
-    that count; if none count it is 0 (with a zero gradient) rather than transformers' NaN, so a
-    fully masked micro-batch cannot poison a run. In fp32 whatever the model's dtype, because a bf16
-    log-softmax over 51200 classes loses the small differences training is made of.
-    """
-    # Shift the labels, not the logits: slicing [B, T, V] logits would copy the largest tensor of
-    # the step; the last position gets label -100 instead.
-    shifted_labels = F.pad(labels[:, 1:], (0, 1), value=-100).reshape(-1)
-    flat_logits = logits.reshape(-1, logits.shape[-1])
-    total = F.cross_entropy(flat_logits.float(), shifted_labels, ignore_index=-100, reduction="sum")
-    if reduction == "sum":
-        return total
-    if reduction != "mean":
-        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
-    counted = (shifted_labels != -100).sum()
-    return total / counted.clamp(min=1)

@@ -42,6 +42,29 @@ PARTIAL_PREFIX = ".partial-"
 PUBLISH_LISTENERS: list[Callable[[int, Path], None]] = []
 
 
+class SaveClock:
+    """When a time-based checkpoint is due: ``every_minutes`` after the start or the last save.
+
+    The clock is injected (``time.monotonic`` by default) so tests can move time by hand. Only rank
+    0's answer counts (the trainer shares it in the step's all-reduce): clocks of different nodes
+    would otherwise let ranks disagree on whether to save, and a save is a collective.
+    """
+
+    def __init__(self, every_minutes: float, clock: Callable[[], float] | None = None):
+        import time
+
+        self.interval = every_minutes * 60.0
+        self.clock = clock or time.monotonic
+        self.last = self.clock()
+
+    def due(self) -> bool:
+        return self.interval > 0 and self.clock() - self.last >= self.interval
+
+    def saved(self) -> None:
+        """Any save (step-based, time-based, preemption) restarts the interval."""
+        self.last = self.clock()
+
+
 def fault_step(kind: str) -> int | None:
     """Deliberate crash points for the resume tests: ``PHI_HPC_FAULT=<kind>:<step>``.
 

@@ -105,10 +105,13 @@ class ScheduleConfig:
 class DeepSpeedConfig:
     """Engine settings. ``precision: fp16`` uses dynamic loss scaling (the ``loss_scale_*`` knobs);
     ``extra`` is merged last into the generated DeepSpeed JSON, for settings this tree does not name
-    (e.g. ``{zero_optimization: {overlap_comm: true}}``)."""
+    (e.g. ``{zero_optimization: {overlap_comm: true}}``). ``grad_accum_dtype``: the micro-batches of a
+    step are summed in fp32 (Megatron's and FSDP's choice; needs ZeRO 1 or 2 under bf16/fp16) or, if
+    ``model``, in the model's precision (see :func:`phi_hpc.train.engine.grad_accum_dtype`)."""
 
     zero_stage: Literal[0, 1, 2] = 1
     precision: Literal["fp32", "bf16", "fp16"] = "bf16"
+    grad_accum_dtype: Literal["fp32", "model"] = "fp32"
     initial_scale_power: int = 16
     loss_scale_window: int = 1000
     hysteresis: int = 2
@@ -118,12 +121,15 @@ class DeepSpeedConfig:
 
 @dataclass(frozen=True)
 class CheckpointConfig:
-    """``every`` steps (and at the end, and on preemption) into ``RUN/checkpoints/<step>/``; keep the
+    """``every`` steps, and ``every_minutes`` of wall time if > 0 (rank 0's clock, so all ranks agree;
+    phi-1 at paper speed takes ~4 h per 1000 steps on 8 GPUs, too much to lose to a node failure),
+    and at the end, and on preemption, into ``RUN/checkpoints/<step>/``; keep the
     last ``keep_last`` plus every multiple of ``keep_every`` (0: none). ``init_from``: a model folder (HF layout, e.g. a pretrain checkpoint step
     folder or microsoft/phi-1) whose weights start a fresh run, such as finetuning; ignored once the
     run has checkpoints of its own (then it resumes)."""
 
     every: int = 1000
+    every_minutes: float = 0.0
     keep_last: int = 3
     keep_every: int = 0
     save_hf: bool = True
@@ -133,6 +139,8 @@ class CheckpointConfig:
     def __post_init__(self) -> None:
         if self.every < 1 or self.keep_last < 1 or self.keep_every < 0:
             raise ValueError("checkpoint.every and checkpoint.keep_last must be at least 1, keep_every at least 0")
+        if self.every_minutes < 0:
+            raise ValueError(f"checkpoint.every_minutes must be >= 0 (0: off), got {self.every_minutes}")
 
 
 @dataclass(frozen=True)

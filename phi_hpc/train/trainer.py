@@ -6,8 +6,24 @@ SIGUSR2/SIGTERM that reached any rank makes all of them checkpoint and return at
 Slurm sends the signal before preempting or killing a job, and the submit layer requeues it.
 
 Resume is automatic: with checkpoints in ``RUN/checkpoints``, the run continues from ``latest``
-(engine, optimizer, LR schedule, per-rank RNG, data position), and every later step is bit-identical
-to what the uninterrupted run would have computed (with ``optim.torch_adam``; see the config).
+(engine, optimizer, LR schedule, per-rank RNG, data position). What is exact and what is not:
+
+* exact, always: the data order and position, the optimizer step count and LR schedule, the loss
+  scale, the RNG streams (dropout masks), the weights and optimizer state as saved;
+* bit-identical later steps: on CPUs (tested) and wherever every kernel is deterministic, with
+  ``optim.torch_adam`` and the same world size;
+* within a tolerance on GPUs: flash and memory-efficient attention backward kernels and NCCL
+  reductions accumulate in an order that can vary from run to run (atomics), so the losses after a
+  resume agree with the uninterrupted run's to ~1e-3 relative and then drift like two runs with the
+  same seed (``benchmarks/gpu_check.py`` stage ``resume`` measures it).
+
+fp16: a step whose gradients overflow is skipped (no update, loss scale lowered, ``skipped_steps``
+in metrics.jsonl). DeepSpeed does not advance the LR schedule on it (``engine._take_model_step``),
+so the schedule counts applied updates: a run with k skipped steps ends k updates short of the end
+of its decay (``test_fp16_dynamic_loss_scaling_skips_overflows_and_backs_off``).
+
+Checkpoints are written every ``checkpoint.every`` steps and every ``checkpoint.every_minutes``;
+saves are synchronous (all ranks wait for the slowest writer; for phi-1 ZeRO-1 shards, seconds).
 """
 
 from __future__ import annotations
@@ -68,8 +84,12 @@ def train(config: TrainConfig) -> TrainResult:
     from phi_hpc.distenv import detect
     from phi_hpc.train.distributed import init_distributed, select_accelerator
 
+    from phi_hpc.train.engine import grad_accum_dtype
+
     env = detect()
-    config.batch.accumulation_steps(env.world_size)  # a batch that does not split fails before any start-up
+    accumulation = config.batch.accumulation_steps(env.world_size)  # a batch that does not split fails early
+    ds = config.deepspeed
+    grad_accum_dtype(ds.zero_stage, ds.precision, ds.grad_accum_dtype, accumulation)  # so does ZeRO 0 + bf16
     preemption = PreemptionFlag()
     preemption.install()  # first: a signal during the (slow) start-up still ends in a clean checkpoint
     try:
@@ -89,7 +109,7 @@ class _Run:
 
         self.config, self.env, self.device_type, self.preemption = config, env, device_type, preemption
         self.torch, self.dist = torch, dist
-        self.device = torch.device(f"cuda:{env.local_rank}" if device_type == "cuda" else "cpu")
+        self.device = torch.device("cuda", torch.cuda.current_device()) if device_type == "cuda" else torch.device("cpu")
         self.run_dir = Path(config.run_dir)
         self.is_main = env.rank == 0
 
@@ -202,9 +222,10 @@ class _Run:
         engine, _, _, _ = deepspeed.initialize(
             model=model, model_parameters=parameter_groups(model, config.optim.weight_decay),
             lr_scheduler=scheduler_factory(config), config=ds_config)
-        if config.deepspeed.zero_stage == 0 and config.deepspeed.precision != "fp32" and self.accumulation > 1:
-            self.say("note: under ZeRO 0 DeepSpeed accumulates gradients in the model's half precision; "
-                     "ZeRO 1 or 2 accumulate in fp32 (and match fp32 runs more closely)")
+        accumulate = ds_config.get("data_types", {}).get("grad_accum_dtype")
+        if accumulate not in (None, "fp32") and self.accumulation > 1:
+            self.say(f"note: gradients of the {self.accumulation} micro-batches are summed in {accumulate} "
+                     "(deepspeed.grad_accum_dtype=model); the default fp32 sum matches fp32 runs more closely")
         self.say(f"{self.env.world_size} process(es) ({self.env.source}, {self.device_type}), "
                  f"ZeRO {config.deepspeed.zero_stage}, {config.deepspeed.precision}, global batch "
                  f"{config.batch.global_size} = {config.batch.micro_size} x {self.accumulation} accumulation "
@@ -245,7 +266,7 @@ class _Run:
     # ---------------------------------------------------------------- the loop
     def _loop(self, step: int, resumed_from: str | None) -> TrainResult:
         from phi_hpc.progress import progress_bar
-        from phi_hpc.train.checkpoint import die_now, fault_step
+        from phi_hpc.train.checkpoint import SaveClock, die_now, fault_step
         from phi_hpc.train.engine import grad_norm, loss_scale
         from phi_hpc.train.metrics import StepTimer, console_line
 
@@ -257,13 +278,14 @@ class _Run:
         self.last_val_loss = None
         kill_at = fault_step("kill-at-step")
         step_delay = fault_step("sleep-per-step") or 0  # a deliberately slow trainer, for the tests
+        self.save_clock = SaveClock(config.checkpoint.every_minutes)
         engine.train()
         with progress_bar(disable=None if self.is_main else True) as bar:
             task = bar.add_task("train", total=config.steps, completed=step)
             while step < config.steps:
                 timer.start()
                 lr = engine.get_lr()[0]
-                last_loss, preempted, own_norm = self._train_step()
+                last_loss, preempted, own_norm, time_due = self._train_step()
                 step += 1
                 seconds = timer.stop()
                 norm = grad_norm(engine) if own_norm is None else own_norm
@@ -283,8 +305,9 @@ class _Run:
                 if kill_at == step:
                     die_now()
                 time.sleep(step_delay)
-                if preempted or step % config.checkpoint.every == 0 or step == config.steps:
+                if preempted or time_due or step % config.checkpoint.every == 0 or step == config.steps:
                     self._save(step)
+                    self.save_clock.saved()
                     saved_step = step
                 if preempted:
                     status = "preempted"
@@ -297,6 +320,7 @@ class _Run:
                 "status": status, "step": step, "steps": config.steps, "last_loss": last_loss,
                 "resumed_from": resumed_from, "last_checkpoint": saved_step, "world_size": self.env.world_size,
                 "launcher": self.env.source, "device": self.device_type,
+                "attention": sorted(getattr(self.engine.module, "attention_paths", ())),
                 "flops_per_token": self.flops_per_token, "flops_convention": "6N + 12*L*d*T (phi_hpc.model.flops)",
                 "consumed_samples": self.train_data.sampler.consumed, "last_val_loss": self.last_val_loss,
                 "tokens_per_s": round(sum(step_rates[1:]) / len(step_rates[1:]), 2) if len(step_rates) > 1 else None,
@@ -304,31 +328,56 @@ class _Run:
         self.barrier()
         return result
 
-    def _train_step(self) -> tuple[float, bool, float | None]:
+    def _train_step(self) -> tuple[float, bool, float | None, bool]:
         """One global batch: every micro-batch forward and backward, one optimizer update.
 
-        Returns the loss averaged over micro-batches and ranks, whether any rank was signalled (both
-        from the one collective of the step), and the gradient norm where we have to measure it.
+        Returns the loss averaged over micro-batches and ranks, whether any rank was signalled, the
+        gradient norm where we have to measure it, and whether rank 0's clock says a time-based
+        checkpoint is due (loss, signal and clock share the step's one collective).
         """
-        from phi_hpc.model.phi import causal_lm_loss
         from phi_hpc.train.engine import unclipped_grad_norm
 
         torch, engine = self.torch, self.engine
         loss_sum = torch.zeros((), device=self.device)
         own_norm = None
-        for micro in self.train_data.next_step():
-            input_ids = torch.from_numpy(micro.input_ids).to(self.device)
-            labels = torch.from_numpy(micro.labels).to(self.device)
-            loss = causal_lm_loss(engine(input_ids), labels)
+        for input_ids, labels in self._on_device(self.train_data.next_step()):
+            loss = engine(input_ids, labels=labels)  # head + loss fused in chunks: no [B, T, V] logits
             engine.backward(loss)  # DeepSpeed scales by 1/accumulation and all-reduces at the boundary
             if self.measure_own_grad_norm and engine.is_gradient_accumulation_boundary():
                 own_norm = unclipped_grad_norm(engine.module)
             engine.step()  # the optimizer update happens on the last micro-batch only
             loss_sum += loss.detach().float()
-        shared = torch.stack([loss_sum / self.accumulation,
-                              torch.tensor(float(self.preemption.raised), device=self.device)])
+        flags = [float(self.preemption.raised), float(self.is_main and self.save_clock.due())]
+        shared = torch.cat([(loss_sum / self.accumulation).reshape(1), torch.tensor(flags, device=self.device)])
         self.dist.all_reduce(shared)
-        return shared[0].item() / self.env.world_size, shared[1].item() > 0, own_norm
+        values = shared.tolist()  # one device-to-host copy for the three numbers
+        return values[0] / self.env.world_size, values[1] > 0, own_norm, values[2] > 0
+
+    def _on_device(self, micro_batches):
+        """(input_ids, labels) device tensors, each copy queued one micro-batch ahead of its use.
+
+        On GPUs the host arrays go through pinned memory and are copied with ``non_blocking``: the
+        copy of micro-batch i+1 overlaps the compute of micro-batch i instead of a synchronising
+        pageable copy before each forward. (A whole next *step* is not prefetched: the sampler's
+        position is what a checkpoint records, and it must not run ahead of the saved step.)
+        """
+        torch, cuda = self.torch, self.device_type == "cuda"
+
+        def put(micro):
+            pair = (torch.from_numpy(micro.input_ids), torch.from_numpy(micro.labels))
+            if cuda:
+                return tuple(t.pin_memory().to(self.device, non_blocking=True) for t in pair)
+            return pair
+
+        upcoming = None
+        for micro in micro_batches:
+            if upcoming is not None:
+                current, upcoming = upcoming, put(micro)
+                yield current
+            else:
+                upcoming = put(micro)
+        if upcoming is not None:
+            yield upcoming
 
     def _save(self, step: int) -> None:
         from phi_hpc.config import to_dict
@@ -340,17 +389,16 @@ class _Run:
         self.say(f"checkpoint {path}")
 
     def _validate(self, step: int) -> None:
-        from phi_hpc.model.phi import causal_lm_loss
+        from phi_hpc.model.loss import IGNORE_INDEX, shifted_labels
 
         torch, engine = self.torch, self.engine
         engine.eval()
         totals = torch.zeros(2, dtype=torch.float64, device=self.device)
         with torch.no_grad():
-            for micro in self.validation_data:
-                input_ids = torch.from_numpy(micro.input_ids).to(self.device)
-                labels = torch.from_numpy(micro.labels).to(self.device)
-                totals[0] += causal_lm_loss(engine(input_ids), labels, reduction="sum").double()
-                totals[1] += float((labels[:, 1:] != -100).sum())
+            for input_ids, labels in self._on_device(self.validation_data):
+                counted = (shifted_labels(labels) != IGNORE_INDEX).sum()
+                totals[0] += engine(input_ids, labels=labels).double() * counted  # mean -> sum
+                totals[1] += counted.double()
         engine.train()
         self.dist.all_reduce(totals)
         val_loss = (totals[0] / totals[1].clamp(min=1)).item()

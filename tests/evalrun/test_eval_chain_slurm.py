@@ -67,10 +67,11 @@ def test_eval_chain_runs_with_the_jobs_offline_because_submit_fetched_everything
         server.httpd.shutdown()
         server.httpd.server_close()  # from now on the MBPP URL refuses connections
     cached = cache / "phi-hpc" / "mbpp" / "mbpp.jsonl"
-    record = json.loads((run / "run.json").read_text())
+    assert cached.is_file()  # fetched at submit, before anything was queued
+    rows = wait_for(run, ["train", "eval-step-10"], timeout=600)
+    record = json.loads((run / "run.json").read_text())  # the training job submitted eval-step-10
     argv = next(job["argv"] for job in record["jobs"] if job["name"] == "eval-step-10")
     assert f"mbpp={cached}" in argv  # the job was handed the cached file, fetched at submit
-    rows = wait_for(run, ["train", "eval-step-10"], timeout=600)
     assert all(rows[name]["state"] == "COMPLETED" for name in ("train", "eval-step-10")), (rows, debug_logs(run))
     results = json.loads((run / "eval" / "step-10" / "results.json").read_text())
     assert results["tasks"]["mbpp"]["samples"] == 2 and results["tasks"]["humaneval"]["samples"] == 2

@@ -32,7 +32,8 @@ def test_a100x8_two_nodes(tmp_path, tiny_data):
     assert flags["error"] == f"{run_dir}/submitit/%j_0_log.err"
     srun = [line for line in done.stdout.splitlines() if line.startswith("srun ")]
     assert len(srun) == 1 and "--kill-on-bad-exit=1" in srun[0] and "submitit.core._submit" in srun[0]
-    assert "export NCCL_ASYNC_ERROR_HANDLING=1" in done.stdout
+    assert "export TORCH_NCCL_ASYNC_ERROR_HANDLING=1" in done.stdout
+    assert flags["constraint"] == "a100_80gb"  # a 40 GB A100 runs out of memory at micro-batch 8
     assert "phi-hpc train" in done.stdout and "config.yaml" in done.stdout
     assert not run_dir.exists(), "--dry-run must not create the run folder"
 
