@@ -22,7 +22,8 @@ def eval_group() -> None:
 
 def _sandbox_options(func):
     func = click.option("--isolation", type=click.Choice(["bwrap", "unshare", "rlimits"]), default=None,
-                        help="Force an isolation level (default: the best available; lower ones warn).")(func)
+                        help="Sandbox level. Default bwrap (full isolation; the command stops if bubblewrap cannot "
+                             "start). unshare and rlimits are weaker: they run only when chosen, and warn.")(func)
     func = click.option("--memory-gb", type=float, default=4.0, show_default=True,
                         help="Address-space limit per program (RLIMIT_AS).")(func)
     func = click.option("--timeout", type=float, default=20.0, show_default=True,

@@ -61,6 +61,7 @@ class EvalRunConfig:
     seed: int = 1234
     tokenizer: str | None = None
     workers: int = 2  # sandbox processes
+    isolation: str | None = None  # sandbox level; None: bubblewrap, required
     ks: tuple[int, ...] = (1, 10, 100)
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
     merge_timeout_s: float = 6 * 3600.0  # how long rank 0 waits for the other ranks' shards
@@ -225,7 +226,8 @@ def fingerprint(config: EvalRunConfig, model: ResolvedModel, world_size: int) ->
     weights = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
                      for p in model.model_dir.iterdir() if p.suffix in (".safetensors", ".bin", ".json"))
     decoding = {k: v for k, v in dataclasses.asdict(config).items()
-                if k not in ("output_dir", "workers", "ks", "merge_timeout_s", "checkpoint", "hf_model")}
+                if k not in ("output_dir", "workers", "isolation", "ks", "merge_timeout_s", "checkpoint",
+                             "hf_model")}
     blob = json.dumps({"model": str(model.model_dir.resolve()), "weights": weights, "decoding": decoding,
                        "world_size": world_size}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -320,7 +322,8 @@ def score_and_write(config: EvalRunConfig, records: list[dict], problems_by_task
             for sample in samples:
                 handle.write(json.dumps(sample) + "\n")
         results, summary = score_samples(samples, task, data_path=config.data.get(task), workers=config.workers,
-                                         ks=config.ks, problems=problems_by_task[task], show_progress=show_progress,
+                                         isolation=config.isolation, ks=config.ks, problems=problems_by_task[task],
+                                         show_progress=show_progress,
                                          source=str(task_dir / "samples.jsonl"))
         with atomic_write(task_dir / "results.jsonl") as handle:
             for result in results:
@@ -356,6 +359,10 @@ def run_eval(config: EvalRunConfig, completer: Completer | None = None, rank: Ra
     # Everything a user can get wrong is checked before torch loads (seconds on a busy node).
     tokenizer_path = resolve_tokenizer(config.tokenizer, model) if completer is None else None
     items, problems_by_task = build_work(config)
+    if rank.rank == 0:  # rank 0 scores: a sandbox that cannot start stops the run before hours of decoding
+        from phi_hpc.eval.sandbox import require_isolation
+
+        require_isolation(config.isolation)
     if not items:
         raise UsageError(f"--task {','.join(config.tasks)}: no problems to evaluate", "check --data and --limit")
     load_info: dict = {"tokenizer": str(tokenizer_path)} if tokenizer_path else {}

@@ -51,13 +51,16 @@ def _parse_data(items: tuple[str, ...], tasks: tuple[str, ...]) -> dict[str, str
 @click.option("--tokenizer", type=click.Path(), default=None,
               help="tokenizer.json [default: the one in the model folder or its run].")
 @click.option("--workers", type=int, default=2, show_default=True, help="Sandbox processes for scoring.")
+@click.option("--isolation", type=click.Choice(["bwrap", "unshare", "rlimits"]), default=None,
+              help="Sandbox level. Default bwrap (full isolation; the command stops if bubblewrap cannot "
+                   "start). unshare and rlimits are weaker: they run only when chosen, and warn.")
 @click.option("--k", "ks", default="1,10,100", show_default=True, help="pass@k values (those <= --n are reported).")
 @click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
               show_default=True, help="auto: bf16 on a GPU that supports it, else fp32.")
 @click.option("-o", "--output", "output_dir", type=click.Path(file_okay=False), required=True,
               help="OUT_DIR: results.json, <task>/samples.jsonl, <task>/results.jsonl.")
 def run(checkpoint, hf_model, tasks, data_items, limit, n, greedy, temperature, top_p, max_new_tokens, batch_size,
-        seed, tokenizer, workers, ks, dtype, output_dir):
+        seed, tokenizer, workers, isolation, ks, dtype, output_dir):
     """Generate completions with a checkpoint, score them in the sandbox, report pass@k.
 
     Launched as several tasks (srun -n N, torchrun --nproc-per-node N), each rank decodes a share of
@@ -82,7 +85,7 @@ def run(checkpoint, hf_model, tasks, data_items, limit, n, greedy, temperature, 
                            data=_parse_data(data_items, task_names), limit=limit, n=n, greedy=use_greedy,
                            temperature=0.2 if temperature is None else temperature, top_p=top_p,
                            max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, tokenizer=tokenizer,
-                           workers=workers, ks=k_values, dtype=dtype)
+                           workers=workers, isolation=isolation, ks=k_values, dtype=dtype)
     outcome = run_eval(config)
     if outcome.results is None:
         click.echo(f"rank {outcome.rank.rank}: shard written; rank 0 merges and scores", err=True)

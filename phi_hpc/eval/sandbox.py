@@ -8,15 +8,19 @@ a bubblewrap sandbox; the zygote forks a fresh process per program. Namespaces a
 are paid once per worker, so a program costs a fork and a few milliseconds instead of a fresh sandbox
 and interpreter (~100 ms; see docs/benchmarks/eval_exec.md).
 
-Isolation levels, best first (``detect_isolation``):
+Isolation levels (``--isolation``); ``bwrap`` is the default and is *required*: when bubblewrap cannot
+start, ``require_isolation`` stops the command before any program runs, with bubblewrap's own reason and
+the fixes. A weaker level runs only when chosen explicitly, and puts a loud ``warning`` into every result.
 
 ``bwrap``    new pid, net, ipc, uts namespaces; the root filesystem is an empty tmpfs holding read-only
              binds of /usr, /etc and the Python installation only (no home, project, run folders);
-             private /tmp, wiped after every program; dies with its parent.
-``unshare``  pid/net/ipc/uts namespaces via util-linux ``unshare``, but the host filesystem is visible.
+             private /tmp and /dev/shm, wiped after every program; dies with its parent. The
+             interpreter's folders (venv, base prefix, real folder of a symlinked executable) are bound
+             after the private /tmp, so a venv under /tmp, $HOME, /opt or a conda prefix stays visible.
+``unshare``  pid/net/ipc/uts/mount namespaces via util-linux ``unshare``; the host filesystem is visible.
 ``rlimits``  resource limits and a separate uid (when root) only.
-
-Anything below ``bwrap`` puts a loud ``warning`` into every result.
+On the host-filesystem levels as root, an interpreter in a folder other uids cannot enter (pyenv in
+/root) is re-exposed to the programs' uid in a private mount namespace (``zygote._expose_interpreter``).
 
 Users: as root, every worker's programs run under their own unprivileged uid (RLIMIT_NPROC is not
 enforced for uid 0, and another uid keeps programs from reading or signalling the zygote, which keeps
@@ -112,16 +116,30 @@ class ProgramResult:
 
 # ------------------------------------------------------------------------------------ isolation
 def _python_roots() -> list[str]:
-    """Folders the interpreter needs: its prefixes and the folder of the executable, de-nested."""
-    candidates = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix,
-                                                 os.path.dirname(os.path.realpath(sys.executable)),
-                                                 os.path.dirname(os.path.abspath(sys.executable)))}
+    """Folders the interpreter needs, de-nested: its prefixes (a venv and the Python it was made from),
+    the real folder of the executable (symlinked interpreters), and any site folder outside them."""
+    import site
+    import sysconfig
+
+    paths = [sys.prefix, sys.base_prefix, sys.exec_prefix, getattr(sys, "base_exec_prefix", sys.exec_prefix),
+             os.path.dirname(os.path.realpath(sys.executable)), os.path.dirname(os.path.abspath(sys.executable)),
+             sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"]]
+    paths += [p for p in site.getsitepackages() if os.path.isdir(p)]
+    candidates = {os.path.realpath(p) for p in paths} | {os.path.abspath(p) for p in paths}
     roots: list[str] = []
     for path in sorted(candidates, key=len):
-        if path.startswith(("/usr/", "/etc/")) or any(path == r or path.startswith(r + "/") for r in roots):
+        if not os.path.isdir(path) or path in ("/", "/usr", "/etc") or path.startswith(("/usr/", "/etc/")):
+            continue
+        if any(path == r or path.startswith(r + "/") for r in roots):
             continue
         roots.append(path)
     return roots
+
+
+def _ancestors(path: str) -> list[str]:
+    """``/a/b/c`` -> ``["/a", "/a/b"]``."""
+    parts = path.strip("/").split("/")[:-1]
+    return ["/" + "/".join(parts[:i + 1]) for i in range(len(parts))]
 
 
 def _bwrap_command(inner: list[str], tmp_bytes: int = 256 << 20) -> list[str]:
@@ -140,60 +158,102 @@ def _bwrap_command(inner: list[str], tmp_bytes: int = 256 << 20) -> list[str]:
         elif os.path.isdir(top):
             command += ["--ro-bind", top, top]
     command += ["--ro-bind", "/etc", "/etc"]
-    made: set[str] = set()
+    # tmpfs lives in RAM: sized, or many files each under RLIMIT_FSIZE could fill the host's memory.
+    command += ["--proc", "/proc", "--dev", "/dev",
+                "--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp",
+                "--perms", "1777", "--size", str(64 << 20), "--tmpfs", "/dev/shm"]  # multiprocessing needs it
+    # The interpreter is bound after the private /tmp and /dev/shm, so a venv under /tmp stays visible.
+    made = {"/tmp", "/dev", "/dev/shm", "/proc"}
     for root in _python_roots():
-        parent = os.path.dirname(root)
-        ancestors = []
-        while parent not in ("/", ""):
-            ancestors.append(parent)
-            parent = os.path.dirname(parent)
-        for folder in reversed(ancestors):
+        for folder in _ancestors(root):
             if folder not in made:
                 made.add(folder)
                 command += ["--perms", "0755", "--dir", folder]
         command += ["--ro-bind", root, root]
-    # tmpfs lives in RAM: sized, or many files each under RLIMIT_FSIZE could fill the host's memory.
-    command += ["--proc", "/proc", "--dev", "/dev",
-                "--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp",
-                "--perms", "1777", "--size", str(64 << 20), "--tmpfs", "/dev/shm",  # multiprocessing needs it
-                "--chdir", "/tmp", "--clearenv"]
-    return command + inner
+    return command + ["--chdir", "/tmp", "--clearenv"] + inner
 
 
 def _unshare_command(inner: list[str]) -> list[str]:
-    return ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", "--net", "--ipc", "--uts"] + inner
+    # --mount: a private mount namespace, where the zygote can re-expose an interpreter in a private
+    # folder (root's home) to the programs' uid (see ``_hidden_ancestors``).
+    return ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", "--mount", "--net", "--ipc",
+            "--uts"] + inner
 
 
-def _probe(command: list[str]) -> bool:
+def _hidden_ancestors() -> dict[str, list[str]]:
+    """For the host-filesystem levels as root (the zygote then takes a private mount namespace): the highest folder above each interpreter root that other
+    uids cannot enter (e.g. ``/root``), with the roots below it. The programs' uid could not import
+    from there (30/164 HumanEval references failed with ``No module named 'typing'``)."""
+    plan: dict[str, list[str]] = {}
+    for root in _python_roots():
+        for folder in _ancestors(root) + [root]:
+            if not os.stat(folder).st_mode & 0o001:
+                plan.setdefault(folder, []).append(root)
+                break
+    return plan
+
+
+def _probe(command: list[str]) -> str | None:
+    """None when ``command`` ran fine, else its own reason (the last line of its stderr)."""
     try:
-        return subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, timeout=30, env={}).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        return False
+        proc = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, timeout=30, env={})
+    except (OSError, subprocess.SubprocessError) as exc:
+        return str(exc)
+    if proc.returncode == 0:
+        return None
+    lines = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+    return lines[-1].strip() if lines else f"exit status {proc.returncode}"
 
 
 @functools.lru_cache(maxsize=None)
-def isolation_available(level: str) -> bool:
-    """Whether ``level`` really works here, found by starting an interpreter inside it (cached)."""
+def isolation_problem(level: str) -> str | None:
+    """None when ``level`` really works here (found by starting an interpreter inside it), else why not."""
     probe = [sys.executable, "-I", "-S", "-c", "pass"]
-    if level == "bwrap":
-        return bool(shutil.which("bwrap")) and _probe(_bwrap_command(probe))
-    if level == "unshare":
-        return bool(shutil.which("unshare")) and _probe(_unshare_command(probe))
-    return level == "rlimits"
+    if level in ("bwrap", "unshare"):
+        tool = "bwrap" if level == "bwrap" else "unshare"
+        if not shutil.which(tool):
+            return f"{tool} is not on PATH"
+        return _probe(_bwrap_command(probe) if level == "bwrap" else _unshare_command(probe))
+    return None
+
+
+def isolation_available(level: str) -> bool:
+    return isolation_problem(level) is None
 
 
 def detect_isolation() -> str:
-    """The best isolation this machine allows."""
-    return next(level for level in ISOLATION_LEVELS if isolation_available(level))
+    """The best isolation this machine allows (informational: the default is always ``bwrap``)."""
+    return next((level for level in ISOLATION_LEVELS if isolation_available(level)), "rlimits")
+
+
+BWRAP_FIXES = ("install bubblewrap (apt-get install bubblewrap / dnf install bubblewrap), allow unprivileged "
+               "user namespaces (sysctl -w kernel.unprivileged_userns_clone=1, or on Ubuntu "
+               "kernel.apparmor_restrict_unprivileged_userns=0), or choose a weaker level explicitly with "
+               "--isolation unshare|rlimits")
+
+
+def require_isolation(level: str | None) -> str:
+    """The level to use: ``bwrap`` unless one was chosen. Never falls back silently: a level that cannot
+    start is a one-line error with the tool's own reason, raised before any program runs."""
+    if level is not None and level not in ISOLATION_LEVELS:
+        raise UsageError(f"unknown isolation {level!r}", f"use one of {', '.join(ISOLATION_LEVELS)}")
+    chosen = level or "bwrap"
+    problem = isolation_problem(chosen)
+    if problem is None:
+        return chosen
+    if chosen == "bwrap":
+        raise PhiError(f"the sandbox cannot start: bubblewrap failed: {problem}", BWRAP_FIXES)
+    raise UsageError(f"--isolation {chosen} does not work on this machine: {problem}",
+                     "leave --isolation out to use bubblewrap (full isolation), or choose another level")
 
 
 ISOLATION_WARNINGS = {
     "bwrap": None,
-    "unshare": "WARNING: bubblewrap unavailable; programs ran with pid/net namespaces and rlimits but "
-               "could see the host filesystem (install bubblewrap for full isolation)",
-    "rlimits": "WARNING: no sandbox available (neither bubblewrap nor unshare work here); programs ran "
-               "with resource limits only and could reach the network and your files",
+    "unshare": "WARNING: --isolation unshare: programs ran with pid/net namespaces and rlimits but "
+               "could see the host filesystem (bubblewrap gives full isolation)",
+    "rlimits": "WARNING: --isolation rlimits: programs ran with resource limits only and could reach the "
+               "network and your files (bubblewrap gives full isolation)",
 }
 
 
@@ -225,7 +285,11 @@ class Zygote:
             os.chmod(self._host_tmp.name, 0o711)
             work_root = os.path.join(self._host_tmp.name, "work")
         settings = {"uid": self.run_uid, "pid_namespace": in_pid_namespace, "work_root": work_root,
-                    "private_tmp": self.isolation == "bwrap"}
+                    "private_tmp": self.isolation == "bwrap",
+                    # bound read-only into the private /tmp: the wipe after each program spares them
+                    "keep": [r for r in _python_roots() if r.startswith(("/tmp/", "/dev/shm/"))],
+                    # unshare as root: re-expose an interpreter that lies in a folder other uids cannot enter
+                    "expose": _hidden_ancestors() if self.isolation != "bwrap" and self.run_uid else {}}
         inner = [sys.executable, "-I", "-c", ZYGOTE_SOURCE.read_text(), json.dumps(settings)]
         if self.isolation == "bwrap":
             command = _bwrap_command(inner, self.limits.tmp_bytes)
@@ -320,13 +384,8 @@ class Sandbox:
     def __init__(self, workers: int = 2, limits: SandboxLimits | None = None, isolation: str | None = None):
         if workers < 1:
             raise UsageError(f"--workers must be at least 1 (got {workers})")
-        if isolation is not None and isolation not in ISOLATION_LEVELS:
-            raise UsageError(f"unknown isolation {isolation!r}", f"use one of {', '.join(ISOLATION_LEVELS)}")
         self.limits = limits or SandboxLimits()
-        if isolation is not None and not isolation_available(isolation):
-            raise UsageError(f"--isolation {isolation} does not work on this machine",
-                             f"leave --isolation out to use the best available ({detect_isolation()})")
-        self.isolation = isolation or detect_isolation()
+        self.isolation = require_isolation(isolation)
         self.warning = ISOLATION_WARNINGS[self.isolation]
         self.workers = workers
         self._uids = worker_uids(workers)

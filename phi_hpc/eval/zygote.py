@@ -36,6 +36,8 @@ RUN_UID = SETTINGS["uid"]  # None: cannot switch uid (not root); programs run as
 KILL_ALL_IN_NAMESPACE = SETTINGS["pid_namespace"]  # we are not pid 1, so kill(-1) spares us and init
 WORK_ROOT = SETTINGS["work_root"]
 PRIVATE_TMP = SETTINGS["private_tmp"]  # /tmp is our own tmpfs: wipe what a program left there
+KEEP = frozenset(SETTINGS.get("keep", ()))  # the interpreter's folders bound into /tmp: never wiped
+EXPOSE = SETTINGS.get("expose", {})  # private folder -> interpreter roots under it (root, host filesystem)
 MEMORY_POLL_S = 0.05  # how often the resident memory of a program's whole process tree is summed
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 PROGRAM_MODULE = "__sandbox__"  # not "__main__": `if __name__ == "__main__":` blocks do not run, as in
@@ -224,26 +226,88 @@ def _prepare_work_dir(serial):
 
 
 def _remove_tree(path):
-    import shutil
+    """Remove ``path`` and everything below it, iteratively (a 100,000-deep tree must not raise
+    RecursionError), making folders writable on the way (a program may chmod 000 them). Returns True
+    when it is gone."""
+    stack = [path]
+    while stack:
+        current = stack[-1]
+        try:
+            if os.path.islink(current) or not os.path.isdir(current):
+                os.unlink(current)
+                stack.pop()
+                continue
+            os.chmod(current, 0o700)
+            entries = os.listdir(current)
+        except FileNotFoundError:
+            stack.pop()
+            continue
+        except OSError:
+            return False
+        if entries:
+            stack.extend(os.path.join(current, name) for name in entries)
+            continue
+        try:
+            os.rmdir(current)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return False
+        stack.pop()
+    return not os.path.lexists(path)
 
-    shutil.rmtree(path, ignore_errors=True)
+
+def _wipe_folder(folder):
+    """Empty ``folder`` but the interpreter's bound folders (and the folders leading to them)."""
+    clean = True
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if path == WORK_ROOT or path in KEEP:
+            continue
+        if any(kept.startswith(path + "/") for kept in KEEP) and os.path.isdir(path):
+            clean = _wipe_folder(path) and clean
+        else:
+            clean = _remove_tree(path) and clean
+    return clean
 
 
 def _wipe_private_tmp():
     """The next program must not find what this one left in /tmp or /dev/shm (shared by a worker's runs)."""
     if not PRIVATE_TMP:
+        return True
+    return _wipe_folder("/tmp") & _wipe_folder("/dev/shm")
+
+
+def _expose_interpreter():
+    """unshare as root: over each private folder holding the interpreter (``/root``), mount an empty
+    tmpfs in our private mount namespace and bind the interpreter's folders back, read-only. The
+    programs' uid can then import the standard library, and the rest of that folder is hidden."""
+    if not EXPOSE:
         return
-    for path in [os.path.join("/tmp", name) for name in os.listdir("/tmp")] + [
-            os.path.join("/dev/shm", name) for name in os.listdir("/dev/shm")]:
-        if path == WORK_ROOT:
-            continue
-        if os.path.isdir(path) and not os.path.islink(path):
-            _remove_tree(path)
-        else:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    ms_rdonly, ms_remount, ms_bind, ms_rec, ms_private = 1, 32, 4096, 16384, 1 << 18
+
+    def mount(source, target, fstype, flags, data):
+        if libc.mount(source, target, fstype, flags, data) != 0:
+            error = ctypes.get_errno()
+            raise OSError(error, f"mount {target!r}: {os.strerror(error)}")
+
+    if not KILL_ALL_IN_NAMESPACE and libc.unshare(0x00020000) != 0:  # rlimits: CLONE_NEWNS of our own
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS) failed: cannot re-expose the interpreter")
+    mount(None, b"/", None, ms_rec | ms_private, None)
+    for folder, roots in EXPOSE.items():
+        handles = [os.open(root, os.O_PATH | os.O_DIRECTORY) for root in roots]
+        mount(b"tmpfs", folder.encode(), b"tmpfs", 0, b"mode=0755,size=1m")
+        for root, handle in zip(roots, handles):
+            os.makedirs(root, 0o755, exist_ok=True)
+            mount(f"/proc/self/fd/{handle}".encode(), root.encode(), None, ms_bind | ms_rec, None)
             try:
-                os.unlink(path)
+                mount(None, root.encode(), None, ms_bind | ms_remount | ms_rdonly, None)
             except OSError:
-                pass
+                pass  # read-only is a courtesy: the programs' uid cannot write root's files anyway
+            os.close(handle)
 
 
 class CappedBuffer:
@@ -387,6 +451,8 @@ def _verdict(result, token, exit_status, timed_out, duration, output):
 
 
 def main():
+    os.umask(0o022)
+    _expose_interpreter()
     os.makedirs(WORK_ROOT, exist_ok=True)
     send({"ready": True, "uid": os.getuid(), "pid": os.getpid()})
     serial = 0
