@@ -40,6 +40,7 @@ import functools
 import json
 import os
 import queue
+import secrets
 import select
 import shutil
 import struct
@@ -53,6 +54,7 @@ from typing import Callable, Sequence
 from phi_hpc.errors import PhiError, UsageError
 
 ZYGOTE_SOURCE = Path(__file__).with_name("zygote.py")
+CONFINE_SOURCE = Path(__file__).with_name("confine.py")  # prepended to the zygote's source
 ISOLATION_LEVELS = ("bwrap", "unshare", "rlimits")
 GIB = 1 << 30
 ZYGOTE_CAPABILITIES = ("CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER")
@@ -71,7 +73,9 @@ class SandboxLimits:
     processes: int = 64
     output_bytes: int = 64 << 10
     tree_memory_bytes: int | None = None  # resident memory of all the program's processes; None: = address space
-    tmp_bytes: int = 256 << 20  # size of the private /tmp (bubblewrap only; it is memory)
+    tmp_bytes: int = 256 << 20  # size of each program's private /tmp (it is memory)
+    shm_bytes: int = 64 << 20  # size of each program's private /dev/shm (multiprocessing needs one)
+    tmp_inodes: int = 16384  # files and folders in each of them (each costs kernel memory no rlimit counts)
 
     def request_fields(self, pid_namespace: bool = True) -> dict:
         cpu = self.cpu_seconds if self.cpu_seconds is not None else int(self.timeout_s) + 2
@@ -92,10 +96,20 @@ class SandboxLimits:
 
 @dataclasses.dataclass(frozen=True)
 class Program:
-    """What runs: the solution first, then (after builtins are restored) the tests."""
+    """What runs: the solution first, then the tests in a fresh namespace (``zygote._test_namespace``).
+
+    ``setup``: trusted code run first in the tests' namespace (HumanEval's prompt: its helpers are the
+    dataset's, not the solution's). ``entry_point``: the solution's function under test; the harness
+    then calls the tests' ``check`` on it itself. ``expose``: other names the tests take from the
+    solution even where they shadow a builtin (MBPP's ``sum``). Other names the tests read come from
+    the solution unless they are builtins; modules are imported afresh.
+    """
 
     solution: str
     tests: str
+    setup: str = ""
+    entry_point: str | None = None
+    expose: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -274,6 +288,8 @@ class Zygote:
         self.run_uid = run_uid
         self.limits = limits
         self._host_tmp: tempfile.TemporaryDirectory | None = None
+        self.hello: dict = {}
+        self.replace_reason: str | None = None  # set when its cleanup failed: the worker starts another
         self._proc = self._start()
 
     def _start(self) -> subprocess.Popen:
@@ -282,15 +298,18 @@ class Zygote:
             work_root = "/tmp/work"
         else:  # the host's filesystem: a private folder of our own
             self._host_tmp = tempfile.TemporaryDirectory(prefix="phi-hpc-sandbox-")
-            os.chmod(self._host_tmp.name, 0o711)
+            os.chmod(self._host_tmp.name, 0o711)  # explicit: independent of the caller's umask
             work_root = os.path.join(self._host_tmp.name, "work")
         settings = {"uid": self.run_uid, "pid_namespace": in_pid_namespace, "work_root": work_root,
                     "private_tmp": self.isolation == "bwrap",
-                    # bound read-only into the private /tmp: the wipe after each program spares them
+                    "tmp_bytes": self.limits.tmp_bytes, "shm_bytes": self.limits.shm_bytes,
+                    "tmp_inodes": self.limits.tmp_inodes,
+                    # bound read-only into /tmp: each program's fresh /tmp binds them back, the checks spare them
                     "keep": [r for r in _python_roots() if r.startswith(("/tmp/", "/dev/shm/"))],
                     # unshare as root: re-expose an interpreter that lies in a folder other uids cannot enter
                     "expose": _hidden_ancestors() if self.isolation != "bwrap" and self.run_uid else {}}
-        inner = [sys.executable, "-I", "-c", ZYGOTE_SOURCE.read_text(), json.dumps(settings)]
+        source = CONFINE_SOURCE.read_text() + "\n\n" + ZYGOTE_SOURCE.read_text()
+        inner = [sys.executable, "-I", "-c", source, json.dumps(settings)]
         if self.isolation == "bwrap":
             command = _bwrap_command(inner, self.limits.tmp_bytes)
         elif self.isolation == "unshare":
@@ -305,6 +324,7 @@ class Zygote:
         if not hello or not hello.get("ready"):
             proc.kill()
             raise SandboxCrashed(f"the {self.isolation} sandbox did not start{self._log_tail()}")
+        self.hello = hello
         return proc
 
     def _log_tail(self) -> str:
@@ -329,11 +349,17 @@ class Zygote:
             if not header_done and len(data) == 4:
                 need = 4 + struct.unpack(">I", data)[0]
                 header_done = True
-        return json.loads(data[4:])
+        try:
+            return json.loads(data[4:])
+        except ValueError:
+            return None
 
     def run(self, program: Program) -> dict:
+        # A fresh nonce per request: a reply that does not carry it was not asked for (forged, or stale).
+        nonce = secrets.token_hex(16)
         request = dict(self.limits.request_fields(pid_namespace=self.isolation in ("bwrap", "unshare")),
-                       solution=program.solution, tests=program.tests)
+                       nonce=nonce, solution=program.solution, tests=program.tests, setup=program.setup,
+                       entry_point=program.entry_point, expose=list(program.expose))
         payload = json.dumps(request).encode()
         try:
             self._proc.stdin.write(struct.pack(">I", len(payload)) + payload)
@@ -344,6 +370,9 @@ class Zygote:
         reply = self._receive(self._proc, timeout=self.limits.timeout_s + 30)
         if reply is None:
             raise SandboxCrashed(f"sandbox server stopped answering{self._log_tail()}")
+        if reply.get("nonce") != nonce or reply.get("status") not in ("passed", "failed", "timeout", "error"):
+            raise SandboxCrashed("the sandbox server sent a reply that was not asked for (forged or out of turn)")
+        self.replace_reason = reply.get("replace")
         return reply
 
     def kill(self) -> None:
@@ -364,13 +393,41 @@ class Zygote:
         self._log.close()
 
 
+# The programs' host uids when we are root: above systemd's container range (0x70000000), below 2^31;
+# each is checked to have no passwd entry and no process, and drawn at random per evaluation, so that
+# concurrent evaluations on one node do not share one (nor RLIMIT_NPROC budgets).
+PROGRAM_UIDS = (0x70000000, 0x7FFF0000)
+
+
+def _uid_in_use(uid: int) -> bool:
+    import pwd
+
+    try:
+        pwd.getpwuid(uid)
+        return True
+    except KeyError:
+        pass
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}").st_uid == uid:
+                    return True
+            except OSError:
+                pass
+    return False
+
+
 def worker_uids(workers: int) -> list[int | None]:
-    """Distinct unprivileged uids per worker (root only); offset by our pid so that two concurrent
-    evaluations on one node rarely share a uid (they would share RLIMIT_NPROC budgets)."""
+    """Distinct unused host uids per worker (root only); an ordinary user's programs keep its uid
+    (mapped to uid 1000 in their own user namespace, which is all an unprivileged user can map)."""
     if os.getuid() != 0:
         return [None] * workers
-    base = 60000 + (os.getpid() % 300) * 16
-    return [base + index for index in range(workers)]
+    uids: list[int | None] = []
+    while len(uids) < workers:
+        uid = secrets.randbelow(PROGRAM_UIDS[1] - PROGRAM_UIDS[0]) + PROGRAM_UIDS[0]
+        if uid not in uids and not _uid_in_use(uid):
+            uids.append(uid)
+    return uids
 
 
 class Sandbox:
@@ -393,6 +450,7 @@ class Sandbox:
         self._threads: list[threading.Thread] = []
         self._live: dict[int, Zygote] = {}  # worker -> its zygote, so that an abort can kill them all
         self._aborting = False
+        self._lock = threading.Lock()
 
     def __enter__(self) -> "Sandbox":
         return self
@@ -447,6 +505,7 @@ class Sandbox:
                 break
             if zygote is None:
                 zygote = self._live[worker] = Zygote(self.isolation, self._uids[worker], self.limits)
+                self._note_confinement(zygote.hello)
             try:
                 reply = zygote.run(program)
                 break
@@ -456,10 +515,27 @@ class Sandbox:
                 self._live.pop(worker, None)
                 if attempt == 1:
                     reply = {"status": "error", "error": f"sandbox failure: {exc}", "duration": 0.0, "output": ""}
+        if zygote is not None and zygote.replace_reason:  # never reuse a worker whose cleanup failed
+            zygote.close()
+            zygote = None
+            self._live.pop(worker, None)
         result = ProgramResult(status=reply["status"], error=reply.get("error"), duration_s=reply["duration"],
                                output=reply.get("output", ""), isolation=self.isolation, warning=self.warning,
                                exit_code=reply.get("exit_code"), signal=reply.get("signal"))
         return result, zygote
+
+    def _note_confinement(self, hello: dict) -> None:
+        """What a zygote reported it could not do becomes part of every result's warning."""
+        notes = []
+        if not hello.get("namespaces"):
+            notes.append("WARNING: no per-program user namespaces here (user namespaces disabled?): programs "
+                         "shared the worker's /tmp, uid and IPC, and no seccomp filter ran")
+        elif not hello.get("seccomp"):
+            notes.append("WARNING: no seccomp filter on this architecture: keyrings, SysV IPC, io_uring and "
+                         "nested namespaces stay reachable to programs")
+        if notes:
+            with self._lock:
+                self.warning = "; ".join(n for n in [self.warning, *notes] if n and n not in (self.warning or ""))
 
     def run(self, program: Program) -> ProgramResult:
         return self.run_all([program])[0]

@@ -56,4 +56,4 @@ def test_same_attacks_fool_an_in_process_harness():
         proc = subprocess.run([sys.executable, "-c", driver, solution, tests], capture_output=True, timeout=60)
         assert proc.returncode == 0, f"{name}: the naive harness was not fooled: {proc.stderr[-500:]}"
         with Sandbox(workers=1) as sandbox:
-            assert sandbox.run(Program(solution, tests)).status == "failed", name
+            assert sandbox.run(Program(solution, tests)).status in ("failed", "error"), name

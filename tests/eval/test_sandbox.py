@@ -117,11 +117,25 @@ def test_fallbacks_still_score_correctly_and_warn(isolation):
 
 
 def test_each_worker_has_its_own_unprivileged_uid():
-    probe = Program("import os, time\nuid = os.getuid()\ntime.sleep(0.2)\nprint(uid)\n", "assert uid != 0\n")
+    """Programs are uid 1000 in a user namespace of their own, mapped (as root) to an unused host uid
+    drawn per worker: no passwd entry, outside the ranges systemd and containers use, never root."""
+    import pwd
+
+    probe = ("import os, time\nuid = os.getuid()\nmapping = open('/proc/self/uid_map').read().split()\n"
+             "time.sleep(0.2)\n")
     with Sandbox(workers=2) as sandbox:
-        results = sandbox.run_all([Program(probe.solution, probe.tests + "assert False, uid\n")] * 4)
-    uids = {int(r.error.split(":")[-1]) for r in results}
-    assert len(uids) == 2 and 0 not in uids, uids
+        results = sandbox.run_all([Program(probe, "assert False, (uid, mapping)\n")] * 4)
+    seen = {r.error.split(":", 1)[1].strip() for r in results}
+    host_uids = set()
+    for text in seen:
+        uid, (inside, outside, count) = eval(text)  # noqa: S307 - our own program's repr
+        assert uid == int(inside) == 1000 and count == "1", text
+        host_uids.add(int(outside))
+    assert len(host_uids) == 2, host_uids
+    for uid in host_uids:
+        assert 0x70000000 <= uid < 0x80000000
+        with pytest.raises(KeyError):
+            pwd.getpwuid(uid)
 
 
 def test_sandbox_dies_with_its_parent(tmp_path):
