@@ -124,6 +124,16 @@ def mount_proc():
         return False
 
 
+def hide_key_lists():
+    """/proc/keys lists the descriptions of the invoking user's keys (same host uid): cover it and
+    /proc/key-users with /dev/null (best effort; payloads are out of reach anyway, keyctl is denied)."""
+    for path in ("/proc/keys", "/proc/key-users"):
+        try:
+            _mount("/dev/null", path, None, MS_BIND, None)
+        except OSError:
+            pass
+
+
 def drop_capabilities():
     """Empty bounding, permitted, effective and inheritable sets (ambient follows permitted)."""
     for capability in range(64):

@@ -13,7 +13,7 @@ start, ``require_isolation`` stops the command before any program runs, with bub
 the fixes. A weaker level runs only when chosen explicitly, and puts a loud ``warning`` into every result.
 
 ``bwrap``    new pid, net, ipc, uts namespaces; the root filesystem is an empty tmpfs holding read-only
-             binds of /usr, /etc and the Python installation only (no home, project, run folders);
+             binds of /usr, a minimal /etc (``ETC_ENTRIES``) and the Python installation only (no home, project, run folders);
              private /tmp and /dev/shm, wiped after every program; dies with its parent. The
              interpreter's folders (venv, base prefix, real folder of a symlinked executable) are bound
              after the private /tmp, so a venv under /tmp, $HOME, /opt or a conda prefix stays visible.
@@ -57,6 +57,11 @@ ZYGOTE_SOURCE = Path(__file__).with_name("zygote.py")
 CONFINE_SOURCE = Path(__file__).with_name("confine.py")  # prepended to the zygote's source
 ISOLATION_LEVELS = ("bwrap", "unshare", "rlimits")
 GIB = 1 << 30
+# What programs see of /etc: the dynamic linker's cache and config, time zone, name-service basics
+# without any account database, MIME and locale tables, and Debian's per-Python config folder.
+ETC_ENTRIES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime", "timezone",
+               "nsswitch.conf", "hosts", "protocols", "services", "mime.types", "locale.alias", "os-release",
+               f"python3.{sys.version_info.minor}", "ssl/openssl.cnf")
 ZYGOTE_CAPABILITIES = ("CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER")
 
 
@@ -171,7 +176,13 @@ def _bwrap_command(inner: list[str], tmp_bytes: int = 256 << 20) -> list[str]:
             command += ["--symlink", os.readlink(top), top]
         elif os.path.isdir(top):
             command += ["--ro-bind", top, top]
-    command += ["--ro-bind", "/etc", "/etc"]
+    command += ["--perms", "0755", "--dir", "/etc"]
+    for name in ETC_ENTRIES:  # a minimal /etc: no passwd, shadow, hostname, ssh or site secrets
+        path = "/etc/" + name
+        if os.path.islink(path):
+            command += ["--symlink", os.readlink(path), path]
+        elif os.path.exists(path):
+            command += ["--ro-bind", path, path]
     # tmpfs lives in RAM: sized, or many files each under RLIMIT_FSIZE could fill the host's memory.
     command += ["--proc", "/proc", "--dev", "/dev",
                 "--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp",

@@ -309,11 +309,13 @@ def _become_program(request, token, work_dir):
         enter_namespaces()
         program = os.fork()
         if program:
+            set_dumpable(0)
             os.write(4, struct.pack(">I", program))
             _mirror(program)
         os.close(4)
         mount_private_tmp(TMP_BYTES, SHM_BYTES, TMP_INODES, sorted(KEEP))
         mount_proc()
+        hide_key_lists()
         os.chdir("/tmp")
         drop_capabilities()
     else:
