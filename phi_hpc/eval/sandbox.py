@@ -301,7 +301,17 @@ class Zygote:
         self._host_tmp: tempfile.TemporaryDirectory | None = None
         self.hello: dict = {}
         self.replace_reason: str | None = None  # set when its cleanup failed: the worker starts another
+        self.cgroup = self._memory_cgroup()
         self._proc = self._start()
+
+    def _memory_cgroup(self):
+        from phi_hpc.eval.cgroup import MemoryCgroup, SLACK_BYTES
+
+        tree = self.limits.tree_memory_bytes or self.limits.address_space_bytes
+        try:
+            return MemoryCgroup(tree + self.limits.tmp_bytes + self.limits.shm_bytes + SLACK_BYTES)
+        except OSError:
+            return None  # said once per run by Sandbox.notes
 
     def _start(self) -> subprocess.Popen:
         in_pid_namespace = self.isolation in ("bwrap", "unshare")
@@ -327,6 +337,8 @@ class Zygote:
             command = _unshare_command(inner)
         else:
             command = inner
+        if self.cgroup is not None:
+            command = self.cgroup.wrap(command)
         # The zygote's own stderr (never the programs') goes to a file: its tail explains a crash.
         self._log = tempfile.TemporaryFile()
         proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
@@ -401,6 +413,8 @@ class Zygote:
                 self._proc.wait()
         if self._host_tmp is not None:
             self._host_tmp.cleanup()
+        if self.cgroup is not None:
+            self.cgroup.remove()
         self._log.close()
 
 
@@ -462,6 +476,9 @@ class Sandbox:
         self._live: dict[int, Zygote] = {}  # worker -> its zygote, so that an abort can kill them all
         self._aborting = False
         self._lock = threading.Lock()
+        from phi_hpc.eval.cgroup import unavailable_reason
+
+        self.notes = [note for note in [unavailable_reason()] if note]  # limits that could not be had here
 
     def __enter__(self) -> "Sandbox":
         return self

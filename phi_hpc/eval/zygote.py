@@ -158,17 +158,44 @@ def _clear_hooks(gc):
                 pass
 
 
+PRISTINE = ({}, {})  # (builtins, module snapshot) as every program starts; set by _prepare_world
+
+
+def _prepare_world():
+    """Once per zygote: the state every program starts from and is put back to before its tests.
+    Tracing is disabled here already (the zygote never traces), and every object the zygote holds is
+    frozen out of the garbage collector: a collection in a forked program would otherwise touch the
+    whole inherited heap and copy it page by page (tens of milliseconds per program)."""
+    import builtins
+    import gc
+    import types
+
+    global PRISTINE
+    for name in ("ast", "dis", "importlib", "types", "gc"):
+        __import__(name)  # what the harness imports, loaded before the snapshot
+    _disable_tracing()
+    PRISTINE = (dict(builtins.__dict__), _snapshot_modules())
+    del types
+    gc.collect()
+    gc.freeze()
+
+
 def _snapshot_modules():
     return {name: (module, dict(module.__dict__)) for name, module in list(sys.modules.items())
             if module is not None and name not in (PROGRAM_MODULE, "__main__") and hasattr(module, "__dict__")}
 
 
-def _restore_modules(snapshot):
-    """Every module as before the solution (values put back key by key: never an empty ``sys``); the
-    modules the solution imported are dropped, so the tests import fresh ones."""
+def _restore_modules(snapshot, names):
+    """The modules the tests (and their setup) import, as before the solution: values put back key by
+    key (never an empty module); the modules the solution imported are dropped, so that the tests
+    import fresh ones. Only those: touching every module's objects in a forked process would copy
+    much of the heap (reference counts are writes)."""
     for name in [n for n in sys.modules if n not in snapshot and n not in (PROGRAM_MODULE, "__main__")]:
         del sys.modules[name]
-    for name, (module, saved) in snapshot.items():
+    for name in names:
+        if name not in snapshot:
+            continue
+        module, saved = snapshot[name]
         sys.modules[name] = module
         current = module.__dict__
         for key in [k for k in current if k not in saved]:
@@ -176,6 +203,25 @@ def _restore_modules(snapshot):
         for key, value in saved.items():
             if current.get(key, saved) is not value:
                 current[key] = value
+
+
+def _imported_modules(*sources):
+    """Every module (and parent package) an import statement in ``sources`` names."""
+    import ast
+
+    names = set()
+    for source in sources:
+        try:
+            tree = ast.parse(source or "")
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            found = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else []
+            for dotted in found:
+                parts = dotted.split(".")
+                names.update(".".join(parts[:i + 1]) for i in range(len(parts)))
+    return names
 
 
 def _program_threads():
@@ -240,20 +286,18 @@ def run_program(request, token, result_fd):
     import gc
     import types
 
-    _disable_tracing()
     module = types.ModuleType(PROGRAM_MODULE)
     module.__dict__["__builtins__"] = builtins.__dict__
     sys.modules["__main__"] = sys.modules[PROGRAM_MODULE] = module
     solution = module.__dict__
-    pristine = dict(builtins.__dict__)
-    snapshot = _snapshot_modules()
-    write, exit_now, flush_streams = _write, _exit, _flush_streams
+    pristine, snapshot = PRISTINE  # taken once by the zygote: the same in every fork, and no copying here
+    write, exit_now, flush_streams, close = _write, _exit, _flush_streams, os.close
     entry_point = request.get("entry_point")
     _ARMED[0] = True
     try:
         exec(compile(request["solution"], "<solution>", "exec"), solution)
         # The reference harnesses run solution and tests as one string and cannot do any of this.
-        _restore_modules(snapshot)
+        _restore_modules(snapshot, _imported_modules(request.get("setup"), request["tests"]))
         _clear_hooks(gc)
         if not _no_threads_left(0.2):
             raise Refused("threads the solution started were still running when the tests began")
@@ -283,6 +327,8 @@ def run_program(request, token, result_fd):
         exit_now(1)
     flush_streams()
     write(result_fd, token)  # reached only when every line of the tests ran
+    for fd in (result_fd, 1, 2):  # the zygote sees the end now, not after this process's exit unmapped it all
+        close(fd)
     exit_now(0)
 
 
@@ -295,8 +341,10 @@ def _flush_streams():
 
 
 # ------------------------------------------------------------------------------- confinement
-def _become_program(request, token, work_dir):
-    """In the forked child (fds: 0 null, 1/2 output, 3 result, 4 control): confine, then run."""
+def _become_program(token, work_dir):
+    """In the forked child (fds: 0 null, 1/2 output, 3 result, 4 control, 5 request): confine, then
+    wait for the request and run it. The zygote forks this *before* the request comes (``prepare``),
+    so confinement overlaps the host's round trip instead of delaying the program."""
     os.setsid()
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     if RUN_UID is not None:
@@ -310,6 +358,7 @@ def _become_program(request, token, work_dir):
         program = os.fork()
         if program:
             set_dumpable(0)
+            os.close(5)
             os.write(4, struct.pack(">I", program))
             _mirror(program)
         os.close(4)
@@ -321,10 +370,15 @@ def _become_program(request, token, work_dir):
     else:
         os.close(4)
         os.chdir(work_dir)
+    install_seccomp()
+    header = _read_exactly(5, 4)
+    request = json.loads(_read_exactly(5, struct.unpack(">I", header)[0])) if header else None
+    os.close(5)
+    if request is None:  # the zygote is gone, or replaced us
+        _exit(0)
     for name, value in request["limits"].items():
         if value is not None:
             resource.setrlimit(_RLIMITS[name], (value, value))
-    install_seccomp()
     os.umask(0o077)
     os.environ.clear()
     sys.argv = [""]
@@ -341,8 +395,11 @@ def _join_session_keyring():
 
 
 def _mirror(program):
-    """The middle process: wait for the program (its pid namespace's init) and end the same way."""
-    for fd in (0, 1, 2, 3, 4):
+    """The middle process: wait for the program (its pid namespace's init) and send its wait status
+    up the control pipe. The zygote does not wait for our own exit: tearing down the namespaces we
+    hold (unmounting the program's tmpfs) waits for an RCU grace period, which then overlaps the next
+    program instead of delaying this verdict."""
+    for fd in (0, 1, 2, 3):
         os.close(fd)
     while True:
         try:
@@ -350,15 +407,8 @@ def _mirror(program):
             break
         except InterruptedError:
             continue
-    if os.WIFEXITED(status):
-        _exit(os.WEXITSTATUS(status))
-    number = os.WTERMSIG(status)
-    try:
-        signal.signal(number, signal.SIG_DFL)
-    except (OSError, ValueError):
-        pass
-    os.kill(os.getpid(), number)
-    _exit(128 + number)
+    os.write(4, struct.pack(">i", status))
+    _exit(0)
 
 
 def _probe_namespaces():
@@ -388,40 +438,75 @@ def kill_program(child_pid, program_pid):
                 os.kill(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+    if NAMESPACES:
+        return  # nothing of a program lives outside its own pid namespace; the next one is being prepared
     if IN_PID_NAMESPACE:
         for _ in range(3):
             try:
                 os.kill(-1, signal.SIGKILL)  # in our pid namespace: everything but us and init
             except ProcessLookupError:
                 break
-    elif not NAMESPACES:
+    else:
         try:
             os.killpg(child_pid, signal.SIGKILL)  # best effort: the program's session
         except (ProcessLookupError, PermissionError):
             pass
 
 
+PREPARED = set()  # the next program's processes, forked while the current one runs: not its leftovers
+EXITING = set()  # middle processes that reported and are tearing their namespaces down; reaped later
+
+
 def _wait_until_alone(limit_s=10.0):
     """Wait until the killed processes are reaped (by init): until then they still count against the
-    next program's RLIMIT_NPROC, and a fork bomb's leftovers could make its threads fail to start."""
-    if not IN_PID_NAMESPACE:
+    next program's RLIMIT_NPROC, and a fork bomb's leftovers could make its threads fail to start.
+    With per-program namespaces there is nothing to wait for: a program's status is known only once
+    its pid namespace's init was reaped, which the kernel allows only after all of it died (a passed
+    program, whose pipes all closed, is left to finish exiting)."""
+    if not IN_PID_NAMESPACE or NAMESPACES:
         return
     me, give_up = os.getpid(), time.monotonic() + limit_s
     while time.monotonic() < give_up:
         _reap_strays()  # when we are init ourselves (unshare), the orphans are ours to reap
-        others = [n for n in os.listdir("/proc") if n.isdigit() and int(n) not in (1, me)]
+        pids = {int(n) for n in os.listdir("/proc") if n.isdigit()}
+        EXITING.intersection_update(pids)
+        others = pids - {1, me} - EXITING - PREPARED
         if not others:
             return
         kill_program(None, None)
         time.sleep(0.002)
 
 
+REAPED = {}  # pid -> wait status of a child reaped here before its own waiter asked (see _wait_status)
+
+
 def _reap_strays():
     try:
-        while os.waitpid(-1, os.WNOHANG)[0] > 0:
-            pass
+        while True:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid <= 0:
+                break
+            if pid in EXITING:
+                EXITING.discard(pid)
+            else:
+                REAPED[pid] = status
     except ChildProcessError:
-        pass
+        EXITING.clear()
+
+
+def _leave_exiting(pid):
+    """A middle process that reported is reaped whenever it is done (unless it already was)."""
+    if REAPED.pop(pid, None) is None:
+        EXITING.add(pid)
+
+
+def _wait_status(pid):
+    if pid in REAPED:
+        return REAPED.pop(pid)
+    try:
+        return os.waitpid(pid, 0)[1]
+    except ChildProcessError:
+        return REAPED.pop(pid, 0)
 
 
 
@@ -551,7 +636,7 @@ def tree_resident_bytes():
     total = 0
     me = os.getpid()
     for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) in (1, me):
+        if not name.isdigit() or int(name) in (1, me) or int(name) in PREPARED:
             continue
         try:
             with open(f"/proc/{name}/statm", "rb") as handle:
@@ -606,13 +691,14 @@ def _world_is_clean():
     return problems
 
 
-def run_one(request, serial):
-    started = time.monotonic()
+def prepare(serial):
+    """Fork and confine the next program's process; it waits for its request (see _become_program)."""
     work_dir = None if NAMESPACES else _prepare_work_dir(serial)
     token = os.urandom(24)
     result_r, result_w = os.pipe()
     output_r, output_w = os.pipe()
     control_r, control_w = os.pipe()
+    request_r, request_w = os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
@@ -622,36 +708,74 @@ def run_one(request, serial):
             os.dup2(output_w, 2)
             os.dup2(result_w, 3)
             os.dup2(control_w, 4)
-            os.closerange(5, os.sysconf("SC_OPEN_MAX"))  # the host protocol pipes, the log, all else
-            _become_program(request, token, work_dir)
+            os.dup2(request_r, 5)
+            os.closerange(6, os.sysconf("SC_OPEN_MAX"))  # the host protocol pipes, the log, all else
+            _become_program(token, work_dir)
         except BaseException as exc:  # noqa: BLE001 - setting up the sandboxed process failed
             try:
                 os.write(3, ("S" + _error_line(exc)).encode()[:600])
             finally:
                 _exit(3)
         _exit(4)
-    for fd in (result_w, output_w, control_w):
+    for fd in (result_w, output_w, control_w, request_r):
         os.close(fd)
-    program_pid = _read_program_pid(control_r, 30.0) if NAMESPACES else None
-    os.close(control_r)
-    outcome = _watch(request, started, pid, program_pid, result_r, output_r)
+    PREPARED.add(pid)  # its program's pid is read when it is needed: forking it must not hold us up
+    return {"pid": pid, "pidfd": os.pidfd_open(pid), "token": token, "work_dir": work_dir, "result_r": result_r,
+            "output_r": output_r, "control_r": control_r, "request_w": request_w}
+
+
+def run_one(request, ready, serial):
+    """Hand the request to the prepared process, watch it, clean up, judge."""
+    started = time.monotonic()
+    data = json.dumps(request).encode()
+    try:
+        view = memoryview(struct.pack(">I", len(data)) + data)
+        while view:
+            view = view[os.write(ready["request_w"], view):]
+    except BrokenPipeError:
+        pass  # its setup failed: the reason is on its result pipe
+    os.close(ready["request_w"])
+    token, pid = ready["token"], ready["pid"]
+    program_pid = _read_program_pid(ready["control_r"], 30.0) if NAMESPACES else None
+    PREPARED.discard(pid)
+    if NAMESPACES:  # the next program's confinement overlaps this one's run
+        following = prepare(serial + 1)
+    outcome = _watch(request, started, pid, program_pid, ready["result_r"], ready["output_r"], ready["control_r"],
+                     token, ready["pidfd"])
     _reap_strays()
     _wait_until_alone()
     clean = True
-    if work_dir is not None:
-        clean = _remove_tree(work_dir) and _wipe_private_tmp()
+    if ready["work_dir"] is not None:
+        clean = _remove_tree(ready["work_dir"]) and _wipe_private_tmp()
     leftovers = _world_is_clean()
     reply = _verdict(token, started, **outcome)
     if leftovers or not clean:
         reply["replace"] = f"cleanup failed: {', '.join(leftovers) or 'a work folder could not be removed'}"
-    return reply
+    return reply, following if NAMESPACES else prepare(serial + 1)
 
 
-def _watch(request, started, pid, program_pid, result_r, output_r):
-    """Collect output and result until the program ends, its time is up or its memory too large."""
+def _status_from(source, pid, program_pid):
+    """The program's wait status: from the middle process's report (namespaces; the middle is left to
+    exit on its own), else by reaping the child. None: not yet known."""
+    if program_pid is None or source is None:
+        return _wait_status(pid)
+    data = os.read(source, 4)
+    if len(data) == 4:
+        _leave_exiting(pid)
+        return struct.unpack(">i", data)[0]
+    return _wait_status(pid)  # the middle died without a report (killed)
+
+
+def _watch(request, started, pid, program_pid, result_r, output_r, control_r, token, pidfd):
+    """Collect output and result until the program ends, its time is up or its memory too large.
+
+    With per-program namespaces, a program whose every process closed its pipes after the harness
+    wrote the token is done: the harness exits 0 right after writing it, so the verdict does not wait
+    for the pid namespace's teardown (5-20 ms); the middle and the program are left to finish exiting
+    (``EXITING``), already sent SIGKILL, while the next program starts."""
     output = CappedBuffer(request["output_limit"])
     result = bytearray()
-    pidfd = os.pidfd_open(pid)
+    status_fd = control_r if program_pid is not None else pidfd
     deadline = started + request["timeout"]
     exit_status, timed_out, over_memory = None, False, False
     tree_memory_limit = request.get("tree_memory")
@@ -666,13 +790,13 @@ def _watch(request, started, pid, program_pid, result_r, output_r):
             if tree_resident_bytes() > tree_memory_limit:
                 over_memory = True
                 break
-        watch = list(open_fds) + ([pidfd] if exit_status is None else [])
+        watch = list(open_fds) + ([status_fd] if exit_status is None else [])
         if not watch:
             break
         ready, _, _ = select.select(watch, [], [], min(remaining, MEMORY_POLL_S))
         for fd in ready:
-            if fd == pidfd:
-                exit_status = os.waitpid(pid, 0)[1]
+            if fd == status_fd:
+                exit_status = _status_from(control_r if fd == control_r else None, pid, program_pid)
                 kill_program(None if NAMESPACES else pid, program_pid)  # leftovers would hold the pipes open
                 continue
             data = os.read(fd, 1 << 16)
@@ -682,10 +806,15 @@ def _watch(request, started, pid, program_pid, result_r, output_r):
                 output.add(data)
             elif len(result) < 4096:
                 result += data
+        if exit_status is None and program_pid is not None and not open_fds and result == token:
+            exit_status = 0  # the harness's own _exit(0), see above
+            kill_program(None, program_pid)
+            _leave_exiting(pid)
+            break
     if exit_status is None:
         kill_program(pid, program_pid)
-        exit_status = os.waitpid(pid, 0)[1]
-    for fd in (pidfd, output_r, result_r):
+        exit_status = _wait_status(pid)
+    for fd in (pidfd, output_r, result_r, control_r):
         os.close(fd)
     return {"result": bytes(result), "exit_status": exit_status, "timed_out": timed_out,
             "over_memory": over_memory and tree_memory_limit, "output": output.text()}
@@ -728,19 +857,23 @@ def main():
     os.chmod(WORK_ROOT, 0o711)  # whatever the caller's umask
     NAMESPACES = _probe_namespaces()
     sys.addaudithook(_audit_hook)
+    _prepare_world()
     send({"ready": True, "uid": os.getuid(), "pid": os.getpid(), "namespaces": NAMESPACES,
           "seccomp": seccomp_supported()})
-    serial = 0
+    serial = 1
+    ready = prepare(serial)
     while True:
         request = receive()
         if request is None:
             return
-        serial += 1
         try:
-            reply = run_one(request, serial)
+            reply, ready = run_one(request, ready, serial)
         except Exception as exc:  # noqa: BLE001 - report, and have the host replace us
             reply = {"status": "error", "error": f"sandbox failure: {_error_line(exc)}", "duration": 0.0,
                      "output": "", "exit_code": None, "signal": None, "replace": _error_line(exc)}
+            send(dict(reply, nonce=request.get("nonce")))
+            return
+        serial += 1
         reply["nonce"] = request.get("nonce")
         send(reply)
 

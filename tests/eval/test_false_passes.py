@@ -143,3 +143,24 @@ def test_program_view_of_etc_is_minimal():
         listing = sandbox.run(probe).error
     for private in ("shadow", "gshadow", "hostname", "ssh", "sudoers", "machine-id"):
         assert f"'{private}'" not in listing, listing
+
+
+def test_memory_cgroup_where_one_can_be_had():
+    """Root here: each worker's zygote and programs run in a memory cgroup of their own (counting kernel
+    and shared memory), removed afterwards; where none can be had, the run says so."""
+    from phi_hpc.eval.cgroup import unavailable_reason
+
+    limits = SandboxLimits(timeout_s=5)
+    with Sandbox(workers=1, limits=limits) as sandbox:
+        assert sandbox.run(Program("x = 1\n", "assert x == 1\n")).passed
+        zygote = next(iter(sandbox._live.values()))
+        if unavailable_reason() is not None:
+            assert zygote.cgroup is None and sandbox.notes == [unavailable_reason()]
+            return
+        assert sandbox.notes == [] and zygote.cgroup is not None
+        path = zygote.cgroup.path
+        assert str(zygote._proc.pid) in (path / "cgroup.procs").read_text().split()
+        limit_file = "memory.max" if zygote.cgroup.version == "v2" else "memory.limit_in_bytes"
+        expected = limits.address_space_bytes + limits.tmp_bytes + limits.shm_bytes + (256 << 20)
+        assert abs(int((path / limit_file).read_text()) - expected) < (1 << 20)
+    assert not path.exists()
