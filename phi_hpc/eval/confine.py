@@ -35,7 +35,7 @@ _SYSCALLS = {
         "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
         "unshare": 272, "setns": 308, "bpf": 321, "userfaultfd": 323, "memfd_create": 319,
         "memfd_secret": 447, "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311,
-        "perf_event_open": 298, "pidfd_getfd": 438, "mount": 165, "open_tree": 428, "fsopen": 430,
+        "perf_event_open": 298, "pidfd_getfd": 438, "mq_open": 240, "mount": 165, "open_tree": 428, "fsopen": 430,
         "clone": 56, "clone3": 435}),
     "aarch64": (0xC00000B7, {
         "keyctl": 219, "add_key": 217, "request_key": 218,
@@ -44,7 +44,7 @@ _SYSCALLS = {
         "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
         "unshare": 97, "setns": 268, "bpf": 280, "userfaultfd": 282, "memfd_create": 279,
         "memfd_secret": 447, "ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271,
-        "perf_event_open": 241, "pidfd_getfd": 438, "mount": 40, "open_tree": 428, "fsopen": 430,
+        "perf_event_open": 241, "pidfd_getfd": 438, "mq_open": 180, "mount": 40, "open_tree": 428, "fsopen": 430,
         "clone": 220, "clone3": 435}),
 }
 ARCH = platform.machine()
@@ -171,12 +171,13 @@ def _filter_program(arch_id, numbers):
     return code
 
 
-def install_seccomp():
-    """NO_NEW_PRIVS, then the filter. False where this architecture's syscall table is not known here."""
-    _prctl(PR_SET_NO_NEW_PRIVS, 1, what="PR_SET_NO_NEW_PRIVS")
-    if ARCH not in _SYSCALLS:
-        return False
-    arch_id, numbers = _SYSCALLS[ARCH]
+_PREPARED_FILTER = []  # (SockFprog, instructions): built once in the zygote, inherited by every fork
+
+
+def prepare_seccomp():
+    """Build the filter once (ctypes classes and arrays cost more than installing it)."""
+    if _PREPARED_FILTER or ARCH not in _SYSCALLS:
+        return
 
     class SockFilter(ctypes.Structure):
         _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8),
@@ -185,8 +186,16 @@ def install_seccomp():
     class SockFprog(ctypes.Structure):
         _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(SockFilter))]
 
-    code = _filter_program(arch_id, numbers)
+    code = _filter_program(*_SYSCALLS[ARCH])
     instructions = (SockFilter * len(code))(*[SockFilter(*row) for row in code])
-    program = SockFprog(len(code), instructions)
-    _prctl(PR_SET_SECCOMP, 2, ctypes.addressof(program), what="PR_SET_SECCOMP")
+    _PREPARED_FILTER.extend([SockFprog(len(code), instructions), instructions])
+
+
+def install_seccomp():
+    """NO_NEW_PRIVS, then the filter. False where this architecture's syscall table is not known here."""
+    _prctl(PR_SET_NO_NEW_PRIVS, 1, what="PR_SET_NO_NEW_PRIVS")
+    if ARCH not in _SYSCALLS:
+        return False
+    prepare_seccomp()
+    _prctl(PR_SET_SECCOMP, 2, ctypes.addressof(_PREPARED_FILTER[0]), what="PR_SET_SECCOMP")
     return True

@@ -22,15 +22,18 @@ the fixes. A weaker level runs only when chosen explicitly, and puts a loud ``wa
 On the host-filesystem levels as root, an interpreter in a folder other uids cannot enter (pyenv in
 /root) is re-exposed to the programs' uid in a private mount namespace (``zygote._expose_interpreter``).
 
-Users: as root, every worker's programs run under their own unprivileged uid (RLIMIT_NPROC is not
-enforced for uid 0, and another uid keeps programs from reading or signalling the zygote, which keeps
-only the capabilities it needs for that). As an ordinary user, bubblewrap runs in a user namespace and
-programs share the zygote's uid: a program can kill its zygote, which the worker then replaces (that
-program is scored ``error``); it still cannot see the host's processes, files or network.
+Users and confinement (``confine.py``, ``zygote._become_program``): each program runs as uid 1000 of a
+user namespace of its own, mapped, as root, to an unused host uid drawn per worker (``worker_uids``:
+no passwd entry, no process, above systemd's ranges), and as an ordinary user to that user's uid
+(all an unprivileged user can map). It is the init of its own pid namespace (it cannot see, signal
+or ptrace the zygote, which is also non-dumpable) and has its own IPC and mount namespaces with a
+fresh /tmp and /dev/shm capped in bytes and inodes, a fresh session keyring, no capabilities and a
+seccomp filter. The zygote forks the next program's confined process while the current one runs.
+Every request carries a nonce its reply must echo; a zygote whose cleanup check fails is replaced.
 
-Limits are per process (``SandboxLimits``): RLIMIT_AS bounds one process, so a program that also forks
-could in theory use ``processes`` x ``address_space_bytes``; a memory cgroup would bound the tree but
-needs cgroup delegation, which login nodes rarely grant.
+Limits: RLIMIT_AS per process, the resident memory of a program's whole process tree (polled), the
+tmpfs sizes, and, where one can be had (root, or a delegated cgroup), a memory cgroup per worker that
+also counts kernel and shared memory (``cgroup.py``; otherwise ``Sandbox.notes`` says so).
 """
 
 from __future__ import annotations

@@ -10,10 +10,12 @@ Protocol on fds 0/1 (the host's pipes): each message is a 4-byte big-endian leng
 Request: ``{"nonce", "solution", "tests", "setup", "entry_point", "expose", "timeout", "limits",
 "output_limit", ...}``; reply: the outcome, carrying the request's nonce (the host rejects any other).
 
-Per program (``_become_program``): fork; the child takes a host uid of its own (as root), a fresh
-session keyring, and new user/pid/IPC/mount namespaces; it forks the program's process, pid 1 of that
-pid namespace, with a fresh capped /tmp and /dev/shm, no capabilities and a seccomp filter
-(``confine.py``). The zygote itself is non-dumpable: a program of the same host uid cannot open its
+Per program (``prepare``, ``_become_program``): fork a middle process, which takes a host uid of its
+own (as root), a fresh session keyring, and new user/pid/IPC/mount namespaces, and forks the program's
+process, pid 1 of that pid namespace, with a fresh capped /tmp and /dev/shm, no capabilities and a
+seccomp filter (``confine.py``); the middle reports the program's wait status up a control pipe. This
+is done for the *next* program while the current one runs, so it waits for its request already
+confined. The zygote itself is non-dumpable: a program of the same host uid cannot open its
 /proc/<pid>/mem or fd/ (the reply pipe), and cannot see or signal it from its own pid namespace.
 
 Why a program cannot fake a pass: the zygote draws 24 random bytes per run, and the harness writes
@@ -170,10 +172,14 @@ def _prepare_world():
     import gc
     import types
 
-    global PRISTINE
-    for name in ("ast", "dis", "importlib", "types", "gc"):
+    global PRISTINE, IMPORT_LINE
+    import re
+
+    IMPORT_LINE = re.compile(r"^[ \t]*(?:from[ \t]+([\w.]+)[ \t]+import|import[ \t]+([\w., \t]+))", re.M)
+    for name in ("importlib", "types", "gc"):
         __import__(name)  # what the harness imports, loaded before the snapshot
     _disable_tracing()
+    prepare_seccomp()
     PRISTINE = (dict(builtins.__dict__), _snapshot_modules())
     del types
     gc.collect()
@@ -205,22 +211,18 @@ def _restore_modules(snapshot, names):
                 current[key] = value
 
 
-def _imported_modules(*sources):
-    """Every module (and parent package) an import statement in ``sources`` names."""
-    import ast
+IMPORT_LINE = None  # compiled once in _prepare_world
 
+
+def _imported_modules(*sources):
+    """Every module (and parent package) an import statement in ``sources`` names (a text scan: cheap,
+    and naming too many only restores more)."""
     names = set()
     for source in sources:
-        try:
-            tree = ast.parse(source or "")
-        except SyntaxError:
-            continue
-        for node in ast.walk(tree):
-            found = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else []
-            for dotted in found:
+        for from_name, import_names in IMPORT_LINE.findall(source or ""):
+            for dotted in [from_name] if from_name else [n.split(" as ")[0].strip() for n in import_names.split(",")]:
                 parts = dotted.split(".")
-                names.update(".".join(parts[:i + 1]) for i in range(len(parts)))
+                names.update(".".join(parts[:i + 1]) for i in range(len(parts)) if parts[i])
     return names
 
 
@@ -363,8 +365,9 @@ def _become_program(token, work_dir):
             _mirror(program)
         os.close(4)
         mount_private_tmp(TMP_BYTES, SHM_BYTES, TMP_INODES, sorted(KEEP))
-        mount_proc()
-        hide_key_lists()
+        own_proc = mount_proc()
+        if own_proc or RUN_UID is None:  # key lists of the invoking user's uid could show in there
+            hide_key_lists()
         os.chdir("/tmp")
         drop_capabilities()
     else:
