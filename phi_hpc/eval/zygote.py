@@ -364,6 +364,7 @@ def _become_program(token, work_dir):
             os.write(4, struct.pack(">I", program))
             _mirror(program)
         os.close(4)
+        os.setsid()  # a session of its own: kill(0) must not reach the middle process
         mount_private_tmp(TMP_BYTES, SHM_BYTES, TMP_INODES, sorted(KEEP))
         own_proc = mount_proc()
         if own_proc or RUN_UID is None:  # key lists of the invoking user's uid could show in there
@@ -495,6 +496,20 @@ def _reap_strays():
                 REAPED[pid] = status
     except ChildProcessError:
         EXITING.clear()
+
+
+def _wait_gone(program_pid, limit_s=10.0):
+    """After a kill: wait until the program's init is a zombie or gone, which the kernel allows only
+    once every process of its pid namespace died (their memory would count against the next program)."""
+    give_up = time.monotonic() + limit_s
+    while program_pid and time.monotonic() < give_up:
+        try:
+            with open(f"/proc/{program_pid}/stat", "rb") as handle:
+                if handle.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X"):
+                    return
+        except (OSError, IndexError):
+            return
+        time.sleep(0.002)
 
 
 def _leave_exiting(pid):
@@ -817,6 +832,7 @@ def _watch(request, started, pid, program_pid, result_r, output_r, control_r, to
     if exit_status is None:
         kill_program(pid, program_pid)
         exit_status = _wait_status(pid)
+        _wait_gone(program_pid)
     for fd in (pidfd, output_r, result_r, control_r):
         os.close(fd)
     return {"result": bytes(result), "exit_status": exit_status, "timed_out": timed_out,

@@ -177,8 +177,9 @@ def test_sandbox_dies_with_its_parent(tmp_path):
 
 
 def test_as_an_ordinary_user(tmp_path):
-    """The login-node case: not root, so bubblewrap runs in a user namespace and programs share the
-    zygote's uid. Emulated by running the evaluator itself as uid 1000 in a user namespace."""
+    """The login-node case: not root, so bubblewrap runs in a user namespace and programs keep the
+    invoking user's host uid (in user and pid namespaces of their own). Emulated by running the
+    evaluator itself as uid 1000 in a user namespace (install_case.py does it as a real user)."""
     import json
     import subprocess
     import sys
@@ -200,8 +201,9 @@ def test_as_an_ordinary_user(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["uid"] == 1000 and report["isolation"] == "bwrap"
-    # Killing its own zygote is possible for a program here; it is scored error and the run goes on.
-    assert report["statuses"] == ["passed", "failed", "error", "passed"]
+    # The program is the init of its own pid namespace: its "parent" is out of reach (getppid() is 0),
+    # the zygote survives, and the run goes on.
+    assert report["statuses"] == ["passed", "failed", "passed", "passed"]
 
 
 def test_an_interrupted_evaluation_stops_at_once():
