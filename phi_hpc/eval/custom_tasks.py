@@ -7,12 +7,14 @@ leaked into training. This is the format for such sets: one JSON object per line
     prompt              string: what the model is given          "def add(a, b):\\n    \\"\\"\\"Sum.\\"\\"\\"\\n"
     tests               string: Python run after the solution    "assert add(1, 2) == 3\\n"
     entry_point         optional string: the function under test; when the tests define
-                        ``check(candidate)`` (HumanEval's style), ``check(<entry_point>)`` is called
+                        ``check(candidate)`` (HumanEval's style), the harness calls ``check(<entry_point>)``
     stop                optional list of strings: where a completion ends (default: HumanEval's)
     canonical_solution  optional string: a reference completion, which ``eval check`` runs
 
-The program that runs is ``prompt + completion`` followed by ``tests``, exactly as for HumanEval, so a
-completion continues the prompt. A task is named by its path; its results go under the file's stem.
+The program that runs is ``prompt + completion``, then ``tests`` in a fresh namespace, exactly as for
+HumanEval, so a completion continues the prompt. The prompt is the problem set's own code: when it is
+valid Python by itself (a header with a docstring, helper functions) it also sets up the tests' namespace.
+A task is named by its path; its results go under the file's stem.
 """
 
 from __future__ import annotations
@@ -59,6 +61,14 @@ def _stops(row: dict, path: Path, number: int, default: tuple[str, ...]) -> tupl
     return tuple(stops)
 
 
+def _compiles(code: str) -> bool:
+    try:
+        compile(code, "<prompt>", "exec")
+    except (SyntaxError, ValueError):
+        return False
+    return True
+
+
 def load_custom(path: str | Path, default_stops: tuple[str, ...]) -> list:
     """The problems of a custom set, validated line by line (errors name ``file:line``)."""
     from phi_hpc.eval.tasks import Problem
@@ -77,12 +87,13 @@ def load_custom(path: str | Path, default_stops: tuple[str, ...]) -> list:
         seen[task_id] = number
         prompt, tests = _string(row, "prompt", path, number), _string(row, "tests", path, number)
         entry_point = _string(row, "entry_point", path, number, required=False)
-        if entry_point is not None and _CALLS_CHECK.search(tests):
-            tests = tests + f"\n\ncheck({entry_point})\n"
+        calls_check = entry_point is not None and _CALLS_CHECK.search(tests) is not None
         problems.append(Problem(task_id=task_id, prompt=prompt, solution_prefix=prompt,
                                 reference=_string(row, "canonical_solution", path, number, required=False) or "",
-                                tests=tests, entry_point=entry_point,
-                                stop_sequences=_stops(row, path, number, default_stops)))
+                                tests=tests, entry_point=entry_point if calls_check else None,
+                                stop_sequences=_stops(row, path, number, default_stops),
+                                expose=(entry_point,) if entry_point and not calls_check else (),
+                                setup=prompt if _compiles(prompt) else ""))
     if not problems:
         raise UsageError(f"{path}: no problems", FORMAT_HINT)
     return problems

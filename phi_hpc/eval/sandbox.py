@@ -13,7 +13,7 @@ start, ``require_isolation`` stops the command before any program runs, with bub
 the fixes. A weaker level runs only when chosen explicitly, and puts a loud ``warning`` into every result.
 
 ``bwrap``    new pid, net, ipc, uts namespaces; the root filesystem is an empty tmpfs holding read-only
-             binds of /usr, /etc and the Python installation only (no home, project, run folders);
+             binds of /usr, a minimal /etc (``ETC_ENTRIES``) and the Python installation only (no home, project, run folders);
              private /tmp and /dev/shm, wiped after every program; dies with its parent. The
              interpreter's folders (venv, base prefix, real folder of a symlinked executable) are bound
              after the private /tmp, so a venv under /tmp, $HOME, /opt or a conda prefix stays visible.
@@ -22,15 +22,18 @@ the fixes. A weaker level runs only when chosen explicitly, and puts a loud ``wa
 On the host-filesystem levels as root, an interpreter in a folder other uids cannot enter (pyenv in
 /root) is re-exposed to the programs' uid in a private mount namespace (``zygote._expose_interpreter``).
 
-Users: as root, every worker's programs run under their own unprivileged uid (RLIMIT_NPROC is not
-enforced for uid 0, and another uid keeps programs from reading or signalling the zygote, which keeps
-only the capabilities it needs for that). As an ordinary user, bubblewrap runs in a user namespace and
-programs share the zygote's uid: a program can kill its zygote, which the worker then replaces (that
-program is scored ``error``); it still cannot see the host's processes, files or network.
+Users and confinement (``confine.py``, ``zygote._become_program``): each program runs as uid 1000 of a
+user namespace of its own, mapped, as root, to an unused host uid drawn per worker (``worker_uids``:
+no passwd entry, no process, above systemd's ranges), and as an ordinary user to that user's uid
+(all an unprivileged user can map). It is the init of its own pid namespace (it cannot see, signal
+or ptrace the zygote, which is also non-dumpable) and has its own IPC and mount namespaces with a
+fresh /tmp and /dev/shm capped in bytes and inodes, a fresh session keyring, no capabilities and a
+seccomp filter. The zygote forks the next program's confined process while the current one runs.
+Every request carries a nonce its reply must echo; a zygote whose cleanup check fails is replaced.
 
-Limits are per process (``SandboxLimits``): RLIMIT_AS bounds one process, so a program that also forks
-could in theory use ``processes`` x ``address_space_bytes``; a memory cgroup would bound the tree but
-needs cgroup delegation, which login nodes rarely grant.
+Limits: RLIMIT_AS per process, the resident memory of a program's whole process tree (polled), the
+tmpfs sizes, and, where one can be had (root, or a delegated cgroup), a memory cgroup per worker that
+also counts kernel and shared memory (``cgroup.py``; otherwise ``Sandbox.notes`` says so).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import functools
 import json
 import os
 import queue
+import secrets
 import select
 import shutil
 import struct
@@ -53,8 +57,14 @@ from typing import Callable, Sequence
 from phi_hpc.errors import PhiError, UsageError
 
 ZYGOTE_SOURCE = Path(__file__).with_name("zygote.py")
+CONFINE_SOURCE = Path(__file__).with_name("confine.py")  # prepended to the zygote's source
 ISOLATION_LEVELS = ("bwrap", "unshare", "rlimits")
 GIB = 1 << 30
+# What programs see of /etc: the dynamic linker's cache and config, time zone, name-service basics
+# without any account database, MIME and locale tables, and Debian's per-Python config folder.
+ETC_ENTRIES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime", "timezone",
+               "nsswitch.conf", "hosts", "protocols", "services", "mime.types", "locale.alias", "os-release",
+               f"python3.{sys.version_info.minor}", "ssl/openssl.cnf")
 ZYGOTE_CAPABILITIES = ("CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER")
 
 
@@ -71,7 +81,9 @@ class SandboxLimits:
     processes: int = 64
     output_bytes: int = 64 << 10
     tree_memory_bytes: int | None = None  # resident memory of all the program's processes; None: = address space
-    tmp_bytes: int = 256 << 20  # size of the private /tmp (bubblewrap only; it is memory)
+    tmp_bytes: int = 256 << 20  # size of each program's private /tmp (it is memory)
+    shm_bytes: int = 64 << 20  # size of each program's private /dev/shm (multiprocessing needs one)
+    tmp_inodes: int = 16384  # files and folders in each of them (each costs kernel memory no rlimit counts)
 
     def request_fields(self, pid_namespace: bool = True) -> dict:
         cpu = self.cpu_seconds if self.cpu_seconds is not None else int(self.timeout_s) + 2
@@ -92,10 +104,20 @@ class SandboxLimits:
 
 @dataclasses.dataclass(frozen=True)
 class Program:
-    """What runs: the solution first, then (after builtins are restored) the tests."""
+    """What runs: the solution first, then the tests in a fresh namespace (``zygote._test_namespace``).
+
+    ``setup``: trusted code run first in the tests' namespace (HumanEval's prompt: its helpers are the
+    dataset's, not the solution's). ``entry_point``: the solution's function under test; the harness
+    then calls the tests' ``check`` on it itself. ``expose``: other names the tests take from the
+    solution even where they shadow a builtin (MBPP's ``sum``). Other names the tests read come from
+    the solution unless they are builtins; modules are imported afresh.
+    """
 
     solution: str
     tests: str
+    setup: str = ""
+    entry_point: str | None = None
+    expose: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,7 +179,13 @@ def _bwrap_command(inner: list[str], tmp_bytes: int = 256 << 20) -> list[str]:
             command += ["--symlink", os.readlink(top), top]
         elif os.path.isdir(top):
             command += ["--ro-bind", top, top]
-    command += ["--ro-bind", "/etc", "/etc"]
+    command += ["--perms", "0755", "--dir", "/etc"]
+    for name in ETC_ENTRIES:  # a minimal /etc: no passwd, shadow, hostname, ssh or site secrets
+        path = "/etc/" + name
+        if os.path.islink(path):
+            command += ["--symlink", os.readlink(path), path]
+        elif os.path.exists(path):
+            command += ["--ro-bind", path, path]
     # tmpfs lives in RAM: sized, or many files each under RLIMIT_FSIZE could fill the host's memory.
     command += ["--proc", "/proc", "--dev", "/dev",
                 "--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp",
@@ -274,7 +302,19 @@ class Zygote:
         self.run_uid = run_uid
         self.limits = limits
         self._host_tmp: tempfile.TemporaryDirectory | None = None
+        self.hello: dict = {}
+        self.replace_reason: str | None = None  # set when its cleanup failed: the worker starts another
+        self.cgroup = self._memory_cgroup()
         self._proc = self._start()
+
+    def _memory_cgroup(self):
+        from phi_hpc.eval.cgroup import MemoryCgroup, SLACK_BYTES
+
+        tree = self.limits.tree_memory_bytes or self.limits.address_space_bytes
+        try:
+            return MemoryCgroup(tree + self.limits.tmp_bytes + self.limits.shm_bytes + SLACK_BYTES)
+        except OSError:
+            return None  # said once per run by Sandbox.notes
 
     def _start(self) -> subprocess.Popen:
         in_pid_namespace = self.isolation in ("bwrap", "unshare")
@@ -282,21 +322,26 @@ class Zygote:
             work_root = "/tmp/work"
         else:  # the host's filesystem: a private folder of our own
             self._host_tmp = tempfile.TemporaryDirectory(prefix="phi-hpc-sandbox-")
-            os.chmod(self._host_tmp.name, 0o711)
+            os.chmod(self._host_tmp.name, 0o711)  # explicit: independent of the caller's umask
             work_root = os.path.join(self._host_tmp.name, "work")
         settings = {"uid": self.run_uid, "pid_namespace": in_pid_namespace, "work_root": work_root,
                     "private_tmp": self.isolation == "bwrap",
-                    # bound read-only into the private /tmp: the wipe after each program spares them
+                    "tmp_bytes": self.limits.tmp_bytes, "shm_bytes": self.limits.shm_bytes,
+                    "tmp_inodes": self.limits.tmp_inodes,
+                    # bound read-only into /tmp: each program's fresh /tmp binds them back, the checks spare them
                     "keep": [r for r in _python_roots() if r.startswith(("/tmp/", "/dev/shm/"))],
                     # unshare as root: re-expose an interpreter that lies in a folder other uids cannot enter
                     "expose": _hidden_ancestors() if self.isolation != "bwrap" and self.run_uid else {}}
-        inner = [sys.executable, "-I", "-c", ZYGOTE_SOURCE.read_text(), json.dumps(settings)]
+        source = CONFINE_SOURCE.read_text() + "\n\n" + ZYGOTE_SOURCE.read_text()
+        inner = [sys.executable, "-I", "-c", source, json.dumps(settings)]
         if self.isolation == "bwrap":
             command = _bwrap_command(inner, self.limits.tmp_bytes)
         elif self.isolation == "unshare":
             command = _unshare_command(inner)
         else:
             command = inner
+        if self.cgroup is not None:
+            command = self.cgroup.wrap(command)
         # The zygote's own stderr (never the programs') goes to a file: its tail explains a crash.
         self._log = tempfile.TemporaryFile()
         proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
@@ -305,6 +350,7 @@ class Zygote:
         if not hello or not hello.get("ready"):
             proc.kill()
             raise SandboxCrashed(f"the {self.isolation} sandbox did not start{self._log_tail()}")
+        self.hello = hello
         return proc
 
     def _log_tail(self) -> str:
@@ -329,11 +375,17 @@ class Zygote:
             if not header_done and len(data) == 4:
                 need = 4 + struct.unpack(">I", data)[0]
                 header_done = True
-        return json.loads(data[4:])
+        try:
+            return json.loads(data[4:])
+        except ValueError:
+            return None
 
     def run(self, program: Program) -> dict:
+        # A fresh nonce per request: a reply that does not carry it was not asked for (forged, or stale).
+        nonce = secrets.token_hex(16)
         request = dict(self.limits.request_fields(pid_namespace=self.isolation in ("bwrap", "unshare")),
-                       solution=program.solution, tests=program.tests)
+                       nonce=nonce, solution=program.solution, tests=program.tests, setup=program.setup,
+                       entry_point=program.entry_point, expose=list(program.expose))
         payload = json.dumps(request).encode()
         try:
             self._proc.stdin.write(struct.pack(">I", len(payload)) + payload)
@@ -344,6 +396,9 @@ class Zygote:
         reply = self._receive(self._proc, timeout=self.limits.timeout_s + 30)
         if reply is None:
             raise SandboxCrashed(f"sandbox server stopped answering{self._log_tail()}")
+        if reply.get("nonce") != nonce or reply.get("status") not in ("passed", "failed", "timeout", "error"):
+            raise SandboxCrashed("the sandbox server sent a reply that was not asked for (forged or out of turn)")
+        self.replace_reason = reply.get("replace")
         return reply
 
     def kill(self) -> None:
@@ -361,16 +416,46 @@ class Zygote:
                 self._proc.wait()
         if self._host_tmp is not None:
             self._host_tmp.cleanup()
+        if self.cgroup is not None:
+            self.cgroup.remove()
         self._log.close()
 
 
+# The programs' host uids when we are root: above systemd's container range (0x70000000), below 2^31;
+# each is checked to have no passwd entry and no process, and drawn at random per evaluation, so that
+# concurrent evaluations on one node do not share one (nor RLIMIT_NPROC budgets).
+PROGRAM_UIDS = (0x70000000, 0x7FFF0000)
+
+
+def _uid_in_use(uid: int) -> bool:
+    import pwd
+
+    try:
+        pwd.getpwuid(uid)
+        return True
+    except KeyError:
+        pass
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}").st_uid == uid:
+                    return True
+            except OSError:
+                pass
+    return False
+
+
 def worker_uids(workers: int) -> list[int | None]:
-    """Distinct unprivileged uids per worker (root only); offset by our pid so that two concurrent
-    evaluations on one node rarely share a uid (they would share RLIMIT_NPROC budgets)."""
+    """Distinct unused host uids per worker (root only); an ordinary user's programs keep its uid
+    (mapped to uid 1000 in their own user namespace, which is all an unprivileged user can map)."""
     if os.getuid() != 0:
         return [None] * workers
-    base = 60000 + (os.getpid() % 300) * 16
-    return [base + index for index in range(workers)]
+    uids: list[int | None] = []
+    while len(uids) < workers:
+        uid = secrets.randbelow(PROGRAM_UIDS[1] - PROGRAM_UIDS[0]) + PROGRAM_UIDS[0]
+        if uid not in uids and not _uid_in_use(uid):
+            uids.append(uid)
+    return uids
 
 
 class Sandbox:
@@ -393,6 +478,10 @@ class Sandbox:
         self._threads: list[threading.Thread] = []
         self._live: dict[int, Zygote] = {}  # worker -> its zygote, so that an abort can kill them all
         self._aborting = False
+        self._lock = threading.Lock()
+        from phi_hpc.eval.cgroup import unavailable_reason
+
+        self.notes = [note for note in [unavailable_reason()] if note]  # limits that could not be had here
 
     def __enter__(self) -> "Sandbox":
         return self
@@ -447,6 +536,7 @@ class Sandbox:
                 break
             if zygote is None:
                 zygote = self._live[worker] = Zygote(self.isolation, self._uids[worker], self.limits)
+                self._note_confinement(zygote.hello)
             try:
                 reply = zygote.run(program)
                 break
@@ -456,10 +546,27 @@ class Sandbox:
                 self._live.pop(worker, None)
                 if attempt == 1:
                     reply = {"status": "error", "error": f"sandbox failure: {exc}", "duration": 0.0, "output": ""}
+        if zygote is not None and zygote.replace_reason:  # never reuse a worker whose cleanup failed
+            zygote.close()
+            zygote = None
+            self._live.pop(worker, None)
         result = ProgramResult(status=reply["status"], error=reply.get("error"), duration_s=reply["duration"],
                                output=reply.get("output", ""), isolation=self.isolation, warning=self.warning,
                                exit_code=reply.get("exit_code"), signal=reply.get("signal"))
         return result, zygote
+
+    def _note_confinement(self, hello: dict) -> None:
+        """What a zygote reported it could not do becomes part of every result's warning."""
+        notes = []
+        if not hello.get("namespaces"):
+            notes.append("WARNING: no per-program user namespaces here (user namespaces disabled?): programs "
+                         "shared the worker's /tmp, uid and IPC, and no seccomp filter ran")
+        elif not hello.get("seccomp"):
+            notes.append("WARNING: no seccomp filter on this architecture: keyrings, SysV IPC, io_uring and "
+                         "nested namespaces stay reachable to programs")
+        if notes:
+            with self._lock:
+                self.warning = "; ".join(n for n in [self.warning, *notes] if n and n not in (self.warning or ""))
 
     def run(self, program: Program) -> ProgramResult:
         return self.run_all([program])[0]

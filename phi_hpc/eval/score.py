@@ -79,7 +79,7 @@ def score_samples(samples: list[dict], task: str, data_path=None, workers: int =
     started = time.monotonic()
     with Sandbox(workers=workers, limits=limits, isolation=isolation) as sandbox:
         outcomes = _run_with_progress(sandbox, programs, f"{task}: running tests", show_progress)
-        isolation_used, warning = sandbox.isolation, sandbox.warning
+        isolation_used, warning, notes = sandbox.isolation, sandbox.warning, sandbox.notes
     wall = time.monotonic() - started
 
     results = [_result_row(sample, outcome) for sample, outcome in zip(samples, outcomes)]
@@ -89,7 +89,7 @@ def score_samples(samples: list[dict], task: str, data_path=None, workers: int =
     summary.update(summary["pass_at_k"])  # also top level: {"pass@1": ...} is what most tools read
     summary.update(isolation=isolation_used, warning=warning, workers=workers, wall_time_s=round(wall, 3),
                    limits=dataclasses.asdict(limits or SandboxLimits()), truncated_at_stop=truncate,
-                   sandbox={"isolation": isolation_used, "warning": warning})
+                   sandbox={"isolation": isolation_used, "warning": warning, "notes": notes})
     return results, summary
 
 

@@ -56,12 +56,31 @@ class Problem:
     prompt: str  # what a base model is given
     solution_prefix: str  # put before the completion (HumanEval: the prompt; MBPP: test imports)
     reference: str  # the dataset's own completion, which must pass
-    tests: str  # runs after the solution, in the same namespace
+    tests: str  # runs after the solution, in a fresh namespace (HumanEval: defines check; the harness calls it)
     entry_point: str | None
     stop_sequences: tuple[str, ...]
+    expose: tuple[str, ...] = ()  # MBPP: the reference's functions the tests call (see sandbox.Program)
+    setup: str | None = None  # trusted code run before the tests; None: the prefix (it is the dataset's)
 
     def program(self, completion: str) -> Program:
-        return Program(solution=self.solution_prefix + completion, tests=self.tests)
+        # The prefix (HumanEval's prompt, MBPP's test imports) is trusted: it also sets up the tests.
+        setup = self.solution_prefix if self.setup is None else self.setup
+        return Program(solution=self.solution_prefix + completion, tests=self.tests, setup=setup,
+                       entry_point=self.entry_point, expose=self.expose)
+
+
+def _functions_the_tests_call(reference: str, tests: str) -> tuple[str, ...]:
+    """Top-level functions and classes of the reference that the tests use: those the tests take from
+    a solution even when one is named like a builtin (MBPP's ``sum``)."""
+    import ast
+
+    try:
+        defined = {node.name for node in ast.parse(reference).body
+                   if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+        used = {node.id for node in ast.walk(ast.parse(tests)) if isinstance(node, ast.Name)}
+    except SyntaxError:
+        return ()
+    return tuple(sorted(defined & used))
 
 
 def canonical_task_id(task: str, task_id) -> str:
@@ -109,7 +128,7 @@ def load_humaneval(path: str | os.PathLike | None = None) -> list[Problem]:
             prompt=prompt,
             solution_prefix=prompt,
             reference=_field(row, "canonical_solution", path, number),
-            tests=_field(row, "test", path, number) + f"\n\ncheck({entry_point})\n",
+            tests=_field(row, "test", path, number),  # defines check(candidate); the harness calls it
             entry_point=entry_point,
             stop_sequences=HUMANEVAL_STOP,
         ))
@@ -160,14 +179,16 @@ def load_mbpp(variant: str = "mbpp", path: str | os.PathLike | None = None, prom
             imports = ""
             setup = _normalise_newlines(row.get("test_setup_code", "") or "")
             test_code = (setup + "\n" if setup.strip() else "") + "\n".join(tests) + "\n"
+        reference = _normalise_newlines(_field(row, "code", path, number)) + "\n"
         problems.append(Problem(
             task_id=f"Mbpp/{task_number}",
             prompt=mbpp_prompt(text, tests, prompt_style),
             solution_prefix=imports,
-            reference=_normalise_newlines(_field(row, "code", path, number)) + "\n",
+            reference=reference,
             tests=test_code,
             entry_point=None,
             stop_sequences=MBPP_STOP,
+            expose=_functions_the_tests_call(reference, test_code),
         ))
     if variant == "mbpp" and not problems:
         raise PhiError(f"{path}: no MBPP problems with task ids 11-510",

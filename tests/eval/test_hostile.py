@@ -31,10 +31,12 @@ def test_hostile_programs_are_contained(host_secrets):
         assert sandbox.isolation == "bwrap", "bubblewrap must work on the CI machine"
         results = sandbox.run_all([programs[n] for n in names] + [after, after])
         program_uids = set(sandbox._uids)
-        # Nothing any program started survives it: no process of the programs' uids is left anywhere.
-        survivors = [p.info for p in psutil.process_iter(["pid", "uids", "cmdline"])
-                     if p.info["uids"] and p.info["uids"].real in program_uids]
-        assert not survivors, survivors
+    # Nothing any program started survives the run: no process of the programs' uids is left anywhere
+    # (while it runs, each worker holds the next program's process ready, confined, under that uid).
+    doomed = [p for p in psutil.process_iter(["pid", "uids", "cmdline"])
+              if p.info["uids"] and p.info["uids"].real in program_uids]
+    _, survivors = psutil.wait_procs(doomed, timeout=10)
+    assert not survivors, [p.info for p in survivors]
     assert containment_problems(names, results[:-2], host_secrets, limits.output_bytes) == []
     # The run goes on: the same workers score a correct program right after all of that.
     assert [r.status for r in results[-2:]] == ["passed", "passed"], [(r.status, r.error) for r in results]
@@ -56,4 +58,4 @@ def test_same_attacks_fool_an_in_process_harness():
         proc = subprocess.run([sys.executable, "-c", driver, solution, tests], capture_output=True, timeout=60)
         assert proc.returncode == 0, f"{name}: the naive harness was not fooled: {proc.stderr[-500:]}"
         with Sandbox(workers=1) as sandbox:
-            assert sandbox.run(Program(solution, tests)).status == "failed", name
+            assert sandbox.run(Program(solution, tests)).status in ("failed", "error"), name

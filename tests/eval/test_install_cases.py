@@ -95,6 +95,9 @@ def test_hostile_suite_and_references_wherever_the_interpreter_lives(who, where,
     assert report["uid"] == (0 if who == "root" else pwd.getpwnam(USER).pw_uid)
     assert report["problems"] == [], report["problems"]
     assert report["after"] == ["passed", "passed"]
+    attempts = report["false_passes"]  # issue 17, acceptance 1-3, as this user
+    assert attempts["count"] >= 25 and attempts["passed"] == [], attempts
+    assert attempts["not_followed_by_passes"] == [] and attempts["key_intact"], attempts
     assert (report["humaneval"]["passed"], report["humaneval"]["total"]) == (164, 164), report["humaneval"]
     assert (report["mbpp-full"]["passed"], report["mbpp-full"]["total"]) == (974, 974), report["mbpp-full"]
 

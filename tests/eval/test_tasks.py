@@ -19,7 +19,8 @@ def test_humaneval_from_file_and_from_the_installed_package(humaneval_path):
     assert first.task_id == "HumanEval/0" and first.prompt.startswith("from typing import List")
     program = first.program("    return True\n")
     assert program.solution == first.prompt + "    return True\n"
-    assert program.tests.rstrip().endswith("check(has_close_elements)")
+    assert "def check(candidate)" in program.tests and program.entry_point == "has_close_elements"
+    assert program.setup == first.prompt  # the trusted prompt sets up the tests' namespace
 
 
 def test_mbpp_variants_and_setup_code_after_the_solution(mbpp_path, mbpp_sanitized_path):
