@@ -82,6 +82,19 @@ def grad_accum_dtype(zero_stage: int, precision: str, requested: str, accumulati
     return "fp32"
 
 
+def check_precision(device_type: str, precision: str) -> None:
+    """fp16 on a CPU needs oneDNN's fp16 kernels (recent Intel CPUs); elsewhere DeepSpeed refuses it deep
+    inside ``initialize`` with a traceback. Say so in one line before anything starts."""
+    if device_type != "cpu" or precision != "fp16":
+        return
+    from deepspeed.accelerator import get_accelerator
+
+    if not get_accelerator().is_fp16_supported():
+        raise UsageError("deepspeed.precision=fp16: this CPU has no fp16 kernels (DeepSpeed's CPU accelerator "
+                         "needs oneDNN fp16: AVX512-FP16 or AMX)", "use --set deepspeed.precision=bf16 or fp32 on "
+                         "CPUs; fp16 is the GPU recipe")
+
+
 def parameter_groups(model, weight_decay: float) -> list[dict]:
     """Decay the matrices (and embeddings); never biases or LayerNorm gains, which decay would pull to 0."""
     decay, no_decay = [], []

@@ -83,8 +83,7 @@ def train(config: TrainConfig) -> TrainResult:
     """Run (or resume) training as described by ``config``; every process of the job calls this."""
     from phi_hpc.distenv import detect
     from phi_hpc.train.distributed import init_distributed, select_accelerator
-
-    from phi_hpc.train.engine import grad_accum_dtype
+    from phi_hpc.train.engine import check_precision, grad_accum_dtype
 
     env = detect()
     accumulation = config.batch.accumulation_steps(env.world_size)  # a batch that does not split fails early
@@ -94,6 +93,7 @@ def train(config: TrainConfig) -> TrainResult:
     preemption.install()  # first: a signal during the (slow) start-up still ends in a clean checkpoint
     try:
         device_type = select_accelerator()
+        check_precision(device_type, ds.precision)
         init_distributed(env, device_type)
         return _Run(config, env, device_type, preemption).execute()
     finally:

@@ -27,6 +27,7 @@ pytestmark = [pytest.mark.deepspeed, pytest.mark.slow]
 CPU_FP16_SHIM = Path(__file__).parent / "cpu_fp16"
 CPU_FP16_ON = {"PYTHONPATH": os.pathsep.join([str(CPU_FP16_SHIM), str(REPO), os.environ.get("PYTHONPATH", "")]),
                "PHI_HPC_TEST_CPU_FP16": "on"}
+CPU_FP16_OFF = {**CPU_FP16_ON, "PHI_HPC_TEST_CPU_FP16": "off"}
 
 
 def checkpoint_steps(run_dir) -> list[int]:
@@ -195,3 +196,12 @@ def test_fp16_dynamic_loss_scaling_skips_overflows_and_backs_off(runs_root, stdl
             updates += 1
         scale, skipped = r["loss_scale"], r["skipped_steps"]
     assert skipped >= 1 and updates >= 1
+
+
+def test_fp16_on_a_cpu_without_fp16_kernels_is_a_one_line_error(runs_root, stdlib_data):
+    run_dir = runs_root / "fp16-refused"
+    proc = run_training(run_dir, stdlib_data, "deepspeed.precision=fp16", "deepspeed.zero_stage=1",
+                        "batch.global_size=4", "steps=2", nproc=1, env=CPU_FP16_OFF)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "deepspeed.precision=fp16: this CPU has no fp16 kernels" in proc.stderr and "bf16" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (run_dir / "checkpoints").exists()
