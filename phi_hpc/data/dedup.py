@@ -8,6 +8,7 @@ copy you listed first is the one you keep.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import numpy as np
@@ -15,6 +16,7 @@ import numpy as np
 _U64 = np.uint64
 
 
+@functools.lru_cache(maxsize=16)
 def lsh_parameters(threshold: float, num_perm: int, false_positive_weight: float = 0.5) -> tuple[int, int]:
     """Bands x rows minimizing the weighted area of false positives below and false negatives above
     ``threshold`` under the LSH S-curve ``1 - (1 - s**rows)**bands`` (the usual way to pick them)."""

@@ -239,12 +239,13 @@ def run_map(config: PrepareConfig, shard_index: int, context: RunContext | None 
             keep = _apply_filters(filters, texts, first, filtered, flagged, scored)
             row_of_document = np.full(len(batch), -1, dtype=np.int64)  # -1: dropped by a filter
             tokens = np.zeros(len(batch), dtype=np.int64)
-            kept = [i for i in range(len(batch)) if keep[i]]
-            for i, ids in zip(kept, encoder.encode([texts[i] for i in kept])):
-                writer.add_document(ids)
-                row_of_document[i] = rows_written
-                tokens[i] = len(ids)
-                rows_written += 1
+            kept = np.flatnonzero(keep)
+            ids, lengths = encoder.encode_flat([texts[i] for i in kept] if len(kept) < len(batch) else texts,
+                                               writer.dtype)
+            writer.add_documents(ids, lengths)
+            row_of_document[kept] = np.arange(rows_written, rows_written + len(kept))
+            tokens[kept] = lengths
+            rows_written += len(kept)
             token_rows.append(row_of_document)
             token_counts.append(tokens)
 
