@@ -85,43 +85,51 @@ def candidate_pairs(keys: np.ndarray) -> np.ndarray:
     return np.unique(pairs, axis=0)
 
 
-class UnionFind:
-    """Disjoint sets whose root is always the smallest member (so the root is the survivor)."""
+def smallest_member_roots(n: int, pairs: np.ndarray) -> np.ndarray:
+    """For every element of ``0..n-1``, the smallest element connected to it through ``pairs``.
 
-    def __init__(self, n: int):
-        self.parent = np.arange(n, dtype=np.int64)
-
-    def find(self, x: int) -> int:
-        parent = self.parent
-        root = x
-        while parent[root] != root:
-            root = parent[root]
-        while parent[x] != root:  # path compression
-            parent[x], x = root, parent[x]
-        return int(root)
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
-
-    def roots(self) -> np.ndarray:
-        """Every member's root, by vectorized pointer jumping (no Python loop over the corpus)."""
-        parent = self.parent.copy()
-        while True:
-            grand = parent[parent]
-            if np.array_equal(grand, parent):
-                return parent
-            parent = grand
+    The same answer as a union-find whose root is always the smallest member, computed without a
+    Python loop over pairs: each round lowers both ends of every edge to the smaller of their labels
+    (``np.minimum.at``), then jumps pointers until labels are stable. Labels only decrease and every
+    label is a member's index, so it ends at each component's minimum, in O(log n) rounds on the
+    chains LSH produces.
+    """
+    labels = np.arange(n, dtype=np.int64)
+    if len(pairs) == 0:
+        return labels
+    a, b = pairs[:, 0], pairs[:, 1]
+    while True:
+        lower = np.minimum(labels[a], labels[b])
+        before = labels.copy()
+        np.minimum.at(labels, a, lower)
+        np.minimum.at(labels, b, lower)
+        while True:  # pointer jumping: a label's own label is at most it
+            jumped = labels[labels]
+            if np.array_equal(jumped, labels):
+                break
+            labels = jumped
+        if np.array_equal(labels, before) and np.array_equal(labels[a], labels[b]):
+            return labels
 
 
 def exact_survivors(digests: np.ndarray, eligible: np.ndarray) -> np.ndarray:
-    """For each eligible document, the first eligible document with the same content digest."""
+    """For each eligible document, the first eligible document with the same content digest.
+
+    One stable sort of the 16-byte digests (as two uint64 columns) instead of a dict over every
+    document: equal digests become runs, and each run's first entry is its lowest index.
+    """
     survivor = np.arange(len(digests), dtype=np.int64)
-    first_seen: dict[bytes, int] = {}
-    for i in np.flatnonzero(eligible):
-        key = digests[i].tobytes()
-        survivor[i] = first_seen.setdefault(key, int(i))
+    index = np.flatnonzero(eligible)
+    if len(index) < 2:
+        return survivor
+    words = np.ascontiguousarray(digests[index]).view("<u8").reshape(-1, 2)
+    order = np.lexsort((words[:, 1], words[:, 0]))  # stable: equal digests stay in index order
+    ordered = words[order]
+    new_run = np.empty(len(order), dtype=bool)
+    new_run[0] = True
+    new_run[1:] = (ordered[1:] != ordered[:-1]).any(axis=1)
+    run_start = np.maximum.accumulate(np.where(new_run, np.arange(len(order)), 0))
+    survivor[index[order]] = index[order[run_start]]
     return survivor
 
 
@@ -142,10 +150,7 @@ def near_survivors(keys: np.ndarray, eligible: np.ndarray, signatures_of: Callab
     pairs = index[candidate_pairs(keys[index])]
     if len(pairs) and verify:
         pairs = pairs[_similarities(pairs, signatures_of) >= threshold]
-    sets = UnionFind(n)
-    for a, b in pairs.tolist():
-        sets.union(a, b)
-    roots = sets.roots()
+    roots = smallest_member_roots(n, pairs)
     moved = np.flatnonzero(eligible & (roots != np.arange(n)))
     survivor[moved] = roots[moved]
     if len(moved):
