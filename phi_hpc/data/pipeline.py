@@ -118,6 +118,7 @@ def open_run(config: PrepareConfig) -> RunContext:
         "format": FORMAT,
         "config": recorded_config(config),
         "tokenizer_sha256": tokenizer.sha256,
+        **({"rensa": _rensa_or_error()} if config.dedup.minhash == "rensa" else {}),
         "inputs": [{**file_fingerprint(f), "start": f.start, "end": f.end} for shard in shards for f in shard.files],
     }
     fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
@@ -126,6 +127,17 @@ def open_run(config: PrepareConfig) -> RunContext:
         write_json(layout.plan, {"fingerprint": fingerprint,
                                  "shards": [[[f.path, f.start, f.end] for f in s.files] for s in shards]})
     return RunContext(config, layout, shards, tokenizer, fingerprint)
+
+
+def _rensa_or_error() -> str:
+    """rensa's versions, part of the run's identity (an upgrade may change its signatures)."""
+    from phi_hpc.data.minhash import rensa_version
+
+    found = rensa_version()
+    if found is None:
+        raise UsageError("dedup.minhash=rensa but the rensa package is not installed",
+                         "pip install rensa, or use the default dedup.minhash=numpy")
+    return found
 
 
 # -- map -----------------------------------------------------------------------------------------
@@ -213,7 +225,7 @@ def run_map(config: PrepareConfig, shard_index: int, context: RunContext | None 
 
     shard = context.shards[shard_index]
     dedup = config.dedup
-    hasher = MinHasher(num_perm=dedup.num_perm, ngram=dedup.ngram, seed=dedup.seed)
+    hasher = MinHasher(num_perm=dedup.num_perm, ngram=dedup.ngram, seed=dedup.seed, backend=dedup.minhash)
     lsh_bands, lsh_rows = resolve_bands(dedup.threshold, dedup.num_perm, dedup.bands, dedup.rows)
     encoder = DocumentEncoder.cached(config.tokenizer, context.tokenizer.eos_id)
     filters = _filters_for(config)
