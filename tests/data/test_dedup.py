@@ -206,7 +206,8 @@ def test_rensa_backend_without_rensa_is_a_usage_error(monkeypatch):
     from phi_hpc.errors import UsageError
 
     monkeypatch.setattr(minhash, "rensa_version", lambda: None)
-    with pytest.raises(UsageError, match="pip install rensa"):
+    with pytest.raises(UsageError, match="rensa package is not installed") as caught:
         MinHasher(backend="rensa")
+    assert "pip install rensa" in caught.value.hint
     with pytest.raises(ValueError, match="unknown MinHash backend"):
         MinHasher(backend="sha1")
