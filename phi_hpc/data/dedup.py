@@ -9,7 +9,7 @@ copy you listed first is the one you keep.
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -60,29 +60,21 @@ def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
     return keys
 
 
-def candidate_pairs(keys: np.ndarray) -> np.ndarray:
-    """``int64[k, 2]`` pairs (first, other) of documents sharing at least one band key, deduplicated.
-
-    Within a bucket every member is paired with the bucket's first (lowest-index) member.
-    """
-    n, bands = keys.shape
+def band_candidates(keys: np.ndarray) -> np.ndarray:
+    """``int64[k, 2]`` pairs (first, other) of positions sharing this band's key: within a bucket
+    every member is paired with the bucket's first (lowest-position) member."""
+    n = len(keys)
     if n < 2:
         return np.zeros((0, 2), dtype=np.int64)
-    found = []
-    for band in range(bands):
-        order = np.argsort(keys[:, band], kind="stable")  # stable: ties stay in index order
-        sorted_keys = keys[order, band]
-        new_group = np.empty(n, dtype=bool)
-        new_group[0] = True
-        new_group[1:] = sorted_keys[1:] != sorted_keys[:-1]
-        group_start = np.maximum.accumulate(np.where(new_group, np.arange(n), 0))
-        members = ~new_group
-        if members.any():
-            found.append(np.stack([order[group_start[members]], order[members]], axis=1))
-    if not found:
-        return np.zeros((0, 2), dtype=np.int64)
-    pairs = np.concatenate(found).astype(np.int64)
-    return np.unique(pairs, axis=0)
+    order = np.argsort(keys, kind="stable")  # stable: ties stay in index order
+    sorted_keys = keys[order]
+    new_group = np.empty(n, dtype=bool)
+    new_group[0] = True
+    new_group[1:] = sorted_keys[1:] != sorted_keys[:-1]
+    del sorted_keys
+    group_start = np.maximum.accumulate(np.where(new_group, np.arange(n), 0))
+    members = np.flatnonzero(~new_group)
+    return np.stack([order[group_start[members]], order[members]], axis=1).astype(np.int64)
 
 
 def smallest_member_roots(n: int, pairs: np.ndarray) -> np.ndarray:
@@ -133,21 +125,23 @@ def exact_survivors(digests: np.ndarray, eligible: np.ndarray) -> np.ndarray:
     return survivor
 
 
-def near_survivors(keys: np.ndarray, eligible: np.ndarray, signatures_of: Callable[[np.ndarray], np.ndarray],
-                   threshold: float, verify: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Cluster eligible documents by LSH band keys (+ optional signature check) and union-find.
+def near_survivors(band_columns: Iterable[np.ndarray], eligible: np.ndarray,
+                   signatures_of: Callable[[np.ndarray], np.ndarray], threshold: float,
+                   verify: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Cluster eligible documents by LSH band keys (+ optional signature check) and connected components.
 
-    Only band keys (a few bytes per document) are held for the whole corpus; full signatures are
-    fetched through ``signatures_of(indices)`` for candidate pairs only, so the reduce stage's
-    memory grows with the corpus by ~8 bytes x bands per document, not 4 bytes x num_perm.
+    ``band_columns`` yields one ``uint64[n]`` array of keys per band, so only one band (8 bytes per
+    document, plus its sort) is in memory at a time; full signatures are fetched through
+    ``signatures_of(indices)`` for candidate pairs only.
     """
-    n = len(keys)
+    n = len(eligible)
     survivor = np.arange(n, dtype=np.int64)
     similarity = np.ones(n, dtype=np.float64)
     index = np.flatnonzero(eligible)
+    found = [index[band_candidates(column[index])] for column in band_columns]
     if len(index) < 2:
         return survivor, similarity
-    pairs = index[candidate_pairs(keys[index])]
+    pairs = np.unique(np.concatenate(found), axis=0) if found else np.zeros((0, 2), dtype=np.int64)
     if len(pairs) and verify:
         pairs = pairs[_similarities(pairs, signatures_of) >= threshold]
     roots = smallest_member_roots(n, pairs)

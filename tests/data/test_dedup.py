@@ -176,7 +176,7 @@ def test_lsh_clustering_is_transitive_and_keeps_the_first():
     base = " ".join(f"word{i}" for i in range(400))
     texts = [base, base + " tail1", "unrelated " * 50 + "x", base + " tail1 tail2"]
     signatures = MinHasher().signatures(texts)
-    survivor, similarity = near_survivors(band_keys(signatures, 13, 19), np.ones(4, dtype=bool),
+    survivor, similarity = near_survivors(band_keys(signatures, 13, 19).T, np.ones(4, dtype=bool),
                                           lambda idx: signatures[idx], threshold=0.85, verify=True)
     assert survivor.tolist() == [0, 0, 2, 0]
     assert similarity[1] > 0.9 and similarity[0] == 1.0
