@@ -348,7 +348,13 @@ def main() -> None:
     parser.add_argument("--scratch", default=None, help="folder for corpora and outputs (removed at the end)")
     parser.add_argument("--results", default=str(REPO / "docs" / "benchmarks" / "scale.jsonl"))
     parser.add_argument("--keep-corpus", action="store_true")
+    parser.add_argument("--report", action="store_true", help="only write the doc from --results")
+    parser.add_argument("--note", default="", help="a sentence for the doc (what ran, what did not)")
+    parser.add_argument("--output", default=str(REPO / "docs" / "benchmarks" / "scale.md"))
     args = parser.parse_args()
+    if args.report:
+        print(report(Path(args.results), Path(args.output), args.note))
+        return
     sizes = [float(s) for s in args.sizes.split(",")]
     scratch = Path(args.scratch or f"/tmp/phi-hpc-scale-{os.getpid()}")
     scratch.mkdir(parents=True, exist_ok=True)
@@ -372,6 +378,82 @@ def main() -> None:
     finally:
         if not args.keep_corpus:
             shutil.rmtree(scratch, ignore_errors=True)
+    print(report(Path(args.results), Path(args.output), args.note))
+
+
+STACK_FILES = 35_000_000
+STACK_TOKENS = 35_000_000_000
+
+
+def extrapolate(runs: list[dict]) -> dict:
+    """The Stack's Python subset (35M files, 35B tokens) from the biggest measured size, linearly:
+    CPU per token (all stages, all processes); disk per token (map work + outputs, both exist until
+    the run finishes); reduce memory as fixed + per-document, the per-document part being the slope
+    of the reduce's peak anonymous memory between the smallest and the biggest size (a single size
+    would fold fixed costs, imports and buffers, into "per document")."""
+    r, small = runs[-1], runs[0]
+    peak = r["stages"]["reduce"]["peak_anon_process_mb"] * 2 ** 20
+    if len(runs) > 1 and r["documents"] > small["documents"]:
+        per_doc = (peak - small["stages"]["reduce"]["peak_anon_process_mb"] * 2 ** 20) / (
+            r["documents"] - small["documents"])
+    else:
+        per_doc = (peak - r["stages"]["reduce"]["baseline_anon_mb"] * 2 ** 20) / r["documents"]
+    per_doc = max(per_doc, 0.0)
+    tokens = r["counts"]["tokens"]
+    return {
+        "core_hours": r["cpu"] / tokens * STACK_TOKENS / 3600,
+        "map_core_hours": r["stages"]["map"]["cpu"] / tokens * STACK_TOKENS / 3600,
+        "reduce_bytes_per_document": per_doc,
+        "reduce_fixed_mb": (peak - per_doc * r["documents"]) / 2 ** 20,
+        "reduce_gb": (peak + per_doc * (STACK_FILES - r["documents"])) / 1e9,
+        "disk_tb": (r["work_bytes"] + r["output_bytes"]) / tokens * STACK_TOKENS / 1e12,
+        "output_tb": r["output_bytes"] / tokens * STACK_TOKENS / 1e12,
+    }
+
+
+def report(results_path: Path, output: Path, note: str) -> str:
+    """docs/benchmarks/scale.md from the results file (one JSON line per measured size)."""
+    runs = [json.loads(line) for line in results_path.read_text().splitlines() if line.strip()]
+    lines = ["# Benchmark: `phi-hpc prepare` at scale", "",
+             f"- machine: {runs[0]['machine']}; shared with other jobs, load average (1, 5, 15 min) at the start "
+             "of each size in the table", f"- command: `python benchmarks/scale.py --sizes "
+             f"{','.join(str(r['gigabytes']) for r in runs)}`; {note}", "",
+             "| size | documents | MB/s | tokens/s | map wall / peak anon (all processes) | reduce wall / peak anon | "
+             "pack wall / peak anon | load at start |", "|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        st = r["stages"]
+        lines.append(f"| {r['bytes_in'] / 1e9:.2f} GB | {r['documents']:,} | {r['mb_per_s']:.2f} | "
+                     f"{r['tokens_per_s']:,.0f} | {st['map']['wall']:.0f} s / {st['map']['peak_anon_tree_mb']:.0f} MB | "
+                     f"{st['reduce']['wall']:.1f} s / {st['reduce']['peak_anon_process_mb']:.0f} MB | "
+                     f"{st['pack']['wall']:.1f} s / {st['pack']['peak_anon_process_mb']:.0f} MB | "
+                     f"{', '.join(f'{x:.1f}' for x in r['load_at_start'])} |")
+    lines += ["", "Near duplicates at Jaccard >= 0.85, pairwise, against exact all-pairs Jaccard on a sample "
+              "(every planted pair plus random documents):", "",
+              "| size | sample | true pairs | found pairs | recall | precision | found pairs below 0.8 | "
+              "planted pairs detected, by target Jaccard |", "|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        a = r["accuracy"]
+        planted = ", ".join(f"{k}: {v[0]}/{v[1]}" for k, v in a["planted_detected_by_target"].items())
+        lines.append(f"| {r['bytes_in'] / 1e9:.2f} GB | {a['sample_documents']} | {a['true_pairs']} | "
+                     f"{a['found_pairs']} | {a['recall']:.3f} | {a['precision']:.3f} | {a['found_below_0_8']} | "
+                     f"{planted} |")
+    big = runs[-1]
+    x = extrapolate(runs)
+    first = runs[0]
+    lines += ["", f"MB/s at {big['bytes_in'] / 1e9:.2f} GB is {big['mb_per_s'] / first['mb_per_s']:.2f}x the MB/s at "
+              f"{first['bytes_in'] / 1e9:.2f} GB (goal: within 10%).", "",
+              f"## Extrapolation to The Stack's Python subset ({STACK_FILES / 1e6:.0f}M files, "
+              f"{STACK_TOKENS / 1e9:.0f}B tokens), from the {big['bytes_in'] / 1e9:.2f} GB run", "",
+              f"- CPU: {x['core_hours']:,.0f} core-hours in all (map {x['map_core_hours']:,.0f}), i.e. "
+              f"{x['core_hours'] / 64:,.1f} hours on one 64-core node;",
+              f"- reduce memory: {x['reduce_bytes_per_document']:.0f} anonymous bytes per document (slope of the "
+              f"reduce's peak between the sizes; goal <= 200) on top of {x['reduce_fixed_mb']:.0f} MB fixed, so about "
+              f"{x['reduce_gb']:.1f} GB for 35M documents;",
+              f"- disk: {x['disk_tb']:.2f} TB while running (map work files + outputs), {x['output_tb']:.2f} TB of "
+              "outputs after it (work is deleted on success).", ""]
+    text = "\n".join(lines)
+    output.write_text(text)
+    return text
 
 
 def summary_line(r: dict) -> str:

@@ -148,8 +148,10 @@ class MinHasher:
         starts, ends = boundaries[0::2], boundaries[1::2]
         words = _word_hashes(data, starts, ends)
 
-        word_doc = np.searchsorted(doc_starts, starts, side="right") - 1
-        words_per_doc = np.bincount(word_doc, minlength=n_docs)
+        # Words per document from one search per document (not one per word), then repeated.
+        first_words = np.searchsorted(starts, doc_starts, side="left")
+        words_per_doc = np.diff(first_words, append=len(starts))
+        word_doc = np.repeat(np.arange(n_docs), words_per_doc)
         shingles, counts = self._combine_words(words, word_doc, words_per_doc, n_docs)
         return shingles, counts
 
@@ -222,10 +224,12 @@ class MinHasher:
             np.multiply(self._a[:, None], keys[None, lo:hi], out=columns)
             first = int(np.searchsorted(bounds, lo, side="right")) - 1
             last = int(np.searchsorted(bounds, hi, side="left"))
-            for doc in range(first, last):
-                seg_lo, seg_hi = max(bounds[doc], lo), min(bounds[doc + 1], hi)
-                if seg_hi > seg_lo:
-                    np.minimum(result[doc], columns[:, seg_lo - lo: seg_hi - lo].min(axis=1), out=result[doc])
+            # Every document with shingles in this chunk: one reduceat gives all their minima.
+            starts = np.maximum(bounds[first:last], lo)
+            present = starts < np.minimum(bounds[first + 1:last + 1], hi)
+            docs = np.arange(first, last)[present]
+            minima = np.minimum.reduceat(columns, starts[present] - lo, axis=1)
+            result[docs] = np.minimum(result[docs], minima.T)
         return result
 
 

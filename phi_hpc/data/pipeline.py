@@ -203,6 +203,47 @@ def _batches(documents: Iterator[Document]) -> Iterator[list[Document]]:
         yield batch
 
 
+def _prefetched(items: Iterator, depth: int = 2) -> Iterator:
+    """``items``, produced by a background thread up to ``depth`` ahead: reading, decompressing and
+    parsing the next batch overlaps with tokenizing this one (the tokenizer releases the GIL).
+    Order is unchanged and the producer's exceptions are raised here, where they would have been."""
+    import queue
+    import threading
+
+    done = object()
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                slots.put((item, None))
+        except BaseException as exc:  # noqa: BLE001 (handed to the consumer, which raises it)
+            slots.put((done, exc))
+            return
+        slots.put((done, None))
+
+    thread = threading.Thread(target=produce, name="prepare-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = slots.get()
+            if error is not None:
+                raise error
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue, then let it finish
+            try:
+                slots.get_nowait()
+            except queue.Empty:
+                thread.join(0.01)
+
+
 def run_map(config: PrepareConfig, shard_index: int, context: RunContext | None = None) -> dict:
     """Process one shard (skipped if already complete); returns its summary (documents, bytes...)."""
     from phi_hpc.data.dedup import band_keys, resolve_bands
@@ -237,7 +278,7 @@ def run_map(config: PrepareConfig, shard_index: int, context: RunContext | None 
     digests, signatures, keys, token_rows, token_counts, byte_counts = [], [], [], [], [], []
     rows_written = 0
     with IndexedDatasetWriter(prefix, dtype_for_vocab(context.tokenizer.vocab_size)) as writer:
-        for batch in _batches(_shard_documents(shard, config, bad)):
+        for batch in _prefetched(_batches(_shard_documents(shard, config, bad))):
             texts = [d.text for d in batch]
             encoded = [t.encode("utf-8") for t in texts]
             first = len(origins)
