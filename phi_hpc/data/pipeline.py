@@ -48,7 +48,7 @@ FORMAT = "phi-hpc-prepare/1"
 # the manifest, so outputs are identical whatever the worker count).
 RUNTIME_FIELDS = ("workers", "strict", "keep_work", "output_dir")
 _BATCH_DOCUMENTS = 512
-_BATCH_BYTES = 4 << 20
+_BATCH_BYTES = 1 << 20  # 4 MB batches cost a third more map memory (365 vs 270 MB peak on a 50 MB shard) for no speed
 
 
 @dataclass(frozen=True)
