@@ -194,6 +194,8 @@ def run_stage(stage: str, config_json: str) -> dict:
         raise SystemExit(f"stage {stage} failed:\n{err[-4000:]}")
     after = os.times()
     child = json.loads(out.strip().splitlines()[-1])
+    peak_one = max(peak_one, child.get("peak_anon_inside_mb", 0) * 1024)
+    peak_tree = max(peak_tree, peak_one)
     return {"wall": time.perf_counter() - start,
             "cpu": (after.children_user + after.children_system) - (usage.children_user + usage.children_system),
             "peak_anon_tree_mb": peak_tree / 1024, "peak_anon_process_mb": peak_one / 1024, **child}
@@ -207,6 +209,17 @@ def stage_child(stage: str, config_json: str) -> None:
     config = PrepareConfig(**json.loads(config_json))
     context = pipeline.open_run(config)
     baseline = _rss_anon_kb(os.getpid()) / 1024  # interpreter, numpy, tokenizer: before any stage work
+    # This process' own peak, sampled every 2 ms (numpy releases the GIL in long operations), so
+    # that short transient peaks of reduce and pack are not missed by the outside 0.1 s sampler.
+    peak = [0]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], _rss_anon_kb(os.getpid()))
+            stop.wait(0.002)
+
+    threading.Thread(target=sample, daemon=True).start()
     if stage == "map":
         todo = [s for s in context.shards if not context.layout.shard_done(s.index).is_file()]
         pool = pipeline._start_pool(context, pipeline.effective_workers(config, len(todo))) if len(todo) > 1 else None
@@ -221,7 +234,8 @@ def stage_child(stage: str, config_json: str) -> None:
         result = {"counts": pipeline.run_reduce(config, context)["counts"]}
     else:
         result = {"outputs": pipeline.run_pack(config, context)["outputs"]}
-    print(json.dumps({"baseline_anon_mb": baseline, **result}))
+    stop.set()
+    print(json.dumps({"baseline_anon_mb": baseline, "peak_anon_inside_mb": peak[0] / 1024, **result}))
 
 
 # -- accuracy ------------------------------------------------------------------------------------
@@ -350,9 +364,20 @@ def main() -> None:
     parser.add_argument("--results", default=str(REPO / "docs" / "benchmarks" / "scale.jsonl"))
     parser.add_argument("--keep-corpus", action="store_true")
     parser.add_argument("--report", action="store_true", help="only write the doc from --results")
+    parser.add_argument("--synthetic-reduce", type=int, default=0, metavar="DOCUMENTS",
+                        help="only measure the reduce stage on synthetic map outputs of this many documents")
+    parser.add_argument("--synthetic-shards", type=int, default=100)
     parser.add_argument("--note", default="", help="a sentence for the doc (what ran, what did not)")
     parser.add_argument("--output", default=str(REPO / "docs" / "benchmarks" / "scale.md"))
     args = parser.parse_args()
+    if args.synthetic_reduce:
+        scratch = Path(args.scratch or f"/tmp/phi-hpc-scale-{os.getpid()}")
+        result = synthetic_reduce(args.synthetic_reduce, args.synthetic_shards, scratch)
+        shutil.rmtree(scratch / "synthetic-inputs", ignore_errors=True)
+        print(json.dumps({k: v for k, v in result.items() if k != "counts"}))
+        with open(args.results.replace(".jsonl", "-reduce.jsonl"), "a") as handle:
+            handle.write(json.dumps(result) + "\n")
+        return
     if args.report:
         print(report(Path(args.results), Path(args.output), args.note))
         return
@@ -380,6 +405,59 @@ def main() -> None:
         if not args.keep_corpus:
             shutil.rmtree(scratch, ignore_errors=True)
     print(report(Path(args.results), Path(args.output), args.note))
+
+
+def synthetic_reduce(documents: int, shards: int, scratch: Path) -> dict:
+    """The reduce stage alone on synthetic map outputs of ``documents`` documents (The Stack's count
+    or a fraction of it), to measure its memory where the real corpus cannot go on this machine.
+
+    A plan of ``shards`` tiny input files is opened as usual; then each shard's map outputs are
+    written as the map stage would: random digests (2% exact copies), random LSH band keys (1% of
+    documents share a band key with an earlier one), ``file:line`` names, and a sparse all-zero
+    signature file (only candidate pairs are read from it, so its content does not matter)."""
+    import numpy as np
+
+    from phi_hpc.data import pipeline
+    from phi_hpc.data.config import PrepareConfig
+    from phi_hpc.data.dedup import resolve_bands
+
+    inputs = scratch / "synthetic-inputs"
+    inputs.mkdir(parents=True, exist_ok=True)
+    for i in range(shards):
+        (inputs / f"part-{i:05d}.jsonl").write_text('{"text": "x"}\n')
+    out = scratch / "synthetic-out"
+    shutil.rmtree(out, ignore_errors=True)
+    fields = {"inputs": [str(inputs)], "tokenizer": str(TOKENIZER), "output_dir": str(out), "workers": 1}
+    config = PrepareConfig(**fields)
+    context = pipeline.open_run(config)
+    bands, _ = resolve_bands(0.85, 256, None, None)
+    rng = np.random.default_rng(0)
+    per_shard = documents // shards
+    for shard in context.shards:
+        n = per_shard
+        digests = rng.integers(0, 256, size=(n, 16), dtype=np.uint8)
+        copies = rng.random(n) < 0.02
+        digests[copies] = digests[rng.integers(0, n, copies.sum())]
+        keys = rng.integers(0, 2 ** 63, size=(n, bands), dtype=np.uint64)
+        near = np.flatnonzero(rng.random(n) < 0.01)
+        keys[near, 0] = keys[rng.integers(0, n, len(near)), 0]
+        layout = context.layout
+        layout.shard_prefix(shard.index).parent.mkdir(parents=True, exist_ok=True)
+        np.lib.format.open_memmap(layout.shard_signatures(shard.index), mode="w+", dtype=np.uint32,
+                                  shape=(n, 256)).flush()
+        with open(layout.shard_arrays(shard.index), "wb") as handle:
+            np.savez(handle, digests=digests, band_keys=keys, token_rows=np.arange(n),
+                     tokens=rng.integers(50, 5000, n), bytes=rng.integers(200, 20000, n))
+        name = f"/data/the-stack/python/train-{shard.index:05d}-of-{shards:05d}.jsonl.zst"
+        layout.shard_done(shard.index).write_text(json.dumps({
+            "fingerprint": context.fingerprint, "shard": shard.index, "documents": n, "input_bytes": n * 4000,
+            "origins": [f"{name}:{line}" for line in range(1, n + 1)], "bad": [], "filtered": [],
+            "flagged": [], "scored": []}))
+    result = run_stage("reduce", json.dumps(fields))
+    shutil.rmtree(out, ignore_errors=True)
+    reduce_bytes = (result["peak_anon_process_mb"] - result["baseline_anon_mb"]) * 2 ** 20
+    return {"documents": per_shard * shards, "shards": shards, **result,
+            "bytes_per_document": reduce_bytes / (per_shard * shards)}
 
 
 STACK_FILES = 35_000_000
