@@ -4,9 +4,9 @@
   read documents, compute content digests and MinHash signatures, run optional document filters,
   tokenize the survivors of the filters. Writes ``.work/RUN/map/shard-NNNNN.{bin,idx,sig.npy,npz}``
   and, last, ``shard-NNNNN.json``, whose presence marks the shard complete.
-* **reduce** (needs every shard): exact + near-duplicate clustering over all documents' LSH band
-  keys (full signatures are memory-mapped and read for candidate pairs only); writes the keep
-  mask, ``audit.jsonl`` and ``bad_inputs.jsonl``.
+* **reduce** (needs every shard; in :mod:`phi_hpc.data.reduce`): exact + near-duplicate clustering
+  over all documents' LSH band keys, streamed a band at a time (full signatures are memory-mapped
+  and read for candidate pairs only); writes the keep mask, ``audit.jsonl`` and ``bad_inputs.jsonl``.
 * **pack**: seeded document-level train/validation split; copies kept documents' tokens into
   ``train``/``validation`` ``.bin``/``.idx``; writes ``manifest.json`` last.
 
