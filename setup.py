@@ -53,6 +53,8 @@ setup(
         # for flash-attn (>= 2.1): pip install flash-attn --no-build-isolation  (model.attention=flash).
         "quality": ["scikit-learn>=1.3"],
         "plot": ["matplotlib>=3.7"],
+        # Optional MinHash backend (prepare --set dedup.minhash=rensa); pinned: its version decides signatures.
+        "rensa": ["rensa==0.5.0"],
         "test": [
             "pytest>=7",
             "transformers>=4.40",
@@ -62,6 +64,8 @@ setup(
             "scikit-learn>=1.3",
             "matplotlib>=3.7",
             "psutil>=5",
+            "rensa==0.5.0",
+            "scipy>=1.10",
         ],
     },
     entry_points={"console_scripts": ["phi-hpc=phi_hpc.cli:main"]},

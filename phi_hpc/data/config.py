@@ -24,12 +24,17 @@ class DedupConfig:
     # Confirm each LSH candidate pair by its full signature estimate (>= threshold) before merging,
     # so a chance band collision between two merely similar files cannot chain clusters together.
     verify_candidates: bool = True
+    # Who permutes the shingle hashes: "numpy" (built in) or "rensa" (Rust library, optional, faster;
+    # different but equally accurate signatures, so a different dedup decision on borderline pairs).
+    minhash: str = "numpy"
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold <= 1.0:
             raise ValueError("threshold must be in (0, 1]")
         if self.ngram < 1 or self.num_perm < 1:
             raise ValueError("ngram and num_perm must be >= 1")
+        if self.minhash not in ("numpy", "rensa"):
+            raise ValueError(f"minhash must be numpy or rensa, not {self.minhash!r}")
         if (self.bands is None) != (self.rows is None):
             raise ValueError("set both bands and rows, or neither")
         if self.bands is not None and (self.bands < 1 or self.rows < 1 or self.bands * self.rows > self.num_perm):

@@ -8,13 +8,15 @@ copy you listed first is the one you keep.
 
 from __future__ import annotations
 
-from typing import Callable
+import functools
+from typing import Callable, Iterable
 
 import numpy as np
 
 _U64 = np.uint64
 
 
+@functools.lru_cache(maxsize=16)
 def lsh_parameters(threshold: float, num_perm: int, false_positive_weight: float = 0.5) -> tuple[int, int]:
     """Bands x rows minimizing the weighted area of false positives below and false negatives above
     ``threshold`` under the LSH S-curve ``1 - (1 - s**rows)**bands`` (the usual way to pick them)."""
@@ -58,92 +60,91 @@ def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
     return keys
 
 
-def candidate_pairs(keys: np.ndarray) -> np.ndarray:
-    """``int64[k, 2]`` pairs (first, other) of documents sharing at least one band key, deduplicated.
-
-    Within a bucket every member is paired with the bucket's first (lowest-index) member.
-    """
-    n, bands = keys.shape
+def band_candidates(keys: np.ndarray) -> np.ndarray:
+    """``int64[k, 2]`` pairs (first, other) of positions sharing this band's key: within a bucket
+    every member is paired with the bucket's first (lowest-position) member."""
+    n = len(keys)
     if n < 2:
         return np.zeros((0, 2), dtype=np.int64)
-    found = []
-    for band in range(bands):
-        order = np.argsort(keys[:, band], kind="stable")  # stable: ties stay in index order
-        sorted_keys = keys[order, band]
-        new_group = np.empty(n, dtype=bool)
-        new_group[0] = True
-        new_group[1:] = sorted_keys[1:] != sorted_keys[:-1]
-        group_start = np.maximum.accumulate(np.where(new_group, np.arange(n), 0))
-        members = ~new_group
-        if members.any():
-            found.append(np.stack([order[group_start[members]], order[members]], axis=1))
-    if not found:
-        return np.zeros((0, 2), dtype=np.int64)
-    pairs = np.concatenate(found).astype(np.int64)
-    return np.unique(pairs, axis=0)
+    order = np.argsort(keys, kind="stable")  # stable: ties stay in index order
+    sorted_keys = keys[order]
+    new_group = np.empty(n, dtype=bool)
+    new_group[0] = True
+    new_group[1:] = sorted_keys[1:] != sorted_keys[:-1]
+    del sorted_keys
+    group_start = np.maximum.accumulate(np.where(new_group, np.arange(n), 0))
+    members = np.flatnonzero(~new_group)
+    return np.stack([order[group_start[members]], order[members]], axis=1).astype(np.int64)
 
 
-class UnionFind:
-    """Disjoint sets whose root is always the smallest member (so the root is the survivor)."""
+def smallest_member_roots(n: int, pairs: np.ndarray) -> np.ndarray:
+    """For every element of ``0..n-1``, the smallest element connected to it through ``pairs``.
 
-    def __init__(self, n: int):
-        self.parent = np.arange(n, dtype=np.int64)
-
-    def find(self, x: int) -> int:
-        parent = self.parent
-        root = x
-        while parent[root] != root:
-            root = parent[root]
-        while parent[x] != root:  # path compression
-            parent[x], x = root, parent[x]
-        return int(root)
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
-
-    def roots(self) -> np.ndarray:
-        """Every member's root, by vectorized pointer jumping (no Python loop over the corpus)."""
-        parent = self.parent.copy()
-        while True:
-            grand = parent[parent]
-            if np.array_equal(grand, parent):
-                return parent
-            parent = grand
+    The same answer as a union-find whose root is always the smallest member, computed without a
+    Python loop over pairs: each round lowers both ends of every edge to the smaller of their labels
+    (``np.minimum.at``), then jumps pointers until labels are stable. Labels only decrease and every
+    label is a member's index, so it ends at each component's minimum, in O(log n) rounds on the
+    chains LSH produces.
+    """
+    labels = np.arange(n, dtype=np.int64)
+    if len(pairs) == 0:
+        return labels
+    a, b = pairs[:, 0], pairs[:, 1]
+    while True:
+        lower = np.minimum(labels[a], labels[b])
+        before = labels.copy()
+        np.minimum.at(labels, a, lower)
+        np.minimum.at(labels, b, lower)
+        while True:  # pointer jumping: a label's own label is at most it
+            jumped = labels[labels]
+            if np.array_equal(jumped, labels):
+                break
+            labels = jumped
+        if np.array_equal(labels, before) and np.array_equal(labels[a], labels[b]):
+            return labels
 
 
 def exact_survivors(digests: np.ndarray, eligible: np.ndarray) -> np.ndarray:
-    """For each eligible document, the first eligible document with the same content digest."""
+    """For each eligible document, the first eligible document with the same content digest.
+
+    One stable sort of the 16-byte digests (as two uint64 columns) instead of a dict over every
+    document: equal digests become runs, and each run's first entry is its lowest index.
+    """
     survivor = np.arange(len(digests), dtype=np.int64)
-    first_seen: dict[bytes, int] = {}
-    for i in np.flatnonzero(eligible):
-        key = digests[i].tobytes()
-        survivor[i] = first_seen.setdefault(key, int(i))
+    index = np.flatnonzero(eligible)
+    if len(index) < 2:
+        return survivor
+    words = np.ascontiguousarray(digests[index]).view("<u8").reshape(-1, 2)
+    order = np.lexsort((words[:, 1], words[:, 0]))  # stable: equal digests stay in index order
+    ordered = words[order]
+    new_run = np.empty(len(order), dtype=bool)
+    new_run[0] = True
+    new_run[1:] = (ordered[1:] != ordered[:-1]).any(axis=1)
+    run_start = np.maximum.accumulate(np.where(new_run, np.arange(len(order)), 0))
+    survivor[index[order]] = index[order[run_start]]
     return survivor
 
 
-def near_survivors(keys: np.ndarray, eligible: np.ndarray, signatures_of: Callable[[np.ndarray], np.ndarray],
-                   threshold: float, verify: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Cluster eligible documents by LSH band keys (+ optional signature check) and union-find.
+def near_survivors(band_columns: Iterable[np.ndarray], eligible: np.ndarray,
+                   signatures_of: Callable[[np.ndarray], np.ndarray], threshold: float,
+                   verify: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Cluster eligible documents by LSH band keys (+ optional signature check) and connected components.
 
-    Only band keys (a few bytes per document) are held for the whole corpus; full signatures are
-    fetched through ``signatures_of(indices)`` for candidate pairs only, so the reduce stage's
-    memory grows with the corpus by ~8 bytes x bands per document, not 4 bytes x num_perm.
+    ``band_columns`` yields one ``uint64[n]`` array of keys per band, so only one band (8 bytes per
+    document, plus its sort) is in memory at a time; full signatures are fetched through
+    ``signatures_of(indices)`` for candidate pairs only.
     """
-    n = len(keys)
+    n = len(eligible)
     survivor = np.arange(n, dtype=np.int64)
     similarity = np.ones(n, dtype=np.float64)
     index = np.flatnonzero(eligible)
+    found = [index[band_candidates(column[index])] for column in band_columns]
     if len(index) < 2:
         return survivor, similarity
-    pairs = index[candidate_pairs(keys[index])]
+    pairs = np.unique(np.concatenate(found), axis=0) if found else np.zeros((0, 2), dtype=np.int64)
     if len(pairs) and verify:
         pairs = pairs[_similarities(pairs, signatures_of) >= threshold]
-    sets = UnionFind(n)
-    for a, b in pairs.tolist():
-        sets.union(a, b)
-    roots = sets.roots()
+    roots = smallest_member_roots(n, pairs)
     moved = np.flatnonzero(eligible & (roots != np.arange(n)))
     survivor[moved] = roots[moved]
     if len(moved):

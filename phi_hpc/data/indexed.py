@@ -76,6 +76,14 @@ class IndexedDatasetWriter:
         self._bin.write(array.astype(self.dtype, copy=False).tobytes(order="C"))
         self._lengths.append(int(array.size))
 
+    def add_documents(self, tokens: np.ndarray, lengths: np.ndarray) -> None:
+        """Append many documents at once: ``tokens`` is their ids back to back (already in this file's
+        dtype), ``lengths`` how many belong to each. One write instead of one per document."""
+        if tokens.dtype != self.dtype or tokens.ndim != 1 or int(lengths.sum()) != tokens.size:
+            raise ValueError(f"expected 1-D {self.dtype} tokens matching the lengths")
+        self._bin.write(tokens.tobytes(order="C"))
+        self._lengths.extend(lengths.tolist())
+
     def finish(self) -> None:
         self._bin.flush()
         os.fsync(self._bin.fileno())

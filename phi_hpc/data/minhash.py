@@ -83,15 +83,43 @@ def _word_hashes(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.n
         return _mix64(hashes)
 
 
+BACKENDS = ("numpy", "rensa")
+
+
+def rensa_version() -> str | None:
+    """The installed rensa's version and digest-algorithm version (they decide its signatures), or None."""
+    try:
+        import rensa
+        from importlib.metadata import version
+    except ImportError:
+        return None
+    return f"{version('rensa')}/algorithm-{rensa.RMinHash.ALGORITHM_VERSION}"
+
+
 @dataclass(frozen=True)
 class MinHasher:
-    """Seeded MinHash with ``num_perm`` permutations over word ``ngram`` shingles."""
+    """Seeded MinHash with ``num_perm`` permutations over word ``ngram`` shingles.
+
+    ``backend`` decides only the last step (permuting the shingle hashes and taking minima):
+    ``numpy`` (the default, below) or ``rensa`` (a maintained Rust MinHash library, about twice as
+    fast per document here, shingling included, with the same measured accuracy; its permutations
+    are its own, so its signatures differ from numpy's and runs record which was used). Shingling is
+    the same for both.
+    """
 
     num_perm: int = 256
     ngram: int = 5
     seed: int = 42
+    backend: str = "numpy"
 
     def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown MinHash backend {self.backend!r} (choose from {', '.join(BACKENDS)})")
+        if self.backend == "rensa" and rensa_version() is None:
+            from phi_hpc.errors import UsageError
+
+            raise UsageError("dedup.minhash=rensa but the rensa package is not installed",
+                             "pip install rensa, or use the default dedup.minhash=numpy")
         rng = np.random.default_rng(self.seed)
         top = np.iinfo(np.uint32).max
         a = rng.integers(0, top, size=self.num_perm, dtype=np.uint32, endpoint=True) | np.uint32(1)
@@ -120,8 +148,10 @@ class MinHasher:
         starts, ends = boundaries[0::2], boundaries[1::2]
         words = _word_hashes(data, starts, ends)
 
-        word_doc = np.searchsorted(doc_starts, starts, side="right") - 1
-        words_per_doc = np.bincount(word_doc, minlength=n_docs)
+        # Words per document from one search per document (not one per word), then repeated.
+        first_words = np.searchsorted(starts, doc_starts, side="left")
+        words_per_doc = np.diff(first_words, append=len(starts))
+        word_doc = np.repeat(np.arange(n_docs), words_per_doc)
         shingles, counts = self._combine_words(words, word_doc, words_per_doc, n_docs)
         return shingles, counts
 
@@ -178,6 +208,8 @@ class MinHasher:
         over 900 pairs); ``tests/data/test_dedup.py`` holds the accuracy to account.
         """
         n_docs = len(counts)
+        if self.backend == "rensa":
+            return self._rensa_signatures(shingles, counts)
         result = np.full((n_docs, self.num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
         if not len(shingles):
             return result
@@ -192,10 +224,29 @@ class MinHasher:
             np.multiply(self._a[:, None], keys[None, lo:hi], out=columns)
             first = int(np.searchsorted(bounds, lo, side="right")) - 1
             last = int(np.searchsorted(bounds, hi, side="left"))
-            for doc in range(first, last):
-                seg_lo, seg_hi = max(bounds[doc], lo), min(bounds[doc + 1], hi)
-                if seg_hi > seg_lo:
-                    np.minimum(result[doc], columns[:, seg_lo - lo: seg_hi - lo].min(axis=1), out=result[doc])
+            # Every document with shingles in this chunk: one reduceat gives all their minima.
+            starts = np.maximum(bounds[first:last], lo)
+            present = starts < np.minimum(bounds[first + 1:last + 1], hi)
+            docs = np.arange(first, last)[present]
+            minima = np.minimum.reduceat(columns, starts[present] - lo, axis=1)
+            result[docs] = np.minimum(result[docs], minima.T)
+        return result
+
+
+    def _rensa_signatures(self, shingles: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """rensa's ``RMinHash`` digests of the same shingle hashes, one call for the whole batch (a
+        document without shingles gets all-ones, as with numpy)."""
+        import rensa
+
+        result = np.full((len(counts), self.num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
+        present = np.flatnonzero(counts)
+        if not len(present):
+            return result
+        offsets = np.zeros(len(present) + 1, dtype=np.uint64)
+        np.cumsum(counts[present], out=offsets[1:])
+        digests = rensa.RMinHash.digest_matrix_from_flat_token_hashes(np.ascontiguousarray(shingles, dtype=_U64),
+                                                                      offsets, self.num_perm, self.seed)
+        result[present] = np.array(digests.to_rows(), dtype=np.uint32)
         return result
 
 

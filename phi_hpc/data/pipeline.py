@@ -4,9 +4,9 @@
   read documents, compute content digests and MinHash signatures, run optional document filters,
   tokenize the survivors of the filters. Writes ``.work/RUN/map/shard-NNNNN.{bin,idx,sig.npy,npz}``
   and, last, ``shard-NNNNN.json``, whose presence marks the shard complete.
-* **reduce** (needs every shard): exact + near-duplicate clustering over all documents' LSH band
-  keys (full signatures are memory-mapped and read for candidate pairs only); writes the keep
-  mask, ``audit.jsonl`` and ``bad_inputs.jsonl``.
+* **reduce** (needs every shard; in :mod:`phi_hpc.data.reduce`): exact + near-duplicate clustering
+  over all documents' LSH band keys, streamed a band at a time (full signatures are memory-mapped
+  and read for candidate pairs only); writes the keep mask, ``audit.jsonl`` and ``bad_inputs.jsonl``.
 * **pack**: seeded document-level train/validation split; copies kept documents' tokens into
   ``train``/``validation`` ``.bin``/``.idx``; writes ``manifest.json`` last.
 
@@ -48,7 +48,7 @@ FORMAT = "phi-hpc-prepare/1"
 # the manifest, so outputs are identical whatever the worker count).
 RUNTIME_FIELDS = ("workers", "strict", "keep_work", "output_dir")
 _BATCH_DOCUMENTS = 512
-_BATCH_BYTES = 4 << 20
+_BATCH_BYTES = 1 << 20  # 4 MB batches cost a third more map memory (365 vs 270 MB peak on a 50 MB shard) for no speed
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,7 @@ def open_run(config: PrepareConfig) -> RunContext:
         "format": FORMAT,
         "config": recorded_config(config),
         "tokenizer_sha256": tokenizer.sha256,
+        **({"rensa": _rensa_or_error()} if config.dedup.minhash == "rensa" else {}),
         "inputs": [{**file_fingerprint(f), "start": f.start, "end": f.end} for shard in shards for f in shard.files],
     }
     fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
@@ -126,6 +127,17 @@ def open_run(config: PrepareConfig) -> RunContext:
         write_json(layout.plan, {"fingerprint": fingerprint,
                                  "shards": [[[f.path, f.start, f.end] for f in s.files] for s in shards]})
     return RunContext(config, layout, shards, tokenizer, fingerprint)
+
+
+def _rensa_or_error() -> str:
+    """rensa's versions, part of the run's identity (an upgrade may change its signatures)."""
+    from phi_hpc.data.minhash import rensa_version
+
+    found = rensa_version()
+    if found is None:
+        raise UsageError("dedup.minhash=rensa but the rensa package is not installed",
+                         "pip install rensa, or use the default dedup.minhash=numpy")
+    return found
 
 
 # -- map -----------------------------------------------------------------------------------------
@@ -191,6 +203,47 @@ def _batches(documents: Iterator[Document]) -> Iterator[list[Document]]:
         yield batch
 
 
+def _prefetched(items: Iterator, depth: int = 2) -> Iterator:
+    """``items``, produced by a background thread up to ``depth`` ahead: reading, decompressing and
+    parsing the next batch overlaps with tokenizing this one (the tokenizer releases the GIL).
+    Order is unchanged and the producer's exceptions are raised here, where they would have been."""
+    import queue
+    import threading
+
+    done = object()
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                slots.put((item, None))
+        except BaseException as exc:  # noqa: BLE001 (handed to the consumer, which raises it)
+            slots.put((done, exc))
+            return
+        slots.put((done, None))
+
+    thread = threading.Thread(target=produce, name="prepare-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = slots.get()
+            if error is not None:
+                raise error
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue, then let it finish
+            try:
+                slots.get_nowait()
+            except queue.Empty:
+                thread.join(0.01)
+
+
 def run_map(config: PrepareConfig, shard_index: int, context: RunContext | None = None) -> dict:
     """Process one shard (skipped if already complete); returns its summary (documents, bytes...)."""
     from phi_hpc.data.dedup import band_keys, resolve_bands
@@ -213,7 +266,7 @@ def run_map(config: PrepareConfig, shard_index: int, context: RunContext | None 
 
     shard = context.shards[shard_index]
     dedup = config.dedup
-    hasher = MinHasher(num_perm=dedup.num_perm, ngram=dedup.ngram, seed=dedup.seed)
+    hasher = MinHasher(num_perm=dedup.num_perm, ngram=dedup.ngram, seed=dedup.seed, backend=dedup.minhash)
     lsh_bands, lsh_rows = resolve_bands(dedup.threshold, dedup.num_perm, dedup.bands, dedup.rows)
     encoder = DocumentEncoder.cached(config.tokenizer, context.tokenizer.eos_id)
     filters = _filters_for(config)
@@ -225,7 +278,7 @@ def run_map(config: PrepareConfig, shard_index: int, context: RunContext | None 
     digests, signatures, keys, token_rows, token_counts, byte_counts = [], [], [], [], [], []
     rows_written = 0
     with IndexedDatasetWriter(prefix, dtype_for_vocab(context.tokenizer.vocab_size)) as writer:
-        for batch in _batches(_shard_documents(shard, config, bad)):
+        for batch in _prefetched(_batches(_shard_documents(shard, config, bad))):
             texts = [d.text for d in batch]
             encoded = [t.encode("utf-8") for t in texts]
             first = len(origins)
@@ -239,12 +292,13 @@ def run_map(config: PrepareConfig, shard_index: int, context: RunContext | None 
             keep = _apply_filters(filters, texts, first, filtered, flagged, scored)
             row_of_document = np.full(len(batch), -1, dtype=np.int64)  # -1: dropped by a filter
             tokens = np.zeros(len(batch), dtype=np.int64)
-            kept = [i for i in range(len(batch)) if keep[i]]
-            for i, ids in zip(kept, encoder.encode([texts[i] for i in kept])):
-                writer.add_document(ids)
-                row_of_document[i] = rows_written
-                tokens[i] = len(ids)
-                rows_written += 1
+            kept = np.flatnonzero(keep)
+            ids, lengths = encoder.encode_flat([texts[i] for i in kept] if len(kept) < len(batch) else texts,
+                                               writer.dtype)
+            writer.add_documents(ids, lengths)
+            row_of_document[kept] = np.arange(rows_written, rows_written + len(kept))
+            tokens[kept] = lengths
+            rows_written += len(kept)
             token_rows.append(row_of_document)
             token_counts.append(tokens)
 
@@ -303,171 +357,11 @@ def _apply_filters(filters: list, texts: list[str], first: int, filtered: list[d
 
 # -- reduce --------------------------------------------------------------------------------------
 
-@dataclass
-class CorpusState:
-    """All shards' map outputs, concatenated in input order and cut to ``max_documents``."""
-
-    origins: list[str]
-    digests: np.ndarray
-    band_keys: np.ndarray
-    token_rows: np.ndarray
-    tokens: np.ndarray
-    bytes: np.ndarray
-    shard_of: np.ndarray  # which shard's token file holds each document
-    shard_start: np.ndarray  # global index of each shard's first document
-    bad: list[dict]
-    filtered: list[dict]  # with global document indices
-    flagged: list[dict]  # kept, but a filter reported a reason (report-only decontamination)
-    scored: list[dict]  # kept, with a filter's score (the quality probability)
-    input_bytes: int
-
-
-def load_corpus(context: RunContext) -> CorpusState:
-    layout = context.layout
-    missing = [s.index for s in context.shards if not layout.shard_done(s.index).is_file()]
-    if missing:
-        shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
-        raise PhiError(f"map stage incomplete: {len(missing)} of {len(context.shards)} shards missing ({shown})",
-                       "run --stage map for those shards (or --stage all)")
-    origins, bad, filtered, flagged, scored = [], [], [], [], []
-    arrays = {k: [] for k in ("digests", "band_keys", "token_rows", "tokens", "bytes")}
-    shard_of = []
-    shard_start = []
-    input_bytes = 0
-    for shard in context.shards:
-        meta = json.loads(layout.shard_done(shard.index).read_text())
-        offset = len(origins)
-        shard_start.append(offset)
-        origins.extend(meta["origins"])
-        bad.extend(meta["bad"])
-        filtered.extend({**entry, "document": entry["document"] + offset} for entry in meta["filtered"])
-        flagged.extend({**entry, "document": entry["document"] + offset} for entry in meta.get("flagged", []))
-        scored.extend({**entry, "document": entry["document"] + offset} for entry in meta.get("scored", []))
-        input_bytes += meta["input_bytes"]
-        with np.load(layout.shard_arrays(shard.index)) as data:
-            for key in arrays:
-                arrays[key].append(data[key])
-        shard_of.append(np.full(meta["documents"], shard.index, dtype=np.int64))
-    limit = len(origins)
-    if context.config.max_documents is not None:
-        limit = min(limit, context.config.max_documents)
-    cut = {k: np.concatenate(v)[:limit] for k, v in arrays.items()}
-    return CorpusState(origins[:limit], cut["digests"], cut["band_keys"], cut["token_rows"], cut["tokens"],
-                       cut["bytes"], np.concatenate(shard_of)[:limit] if shard_of else np.zeros(0, np.int64),
-                       np.asarray(shard_start, dtype=np.int64),
-                       bad, [f for f in filtered if f["document"] < limit],
-                       [f for f in flagged if f["document"] < limit], [f for f in scored if f["document"] < limit],
-                       input_bytes)
-
-
-def _audit_entries(corpus: CorpusState, keep, exact, exact_removed, near, near_removed, similarity) -> Iterator[dict]:
-    """One entry per removed document (with why, and the survivor it duplicates), per kept document
-    a filter flagged, and per score a filter gave a kept document, in input order."""
-    filtered_by_doc = {f["document"]: f for f in corpus.filtered}
-    flagged_by_doc: dict[int, list[dict]] = {}
-    for f in corpus.flagged:
-        flagged_by_doc.setdefault(f["document"], []).append(f)
-    scored_by_doc: dict[int, list[dict]] = {}
-    for f in corpus.scored:
-        scored_by_doc.setdefault(f["document"], []).append(f)
-    origins = corpus.origins
-    for i in sorted(set(np.flatnonzero(~keep).tolist()) | set(flagged_by_doc) | set(scored_by_doc)):
-        for f in flagged_by_doc.get(i, []):
-            yield {"document": origins[i], "removed": None, "flagged_by": f["filter"], "reason": f["reason"],
-                   "score": f["score"]}
-        if keep[i]:
-            for f in scored_by_doc.get(i, []):
-                yield {"document": origins[i], "removed": None, "scored_by": f["filter"], "score": f["score"]}
-            continue
-        if i in filtered_by_doc:
-            f = filtered_by_doc[i]
-            yield {"document": origins[i], "removed": "filtered", "filter": f["filter"], "reason": f["reason"],
-                   "score": f["score"]}
-        elif exact_removed[i]:
-            survivor = int(exact[i])
-            if near_removed[survivor]:
-                survivor = int(near[survivor])  # its exact twin was itself a near duplicate
-            yield {"document": origins[i], "removed": "exact_duplicate", "survivor": origins[survivor]}
-        else:
-            yield {"document": origins[i], "removed": "near_duplicate", "survivor": origins[int(near[i])],
-                   "jaccard_estimate": round(float(similarity[i]), 4)}
-
-
-def _signature_reader(context: RunContext, corpus: CorpusState):
-    """``indices -> uint32[len(indices), num_perm]`` from the shards' memory-mapped signature files."""
-    maps = {s.index: np.load(context.layout.shard_signatures(s.index), mmap_mode="r") for s in context.shards}
-
-    def signatures_of(indices: np.ndarray) -> np.ndarray:
-        out = np.empty((len(indices), context.config.dedup.num_perm), dtype=np.uint32)
-        shards = corpus.shard_of[indices]
-        for shard in np.unique(shards).tolist():
-            mine = shards == shard
-            out[mine] = maps[shard][indices[mine] - corpus.shard_start[shard]]
-        return out
-
-    return signatures_of
-
-
 def run_reduce(config: PrepareConfig, context: RunContext | None = None) -> dict:
-    """Cluster duplicates over the whole corpus; write the keep mask, audit and bad-input list."""
-    from phi_hpc.data.dedup import exact_survivors, near_survivors, resolve_bands
+    """Cluster duplicates over the whole corpus (see :mod:`phi_hpc.data.reduce`)."""
+    from phi_hpc.data.reduce import run_reduce as reduce_stage
 
-    context = context or open_run(config)
-    layout = context.layout
-    if layout.reduce_done.is_file():
-        return json.loads(layout.reduce_done.read_text())
-    corpus = load_corpus(context)
-    n = len(corpus.origins)
-    index = np.arange(n)
-    eligible = corpus.token_rows >= 0
-    dedup = config.dedup
-    exact = exact_survivors(corpus.digests, eligible) if dedup.exact else index.copy()
-    exact_removed = eligible & (exact != index)
-    near_eligible = eligible & ~exact_removed
-    bands, rows = resolve_bands(dedup.threshold, dedup.num_perm, dedup.bands, dedup.rows)
-    if dedup.near:
-        near, similarity = near_survivors(corpus.band_keys, near_eligible, _signature_reader(context, corpus),
-                                          dedup.threshold, dedup.verify_candidates)
-    else:
-        near, similarity = index.copy(), np.ones(n)
-    near_removed = near_eligible & (near != index)
-    keep = near_eligible & ~near_removed
-
-    layout.out.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(layout.out, "audit")
-    remove_stale_temporaries(layout.out, "bad_inputs")
-    with atomic_write(layout.audit) as handle:
-        for entry in _audit_entries(corpus, keep, exact, exact_removed, near, near_removed, similarity):
-            handle.write(json.dumps(entry, sort_keys=True) + "\n")
-    with atomic_write(layout.bad_inputs) as handle:
-        for entry in corpus.bad:
-            handle.write(json.dumps(entry, sort_keys=True) + "\n")
-    with atomic_write(layout.reduce_arrays, "wb", encoding=None) as handle:
-        np.savez(handle, keep=keep)
-    filter_counts: dict[str, int] = {}
-    for f in corpus.filtered:
-        filter_counts[f["filter"]] = filter_counts.get(f["filter"], 0) + 1
-    flag_counts: dict[str, int] = {}
-    for f in corpus.flagged:
-        flag_counts[f["filter"]] = flag_counts.get(f["filter"], 0) + 1
-    result = {
-        "fingerprint": context.fingerprint,
-        "lsh": {"bands": bands, "rows": rows},
-        "counts": {
-            "documents_in": n,
-            "bad": len(corpus.bad),
-            "filtered": dict(sorted(filter_counts.items())),
-            "flagged": dict(sorted(flag_counts.items())),
-            "exact_duplicates": int(exact_removed.sum()),
-            "near_duplicates": int(near_removed.sum()),
-            "documents_out": int(keep.sum()),
-            "bytes_in": int(corpus.bytes.sum()),
-            "bytes_out": int(corpus.bytes[keep].sum()),
-            "tokens": int(corpus.tokens[keep].sum()),
-        },
-    }
-    write_json(layout.reduce_done, result)
-    return result
+    return reduce_stage(config, context)
 
 
 # -- pack ----------------------------------------------------------------------------------------
@@ -496,13 +390,16 @@ def split_documents(count: int, validation_fraction: float, seed: int, shuffle: 
 def run_pack(config: PrepareConfig, context: RunContext | None = None, progress=None) -> dict:
     """Write the train/validation token files and, last, the manifest."""
     from phi_hpc.data.indexed import IndexedDataset, IndexedDatasetWriter, dtype_for_vocab
+    from phi_hpc.data.reduce import corpus_array, load_index
 
     context = context or open_run(config)
     layout = context.layout
     if not layout.reduce_done.is_file():
         raise PhiError("reduce stage has not finished", "run --stage reduce first (or --stage all)")
     reduced = json.loads(layout.reduce_done.read_text())
-    corpus = load_corpus(context)
+    index = load_index(context)
+    token_rows = corpus_array(context, index, "token_rows")
+    tokens = corpus_array(context, index, "tokens")
     with np.load(layout.reduce_arrays) as data:
         keep = data["keep"]
     kept = np.flatnonzero(keep)
@@ -521,15 +418,16 @@ def run_pack(config: PrepareConfig, context: RunContext | None = None, progress=
         documents = kept[positions]
         with IndexedDatasetWriter(prefix, dtype) as writer:
             for start in range(0, len(documents), 4096):
-                for doc in documents[start: start + 4096].tolist():
-                    writer.add_document(shard_data[int(corpus.shard_of[doc])][int(corpus.token_rows[doc])])
+                chunk = documents[start: start + 4096]
+                for shard, row in zip(index.shard_of(chunk).tolist(), token_rows[chunk].tolist()):
+                    writer.add_document(shard_data[shard][row])
                 if task is not None:
                     progress.advance(task, min(4096, len(documents) - start))
         outputs.append({
             "split": split,
             "prefix": split,
             "documents": int(len(documents)),
-            "tokens": int(corpus.tokens[documents].sum()),
+            "tokens": int(tokens[documents].sum()),
             "sha256": {"bin": sha256_file(f"{prefix}.bin"), "idx": sha256_file(f"{prefix}.idx")},
         })
     manifest = {
@@ -541,10 +439,10 @@ def run_pack(config: PrepareConfig, context: RunContext | None = None, progress=
         "outputs": outputs,
         "dtype": str(dtype),
         "tokenizer": context.tokenizer.to_dict(),
-        "inputs": {"files": len({f.path for s in context.shards for f in s.files}), "bytes": corpus.input_bytes,
+        "inputs": {"files": len({f.path for s in context.shards for f in s.files}), "bytes": index.input_bytes,
                    "paths": list(dict.fromkeys(config.inputs))},
         "shards": len(context.shards),
-        "bad_inputs": {"file": layout.bad_inputs.name, "first": corpus.bad[:20]},
+        "bad_inputs": {"file": layout.bad_inputs.name, "first": index.bad[:20]},
         "audit": layout.audit.name,
         "config": recorded_config(config),
     }

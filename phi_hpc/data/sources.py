@@ -6,7 +6,9 @@ Supported, mixed freely on one command line:
   line, text under ``text_key``. Compressed files are streamed, never fully decompressed in memory.
 * ``.parquet``: the ``text_key`` column, read batch by batch.
 * directories: every file matching ``glob`` (sorted, so the order is the same on every machine) is
-  one document; any other single file given explicitly is one document too.
+  one document; a directory where nothing matches ``glob`` is read as a folder of dataset shards
+  (``.jsonl``, ``.jsonl.gz``, ``.jsonl.zst``, ``.ndjson``, ``.parquet``, mixed freely: the extension
+  decides how each is read). Any other single file given explicitly is one document too.
 
 Nothing bad is dropped silently: a line that is not JSON, bytes that are not UTF-8, a truncated
 compressed stream, a record without the text key, an empty file each become a :class:`BadInput`
@@ -27,6 +29,7 @@ from phi_hpc.errors import UsageError
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd"}
+DATASET_SHARD_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".ndjson", ".parquet")
 _READ_CHUNK = 1 << 20
 
 
@@ -122,11 +125,7 @@ def expand_inputs(inputs: list[str], glob: str) -> list[InputFile]:
     for raw in inputs:
         path = Path(raw)
         if path.is_dir():
-            matches = sorted(p for p in path.glob(glob) if p.is_file())
-            if not matches:
-                raise UsageError(f"input directory {raw}: no files match {glob!r}",
-                                 "check the folder, or pick other files with e.g. --set glob='**/*.js'")
-            candidates = matches
+            candidates = _directory_files(path, raw, glob)
         elif path.is_file():
             candidates = [path]
         else:
@@ -135,6 +134,30 @@ def expand_inputs(inputs: list[str], glob: str) -> list[InputFile]:
             kind, compression = classify(candidate)
             files.append(InputFile(str(candidate), kind, compression, candidate.stat().st_size))
     return files
+
+
+def is_dataset_shard(path: Path) -> bool:
+    """A file a downloaded dataset is made of: ``.jsonl``/``.ndjson`` (optionally ``.gz``/``.zst``)
+    or ``.parquet``. A plain ``.json`` is not one (source trees are full of config ``.json`` files)."""
+    kind, _ = classify(path)
+    name = path.name.lower()
+    for suffix in COMPRESSIONS:
+        name = name.removesuffix(suffix)
+    return kind == "parquet" or (kind == "jsonl" and name.endswith((".jsonl", ".ndjson")))
+
+
+def _directory_files(path: Path, raw: str, glob: str) -> list[Path]:
+    """A folder's files, sorted (the same order on every machine): those matching ``glob`` (a folder
+    of source files, as always); if none does, its dataset shards, of any mix of formats (the usual
+    layout of a downloaded dataset), each read as its extension says."""
+    matches = sorted(p for p in path.glob(glob) if p.is_file())
+    if not matches:
+        matches = sorted(p for p in path.glob("**/*") if p.is_file() and is_dataset_shard(p))
+    if not matches:
+        raise UsageError(f"input directory {raw}: no files match {glob!r} and no dataset shards "
+                         f"({', '.join(DATASET_SHARD_SUFFIXES)}) are in it",
+                         "check the folder, or pick other files with e.g. --set glob='**/*.js'")
+    return matches
 
 
 # -- readers -------------------------------------------------------------------------------------

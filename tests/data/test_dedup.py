@@ -114,11 +114,14 @@ def _mixed_pairs(texts: list[str], rng: random.Random, n: int) -> list[tuple[str
     return pairs
 
 
-def test_minhash_estimates_track_exact_jaccard(stdlib_dir):
+@pytest.mark.parametrize("backend", ["numpy", "rensa"])
+def test_minhash_estimates_track_exact_jaccard(stdlib_dir, backend):
+    if backend == "rensa":
+        pytest.importorskip("rensa")
     texts = [p.read_text(encoding="utf-8") for p in sorted(stdlib_dir.glob("*.py"))[:120]]
     texts = [t for t in texts if len(word_shingles(t)) > 200]
     rng = random.Random(7)
-    hasher = MinHasher(num_perm=256, ngram=5, seed=42)
+    hasher = MinHasher(num_perm=256, ngram=5, seed=42, backend=backend)
 
     # Random pairs of different files: all estimates within 0.05.
     signatures = hasher.signatures(texts)
@@ -143,15 +146,19 @@ def test_minhash_estimates_track_exact_jaccard(stdlib_dir):
     assert np.all(np.abs(errors) <= 5 * sigma + 0.01)
 
 
-def test_signatures_do_not_depend_on_batching(stdlib_dir):
+@pytest.mark.parametrize("backend", ["numpy", "rensa"])
+def test_signatures_do_not_depend_on_batching(stdlib_dir, backend):
+    if backend == "rensa":
+        pytest.importorskip("rensa")
     texts = [p.read_text(encoding="utf-8") for p in sorted(stdlib_dir.glob("*.py"))[:30]]
     texts += ["x", "", "one two three", "a.b(c)"]  # shorter than a shingle, and empty
-    hasher = MinHasher()
+    hasher = MinHasher(backend=backend)
     together = hasher.signatures(texts)
     alone = np.stack([hasher.signatures([t])[0] for t in texts])
     assert np.array_equal(together, alone)
-    assert np.array_equal(together, MinHasher().signatures(texts)), "seeded: same on every run"
-    assert not np.array_equal(together, MinHasher(seed=1).signatures(texts))
+    assert np.array_equal(together, MinHasher(backend=backend).signatures(texts)), "seeded: same on every run"
+    assert not np.array_equal(together, MinHasher(seed=1, backend=backend).signatures(texts))
+    assert (together[texts.index("")] == np.iinfo(np.uint32).max).all(), "no shingles: all-ones"
 
 
 def test_whitespace_and_punctuation_do_not_change_shingles():
@@ -169,7 +176,7 @@ def test_lsh_clustering_is_transitive_and_keeps_the_first():
     base = " ".join(f"word{i}" for i in range(400))
     texts = [base, base + " tail1", "unrelated " * 50 + "x", base + " tail1 tail2"]
     signatures = MinHasher().signatures(texts)
-    survivor, similarity = near_survivors(band_keys(signatures, 13, 19), np.ones(4, dtype=bool),
+    survivor, similarity = near_survivors(band_keys(signatures, 13, 19).T, np.ones(4, dtype=bool),
                                           lambda idx: signatures[idx], threshold=0.85, verify=True)
     assert survivor.tolist() == [0, 0, 2, 0]
     assert similarity[1] > 0.9 and similarity[0] == 1.0
@@ -192,3 +199,15 @@ def test_word_hashes_distinguish_every_distinct_word(stdlib_dir):
         by_word.setdefault(raw[s:e], set()).add(h)
     assert all(len(v) == 1 for v in by_word.values()), "same word, same hash"
     assert len({next(iter(v)) for v in by_word.values()}) == len(by_word), "different words, different hashes"
+
+
+def test_rensa_backend_without_rensa_is_a_usage_error(monkeypatch):
+    from phi_hpc.data import minhash
+    from phi_hpc.errors import UsageError
+
+    monkeypatch.setattr(minhash, "rensa_version", lambda: None)
+    with pytest.raises(UsageError, match="rensa package is not installed") as caught:
+        MinHasher(backend="rensa")
+    assert "pip install rensa" in caught.value.hint
+    with pytest.raises(ValueError, match="unknown MinHash backend"):
+        MinHasher(backend="sha1")

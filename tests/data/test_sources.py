@@ -116,3 +116,39 @@ def test_big_files_split_into_pieces_read_every_line_once_with_file_line_numbers
         documents += [d.text for d in read_documents(piece, "text", bad.append)]
     assert documents == [r for r in rows if r is not None]
     assert [b.where for b in bad] == [f"{tmp_path / 'big.parquet'}:614"]
+
+
+def test_a_folder_of_mixed_dataset_shards_is_read_by_extension(tmp_path, codegen_tokenizer, run_cli):
+    """The usual layout of a downloaded dataset: a folder (with subfolders) of shards in several
+    formats and no source file. Each shard is read as its extension says; stray files that are not
+    shards (a README, a .json config) are not documents."""
+    shards = tmp_path / "dataset"
+    (shards / "part2").mkdir(parents=True)
+    (shards / "a.jsonl").write_bytes(_jsonl())
+    (shards / "b.jsonl.gz").write_bytes(gzip.compress(_jsonl()))
+    (shards / "part2" / "c.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(_jsonl()))
+    pq.write_table(pa.table({"text": TEXTS}), shards / "part2" / "d.parquet")
+    (shards / "README.md").write_text("# a dataset\n")
+    (shards / "dataset_info.json").write_text('{"splits": 1}\n')
+    files = expand_inputs([str(shards)], "**/*.py")
+    assert [(f.path, f.kind, f.compression) for f in files] == [
+        (str(shards / "a.jsonl"), "jsonl", None), (str(shards / "b.jsonl.gz"), "jsonl", "gzip"),
+        (str(shards / "part2" / "c.jsonl.zst"), "jsonl", "zstd"), (str(shards / "part2" / "d.parquet"), "parquet", None)]
+    for source in files:
+        bad = []
+        assert [d.text for d in read_documents(source, "text", bad.append)] == TEXTS and not bad
+
+    out = tmp_path / "out"
+    run_cli("prepare", str(shards), "--tokenizer", str(codegen_tokenizer), "-o", str(out), "--workers", "1",
+            check=True)
+    counts = json.loads((out / "manifest.json").read_text())["counts"]
+    # 4 shards x 3 documents: the first shard's 3 survive, the other 9 are exact copies of them.
+    assert (counts["documents_in"], counts["exact_duplicates"], counts["documents_out"], counts["bad"]) == (12, 9, 3, 0)
+
+
+def test_a_source_folder_still_reads_only_its_glob(tmp_path):
+    """A folder where the glob matches is a folder of source files, as before: a .jsonl fixture
+    inside a source tree is not read as a dataset."""
+    (tmp_path / "m.py").write_text("x = 1\n")
+    (tmp_path / "fixture.jsonl").write_bytes(_jsonl())
+    assert [f.path for f in expand_inputs([str(tmp_path)], "**/*.py")] == [str(tmp_path / "m.py")]
