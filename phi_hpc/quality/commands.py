@@ -134,8 +134,10 @@ def _confirm_labelling_everything(inputs, glob: str, text_key: str, endpoint) ->
 @click.option("--holdout", default=0.2, show_default=True, help="Share of labels held out for the report.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--score-threshold", type=float, help="Cut 0-10 scores into labels (default: use 'label').")
-@click.option("--target", type=click.Choice(["binary", "score"]), default="binary", show_default=True,
-              help="binary: classify 0/1 labels (probabilities); score: regress the 0-10 grades (a grade to cut at).")
+@click.option("--target", type=click.Choice(["auto", "binary", "score"]), default="auto", show_default=True,
+              help="score: regress the 0-10 grades (scores are grades; measured better, see "
+                   "docs/benchmarks/quality.md); binary: classify 0/1 labels (probabilities); auto: score when "
+                   "the lines carry scores and no --score-threshold is given.")
 @click.option("--group-by", type=click.Choice(["folder", "none"]), default="folder", show_default=True,
               help="--target score: hold out whole folders of the lines' origin (no near-copies across the split).")
 def train_command(labels, output, embedder, model_dir, tokenizer, max_tokens, dim, trees, max_depth, holdout, seed,
@@ -152,6 +154,8 @@ def train_command(labels, output, embedder, model_dir, tokenizer, max_tokens, di
     if embedder == "lm" and not model_dir:  # before reading a possibly large labels file
         raise UsageError("--embedder lm needs --model-dir", "pass a checkpoint or a local HF folder")
     groups = None
+    if target == "auto":
+        target = "binary" if score_threshold is not None or not _has_scores(labels) else "score"
     if target == "score":
         from phi_hpc.quality.classifier import load_grades
 
@@ -164,11 +168,27 @@ def train_command(labels, output, embedder, model_dir, tokenizer, max_tokens, di
                              TrainConfig(trees=trees, max_depth=max_depth, holdout=holdout, seed=seed, target=target),
                              groups=groups)
     model.save(output)
-    summary = {"model": output, "labels": labels, "examples": len(texts), "embedder": embedder,
+    summary = {"model": output, "labels": labels, "examples": len(texts), "embedder": embedder, "target": target,
                **{f"heldout_{k}": v for k, v in model.report["heldout"].items()}, "report": model.report}
     _summarize("quality train", summary, f"{output}.report.json",
                ["examples", "heldout_n", "heldout_accuracy", "heldout_f1", "heldout_auc"] if target == "binary"
                else ["examples", "heldout_n", "heldout_spearman", "heldout_mae"])
+
+
+def _has_scores(path: str) -> bool:
+    """Whether a labels file carries 0-10 scores (as `quality label` writes), judged by its lines."""
+    import os
+
+    from phi_hpc.fileio import iter_jsonl
+    from phi_hpc.quality.classifier import load_labels
+
+    if not os.path.isfile(path):
+        return False  # load_labels says the file is missing
+    try:
+        return any(isinstance(r, dict) and r.get("score") is not None for _, r in iter_jsonl(path, "fix that line"))
+    except UsageError:
+        load_labels(path)  # reports the file's problem in its usual words
+        raise
 
 
 # -- decontaminate ---------------------------------------------------------------------------------

@@ -52,3 +52,29 @@ def test_shipped_scorer_beats_every_single_feature_rule_on_held_out_packages():
         assert good["model_kept_after"] >= good["model_kept_before"] - 0.2, good
     configs = result["counterfactuals"]["configs, comments added"]
     assert configs["model_kept_after"] <= 0.2, configs  # commenting a config does not get it kept
+
+
+def test_quality_train_regresses_scores_with_a_grouped_holdout(tmp_path, run_cli, stdlib_dir):
+    import json
+
+    from phi_hpc.quality.classifier import QualityModel
+    from phi_hpc.quality.stages import build_quality_filter
+    from tests.quality.corpus import labelled_set
+
+    texts, labels = labelled_set(stdlib_dir, count=30, seed=5)
+    lines = [{"text": t, "score": 8.0 - i % 3 if y else 1.0 + i % 3, "label": y, "origin": f"repo{i % 6}/pkg/m{i}.py"}
+             for i, (t, y) in enumerate(zip(texts, labels))]
+    path = tmp_path / "labels.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    run_cli("quality", "train", str(path), "-o", str(tmp_path / "m.npz"), "--trees", "30", "--dim", "512", check=True)
+    report = json.loads((tmp_path / "m.npz.report.json").read_text())
+    assert report["target"] == "score" and report["report"]["grouped"] is True  # auto: the lines carry scores
+    assert report["heldout_spearman"] > 0.5 and 0 < report["heldout_n"] < len(lines)
+    model = QualityModel.load(tmp_path / "m.npz")
+    assert model.report["target"] == "score"
+    quality = build_quality_filter(str(tmp_path / "m.npz"), 5.0)  # a grade to cut at, not a probability
+    kept = [v.keep for v in quality.evaluate(texts[:10])]
+    assert any(kept) and not all(kept)
+    run_cli("quality", "train", str(path), "-o", str(tmp_path / "b.npz"), "--trees", "10", "--dim", "512",
+            "--target", "binary", check=True)
+    assert json.loads((tmp_path / "b.npz.report.json").read_text())["target"] == "binary"
