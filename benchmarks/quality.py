@@ -300,6 +300,10 @@ steadier measure.
 """
     print(text)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    previous = Path(args.output).read_text(encoding="utf-8") if Path(args.output).is_file() else ""
+    start, end = "<!-- quality_eval:start -->", "<!-- quality_eval:end -->"
+    if start in previous and end in previous:  # keep the section benchmarks/quality_eval.py writes
+        text = text.rstrip("\n") + "\n\n" + previous[previous.index(start): previous.index(end) + len(end)] + "\n"
     Path(args.output).write_text(text, encoding="utf-8")
 
 

@@ -33,6 +33,16 @@ def endpoint_options(func: Callable, temperature: float = 1.0) -> Callable:
         click.option("--backoff", "backoff_s", default=1.0, show_default=True, help="First retry wait in seconds."),
         click.option("--temperature", default=temperature, show_default=True),
         click.option("--max-tokens", default=1024, show_default=True, help="Completion length limit."),
+        click.option("--price-input", "price_input", default=0.0, show_default=True,
+                     help="Dollars per million prompt tokens (from each answer's usage), for the cost report."),
+        click.option("--price-output", "price_output", default=0.0, show_default=True,
+                     help="Dollars per million completion tokens."),
+        click.option("--spend-cap", type=float, help="Stop sending requests once this many dollars are spent."),
+        click.option("--token-cap", type=int, help="Stop sending requests once this many tokens are used."),
+        click.option("--requests-per-minute", "rpm", default=0.0, show_default=True,
+                     help="Space requests out to this rate, across all threads (0: no limit)."),
+        click.option("--tokens-per-minute", "tpm", default=0.0, show_default=True,
+                     help="Space requests out to this many (prompt + max) tokens a minute (0: no limit)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -47,4 +57,7 @@ def endpoint_config(kwargs: dict):
     return EndpointConfig(base_url=kwargs["endpoint"], model=kwargs["model_name"], api_key_env=kwargs["api_key_env"],
                           timeout_s=kwargs["timeout_s"], max_retries=kwargs["max_retries"],
                           backoff_s=kwargs["backoff_s"], temperature=kwargs["temperature"],
-                          max_tokens=kwargs["max_tokens"])
+                          max_tokens=kwargs["max_tokens"], price_input_per_mtok=kwargs["price_input"],
+                          price_output_per_mtok=kwargs["price_output"], spend_cap=kwargs["spend_cap"],
+                          token_cap=kwargs["token_cap"], requests_per_minute=kwargs["rpm"],
+                          tokens_per_minute=kwargs["tpm"])

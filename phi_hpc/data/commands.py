@@ -28,6 +28,8 @@ from phi_hpc.errors import UsageError
 @click.option("--shard", type=int, help="With --stage map: the one shard to process.")
 @click.option("--max-documents", type=int, help="Keep only the first N good documents (demos, tests).")
 @click.option("--quality-model", help="Drop documents the quality classifier scores below the threshold.")
+@click.option("--quality-scores", type=click.Path(file_okay=False),
+              help="Filter on the scores `phi-hpc quality score` wrote to this folder (no embedding here).")
 @click.option("--quality-threshold", type=float, help="Quality probability a document needs to be kept.")
 @click.option("--decontaminate", is_flag=True, default=None, help="Drop documents overlapping HumanEval/MBPP.")
 @click.option("--decontaminate-report-only", is_flag=True, default=None,
@@ -36,7 +38,7 @@ from phi_hpc.errors import UsageError
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest (or stage summary) as JSON on stdout.")
 @config_options
 def prepare_command(inputs, tokenizer, output_dir, workers, strict, stage, shard, max_documents, quality_model,
-                    quality_threshold, decontaminate, decontaminate_report_only, benchmark_data, as_json,
+                    quality_scores, quality_threshold, decontaminate, decontaminate_report_only, benchmark_data, as_json,
                     config_path, overrides):
     """Deduplicate and tokenize code into Megatron .bin/.idx files plus OUT/manifest.json.
 
@@ -54,7 +56,7 @@ def prepare_command(inputs, tokenizer, output_dir, workers, strict, stage, shard
     config = load_config(PrepareConfig, config_path, overrides)  # validated before any path is touched
     given = {"inputs": list(inputs) or None, "tokenizer": tokenizer, "output_dir": output_dir, "workers": workers,
              "strict": strict, "max_documents": max_documents, "quality_model": quality_model,
-             "quality_threshold": quality_threshold, "decontaminate": decontaminate,
+             "quality_scores": quality_scores, "quality_threshold": quality_threshold, "decontaminate": decontaminate,
              "decontaminate_report_only": decontaminate_report_only, "benchmark_data": benchmark_data}
     try:
         config = dataclasses.replace(config, **{k: v for k, v in given.items() if v is not None})

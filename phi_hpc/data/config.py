@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from phi_hpc.quality.decontamination_config import DecontaminationConfig
+
 
 @dataclass(frozen=True)
 class DedupConfig:
@@ -70,10 +72,13 @@ class PrepareConfig:
     dedup: DedupConfig = field(default_factory=DedupConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     quality_model: str | None = None
+    quality_scores: str | None = None  # a `quality score` folder: filter on stored scores, no embedding
     quality_threshold: float = 0.5
     decontaminate: bool = False
     decontaminate_report_only: bool = False
     benchmark_data: str | None = None
+    # every threshold of the checks: --set decontamination.ast_threshold=0.85 (see decontaminate --help)
+    decontamination: DecontaminationConfig = field(default_factory=DecontaminationConfig)
     keep_work: bool = False  # keep OUT/.work (per-shard tokens and signatures) after success
 
     def __post_init__(self) -> None:

@@ -121,6 +121,10 @@ def open_run(config: PrepareConfig) -> RunContext:
         **({"rensa": _rensa_or_error()} if config.dedup.minhash == "rensa" else {}),
         "inputs": [{**file_fingerprint(f), "start": f.start, "end": f.end} for shard in shards for f in shard.files],
     }
+    if config.quality_model or config.quality_scores or config.decontaminate:
+        from phi_hpc.quality.stages import content_hashes  # the filters' inputs by content, not path
+
+        identity["filter_inputs"] = content_hashes(config)
     fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     layout = Layout(Path(config.output_dir).absolute(), fingerprint[:16])
     if not layout.plan.is_file():
@@ -144,8 +148,10 @@ def _rensa_or_error() -> str:
 
 def build_filters(config: PrepareConfig) -> list:
     """The optional document filters, imported only when asked for (they pull in heavy libraries)."""
-    if not (config.quality_model or config.decontaminate):
+    if not (config.quality_model or config.quality_scores or config.decontaminate):
         return []
+    if config.quality_model and config.quality_scores:
+        raise UsageError("--quality-model and --quality-scores both given", "use one: stored scores or inline scoring")
     try:
         from phi_hpc.quality import stages
     except ModuleNotFoundError as exc:
@@ -154,8 +160,11 @@ def build_filters(config: PrepareConfig) -> list:
     filters = []
     if config.quality_model:
         filters.append(stages.build_quality_filter(config.quality_model, config.quality_threshold))
+    if config.quality_scores:
+        filters.append(stages.build_score_filter(config.quality_scores, config.quality_threshold))
     if config.decontaminate:
-        filters.append(stages.build_decontamination_filter(config.benchmark_data, config.decontaminate_report_only))
+        filters.append(stages.build_decontamination_filter(config.benchmark_data, config.decontaminate_report_only,
+                                                           config.decontamination))
     return filters
 
 
@@ -164,10 +173,11 @@ _FILTER_CACHE: dict[tuple, list] = {}
 
 def _filters_for(config: PrepareConfig) -> list:
     """Filters are built once per process, not once per shard (a quality model takes a while to load)."""
-    if not (config.quality_model or config.decontaminate):
+    if not (config.quality_model or config.quality_scores or config.decontaminate):
         return build_filters(config)
-    key = (config.quality_model, config.quality_threshold, config.decontaminate, config.decontaminate_report_only,
-           config.benchmark_data)
+    key = (config.quality_model, config.quality_scores, config.quality_threshold, config.decontaminate,
+           config.decontaminate_report_only,
+           config.benchmark_data, config.decontamination)
     if key not in _FILTER_CACHE:
         _FILTER_CACHE[key] = build_filters(config)
     return _FILTER_CACHE[key]

@@ -126,8 +126,11 @@ def _print_summary(summary: dict, title: str) -> None:
               help="pass@k values (those with more k than samples per problem are skipped).")
 @click.option("--truncate/--no-truncate", default=False, show_default=True,
               help="Cut completions at the task's first stop sequence before running them.")
+@click.option("--exclude", "exclude_spec", metavar="PROBLEMS",
+              help="Leave these problems out: ids (HumanEval/1,HumanEval/7), a file of ids, or the "
+                   "OUT.problems.jsonl table of `decontaminate` (its contaminated rows).")
 def score_command(samples_path, task, data_path, workers, timeout, memory_gb, isolation, output_path, ks_text,
-                  truncate) -> None:
+                  truncate, exclude_spec) -> None:
     """Run every completion in SAMPLES.jsonl (task_id, completion per line) and report pass@k.
 
     \b
@@ -137,14 +140,15 @@ def score_command(samples_path, task, data_path, workers, timeout, memory_gb, is
       timeout  the wall-clock (--timeout) or CPU limit was hit; its whole process tree was killed
       error    any other exception or a crash (the error's last line is kept)
     """
-    from phi_hpc.eval.score import parse_ks, score_samples
+    from phi_hpc.eval.score import parse_ks, read_problem_list, score_samples
 
     ks = parse_ks(ks_text)
+    exclude = read_problem_list(exclude_spec) if exclude_spec else set()
     samples_path = Path(samples_path)
     samples = _read_samples(samples_path)
     results, summary = score_samples(samples, task, data_path=data_path, workers=workers, ks=ks,
                                      limits=_limits(timeout, memory_gb), truncate=truncate,
-                                     isolation=isolation, source=str(samples_path))
+                                     isolation=isolation, source=str(samples_path), exclude=exclude)
     summary["samples_file"] = str(samples_path)
     stem = samples_path.name[: -len(".jsonl")] if samples_path.name.endswith(".jsonl") else samples_path.name
     results_path = Path(output_path) if output_path else samples_path.with_name(stem + "_results.jsonl")

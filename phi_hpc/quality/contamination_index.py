@@ -20,24 +20,9 @@ import numpy as np
 
 from phi_hpc.quality import code_ast
 from phi_hpc.quality.benchmarks import Benchmarks
+from phi_hpc.quality.decontamination_config import DecontaminationConfig
 from phi_hpc.quality.lexical import informative_windows, shingles, skeleton
 from phi_hpc.quality.tokens import tokenize
-
-
-@dataclass(frozen=True)
-class DecontaminationConfig:
-    """Thresholds of the three checks; defaults measured on HumanEval/MBPP vs the stdlib (see tests)."""
-
-    ngram: int = 13
-    min_ngram_matches: int = 1  # shared distinct n-grams with one problem needed to flag
-    max_problems_per_ngram: int = 1  # an n-gram shared by more problems is boilerplate, not evidence
-    min_ngram_words: int = 3  # distinct names (2+ letters, not keywords/builtins) an indexed n-gram needs
-    ast_threshold: float = 0.9  # SequenceMatcher ratio of normalized ASTs
-    ast_min_tokens: int = 35  # smaller solutions are too generic to compare structurally
-    skeleton_shingle: int = 8
-    skeleton_containment: float = 0.75  # pre-filter: share of a solution's skeleton shingles in the doc
-    embedding_threshold: float | None = None  # cosine similarity; None disables the embedding check
-    embedding_dim: int = 4096
 
 
 PARTS = ("prompt", "solution", "test")
@@ -142,10 +127,14 @@ def _cache_key(benchmarks: Benchmarks, config: DecontaminationConfig) -> str:
         digest.update(f"{part.problem}\0{part.part}\0{part.text}\0".encode("utf-8", "surrogatepass"))
     for solution in benchmarks.solutions:
         digest.update(f"{solution.problem}\0{solution.entry_point}\0{solution.source}\0".encode("utf-8", "surrogatepass"))
-    fields = {k: v for k, v in dataclasses.asdict(config).items() if not k.startswith("embedding")}
+    fields = {k: v for k, v in dataclasses.asdict(config).items() if k in _INDEX_FIELDS}
     digest.update(json.dumps(fields, sort_keys=True).encode())
     return digest.hexdigest()[:32]
 
+
+# The settings that shape the index (thresholds applied at check time do not: one cached index serves
+# every tau of a sweep).
+_INDEX_FIELDS = ("ngram", "max_problems_per_ngram", "min_ngram_words", "ast_min_tokens", "skeleton_shingle")
 
 _ARRAYS = ("ngram_keys", "ngram_problem", "ngram_part", "skeleton_keys", "skeleton_starts", "skeleton_rows",
            "reference_sizes", "row_reference")

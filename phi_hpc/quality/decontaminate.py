@@ -13,8 +13,12 @@ Three signals, cheapest first, each run on every document:
    indexed both ways), and the tests check that every disguised HumanEval solution above the size
    threshold still gets through. A document that passes is parsed, and each of its functions must
    pass on its own span before it is normalized and aligned.
-3. Optionally, **embedding distance**: cosine similarity of hashed-token vectors (the classifier's
-   CPU embedder) between the document and each solution, for paraphrases that change structure.
+3. Optionally, **embedding distance**: cosine similarity between the document and each solution, of
+   hashed-token vectors (the classifier's CPU embedder) or of an LM's mean-pooled hidden states
+   (``embedding_model``: the paper's CodeGen embedding), for paraphrases that change structure.
+
+The pre-filter of check 2 follows tau (``DecontaminationConfig.prefilter_containment``): a sweep to
+tau 0.8 also loosens it, instead of a fixed 0.75 dropping near-copies before they are compared.
 
 Tokens and their hashes come from :mod:`phi_hpc.quality.tokens` (numpy over the bytes, no Python
 per token), shared with the quality classifier when both stages see the same batch; the lexical views are in
@@ -77,9 +81,18 @@ class Decontaminator:
             self._build_embedding_index()
 
     def _build_embedding_index(self) -> None:
-        from phi_hpc.quality.classifier import HashedTokenEmbedder
+        """Embeddings of every solution: hashed tokens, or an LM's (the paper used CodeGen's), loaded
+        once per process and shared with the quality scorer when both use the same folder."""
+        config = self.config
+        if config.embedding_model:
+            from phi_hpc.quality.lm_embedder import RuntimeOptions, cached_lm_embedder
 
-        self._embedder = HashedTokenEmbedder(dim=self.config.embedding_dim, with_statistics=False)
+            self._embedder = cached_lm_embedder(config.embedding_model, config.embedding_tokenizer,
+                                                config.embedding_max_tokens, RuntimeOptions())
+        else:
+            from phi_hpc.quality.classifier import HashedTokenEmbedder
+
+            self._embedder = HashedTokenEmbedder(dim=config.embedding_dim, with_statistics=False)
         sources = [s.source for s in self.benchmarks.solutions]
         self._embedding_problems = [s.problem for s in self.benchmarks.solutions]
         self._embedding_index = self._unit_rows(self._embedder.embed(sources))
@@ -89,11 +102,15 @@ class Decontaminator:
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
         return matrix / np.maximum(norms, 1e-12)
 
+    @property
+    def has_embedding(self) -> bool:
+        return self._embedding_index is not None
+
     # -- per-document checks ------------------------------------------------------------------------
     def _skeleton_shingles(self, hashes: np.ndarray) -> np.ndarray:
         return lexical.shingles(lexical.skeleton(hashes), self.config.skeleton_shingle)
 
-    def _ngram_finding(self, tokens) -> Finding | None:
+    def ngram_finding(self, tokens) -> Finding | None:
         if len(self._ngrams) == 0:
             return None
         grams = lexical.shingles(tokens.hashes, self.config.ngram)
@@ -129,10 +146,10 @@ class Decontaminator:
         if len(self._skeletons) == 0 or len(shingles) == 0:
             return np.zeros(0, dtype=np.int64)
         counts = self._containment(shingles)
-        rows = np.flatnonzero(counts >= self.config.skeleton_containment * self._index.reference_sizes)
+        rows = np.flatnonzero(counts >= self.config.prefilter_containment * self._index.reference_sizes)
         return np.unique(self._index.row_reference[rows])
 
-    def _ast_finding(self, text: str, hashes: np.ndarray) -> Finding | None:
+    def ast_finding(self, text: str, hashes: np.ndarray) -> Finding | None:
         shingles = self._skeleton_shingles(hashes)
         if len(self._candidates(shingles)) == 0:
             return None
@@ -160,7 +177,7 @@ class Decontaminator:
                        f"function {match.function} (line {match.lineno}) has AST similarity "
                        f"{match.similarity:.2f} >= {self.config.ast_threshold}")
 
-    def _embedding_findings(self, texts: Sequence[str]) -> list[Finding | None]:
+    def embedding_findings(self, texts: Sequence[str]) -> list[Finding | None]:
         vectors = self._unit_rows(self._embedder.embed(list(texts)))
         sims = vectors @ self._embedding_index.T
         best = sims.argmax(axis=1)
@@ -177,12 +194,12 @@ class Decontaminator:
     def check(self, text: str) -> Finding | None:
         """The first signal that flags ``text``, or None when it looks clean."""
         tokens = SHARED_CACHE.get(text)
-        return self._ngram_finding(tokens) or self._ast_finding(text, tokens.hashes)
+        return self.ngram_finding(tokens) or self.ast_finding(text, tokens.hashes)
 
     def check_many(self, texts: Sequence[str]) -> list[Finding | None]:
         findings = [self.check(text) for text in texts]
         if self._embedding_index is not None:
-            for i, extra in enumerate(self._embedding_findings(texts)):
+            for i, extra in enumerate(self.embedding_findings(texts)):
                 findings[i] = findings[i] or extra
         return findings
 

@@ -95,7 +95,7 @@ def label_documents(documents: list[tuple[str, str]], output: str, endpoint: End
     """Label every document not yet in ``output``; returns the run summary."""
     client = ChatClient(endpoint)
     started = time.time()
-    with AppendLog(output) as log:
+    with AppendLog(output, fields=("id",)) as log:  # texts stay on disk
         done = log.ids
         todo, seen = [], set(done)
         for text, origin in documents:

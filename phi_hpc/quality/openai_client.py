@@ -42,10 +42,70 @@ class EndpointConfig:
     max_backoff_s: float = 60.0
     temperature: float = 1.0
     max_tokens: int = 1024
+    # Accounting from each answer's ``usage``: dollars per million prompt/completion tokens, and a cap
+    # (dollars, or tokens when no price is given) after which no new request is sent.
+    price_input_per_mtok: float = 0.0
+    price_output_per_mtok: float = 0.0
+    spend_cap: float | None = None  # dollars (with prices) ...
+    token_cap: int | None = None  # ... or prompt + completion tokens
+    # Proactive rate limits shared by every thread of the run (0: none): requests are spaced out
+    # before the server has to answer 429.
+    requests_per_minute: float = 0.0
+    tokens_per_minute: float = 0.0
 
 
 class EndpointError(PhiError):
     """The endpoint refused the request, or kept failing after every retry."""
+
+
+class BudgetExhausted(EndpointError):
+    """The spend or token cap was reached: no further request is sent."""
+
+
+@dataclass(frozen=True)
+class ChatAnswer:
+    content: str
+    finish_reason: str | None  # "stop"; "length" when cut at max_tokens (the answer is incomplete)
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class RateLimiter:
+    """Token buckets for requests/minute and tokens/minute, one per client, shared by its threads.
+
+    ``acquire(tokens)`` waits until both buckets allow the request; the waiting happens outside the
+    lock, and each caller reserves its slot before sleeping, so threads are spaced out instead of
+    all firing when the window opens (the cause of 429 storms with per-thread backoff)."""
+
+    def __init__(self, requests_per_minute: float, tokens_per_minute: float,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
+        self.rpm, self.tpm = requests_per_minute, tokens_per_minute
+        self._clock, self._sleep = clock, sleep
+        self._lock = threading.Lock()
+        self._next_request = 0.0
+        self._next_tokens = 0.0
+        self.waited_s = 0.0
+
+    @property
+    def active(self) -> bool:
+        return self.rpm > 0 or self.tpm > 0
+
+    def acquire(self, tokens: int) -> float:
+        """Reserve a request of about ``tokens`` tokens; returns the seconds waited."""
+        if not self.active:
+            return 0.0
+        with self._lock:
+            now = self._clock()
+            start = max(now, self._next_request if self.rpm > 0 else now, self._next_tokens if self.tpm > 0 else now)
+            if self.rpm > 0:
+                self._next_request = start + 60.0 / self.rpm
+            if self.tpm > 0:
+                self._next_tokens = start + 60.0 * tokens / self.tpm
+            wait = start - now
+            self.waited_s += wait
+        if wait > 0:
+            self._sleep(wait)
+        return wait
 
 
 class ChatClient:
@@ -61,6 +121,30 @@ class ChatClient:
         self._lock = threading.Lock()
         self.retries: Counter[str] = Counter()
         self.requests = 0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.limiter = RateLimiter(config.requests_per_minute, config.tokens_per_minute, sleep=sleep)
+
+    @property
+    def cost(self) -> float:
+        c = self.config
+        return (self.prompt_tokens * c.price_input_per_mtok + self.completion_tokens * c.price_output_per_mtok) / 1e6
+
+    def over_budget(self) -> str | None:
+        """Why no new request may be sent, or None."""
+        c = self.config
+        with self._lock:
+            if c.spend_cap is not None and self.cost >= c.spend_cap:
+                return f"spend cap ${c.spend_cap:g} reached (${self.cost:.4f} spent)"
+            if c.token_cap is not None and self.prompt_tokens + self.completion_tokens >= c.token_cap:
+                return f"token cap {c.token_cap} reached ({self.prompt_tokens + self.completion_tokens} tokens)"
+        return None
+
+    def accounting(self) -> dict:
+        """Tokens and dollars so far, for run summaries."""
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "cost_usd": round(self.cost, 6), "spend_cap_usd": self.config.spend_cap,
+                "token_cap": self.config.token_cap, "rate_limit_wait_s": round(self.limiter.waited_s, 3)}
 
     def _count(self, reason: str) -> None:
         with self._lock:
@@ -77,17 +161,40 @@ class ChatClient:
 
     def chat(self, messages: list[dict], **params) -> str:
         """The first choice's message content; retries transient failures, raises EndpointError otherwise."""
+        return self.complete(messages, **params).content
+
+    def _record_usage(self, answer: dict, prompt_estimate: int) -> ChatAnswer:
+        choice = answer["choices"][0]
+        content = choice["message"]["content"]
+        if not isinstance(content, str):
+            raise TypeError("content is not a string")
+        usage = answer.get("usage") or {}
+        # Servers that send no usage are counted by estimate (4 characters a token), never as free.
+        prompt = int(usage.get("prompt_tokens", prompt_estimate))
+        completion = int(usage.get("completion_tokens", len(content) // 4 + 1))
+        with self._lock:
+            self.prompt_tokens += prompt
+            self.completion_tokens += completion
+        return ChatAnswer(content, choice.get("finish_reason"), prompt, completion)
+
+    def complete(self, messages: list[dict], **params) -> ChatAnswer:
+        """The first choice with its finish reason and token counts (added to the run's accounting)."""
         payload = {"model": self.config.model, "messages": messages,
                    "temperature": self.config.temperature, "max_tokens": self.config.max_tokens, **params}
         body = json.dumps(payload).encode("utf-8")
+        prompt_estimate = sum(len(str(m.get("content", ""))) for m in messages) // 4 + 1
         last = ""
         for attempt in range(self.config.max_retries + 1):
             retry_after = None
+            stop = self.over_budget()
+            if stop:
+                raise BudgetExhausted(f"{stop}: no further requests", "raise --spend-cap/--token-cap to continue; "
+                                      "rerun the same command to resume")
+            self.limiter.acquire(prompt_estimate + int(payload["max_tokens"] or 0))
             with self._lock:
                 self.requests += 1
             try:
-                answer = self._request(body)
-                return answer["choices"][0]["message"]["content"]
+                return self._record_usage(self._request(body), prompt_estimate)
             except urllib.error.HTTPError as exc:
                 detail = exc.read()[:300].decode("utf-8", "replace").strip()
                 if exc.code not in RETRYABLE_STATUS:

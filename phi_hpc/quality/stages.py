@@ -30,39 +30,123 @@ class QualityFilter:
     name: str = "quality"
 
     def evaluate(self, texts: Sequence[str]) -> list[Verdict]:
-        scores = self.scorer.score(list(texts)).tolist()
-        return [Verdict(keep=True, score=s) if s >= self.threshold else
-                Verdict(keep=False, reason=f"quality score {s:.3f} < threshold {self.threshold}", score=s)
-                for s in scores]
+        return [_verdict(s, self.threshold) for s in self.scorer.score(list(texts)).tolist()]
+
+
+def _verdict(score: float, threshold: float) -> Verdict:
+    """The one place a quality score becomes a keep/drop (inline scoring and stored scores alike)."""
+    if score >= threshold:
+        return Verdict(keep=True, score=score)
+    return Verdict(keep=False, reason=f"quality score {score:.3f} < threshold {threshold}", score=score)
+
+
+@dataclass
+class StoredScoreFilter:
+    """The same verdicts as :class:`QualityFilter`, from scores ``quality score`` wrote: no embedding.
+
+    Documents are looked up by their text's digest; one that was never scored is an error, not a
+    silent keep or drop."""
+
+    lookup: object  # phi_hpc.quality.scoring.ScoreLookup
+    threshold: float
+    folder: str
+    name: str = "quality"
+
+    def evaluate(self, texts: Sequence[str]) -> list[Verdict]:
+        import hashlib
+
+        verdicts = []
+        for text in texts:
+            score = self.lookup.get(hashlib.sha256(text.encode("utf-8")).digest()[:16])
+            if score is None:
+                raise UsageError(f"a document ({text[:40]!r}...) has no score in {self.folder}",
+                                 "score the same inputs: phi-hpc quality score INPUT... -o " + self.folder)
+            verdicts.append(_verdict(score, self.threshold))
+        return verdicts
 
 
 @functools.lru_cache(maxsize=4)
-def _scorer(model_path: str, modified_ns: int):
+def cached_scorer(model_path: str, modified_ns: int, runtime=None):
+    """One loaded model (and LM embedder) per process, reloaded when the file changes."""
     from phi_hpc.quality.classifier import QualityModel, QualityScorer
 
-    return QualityScorer(QualityModel.load(model_path))
+    return QualityScorer(QualityModel.load(model_path), runtime)
+
+
+_scorer = cached_scorer
+
+
+@functools.lru_cache(maxsize=2)
+def _lookup(folder: str, plan_modified_ns: int):
+    from phi_hpc.quality.scoring import ScoreLookup, load_scores
+
+    return ScoreLookup(load_scores(folder))
+
+
+def _check_threshold(threshold: float) -> None:
+    if not 0.0 <= threshold <= 10.0:
+        raise UsageError(f"--quality-threshold {threshold} is outside [0, 10]",
+                         "a probability (e.g. 0.5), or a 0-10 grade for a regression model")
+
+
+def build_score_filter(folder: str, threshold: float) -> DocumentFilter:
+    _check_threshold(threshold)
+    try:
+        modified = os.stat(os.path.join(folder, "plan.json")).st_mtime_ns
+    except OSError:
+        modified = -1  # load_scores reports the missing folder
+    return StoredScoreFilter(_lookup(str(folder), modified), threshold, str(folder))
+
+
+def content_hashes(config) -> dict:
+    """What the filters read, by content (for prepare's run fingerprint): a retrained model, new
+    scores or an updated benchmark file invalidate a run even at the same path."""
+    from phi_hpc.fileio import sha256_file
+
+    hashes: dict = {}
+    if config.quality_model and os.path.isfile(config.quality_model):
+        hashes["quality_model_sha256"] = sha256_file(config.quality_model)
+    if getattr(config, "quality_scores", None):
+        plan = os.path.join(config.quality_scores, "plan.json")
+        if os.path.isfile(plan):
+            hashes["quality_scores_plan_sha256"] = sha256_file(plan)
+    if config.decontaminate:
+        from phi_hpc.quality.benchmarks import load_benchmarks
+
+        try:
+            hashes["benchmarks_sha256"] = {os.path.basename(p): sha256_file(p)
+                                           for p in load_benchmarks(config.benchmark_data).files}
+        except UsageError:
+            pass  # the filter itself reports missing benchmark data
+    return hashes
 
 
 @functools.lru_cache(maxsize=4)
-def _decontaminator(benchmark_data: str | None):
-    from phi_hpc.quality.decontaminate import build_decontaminator, default_cache_dir
+def _decontaminator(benchmark_data: str | None, settings=None):
+    from phi_hpc.quality.decontaminate import Decontaminator, default_cache_dir
+    from phi_hpc.quality.benchmarks import load_benchmarks
+    from phi_hpc.quality.decontamination_config import DecontaminationConfig
 
-    return build_decontaminator(benchmark_data, cache_dir=default_cache_dir())
+    return Decontaminator(load_benchmarks(benchmark_data), settings or DecontaminationConfig(), default_cache_dir())
 
 
 def build_quality_filter(model_path: str, threshold: float) -> DocumentFilter:
-    if not 0.0 <= threshold <= 1.0:
-        raise UsageError(f"--quality-threshold {threshold} is outside [0, 1]",
-                         "it is a probability, e.g. --quality-threshold 0.5")
     try:
         modified = os.stat(model_path).st_mtime_ns
     except OSError:
         modified = -1  # QualityModel.load reports the missing file
-    return QualityFilter(_scorer(str(model_path), modified), threshold)
+    scorer = _scorer(str(model_path), modified)
+    if scorer.model.report.get("target") == "score":
+        _check_threshold(threshold)
+    elif not 0.0 <= threshold <= 1.0:
+        raise UsageError(f"--quality-threshold {threshold} is outside [0, 1]",
+                         "this model gives probabilities, e.g. --quality-threshold 0.5")
+    return QualityFilter(scorer, threshold)
 
 
-def build_decontamination_filter(benchmark_data: str | None, report_only: bool) -> DocumentFilter:
+def build_decontamination_filter(benchmark_data: str | None, report_only: bool, settings=None) -> DocumentFilter:
+    """``settings``: a :class:`DecontaminationConfig` (prepare's ``decontamination`` section)."""
     from phi_hpc.quality.decontaminate import DecontaminationFilter
 
-    return DecontaminationFilter(_decontaminator(str(benchmark_data) if benchmark_data else None),
+    return DecontaminationFilter(_decontaminator(str(benchmark_data) if benchmark_data else None, settings),
                                  report_only=report_only)

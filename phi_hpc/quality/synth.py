@@ -23,11 +23,12 @@ import hashlib
 import random
 import re
 import time
-from dataclasses import asdict, dataclass
+from collections import Counter
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from phi_hpc.quality.appendlog import AppendLog
-from phi_hpc.quality.openai_client import ChatClient, EndpointConfig, EndpointError, bounded_map
+from phi_hpc.quality.openai_client import BudgetExhausted, ChatClient, EndpointConfig, EndpointError, bounded_map
 
 TOPICS = (
     "variables and assignment", "integer and float arithmetic", "string slicing", "string formatting",
@@ -66,7 +67,7 @@ learns the concept and sees it used. Do not repeat the instructions."""
 
 EXERCISES_TEMPLATE = """\
 Write one Python exercise about {topic} for {audience}, in the spirit of {style}.
-{constraint}
+{constraint} Name the function `{function_name}`.
 Format, exactly:
 1. A function with a full signature and a docstring that states the task, its inputs and its output.
 2. The function body solving it.
@@ -86,13 +87,35 @@ class SynthConfig:
     run_tests: bool = True
     test_timeout_s: float = 10.0
     template: str | None = None  # None: the built-in template of ``kind``
+    topics_file: str | None = None  # topic list or tree (synth topics) instead of the 40 built-in topics
+    names_file: str | None = None  # function-name seeds for exercises instead of the built-in verb_noun list
+    near_duplicate_jaccard: float = 0.7  # reject answers this similar to a kept one (MinHash, 5-word shingles)
 
 
-def draw_spec(seed: int, index: int, attempt: int) -> dict:
-    """The item's prompt ingredients: a pure function of (seed, index, attempt)."""
+@dataclass(frozen=True)
+class PromptSeeds:
+    topics: tuple[str, ...] = TOPICS
+    function_names: tuple[str, ...] = ()
+
+    @classmethod
+    def for_config(cls, config: SynthConfig) -> "PromptSeeds":
+        from phi_hpc.quality.diversity import function_names, load_lines
+
+        topics = tuple(load_lines(config.topics_file, "topics")) if config.topics_file else TOPICS
+        names = tuple(load_lines(config.names_file, "function-names")) if config.names_file else \
+            tuple(function_names(config.seed))
+        return cls(topics, names if config.kind == "exercises" else ())
+
+
+def draw_spec(seed: int, index: int, attempt: int, seeds: PromptSeeds | None = None) -> dict:
+    """The item's prompt ingredients: a pure function of (seed, index, attempt, seed lists)."""
+    seeds = seeds or PromptSeeds()
     rng = random.Random(f"{seed}:{index}:{attempt}")
-    return {"topic": rng.choice(TOPICS), "audience": rng.choice(AUDIENCES), "style": rng.choice(STYLES),
+    spec = {"topic": rng.choice(seeds.topics), "audience": rng.choice(AUDIENCES), "style": rng.choice(STYLES),
             "constraint": rng.choice(CONSTRAINTS)}
+    if seeds.function_names:
+        spec["function_name"] = rng.choice(seeds.function_names)
+    return spec
 
 
 PLACEHOLDERS = ("{topic}", "{audience}", "{style}", "{constraint}")
@@ -125,6 +148,8 @@ def render_prompt(template: str, spec: dict) -> str:
     out = template
     for key, value in spec.items():
         out = out.replace("{" + key + "}", value)
+    if spec.get("function_name") and spec["function_name"] not in out:  # a custom template without the slot
+        out += f"\nName the function `{spec['function_name']}`."
     return out
 
 
@@ -194,37 +219,73 @@ class ExerciseChecker:
             self._sandbox.close()
 
 
-def _attempt_item(client: ChatClient, config: SynthConfig, index: int, seen: set[str], seen_lock,
+@dataclass
+class _RunState:
+    """What the generation threads share: the dedup indexes, rejection counts, the seed lists."""
+
+    seeds: PromptSeeds
+    seen: set
+    near: object  # phi_hpc.quality.diversity.NearDuplicateIndex
+    lock: object
+    rejections: Counter = field(default_factory=Counter)
+
+    def reject(self, problems: list[str], kind: str, message: str) -> None:
+        with self.lock:
+            self.rejections[kind] += 1
+        problems.append(message)
+
+
+def _answer_record(client: ChatClient, config: SynthConfig, index: int, attempt: int, state: _RunState,
+                   check, problems: list[str]) -> dict | None:
+    """One attempt: ask, then keep the answer only if complete, well formed and (for exercises) tested."""
+    spec = draw_spec(config.seed, index, attempt, state.seeds)
+    template = config.template or default_template(config.kind)
+    answer = client.complete([{"role": "user", "content": render_prompt(template, spec)}])
+    if answer.finish_reason == "length":
+        state.reject(problems, "truncated", f"attempt {attempt}: cut off at --max-tokens (finish_reason length)")
+        return None
+    record = {"id": item_id(config.kind, config.seed, index), "kind": config.kind, "index": index,
+              "attempt": attempt, "spec": spec, "model": client.config.model,
+              "usage": {"prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens}}
+    if config.kind == "textbook":
+        record["text"] = answer.content.strip() + "\n"
+        return record
+    exercise = split_exercise(extract_code(answer.content))
+    if exercise is None:
+        state.reject(problems, "unparseable", f"attempt {attempt}: no parseable function with a docstring and a body")
+        return None
+    record.update(prompt=exercise.prompt, completion=exercise.completion, tests=exercise.tests,
+                  text=exercise.prompt + exercise.completion, tests_passed=None)
+    if exercise.tests and check is not None:
+        passed, error = check(exercise)
+        record["tests_passed"] = passed
+        if not passed:
+            state.reject(problems, "tests_failed", f"attempt {attempt}: its tests fail ({error})")
+            return None
+    return record
+
+
+def _attempt_item(client: ChatClient, config: SynthConfig, index: int, state: _RunState,
                   check: Callable[[Exercise], tuple[bool, str | None]] | None) -> tuple[dict | None, list[str]]:
-    """Try the item's attempts in order; the first new, well-formed answer wins."""
+    """Try the item's attempts in order; the first new, complete, well-formed answer wins."""
     problems: list[str] = []
     for attempt in range(config.max_attempts):
-        spec = draw_spec(config.seed, index, attempt)
-        template = config.template or default_template(config.kind)
-        answer = client.chat([{"role": "user", "content": render_prompt(template, spec)}])
-        record = {"id": item_id(config.kind, config.seed, index), "kind": config.kind, "index": index,
-                  "attempt": attempt, "spec": spec, "model": client.config.model}
-        if config.kind == "textbook":
-            record["text"] = answer.strip() + "\n"
-        else:
-            exercise = split_exercise(extract_code(answer))
-            if exercise is None:
-                problems.append(f"attempt {attempt}: no parseable function with a docstring and a body")
-                continue
-            record.update(prompt=exercise.prompt, completion=exercise.completion, tests=exercise.tests,
-                          text=exercise.prompt + exercise.completion, tests_passed=None)
-            if exercise.tests and check is not None:
-                passed, error = check(exercise)
-                record["tests_passed"] = passed
-                if not passed:
-                    problems.append(f"attempt {attempt}: its tests fail ({error})")
-                    continue
+        if client.over_budget():
+            raise BudgetExhausted(client.over_budget())
+        record = _answer_record(client, config, index, attempt, state, check, problems)
+        if record is None:
+            continue
         digest = normalized_digest(record["text"])
-        with seen_lock:
-            if digest in seen:
-                problems.append(f"attempt {attempt}: duplicate of an earlier item")
-                continue
-            seen.add(digest)
+        with state.lock:
+            duplicate = digest in state.seen
+            if not duplicate:
+                state.seen.add(digest)
+        if duplicate:
+            state.reject(problems, "duplicate", f"attempt {attempt}: duplicate of an earlier item")
+            continue
+        if state.near is not None and state.near.add(record["text"]) is not None:
+            state.reject(problems, "near_duplicate", f"attempt {attempt}: near-duplicate of an earlier item")
+            continue
         record["digest"] = digest
         return record, problems
     return None, problems
@@ -234,39 +295,60 @@ def synthesize(output: str, endpoint: EndpointConfig, config: SynthConfig, progr
     """Generate items ``0..count-1`` that ``output`` does not have yet; returns the run summary."""
     import threading
 
+    from phi_hpc.quality.diversity import DiversityStats, NearDuplicateIndex
+
     client = ChatClient(endpoint)
     started = time.time()
+    state = _RunState(PromptSeeds.for_config(config), set(), NearDuplicateIndex(config.near_duplicate_jaccard)
+                      if config.near_duplicate_jaccard < 1 else None, threading.Lock())
+    stats = DiversityStats()
+
+    def reload(record: dict) -> None:  # a resumed run: earlier items count for dedup and statistics
+        state.seen.add(record.get("digest") or normalized_digest(record.get("text", "")))
+        if state.near is not None:
+            state.near.add(record.get("text", ""))
+        stats.add(record.get("text", ""), record.get("spec") or {})
+
     checker = ExerciseChecker(config.test_timeout_s) if config.kind == "exercises" and config.run_tests else None
     try:
-        with AppendLog(output) as log:
+        with AppendLog(output, fields=("id",), on_record=reload) as log:
             done = log.ids
-            seen = {r.get("digest") or normalized_digest(r.get("text", "")) for r in log.records}
-            seen_lock = threading.Lock()
             todo = [i for i in range(config.count) if item_id(config.kind, config.seed, i) not in done]
-            written, failed, rejected = 0, [], 0
+            written, failed, stopped = 0, [], None
             task = progress.add_task(f"synth {config.kind}", total=len(todo)) if progress else None
-            work = lambda index: _attempt_item(client, config, index, seen, seen_lock, checker)  # noqa: E731
+
+            def work(index):
+                if client.over_budget():
+                    return BudgetExhausted(client.over_budget())
+                return _attempt_item(client, config, index, state, checker)
+
             for index, outcome in bounded_map(work, todo, config.concurrency):
                 if task is not None:
                     progress.advance(task)
+                if isinstance(outcome, BudgetExhausted):
+                    stopped = stopped or outcome.message
+                    continue
                 if isinstance(outcome, EndpointError):
                     failed.append({"index": index, "error": outcome.message})
                     continue
                 if isinstance(outcome, BaseException):
                     raise outcome
                 record, problems = outcome
-                rejected += len(problems)
                 if record is None:
                     failed.append({"index": index, "error": "; ".join(problems)})
                     continue
                 log.append(record)
+                stats.add(record["text"], record["spec"])
                 written += 1
             total = len(log.records)
     finally:
         if checker is not None:
             checker.close()
     return {"output": str(output), "kind": config.kind, "requested": config.count, "already_done": len(done),
-            "written": written, "items": total, "rejected_attempts": rejected, "failed": failed[:20],
-            "failed_count": len(failed), "requests": client.requests, "retries": dict(client.retries),
+            "written": written, "items": total, "rejected_attempts": sum(state.rejections.values()),
+            "rejected": dict(state.rejections), "failed": failed[:20], "failed_count": len(failed),
+            "stopped": stopped, "requests": client.requests, "retries": dict(client.retries),
+            "usage": client.accounting(), "cost_usd": round(client.cost, 6), "diversity": stats.summary(),
+            "prompt_space": {"topics": len(state.seeds.topics), "function_names": len(state.seeds.function_names)},
             "repaired_bytes": log.repaired_bytes, "seconds": round(time.time() - started, 3),
             "config": asdict(config), "model": endpoint.model}

@@ -166,7 +166,7 @@ def test_quality_label_killed_midway_resumes_without_duplicates(tmp_path, run_cl
     out = tmp_path / "labels.jsonl"
     with FakeOpenAI(delay_s=0.25, slow_s=1.5) as server:
         args = ["quality", "label", *files, "-o", str(out), "--endpoint", server.url, "--model", "fake",
-                "--concurrency", "2", *FAST_RETRY]
+                "--concurrency", "2", "--yes", *FAST_RETRY]
         _kill_after_lines(args, out, 3, tmp_path)
         killed_at = len(_read_jsonl(out))
         assert 3 <= killed_at < len(files)
