@@ -31,16 +31,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import io
 import json
 import os
 import platform
 import random
-import re
 import site
 import sys
 import time
-import tokenize
 from pathlib import Path
 
 import numpy as np

@@ -7,7 +7,6 @@ or ``MODEL.report.json`` for ``quality train``) and prints a short table.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import sys
