@@ -19,9 +19,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from phi_hpc.errors import UsageError
 from phi_hpc.quality.appendlog import AppendLog
-from phi_hpc.quality.openai_client import ChatClient, EndpointConfig, EndpointError, bounded_map
+from phi_hpc.quality.openai_client import (ChatClient, EndpointConfig, EndpointError, bounded_map,
+                                           read_prompt_template)
 
 DEFAULT_RUBRIC = """\
 You are grading a student's solution to a programming problem.
@@ -55,16 +55,7 @@ class GradeItem:
 
 
 def load_rubric(path: str | None) -> str:
-    if path is None:
-        return DEFAULT_RUBRIC
-    rubric_path = Path(path)
-    if not rubric_path.is_file():
-        raise UsageError(f"--rubric {path} does not exist", "write one; --print-rubric shows the default")
-    rubric = rubric_path.read_text(encoding="utf-8")
-    missing = [name for name in ("{problem}", "{solution}") if name not in rubric]
-    if missing:
-        raise UsageError(f"--rubric {path} has no {missing[0]} placeholder", "put {problem} and {solution} in it")
-    return rubric
+    return read_prompt_template(path, DEFAULT_RUBRIC, "--rubric", ("{problem}", "{solution}"), "--print-rubric")
 
 
 def parse_grade(answer: str) -> float | None:

@@ -13,12 +13,11 @@ import random
 import re
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Iterable
 
-from phi_hpc.errors import UsageError
 from phi_hpc.quality.appendlog import AppendLog
-from phi_hpc.quality.openai_client import ChatClient, EndpointConfig, EndpointError, bounded_map
+from phi_hpc.quality.openai_client import (ChatClient, EndpointConfig, EndpointError, bounded_map,
+                                           read_prompt_template)
 
 DEFAULT_TEMPLATE = """\
 Here is a file of source code.
@@ -49,15 +48,7 @@ class LabelConfig:
 
 
 def load_template(path: str | None) -> str:
-    if path is None:
-        return DEFAULT_TEMPLATE
-    template_path = Path(path)
-    if not template_path.is_file():
-        raise UsageError(f"--prompt-template {path} does not exist", "write one; --print-template shows the default")
-    template = template_path.read_text(encoding="utf-8")
-    if "{code}" not in template:
-        raise UsageError(f"--prompt-template {path} has no {{code}} placeholder", "put {code} where the file goes")
-    return template
+    return read_prompt_template(path, DEFAULT_TEMPLATE, "--prompt-template", ("{code}",), "--print-template")
 
 
 def parse_score(answer: str) -> float | None:

@@ -54,6 +54,28 @@ class EndpointConfig:
     tokens_per_minute: float = 0.0
 
 
+def read_prompt_template(path: str | None, default: str, option: str, placeholders: tuple[str, ...],
+                         show_option: str) -> str:
+    """A user's prompt template (``option FILE``), which must hold every placeholder; ``default`` without one.
+
+    Shared by ``quality label``, ``synth`` and ``eval grade``: a template missing a placeholder would send
+    every item the same prompt, so it is refused up front. ``show_option`` prints the default.
+    """
+    if path is None:
+        return default
+    from pathlib import Path
+
+    template_path = Path(path)
+    if not template_path.is_file():
+        raise UsageError(f"{option} {path} does not exist", f"write one; {show_option} shows the default")
+    template = template_path.read_text(encoding="utf-8")
+    missing = [p for p in placeholders if p not in template]
+    if missing:
+        raise UsageError(f"{option} {path} lacks {', '.join(missing)}",
+                         f"put {' and '.join(placeholders)} in it; {show_option} shows the default")
+    return template
+
+
 class EndpointError(PhiError):
     """The endpoint refused the request, or kept failing after every retry."""
 

@@ -127,21 +127,9 @@ def default_template(kind: str) -> str:
 
 def load_template(kind: str, path: str | None) -> str:
     """The prompt template: the built-in one, or a user's file using the four placeholders."""
-    if path is None:
-        return default_template(kind)
-    from pathlib import Path
+    from phi_hpc.quality.openai_client import read_prompt_template
 
-    from phi_hpc.errors import UsageError
-
-    template_path = Path(path)
-    if not template_path.is_file():
-        raise UsageError(f"--prompt-template {path} does not exist", "--print-template shows the default")
-    template = template_path.read_text(encoding="utf-8")
-    missing = [p for p in PLACEHOLDERS if p not in template]
-    if missing:
-        raise UsageError(f"--prompt-template {path} lacks {', '.join(missing)}",
-                         "without them every item gets the same prompt; see --print-template")
-    return template
+    return read_prompt_template(path, default_template(kind), "--prompt-template", PLACEHOLDERS, "--print-template")
 
 
 def render_prompt(template: str, spec: dict) -> str:
