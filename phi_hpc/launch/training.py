@@ -6,7 +6,7 @@ waited in the queue), resolved, and written to ``RUN/config.yaml``; every task r
 
 ``--eval-every N``: one ``eval run`` job per checkpoint at steps N, 2N, ..., each submitted by the
 training job itself as soon as the trainer publishes that step (:mod:`phi_hpc.launch.evals`), with
-the eval profile (``--eval-profile``; default: the training profile on one node). Results go to
+the eval profile (``--eval-profile``; default: the training profile's ``eval:`` job profile). Results go to
 ``RUN/eval/step-N`` where ``phi-hpc eval curve`` and ``phi-hpc status`` find them. A checkpoint
 published before training fails is still evaluated. ``--dry-run`` shows the eval job's script too.
 """
@@ -37,7 +37,7 @@ def submit_training(kind: str, config_file: str, overrides: list[str], profile, 
     if not submitter.dry_run:
         dump_yaml(config, config_path)
     plan = EvalPlan(steps=tuple(eval_steps), eval_args=tuple(shlex.split(eval_args)),
-                    profile=eval_profile or dataclasses.replace(profile, nodes=1),
+                    profile=eval_profile or profile.for_job("eval"),
                     executor=submitter.executor) if eval_steps else None
     submitter.submit("train", ["train", str(config_path)], eval_plan=plan)
     if plan is not None and submitter.dry_run:  # what the training job will submit, step by step
