@@ -132,7 +132,7 @@ def submit_eval(checkpoint, after, output, eval_args, **options):
 
     EVAL_ARGS go to `eval run` unchanged (e.g. --task humaneval,mbpp --n 20 --temperature 0.8).
     """
-    from phi_hpc.launch.submit import check_dependencies_alive, checkpoint_label, resolve_after, run_folder_of
+    from phi_hpc.launch.submit import checkpoint_label, live_dependencies, resolve_after, run_folder_of
 
     profile = _profile_from(options, job="eval")
     after_ids, parent_run = resolve_after(after)
@@ -146,7 +146,7 @@ def submit_eval(checkpoint, after, output, eval_args, **options):
     run_dir = Path(options.pop("run_dir") or owner or output)
     submitter = _submitter("eval", run_dir, options, profile)
     if not submitter.dry_run:
-        check_dependencies_alive(after_ids, submitter.executor)
+        after_ids = live_dependencies(after_ids, submitter.executor, parent_run, echo=click.echo)
     submitter.open()
     argv = ["eval", "run", "--checkpoint", str(checkpoint_path.resolve()), "-o", str(Path(output).resolve()),
             *eval_args]

@@ -189,17 +189,39 @@ def resolve_after(after: tuple[str, ...]) -> tuple[list[str], Optional[Path]]:
     return job_ids, run_of_parent
 
 
-def check_dependencies_alive(job_ids: list[str], executor: str) -> None:
-    """afterok on a job that already failed can never start: say so instead of a cryptic sbatch error."""
-    if executor != "slurm" or not job_ids:
-        return
-    from phi_hpc.launch.jobs import slurm_states, summarize
+def live_dependencies(job_ids: list[str], executor: str, parent_run: Optional[Path] = None,
+                      echo: Callable[[str], None] = print) -> list[str]:
+    """The ``--after`` jobs still to wait for: those known to have COMPLETED (by Slurm, or by the parent run's
+    records once Slurm has purged them or keeps no accounting) are left out, since afterok on a job Slurm
+    forgot is sbatch's "Job dependency problem"; one that failed makes the submission an error (it could
+    never start)."""
+    if not job_ids:
+        return []
+    from phi_hpc.launch.jobs import JobState, slurm_job_state, slurm_states
+    from phi_hpc.launch.runs import read_attempts
 
-    for job_id, states in slurm_states(job_ids).items():
-        state = summarize(states)
-        if state is not None and state.finished and state.state != "COMPLETED":
+    records = {job.job_id: job for job in load_run(parent_run).jobs} if parent_run else {}
+    attempts = read_attempts(parent_run) if parent_run else []
+    answered: list = []
+    states = slurm_states(job_ids, answered) if executor == "slurm" else {}
+    remaining = []
+    for job_id in job_ids:
+        job = records.get(job_id)
+        if executor == "slurm":
+            state = slurm_job_state(job_id, states.get(job_id, []), attempts if job else [], bool(answered),
+                                    job.array_size if job else None)
+        else:
+            from phi_hpc.launch.jobs import local_state
+
+            state = local_state(job_id, attempts, job.host if job else None) if job else JobState(job_id, "UNKNOWN")
+        if state.state == "COMPLETED":
+            echo(f"--after {job_id}: already completed, no dependency needed")
+            continue
+        if state.finished and not (state.state == "LOST" and not job):
             raise UsageError(f"--after {job_id}: that job already ended {state.state}, so this job could never start",
                              "fix and resubmit the training run first; `phi-hpc status RUN` shows why it ended")
+        remaining.append(job_id)
+    return remaining
 
 
 def run_folder_of(path: Path) -> Optional[Path]:
