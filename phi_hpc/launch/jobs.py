@@ -111,17 +111,25 @@ def slurm_job_state(job_id: str, states: list[JobState], attempts: list[dict], q
     if known is not None and (known.finished or not array_size or len(states) >= array_size):
         return known
     recorded = recorded_state(job_id, attempts, array_size)
+    if known is None and recorded is None and array_size and queue_answered:
+        # Slurm forgot the array: each element's own outcome, LOST where none was recorded.
+        return summarize([recorded_state(f"{job_id}_{i}", attempts) or _lost(f"{job_id}_{i}", attempts)
+                          for i in range(array_size)])
     if known is None and recorded is not None:
         recorded.reason = recorded.reason or "from the run's records (Slurm no longer lists the job)"
         return recorded
     if known is not None:
         return known
     if queue_answered:
-        started = any(e.get("job_id", "").split("_")[0] == job_id for e in attempts if e.get("event") == "start")
-        return JobState(job_id, "LOST", reason="no longer known to Slurm (no accounting, or purged) and no outcome "
-                        "recorded: killed before it could record one" if started else
-                        "no longer known to Slurm and never started (cancelled while pending?)")
+        return _lost(job_id, attempts)
     return JobState(job_id, "UNKNOWN", reason="squeue/sacct did not answer")
+
+
+def _lost(job_id: str, attempts: list[dict]) -> JobState:
+    started = any(e.get("job_id") == job_id for e in attempts if e.get("event") == "start")
+    return JobState(job_id, "LOST", reason="no longer known to Slurm (no accounting, or purged) and no outcome "
+                    "recorded: killed before it could record one (memory, node failure, time limit)" if started
+                    else "no longer known to Slurm and never started here (killed or cancelled before the task ran)")
 
 
 def local_state(job_id: str, attempts: list[dict], host: Optional[str] = None) -> JobState:

@@ -66,3 +66,9 @@ def test_a_purged_array_is_summarized_from_its_elements_records():
     state = slurm_job_state("5", [], attempts, True, array_size=2)
     assert state.state == "FAILED" and "element 1 FAILED" in state.reason
     assert recorded_state("5", attempts[:2], array_size=2) is None  # element 1 has no outcome yet
+
+
+def test_a_purged_array_names_the_element_that_never_recorded_an_outcome():
+    attempts = [start("6_0"), end("6_0", "completed"), start("6_1"), start("6_2"), end("6_2", "completed")]
+    state = slurm_job_state("6", [], attempts, True, array_size=3)
+    assert state.state == "FAILED" and state.reason.startswith("element 1 LOST")
