@@ -39,11 +39,23 @@ def submit_training(kind: str, config_file: str, overrides: list[str], profile, 
     plan = EvalPlan(steps=tuple(eval_steps), eval_args=tuple(shlex.split(eval_args)),
                     profile=eval_profile or profile.for_job("eval"),
                     executor=submitter.executor) if eval_steps else None
+    _warn_signal_delay(run_dir, profile)
     submitter.submit("train", ["train", str(config_path)], eval_plan=plan)
     if plan is not None and submitter.dry_run:  # what the training job will submit, step by step
         for step in plan.steps:
             submitter.submit(plan.job_name(step), plan.argv(run_dir, step), profile=plan.profile)
     finish(submitter)
+
+
+def _warn_signal_delay(run_dir: Path, profile) -> None:
+    """A resubmission knows its step and checkpoint times: say so when the signal would come too late."""
+    import sys
+
+    from phi_hpc.launch.watch import signal_delay_warning
+
+    warning = signal_delay_warning(run_dir, profile.signal_delay_s)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def _check_batch(config, profile) -> None:

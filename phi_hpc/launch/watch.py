@@ -72,6 +72,30 @@ def latest_metrics(run_dir: Path) -> dict:
     return result
 
 
+def signal_delay_warning(run_dir: Path, signal_delay_s: int, lines: int = 2000) -> str:
+    """A warning when the signal comes too late to save: SIGUSR2 arrives ``signal_delay_s`` before the time
+    limit, and the trainer first finishes its step, then checkpoints. Measured from the run's own
+    metrics (median step time; the longest pause between two steps, i.e. a checkpoint save or a
+    validation); "" when they fit, or nothing was measured yet."""
+    steps: list[tuple[float, float]] = []
+    for line in tail_lines(run_dir / "metrics.jsonl", lines):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if "step_time_s" in record and "time" in record:
+            steps.append((float(record["time"]), float(record["step_time_s"])))
+    if len(steps) < 3:
+        return ""
+    step_s = sorted(t for _, t in steps)[len(steps) // 2]
+    pause_s = max(max(0.0, later - earlier - took) for (earlier, _), (later, took) in zip(steps, steps[1:]))
+    if signal_delay_s >= step_s + pause_s:
+        return ""
+    return (f"signal_delay_s={signal_delay_s} is shorter than one step ({step_s:.0f} s) plus one checkpoint save "
+            f"(up to {pause_s:.0f} s measured): a time limit may kill the job before its checkpoint is saved; "
+            f"use --signal-delay {int(1.5 * (step_s + pause_s)) + 1}")
+
+
 def attempt_dirs(run_dir: Path, job: JobRecord) -> list[Path]:
     """This job's attempt folders, oldest first (array elements ordered by index, then attempt)."""
     root = run_dir / "logs" / job.name
@@ -197,9 +221,12 @@ def _pass_line(scores: list[dict]) -> str:
 def print_status(run_dir: Path, as_json: bool, out: TextIO = sys.stdout) -> None:
     record, rows = run_status(run_dir)
     scores = pass_at_1_so_far(run_dir)
+    warning = signal_delay_warning(run_dir, int(record.profile.get("signal_delay_s", 0) or 0)) \
+        if any(job.argv[:1] == ["train"] for job in record.jobs) else ""
     if as_json:
         out.write(json.dumps({"run_dir": record.run_dir, "kind": record.kind, "executor": record.executor,
-                              "jobs": [asdict(row) for row in rows], "pass_at_1": scores}, indent=2) + "\n")
+                              "jobs": [asdict(row) for row in rows], "pass_at_1": scores,
+                              "warnings": [warning] if warning else []}, indent=2) + "\n")
         return
     from rich.console import Console
     from rich.markup import escape
@@ -220,6 +247,8 @@ def print_status(run_dir: Path, as_json: bool, out: TextIO = sys.stdout) -> None
     console.print(table)
     if scores:
         console.print(escape(_pass_line(scores)))
+    if warning:
+        console.print(escape(f"warning: {warning}"))
 
 
 def _terminal_width() -> int:
