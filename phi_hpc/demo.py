@@ -129,6 +129,10 @@ def pretrain(data_dir: Path, run_dir: Path, steps: int, cluster: str, log: Path,
 
     every = max(1, steps // 4)
     started = time.time()
+    if cluster == "auto":  # the demo, unlike `submit`, may fall back: it only ever runs the tiny config
+        from phi_hpc.launch.executors import slurm_answers
+
+        cluster = "slurm" if slurm_answers() else "local"
     run_stage("pretrain (submit)", _phi_hpc(
         "submit", "pretrain", str(TINY_PRETRAIN_CONFIG), "--profile", "local", "--cluster", cluster,
         "--run-dir", str(run_dir), "--set", f"data.paths=[{data_dir}]", "--set", f"steps={steps}",
