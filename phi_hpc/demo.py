@@ -139,6 +139,10 @@ def pretrain(config: Path, data_dir: Path, run_dir: Path, steps: int, cluster: s
 
     every = max(1, steps // 4)
     started = time.time()
+    if cluster == "auto":  # the demo, unlike `submit`, may fall back: it only ever runs the tiny config
+        from phi_hpc.launch.executors import slurm_answers
+
+        cluster = "slurm" if slurm_answers() else "local"
     run_stage("pretrain (submit)", _phi_hpc(
         "submit", "pretrain", str(config), "--profile", "local", "--cluster", cluster,
         "--run-dir", str(run_dir), "--set", f"data.paths=[{data_dir}]", "--set", f"steps={steps}",

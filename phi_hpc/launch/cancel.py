@@ -13,35 +13,35 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from phi_hpc.errors import PhiError
-from phi_hpc.launch.jobs import cancel_slurm, local_state, slurm_states, summarize
+from phi_hpc.launch.jobs import cancel_slurm, on_this_host
 from phi_hpc.launch.runs import load_run, read_attempts
-from phi_hpc.launch.watch import pick_job
+from phi_hpc.launch.watch import job_states, pick_job
 
 
 def cancel_run(run_dir: Path, job_name: Optional[str] = None) -> Iterator[str]:
+    """Cancel what is unfinished. States come from Slurm and, for jobs it no longer knows (no accounting,
+    purged after MinJobAge), from the run's records: a finished job is reported, never scancel'ed."""
     record = load_run(run_dir)
     jobs = [pick_job(record, job_name)] if job_name else list(record.jobs)
-    slurm_jobs = [job for job in jobs if job.executor == "slurm"]
-    states = slurm_states([job.job_id for job in slurm_jobs]) if slurm_jobs else {}
+    states = job_states(record, jobs, read_attempts(run_dir))
     to_cancel = []
-    for job in slurm_jobs:
-        state = summarize(states.get(job.job_id, []))
-        if state is not None and state.finished:
+    for job in jobs:
+        state = states[job.job_id]
+        if state.finished:
             yield f"{job.name} ({job.job_id}): already {state.state}"
-        else:
+        elif job.executor == "slurm":
             to_cancel.append(job)
     if to_cancel:
         done = cancel_slurm([job.job_id for job in to_cancel])
-        if done.returncode != 0:
+        if done.returncode != 0 and "invalid job id" not in done.stderr.lower():
             raise PhiError(f"scancel failed: {done.stderr.strip()}", "check `squeue --me`")
         for job in to_cancel:
             yield f"{job.name} ({job.job_id}): cancelled"
-    attempts = read_attempts(run_dir)
     for job in jobs:
-        if job.executor != "local":
+        if job.executor != "local" or states[job.job_id].finished:
             continue
-        if local_state(job.job_id, attempts).finished:
-            yield f"{job.name} ({job.job_id}): already finished"
+        if not on_this_host(job.host):
+            yield f"{job.name} ({job.job_id}): a local job of {job.host}; run `phi-hpc cancel` there"
             continue
         try:
             os.kill(int(job.job_id), signal.SIGTERM)

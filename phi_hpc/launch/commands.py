@@ -47,12 +47,14 @@ def cluster_options(func):
     return func
 
 
-def _profile_from(options: dict):
+def _profile_from(options: dict, job: str | None = None):
+    """The profile with the command line's overrides; ``job`` ("prepare"/"eval"): that job's profile of the
+    site (its own resources, :meth:`ClusterProfile.for_job`), with the overrides applied on top."""
     from phi_hpc.launch.profiles import load_profile
 
     overrides = {key: options.pop(key) for key in _PROFILE_KEYS}
     overrides["time"] = options.pop("time_limit")
-    return load_profile(options.pop("profile"), overrides)
+    return load_profile(options.pop("profile"), overrides, job=job)
 
 
 def _submitter(kind: str, run_dir: Path, options: dict, profile):
@@ -96,7 +98,7 @@ def _training_command(kind: str):
     @click.option("--eval-every", type=int,
                   help="Evaluate every N steps: the training job submits each such checkpoint's eval job as soon "
                        "as the checkpoint is published.")
-    @click.option("--eval-profile", help="Cluster profile of those eval jobs (default: the training one, 1 node).")
+    @click.option("--eval-profile", help="Cluster profile of those eval jobs, used as it is (default: the training profile's eval: job profile).")
     @click.option("--eval-args", default="--task humaneval", show_default=True,
                   help="Arguments for each `phi-hpc eval run` of --eval-every.")
     @cluster_options
@@ -130,9 +132,9 @@ def submit_eval(checkpoint, after, output, eval_args, **options):
 
     EVAL_ARGS go to `eval run` unchanged (e.g. --task humaneval,mbpp --n 20 --temperature 0.8).
     """
-    from phi_hpc.launch.submit import check_dependencies_alive, checkpoint_label, resolve_after, run_folder_of
+    from phi_hpc.launch.submit import checkpoint_label, live_dependencies, resolve_after, run_folder_of
 
-    profile = _profile_from(options)
+    profile = _profile_from(options, job="eval")
     after_ids, parent_run = resolve_after(after)
     checkpoint_path = Path(checkpoint)
     owner = run_folder_of(checkpoint_path) or parent_run
@@ -144,7 +146,7 @@ def submit_eval(checkpoint, after, output, eval_args, **options):
     run_dir = Path(options.pop("run_dir") or owner or output)
     submitter = _submitter("eval", run_dir, options, profile)
     if not submitter.dry_run:
-        check_dependencies_alive(after_ids, submitter.executor)
+        after_ids = live_dependencies(after_ids, submitter.executor, parent_run, echo=click.echo)
     submitter.open()
     from phi_hpc.launch.offline import localize_eval_args
 
@@ -165,7 +167,7 @@ def submit_prepare(prepare_args, **options):
     on all of them. PREPARE_ARGS are prepare's own arguments."""
     from phi_hpc.launch.preparation import submit_preparation
 
-    profile = _profile_from(options)
+    profile = _profile_from(options, job="prepare")
     submit_preparation(list(prepare_args), profile, options,
                        make_submitter=functools.partial(_submitter, "prepare", options=options, profile=profile),
                        finish=_finish)

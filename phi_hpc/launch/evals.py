@@ -44,8 +44,6 @@ class EvalPlan:
 
 def submit_step_eval(run_dir: Path, plan: EvalPlan, step: int, echo: Callable[[str], None] = print) -> Optional[str]:
     """Submit step ``step``'s eval job unless ``run.json`` already has one; its job id, or None."""
-    import submitit
-
     from phi_hpc.launch.runs import load_run
     from phi_hpc.launch.submit import Submitter
 
@@ -55,8 +53,8 @@ def submit_step_eval(run_dir: Path, plan: EvalPlan, step: int, echo: Callable[[s
     submitter = Submitter(run_dir=Path(run_dir), kind=record.kind, profile=plan.profile, executor=plan.executor,
                           command=record.command, echo=echo)
     submitter.open()
-    with submitit.helpers.clean_env():  # not the training allocation's SLURM_*/RANK/MASTER_* variables
-        return submitter.submit(plan.job_name(step), plan.argv(Path(run_dir), step))
+    # (Submitter submits in a clean environment: not the training allocation's SLURM_*/RANK/MASTER_*.)
+    return submitter.submit(plan.job_name(step), plan.argv(Path(run_dir), step))
 
 
 def step_eval_submitter(run_dir: Path, plan: EvalPlan) -> Callable[[int], None]:

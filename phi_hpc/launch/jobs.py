@@ -1,14 +1,18 @@
 """Job states from the scheduler, in one ``squeue`` and one ``sacct`` call for a whole run.
 
-``squeue`` knows live jobs (and why a pending one waits); ``sacct`` knows finished ones. Local
-executor jobs (no Slurm) are answered from the run's own records: the end event task 0 wrote, or
-whether the controller process is still alive.
+``squeue`` knows live jobs (and why a pending one waits); ``sacct`` knows finished ones. Without
+accounting, or once Slurm has purged a finished job from its memory (``MinJobAge``), neither knows
+it, and the run's own records answer: the end event task 0 wrote (:func:`recorded_state`). A job
+that squeue (answering) no longer lists and that recorded no end was killed without a chance to
+record one: LOST, never "UNKNOWN forever". Local executor jobs (no Slurm) are answered from the same
+records, or whether the controller process on the submitting host is still alive.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 from dataclasses import dataclass
 from typing import Iterable, Optional
@@ -30,14 +34,20 @@ class JobState:
         return self.state.split()[0] in TERMINAL_STATES
 
 
-def _run(command: list[str], timeout: float = 10.0) -> str:
+# Worst first: the state an array shows when elements ended differently, and which element it names.
+FAILURE_ORDER = ["OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE", "TIMEOUT", "PREEMPTED", "FAILED", "LOST"]
+FAILURE_STATES = set(FAILURE_ORDER)
+
+
+def _run(command: list[str], timeout: float = 10.0) -> Optional[str]:
+    """The command's output; None when it is missing or failed (not the same as "no such job")."""
     if shutil.which(command[0]) is None:
-        return ""
+        return None
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     except (OSError, subprocess.SubprocessError):
-        return ""
-    return done.stdout if done.returncode == 0 else ""
+        return None
+    return done.stdout if done.returncode == 0 else None
 
 
 def _rows(output: str, width: int = 4) -> list[list[str]]:
@@ -49,39 +59,97 @@ def _base_id(job_id: str) -> str:
     return job_id.split("_")[0].split(".")[0].split("+")[0]
 
 
-def slurm_states(job_ids: Iterable[str]) -> dict[str, list[JobState]]:
-    """Base job id -> its states (several for an array). Live state wins over accounting."""
+def slurm_states(job_ids: Iterable[str], queue_answered: Optional[list] = None) -> dict[str, list[JobState]]:
+    """Base job id -> its states (several for an array). Live state wins over accounting.
+
+    ``queue_answered`` (a list) gets True appended when squeue answered: then a job it does not list has
+    left Slurm's queue.
+    """
     ids = sorted({_base_id(j) for j in job_ids})
     if not ids:
         return {}
     found: dict[str, dict[str, JobState]] = {i: {} for i in ids}
     # sacct: -X = allocations only (no .batch/.0 steps); -P = '|' separated; --duplicates not needed.
     accounting = _run(["sacct", "-n", "-P", "-X", "-j", ",".join(ids), "-o", "JobID,State,Elapsed,ExitCode"])
-    for job, state, elapsed, exit_code in _rows(accounting):
+    for job, state, elapsed, exit_code in _rows(accounting or ""):
         if (base := _base_id(job)) in found:
             found[base][job] = JobState(job, state.split()[0], elapsed, "", exit_code)
     queue = _run(["squeue", "-h", "-j", ",".join(ids), "-o", "%i|%T|%M|%r"])
-    for job, state, elapsed, reason in _rows(queue):
+    if queue is None:  # squeue -j of a purged id fails ("Invalid job id"): ask for all of ours and filter
+        queue = _run(["squeue", "-h", "--me", "-o", "%i|%T|%M|%r"])
+    if queue is not None and queue_answered is not None:
+        queue_answered.append(True)
+    for job, state, elapsed, reason in _rows(queue or ""):
         if (base := _base_id(job)) in found:
             found[base][job] = JobState(job, state, elapsed, "" if reason in ("None", "(null)") else reason)
     return {base: list(states.values()) for base, states in found.items()}
 
 
-def local_state(job_id: str, attempts: list[dict]) -> JobState:
-    """A submitit local job: its recorded end, else alive/dead by pid (job id = controller pid)."""
+FINAL_STATUS = {"completed": "COMPLETED", "failed": "FAILED", "stopped": "CANCELLED"}
+
+
+def recorded_state(job_id: str, attempts: list[dict], array_size: Optional[int] = None) -> Optional[JobState]:
+    """The outcome task 0 recorded (for an array: per element, summarized); None while any is open."""
+    if array_size:
+        elements = [recorded_state(f"{job_id}_{i}", attempts) for i in range(array_size)]
+        if any(state is None for state in elements):
+            return None
+        return summarize(elements)
     ends = [e for e in attempts if e.get("job_id") == job_id and e.get("event") == "end"]
+    if not ends or ends[-1].get("status") not in FINAL_STATUS:
+        return None
+    last = ends[-1]
     starts = [e for e in attempts if e.get("job_id") == job_id and e.get("event") == "start"]
-    final = {"completed": "COMPLETED", "failed": "FAILED", "stopped": "CANCELLED"}
-    if ends and ends[-1].get("status") in final:
-        last = ends[-1]
-        state = final[last["status"]]
-        return JobState(job_id, state, _elapsed(starts, last.get("time")), exit_code=str(last.get("exit_code", "")),
-                        reason=last.get("detail", ""))
+    return JobState(job_id, FINAL_STATUS[last["status"]], _elapsed(starts, last.get("time")),
+                    exit_code=str(last.get("exit_code", "")), reason=last.get("detail", ""))
+
+
+def slurm_job_state(job_id: str, states: list[JobState], attempts: list[dict], queue_answered: bool,
+                    array_size: Optional[int] = None) -> JobState:
+    """Slurm's answer, completed by the run's records when Slurm no longer knows (some of) the job."""
+    known = summarize(states)
+    if known is not None and (known.finished or not array_size or len(states) >= array_size):
+        return known
+    recorded = recorded_state(job_id, attempts, array_size)
+    if known is None and recorded is None and array_size and queue_answered:
+        # Slurm forgot the array: each element's own outcome, LOST where none was recorded.
+        return summarize([recorded_state(f"{job_id}_{i}", attempts) or _lost(f"{job_id}_{i}", attempts)
+                          for i in range(array_size)])
+    if known is None and recorded is not None:
+        recorded.reason = recorded.reason or "from the run's records (Slurm no longer lists the job)"
+        return recorded
+    if known is not None:
+        return known
+    if queue_answered:
+        return _lost(job_id, attempts)
+    return JobState(job_id, "UNKNOWN", reason="squeue/sacct did not answer")
+
+
+def _lost(job_id: str, attempts: list[dict]) -> JobState:
+    started = any(e.get("job_id") == job_id for e in attempts if e.get("event") == "start")
+    return JobState(job_id, "LOST", reason="no longer known to Slurm (no accounting, or purged) and no outcome "
+                    "recorded: killed before it could record one (memory, node failure, time limit)" if started
+                    else "no longer known to Slurm and never started here (killed or cancelled before the task ran)")
+
+
+def local_state(job_id: str, attempts: list[dict], host: Optional[str] = None) -> JobState:
+    """A submitit local job: its recorded end, else alive/dead by pid (job id = controller pid) on its host."""
+    recorded = recorded_state(job_id, attempts)
+    if recorded is not None:
+        return recorded
+    starts = [e for e in attempts if e.get("job_id") == job_id and e.get("event") == "start"]
+    if not on_this_host(host):
+        return JobState(job_id, "RUNNING" if starts else "PENDING", _elapsed(starts, None),
+                        reason=f"a local job of {host}: ask there")
     alive = _pid_alive(job_id)
     if not alive:
         return JobState(job_id, "LOST" if starts else "FAILED", _elapsed(starts, None),
                         reason="process gone without a recorded end")
     return JobState(job_id, "RUNNING" if starts else "PENDING", _elapsed(starts, None))
+
+
+def on_this_host(host: Optional[str]) -> bool:
+    return host is None or host == socket.gethostname()
 
 
 def _elapsed(starts: list[dict], end: float | None) -> str:
@@ -109,7 +177,8 @@ def _pid_alive(job_id: str) -> bool:
 
 
 def summarize(states: list[JobState]) -> Optional[JobState]:
-    """One line for an array job: 'RUNNING (3 COMPLETED, 2 RUNNING)'-style aggregate."""
+    """One line for an array job. While elements run it is RUNNING/PENDING; once all ended it is FAILED if
+    any element failed (the reason names the worst ones), CANCELLED if any was cancelled, else COMPLETED."""
     if not states:
         return None
     if len(states) == 1:
@@ -117,11 +186,26 @@ def summarize(states: list[JobState]) -> Optional[JobState]:
     counts: dict[str, int] = {}
     for state in states:
         counts[state.state] = counts.get(state.state, 0) + 1
-    order = ["FAILED", "CANCELLED", "TIMEOUT", "RUNNING", "PENDING", "COMPLETED"]
-    overall = next((s for s in order if s in counts), next(iter(counts)))
+    failed = sorted((s for s in states if s.state in FAILURE_STATES),
+                    key=lambda s: (FAILURE_ORDER.index(s.state), _element(s.job_id)))
+    if not all(s.finished for s in states):
+        overall = next((s for s in ("RUNNING", "COMPLETING", "REQUEUED", "PENDING") if s in counts), "RUNNING")
+    elif failed:
+        overall = "FAILED"
+    elif "CANCELLED" in counts:
+        overall = "CANCELLED"
+    else:
+        overall = "COMPLETED"
     detail = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    if failed:
+        named = ", ".join(f"element {_element(s.job_id)} {s.state}" for s in failed[:3])
+        detail = f"{named}{' ...' if len(failed) > 3 else ''} ({detail})"
     elapsed = max((s.elapsed for s in states), default="")
     return JobState(_base_id(states[0].job_id), overall, elapsed, detail)
+
+
+def _element(job_id: str) -> str:
+    return job_id.partition("_")[2] or job_id
 
 
 def cancel_slurm(job_ids: list[str]) -> subprocess.CompletedProcess:

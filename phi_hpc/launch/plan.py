@@ -255,7 +255,7 @@ def plan_from_options(config_file: str, overrides: list[str], profile_name: str,
 
     config = read_run_config(config_file, overrides)
     profile = load_profile(profile_name, {"nodes": nodes, "time": time_limit})
-    eval_profile = load_profile(eval_profile_name) if eval_profile_name else dataclasses.replace(profile, nodes=1)
+    eval_profile = load_profile(eval_profile_name) if eval_profile_name else profile.for_job("eval")
     if (mfu is None) == (mfu_from is None):
         raise UsageError("give exactly one of --mfu and --mfu-from", "e.g. --mfu 0.5, or --mfu-from RUN")
     source = f"assumed (--mfu {mfu})"

@@ -87,8 +87,9 @@ def submit_preparation(args: list[str], profile, options: dict, make_submitter, 
         raise UsageError("submit prepare: the inputs contain no files to prepare")
     out = Path(config.output_dir).resolve()
     run_dir = Path(options.pop("run_dir") or out / "run")
-    # Data preparation needs CPUs, not GPUs: one process per task, whatever the training profile says.
-    cpu_profile = dataclasses.replace(profile, gpus_per_node=0, tasks_per_node=1, nodes=1)
+    # ``profile`` is already the site's prepare job profile (ClusterProfile.for_job): CPUs, mem-per-cpu, its
+    # own time limit; one process per element whatever the command line says about tasks and GPUs.
+    cpu_profile = dataclasses.replace(profile, gpus_per_node=0, tasks_per_node=1, nodes=1, gres=None)
     submitter = make_submitter(run_dir)
     submitter.open()
     chunks = split_into_arrays(len(shards), cluster_max_array_size())

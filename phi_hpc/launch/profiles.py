@@ -12,7 +12,7 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from phi_hpc.config import load_config
 from phi_hpc.resources import known_names, named_config
@@ -30,16 +30,27 @@ class ClusterProfile:
     tasks_per_node: int = 8
     cpus_per_task: int = 10
     mem: Optional[str] = None          # sbatch --mem ("0" = whole node); None leaves the site default
+    mem_per_cpu: Optional[str] = None  # sbatch --mem-per-cpu (CPU jobs: memory grows with the CPUs asked)
     time: str = "1-00:00:00"
     partition: Optional[str] = None
     account: Optional[str] = None
     qos: Optional[str] = None
     constraint: Optional[str] = None
     exclusive: bool = False
+    reservation: Optional[str] = None
+    exclude: Optional[str] = None      # nodes to avoid, e.g. "gpu[07,12]"
+    gres: Optional[str] = None         # typed or other generic resources, e.g. "gpu:a100:8" (instead of gpus_per_node)
+    wckey: Optional[str] = None        # only where the site wants one (submitit's default "submitit" is not sent)
+    python: Optional[str] = None       # interpreter on the compute nodes (a container's, another architecture's)
+    srun_args: list[str] = field(default_factory=list)  # extra srun arguments, e.g. ["--mpi=pmix"]
     signal_delay_s: int = 120
     max_requeues: int = 5
     setup: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    # The site's data-preparation and evaluation jobs: their own resources (any of the keys above) on top
+    # of JOB_DEFAULTS; the site settings (account, qos, reservation, setup, env, ...) are shared.
+    prepare: dict[str, Any] = field(default_factory=dict)
+    eval: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("nodes", "tasks_per_node", "cpus_per_task"):
@@ -48,6 +59,29 @@ class ClusterProfile:
         if self.gpus_per_node < 0 or self.max_requeues < 0 or self.signal_delay_s < 0:
             raise ValueError("gpus_per_node, max_requeues and signal_delay_s must not be negative")
         time_minutes(self.time)  # fail early on a malformed time limit
+        if self.mem is not None and self.mem_per_cpu is not None:
+            raise ValueError("mem and mem_per_cpu exclude each other (sbatch refuses both): set one to null")
+        for kind in ("prepare", "eval"):
+            section = getattr(self, kind)
+            unknown = sorted(set(section) - set(RESOURCE_KEYS) - set(SITE_KEYS))
+            if unknown:
+                raise ValueError(f"{kind}: unknown key(s) {', '.join(unknown)}")
+            if section:
+                self.for_job(kind)  # the derived profile validates itself
+
+    def for_job(self, kind: str) -> "ClusterProfile":
+        """The profile of a ``prepare`` or ``eval`` job on this site.
+
+        Resources never come from the training job: no GPUs (prepare), no ``--exclusive``, no
+        ``--mem=0``, no GPU constraint, no training time limit, but JOB_DEFAULTS[kind] and then this
+        profile's ``prepare:``/``eval:`` section. The partition is the section's; without one a CPU job
+        uses the cluster's default partition and a GPU job the training partition.
+        """
+        section = dict(self.prepare if kind == "prepare" else self.eval)
+        settings = {**JOB_DEFAULTS[kind], **section}
+        if "partition" not in section and (settings.get("gpus_per_node") or settings.get("gres")):
+            settings["partition"] = self.partition
+        return dataclasses.replace(self, prepare={}, eval={}, **settings)
 
     @property
     def num_tasks(self) -> int:
@@ -56,6 +90,21 @@ class ClusterProfile:
     @property
     def time_minutes(self) -> int:
         return time_minutes(self.time)
+
+
+# What a job profile replaces of the training profile (the rest are site settings, kept).
+RESOURCE_KEYS = ("nodes", "gpus_per_node", "tasks_per_node", "cpus_per_task", "mem", "mem_per_cpu", "time",
+                 "constraint", "exclusive", "gres", "signal_delay_s", "max_requeues", "partition")
+SITE_KEYS = ("account", "qos", "reservation", "exclude", "wckey", "python", "srun_args", "setup", "env")
+JOB_DEFAULTS: dict[str, dict[str, Any]] = {
+    # One process per array element, on CPUs: tokenizing and MinHash scale with cores, memory with them.
+    "prepare": {"nodes": 1, "gpus_per_node": 0, "tasks_per_node": 1, "cpus_per_task": 8, "mem": None,
+                "mem_per_cpu": "4G", "time": "04:00:00", "constraint": None, "exclusive": False, "gres": None,
+                "partition": None, "max_requeues": 3},
+    # One GPU generating completions, CPUs for the sandboxed tests.
+    "eval": {"nodes": 1, "gpus_per_node": 1, "tasks_per_node": 1, "cpus_per_task": 8, "mem": None,
+             "mem_per_cpu": "8G", "time": "04:00:00", "exclusive": False, "gres": None, "max_requeues": 3},
+}
 
 
 # Slurm's time formats: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S.
@@ -92,9 +141,13 @@ def profile_path(name_or_path: str) -> Path:
                      f"use a YAML file or one of: {', '.join(known) or '(none)'}")
 
 
-def load_profile(name_or_path: str = DEFAULT_PROFILE, overrides: dict | None = None) -> ClusterProfile:
-    """Load a profile and apply command-line overrides (``None`` values mean "not given")."""
+def load_profile(name_or_path: str = DEFAULT_PROFILE, overrides: dict | None = None,
+                 job: str | None = None) -> ClusterProfile:
+    """Load a profile (``job``: its prepare/eval job profile) and apply command-line overrides
+    (``None`` values mean "not given")."""
     profile = load_config(ClusterProfile, profile_path(name_or_path))
+    if job is not None:
+        profile = profile.for_job(job)
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     if not given:
         return profile

@@ -4,13 +4,16 @@ Layout (``RUN`` is the training run folder, so the trainer's files sit beside th
 
     RUN/run.json                 what was submitted: kind, executor, profile, git commit, jobs (ids, deps, argv)
     RUN/config.yaml              the resolved config the jobs run (the trainer rewrites the same content)
-    RUN/attempts.jsonl           one line per job start/end, written by task 0 (requeues are counted here)
+    RUN/attempts/<job id>.jsonl  one line per attempt start/end of that job (or array element), written by
+                                 its task 0 only (requeues and their progress are counted here)
+    RUN/code/<hash>/             the phi_hpc package (and configs/) as submitted: jobs and their requeues run it
     RUN/logs/<job>/<id>/attempt-<k>/rank<r>.out|.err   each attempt's output, per rank
     RUN/submitit/                submitit's pickles, sbatch scripts and wrapper logs
     RUN/metrics.jsonl, RUN/checkpoints/, RUN/summary.json, RUN/eval/...   written by the jobs themselves
 
-``run.json`` changes only at submission time (atomically); jobs append to ``attempts.jsonl`` with
-single short writes (``O_APPEND``), so readers never see a torn file.
+``run.json`` changes only at submission time (atomically). Each job (each array element) appends to
+its own attempts file: one writer per file, because ``O_APPEND`` is not atomic between NFS clients,
+and array elements on different nodes run at the same time. Readers skip a line being written.
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ from phi_hpc.errors import UsageError
 from phi_hpc.fileio import write_json
 
 RUN_FILE = "run.json"
-ATTEMPTS_FILE = "attempts.jsonl"
+ATTEMPTS_FILE = "attempts.jsonl"  # runs submitted before per-job files: still read
+ATTEMPTS_DIR = "attempts"
+CODE_DIR = "code"
 INDEX_ENV = "PHI_HPC_RUN_INDEX"
 
 
@@ -37,6 +42,7 @@ class JobRecord:
     job_id: str
     argv: list[str]                # the phi-hpc arguments every task runs
     executor: str                  # "slurm" | "local"
+    host: Optional[str] = None     # local executor: the machine whose process ids job_id refers to
     array_size: Optional[int] = None
     depends_on: list[str] = field(default_factory=list)   # job ids (afterok)
     submitted: float = field(default_factory=time.time)
@@ -54,7 +60,8 @@ class RunRecord:
     created: float = field(default_factory=time.time)
 
     def job(self, name_or_id: str) -> Optional[JobRecord]:
-        for job in self.jobs:
+        """The newest job of that name (a resubmission into the same folder supersedes the older one)."""
+        for job in reversed(self.jobs):
             if name_or_id in (job.name, job.job_id):
                 return job
         return None
@@ -74,27 +81,48 @@ def load_run(run_dir: str | os.PathLike) -> RunRecord:
     return RunRecord(**data, jobs=jobs)
 
 
+def attempts_file(run_dir: str | os.PathLike, job_id: str) -> Path:
+    """The attempts file of one job or array element (``123``, ``123_4``): only its task 0 writes it."""
+    safe = "".join(c if c.isalnum() or c in "_-." else "_" for c in str(job_id)) or "unknown"
+    return Path(run_dir) / ATTEMPTS_DIR / f"{safe}.jsonl"
+
+
 def append_attempt(run_dir: str | os.PathLike, event: dict) -> None:
-    """One JSON line, one ``write`` on an ``O_APPEND`` descriptor: safe with concurrent writers."""
+    """One JSON line, one ``write``, into the file of ``event["job_id"]``, then fsync (another node reads it)."""
     line = (json.dumps({**event, "time": time.time()}, sort_keys=True) + "\n").encode()
-    fd = os.open(Path(run_dir) / ATTEMPTS_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    path = attempts_file(run_dir, str(event.get("job_id", "")))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line)
+        os.fsync(fd)
     finally:
         os.close(fd)
 
 
-def read_attempts(run_dir: str | os.PathLike) -> list[dict]:
-    path = Path(run_dir) / ATTEMPTS_FILE
-    if not path.is_file():
-        return []
+def _read_lines(path: Path) -> list[dict]:
     events = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return []
+    for line in text.splitlines():
         try:
             events.append(json.loads(line))
         except json.JSONDecodeError:
             continue  # a line being written right now
     return events
+
+
+def read_attempts(run_dir: str | os.PathLike) -> list[dict]:
+    """Every job's attempt events, oldest first (the per-job files, and a pre-split ``attempts.jsonl``)."""
+    run_dir = Path(run_dir)
+    events = _read_lines(run_dir / ATTEMPTS_FILE)
+    folder = run_dir / ATTEMPTS_DIR
+    if folder.is_dir():
+        for path in sorted(folder.glob("*.jsonl")):
+            events += _read_lines(path)
+    return sorted(events, key=lambda event: event.get("time", 0.0))
 
 
 def log_dir(run_dir: str | os.PathLike, job_name: str, job_id: str, restarts: int) -> Path:

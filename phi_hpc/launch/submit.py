@@ -8,7 +8,10 @@ same sbatch scripts and prints them, creating nothing and submitting nothing.
 from __future__ import annotations
 
 import dataclasses
+import os
+import socket
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -35,6 +38,7 @@ class Submitter:
     def __post_init__(self) -> None:
         self.run_dir = self.run_dir.resolve()
         self.record: Optional[RunRecord] = None
+        self.code_root: Optional[Path] = None
 
     # ------------------------------------------------------------------ bookkeeping
     def open(self) -> None:
@@ -50,6 +54,9 @@ class Submitter:
             self.record.command = self.command
         save_run(self.record)
         remember_run(self.run_dir)
+        from phi_hpc.launch.codecopy import snapshot_code
+
+        self.code_root = snapshot_code(self.run_dir)
 
     @property
     def submitit_dir(self) -> Path:
@@ -73,10 +80,10 @@ class Submitter:
                        wait_for=list(wait_for_local) if self.executor == "local" else [],
                        eval_plan=eval_plan)
         executor = make_executor(self.executor, self.submitit_dir, profile, self.job_name(name),
-                                 list(depends_on) if self.executor == "slurm" else [])
+                                 list(depends_on) if self.executor == "slurm" else [], code_root=self.code_root)
         job = self._submit_or_explain(lambda: executor.submit(task))
         self._record(JobRecord(name=name, job_id=str(job.job_id), argv=list(argv), executor=self.executor,
-                               depends_on=list(depends_on)))
+                               depends_on=list(depends_on), host=self._host()))
         return str(job.job_id)
 
     def submit_array(self, name: str, argvs: list[list[str]], profile: ClusterProfile | None = None,
@@ -92,13 +99,13 @@ class Submitter:
             return f"<{name}>"
         tasks = [PhiTask(str(self.run_dir), name, list(argv), profile.max_requeues) for argv in argvs]
         executor = make_executor(self.executor, self.submitit_dir, profile, self.job_name(name),
-                                 array_parallelism=parallelism)
+                                 array_parallelism=parallelism, code_root=self.code_root)
         jobs = self._submit_or_explain(lambda: executor.submit_array(tasks))
         array_id = str(jobs[0].job_id).split("_")[0]
         if self.executor == "local":  # no arrays locally: one job per element, all recorded
             for index, (job, argv) in enumerate(zip(jobs, argvs)):
                 self._record(JobRecord(name=f"{name}-{index}", job_id=str(job.job_id), argv=argv,
-                                       executor=self.executor))
+                                       executor=self.executor, host=self._host()))
             return ",".join(str(job.job_id) for job in jobs)
         self._record(JobRecord(name=name, job_id=array_id, argv=argvs[0], executor=self.executor,
                                array_size=len(argvs)))
@@ -112,15 +119,26 @@ class Submitter:
             raise UsageError(f"--after {unknown[0]}: not a job of {self.run_dir}",
                              "with the local executor, pass the run folder (--after RUN) and keep the results in it")
 
+    def _host(self) -> Optional[str]:
+        """Local jobs are process ids of this machine: remember which one (``cancel`` elsewhere must not kill)."""
+        return socket.gethostname() if self.executor == "local" else None
+
     def _submit_or_explain(self, submit):
         try:
-            return submit()
+            with clean_submission_env():
+                return submit()
         except Exception as exc:  # submitit wraps sbatch's stderr in a generic error
             if isinstance(exc, PhiError):
                 raise
             message = str(exc).strip().splitlines()
-            raise PhiError(f"submission failed: {message[-1] if message else type(exc).__name__}",
+            last = message[-1] if message else type(exc).__name__
+            if "dependency" in last.lower():
+                raise PhiError(f"submission failed: {last}",
+                               "a job it depends on has ended or been purged: `phi-hpc status` of that run "
+                               "shows it; resubmit without --after if it completed") from exc
+            raise PhiError(f"submission failed: {last}",
                            "check the profile's partition/account/qos and `sinfo`; --dry-run shows the script") from exc
+
 
     def _record(self, job: JobRecord) -> None:
         assert self.record is not None
@@ -128,6 +146,21 @@ class Submitter:
         save_run(self.record)
         deps = f" after {','.join(job.depends_on)}" if job.depends_on else ""
         self.echo(f"submitted {job.name}: job {job.job_id}{deps} ({self.executor})")
+
+
+@contextmanager
+def clean_submission_env():
+    """Submit as from a fresh login shell: without the SLURM_*/SBATCH_*/SRUN_* variables of an allocation we
+    may be inside (salloc, tmux in a step, the training job submitting its evals), which sbatch and the
+    new job's srun would otherwise inherit (its CPUs, GPUs, memory, node list), nor RANK/MASTER_*.
+    ``SLURM_CONF`` stays: it says which cluster to talk to."""
+    import submitit
+
+    conf = os.environ.get("SLURM_CONF")
+    with submitit.helpers.clean_env():
+        if conf:
+            os.environ["SLURM_CONF"] = conf
+        yield
 
 
 # ---------------------------------------------------------------------------- helpers for commands
@@ -148,7 +181,7 @@ def resolve_after(after: tuple[str, ...]) -> tuple[list[str], Optional[Path]]:
                 raise UsageError(f"--after {item}: neither a job id nor a run folder with run.json",
                                  "give the job id printed by `phi-hpc submit` or its run folder")
             record = load_run(path)
-            train = record.job("train") or (record.jobs[-1] if record.jobs else None)
+            train = record.job("train") or (record.jobs[-1] if record.jobs else None)  # the newest "train"
             if train is None:
                 raise UsageError(f"--after {item}: that run has no jobs")
             job_ids.append(train.job_id)
@@ -156,17 +189,39 @@ def resolve_after(after: tuple[str, ...]) -> tuple[list[str], Optional[Path]]:
     return job_ids, run_of_parent
 
 
-def check_dependencies_alive(job_ids: list[str], executor: str) -> None:
-    """afterok on a job that already failed can never start: say so instead of a cryptic sbatch error."""
-    if executor != "slurm" or not job_ids:
-        return
-    from phi_hpc.launch.jobs import slurm_states, summarize
+def live_dependencies(job_ids: list[str], executor: str, parent_run: Optional[Path] = None,
+                      echo: Callable[[str], None] = print) -> list[str]:
+    """The ``--after`` jobs still to wait for: those known to have COMPLETED (by Slurm, or by the parent run's
+    records once Slurm has purged them or keeps no accounting) are left out, since afterok on a job Slurm
+    forgot is sbatch's "Job dependency problem"; one that failed makes the submission an error (it could
+    never start)."""
+    if not job_ids:
+        return []
+    from phi_hpc.launch.jobs import JobState, slurm_job_state, slurm_states
+    from phi_hpc.launch.runs import read_attempts
 
-    for job_id, states in slurm_states(job_ids).items():
-        state = summarize(states)
-        if state is not None and state.finished and state.state != "COMPLETED":
+    records = {job.job_id: job for job in load_run(parent_run).jobs} if parent_run else {}
+    attempts = read_attempts(parent_run) if parent_run else []
+    answered: list = []
+    states = slurm_states(job_ids, answered) if executor == "slurm" else {}
+    remaining = []
+    for job_id in job_ids:
+        job = records.get(job_id)
+        if executor == "slurm":
+            state = slurm_job_state(job_id, states.get(job_id, []), attempts if job else [], bool(answered),
+                                    job.array_size if job else None)
+        else:
+            from phi_hpc.launch.jobs import local_state
+
+            state = local_state(job_id, attempts, job.host if job else None) if job else JobState(job_id, "UNKNOWN")
+        if state.state == "COMPLETED":
+            echo(f"--after {job_id}: already completed, no dependency needed")
+            continue
+        if state.finished and not (state.state == "LOST" and not job):
             raise UsageError(f"--after {job_id}: that job already ended {state.state}, so this job could never start",
                              "fix and resubmit the training run first; `phi-hpc status RUN` shows why it ended")
+        remaining.append(job_id)
+    return remaining
 
 
 def run_folder_of(path: Path) -> Optional[Path]:

@@ -5,18 +5,28 @@ A :class:`PhiTask` runs one ``phi-hpc`` command *in-process* (``phi_hpc.cli.main
 1. exporting the torch.distributed variables derived from Slurm's (:mod:`phi_hpc.distenv`);
 2. sending this attempt's stdout/stderr to ``RUN/logs/<job>/<id>/attempt-<k>/rank<r>.out|err``,
    so a requeued job writes new files and the previous attempt's output stays readable;
-3. recording the start and end in ``RUN/attempts.jsonl`` (task 0 only).
+3. recording the start and end in ``RUN/attempts/<job id>.jsonl`` (task 0 only; one file per job or
+   array element, so concurrent elements never append to one shared file).
 
-Preemption: the trainer catches SIGUSR2/SIGTERM, checkpoints and exits with code 75. Task 0 then
-asks Slurm to requeue the job, unless it has already been requeued ``max_requeues`` times, in which
-case the job fails with a message saying so. A signal that lands before the trainer has installed
-its handler reaches submitit's, which calls :meth:`PhiTask.checkpoint` and requeues the same way
-(the trainer resumes from its own latest checkpoint, so there is nothing extra to save).
+Preemption: the trainer catches SIGUSR2/SIGTERM, checkpoints and exits with code 75. The task then
+asks the controller (``scontrol show job``) whether the job is still RUNNING (a warning signal: task
+0 requeues it) or already ending (scancel: stop; an operator's or Slurm's requeue: recorded). Only a
+certain answer ends the attempt with exit 0: when ``scontrol`` is missing, fails or times out after
+bounded retries, or ``scontrol requeue`` fails, the job ends non-zero and its end record says why,
+so that neither a silent COMPLETED nor an ``afterok`` evaluation of a half-trained model can follow.
+
+``max_requeues`` counts attempts that made *no progress* (the run's published checkpoint step did not
+move): a weeks-long run survives any number of preemptions as long as each attempt advances, and a
+run stuck in a crash-requeue loop fails after ``max_requeues + 1`` attempts without progress. A signal
+that lands before the trainer has installed its handler reaches submitit's, which calls
+:meth:`PhiTask.checkpoint` and requeues the same way.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -30,11 +40,17 @@ from phi_hpc.launch.evals import EvalPlan
 from phi_hpc.launch.runs import append_attempt, log_dir, read_attempts
 
 EXIT_PREEMPTED = 75  # the trainer's "checkpoint saved, run me again"
+SCONTROL_TRIES = 3
+SCONTROL_TIMEOUT_ENV = "PHI_HPC_SCONTROL_TIMEOUT"  # seconds per scontrol call (default 30)
 LOCAL_REQUEUE_EXIT = 144  # submitit's local controller restarts all tasks when one exits with this
 
 
 class JobFailed(RuntimeError):
     """The command failed (the job ends FAILED; the message is the last line of the task's log)."""
+
+
+class SlurmUncertain(RuntimeError):
+    """The controller could not be asked (scontrol missing, failing or timing out): never guess."""
 
 
 @dataclass
@@ -60,7 +76,7 @@ class PhiTask:
         if env.rank == 0:
             append_attempt(self.run_dir, {"event": "start", "job": self.job_name, "job_id": env.job_id,
                                           "restarts": restarts, "host": _node_name(),
-                                          "world_size": env.world_size})
+                                          "world_size": env.world_size, "progress": self._progress()})
         if self.eval_plan is not None and env.rank == 0:
             from phi_hpc.launch.evals import step_eval_submitter
             from phi_hpc.launch.snapshots import SnapshotWatcher
@@ -82,10 +98,11 @@ class PhiTask:
 
         env = detect()
         restarts = self._restarts(env)
-        event = {"event": "end", "job": self.job_name, "job_id": env.job_id, "restarts": restarts}
-        if restarts >= self.max_requeues:
-            append_attempt(self.run_dir, {**event, "status": "failed",
-                                          "detail": f"requeue limit reached ({self.max_requeues})"})
+        event = {"event": "end", "job": self.job_name, "job_id": env.job_id, "restarts": restarts,
+                 "progress": self._progress(), "progressed": False}
+        stalled = stalled_attempts(read_attempts(self.run_dir), env.job_id, restarts) + 1
+        if stalled > self.max_requeues:
+            append_attempt(self.run_dir, {**event, "status": "failed", "detail": self._limit_detail(stalled)})
             self._outcome_recorded = True
             return None  # submitit then ends the job instead of requeueing it
         append_attempt(self.run_dir, {**event, "status": "requeued", "detail": "signal before training started"})
@@ -160,10 +177,33 @@ class PhiTask:
         raise JobFailed(f"phi-hpc {' '.join(self.argv)} exited with code {code} (rank {env.rank}); "
                         f"see {log_dir(self.run_dir, self.job_name, env.job_id, restarts)}")
 
+    def _progress(self) -> Optional[int]:
+        return checkpoint_progress(self.run_dir)
+
+    def _limit_detail(self, stalled: int) -> str:
+        return (f"no progress in {stalled} attempts (max_requeues={self.max_requeues} counts attempts without a "
+                "new checkpoint); resubmit the same command to continue from the latest checkpoint")
+
+    def _uncertain(self, env: DistEnv, outcome: dict, why: str) -> None:
+        detail = (f"not requeued: {why}; the checkpoint is saved, resubmit the same command to continue "
+                  "(the job ends FAILED so that nothing waiting on it starts)")
+        if env.rank == 0:
+            append_attempt(self.run_dir, {**outcome, "status": "failed", "detail": detail})
+            self._outcome_recorded = True
+        raise JobFailed(detail)
+
     def _requeue(self, env: DistEnv, restarts: int, outcome: dict) -> dict:
         on_slurm = os.environ.get("SUBMITIT_EXECUTOR") == "slurm"
         job_id = os.environ.get("SLURM_JOB_ID", env.job_id)
-        state, slurm_restarts = _slurm_job_state(job_id) if on_slurm else ("RUNNING", restarts)
+        progress = self._progress()
+        started = next((e.get("progress") for e in reversed(read_attempts(self.run_dir))
+                        if e.get("event") == "start" and e.get("job_id") == env.job_id), None)
+        progressed = progress is not None and (started is None or progress > started)
+        outcome = {**outcome, "progress": progress, "progressed": progressed}
+        try:
+            state, slurm_restarts = _slurm_job_state(job_id) if on_slurm else ("RUNNING", restarts)
+        except SlurmUncertain as exc:
+            self._uncertain(env, outcome, str(exc))
         if state != "RUNNING":
             # The job is already ending. Slurm counts a requeue (operator's `scontrol requeue`, Slurm's own
             # preemption) the moment it is ordered, so a higher restart count than ours means "requeued";
@@ -172,29 +212,46 @@ class PhiTask:
             if env.rank == 0:
                 append_attempt(self.run_dir, {**outcome, "status": "requeued" if requeued else "stopped",
                                               "detail": "requeued by Slurm or an operator" if requeued
-                                              else f"cancelled (job {state or 'gone'})"})
-                print(f"[phi-hpc] job {job_id} is {state or 'gone'}{' and requeued' if requeued else ''}: "
+                                              else f"cancelled (job {state})"})
+                print(f"[phi-hpc] job {job_id} is {state}{' and requeued' if requeued else ''}: "
                       "checkpoint saved, not requeueing it myself", flush=True)
             return {"status": "preempted", "restarts": restarts}
-        if restarts >= self.max_requeues:
+        stalled = stalled_attempts(read_attempts(self.run_dir), env.job_id, restarts) + (0 if progressed else 1)
+        if stalled > self.max_requeues:
             if env.rank == 0:
-                append_attempt(self.run_dir, {**outcome, "status": "failed",
-                                              "detail": f"requeue limit reached ({self.max_requeues})"})
-            raise JobFailed(f"preempted again after {restarts} requeues (max_requeues={self.max_requeues}); "
-                            "resubmit the same command to continue from the latest checkpoint")
+                append_attempt(self.run_dir, {**outcome, "status": "failed", "detail": self._limit_detail(stalled)})
+                self._outcome_recorded = True
+            raise JobFailed(self._limit_detail(stalled))
         if env.rank != 0:
             return {"status": "preempted", "restarts": restarts}
-        append_attempt(self.run_dir, {**outcome, "status": "requeued"})
-        print(f"[phi-hpc] stopped by a signal: requeueing job {env.job_id} (requeue {restarts + 1} of at most "
-              f"{self.max_requeues})", flush=True)
+        print(f"[phi-hpc] stopped by a signal: requeueing job {env.job_id} (attempt {restarts + 1}; "
+              f"{stalled} of at most {self.max_requeues} without progress)", flush=True)
         if not on_slurm:
+            append_attempt(self.run_dir, {**outcome, "status": "requeued"})
             sys.exit(LOCAL_REQUEUE_EXIT)  # submitit's local controller restarts the tasks
-        done = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60)
-        if done.returncode != 0:
-            print(f"[phi-hpc] scontrol requeue {job_id}: {done.stderr.strip()}", flush=True)
-            return {"status": "preempted", "restarts": restarts}
+        try:
+            _scontrol(["requeue", job_id])
+        except SlurmUncertain as exc:
+            self._uncertain(env, outcome, str(exc))
+        append_attempt(self.run_dir, {**outcome, "status": "requeued"})
         # The requeue is recorded by the controller: ending this attempt now cannot complete the job.
         return {"status": "preempted", "restarts": restarts}
+
+
+def checkpoint_progress(run_dir: str | os.PathLike) -> Optional[int]:
+    """The step of the run's published checkpoint (``RUN/checkpoints/latest``), None when there is none."""
+    try:
+        text = (Path(run_dir) / "checkpoints" / "latest").read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def stalled_attempts(events: list[dict], job_id: str, before: Optional[int] = None) -> int:
+    """Earlier attempts of this job (restart count below ``before``) requeued without a newer checkpoint."""
+    return sum(1 for e in events if e.get("event") == "end" and e.get("job_id") == job_id
+               and e.get("status") == "requeued" and not e.get("progressed", False)
+               and (before is None or int(e.get("restarts", 0)) < before))
 
 
 def _node_name() -> str:
@@ -202,17 +259,56 @@ def _node_name() -> str:
     return os.environ.get("SLURMD_NODENAME") or os.uname().nodename
 
 
+def _scontrol(args: list[str]) -> str:
+    """``scontrol ARGS``'s output, after at most SCONTROL_TRIES attempts; SlurmUncertain when there is no answer.
+
+    A missing scontrol (a container without Slurm's clients) is not retried. A controller that is busy
+    or restarting usually answers within a minute: tries are spaced 2, 4, ... seconds apart.
+    """
+    if shutil.which("scontrol") is None:
+        raise SlurmUncertain("scontrol is not on PATH inside the job (add Slurm's clients to the job's image/PATH)")
+    timeout = float(os.environ.get(SCONTROL_TIMEOUT_ENV, "30"))
+    problem = ""
+    for attempt in range(SCONTROL_TRIES):
+        if attempt:
+            time.sleep(2 * attempt)
+        try:
+            code, out, err = _run_bounded(["scontrol", *args], timeout)
+        except subprocess.TimeoutExpired:
+            problem = f"no answer within {timeout:g} s"
+            continue
+        except OSError as exc:
+            problem = str(exc)
+            continue
+        if code == 0:
+            return out
+        problem = f"exit {code}: {(err or out).strip()[:200]}"
+    raise SlurmUncertain(f"scontrol {' '.join(args)} failed {SCONTROL_TRIES} times ({problem})")
+
+
+def _run_bounded(command: list[str], timeout: float) -> tuple[int, str, str]:
+    """Run a command in its own process group and kill the whole group on timeout (a wrapper script's
+    children would otherwise keep the pipes open, and the timeout would not bound anything)."""
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return proc.returncode, out, err
+
+
 def _slurm_job_state(job_id: str) -> tuple[str, int]:
     """The controller's view of this job right now: (JobState, Restarts).
 
     A warning signal (time limit, ``--signal``) leaves the job RUNNING; scancel and requeue both show
-    COMPLETING, but a requeue has already incremented Restarts.
+    COMPLETING, but a requeue has already incremented Restarts. Raises SlurmUncertain without an answer.
     """
-    try:
-        out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True,
-                             timeout=60).stdout
-    except (OSError, subprocess.SubprocessError):
-        return "", 0
+    out = _scontrol(["show", "job", "-o", job_id])
     fields = dict(item.partition("=")[::2] for item in out.split() if "=" in item)
+    if not fields.get("JobState"):
+        raise SlurmUncertain(f"scontrol show job {job_id} printed no JobState")
     restarts = fields.get("Restarts", "0")
-    return fields.get("JobState", ""), int(restarts) if restarts.isdigit() else 0
+    return fields["JobState"], int(restarts) if restarts.isdigit() else 0

@@ -6,7 +6,7 @@ waited in the queue), resolved, and written to ``RUN/config.yaml``; every task r
 
 ``--eval-every N``: one ``eval run`` job per checkpoint at steps N, 2N, ..., each submitted by the
 training job itself as soon as the trainer publishes that step (:mod:`phi_hpc.launch.evals`), with
-the eval profile (``--eval-profile``; default: the training profile on one node). Results go to
+the eval profile (``--eval-profile``; default: the training profile's ``eval:`` job profile). Results go to
 ``RUN/eval/step-N`` where ``phi-hpc eval curve`` and ``phi-hpc status`` find them. A checkpoint
 published before training fails is still evaluated. ``--dry-run`` shows the eval job's script too.
 
@@ -42,13 +42,25 @@ def submit_training(kind: str, config_file: str, overrides: list[str], profile, 
     if not submitter.dry_run:
         dump_yaml(config, config_path)
     plan = EvalPlan(steps=tuple(eval_steps), eval_args=tuple(localize_eval_args(shlex.split(eval_args))),
-                    profile=eval_profile or dataclasses.replace(profile, nodes=1),
+                    profile=eval_profile or profile.for_job("eval"),
                     executor=submitter.executor) if eval_steps else None
+    _warn_signal_delay(run_dir, profile)
     submitter.submit("train", ["train", str(config_path)], eval_plan=plan)
     if plan is not None and submitter.dry_run:  # what the training job will submit, step by step
         for step in plan.steps:
             submitter.submit(plan.job_name(step), plan.argv(run_dir, step), profile=plan.profile)
     finish(submitter)
+
+
+def _warn_signal_delay(run_dir: Path, profile) -> None:
+    """A resubmission knows its step and checkpoint times: say so when the signal would come too late."""
+    import sys
+
+    from phi_hpc.launch.watch import signal_delay_warning
+
+    warning = signal_delay_warning(run_dir, profile.signal_delay_s)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def _check_batch(config, profile) -> None:

@@ -15,10 +15,28 @@ from pathlib import Path
 from typing import Iterator, Optional, TextIO
 
 from phi_hpc.errors import UsageError
-from phi_hpc.launch.jobs import JobState, local_state, slurm_states, summarize
+from phi_hpc.launch.jobs import JobState, local_state, slurm_job_state, slurm_states
 from phi_hpc.launch.runs import JobRecord, RunRecord, load_run, read_attempts
 
-FAILED_STATES = {"FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "LOST", "BOOT_FAIL", "DEADLINE"}
+FAILED_STATES = {"FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "LOST", "BOOT_FAIL", "DEADLINE",
+                 "PREEMPTED"}
+FOLLOW_POLL_MIN_S, FOLLOW_POLL_MAX_S = 5.0, 60.0  # logs --follow: scheduler queries back off between these
+
+
+def job_states(record: RunRecord, jobs: list[JobRecord], attempts: list[dict]) -> dict[str, JobState]:
+    """job id -> state for ``jobs`` of a run: one squeue + one sacct call, completed by the run's records
+    (no accounting, purged jobs) and, for local jobs, by their process on their host."""
+    slurm_ids = [job.job_id for job in jobs if job.executor == "slurm"]
+    answered: list = []
+    states = slurm_states(slurm_ids, answered) if slurm_ids else {}
+    found = {}
+    for job in jobs:
+        if job.executor == "slurm":
+            found[job.job_id] = slurm_job_state(job.job_id, states.get(job.job_id, []), attempts, bool(answered),
+                                                job.array_size)
+        else:
+            found[job.job_id] = local_state(job.job_id, attempts, job.host)
+    return found
 
 
 # ---------------------------------------------------------------------------- reading files from the end
@@ -52,6 +70,30 @@ def latest_metrics(run_dir: Path) -> dict:
         if "val_loss" in record and "val_loss" not in result:
             result["val_loss"] = record["val_loss"]
     return result
+
+
+def signal_delay_warning(run_dir: Path, signal_delay_s: int, lines: int = 2000) -> str:
+    """A warning when the signal comes too late to save: SIGUSR2 arrives ``signal_delay_s`` before the time
+    limit, and the trainer first finishes its step, then checkpoints. Measured from the run's own
+    metrics (median step time; the longest pause between two steps, i.e. a checkpoint save or a
+    validation); "" when they fit, or nothing was measured yet."""
+    steps: list[tuple[float, float]] = []
+    for line in tail_lines(run_dir / "metrics.jsonl", lines):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if "step_time_s" in record and "time" in record:
+            steps.append((float(record["time"]), float(record["step_time_s"])))
+    if len(steps) < 3:
+        return ""
+    step_s = sorted(t for _, t in steps)[len(steps) // 2]
+    pause_s = max(max(0.0, later - earlier - took) for (earlier, _), (later, took) in zip(steps, steps[1:]))
+    if signal_delay_s >= step_s + pause_s:
+        return ""
+    return (f"signal_delay_s={signal_delay_s} is shorter than one step ({step_s:.0f} s) plus one checkpoint save "
+            f"(up to {pause_s:.0f} s measured): a time limit may kill the job before its checkpoint is saved; "
+            f"use --signal-delay {int(1.5 * (step_s + pause_s)) + 1}")
 
 
 def attempt_dirs(run_dir: Path, job: JobRecord) -> list[Path]:
@@ -100,16 +142,7 @@ class JobStatus:
 def run_status(run_dir: Path) -> tuple[RunRecord, list[JobStatus]]:
     record = load_run(run_dir)
     attempts = read_attempts(run_dir)
-    slurm_ids = [job.job_id for job in record.jobs if job.executor == "slurm"]
-    states = slurm_states(slurm_ids) if slurm_ids else {}
-    by_id: dict[str, JobState] = {}
-    for job in record.jobs:
-        if job.executor == "slurm":
-            state = summarize(states.get(job.job_id, [])) or JobState(job.job_id, "UNKNOWN",
-                                                                        reason="not in squeue/sacct")
-        else:
-            state = local_state(job.job_id, attempts)
-        by_id[job.job_id] = state
+    by_id = job_states(record, record.jobs, attempts)
     names = {job.job_id: job.name for job in record.jobs}
     rows = []
     for job in record.jobs:
@@ -156,6 +189,8 @@ def _explain(job: JobRecord, state: JobState, by_id: dict[str, JobState], names:
                 f"cancelled (afterok + kill-on-invalid-dep)")
     details = [e.get("detail") for e in attempts if e.get("job") == job.name and e.get("event") == "end"
                and e.get("detail") and str(e.get("job_id", "")).split("_")[0] == job.job_id]
+    if job.array_size and state.reason:
+        return state.reason  # which elements failed, and how
     if state.state.split()[0] in FAILED_STATES and details:
         return str(details[-1])
     if state.reason:
@@ -186,9 +221,12 @@ def _pass_line(scores: list[dict]) -> str:
 def print_status(run_dir: Path, as_json: bool, out: TextIO = sys.stdout) -> None:
     record, rows = run_status(run_dir)
     scores = pass_at_1_so_far(run_dir)
+    warning = signal_delay_warning(run_dir, int(record.profile.get("signal_delay_s", 0) or 0)) \
+        if any(job.argv[:1] == ["train"] for job in record.jobs) else ""
     if as_json:
         out.write(json.dumps({"run_dir": record.run_dir, "kind": record.kind, "executor": record.executor,
-                              "jobs": [asdict(row) for row in rows], "pass_at_1": scores}, indent=2) + "\n")
+                              "jobs": [asdict(row) for row in rows], "pass_at_1": scores,
+                              "warnings": [warning] if warning else []}, indent=2) + "\n")
         return
     from rich.console import Console
     from rich.markup import escape
@@ -209,6 +247,8 @@ def print_status(run_dir: Path, as_json: bool, out: TextIO = sys.stdout) -> None
     console.print(table)
     if scores:
         console.print(escape(_pass_line(scores)))
+    if warning:
+        console.print(escape(f"warning: {warning}"))
 
 
 def _terminal_width() -> int:
@@ -232,10 +272,7 @@ def pick_job(record: RunRecord, name: Optional[str]) -> JobRecord:
 
 
 def _job_finished(record: RunRecord, job: JobRecord, run_dir: Path) -> bool:
-    if job.executor == "slurm":
-        state = summarize(slurm_states([job.job_id]).get(job.job_id, []))
-        return state is not None and state.finished
-    return local_state(job.job_id, read_attempts(run_dir)).finished
+    return job_states(record, [job], read_attempts(run_dir))[job.job_id].finished
 
 
 def follow_logs(run_dir: Path, job_name: Optional[str], rank: Optional[int], stderr: bool, lines: int,
@@ -266,8 +303,11 @@ def follow_logs(run_dir: Path, job_name: Optional[str], rank: Optional[int], std
         return
     if current is None:
         print(f"[phi-hpc logs] waiting for job {job.name} ({job.job_id}) to start", file=sys.stderr, flush=True)
-    last_check, finished_seen = 0.0, False
+    # The scheduler is asked at most every FOLLOW_POLL_MIN_S, backing off to FOLLOW_POLL_MAX_S while nothing
+    # changes (a week of `logs -f` must not hammer slurmctld); new output or a new attempt resets it.
+    last_check, finished_seen, check_every = 0.0, False, FOLLOW_POLL_MIN_S
     while True:
+        before = dict(positions)
         if current is not None:
             for name in _rank_files(current, rank, suffix):
                 positions[name] = _copy_new(current / name, positions.get(name, 0), out,
@@ -275,18 +315,29 @@ def follow_logs(run_dir: Path, job_name: Optional[str], rank: Optional[int], std
         attempts = attempt_dirs(run_dir, job)
         newer = [a for a in attempts if current is None or attempts.index(a) > _index(attempts, current)]
         if newer:
-            current, positions = newer[0], {}
+            current, positions, check_every = newer[0], {}, FOLLOW_POLL_MIN_S
             shown = f"rank{rank}{suffix}" if rank is not None else f"rank*{suffix}"
             out.write(f"==> {current.relative_to(run_dir)}/{shown} <==\n")
             out.flush()
             continue
+        if positions != before:
+            check_every = FOLLOW_POLL_MIN_S
         now = time.monotonic()
-        if now - last_check >= 2.0:
+        if finished_seen or _ended_by_records(run_dir, job) or now - last_check >= check_every:
             last_check = now
             if finished_seen:  # one more pass after the job ended: nothing left to print
                 return
             finished_seen = _job_finished(record, job, run_dir)
+            check_every = min(check_every * 2, FOLLOW_POLL_MAX_S)
         time.sleep(poll_s)
+
+
+def _ended_by_records(run_dir: Path, job: JobRecord) -> bool:
+    """A recorded final outcome (a file read, no scheduler query) lets --follow stop without waiting for the
+    next query."""
+    from phi_hpc.launch.jobs import recorded_state
+
+    return recorded_state(job.job_id, read_attempts(run_dir), job.array_size) is not None
 
 
 def _rank_files(attempt: Path, rank: Optional[int], suffix: str) -> list[str]:

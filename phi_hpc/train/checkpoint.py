@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 from pathlib import Path
@@ -88,10 +89,23 @@ def write_consolidated_model(module, directory: Path) -> None:
     save_pretrained(module, directory)
 
 
-def _fsync_tree(root: Path) -> None:
-    """Make the files of a checkpoint durable before it is published by a rename."""
+_RANK_TOKEN = re.compile(r"rank[_-]?(\d+)")
+
+
+def _fsync_own_files(root: Path, rank: int) -> None:
+    """fsync the files this rank wrote: the first ``rank_<r>``/``rank-<r>`` of the name is the writer
+    (``zero_pp_rank_1_mp_rank_00_optim_states.pt`` -> 1, ``rng/rank-1.pt`` -> 1); rank 0 also syncs
+    names without one (the model states, the consolidated model).
+
+    On Lustre/NFS an fsync flushes only the calling client's dirty pages, so rank 0 fsyncing another
+    node's shards proves nothing: each rank makes its own files durable before the barrier that
+    precedes publication (the state file, written last by rank 0, is fsynced by ``write_json``).
+    """
     for path in sorted(root.rglob("*")):
-        if path.is_file():
+        if not path.is_file():
+            continue
+        owner = _RANK_TOKEN.search(path.name)
+        if (int(owner.group(1)) if owner else 0) == rank:
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
 
@@ -151,11 +165,11 @@ class CheckpointManager:
             write_consolidated_model(engine.module, partial)
         if fault_step("kill-in-checkpoint") == step:
             die_now()
+        _fsync_own_files(partial, self.rank)  # each rank its own files, before the barrier (issue 16)
         self.barrier()
         final = self.step_dir(step)
         if self.rank == 0:
             write_json(partial / STATE_FILE, {**trainer_state, "step": step, "world_size": self.world_size})
-            _fsync_tree(partial)
             if final.exists():  # a re-run of the same step after a resume: replace it whole
                 shutil.rmtree(final)
             os.replace(partial, final)

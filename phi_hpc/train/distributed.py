@@ -120,11 +120,35 @@ def agree_on_device(store, rank: int, world_size: int, description: str, timeout
                        "every node needs working GPUs (or set PHI_HPC_DEVICE=cpu on all of them)")
 
 
-def init_distributed(env: DistEnv, device_type: str, timeout_minutes: int = 30) -> None:
+# Two timeouts (issue 16): the process group's bounds every training collective, and a hung all-reduce
+# should not hold 8 GPUs for long; waits that are legitimately long (a checkpoint written to a slow
+# filesystem while the other ranks wait at a barrier) go through a separate gloo group with its own.
+COLLECTIVE_TIMEOUT_ENV = "PHI_HPC_COLLECTIVE_TIMEOUT_MIN"  # default 30
+WAIT_TIMEOUT_ENV = "PHI_HPC_WAIT_TIMEOUT_MIN"  # default 240
+_wait_group = None
+
+
+def _minutes(name: str, default: float) -> float:
+    value = os.environ.get(name, "")
+    try:
+        return float(value) if value else default
+    except ValueError:
+        raise ValueError(f"{name}={value!r} is not a number of minutes") from None
+
+
+def wait_barrier() -> None:
+    """A barrier for long waits that are not training collectives (checkpoint saves, start-up)."""
+    import torch.distributed as dist
+
+    dist.barrier(group=_wait_group)
+
+
+def init_distributed(env: DistEnv, device_type: str, timeout_minutes: float | None = None) -> None:
     """Join the process group (NCCL on GPUs, gloo on CPUs), after the ranks agreed on the device.
 
     The process group is created here rather than by ``deepspeed.init_distributed``, which binds
-    ``cuda:LOCAL_RANK`` (wrong under ``--gpus-per-task=1``); DeepSpeed then adopts it.
+    ``cuda:LOCAL_RANK`` (wrong under ``--gpus-per-task=1``); DeepSpeed then adopts it. A second, gloo
+    group with a longer timeout serves :func:`wait_barrier`.
     """
     from datetime import timedelta
 
@@ -132,6 +156,8 @@ def init_distributed(env: DistEnv, device_type: str, timeout_minutes: int = 30) 
     import torch
     import torch.distributed as dist
 
+    global _wait_group
+    timeout_minutes = timeout_minutes or _minutes(COLLECTIVE_TIMEOUT_ENV, 30)
     env.export()
     timeout = timedelta(minutes=timeout_minutes)
     device_id = None
@@ -149,3 +175,4 @@ def init_distributed(env: DistEnv, device_type: str, timeout_minutes: int = 30) 
         dist.init_process_group(backend, store=store, rank=env.rank, world_size=env.world_size, timeout=timeout,
                                 device_id=device_id)
     deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, timeout=timeout)
+    _wait_group = dist.new_group(backend="gloo", timeout=timedelta(minutes=_minutes(WAIT_TIMEOUT_ENV, 240)))

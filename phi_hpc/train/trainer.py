@@ -115,7 +115,9 @@ class _Run:
 
     # ---------------------------------------------------------------- set-up
     def barrier(self) -> None:
-        self.dist.barrier()
+        from phi_hpc.train.distributed import wait_barrier
+
+        wait_barrier()  # its own timeout, not the training collectives' (issue 16)
 
     def say(self, message: str) -> None:
         if self.is_main:

@@ -11,7 +11,7 @@
 set -uo pipefail
 
 BASE=${LOCAL_SLURM_BASE:-${SLURM_TEST_BASE:-/tmp/local-slurm}}
-HOSTS_MARK="# local-slurm"
+HOSTS_MARK=$(cat "$BASE/hosts-mark" 2>/dev/null || echo "# local-slurm")   # start.sh wrote which lines are ours
 
 alive() {  # pid
   kill -0 "$1" 2>/dev/null && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]
@@ -47,8 +47,8 @@ stop_daemon "$BASE/munge/munged.pid" munged
 
 # What start.sh added outside $BASE: the node names (rewritten in place: /etc/hosts may be a bind
 # mount) and the /etc/slurm/slurm.conf link, only when it still points into $BASE.
-if grep -qF "$HOSTS_MARK" /etc/hosts 2>/dev/null; then
-  kept=$(grep -vF "$HOSTS_MARK" /etc/hosts)
+if grep -qF -- "$HOSTS_MARK" /etc/hosts 2>/dev/null; then
+  kept=$(grep -vF -- "$HOSTS_MARK" /etc/hosts)
   printf '%s\n' "$kept" > /etc/hosts && echo "[local-slurm] removed the node names from /etc/hosts" >&2
 fi
 if [ "$(readlink /etc/slurm/slurm.conf 2>/dev/null)" = "$BASE/etc/slurm.conf" ]; then

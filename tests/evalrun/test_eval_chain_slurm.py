@@ -14,8 +14,9 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 
 def _events(run_dir, event, job):
-    lines = (run_dir / "attempts.jsonl").read_text().splitlines()
-    return [e for e in map(json.loads, lines) if e.get("event") == event and e.get("job") == job]
+    from phi_hpc.launch.runs import read_attempts
+
+    return [e for e in read_attempts(run_dir) if e.get("event") == event and e.get("job") == job]
 
 
 def test_eval_every_chains_one_eval_per_checkpoint_and_curve_collects_them(slurm_cluster, tiny_data, tmp_path,

@@ -105,8 +105,10 @@ def step_losses(run_dir: Path) -> dict[int, float]:
 
 
 def attempts(run_dir: Path) -> list[dict]:
-    path = run_dir / "attempts.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    """Every job's attempt records of a run, oldest first (RUN/attempts/<job id>.jsonl)."""
+    from phi_hpc.launch.runs import read_attempts
+
+    return read_attempts(run_dir)
 
 
 @pytest.fixture(scope="session")

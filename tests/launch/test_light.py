@@ -66,7 +66,7 @@ def test_watch_commands_do_not_import_torch(finished_run, args):
     if args == ["logs", "{run}", "--rank", "all"]:
         assert "[rank0] [train] step 2 loss 9.5" in output
     if args == ["cancel", "{run}"]:
-        assert "already finished" in output
+        assert "already COMPLETED" in output
 
 
 def test_status_json_reports_the_latest_step(finished_run):

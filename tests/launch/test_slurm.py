@@ -358,12 +358,15 @@ def test_prepare_runs_as_an_array_then_reduce_then_pack(slurm_cluster, stdlib_di
 
 # ---------------------------------------------------------------------------- 7: no Slurm
 def test_local_executor_runs_the_same_pretrain_without_slurm(tiny_data, tmp_path, baseline):
-    """A `sinfo` that fails (no controller) makes `--cluster auto` pick submitit's local executor."""
-    fake_bin = tmp_path / "bin"
+    """Without `sbatch` (a laptop, a CI box), `--cluster auto` picks submitit's local executor. (With `sbatch`
+    and a failing controller it is an error instead: test_site.py.)"""
+    fake_bin = tmp_path / "bin"  # every command of PATH but sbatch
     fake_bin.mkdir()
-    (fake_bin / "sinfo").write_text("#!/bin/sh\necho 'sinfo: error: Unable to contact slurm controller' >&2\nexit 1\n")
-    (fake_bin / "sinfo").chmod(0o755)
-    env = {"PATH": f"{fake_bin}:{cli_env()['PATH']}"}
+    for folder in cli_env()["PATH"].split(os.pathsep):
+        for name in (os.listdir(folder) if os.path.isdir(folder) else []):
+            if name != "sbatch" and not (fake_bin / name).exists():
+                (fake_bin / name).symlink_to(Path(folder) / name)
+    env = {"PATH": str(fake_bin)}
     run_dir = tmp_path / "local"
     done = phi(*tiny_pretrain_args(run_dir, tiny_data), env=env)
     assert "(local)" in done.stdout

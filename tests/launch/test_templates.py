@@ -26,6 +26,15 @@ def test_templates_are_valid_bash():
         assert done.returncode == 0, f"{template.name}: {done.stderr}"
 
 
+def test_every_srun_of_the_templates_passes_cpus_per_task_and_none_has_a_wckey():
+    """srun of Slurm 22.05-23.02 does not inherit --cpus-per-task from sbatch."""
+    for template in sorted(TEMPLATES.glob("*.sbatch")):
+        text = template.read_text()
+        for line in (line for line in text.splitlines() if line.lstrip().startswith("srun ")):
+            assert "--cpus-per-task=" in line, f"{template.name}: {line}"
+        assert "wckey" not in text
+
+
 def sbatch(*args: str, cwd: Path) -> str:
     done = subprocess.run(["sbatch", "--parsable", *args], capture_output=True, text=True, cwd=cwd,
                           env=cli_env({"PHI_HPC_PYTHON": sys.executable}), timeout=60)
