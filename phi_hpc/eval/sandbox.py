@@ -22,11 +22,12 @@ the fixes. A weaker level runs only when chosen explicitly, and puts a loud ``wa
 On the host-filesystem levels as root, an interpreter in a folder other uids cannot enter (pyenv in
 /root) is re-exposed to the programs' uid in a private mount namespace (``zygote._expose_interpreter``).
 
-Users and confinement (``confine.py``, ``zygote._become_program``): each program runs as uid 1000 of a
-user namespace of its own, mapped, as root, to an unused host uid drawn per worker (``worker_uids``:
-no passwd entry, no process, above systemd's ranges), and as an ordinary user to that user's uid
-(all an unprivileged user can map). It is the init of its own pid namespace (it cannot see, signal
-or ptrace the zygote, which is also non-dumpable) and has its own IPC and mount namespaces with a
+Users and confinement (``confine.py``, ``zygote._become_program``): each program runs as uid 1000,
+without capabilities, of its worker's user namespace (entered once by the zygote), mapped, as root, to
+an unused host uid drawn per worker (``worker_uids``: no passwd entry, no process, above systemd's
+ranges), and as an ordinary user to that user's uid (all an unprivileged user can map). It is the
+init of its own pid namespace, forked straight into it (it cannot see, signal or ptrace the zygote,
+which is also non-dumpable) and has its own IPC and mount namespaces with a
 fresh /tmp and /dev/shm capped in bytes and inodes, a fresh session keyring, no capabilities and a
 seccomp filter. The zygote forks the next program's confined process while the current one runs.
 Every request carries a nonce its reply must echo; a zygote whose cleanup check fails is replaced.
@@ -447,7 +448,7 @@ def _uid_in_use(uid: int) -> bool:
 
 def worker_uids(workers: int) -> list[int | None]:
     """Distinct unused host uids per worker (root only); an ordinary user's programs keep its uid
-    (mapped to uid 1000 in their own user namespace, which is all an unprivileged user can map)."""
+    (mapped to uid 1000 in the worker's user namespace, which is all an unprivileged user can map)."""
     if os.getuid() != 0:
         return [None] * workers
     uids: list[int | None] = []
