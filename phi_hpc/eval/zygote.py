@@ -1,7 +1,8 @@
 """The per-worker sandbox server: one long-lived interpreter that forks a fresh process per program.
 
 This file runs INSIDE the sandbox (bubblewrap, unshare, or bare), started once per worker as
-``python -I -c <confine.py + this source> <json settings>``. Paying for namespaces and interpreter start
+``python -I -c <sandbox.ZYGOTE_BOOT> <json settings>``, which reads confine.py + this source, compiled
+once by the host, from its stdin. Paying for namespaces and interpreter start
 once per worker instead of once per program is what makes the harness fast; forking per program is
 what keeps programs from seeing each other. It is stdlib-only on purpose: the project is not visible
 in there. ``confine.py`` (prepended) holds the namespace, capability, keyring and seccomp calls.
