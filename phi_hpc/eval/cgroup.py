@@ -79,11 +79,17 @@ class MemoryCgroup:
         return ["sh", "-c", 'echo $$ > "$0" && exec "$@"', str(self.path / "cgroup.procs"), *command]
 
     def remove(self) -> None:
-        for _ in range(50):  # the kernel frees a cgroup a moment after its last process is reaped
+        """The kernel frees a cgroup a moment (about 1 ms) after its last process is reaped: retry
+        with short, growing pauses for up to about a second (a fixed 20 ms pause cost every run 20 ms)."""
+        pause, give_up = 0.001, time.monotonic() + 1.0
+        while True:
             try:
                 self.path.rmdir()
                 return
             except FileNotFoundError:
                 return
             except OSError:
-                time.sleep(0.02)
+                if time.monotonic() > give_up:
+                    break
+                time.sleep(pause)
+                pause = min(pause * 2, 0.05)

@@ -3,9 +3,10 @@
 This file runs inside the sandbox: ``sandbox.py`` prepends it to ``zygote.py``'s source. Each program
 gets, besides the worker's bubblewrap sandbox:
 
-- its own **user namespace**, where it is uid/gid 1000 with no capabilities (mapped to an unused host
-  uid when the evaluator is root, to the invoking user otherwise), so it holds no power over the zygote
-  or anything else, even when it shares the invoking user's uid;
+- the **user namespace** of its worker (one per zygote, entered once), where it is uid/gid 1000 with
+  no capabilities (mapped to an unused host uid when the evaluator is root, to the invoking user
+  otherwise), so it holds no power over the zygote or anything else, even when it shares the
+  invoking user's uid;
 - its own **pid namespace** (it is its init: killing it kills everything it started, and it cannot
   see or signal the zygote), **IPC namespace** (SysV IPC dies with it) and **mount namespace** with a
   fresh ``/tmp`` and ``/dev/shm`` (tmpfs capped in bytes *and* inodes; they vanish with it);
@@ -91,6 +92,30 @@ def enter_namespaces():
             handle.write(text)
 
 
+_OWN_PID_NAMESPACE = []  # fd of the worker's own pid namespace (see fork_into_new_pid_namespace)
+
+
+def fork_into_new_pid_namespace():
+    """fork(), the child being the init of a new pid namespace (owned by the worker's user namespace).
+
+    unshare(CLONE_NEWPID) only sets the namespace of the *next* children, and a second one is refused
+    while it differs from ours; setns back to our own pid namespace afterwards resets it, so that the
+    next program gets a fresh namespace too. This saves the per-program middle process of the earlier
+    design (a second fork and a user namespace per program: about half of the per-program cost)."""
+    if not _OWN_PID_NAMESPACE:
+        _OWN_PID_NAMESPACE.append(os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC))
+    _check(_libc.unshare(CLONE_NEWPID), "unshare(CLONE_NEWPID)")
+    pid = os.fork()
+    if pid:
+        _check(_libc.setns(_OWN_PID_NAMESPACE[0], CLONE_NEWPID), "setns(own pid namespace)")
+    return pid
+
+
+def enter_program_namespaces():
+    """The program's own mount and IPC namespaces (its pid namespace was made by its parent)."""
+    _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWIPC), "unshare(CLONE_NEWNS|CLONE_NEWIPC)")
+
+
 def _mount(source, target, fstype, flags, data):
     _check(_libc.mount(source and source.encode(), target.encode(), fstype and fstype.encode(),
                        ctypes.c_ulong(flags), data and data.encode()), f"mount {target}")
@@ -134,12 +159,7 @@ def hide_key_lists():
             pass
 
 
-def drop_capabilities():
-    """Empty bounding, permitted, effective and inheritable sets (ambient follows permitted)."""
-    for capability in range(64):
-        if _libc.prctl(PR_CAPBSET_DROP, ctypes.c_ulong(capability), 0, 0, 0) != 0:
-            break  # past the last capability this kernel knows
-
+def _capability_structs():
     class Header(ctypes.Structure):
         _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
 
@@ -147,8 +167,28 @@ def drop_capabilities():
         _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
                     ("inheritable", ctypes.c_uint32)]
 
-    empty = (Data * 2)()
-    _check(_libc.capset(ctypes.byref(Header(0x20080522, 0)), empty), "capset")
+    return Header(0x20080522, 0), (Data * 2)()
+
+
+def _last_capability():
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as handle:
+            return int(handle.read())
+    except (OSError, ValueError):
+        return 63
+
+
+_CAPSET_ARGS = _capability_structs()  # built once: defining ctypes classes per program costs more than capset
+_LAST_CAPABILITY = _last_capability()
+
+
+def drop_capabilities():
+    """Empty bounding, permitted, effective and inheritable sets (ambient follows permitted)."""
+    for capability in range(_LAST_CAPABILITY + 1):
+        if _libc.prctl(PR_CAPBSET_DROP, ctypes.c_ulong(capability), 0, 0, 0) != 0:
+            break  # past the last capability this kernel knows
+    header, empty = _CAPSET_ARGS
+    _check(_libc.capset(ctypes.byref(header), empty), "capset")
 
 
 def _filter_program(arch_id, numbers):

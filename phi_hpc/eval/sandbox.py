@@ -22,11 +22,12 @@ the fixes. A weaker level runs only when chosen explicitly, and puts a loud ``wa
 On the host-filesystem levels as root, an interpreter in a folder other uids cannot enter (pyenv in
 /root) is re-exposed to the programs' uid in a private mount namespace (``zygote._expose_interpreter``).
 
-Users and confinement (``confine.py``, ``zygote._become_program``): each program runs as uid 1000 of a
-user namespace of its own, mapped, as root, to an unused host uid drawn per worker (``worker_uids``:
-no passwd entry, no process, above systemd's ranges), and as an ordinary user to that user's uid
-(all an unprivileged user can map). It is the init of its own pid namespace (it cannot see, signal
-or ptrace the zygote, which is also non-dumpable) and has its own IPC and mount namespaces with a
+Users and confinement (``confine.py``, ``zygote._become_program``): each program runs as uid 1000,
+without capabilities, of its worker's user namespace (entered once by the zygote), mapped, as root, to
+an unused host uid drawn per worker (``worker_uids``: no passwd entry, no process, above systemd's
+ranges), and as an ordinary user to that user's uid (all an unprivileged user can map). It is the
+init of its own pid namespace, forked straight into it (it cannot see, signal or ptrace the zygote,
+which is also non-dumpable) and has its own IPC and mount namespaces with a
 fresh /tmp and /dev/shm capped in bytes and inodes, a fresh session keyring, no capabilities and a
 seccomp filter. The zygote forks the next program's confined process while the current one runs.
 Every request carries a nonce its reply must echo; a zygote whose cleanup check fails is replaced.
@@ -41,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import marshal
 import os
 import queue
 import secrets
@@ -58,6 +60,19 @@ from phi_hpc.errors import PhiError, UsageError
 
 ZYGOTE_SOURCE = Path(__file__).with_name("zygote.py")
 CONFINE_SOURCE = Path(__file__).with_name("confine.py")  # prepended to the zygote's source
+# The zygote's ``-c`` program: it reads its compiled code (``_zygote_code``) from its stdin, framed like
+# every message, then runs it; fds 0/1 then carry the protocol.
+ZYGOTE_BOOT = (
+    "import marshal, os, struct\n"
+    "def _take(size):\n"
+    "    data = b''\n"
+    "    while len(data) < size:\n"
+    "        chunk = os.read(0, size - len(data))\n"
+    "        if not chunk:\n"
+    "            raise SystemExit('the host closed the pipe before sending the zygote code')\n"
+    "        data += chunk\n"
+    "    return data\n"
+    "exec(marshal.loads(_take(struct.unpack('>I', _take(4))[0])))\n")
 ISOLATION_LEVELS = ("bwrap", "unshare", "rlimits")
 GIB = 1 << 30
 # What programs see of /etc: the dynamic linker's cache and config, time zone, name-service basics
@@ -294,6 +309,14 @@ class SandboxCrashed(PhiError):
                                   "another level with --isolation")
 
 
+@functools.lru_cache(maxsize=None)
+def _zygote_code() -> bytes:
+    """confine.py + zygote.py compiled, once per process: compiling them in every zygote cost ~20 ms
+    of each worker's start. The zygote runs ``sys.executable``, ours: the marshal format matches."""
+    source = CONFINE_SOURCE.read_text() + "\n\n" + ZYGOTE_SOURCE.read_text()
+    return marshal.dumps(compile(source, "zygote.py", "exec"))
+
+
 class Zygote:
     """One sandboxed server process; runs programs one at a time on behalf of one worker."""
 
@@ -332,8 +355,7 @@ class Zygote:
                     "keep": [r for r in _python_roots() if r.startswith(("/tmp/", "/dev/shm/"))],
                     # unshare as root: re-expose an interpreter that lies in a folder other uids cannot enter
                     "expose": _hidden_ancestors() if self.isolation != "bwrap" and self.run_uid else {}}
-        source = CONFINE_SOURCE.read_text() + "\n\n" + ZYGOTE_SOURCE.read_text()
-        inner = [sys.executable, "-I", "-c", source, json.dumps(settings)]
+        inner = [sys.executable, "-I", "-c", ZYGOTE_BOOT, json.dumps(settings)]
         if self.isolation == "bwrap":
             command = _bwrap_command(inner, self.limits.tmp_bytes)
         elif self.isolation == "unshare":
@@ -346,6 +368,12 @@ class Zygote:
         self._log = tempfile.TemporaryFile()
         proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
                                 env={}, cwd=self._host_tmp.name if self._host_tmp else "/", start_new_session=True)
+        code = _zygote_code()
+        try:
+            proc.stdin.write(struct.pack(">I", len(code)) + code)
+            proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass  # it died at start: the hello below is missing and the log says why
         hello = self._receive(proc, timeout=60)
         if not hello or not hello.get("ready"):
             proc.kill()
@@ -447,7 +475,7 @@ def _uid_in_use(uid: int) -> bool:
 
 def worker_uids(workers: int) -> list[int | None]:
     """Distinct unused host uids per worker (root only); an ordinary user's programs keep its uid
-    (mapped to uid 1000 in their own user namespace, which is all an unprivileged user can map)."""
+    (mapped to uid 1000 in the worker's user namespace, which is all an unprivileged user can map)."""
     if os.getuid() != 0:
         return [None] * workers
     uids: list[int | None] = []

