@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from phi_hpc.quality.appendlog import AppendLog
-from phi_hpc.quality.openai_client import (ChatClient, EndpointConfig, EndpointError, bounded_map,
+from phi_hpc.quality.openai_client import (ChatClient, EndpointConfig, EndpointError, answers,
                                            read_prompt_template)
 
 DEFAULT_RUBRIC = """\
@@ -88,20 +88,15 @@ def grade_samples(items: list[GradeItem], output: str | Path, endpoint: Endpoint
     with AppendLog(output) as log:
         already = log.ids
         todo = [item for item in items if item.id not in already]
-        task = progress.add_task("grading", total=len(todo)) if progress else None
 
         def ask(item: GradeItem) -> str:
             return client.chat([{"role": "user", "content": item.prompt}])
 
-        for item, answer in bounded_map(ask, todo, concurrency):
-            if task is not None:
-                progress.advance(task)
+        for item, answer in answers(ask, todo, concurrency, progress, "grading"):
             if isinstance(answer, EndpointError):
                 failed += 1
                 errors.append(answer.message)
                 continue
-            if isinstance(answer, BaseException):
-                raise answer
             log.append({"id": item.id, "index": item.index, "task_id": item.task_id, "grade": parse_grade(answer),
                         "reasoning": answer, "model": endpoint.model})
         wanted = {item.id for item in items}

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Iterable
 
 from phi_hpc.quality.appendlog import AppendLog
-from phi_hpc.quality.openai_client import (ChatClient, EndpointConfig, EndpointError, bounded_map,
+from phi_hpc.quality.openai_client import (ChatClient, EndpointConfig, EndpointError, answers,
                                            read_prompt_template)
 
 DEFAULT_TEMPLATE = """\
@@ -102,16 +102,11 @@ def label_documents(documents: list[tuple[str, str]], output: str, endpoint: End
 
         labelled = unparsed = failed = 0
         errors: list[str] = []
-        task = progress.add_task("labelling", total=len(todo)) if progress else None
-        for (doc_id, text, origin), answer in bounded_map(ask, todo, config.concurrency):
-            if task is not None:
-                progress.advance(task)
+        for (doc_id, text, origin), answer in answers(ask, todo, config.concurrency, progress, "labelling"):
             if isinstance(answer, EndpointError):
                 failed += 1
                 errors.append(answer.message)
                 continue
-            if isinstance(answer, BaseException):
-                raise answer
             score = parse_score(answer)
             unparsed += score is None
             label = None if score is None else int(score >= config.positive_score)

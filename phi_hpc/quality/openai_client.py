@@ -275,3 +275,17 @@ def bounded_map(func: Callable[[T], R], items: Iterable[T], concurrency: int) ->
                 yield item, (exc if exc is not None else future.result())
                 for nxt in itertools.islice(iterator, 1):
                     pending[pool.submit(func, nxt)] = nxt
+
+
+def answers(func: Callable[[T], R], items: list[T], concurrency: int, progress=None,
+            description: str = "") -> Iterator[tuple[T, R | EndpointError]]:
+    """:func:`bounded_map` for the LLM commands: advances a progress bar, and yields the endpoint's
+    refusals (:class:`EndpointError`, :class:`BudgetExhausted`) for the caller to count, while any
+    other exception is a bug and is raised."""
+    task = progress.add_task(description, total=len(items)) if progress else None
+    for item, outcome in bounded_map(func, items, concurrency):
+        if task is not None:
+            progress.advance(task)
+        if isinstance(outcome, BaseException) and not isinstance(outcome, EndpointError):
+            raise outcome
+        yield item, outcome

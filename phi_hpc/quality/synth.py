@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from phi_hpc.quality.appendlog import AppendLog
-from phi_hpc.quality.openai_client import BudgetExhausted, ChatClient, EndpointConfig, EndpointError, bounded_map
+from phi_hpc.quality.openai_client import BudgetExhausted, ChatClient, EndpointConfig, EndpointError, answers
 
 TOPICS = (
     "variables and assignment", "integer and float arithmetic", "string slicing", "string formatting",
@@ -303,24 +303,19 @@ def synthesize(output: str, endpoint: EndpointConfig, config: SynthConfig, progr
             done = log.ids
             todo = [i for i in range(config.count) if item_id(config.kind, config.seed, i) not in done]
             written, failed, stopped = 0, [], None
-            task = progress.add_task(f"synth {config.kind}", total=len(todo)) if progress else None
 
             def work(index):
                 if client.over_budget():
                     return BudgetExhausted(client.over_budget())
                 return _attempt_item(client, config, index, state, checker)
 
-            for index, outcome in bounded_map(work, todo, config.concurrency):
-                if task is not None:
-                    progress.advance(task)
+            for index, outcome in answers(work, todo, config.concurrency, progress, f"synth {config.kind}"):
                 if isinstance(outcome, BudgetExhausted):
                     stopped = stopped or outcome.message
                     continue
                 if isinstance(outcome, EndpointError):
                     failed.append({"index": index, "error": outcome.message})
                     continue
-                if isinstance(outcome, BaseException):
-                    raise outcome
                 record, problems = outcome
                 if record is None:
                     failed.append({"index": index, "error": "; ".join(problems)})

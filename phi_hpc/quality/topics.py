@@ -14,7 +14,7 @@ import time
 
 from phi_hpc.quality.appendlog import AppendLog
 from phi_hpc.quality.diversity import parse_list
-from phi_hpc.quality.openai_client import BudgetExhausted, ChatClient, EndpointConfig, EndpointError, bounded_map
+from phi_hpc.quality.openai_client import BudgetExhausted, ChatClient, EndpointConfig, EndpointError, answers
 
 TOPIC_PROMPT = ('List {n} distinct subtopics of "{path}" that a Python textbook for beginner to intermediate '
                 "programmers could teach, one per line, without explanations.")
@@ -45,23 +45,18 @@ def grow_topic_tree(output: str, endpoint: EndpointConfig, roots: list[str], bra
                 nodes[_node_id([root])] = [root]
         for level in range(depth):
             todo = [path for path in nodes.values() if len(path) == level + 1 and _node_id(path) not in expanded]
-            task = progress.add_task(f"topics level {level + 1}", total=len(todo)) if progress else None
 
             def expand(path):
                 prompt = TOPIC_PROMPT.format(n=branching, path=" > ".join(path))
                 return parse_list(client.chat([{"role": "user", "content": prompt}]), branching)
 
-            for path, outcome in bounded_map(expand, todo, concurrency):
-                if task is not None:
-                    progress.advance(task)
+            for path, outcome in answers(expand, todo, concurrency, progress, f"topics level {level + 1}"):
                 if isinstance(outcome, BudgetExhausted):
                     stopped = stopped or outcome.message
                     continue
                 if isinstance(outcome, EndpointError):
                     failed.append({"path": path, "error": outcome.message})
                     continue
-                if isinstance(outcome, BaseException):
-                    raise outcome
                 requests_made += 1
                 for child in outcome:
                     child_path = [*path, child]
