@@ -84,6 +84,28 @@ def iter_jsonl(path: str | os.PathLike, hint: str) -> Iterator[tuple[int, Any]]:
             yield line_number, record
 
 
+def iter_entries(path: str | os.PathLike) -> Iterator[str | dict]:
+    """The entries of a list file: each non-blank line, stripped, or its JSON object when the line starts
+    with ``{`` (a table phi-hpc wrote, e.g. decontamination's per-problem rows or a topic tree).
+
+    A ``{`` line that is not JSON is a one-line :class:`~phi_hpc.errors.UsageError` naming ``path:line``.
+    """
+    from phi_hpc.errors import UsageError
+
+    with open(path, encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, 1):
+            line = line.strip()
+            if not line:
+                continue
+            if not line.startswith("{"):
+                yield line
+                continue
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UsageError(f"{path}:{line_number}: invalid JSON ({exc.msg})") from None
+
+
 def read_jsonl(path: str | os.PathLike, hint: str) -> list[Any]:
     """All records of a JSON-lines file (see :func:`iter_jsonl`)."""
     return [record for _, record in iter_jsonl(path, hint)]

@@ -174,26 +174,18 @@ def parse_ks(text: str) -> tuple[int, ...]:
 def read_problem_list(spec: str) -> set[str]:
     """``--exclude``: comma-separated task ids, or a file: one id per line, or the per-problem table
     of ``decontaminate`` (JSON lines; the rows with ``contaminated: true``)."""
-    import json
     import os
+
+    from phi_hpc.fileio import iter_entries
 
     if not os.path.isfile(spec):
         if spec.endswith((".txt", ".jsonl", ".json")):
             raise UsageError(f"--exclude {spec}: no such file", "pass a file of task ids or a comma-separated list")
         return {part.strip() for part in spec.split(",") if part.strip()}
     out: set[str] = set()
-    with open(spec, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            line = line.strip()
-            if not line:
-                continue
-            if line.startswith("{"):
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise UsageError(f"{spec}:{line_no}: invalid JSON ({exc.msg})") from None
-                if row.get("contaminated", True):
-                    out.add(str(row["problem"] if "problem" in row else row["task_id"]))
-            else:
-                out.add(line)
+    for entry in iter_entries(spec):
+        if isinstance(entry, str):
+            out.add(entry)
+        elif entry.get("contaminated", True):
+            out.add(str(entry["problem"] if "problem" in entry else entry["task_id"]))
     return out

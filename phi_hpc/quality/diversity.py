@@ -84,29 +84,20 @@ def function_names(seed: int = 0) -> list[str]:
 
 def load_lines(path: str, what: str) -> list[str]:
     """Non-empty lines of a seed file (topics or function names); a jsonl topic tree gives its leaves."""
-    import json
     from pathlib import Path
 
     from phi_hpc.errors import UsageError
+    from phi_hpc.fileio import iter_entries
 
     file = Path(path)
     if not file.is_file():
         raise UsageError(f"--{what} {path} does not exist", "create it with phi-hpc synth topics, or write one per line")
     out = []
-    with open(file, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            line = line.strip()
-            if not line:
-                continue
-            if line.startswith("{"):
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise UsageError(f"{path}:{line_no}: invalid JSON ({exc.msg})") from None
-                if record.get("leaf"):
-                    out.append(" > ".join(record["path"]))
-            else:
-                out.append(line)
+    for entry in iter_entries(file):
+        if isinstance(entry, str):
+            out.append(entry)
+        elif entry.get("leaf"):
+            out.append(" > ".join(entry["path"]))
     if not out:
         raise UsageError(f"--{what} {path}: no entries", "one per line, or a topic tree from phi-hpc synth topics")
     return out
