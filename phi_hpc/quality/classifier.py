@@ -318,11 +318,7 @@ def load_labels(path: str | os.PathLike, score_threshold: float | None = None) -
     """
     texts, labels = [], []
     path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"labels file {path} does not exist", "create it with: phi-hpc quality label ...")
-    for line_no, record in iter_jsonl(path, "fix or delete that line"):
-        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-            raise UsageError(f"{path}:{line_no}: no 'text' string", 'each line needs {"text": ..., "label": 0|1}')
+    for line_no, record in _label_records(path, '"label": 0|1'):
         if score_threshold is not None and record.get("score") is not None:
             label = int(float(record["score"]) >= score_threshold)
         else:
@@ -340,16 +336,23 @@ def load_labels(path: str | os.PathLike, score_threshold: float | None = None) -
     return texts, labels
 
 
+def _label_records(path: Path, needs: str):
+    """``(line number, record)`` of a labels jsonl; a record without a ``text`` string is an error naming
+    the line and what each line ``needs`` besides the text."""
+    if not path.is_file():
+        raise UsageError(f"labels file {path} does not exist", "create it with: phi-hpc quality label ...")
+    for line_no, record in iter_jsonl(path, "fix or delete that line"):
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            raise UsageError(f"{path}:{line_no}: no 'text' string", f'each line needs {{"text": ..., {needs}}}')
+        yield line_no, record
+
+
 def load_grades(path: str | os.PathLike) -> tuple[list[str], list[float], list[str]]:
     """Texts, 0-10 ``score`` s and groups (each line's ``origin`` folder) of a labels jsonl, for
     ``--target score``; lines without a score (unparsed answers) are skipped."""
     texts, grades, groups = [], [], []
     path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"labels file {path} does not exist", "create it with: phi-hpc quality label ...")
-    for line_no, record in iter_jsonl(path, "fix or delete that line"):
-        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-            raise UsageError(f"{path}:{line_no}: no 'text' string", 'each line needs {"text": ..., "score": 0-10}')
+    for line_no, record in _label_records(path, '"score": 0-10'):
         if record.get("score") is None:
             continue
         try:
