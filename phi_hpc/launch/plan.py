@@ -47,7 +47,6 @@ class PlanInputs:
     global_batch: int
     seq_len: int
     precision: str
-    zero_stage: int
     checkpoint_every: int
     keep_last: int
     keep_every: int
@@ -114,7 +113,6 @@ def plan_inputs(config: dict, data_dir: Optional[Path]) -> PlanInputs:
         steps=int(config.get("steps", 0)), global_batch=int(section("batch").get("global_size", 0)),
         seq_len=int(section("data").get("seq_len", 2048)),
         precision=str(section("deepspeed").get("precision", "fp32")),
-        zero_stage=int(section("deepspeed").get("zero_stage", 0)),
         checkpoint_every=int(checkpoint.get("every", 1000)), keep_last=int(checkpoint.get("keep_last", 3)),
         keep_every=int(checkpoint.get("keep_every", 0) or 0),
         data_tokens=_data_tokens(data_dir, section("data").get("paths") or []))
@@ -159,7 +157,7 @@ def gpu_kind(profile: ClusterProfile, gpu: Optional[str]) -> str:
 
 
 # ------------------------------------------------------------------------------------ arithmetic
-def checkpoint_bytes(parameters: int, precision: str, zero_stage: int) -> int:
+def checkpoint_bytes(parameters: int, precision: str) -> int:
     """One ``checkpoints/<step>/``: the HF model file plus DeepSpeed's model and optimizer states.
 
     Half precision keeps half-size weights and an fp32 master copy; Adam adds two fp32 moments.
@@ -168,7 +166,6 @@ def checkpoint_bytes(parameters: int, precision: str, zero_stage: int) -> int:
     half = precision in ("fp16", "bf16")
     weights = parameters * (2 if half else 4)
     optimizer = parameters * ((4 if half else 0) + 8)
-    del zero_stage  # same total for ZeRO 0/1/2: kept for the call's clarity
     return weights * 2 + optimizer  # model.safetensors + deepspeed model states + optimizer
 
 
@@ -199,7 +196,7 @@ def make_plan(inputs: PlanInputs, model: ModelShape, profile: ClusterProfile, gp
     limit_h = profile.time_minutes / 60
     useful_h = max(limit_h - JOB_OVERHEAD_MIN / 60, limit_h / 2)
     jobs = math.ceil(wall_h / useful_h)
-    ckpt = checkpoint_bytes(parameter_count(model), inputs.precision, inputs.zero_stage)
+    ckpt = checkpoint_bytes(parameter_count(model), inputs.precision)
     kept = checkpoints_kept(steps, inputs.checkpoint_every, inputs.keep_last, inputs.keep_every)
     evals = steps // eval_every if eval_every else 0
     eval_gpus = (eval_profile.nodes * eval_profile.gpus_per_node) if eval_profile else 0
