@@ -232,7 +232,8 @@ class PhiTask:
         try:
             _scontrol(["requeue", job_id])
         except SlurmUncertain as exc:
-            self._uncertain(env, outcome, str(exc))
+            if not _requeue_applied(job_id, restarts):
+                self._uncertain(env, outcome, str(exc))
         append_attempt(self.run_dir, {**outcome, "status": "requeued"})
         # The requeue is recorded by the controller: ending this attempt now cannot complete the job.
         return {"status": "preempted", "restarts": restarts}
@@ -298,6 +299,18 @@ def _run_bounded(command: list[str], timeout: float) -> tuple[int, str, str]:
         proc.communicate()
         raise
     return proc.returncode, out, err
+
+
+def _requeue_applied(job_id: str, restarts: int) -> bool:
+    """Whether the controller requeued the job although ``scontrol requeue`` reported failure.
+
+    A try that timed out under load may still have been applied; the retries then fail with "Job is
+    pending execution". The controller's restart count, higher than this attempt's, says it was.
+    """
+    try:
+        return _slurm_job_state(job_id)[1] > restarts
+    except SlurmUncertain:
+        return False
 
 
 def _slurm_job_state(job_id: str) -> tuple[str, int]:

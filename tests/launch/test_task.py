@@ -29,6 +29,8 @@ case "$FAKE_MODE" in
   fail) echo "slurm_load_jobs error: Unable to contact slurm controller" >&2; exit 1 ;;
   hang) sleep 30 ;;
   requeue-fails) if [ "$1" = requeue ]; then echo "Requeue not permitted" >&2; exit 1; fi ;;
+  requeue-applied) if [ "$1" = requeue ]; then echo "Job is pending execution for job $2" >&2; exit 1; fi
+                   if grep -q "^requeue" {calls}; then FAKE_RESTARTS=$((FAKE_RESTARTS + 1)); fi ;;
 esac
 if [ "$1" = show ]; then echo "JobId=$4 JobName=x JobState=$FAKE_STATE Reason=None Restarts=$FAKE_RESTARTS"; fi
 """)
@@ -148,6 +150,15 @@ def test_an_unanswered_scontrol_fails_the_job_and_says_why(tmp_path, fake_scontr
     assert expected in last["detail"], last
     if mode in ("fail", "hang"):  # bounded retries, then the answer
         assert len(calls.read_text().splitlines()) == 3
+
+
+def test_a_requeue_reported_failed_but_applied_by_the_controller_counts_as_requeued(tmp_path, fake_scontrol):
+    """Under load a `scontrol requeue` can time out after the controller applied it; the retries then
+    say "Job is pending execution". The controller's higher restart count shows it was requeued."""
+    calls = fake_scontrol("RUNNING", 0, "requeue-applied")
+    assert run_requeue(tmp_path, restarts=0)["status"] == "preempted"
+    assert events(tmp_path)[-1]["status"] == "requeued"
+    assert "requeue 4242" in calls.read_text().splitlines()
 
 
 def test_other_ranks_fail_too_when_scontrol_does_not_answer(tmp_path, fake_scontrol):
