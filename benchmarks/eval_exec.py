@@ -38,7 +38,8 @@ sys.path.insert(0, str(REPO))
 
 from machine_info import cpu_model  # noqa: E402 (beside this script)
 
-from phi_hpc.eval.sandbox import Program, Sandbox, _bwrap_command, require_isolation  # noqa: E402
+from phi_hpc.eval.isolation import bwrap_command  # noqa: E402
+from phi_hpc.eval.sandbox import Program, Sandbox, require_isolation  # noqa: E402
 from phi_hpc.eval.score import check_references  # noqa: E402
 
 EXEC_LINE = "exec(check_program, exec_globals)"
@@ -114,7 +115,7 @@ def per_program(repeats: int) -> dict[str, float]:
     bare = median_seconds(lambda: subprocess.run([sys.executable, "-c", "pass"], check=True), repeats)
     bare_isolated = median_seconds(lambda: subprocess.run([sys.executable, "-I", "-S", "-c", "pass"], check=True),
                                    repeats)
-    fresh_bwrap = median_seconds(lambda: subprocess.run(_bwrap_command([sys.executable, "-c", "pass"]), check=True,
+    fresh_bwrap = median_seconds(lambda: subprocess.run(bwrap_command([sys.executable, "-c", "pass"]), check=True,
                                                         env={}), repeats)
     trivial = Program("def f():\n    return 1\n", "assert f() == 1\n")
     with Sandbox(workers=1) as sandbox:

@@ -1,7 +1,8 @@
 """Per-program confinement, applied by the zygote between fork and the program (stdlib and ctypes only).
 
-This file runs inside the sandbox: ``sandbox.py`` prepends it to ``zygote.py``'s source. Each program
-gets, besides the worker's bubblewrap sandbox:
+This file runs inside the sandbox, the first of the zygote's parts (``worker.ZYGOTE_PARTS``); when
+each call is made is ``zygote_confinement.py``'s decision. Each program gets, besides the worker's
+bubblewrap sandbox:
 
 - the **user namespace** of its worker (one per zygote, entered once), where it is uid/gid 1000 with
   no capabilities (mapped to an unused host uid when the evaluator is root, to the invoking user

@@ -12,8 +12,9 @@ import time
 
 import pytest
 
-from phi_hpc.eval.sandbox import Program, Sandbox, SandboxLimits, ZYGOTE_SOURCE
+from phi_hpc.eval.sandbox import Program, Sandbox, SandboxLimits
 from phi_hpc.eval.tasks import load_task
+from phi_hpc.eval.worker import ZYGOTE_PARTS
 from tests.eval.false_passes import (clean_world_check, plant_key, reach_attempts, read_key, unlink_key,
                                      wrong_answer_attempts)
 
@@ -109,7 +110,7 @@ def test_work_root_mode_does_not_follow_the_umask():
 
 def test_real_time_signals_have_names_in_verdicts():
     """signal.Signals(40) raises ValueError; the verdict must still name the signal."""
-    tree = ast.parse(ZYGOTE_SOURCE.read_text())
+    tree = ast.parse("\n".join(part.read_text() for part in ZYGOTE_PARTS))
     function = next(node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "_signal_name")
     namespace = {"signal": __import__("signal")}
     exec(compile(ast.Module(body=[function], type_ignores=[]), "zygote", "exec"), namespace)
