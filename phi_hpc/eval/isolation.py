@@ -110,9 +110,10 @@ def unshare_command(inner: list[str]) -> list[str]:
 
 
 def hidden_ancestors() -> dict[str, list[str]]:
-    """For the host-filesystem levels as root (the zygote then takes a private mount namespace): the highest folder above each interpreter root that other
-    uids cannot enter (e.g. ``/root``), with the roots below it. The programs' uid could not import
-    from there (30/164 HumanEval references failed with ``No module named 'typing'``)."""
+    """For the host-filesystem levels as root (the zygote then takes a private mount namespace): the
+    highest folder above each interpreter root that other uids cannot enter (e.g. ``/root``), with the
+    roots below it. The programs' uid could not import from there (30/164 HumanEval references failed
+    with ``No module named 'typing'``)."""
     plan: dict[str, list[str]] = {}
     for root in python_roots():
         for folder in _ancestors(root) + [root]:
