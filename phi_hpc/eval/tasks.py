@@ -196,9 +196,11 @@ def load_mbpp(variant: str = "mbpp", path: str | os.PathLike | None = None, prom
     return problems
 
 
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "phi-hpc" / "mbpp"
+def mbpp_cache_dir() -> Path:
+    """The MBPP files' cache: ``mbpp/`` in phi-hpc's cache folder (:func:`phi_hpc.paths.cache_root`)."""
+    from phi_hpc.paths import cache_root
+
+    return cache_root() / "mbpp"
 
 
 def mbpp_url(filename: str) -> str:
@@ -217,7 +219,7 @@ def fetch_mbpp(filename: str, url: str | None = None, sha256: str | None = None,
     from phi_hpc.fetch import download
 
     url, sha256 = url or mbpp_url(filename), sha256 or MBPP_SOURCES[filename][1]
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache = Path(cache_dir) if cache_dir is not None else mbpp_cache_dir()
     target = cache / filename
     if target.exists() and sha256_file(target) == sha256:
         return target

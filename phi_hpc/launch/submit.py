@@ -21,6 +21,7 @@ from phi_hpc.launch.executors import ExecutorKind, choose_executor, make_executo
 from phi_hpc.launch.profiles import ClusterProfile
 from phi_hpc.launch.runs import JobRecord, RunRecord, git_commit, load_run, remember_run, save_run
 from phi_hpc.launch.task import PhiTask
+from phi_hpc.paths import PACKAGE_DIR
 
 
 @dataclass
@@ -49,7 +50,7 @@ class Submitter:
         self.record = load_run(self.run_dir) if existing else RunRecord(
             kind=self.kind, run_dir=str(self.run_dir), executor=self.executor,
             profile=dataclasses.asdict(self.profile), command=self.command,
-            git_commit=git_commit(Path(__file__).resolve().parent))
+            git_commit=git_commit(PACKAGE_DIR))
         if existing:  # a resubmission (e.g. after the requeue limit): same folder, more jobs
             self.record.command = self.command
         save_run(self.record)

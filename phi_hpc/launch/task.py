@@ -35,11 +35,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from phi_hpc.constants import EXIT_PREEMPTED
 from phi_hpc.distenv import DistEnv, detect
 from phi_hpc.launch.evals import EvalPlan
 from phi_hpc.launch.runs import append_attempt, log_dir, read_attempts
 
-EXIT_PREEMPTED = 75  # the trainer's "checkpoint saved, run me again"
 SCONTROL_TRIES = 3
 SCONTROL_TIMEOUT_ENV = "PHI_HPC_SCONTROL_TIMEOUT"  # seconds per scontrol call (default 30)
 LOCAL_REQUEUE_EXIT = 144  # submitit's local controller restarts all tasks when one exits with this
