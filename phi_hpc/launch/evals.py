@@ -41,6 +41,10 @@ class EvalPlan:
         return ["eval", "run", "--checkpoint", str(snapshot_dir(run_dir, step)),
                 "-o", str(eval_dir_for_step(run_dir, step)), *self.eval_args]
 
+    def on_snapshot(self, run_dir: Path) -> Callable[[int], None]:
+        """What the training job's task 0 calls once a wanted step's snapshot exists (:class:`PhiTask`)."""
+        return step_eval_submitter(run_dir, self)
+
 
 def submit_step_eval(run_dir: Path, plan: EvalPlan, step: int, echo: Callable[[str], None] = print) -> Optional[str]:
     """Submit step ``step``'s eval job unless ``run.json`` already has one; its job id, or None."""
