@@ -2,10 +2,13 @@
 
 * :data:`EXIT_PREEMPTED`: the trainer exits with it after saving a checkpoint on SIGUSR2/SIGTERM, and
   the job wrapper (:mod:`phi_hpc.launch.task`) requeues the job when it sees it.
+* :data:`DEFAULT_PROFILE`: the commands' ``--profile`` default and :func:`phi_hpc.launch.profiles.load_profile`'s.
 * Slurm's job states, in the three groups the launch code asks about (see each name).
 """
 
 from __future__ import annotations
+
+DEFAULT_PROFILE = "a100x8"  # the cluster profile of submit, plan and doctor when --profile is not given
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL, "try again later": checkpoint saved, run me again
 
