@@ -1,4 +1,5 @@
-"""The interruptions the Slurm tests put training runs through, driven one poll at a time.
+"""The interruptions the Slurm tests put training runs through, driven one poll at a time, and the
+``logs --follow`` that watches them.
 
 ``test_slurm.py`` and ``test_multinode.py`` both interrupt two runs of the tiny pretrain while they
 train, and then check that each resumed exactly like an uninterrupted run:
@@ -17,10 +18,12 @@ import json
 import os
 import signal
 import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
-from tests.launch.conftest import attempts, step_losses
+from tests.launch.conftest import attempts, cli_env, step_losses
 
 
 def job_id(run_dir: Path, name: str) -> str:
@@ -56,9 +59,41 @@ def thaw(pids: list[int]) -> None:
             pass
 
 
+class Follower:
+    """``phi-hpc logs RUN --follow`` in the background, remembering when each line arrived."""
+
+    def __init__(self, run_dir: Path, *options: str):
+        self.lines: list[tuple[float, str]] = []
+        self.proc = subprocess.Popen([sys.executable, "-m", "phi_hpc", "logs", str(run_dir), "--follow", *options],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append((time.time(), line.rstrip("\n")))
+
+    def finish(self, timeout: float = 60) -> int:
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError("logs --follow did not stop after the job ended")
+        self.thread.join(timeout=10)
+        return code
+
+    def __enter__(self) -> "Follower":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc.poll() is None:  # the test failed before the job ended: do not leave it behind
+            self.proc.kill()
+
+
 class Interrupter:
     """Requeues ``requeued`` at step 7 and puts ``limited`` through its time limit (module docstring):
-    call :meth:`poll` in the test's wait loop, and :meth:`release` in its ``finally``."""
+    call :meth:`poll` in the test's wait loop, inside ``with`` (which thaws the tasks in any case)."""
 
     def __init__(self, requeued: Path, limited: Path):
         self.requeued, self.limited = requeued, limited
@@ -85,7 +120,9 @@ class Interrupter:
                            capture_output=True)
             self.limit_lifted = True
 
-    def release(self) -> None:
-        """Never leave frozen tasks behind, whatever happened."""
-        if not self.thawed:
+    def __enter__(self) -> "Interrupter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if not self.thawed:  # never leave frozen tasks behind, whatever happened
             thaw(self.frozen)

@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.launch.conftest import attempts, debug_logs, status, step_losses, tiny_pretrain_args
-from tests.launch.interrupts import Interrupter
-from tests.launch.test_slurm import Follower
+from tests.launch.interrupts import Follower, Interrupter
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.deepspeed]
 
@@ -49,7 +48,7 @@ def runs(slurm_cluster, tiny_data, tmp_path_factory):
     interrupter = Interrupter(requeued, limited)
     rows: dict = {}
     deadline = time.monotonic() + 600
-    try:
+    with follower, interrupter:
         while time.monotonic() < deadline:
             interrupter.poll()
             rows = {run.name: status(run)["train"] for run in (reference, plain, requeued, limited)}
@@ -59,10 +58,6 @@ def runs(slurm_cluster, tiny_data, tmp_path_factory):
         else:
             raise AssertionError(f"runs did not finish: {rows}\n{debug_logs(requeued)}\n{debug_logs(limited)}")
         follow_code = follower.finish()
-    finally:
-        if follower.proc.poll() is None:
-            follower.proc.kill()
-        interrupter.release()
     requeue_sent, frozen, limit_lifted = interrupter.requeue_sent, interrupter.frozen, interrupter.limit_lifted
     assert requeue_sent and len(frozen) >= 2 and limit_lifted, (requeue_sent, frozen, limit_lifted)
     return {"root": root, "rows": rows, "follower": follower, "follow_code": follow_code}

@@ -12,7 +12,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import pytest
 
 from tests.launch.conftest import (REPO_ROOT, TINY_PRETRAIN, TINY_SETTINGS, attempts, cli_env, debug_logs, phi,
                                    status, step_losses, tiny_pretrain_args, wait_for)
-from tests.launch.interrupts import Interrupter, current_step
+from tests.launch.interrupts import Follower, Interrupter, current_step
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.deepspeed]
 
@@ -151,31 +150,6 @@ def test_cancel_stops_training_for_good(baseline):
 
 
 # ---------------------------------------------------------------------------- 3 + 4: requeues and logs
-class Follower:
-    """``phi-hpc logs RUN --follow`` in the background, remembering when each line arrived."""
-
-    def __init__(self, run_dir: Path, *options: str):
-        self.lines: list[tuple[float, str]] = []
-        self.proc = subprocess.Popen([sys.executable, "-m", "phi_hpc", "logs", str(run_dir), "--follow", *options],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append((time.time(), line.rstrip("\n")))
-
-    def finish(self, timeout: float = 60) -> int:
-        try:
-            code = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError("logs --follow did not stop after the job ended")
-        self.thread.join(timeout=10)
-        return code
-
-
 @pytest.fixture(scope="module")
 def interrupted(slurm_cluster, tiny_data, tmp_path_factory):
     """Two runs of the baseline config, at the same time.
@@ -203,7 +177,7 @@ def interrupted(slurm_cluster, tiny_data, tmp_path_factory):
     interrupter = Interrupter(requeued, limited)
     deadline = time.monotonic() + 420
     rows: dict = {}
-    try:
+    with follower, interrupter:
         while time.monotonic() < deadline:
             if not usr2_sent and current_step(by_hand / "run") >= 2:
                 subprocess.run(["scancel", "--signal=USR2", template_job], check=True, capture_output=True)
@@ -219,10 +193,6 @@ def interrupted(slurm_cluster, tiny_data, tmp_path_factory):
             raise AssertionError(f"interrupted runs did not finish: {rows}\n{debug_logs(requeued)}\n"
                                  f"{debug_logs(limited)}")
         follow_code = follower.finish()
-    finally:
-        if follower.proc.poll() is None:
-            follower.proc.kill()
-        interrupter.release()
     requeue_sent, frozen, limit_lifted = interrupter.requeue_sent, interrupter.frozen, interrupter.limit_lifted
     assert requeue_sent and frozen and limit_lifted and usr2_sent, (requeue_sent, frozen, limit_lifted, usr2_sent)
     return requeued, limited, rows, follower, follow_code, by_hand
