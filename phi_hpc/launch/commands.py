@@ -1,6 +1,7 @@
-"""``phi-hpc submit {prepare,pretrain,finetune,eval}``, ``status``, ``logs``, ``cancel``.
+"""``phi-hpc submit {prepare,pretrain,finetune,eval,quality-score}``, ``status``, ``logs``, ``cancel``, ``doctor``, ``plan``.
 
-Top-level imports are click and light phi_hpc modules only: ``status``, ``logs`` and ``cancel`` run
+Each submit command turns its options into one typed request (:mod:`phi_hpc.launch.requests`) and
+hands it to the launch code; nothing below these functions sees click. Top-level imports are click and light phi_hpc modules only: ``status``, ``logs`` and ``cancel`` run
 on login nodes and must not pay for torch (a test checks it). ``submit pretrain`` validates the
 training config, which does import torch, inside its body.
 """
