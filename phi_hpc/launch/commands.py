@@ -1,4 +1,5 @@
-"""``phi-hpc submit {prepare,pretrain,finetune,eval,quality-score}``, ``status``, ``logs``, ``cancel``, ``doctor``, ``plan``.
+"""``phi-hpc submit {prepare,pretrain,finetune,eval,quality-score}``, ``status``, ``logs``, ``cancel``,
+``doctor``, ``plan``.
 
 Each submit command turns its options into one typed request (:mod:`phi_hpc.launch.requests`) and
 hands it to the launch code; nothing below these functions sees click. Top-level imports are click and light phi_hpc modules only: ``status``, ``logs`` and ``cancel`` run
