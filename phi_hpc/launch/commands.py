@@ -2,9 +2,10 @@
 ``doctor``, ``plan``.
 
 Each submit command turns its options into one typed request (:mod:`phi_hpc.launch.requests`) and
-hands it to the launch code; nothing below these functions sees click. Top-level imports are click and light phi_hpc modules only: ``status``, ``logs`` and ``cancel`` run
-on login nodes and must not pay for torch (a test checks it). ``submit pretrain`` validates the
-training config, which does import torch, inside its body.
+hands it to the launch code; nothing below these functions sees click. Top-level imports are click
+and light phi_hpc modules only: ``status``, ``logs`` and ``cancel`` run on login nodes and must not
+pay for torch (a test checks it). ``submit pretrain`` validates the training config, which does
+import torch, inside its body.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Eval jobs: ``submit eval`` (one checkpoint), and evaluations while training (``submit pretrain --eval-every N``).
+"""Eval jobs: ``submit eval`` (one checkpoint), and evaluations while training
+(``submit pretrain --eval-every N``).
 
 ``submit eval`` runs ``eval run --checkpoint PATH [EVAL_ARGS]`` in one job, after the ``--after`` jobs
 (a job id, or a run folder: its training job) succeeded; results go to ``RUN/eval/<step-N|latest>``
