@@ -67,13 +67,12 @@ def _limits(timeout: float, memory_gb: float):
 
 
 def _write_outputs(results: list[dict], summary: dict, results_path: Path) -> Path:
+    from phi_hpc.eval.samples import summary_path_for
     from phi_hpc.fileio import atomic_write, write_json
 
     with atomic_write(results_path) as handle:
         for row in results:
             handle.write(json.dumps(row) + "\n")
-    from phi_hpc.eval.samples import summary_path_for
-
     summary_path = summary_path_for(results_path)
     write_json(summary_path, dict(summary, results_file=str(results_path)))
     return summary_path
