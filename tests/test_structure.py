@@ -6,7 +6,9 @@ Both are easier to keep out than to take out, so these tests read the source (``
 imported) and name every offender.
 
 The import graph counts every import, at module level and inside functions alike: a function-level
-import only defers the cycle to run time. Its nodes are modules; a package's ``__init__`` is a node
+import only defers the cycle to run time, and an ``if TYPE_CHECKING:`` import is a dependency of the
+reader. Imports by name at run time (``importlib.import_module`` in the command registry of
+``cli.py``) are not edges. Its nodes are modules; a package's ``__init__`` is a node
 of its own, and ``from pkg import name`` leads to ``pkg.name`` when that is a module, else to ``pkg``.
 """
 
