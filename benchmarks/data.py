@@ -3,12 +3,9 @@ folder named by ``PHI_HPC_SHARED_DATA``, else the real upstream through phi-hpc'
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python benchmarks/x.py` from anywhere
-
-from tests.datafiles import DataMissing, benchmark_folder, resolve  # noqa: E402
+from tests.datafiles import DataMissing, benchmark_folder, resolve  # importable: see benchmarks/checkout.py
 
 
 def data_file(name: str) -> Path:

@@ -33,8 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from checkout import REPO  # noqa: E402 (beside this script: puts this checkout first on sys.path)
 
 from machine_info import cpu_model  # noqa: E402 (beside this script)
 

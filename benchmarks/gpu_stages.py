@@ -15,8 +15,7 @@ import time
 import traceback
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+import checkout  # noqa: F401 (beside this script: puts this checkout first on sys.path)
 
 
 def _cuda() -> bool:

@@ -38,8 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # run from a checkout without installing
+from checkout import REPO  # noqa: E402 (beside this script: puts this checkout first on sys.path)
 from benchmarks.data import benchmark_data, data_file  # noqa: E402  (the tests' data resolver)
 
 TOKENIZER = data_file("tokenizer")

@@ -42,8 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from checkout import REPO  # noqa: E402 (beside this script: puts this checkout first on sys.path)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from quality_rubric import CATEGORIES, score as rubric_score  # noqa: E402

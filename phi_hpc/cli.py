@@ -61,13 +61,7 @@ def cli(debug: bool) -> None:
 
 def _register_commands() -> None:
     for module_name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:  # that area is not built yet: nothing to register
-                continue
-            raise
-        for command in module.COMMANDS:
+        for command in importlib.import_module(module_name).COMMANDS:
             cli.add_command(command)
 
 

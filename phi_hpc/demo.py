@@ -133,7 +133,7 @@ def pretrain(config: Path, data_dir: Path, run_dir: Path, steps: int, cluster: s
 
     Returns the seconds it took and the executor submit chose (slurm or local).
     """
-    from phi_hpc.launch.jobs import TERMINAL_STATES
+    from phi_hpc.constants import SLURM_TERMINAL_STATES
     from phi_hpc.launch.runs import load_run
     from phi_hpc.launch.watch import run_status
 
@@ -164,7 +164,7 @@ def pretrain(config: Path, data_dir: Path, run_dir: Path, steps: int, cluster: s
             last_report = report
         if state == "COMPLETED":
             return time.time() - started, executor
-        if state in TERMINAL_STATES:
+        if state in SLURM_TERMINAL_STATES:
             raise PhiError(f"the training job ended {state}: {train.reason or train.last_line or 'no detail'}",
                            f"phi-hpc logs {run_dir} --err")
         if time.time() - started > timeout_s:

@@ -19,6 +19,7 @@ from importlib import resources
 from pathlib import Path
 
 from phi_hpc.errors import UsageError
+from phi_hpc.paths import SOURCE_ROOT
 
 CONFIG_DIR_ENV = "PHI_HPC_CONFIG_DIR"
 # packaged name -> the folder of a source checkout it is built from (setup.py's package_dir says the same)
@@ -33,7 +34,7 @@ def checkout_root() -> Path | None:
     package needs nothing (the same interpreter finds it), and putting site-packages on ``PYTHONPATH``
     would place it before the standard library.
     """
-    root = Path(__file__).resolve().parent.parent
+    root = SOURCE_ROOT
     return root if (root / "setup.py").is_file() and (root / "phi_hpc").is_dir() else None
 
 
@@ -44,7 +45,7 @@ def packaged_dir(name: str) -> Path:
     installed = resources.files("phi_hpc") / name
     if installed.is_dir():
         return Path(str(installed))
-    checkout = Path(__file__).resolve().parent.parent / PACKAGED[name]
+    checkout = SOURCE_ROOT / PACKAGED[name]
     if checkout.is_dir():
         return checkout
     raise UsageError(f"phi-hpc's {name} are missing from {Path(str(installed))} and {checkout}",

@@ -37,9 +37,7 @@ from phi_hpc.errors import UsageError
 @click.option("--benchmark-data", type=click.Path(), help="Folder with the benchmark files for --decontaminate.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest (or stage summary) as JSON on stdout.")
 @config_options
-def prepare_command(inputs, tokenizer, output_dir, workers, strict, stage, shard, max_documents, quality_model,
-                    quality_scores, quality_threshold, decontaminate, decontaminate_report_only, benchmark_data, as_json,
-                    config_path, overrides):
+def prepare_command(stage, shard, as_json, **options):
     """Deduplicate and tokenize code into Megatron .bin/.idx files plus OUT/manifest.json.
 
     \b
@@ -50,20 +48,7 @@ def prepare_command(inputs, tokenizer, output_dir, workers, strict, stage, shard
     Text is stored exactly as read (no normalization): decoding a document's tokens gives it back.
     Removed documents are listed in OUT/audit.jsonl, unreadable inputs in OUT/bad_inputs.jsonl.
     """
-    from phi_hpc.config import load_config
-    from phi_hpc.data.config import PrepareConfig
-
-    config = load_config(PrepareConfig, config_path, overrides)  # validated before any path is touched
-    given = {"inputs": list(inputs) or None, "tokenizer": tokenizer, "output_dir": output_dir, "workers": workers,
-             "strict": strict, "max_documents": max_documents, "quality_model": quality_model,
-             "quality_scores": quality_scores, "quality_threshold": quality_threshold, "decontaminate": decontaminate,
-             "decontaminate_report_only": decontaminate_report_only, "benchmark_data": benchmark_data}
-    try:
-        config = dataclasses.replace(config, **{k: v for k, v in given.items() if v is not None})
-    except (TypeError, ValueError) as exc:
-        raise UsageError(f"invalid option: {exc}") from None
-    if config.decontaminate_report_only and not config.decontaminate:
-        config = dataclasses.replace(config, decontaminate=True)  # report-only implies the stage
+    config = prepare_config(options)
     if not config.tokenizer:
         raise UsageError("no tokenizer given",
                          "pass --tokenizer tokenizer.json (or build one: phi-hpc tokenizer train)")
@@ -97,6 +82,42 @@ def prepare_command(inputs, tokenizer, output_dir, workers, strict, stage, shard
         report.print_summary(manifest, config.output_dir)
         result = manifest
     click.echo(json.dumps(result, indent=2, sort_keys=True) if as_json else json.dumps(result, sort_keys=True))
+
+
+# prepare's options that set the config field of the same name (None: not given, the config's value stays)
+CONFIG_OPTIONS = ("tokenizer", "output_dir", "workers", "strict", "max_documents", "quality_model", "quality_scores",
+                  "quality_threshold", "decontaminate", "decontaminate_report_only", "benchmark_data")
+
+
+def prepare_config(options: dict):
+    """prepare's config from its parsed options: --config and --set first, then the options given. The one
+    place it is built, for ``prepare`` and for ``submit prepare`` (which plans the arrays from it)."""
+    from phi_hpc.config import load_config
+    from phi_hpc.data.config import PrepareConfig
+
+    config = load_config(PrepareConfig, options.get("config_path"), options.get("overrides") or ())  # validated first
+    given = {"inputs": list(options.get("inputs") or ()) or None, **{key: options.get(key) for key in CONFIG_OPTIONS}}
+    try:
+        config = dataclasses.replace(config, **{k: v for k, v in given.items() if v is not None})
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"invalid option: {exc}") from None
+    if config.decontaminate_report_only and not config.decontaminate:
+        config = dataclasses.replace(config, decontaminate=True)  # report-only implies the stage
+    return config
+
+
+def prepare_config_from_args(args: list[str], caller: str = "submit prepare"):
+    """The config ``prepare ARGS`` would run with, for ``caller``, which runs every stage itself (no
+    --stage/--shard) and passes ARGS on to its jobs unchanged."""
+    try:
+        context = prepare_command.make_context("prepare", list(args), resilient_parsing=False)
+    except click.exceptions.Exit:
+        raise UsageError(f"{caller}: nothing to submit (help requested)") from None
+    except click.ClickException as exc:
+        raise UsageError(f"{caller}: {exc.format_message()}", "see phi-hpc prepare --help") from None
+    if context.params.get("stage", "all") != "all" or context.params.get("shard") is not None:
+        raise UsageError(f"{caller} runs every stage itself: leave out --stage/--shard")
+    return prepare_config(context.params)
 
 
 @click.group("tokenizer")

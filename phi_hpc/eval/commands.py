@@ -13,6 +13,7 @@ import click
 
 from phi_hpc.cli_options import endpoint_config, endpoint_options
 from phi_hpc.errors import PhiError, UsageError
+from phi_hpc.eval import run_commands
 
 BUILTIN_TASKS = ("humaneval", "mbpp", "mbpp-full", "mbpp-sanitized")
 
@@ -65,26 +66,8 @@ def _limits(timeout: float, memory_gb: float):
     return SandboxLimits(timeout_s=timeout, address_space_bytes=int(memory_gb * (1 << 30)))
 
 
-def _read_samples(path: Path) -> list[dict]:
-    from phi_hpc.fileio import iter_jsonl
-
-    samples = []
-    for number, sample in iter_jsonl(path, "one JSON object per line with task_id and completion"):
-        if not isinstance(sample, dict):
-            raise UsageError(f"{path}:{number}: expected a JSON object with task_id and completion")
-        samples.append(sample)
-    if not samples:
-        raise UsageError(f"{path}: no samples", "one JSON object per line with task_id and completion")
-    return samples
-
-
-def summary_path_for(results_path: Path) -> Path:
-    name = results_path.name
-    stem = name[: -len(".jsonl")] if name.endswith(".jsonl") else name
-    return results_path.with_name(stem + ".summary.json")
-
-
 def _write_outputs(results: list[dict], summary: dict, results_path: Path) -> Path:
+    from phi_hpc.eval.samples import summary_path_for
     from phi_hpc.fileio import atomic_write, write_json
 
     with atomic_write(results_path) as handle:
@@ -140,12 +123,13 @@ def score_command(samples_path, task, data_path, workers, timeout, memory_gb, is
       timeout  the wall-clock (--timeout) or CPU limit was hit; its whole process tree was killed
       error    any other exception or a crash (the error's last line is kept)
     """
+    from phi_hpc.eval.samples import read_samples
     from phi_hpc.eval.score import parse_ks, read_problem_list, score_samples
 
     ks = parse_ks(ks_text)
     exclude = read_problem_list(exclude_spec) if exclude_spec else set()
     samples_path = Path(samples_path)
-    samples = _read_samples(samples_path)
+    samples = read_samples(samples_path)
     results, summary = score_samples(samples, task, data_path=data_path, workers=workers, ks=ks,
                                      limits=_limits(timeout, memory_gb), truncate=truncate,
                                      isolation=isolation, source=str(samples_path), exclude=exclude)
@@ -224,13 +208,7 @@ def grade_command(samples_path, task, data_path, output_path, results_path, rubr
                        "rerun the same command: graded samples are kept and skipped")
 
 
-COMMANDS = [eval_group]
+for _command in run_commands.COMMANDS:  # eval run, eval curve: their own module (they load models)
+    eval_group.add_command(_command)
 
-try:
-    from phi_hpc.eval import run_commands as _run_commands
-except ModuleNotFoundError as exc:  # only if that very module is absent
-    if exc.name != "phi_hpc.eval.run_commands":
-        raise
-else:
-    for _cmd in _run_commands.COMMANDS:
-        eval_group.add_command(_cmd)
+COMMANDS = [eval_group]

@@ -71,7 +71,7 @@ def _compiles(code: str) -> bool:
 
 def load_custom(path: str | Path, default_stops: tuple[str, ...]) -> list:
     """The problems of a custom set, validated line by line (errors name ``file:line``)."""
-    from phi_hpc.eval.tasks import Problem
+    from phi_hpc.eval.problem import Problem
 
     path = Path(path)
     if not path.is_file():

@@ -130,7 +130,7 @@ def _pass_at_1(results_path: Path, task: str, problems: list) -> float | None:
 def grade_run(samples_path: Path, task: str, data_path, output_path, results_path, rubric_path,
               endpoint: EndpointConfig, concurrency: int) -> dict:
     """``phi-hpc eval grade``: grades, a summary beside them, pass@1 from the score results if present."""
-    from phi_hpc.eval.commands import _read_samples, summary_path_for
+    from phi_hpc.eval.samples import read_samples, summary_path_for
     from phi_hpc.eval.score import match_samples
     from phi_hpc.eval.tasks import load_task
     from phi_hpc.fileio import write_json
@@ -138,7 +138,7 @@ def grade_run(samples_path: Path, task: str, data_path, output_path, results_pat
 
     rubric = load_rubric(rubric_path)
     problems = load_task(task, data_path)
-    samples = _read_samples(samples_path)
+    samples = read_samples(samples_path)
     matched = match_samples(samples, task, problems, str(samples_path))
     items = grade_items([sample for sample, _ in matched], {s["task_id"]: p for s, p in matched}, rubric)
     output = Path(output_path) if output_path else samples_path.with_name(

@@ -1,9 +1,9 @@
 """HumanEval and MBPP as problems: what the model sees, what runs, and the reference answer.
 
-A :class:`Problem` turns a completion into a :class:`~phi_hpc.eval.sandbox.Program` with two parts,
-the solution and the tests, which the sandbox runs one after the other in one namespace (exactly what
-the reference harnesses run as one string, but with the solution unable to tamper with the builtins
-the tests then use).
+A :class:`~phi_hpc.eval.problem.Problem` turns a completion into a
+:class:`~phi_hpc.eval.sandbox.Program` with two parts, the solution and the tests, which the sandbox
+runs one after the other in one namespace (exactly what the reference harnesses run as one string,
+but with the solution unable to tamper with the builtins the tests then use).
 
 Conventions follow the harnesses people compare against (OpenAI human-eval, bigcode-evaluation-harness)
 for base models:
@@ -22,14 +22,13 @@ Task names: ``humaneval`` (164), ``mbpp`` (the standard test split, task ids 11-
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import json
 import os
 from pathlib import Path
 
 from phi_hpc.errors import PhiError, UsageError
-from phi_hpc.eval.sandbox import Program
+from phi_hpc.eval.problem import Problem
 from phi_hpc.fileio import read_jsonl, sha256_file
 
 TASKS = ("humaneval", "mbpp", "mbpp-full", "mbpp-sanitized")
@@ -48,25 +47,6 @@ MBPP_SOURCES = {
         "https://raw.githubusercontent.com/google-research/google-research/master/mbpp/sanitized-mbpp.json",
         "ca95deaa9a01ef0a6f439f88bcf0dd3db3563d22f22aad6cae04ebb9a8d8c8e9"),
 }
-
-
-@dataclasses.dataclass(frozen=True)
-class Problem:
-    task_id: str  # "HumanEval/0", "Mbpp/11"
-    prompt: str  # what a base model is given
-    solution_prefix: str  # put before the completion (HumanEval: the prompt; MBPP: test imports)
-    reference: str  # the dataset's own completion, which must pass
-    tests: str  # runs after the solution, in a fresh namespace (HumanEval: defines check; the harness calls it)
-    entry_point: str | None
-    stop_sequences: tuple[str, ...]
-    expose: tuple[str, ...] = ()  # MBPP: the reference's functions the tests call (see sandbox.Program)
-    setup: str | None = None  # trusted code run before the tests; None: the prefix (it is the dataset's)
-
-    def program(self, completion: str) -> Program:
-        # The prefix (HumanEval's prompt, MBPP's test imports) is trusted: it also sets up the tests.
-        setup = self.solution_prefix if self.setup is None else self.setup
-        return Program(solution=self.solution_prefix + completion, tests=self.tests, setup=setup,
-                       entry_point=self.entry_point, expose=self.expose)
 
 
 def _functions_the_tests_call(reference: str, tests: str) -> tuple[str, ...]:
@@ -196,9 +176,11 @@ def load_mbpp(variant: str = "mbpp", path: str | os.PathLike | None = None, prom
     return problems
 
 
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "phi-hpc" / "mbpp"
+def mbpp_cache_dir() -> Path:
+    """The MBPP files' cache: ``mbpp/`` in phi-hpc's cache folder (:func:`phi_hpc.paths.cache_root`)."""
+    from phi_hpc.paths import cache_root
+
+    return cache_root() / "mbpp"
 
 
 def mbpp_url(filename: str) -> str:
@@ -217,7 +199,7 @@ def fetch_mbpp(filename: str, url: str | None = None, sha256: str | None = None,
     from phi_hpc.fetch import download
 
     url, sha256 = url or mbpp_url(filename), sha256 or MBPP_SOURCES[filename][1]
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache = Path(cache_dir) if cache_dir is not None else mbpp_cache_dir()
     target = cache / filename
     if target.exists() and sha256_file(target) == sha256:
         return target

@@ -18,8 +18,8 @@ import shutil
 from pathlib import Path
 
 from phi_hpc.launch.runs import CODE_DIR
+from phi_hpc.paths import SOURCE_ROOT
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder that contains phi_hpc/
 COPIED = ("phi_hpc", "configs")
 SKIPPED_DIRS = {"__pycache__", ".pytest_cache"}
 
@@ -36,18 +36,18 @@ def _files(root: Path) -> list[Path]:
     return found
 
 
-def code_hash(root: Path = PACKAGE_ROOT) -> str:
+def code_hash(root: Path = SOURCE_ROOT) -> str:
     digest = hashlib.sha256()
     for path in _files(root):
         digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 
 
-def running_from_copy(root: Path = PACKAGE_ROOT) -> bool:
+def running_from_copy(root: Path = SOURCE_ROOT) -> bool:
     return root.parent.name == CODE_DIR and (root.parent.parent / "run.json").is_file()
 
 
-def snapshot_code(run_dir: Path, root: Path = PACKAGE_ROOT) -> Path:
+def snapshot_code(run_dir: Path, root: Path = SOURCE_ROOT) -> Path:
     """``RUN/code/<hash>`` holding a copy of ``root``'s phi_hpc/ and configs/ (made once per content)."""
     if running_from_copy(root):
         return root

@@ -1,30 +1,36 @@
-"""``phi-hpc submit {prepare,pretrain,finetune,eval}``, ``status``, ``logs``, ``cancel``.
+"""``phi-hpc submit {prepare,pretrain,finetune,eval,quality-score}``, ``status``, ``logs``, ``cancel``,
+``doctor``, ``plan``.
 
-Top-level imports are click and light phi_hpc modules only: ``status``, ``logs`` and ``cancel`` run
-on login nodes and must not pay for torch (a test checks it). ``submit pretrain`` validates the
-training config, which does import torch, inside its body.
+Each submit command turns its options into one typed request (:mod:`phi_hpc.launch.requests`) and
+hands it to the launch code; nothing below these functions sees click. Top-level imports are click
+and light phi_hpc modules only: ``status``, ``logs`` and ``cancel`` run on login nodes and must not
+pay for torch (a test checks it). ``submit pretrain`` validates the training config, which does
+import torch, inside its body.
 """
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 from pathlib import Path
 
 import click
 
+from phi_hpc.constants import DEFAULT_PROFILE
 from phi_hpc.errors import UsageError
+from phi_hpc.launch.requests import (CLUSTER_CHOICES, ClusterRequest, EvalRequest, PlanRequest, PrepareRequest,
+                                     ProfileOverrides, ScoreRequest, TrainingRequest)
 
 CLUSTER_OPTIONS = [
-    click.option("--profile", default="a100x8", show_default=True,
+    click.option("--profile", default=DEFAULT_PROFILE, show_default=True,
                  help="Cluster profile: a name in configs/cluster/ or a YAML file."),
-    click.option("--cluster", type=click.Choice(["auto", "slurm", "local"]), default="auto", show_default=True,
+    click.option("--cluster", type=click.Choice(CLUSTER_CHOICES), default="auto", show_default=True,
                  help="auto: Slurm when sbatch exists and the controller answers, else local processes."),
     click.option("--nodes", type=int, help="Nodes (overrides the profile)."),
     click.option("--gpus-per-node", type=int),
     click.option("--tasks-per-node", type=int, help="Processes per node (one per GPU for training)."),
     click.option("--cpus-per-task", type=int),
     click.option("--mem", help="sbatch --mem (0 = the whole node)."),
-    click.option("--time", "time_limit", help="Time limit: MM, HH:MM:SS or D-HH:MM:SS."),
+    click.option("--time", help="Time limit: MM, HH:MM:SS or D-HH:MM:SS."),
     click.option("--partition"),
     click.option("--account"),
     click.option("--qos"),
@@ -37,9 +43,6 @@ CLUSTER_OPTIONS = [
     click.option("--dry-run", is_flag=True, help="Print the sbatch script(s) and submit nothing."),
 ]
 
-_PROFILE_KEYS = ("nodes", "gpus_per_node", "tasks_per_node", "cpus_per_task", "mem", "partition", "account", "qos",
-                 "constraint", "exclusive", "signal_delay_s", "max_requeues")
-
 
 def cluster_options(func):
     for option in reversed(CLUSTER_OPTIONS):
@@ -47,28 +50,11 @@ def cluster_options(func):
     return func
 
 
-def _profile_from(options: dict, job: str | None = None):
-    """The profile with the command line's overrides; ``job`` ("prepare"/"eval"): that job's profile of the
-    site (its own resources, :meth:`ClusterProfile.for_job`), with the overrides applied on top."""
-    from phi_hpc.launch.profiles import load_profile
-
-    overrides = {key: options.pop(key) for key in _PROFILE_KEYS}
-    overrides["time"] = options.pop("time_limit")
-    return load_profile(options.pop("profile"), overrides, job=job)
-
-
-def _submitter(kind: str, run_dir: Path, options: dict, profile):
-    from phi_hpc.launch.submit import Submitter, executor_for, quoted_command
-
-    return Submitter(run_dir=run_dir, kind=kind, profile=profile,
-                     executor=executor_for(options.pop("cluster"), options["dry_run"]),
-                     command=quoted_command(), dry_run=options.pop("dry_run"), echo=click.echo)
-
-
-def _finish(submitter) -> None:
-    if not submitter.dry_run:
-        click.echo(f"run folder: {submitter.run_dir}\n  phi-hpc status {submitter.run_dir}\n"
-                   f"  phi-hpc logs {submitter.run_dir} --follow")
+def cluster_request(options: dict) -> ClusterRequest:
+    """The shared cluster options of a submit command (:data:`CLUSTER_OPTIONS`), as one typed value."""
+    overrides = ProfileOverrides(**{f.name: options[f.name] for f in dataclasses.fields(ProfileOverrides)})
+    return ClusterRequest(profile=options["profile"], cluster=options["cluster"], overrides=overrides,
+                          run_dir=options["run_dir"], dry_run=options["dry_run"])
 
 
 @click.group("submit")
@@ -103,13 +89,10 @@ def _training_command(kind: str):
                   help="Arguments for each `phi-hpc eval run` of --eval-every.")
     @cluster_options
     def command(config_file, overrides, eval_every, eval_profile, eval_args, **options):
-        from phi_hpc.launch.profiles import load_profile
         from phi_hpc.launch.training import submit_training
 
-        profile = _profile_from(options)
-        submit_training(kind, config_file, list(overrides), profile, options, eval_every, eval_args,
-                        make_submitter=functools.partial(_submitter, kind, options=options, profile=profile),
-                        finish=_finish, eval_profile=load_profile(eval_profile) if eval_profile else None)
+        submit_training(TrainingRequest(kind, config_file, tuple(overrides), eval_every, eval_profile, eval_args,
+                                        cluster_request(options)), echo=click.echo)
 
     return command
 
@@ -132,28 +115,10 @@ def submit_eval(checkpoint, after, output, eval_args, **options):
 
     EVAL_ARGS go to `eval run` unchanged (e.g. --task humaneval,mbpp --n 20 --temperature 0.8).
     """
-    from phi_hpc.launch.submit import checkpoint_label, live_dependencies, resolve_after, run_folder_of
+    from phi_hpc.launch.evals import submit_evaluation
 
-    profile = _profile_from(options, job="eval")
-    after_ids, parent_run = resolve_after(after)
-    checkpoint_path = Path(checkpoint)
-    owner = run_folder_of(checkpoint_path) or parent_run
-    label = checkpoint_label(checkpoint_path)
-    if output is None:
-        if owner is None:
-            raise UsageError("-o/--output is required when the checkpoint is not inside a submitted run")
-        output = str(owner / "eval" / label)
-    run_dir = Path(options.pop("run_dir") or owner or output)
-    submitter = _submitter("eval", run_dir, options, profile)
-    if not submitter.dry_run:
-        after_ids = live_dependencies(after_ids, submitter.executor, parent_run, echo=click.echo)
-    submitter.open()
-    from phi_hpc.launch.offline import localize_eval_args
-
-    argv = ["eval", "run", "--checkpoint", str(checkpoint_path.resolve()), "-o", str(Path(output).resolve()),
-            *localize_eval_args(list(eval_args))]
-    submitter.submit(f"eval-{label}", argv, depends_on=after_ids, wait_for_local=after_ids)
-    _finish(submitter)
+    submit_evaluation(EvalRequest(checkpoint, tuple(after), output, tuple(eval_args), cluster_request(options)),
+                      echo=click.echo)
 
 
 @submit_group.command("prepare", context_settings={"ignore_unknown_options": True})
@@ -161,16 +126,13 @@ def submit_eval(checkpoint, after, output, eval_args, **options):
 @click.option("--max-parallel", type=int, default=None,
               help="Map tasks of one array running at a time (sbatch --array=...%N). Default: all.")
 @click.argument("prepare_args", nargs=-1, type=click.UNPROCESSED, required=True)
-def submit_prepare(prepare_args, **options):
+def submit_prepare(prepare_args, max_parallel, **options):
     """Run `phi-hpc prepare PREPARE_ARGS` as Slurm arrays (one map task per input shard; several arrays
     when the plan exceeds the cluster's MaxArraySize), then the reduce and pack stages as jobs that depend
     on all of them. PREPARE_ARGS are prepare's own arguments."""
     from phi_hpc.launch.preparation import submit_preparation
 
-    profile = _profile_from(options, job="prepare")
-    submit_preparation(list(prepare_args), profile, options,
-                       make_submitter=functools.partial(_submitter, "prepare", options=options, profile=profile),
-                       finish=_finish)
+    submit_preparation(PrepareRequest(tuple(prepare_args), max_parallel, cluster_request(options)), echo=click.echo)
 
 
 @submit_group.command("quality-score", context_settings={"ignore_unknown_options": True})
@@ -181,10 +143,7 @@ def submit_quality_score(score_args, **options):
     SCORE_ARGS say --device cuda, else CPUs only)."""
     from phi_hpc.quality.submission import submit_scoring
 
-    profile = _profile_from(options)
-    submit_scoring(list(score_args), profile, options,
-                   make_submitter=functools.partial(_submitter, "quality-score", options=options, profile=profile),
-                   finish=_finish)
+    submit_scoring(ScoreRequest(tuple(score_args), cluster_request(options)), echo=click.echo)
 
 
 @click.command("status")
@@ -231,7 +190,7 @@ def cancel_command(run, job_name):
 
 
 @click.command("doctor")
-@click.option("--profile", default="a100x8", show_default=True,
+@click.option("--profile", default=DEFAULT_PROFILE, show_default=True,
               help="Cluster profile whose partition, GPUs, account and setup the first run will use.")
 @click.option("--run-dir", type=click.Path(file_okay=False), default="runs", show_default=True,
               help="Where runs will go: the probe job must be able to write here (RUN_DIR/doctor/).")
@@ -253,9 +212,9 @@ def doctor_command(profile, run_dir, tokenizer, probe_timeout, as_json):
 @click.command("plan")
 @click.argument("config_file", metavar="CONFIG", type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config value (repeatable).")
-@click.option("--profile", default="a100x8", show_default=True, help="Cluster profile of the training job.")
+@click.option("--profile", default=DEFAULT_PROFILE, show_default=True, help="Cluster profile of the training job.")
 @click.option("--nodes", type=int, help="Nodes (overrides the profile).")
-@click.option("--time", "time_limit", help="Time limit of each job (overrides the profile).")
+@click.option("--time", help="Time limit of each job (overrides the profile).")
 @click.option("--gpu", help="a100, h100 or h200 (default: from the profile's constraint).")
 @click.option("--mfu", type=float, help="Model FLOPs utilisation to assume, e.g. 0.5.")
 @click.option("--mfu-from", type=click.Path(), metavar="RUN|METRICS",
@@ -266,8 +225,7 @@ def doctor_command(profile, run_dir, tokenizer, probe_timeout, as_json):
 @click.option("--eval-every", type=int, help="Count the eval jobs of `submit --eval-every N`.")
 @click.option("--eval-profile", default=None, help="Cluster profile of the eval jobs (default: the training one, 1 node).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the plan as JSON here.")
-def plan_command(config_file, overrides, profile, nodes, time_limit, gpu, mfu, mfu_from, tokens, data_dir,
-                 eval_every, eval_profile, json_path):
+def plan_command(overrides, **options):
     """What CONFIG will cost before you submit it: tokens, epochs, GPU-hours and wall time at an MFU,
     the number of time-limited jobs, checkpoint disk use and the eval jobs. Torch-free (login nodes).
 
@@ -276,10 +234,9 @@ def plan_command(config_file, overrides, profile, nodes, time_limit, gpu, mfu, m
       phi-hpc plan configs/pretrain.yaml --tokens 50B --mfu 0.53            # the paper's ~770 A100-hours
       phi-hpc plan configs/pretrain.yaml --mfu-from runs/trial --data data/code-textbook --nodes 4
     """
-    from phi_hpc.launch.plan import plan_from_options
+    from phi_hpc.launch.plan import plan_from_request
 
-    plan_from_options(config_file, list(overrides), profile, nodes, time_limit, gpu, mfu, mfu_from, tokens,
-                      data_dir, eval_every, eval_profile, json_path, echo=click.echo)
+    plan_from_request(PlanRequest(overrides=tuple(overrides), **options), echo=click.echo)
 
 
 COMMANDS = [submit_group, status_command, logs_command, cancel_command, doctor_command, plan_command]

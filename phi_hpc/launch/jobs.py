@@ -17,8 +17,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
-TERMINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED",
-                   "BOOT_FAIL", "DEADLINE", "LOST"}
+from phi_hpc.constants import SLURM_FAILURE_ORDER, SLURM_FAILURE_STATES, SLURM_TERMINAL_STATES
 
 
 @dataclass
@@ -31,12 +30,7 @@ class JobState:
 
     @property
     def finished(self) -> bool:
-        return self.state.split()[0] in TERMINAL_STATES
-
-
-# Worst first: the state an array shows when elements ended differently, and which element it names.
-FAILURE_ORDER = ["OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE", "TIMEOUT", "PREEMPTED", "FAILED", "LOST"]
-FAILURE_STATES = set(FAILURE_ORDER)
+        return self.state.split()[0] in SLURM_TERMINAL_STATES
 
 
 def _run(command: list[str], timeout: float = 10.0) -> Optional[str]:
@@ -186,8 +180,8 @@ def summarize(states: list[JobState]) -> Optional[JobState]:
     counts: dict[str, int] = {}
     for state in states:
         counts[state.state] = counts.get(state.state, 0) + 1
-    failed = sorted((s for s in states if s.state in FAILURE_STATES),
-                    key=lambda s: (FAILURE_ORDER.index(s.state), _element(s.job_id)))
+    failed = sorted((s for s in states if s.state in SLURM_FAILURE_STATES),
+                    key=lambda s: (SLURM_FAILURE_ORDER.index(s.state), _element(s.job_id)))
     if not all(s.finished for s in states):
         overall = next((s for s in ("RUNNING", "COMPLETING", "REQUEUED", "PENDING") if s in counts), "RUNNING")
     elif failed:

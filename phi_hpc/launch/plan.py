@@ -24,6 +24,7 @@ from phi_hpc.config import _resolve_named_config, merge, parse_overrides, read_y
 from phi_hpc.errors import UsageError
 from phi_hpc.fileio import iter_jsonl
 from phi_hpc.launch.profiles import ClusterProfile
+from phi_hpc.launch.requests import PlanRequest
 from phi_hpc.model.flops import PEAK_FLOPS, parameter_count, training_flops_per_token
 
 # Minutes of each time-limited job that do not train: start-up, resume from a checkpoint, the
@@ -242,17 +243,15 @@ def render_plan(plan: Plan) -> list[tuple[str, str]]:
     ]
 
 
-def plan_from_options(config_file: str, overrides: list[str], profile_name: str, nodes: Optional[int],
-                      time_limit: Optional[str], gpu: Optional[str], mfu: Optional[float], mfu_from: Optional[str],
-                      tokens: Optional[str], data_dir: Optional[str], eval_every: Optional[int],
-                      eval_profile_name: Optional[str], json_path: Optional[str], echo=print) -> Plan:
+def plan_from_request(request: PlanRequest, echo=print) -> Plan:
     """``phi-hpc plan``: read everything, compute, print the table (and the JSON when asked)."""
     from phi_hpc.fileio import write_json
     from phi_hpc.launch.profiles import load_profile
 
-    config = read_run_config(config_file, overrides)
-    profile = load_profile(profile_name, {"nodes": nodes, "time": time_limit})
-    eval_profile = load_profile(eval_profile_name) if eval_profile_name else profile.for_job("eval")
+    config_file, mfu, mfu_from = request.config_file, request.mfu, request.mfu_from
+    config = read_run_config(config_file, list(request.overrides))
+    profile = load_profile(request.profile, {"nodes": request.nodes, "time": request.time})
+    eval_profile = load_profile(request.eval_profile) if request.eval_profile else profile.for_job("eval")
     if (mfu is None) == (mfu_from is None):
         raise UsageError("give exactly one of --mfu and --mfu-from", "e.g. --mfu 0.5, or --mfu-from RUN")
     source = f"assumed (--mfu {mfu})"
@@ -262,13 +261,13 @@ def plan_from_options(config_file: str, overrides: list[str], profile_name: str,
         if not metrics.is_file():
             raise UsageError(f"--mfu-from {mfu_from}: no metrics.jsonl there", "pass a run folder or its metrics.jsonl")
         mfu, source = measured_mfu(metrics), f"measured in {metrics}"
-    plan = make_plan(plan_inputs(config, Path(data_dir) if data_dir else None), model_shape(config, config_file),
-                     profile, gpu_kind(profile, gpu), mfu, source,
-                     total_tokens=parse_tokens(tokens) if tokens else None, eval_every=eval_every or 0,
-                     eval_profile=eval_profile)
+    plan = make_plan(plan_inputs(config, Path(request.data_dir) if request.data_dir else None),
+                     model_shape(config, config_file), profile, gpu_kind(profile, request.gpu), mfu, source,
+                     total_tokens=parse_tokens(request.tokens) if request.tokens else None,
+                     eval_every=request.eval_every or 0, eval_profile=eval_profile)
     width = max(len(label) for label, _ in render_plan(plan))
     for label, value in render_plan(plan):
         echo(f"{label:<{width}}  {value}")
-    if json_path:
-        write_json(json_path, plan.to_dict())
+    if request.json_path:
+        write_json(request.json_path, plan.to_dict())
     return plan

@@ -1,6 +1,7 @@
 """``submit prepare``: the map stage as Slurm arrays, reduce and pack as dependent jobs.
 
-The shard count comes from the prepare pipeline's own planner (``plan_shards``) on the login node;
+The shard count comes from the prepare pipeline's own planner (``plan_shards``) on the login node, run
+on the config prepare itself builds from the same arguments (:func:`phi_hpc.data.commands.prepare_config`);
 every array element runs ``prepare --stage map --shard i`` with its shard named in its arguments.
 A cluster refuses arrays with more elements than its ``MaxArraySize`` (``scontrol show config``), so
 a larger plan becomes several arrays of at most that many elements, each throttled with ``%N`` to
@@ -15,32 +16,7 @@ import subprocess
 from pathlib import Path
 
 from phi_hpc.errors import UsageError
-
-
-def prepare_config_from_args(args: list[str]):
-    """Parse prepare's arguments with prepare's own click command, and build its config the same way."""
-    import click
-
-    from phi_hpc.config import load_config
-    from phi_hpc.data.commands import prepare_command
-    from phi_hpc.data.config import PrepareConfig
-
-    try:
-        context = prepare_command.make_context("prepare", list(args), resilient_parsing=False)
-    except click.exceptions.Exit:
-        raise UsageError("submit prepare: nothing to submit (help requested)") from None
-    except click.ClickException as exc:
-        raise UsageError(f"submit prepare: {exc.format_message()}", "see phi-hpc prepare --help") from None
-    params = context.params
-    if params.get("stage", "all") != "all" or params.get("shard") is not None:
-        raise UsageError("submit prepare runs every stage itself: leave out --stage/--shard")
-    config = load_config(PrepareConfig, params.get("config_path"), params.get("overrides") or ())
-    given = {"inputs": list(params.get("inputs") or ()) or None, "tokenizer": params.get("tokenizer"),
-             "output_dir": params.get("output_dir")}
-    config = dataclasses.replace(config, **{k: v for k, v in given.items() if v is not None})
-    if not config.output_dir or not config.tokenizer or not config.inputs:
-        raise UsageError("submit prepare needs INPUT..., --tokenizer and -o OUT_DIR")
-    return config
+from phi_hpc.launch.requests import PrepareRequest
 
 
 SLURM_DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's default when slurm.conf does not set MaxArraySize
@@ -67,14 +43,15 @@ def split_into_arrays(count: int, max_array_size: int) -> list[range]:
     return [range(start, min(start + max_array_size, count)) for start in range(0, count, max_array_size)]
 
 
-def submit_preparation(args: list[str], profile, options: dict, make_submitter, finish) -> None:
+def submit_preparation(request: PrepareRequest, echo=print) -> None:
+    from phi_hpc.data.commands import prepare_config_from_args
     from phi_hpc.data.pipeline import plan_shards
     from phi_hpc.launch.offline import localize_tokenizer
+    from phi_hpc.launch.submit import make_submitter
 
-    max_parallel = options.pop("max_parallel", None)
-    if max_parallel is not None and max_parallel < 1:
-        raise UsageError(f"--max-parallel {max_parallel}: must be at least 1")
-    args = localize_tokenizer(args)  # a hub id is fetched here: the array tasks get the cached file
+    profile = request.cluster.load_profile(job="prepare")
+    max_parallel = request.max_parallel
+    args = localize_tokenizer(list(request.prepare_args))  # a hub id is fetched here: the tasks get the cached file
     config = prepare_config_from_args(args)
     if "--tokenizer" not in " ".join(args):  # named in a --config file: pass the cached file explicitly
         args = localize_tokenizer([*args, "--tokenizer", config.tokenizer])
@@ -86,11 +63,11 @@ def submit_preparation(args: list[str], profile, options: dict, make_submitter, 
     if not shards:
         raise UsageError("submit prepare: the inputs contain no files to prepare")
     out = Path(config.output_dir).resolve()
-    run_dir = Path(options.pop("run_dir") or out / "run")
+    run_dir = Path(request.cluster.run_dir or out / "run")
     # ``profile`` is already the site's prepare job profile (ClusterProfile.for_job): CPUs, mem-per-cpu, its
     # own time limit; one process per element whatever the command line says about tasks and GPUs.
     cpu_profile = dataclasses.replace(profile, gpus_per_node=0, tasks_per_node=1, nodes=1, gres=None)
-    submitter = make_submitter(run_dir)
+    submitter = make_submitter("prepare", run_dir, request.cluster, profile, echo)
     submitter.open()
     chunks = split_into_arrays(len(shards), cluster_max_array_size())
     map_ids: list[str] = []
@@ -103,4 +80,4 @@ def submit_preparation(args: list[str], profile, options: dict, make_submitter, 
                                  profile=cpu_profile, wait_for_local=map_ids)
     submitter.submit("prepare-pack", ["prepare", *args, "--stage", "pack"], depends_on=[reduce_id],
                      profile=cpu_profile, wait_for_local=[reduce_id])
-    finish(submitter)
+    submitter.finish()

@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from phi_hpc.config import load_config
+from phi_hpc.constants import DEFAULT_PROFILE
 from phi_hpc.resources import known_names, named_config
 from phi_hpc.errors import UsageError
-
-DEFAULT_PROFILE = "a100x8"
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,10 @@ from typing import Callable, Optional
 from phi_hpc.errors import PhiError, UsageError
 from phi_hpc.launch.executors import ExecutorKind, choose_executor, make_executor, render_sbatch
 from phi_hpc.launch.profiles import ClusterProfile
+from phi_hpc.launch.requests import ClusterRequest
 from phi_hpc.launch.runs import JobRecord, RunRecord, git_commit, load_run, remember_run, save_run
 from phi_hpc.launch.task import PhiTask
+from phi_hpc.paths import PACKAGE_DIR
 
 
 @dataclass
@@ -49,7 +51,7 @@ class Submitter:
         self.record = load_run(self.run_dir) if existing else RunRecord(
             kind=self.kind, run_dir=str(self.run_dir), executor=self.executor,
             profile=dataclasses.asdict(self.profile), command=self.command,
-            git_commit=git_commit(Path(__file__).resolve().parent))
+            git_commit=git_commit(PACKAGE_DIR))
         if existing:  # a resubmission (e.g. after the requeue limit): same folder, more jobs
             self.record.command = self.command
         save_run(self.record)
@@ -139,6 +141,12 @@ class Submitter:
             raise PhiError(f"submission failed: {last}",
                            "check the profile's partition/account/qos and `sinfo`; --dry-run shows the script") from exc
 
+
+    def finish(self) -> None:
+        """Say where to look next (a dry run created nothing)."""
+        if not self.dry_run:
+            self.echo(f"run folder: {self.run_dir}\n  phi-hpc status {self.run_dir}\n"
+                      f"  phi-hpc logs {self.run_dir} --follow")
 
     def _record(self, job: JobRecord) -> None:
         assert self.record is not None
@@ -236,6 +244,15 @@ def checkpoint_label(checkpoint: Path) -> str:
     """``RUN/checkpoints/20`` -> ``step-20`` (eval curve reads RUN/eval/step-N); ``latest`` stays ``latest``."""
     name = checkpoint.name
     return f"step-{name}" if name.isdigit() else name
+
+
+def make_submitter(kind: str, run_dir: Path, cluster: ClusterRequest, profile: ClusterProfile,
+                   echo: Callable[[str], None] = print) -> Submitter:
+    """The submitter of one ``submit`` command: its executor (``--cluster``), its dry run, and its own command
+    line (recorded in run.json). Not opened yet: nothing exists on disk until :meth:`Submitter.open`."""
+    return Submitter(run_dir=Path(run_dir), kind=kind, profile=profile,
+                     executor=executor_for(cluster.cluster, cluster.dry_run), command=quoted_command(),
+                     dry_run=cluster.dry_run, echo=echo)
 
 
 def executor_for(cluster: str, dry_run: bool) -> ExecutorKind:

@@ -33,16 +33,25 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional, Protocol
 
+from phi_hpc.constants import EXIT_PREEMPTED
 from phi_hpc.distenv import DistEnv, detect
-from phi_hpc.launch.evals import EvalPlan
 from phi_hpc.launch.runs import append_attempt, log_dir, read_attempts
 
-EXIT_PREEMPTED = 75  # the trainer's "checkpoint saved, run me again"
 SCONTROL_TRIES = 3
 SCONTROL_TIMEOUT_ENV = "PHI_HPC_SCONTROL_TIMEOUT"  # seconds per scontrol call (default 30)
 LOCAL_REQUEUE_EXIT = 144  # submitit's local controller restarts all tasks when one exits with this
+
+
+class StepHook(Protocol):
+    """What task 0 of a training job runs as the trainer publishes ``steps`` (``--eval-every``:
+    :class:`phi_hpc.launch.evals.EvalPlan`, which submits each step's eval job). A protocol rather than
+    an import, since submitting goes through :mod:`phi_hpc.launch.submit`, which builds this task."""
+
+    steps: tuple[int, ...]
+
+    def on_snapshot(self, run_dir: Path) -> Callable[[int], None]: ...
 
 
 class JobFailed(RuntimeError):
@@ -60,7 +69,7 @@ class PhiTask:
     argv: list[str]
     max_requeues: int = 3
     wait_for: list[str] = field(default_factory=list)  # local executor only: job ids that must complete first
-    eval_plan: Optional[EvalPlan] = None  # --eval-every: snapshot these steps and submit their evals
+    eval_plan: Optional[StepHook] = None  # --eval-every: snapshot these steps and submit their evals
 
     # ------------------------------------------------------------------ entry point
     def __call__(self) -> dict:
@@ -78,11 +87,10 @@ class PhiTask:
                                           "restarts": restarts, "host": _node_name(),
                                           "world_size": env.world_size, "progress": self._progress()})
         if self.eval_plan is not None and env.rank == 0:
-            from phi_hpc.launch.evals import step_eval_submitter
             from phi_hpc.launch.snapshots import SnapshotWatcher
 
             run_dir = Path(self.run_dir)
-            with SnapshotWatcher(run_dir, list(self.eval_plan.steps), step_eval_submitter(run_dir, self.eval_plan)):
+            with SnapshotWatcher(run_dir, list(self.eval_plan.steps), self.eval_plan.on_snapshot(run_dir)):
                 code = self._run_command()
         else:
             code = self._run_command()

@@ -24,24 +24,28 @@ from pathlib import Path
 from phi_hpc.errors import UsageError
 from phi_hpc.launch.evals import EvalPlan
 from phi_hpc.launch.offline import localize_eval_args
+from phi_hpc.launch.requests import TrainingRequest
 
 
-def submit_training(kind: str, config_file: str, overrides: list[str], profile, options: dict,
-                    eval_every: int | None, eval_args: str, make_submitter, finish, eval_profile=None) -> None:
+def submit_training(request: TrainingRequest, echo=print) -> None:
     from phi_hpc.config import dump_yaml
+    from phi_hpc.launch.profiles import load_profile
+    from phi_hpc.launch.submit import make_submitter
     from phi_hpc.train.config import load_train_config
 
-    config = load_train_config(config_file, overrides)
-    run_dir = Path(options.pop("run_dir") or config.run_dir).resolve()
+    profile = request.cluster.load_profile()
+    eval_profile = load_profile(request.eval_profile) if request.eval_profile else None
+    config = load_train_config(request.config_file, list(request.overrides))
+    run_dir = Path(request.cluster.run_dir or config.run_dir).resolve()
     config = dataclasses.replace(config, run_dir=str(run_dir))
     _check_batch(config, profile)
-    eval_steps = _eval_steps(config, eval_every)
-    submitter = make_submitter(run_dir)
+    eval_steps = _eval_steps(config, request.eval_every)
+    submitter = make_submitter(request.kind, run_dir, request.cluster, profile, echo)
     submitter.open()
     config_path = run_dir / "config.yaml"
     if not submitter.dry_run:
         dump_yaml(config, config_path)
-    plan = EvalPlan(steps=tuple(eval_steps), eval_args=tuple(localize_eval_args(shlex.split(eval_args))),
+    plan = EvalPlan(steps=tuple(eval_steps), eval_args=tuple(localize_eval_args(shlex.split(request.eval_args))),
                     profile=eval_profile or profile.for_job("eval"),
                     executor=submitter.executor) if eval_steps else None
     _warn_signal_delay(run_dir, profile)
@@ -49,7 +53,7 @@ def submit_training(kind: str, config_file: str, overrides: list[str], profile, 
     if plan is not None and submitter.dry_run:  # what the training job will submit, step by step
         for step in plan.steps:
             submitter.submit(plan.job_name(step), plan.argv(run_dir, step), profile=plan.profile)
-    finish(submitter)
+    submitter.finish()
 
 
 def _warn_signal_delay(run_dir: Path, profile) -> None:

@@ -14,12 +14,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Optional, TextIO
 
+from phi_hpc.constants import SLURM_UNSUCCESSFUL_STATES
 from phi_hpc.errors import UsageError
 from phi_hpc.launch.jobs import JobState, local_state, slurm_job_state, slurm_states
 from phi_hpc.launch.runs import JobRecord, RunRecord, load_run, read_attempts
 
-FAILED_STATES = {"FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "LOST", "BOOT_FAIL", "DEADLINE",
-                 "PREEMPTED"}
 FOLLOW_POLL_MIN_S, FOLLOW_POLL_MAX_S = 5.0, 60.0  # logs --follow: scheduler queries back off between these
 
 
@@ -182,7 +181,8 @@ def _requeues(job: JobRecord, attempts: list[dict]) -> int:
 def _explain(job: JobRecord, state: JobState, by_id: dict[str, JobState], names: dict[str, str],
              attempts: list[dict]) -> str:
     """Why a job is where it is, in words (the part users otherwise dig out of sacct)."""
-    failed_parents = [d for d in job.depends_on if d in by_id and by_id[d].state.split()[0] in FAILED_STATES]
+    failed_parents = [d for d in job.depends_on
+                      if d in by_id and by_id[d].state.split()[0] in SLURM_UNSUCCESSFUL_STATES]
     if failed_parents and state.state.split()[0] in ("CANCELLED", "PENDING"):
         parent = failed_parents[0]
         return (f"dependency {names.get(parent, parent)} ({parent}) ended {by_id[parent].state}: "
@@ -191,11 +191,12 @@ def _explain(job: JobRecord, state: JobState, by_id: dict[str, JobState], names:
                and e.get("detail") and str(e.get("job_id", "")).split("_")[0] == job.job_id]
     if job.array_size and state.reason:
         return state.reason  # which elements failed, and how
-    if state.state.split()[0] in FAILED_STATES and details:
+    if state.state.split()[0] in SLURM_UNSUCCESSFUL_STATES and details:
         return str(details[-1])
     if state.reason:
         return state.reason
-    if state.exit_code and state.exit_code not in ("0:0", "0") and state.state.split()[0] in FAILED_STATES:
+    if (state.exit_code and state.exit_code not in ("0:0", "0")
+            and state.state.split()[0] in SLURM_UNSUCCESSFUL_STATES):
         return f"exit code {state.exit_code}"
     return ""
 
@@ -237,7 +238,7 @@ def print_status(run_dir: Path, as_json: bool, out: TextIO = sys.stdout) -> None
         table.add_column(column, overflow="fold" if column.startswith("why") else "ellipsis")
     for row in rows:
         note = row.reason or row.scores or row.last_line
-        if row.reason and row.last_line and row.state.split()[0] not in FAILED_STATES:
+        if row.reason and row.last_line and row.state.split()[0] not in SLURM_UNSUCCESSFUL_STATES:
             note = f"{row.reason}; {row.last_line}"
         table.add_row(row.name, row.job_id, row.state, row.elapsed, str(row.requeues),
                       "" if row.step is None else str(row.step),

@@ -1,9 +1,9 @@
 """The decontamination index: everything derived from the benchmark files, as plain arrays.
 
 Built in a few seconds and needed by every ``prepare`` worker, so it is cached on disk keyed by the
-benchmark contents, the settings and :data:`INDEX_VERSION` (``$PHI_HPC_CACHE_DIR``, default
-``~/.cache/phi-hpc``); a missing or damaged cache file is simply rebuilt. The cache is an ``.npz``
-read with ``allow_pickle=False`` plus JSON, so loading it cannot run code.
+benchmark contents, the settings and :data:`INDEX_VERSION` (``decontamination/`` in phi-hpc's cache
+folder, :func:`phi_hpc.paths.cache_root`); a missing or damaged cache file is simply rebuilt. The cache
+is an ``.npz`` read with ``allow_pickle=False`` plus JSON, so loading it cannot run code.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,7 +117,10 @@ def build_index(benchmarks: Benchmarks, config: DecontaminationConfig) -> Contam
 # -- the index cache: building it costs seconds, and every prepare worker process needs it ---------------
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("PHI_HPC_CACHE_DIR", Path.home() / ".cache" / "phi-hpc")) / "decontamination"
+    """The index cache: ``decontamination/`` in phi-hpc's cache folder (:func:`phi_hpc.paths.cache_root`)."""
+    from phi_hpc.paths import cache_root
+
+    return cache_root() / "decontamination"
 
 
 def _cache_key(benchmarks: Benchmarks, config: DecontaminationConfig) -> str:

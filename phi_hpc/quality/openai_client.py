@@ -20,8 +20,8 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Optional, TypeVar
 
 from phi_hpc.errors import PhiError, UsageError
 
@@ -289,3 +289,27 @@ def answers(func: Callable[[T], R], items: list[T], concurrency: int, progress=N
         if isinstance(outcome, BaseException) and not isinstance(outcome, EndpointError):
             raise outcome
         yield item, outcome
+
+
+@dataclass
+class Unanswered:
+    """The items of an LLM command that gave no answer, in the two kinds its summary tells apart: a budget stop
+    (the spend cap was reached; the items are left for a rerun, and the first message says why) and a failed
+    item (the endpoint refused it, or its answer was unusable; kept with its error, under ``key``)."""
+
+    key: str  # what names an item in ``failed``: "index", "path", ...
+    failed: list = field(default_factory=list)
+    stopped: Optional[str] = None
+
+    def answered(self, item: Any, outcome: Any) -> bool:
+        """True for an answer; a :class:`BudgetExhausted` or :class:`EndpointError` is recorded instead."""
+        if isinstance(outcome, BudgetExhausted):
+            self.stopped = self.stopped or outcome.message
+            return False
+        if isinstance(outcome, EndpointError):
+            self.fail(item, outcome.message)
+            return False
+        return True
+
+    def fail(self, item: Any, error: str) -> None:
+        self.failed.append({self.key: item, "error": error})

@@ -32,8 +32,7 @@ from phi_hpc.errors import UsageError
 @click.option("--glob", default="**/*.py", show_default=True, help="Files of an input folder to read.")
 @click.option("--text-key", default="text", show_default=True, help="Text field of .jsonl/.parquet inputs.")
 @click.option("--shard-mb", type=float, default=8.0, show_default=True, help="Input MB per shard (as prepare).")
-def score_command(inputs, model_path, output_dir, tokenizer, stage, shard, device, dtype, batch_size, bucket, glob,
-                  text_key, shard_mb):
+def score_command(stage, shard, **options):
     """Score every document of INPUTS with the quality model, once; cut later without re-embedding.
 
     \b
@@ -42,14 +41,11 @@ def score_command(inputs, model_path, output_dir, tokenizer, stage, shard, devic
     Then: phi-hpc quality threshold DIR --target-tokens 6e9   and
           phi-hpc prepare INPUT... --quality-scores DIR --quality-threshold T ...
     """
-    from phi_hpc.quality.lm_embedder import RuntimeOptions
-    from phi_hpc.quality.scoring import ScoreConfig, finish_if_complete, open_scoring, score_shard
+    from phi_hpc.quality.scoring import finish_if_complete, open_scoring, score_shard
 
     if (shard is None) != (stage != "shard"):
         raise UsageError("--shard N goes with --stage shard (and only with it)", "e.g. --stage shard --shard 3")
-    config = ScoreConfig(tuple(inputs), model_path, output_dir, tokenizer, glob, text_key, shard_mb,
-                         runtime=RuntimeOptions(device=device, dtype=dtype, batch_size=batch_size, bucket=bucket))
-    run = open_scoring(config)
+    run = open_scoring(score_config(options))
     if stage == "plan":
         click.echo(json.dumps({"stage": "plan", "shards": len(run.shards), "fingerprint": run.fingerprint}))
         return
@@ -68,6 +64,32 @@ def score_command(inputs, model_path, output_dir, tokenizer, stage, shard, devic
     if summary:
         result.update(documents=summary["documents"], tokens=summary["tokens"])
     click.echo(json.dumps(result, sort_keys=True))
+
+
+def score_config(options: dict):
+    """``quality score``'s config from its parsed options: the one place it is built, for ``quality score``
+    and for ``submit quality-score`` (which plans the array from it)."""
+    from phi_hpc.quality.lm_embedder import RuntimeOptions
+    from phi_hpc.quality.scoring import ScoreConfig
+
+    runtime = RuntimeOptions(device=options["device"], dtype=options["dtype"], batch_size=options["batch_size"],
+                             bucket=options["bucket"])
+    return ScoreConfig(tuple(options["inputs"]), options["model_path"], options["output_dir"], options["tokenizer"],
+                       options["glob"], options["text_key"], options["shard_mb"], runtime=runtime)
+
+
+def score_config_from_args(args: list[str], caller: str = "submit quality-score"):
+    """The config ``quality score ARGS`` would run with, for ``caller``, which scores every shard itself (no
+    --stage/--shard) and passes ARGS on to its jobs unchanged."""
+    try:
+        params = score_command.make_context("quality score", list(args), resilient_parsing=False).params
+    except click.exceptions.Exit:
+        raise UsageError(f"{caller}: nothing to submit (help requested)") from None
+    except click.ClickException as exc:
+        raise UsageError(f"{caller}: {exc.format_message()}", "see phi-hpc quality score --help") from None
+    if params["stage"] != "all" or params["shard"] is not None:
+        raise UsageError(f"{caller} runs every shard itself: leave out --stage/--shard")
+    return score_config(params)
 
 
 @click.command("threshold")

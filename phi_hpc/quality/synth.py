@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from phi_hpc.quality.appendlog import AppendLog
-from phi_hpc.quality.openai_client import BudgetExhausted, ChatClient, EndpointConfig, EndpointError, answers
+from phi_hpc.quality.openai_client import BudgetExhausted, ChatClient, EndpointConfig, Unanswered, answers
 
 TOPICS = (
     "variables and assignment", "integer and float arithmetic", "string slicing", "string formatting",
@@ -302,7 +302,7 @@ def synthesize(output: str, endpoint: EndpointConfig, config: SynthConfig, progr
         with AppendLog(output, fields=("id",), on_record=reload) as log:
             done = log.ids
             todo = [i for i in range(config.count) if item_id(config.kind, config.seed, i) not in done]
-            written, failed, stopped = 0, [], None
+            written, unanswered = 0, Unanswered("index")
 
             def work(index):
                 if client.over_budget():
@@ -310,15 +310,11 @@ def synthesize(output: str, endpoint: EndpointConfig, config: SynthConfig, progr
                 return _attempt_item(client, config, index, state, checker)
 
             for index, outcome in answers(work, todo, config.concurrency, progress, f"synth {config.kind}"):
-                if isinstance(outcome, BudgetExhausted):
-                    stopped = stopped or outcome.message
-                    continue
-                if isinstance(outcome, EndpointError):
-                    failed.append({"index": index, "error": outcome.message})
+                if not unanswered.answered(index, outcome):
                     continue
                 record, problems = outcome
                 if record is None:
-                    failed.append({"index": index, "error": "; ".join(problems)})
+                    unanswered.fail(index, "; ".join(problems))
                     continue
                 log.append(record)
                 stats.add(record["text"], record["spec"])
@@ -329,8 +325,9 @@ def synthesize(output: str, endpoint: EndpointConfig, config: SynthConfig, progr
             checker.close()
     return {"output": str(output), "kind": config.kind, "requested": config.count, "already_done": len(done),
             "written": written, "items": total, "rejected_attempts": sum(state.rejections.values()),
-            "rejected": dict(state.rejections), "failed": failed[:20], "failed_count": len(failed),
-            "stopped": stopped, "requests": client.requests, "retries": dict(client.retries),
+            "rejected": dict(state.rejections), "failed": unanswered.failed[:20],
+            "failed_count": len(unanswered.failed), "stopped": unanswered.stopped, "requests": client.requests,
+            "retries": dict(client.retries),
             "usage": client.accounting(), "cost_usd": round(client.cost, 6), "diversity": stats.summary(),
             "prompt_space": {"topics": len(state.seeds.topics), "function_names": len(state.seeds.function_names)},
             "repaired_bytes": log.repaired_bytes, "seconds": round(time.time() - started, 3),

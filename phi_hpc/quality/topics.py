@@ -14,7 +14,7 @@ import time
 
 from phi_hpc.quality.appendlog import AppendLog
 from phi_hpc.quality.diversity import parse_list
-from phi_hpc.quality.openai_client import BudgetExhausted, ChatClient, EndpointConfig, EndpointError, answers
+from phi_hpc.quality.openai_client import ChatClient, EndpointConfig, Unanswered, answers
 
 TOPIC_PROMPT = ('List {n} distinct subtopics of "{path}" that a Python textbook for beginner to intermediate '
                 "programmers could teach, one per line, without explanations.")
@@ -37,7 +37,7 @@ def grow_topic_tree(output: str, endpoint: EndpointConfig, roots: list[str], bra
         else:
             nodes[record["id"]] = record["path"]
 
-    failed, stopped, requests_made = [], None, 0
+    unanswered, requests_made = Unanswered("path"), 0
     with AppendLog(output, fields=("id",), on_record=reload) as log:
         for root in roots:  # depth 0: the roots themselves
             if _node_id([root]) not in nodes:
@@ -51,11 +51,7 @@ def grow_topic_tree(output: str, endpoint: EndpointConfig, roots: list[str], bra
                 return parse_list(client.chat([{"role": "user", "content": prompt}]), branching)
 
             for path, outcome in answers(expand, todo, concurrency, progress, f"topics level {level + 1}"):
-                if isinstance(outcome, BudgetExhausted):
-                    stopped = stopped or outcome.message
-                    continue
-                if isinstance(outcome, EndpointError):
-                    failed.append({"path": path, "error": outcome.message})
+                if not unanswered.answered(path, outcome):
                     continue
                 requests_made += 1
                 for child in outcome:
@@ -68,6 +64,6 @@ def grow_topic_tree(output: str, endpoint: EndpointConfig, roots: list[str], bra
                 expanded.add(_node_id(path))
     leaves = sum(1 for path in nodes.values() if len(path) == depth + 1)
     return {"output": str(output), "roots": len(roots), "branching": branching, "depth": depth, "nodes": len(nodes),
-            "leaves": leaves, "expanded_this_run": requests_made, "failed": failed[:20], "failed_count": len(failed),
-            "stopped": stopped, "requests": client.requests, "usage": client.accounting(),
+            "leaves": leaves, "expanded_this_run": requests_made, "failed": unanswered.failed[:20],
+            "failed_count": len(unanswered.failed), "stopped": unanswered.stopped, "requests": client.requests, "usage": client.accounting(),
             "seconds": round(time.time() - started, 3), "model": endpoint.model}

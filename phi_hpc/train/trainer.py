@@ -42,7 +42,7 @@ from phi_hpc.train.config import TrainConfig
 # PhiConfig fields that must agree between an init_from checkpoint and the run's model.
 ARCHITECTURE_FIELDS = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "rotary_dim",
                        "rope_theta", "layer_norm_eps")
-EXIT_PREEMPTED = 75  # EX_TEMPFAIL: "try again later", what the CLI returns so the job is requeued
+from phi_hpc.constants import EXIT_PREEMPTED  # noqa: E402 (what the CLI returns so the job is requeued)
 
 
 @dataclass(frozen=True)

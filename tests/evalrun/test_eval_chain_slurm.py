@@ -57,7 +57,8 @@ def test_eval_chain_runs_with_the_jobs_offline_because_submit_fetched_everything
     server = FileServer()
     server.files["/mbpp/mbpp.jsonl"] = mbpp_path.read_bytes()
     cache = tmp_path / "xdg-cache"
-    env = {"HF_HUB_OFFLINE": "1", "PHI_HPC_MBPP_URL": server.url + "/mbpp", "XDG_CACHE_HOME": str(cache)}
+    env = {"HF_HUB_OFFLINE": "1", "PHI_HPC_MBPP_URL": server.url + "/mbpp", "XDG_CACHE_HOME": str(cache),
+           "PHI_HPC_CACHE_DIR": ""}  # (empty: unset, so XDG_CACHE_HOME decides; phi_hpc.paths.cache_root)
     run = tmp_path / "run"
     eval_args = (f"--task humaneval,mbpp --data humaneval={humaneval_path} --limit 2 --max-new-tokens 16 "
                  "--batch-size 2 --workers 1")

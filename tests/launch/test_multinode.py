@@ -9,8 +9,6 @@ the two-node runs are the same computation split across nodes, and a resumed run
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import subprocess
 import time
@@ -19,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.launch.conftest import attempts, debug_logs, status, step_losses, tiny_pretrain_args
-from tests.launch.test_slurm import Follower, current_step, job_id, task_pids, thaw
+from tests.launch.interrupts import Follower, Interrupter
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.deepspeed]
 
@@ -45,30 +43,14 @@ def runs(slurm_cluster, tiny_data, tmp_path_factory):
     phi(*tiny_pretrain_args(requeued, tiny_data, *TWO_NODES))
     phi(*tiny_pretrain_args(limited, tiny_data, *TWO_NODES, "--time", "2", "--signal-delay", "60"))
     follower = Follower(requeued, "--rank", "all")
-    requeued_id, limited_id = job_id(requeued, "train"), job_id(limited, "train")
-    requeue_sent, frozen, thawed, limit_lifted, limited_started = False, [], False, False, None
+    # The time-limit signal comes from a 30 s housekeeping loop, 30-60 s after the start: the interrupter
+    # freezes the tasks of both nodes until it is surely out, so that it lands mid-run.
+    interrupter = Interrupter(requeued, limited)
     rows: dict = {}
     deadline = time.monotonic() + 600
-    try:
+    with follower, interrupter:
         while time.monotonic() < deadline:
-            if not requeue_sent and current_step(requeued) >= 7:
-                subprocess.run(["scontrol", "requeue", requeued_id], check=True, capture_output=True)
-                requeue_sent = True
-            # The time-limit signal comes from a 30 s housekeeping loop, 30-60 s after the start: freeze the
-            # tasks of both nodes until it is surely out, so that it lands mid-run (see test_slurm.py).
-            if limited_started is None and attempts(limited):
-                limited_started = attempts(limited)[0]["time"]
-            if not frozen and current_step(limited) >= 1:
-                frozen = task_pids(limited_id)
-                for pid in frozen:
-                    os.kill(pid, signal.SIGSTOP)
-            if frozen and not thawed and time.time() - limited_started > 61:
-                thaw(frozen)
-                thawed = True
-            if not limit_lifted and any(e["event"] == "end" for e in attempts(limited)):
-                subprocess.run(["scontrol", "update", f"JobId={limited_id}", "TimeLimit=30"], check=True,
-                               capture_output=True)
-                limit_lifted = True
+            interrupter.poll()
             rows = {run.name: status(run)["train"] for run in (reference, plain, requeued, limited)}
             if all(row["state"].split()[0] in FINISHED for row in rows.values()):
                 break
@@ -76,11 +58,7 @@ def runs(slurm_cluster, tiny_data, tmp_path_factory):
         else:
             raise AssertionError(f"runs did not finish: {rows}\n{debug_logs(requeued)}\n{debug_logs(limited)}")
         follow_code = follower.finish()
-    finally:
-        if follower.proc.poll() is None:
-            follower.proc.kill()
-        if not thawed:
-            thaw(frozen)
+    requeue_sent, frozen, limit_lifted = interrupter.requeue_sent, interrupter.frozen, interrupter.limit_lifted
     assert requeue_sent and len(frozen) >= 2 and limit_lifted, (requeue_sent, frozen, limit_lifted)
     return {"root": root, "rows": rows, "follower": follower, "follow_code": follow_code}
 

@@ -13,6 +13,7 @@ def test_eval_args_get_cached_mbpp_and_a_local_tokenizer(tmp_path, monkeypatch, 
     cached = cache / "phi-hpc" / "mbpp" / "mbpp.jsonl"
     shutil.copyfile(mbpp_path, cached)  # already fetched: found by its pinned sha256, no network needed
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    monkeypatch.delenv("PHI_HPC_CACHE_DIR", raising=False)  # it would come first (phi_hpc.paths.cache_root)
     monkeypatch.setenv("PHI_HPC_MBPP_URL", "http://127.0.0.1:9/unreachable")
 
     assert localize_eval_args(["--task", "humaneval"]) == ["--task", "humaneval"]

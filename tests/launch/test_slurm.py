@@ -10,10 +10,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import pytest
 
 from tests.launch.conftest import (REPO_ROOT, TINY_PRETRAIN, TINY_SETTINGS, attempts, cli_env, debug_logs, phi,
                                    status, step_losses, tiny_pretrain_args, wait_for)
+from tests.launch.interrupts import Follower, Interrupter, current_step
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.deepspeed]
 
@@ -39,15 +38,6 @@ def eval_args(run_dir: Path, tokenizer: Path, *extra: str) -> list[str]:
             "--profile", "local", "--tasks-per-node", "1", "--gpus-per-node", "0", *extra, "--",
             "--task", "humaneval", "--limit", "1", "--max-new-tokens", "8", "--tokenizer", str(tokenizer),
             "--workers", "1"]
-
-
-def job_id(run_dir: Path, name: str) -> str:
-    record = json.loads((run_dir / "run.json").read_text())
-    return next(job["job_id"] for job in record["jobs"] if job["name"] == name)
-
-
-def current_step(run_dir: Path) -> int:
-    return max(step_losses(run_dir), default=0) if (run_dir / "metrics.jsonl").exists() else 0
 
 
 # ---------------------------------------------------------------------------- 1 + 2: a run and its eval
@@ -160,65 +150,13 @@ def test_cancel_stops_training_for_good(baseline):
 
 
 # ---------------------------------------------------------------------------- 3 + 4: requeues and logs
-class Follower:
-    """``phi-hpc logs RUN --follow`` in the background, remembering when each line arrived."""
-
-    def __init__(self, run_dir: Path, *options: str):
-        self.lines: list[tuple[float, str]] = []
-        self.proc = subprocess.Popen([sys.executable, "-m", "phi_hpc", "logs", str(run_dir), "--follow", *options],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append((time.time(), line.rstrip("\n")))
-
-    def finish(self, timeout: float = 60) -> int:
-        try:
-            code = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError("logs --follow did not stop after the job ended")
-        self.thread.join(timeout=10)
-        return code
-
-
-def task_pids(job: str) -> list[int]:
-    """The Python task processes of a Slurm job on this (only) node."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes()
-            environ = (proc / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"submitit.core._submit" in cmdline and f"SLURM_JOB_ID={job}".encode() in environ:
-            pids.append(int(proc.name))
-    return pids
-
-
-def thaw(pids: list[int]) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGCONT)
-        except ProcessLookupError:
-            pass
-
-
 @pytest.fixture(scope="module")
 def interrupted(slurm_cluster, tiny_data, tmp_path_factory):
     """Two runs of the baseline config, at the same time.
 
     ``requeued``: an operator runs ``scontrol requeue`` at step 7, while ``logs --follow`` watches.
-    ``limited``: a 2-minute time limit with SIGUSR2 60 s before it. Slurm sends that signal from a
-    30-second housekeeping loop, i.e. 30 to 60 s after the start, and this tiny run could finish
-    before that; so once it is training the test freezes its tasks (SIGSTOP) until the signal is
-    surely out (61 s), then lets them go (SIGCONT): they see SIGUSR2 mid-run, exactly as a long
-    training run at its time limit does.
+    ``limited``: a 2-minute time limit with SIGUSR2 60 s before it, frozen until the signal is surely
+    out so that it lands mid-run (:class:`tests.launch.interrupts.Interrupter` does both).
     """
     root = tmp_path_factory.mktemp("interrupted")
     requeued, limited, by_hand = root / "requeued", root / "limited", root / "by-hand"
@@ -236,33 +174,15 @@ def interrupted(slurm_cluster, tiny_data, tmp_path_factory):
         capture_output=True, text=True, cwd=by_hand, env=cli_env({"PHI_HPC_PYTHON": sys.executable}),
         check=True).stdout.strip()
     usr2_sent = False
-    requeued_id, limited_id = job_id(requeued, "train"), job_id(limited, "train")
-    requeue_sent, frozen, thawed, limit_lifted = False, [], False, False
-    limited_started = None
+    interrupter = Interrupter(requeued, limited)
     deadline = time.monotonic() + 420
     rows: dict = {}
-    try:
+    with follower, interrupter:
         while time.monotonic() < deadline:
             if not usr2_sent and current_step(by_hand / "run") >= 2:
                 subprocess.run(["scancel", "--signal=USR2", template_job], check=True, capture_output=True)
                 usr2_sent = True
-            if not requeue_sent and current_step(requeued) >= 7:
-                subprocess.run(["scontrol", "requeue", requeued_id], check=True, capture_output=True)
-                requeue_sent = True
-            if limited_started is None and attempts(limited):
-                limited_started = attempts(limited)[0]["time"]
-            if not frozen and current_step(limited) >= 1:
-                frozen = task_pids(limited_id)
-                for pid in frozen:
-                    os.kill(pid, signal.SIGSTOP)
-            if frozen and not thawed and time.time() - limited_started > 61:
-                thaw(frozen)  # (slurmstepd sends SIGCONT with the warning signal itself, too)
-                thawed = True
-            if not limit_lifted and any(e["event"] == "end" for e in attempts(limited)):
-                # The time limit did its job once; let the requeued attempt finish.
-                subprocess.run(["scontrol", "update", f"JobId={limited_id}", "TimeLimit=30"], check=True,
-                               capture_output=True)
-                limit_lifted = True
+            interrupter.poll()
             rows = {name: status(run)["train"] for name, run in (("requeued", requeued), ("limited", limited))}
             rows["by-hand"] = {"state": sacct_state(template_job), "job_id": template_job}
             if all(row["state"].split()[0] in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT")
@@ -273,11 +193,7 @@ def interrupted(slurm_cluster, tiny_data, tmp_path_factory):
             raise AssertionError(f"interrupted runs did not finish: {rows}\n{debug_logs(requeued)}\n"
                                  f"{debug_logs(limited)}")
         follow_code = follower.finish()
-    finally:
-        if follower.proc.poll() is None:
-            follower.proc.kill()
-        if not thawed:
-            thaw(frozen)
+    requeue_sent, frozen, limit_lifted = interrupter.requeue_sent, interrupter.frozen, interrupter.limit_lifted
     assert requeue_sent and frozen and limit_lifted and usr2_sent, (requeue_sent, frozen, limit_lifted, usr2_sent)
     return requeued, limited, rows, follower, follow_code, by_hand
 

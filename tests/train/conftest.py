@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO_ROOT as REPO
 TINY_PRETRAIN = REPO / "configs" / "tiny-pretrain.yaml"
 TINY_FINETUNE = REPO / "configs" / "tiny-finetune.yaml"
 STEPS = 12

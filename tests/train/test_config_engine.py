@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
 from phi_hpc.errors import UsageError
 from phi_hpc.train.config import TrainConfig, load_train_config
 from phi_hpc.train.engine import deepspeed_config, lr_at, parameter_groups
+from tests.conftest import REPO_ROOT
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = REPO_ROOT / "configs"
 
 
 def test_pretrain_config_is_the_papers():
