@@ -17,7 +17,7 @@ import os
 import shutil
 from pathlib import Path
 
-from phi_hpc.launch.runs import CODE_DIR
+from phi_hpc.run_layout import CODE_DIR, RunLayout
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder that contains phi_hpc/
 COPIED = ("phi_hpc", "configs")
@@ -44,14 +44,14 @@ def code_hash(root: Path = PACKAGE_ROOT) -> str:
 
 
 def running_from_copy(root: Path = PACKAGE_ROOT) -> bool:
-    return root.parent.name == CODE_DIR and (root.parent.parent / "run.json").is_file()
+    return root.parent.name == CODE_DIR and RunLayout(root.parent.parent).run_record.is_file()
 
 
 def snapshot_code(run_dir: Path, root: Path = PACKAGE_ROOT) -> Path:
     """``RUN/code/<hash>`` holding a copy of ``root``'s phi_hpc/ and configs/ (made once per content)."""
     if running_from_copy(root):
         return root
-    target = Path(run_dir) / CODE_DIR / code_hash(root)
+    target = RunLayout(run_dir).code / code_hash(root)
     if target.is_dir():
         return target
     partial = target.with_name(f".{target.name}.partial-{os.getpid()}")

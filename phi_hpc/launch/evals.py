@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from phi_hpc.launch.profiles import ClusterProfile
-from phi_hpc.launch.snapshots import snapshot_dir
+from phi_hpc.run_layout import RunLayout
 
 
 @dataclass(frozen=True)
@@ -36,10 +36,9 @@ class EvalPlan:
         return f"eval-step-{step}"
 
     def argv(self, run_dir: Path, step: int) -> list[str]:
-        from phi_hpc.eval.curve import eval_dir_for_step
-
-        return ["eval", "run", "--checkpoint", str(snapshot_dir(run_dir, step)),
-                "-o", str(eval_dir_for_step(run_dir, step)), *self.eval_args]
+        layout = RunLayout(run_dir)
+        return ["eval", "run", "--checkpoint", str(layout.snapshot_dir(step)), "-o", str(layout.eval_dir(step)),
+                *self.eval_args]
 
 
 def submit_step_eval(run_dir: Path, plan: EvalPlan, step: int, echo: Callable[[str], None] = print) -> Optional[str]:
@@ -65,6 +64,6 @@ def step_eval_submitter(run_dir: Path, plan: EvalPlan) -> Callable[[int], None]:
             submit_step_eval(run_dir, plan, step, echo=lambda line: print(f"[phi-hpc] {line}", flush=True))
         except Exception as exc:  # noqa: BLE001 (sbatch refusing must not cost the training run)
             print(f"[phi-hpc] could not submit the eval of step {step}: {exc}; submit it by hand: phi-hpc submit "
-                  f"eval --checkpoint {snapshot_dir(run_dir, step)}", flush=True)
+                  f"eval --checkpoint {RunLayout(run_dir).snapshot_dir(step)}", flush=True)
 
     return submit

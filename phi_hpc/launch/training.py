@@ -24,6 +24,7 @@ from pathlib import Path
 from phi_hpc.errors import UsageError
 from phi_hpc.launch.evals import EvalPlan
 from phi_hpc.launch.offline import localize_eval_args
+from phi_hpc.run_layout import RunLayout
 
 
 def submit_training(kind: str, config_file: str, overrides: list[str], profile, options: dict,
@@ -38,7 +39,7 @@ def submit_training(kind: str, config_file: str, overrides: list[str], profile, 
     eval_steps = _eval_steps(config, eval_every)
     submitter = make_submitter(run_dir)
     submitter.open()
-    config_path = run_dir / "config.yaml"
+    config_path = RunLayout(run_dir).config
     if not submitter.dry_run:
         dump_yaml(config, config_path)
     plan = EvalPlan(steps=tuple(eval_steps), eval_args=tuple(localize_eval_args(shlex.split(eval_args))),
