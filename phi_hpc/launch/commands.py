@@ -142,7 +142,9 @@ def submit_eval(checkpoint, after, output, eval_args, **options):
     if output is None:
         if owner is None:
             raise UsageError("-o/--output is required when the checkpoint is not inside a submitted run")
-        output = str(owner / "eval" / label)
+        from phi_hpc.run_layout import RunLayout
+
+        output = str(RunLayout(owner).eval_root / label)
     run_dir = Path(options.pop("run_dir") or owner or output)
     submitter = _submitter("eval", run_dir, options, profile)
     if not submitter.dry_run:

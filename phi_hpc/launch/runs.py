@@ -1,6 +1,7 @@
 """The run folder: everything a submission leaves behind, readable from a login node without Slurm.
 
-Layout (``RUN`` is the training run folder, so the trainer's files sit beside the launch records)::
+Layout (``RUN`` is the training run folder, so the trainer's files sit beside the launch records; the
+names are :class:`phi_hpc.run_layout.RunLayout`'s)::
 
     RUN/run.json                 what was submitted: kind, executor, profile, git commit, jobs (ids, deps, argv)
     RUN/config.yaml              the resolved config the jobs run (the trainer rewrites the same content)

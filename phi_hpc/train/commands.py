@@ -40,7 +40,9 @@ def train_command(ctx: click.Context, config_file: str, overrides: tuple[str, ..
     on_publish = ctx.obj if callable(ctx.obj) else None
     result = train(load_train_config(config_file, overrides), on_publish=on_publish)
     if os.environ.get("RANK", "0") == "0":
-        _print_summary(Path(result.run_dir) / "summary.json")
+        from phi_hpc.run_layout import RunLayout
+
+        _print_summary(RunLayout(result.run_dir).summary)
     code = main_exit_code(result)
     if code:
         sys.exit(code)
