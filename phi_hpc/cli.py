@@ -72,11 +72,14 @@ def _debug_requested(argv: list[str]) -> bool:
     return "--debug" in argv or os.environ.get("PHI_HPC_DEBUG") == "1"
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console entry point: run the CLI and turn user-facing errors into one line + exit code."""
+def main(argv: list[str] | None = None, obj=None) -> None:
+    """Console entry point: run the CLI and turn user-facing errors into one line + exit code.
+
+    ``obj`` becomes the click context object: how an in-process caller hands a command a callback
+    (``train``'s checkpoint-publication callback, :mod:`phi_hpc.launch.task`)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        cli.main(args=argv, prog_name="phi-hpc", standalone_mode=False)
+        cli.main(args=argv, prog_name="phi-hpc", standalone_mode=False, obj=obj)
     except PhiError as exc:
         if _debug_requested(argv):
             raise

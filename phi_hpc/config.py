@@ -227,3 +227,14 @@ def dump_yaml(obj: Any, path: str | os.PathLike) -> None:
 
     with atomic_write(path) as handle:
         yaml.safe_dump(to_dict(obj), handle, sort_keys=False)
+
+
+def flatten(tree: Mapping, prefix: str = "") -> dict:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (the dotted keys ``--set`` takes)."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

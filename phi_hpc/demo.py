@@ -188,19 +188,16 @@ def reference_check(task: str, data: str | None, limit: int, workers: int) -> di
 
 def _last_metrics(run_dir: Path) -> dict:
     """First and last training loss and the last validation loss, from RUN/metrics.jsonl."""
-    path = run_dir / "metrics.jsonl"
+    from phi_hpc.run_layout import RunLayout
+    from phi_hpc.train.metrics import read_metrics
+
     first = last = val = None
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if record.get("val_loss") is not None:
-                val = record
-            elif record.get("loss") is not None:
-                first = first or record
-                last = record
+    for record in read_metrics(RunLayout(run_dir).metrics):
+        if record.get("val_loss") is not None:
+            val = record
+        elif record.get("loss") is not None:
+            first = first or record
+            last = record
     return {"first_loss": first and first["loss"], "last_loss": last and last["loss"],
             "last_step": last and last.get("step"), "val_loss": val and val["val_loss"]}
 

@@ -15,21 +15,12 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from phi_hpc.errors import PhiError, UsageError
 from phi_hpc.fileio import atomic_write, write_json
-
-EVAL_SUBDIR = "eval"
-STEP_DIR_PATTERN = re.compile(r"(?:step[-_]?)?(\d+)")
-
-
-def eval_dir_for_step(run_dir: str | Path, step: int) -> Path:
-    """Where the evaluation of checkpoint ``step`` of ``run_dir`` lives (the one layout curve reads)."""
-    return Path(run_dir) / EVAL_SUBDIR / f"step-{int(step)}"
-
+from phi_hpc.run_layout import RunLayout, step_of_name
 
 @dataclass
 class CurvePoint:
@@ -59,26 +50,13 @@ class Curve:
 
 def read_losses(metrics_path: Path, key: str = "val_loss") -> list[tuple[int, float]]:
     """``(step, value)`` of ``key`` (``val_loss`` or the training ``loss``) from the trainer's metrics file,
-    sorted, the last line of a step winning (a resumed run redoes steps); torn last lines are skipped.
+    sorted, the last line of a step winning (a resumed run redoes steps). Safe while the trainer is
+    appending: :func:`phi_hpc.train.metrics.read_metrics`'s rule for a bad line applies."""
+    from phi_hpc.train.metrics import read_metrics
 
-    The trainer may be appending while we read (curve is safe to run mid-training), so a line cut in
-    half at the end is expected and not an error; a malformed line elsewhere is.
-    """
-    if not metrics_path.is_file():
-        return []
     losses: dict[int, float] = {}
-    lines = metrics_path.read_text(encoding="utf-8", errors="replace").splitlines()
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            if number == len(lines):
-                continue
-            raise PhiError(f"{metrics_path}:{number}: not a JSON line",
-                           "the metrics file is damaged; remove or fix that line") from None
-        if isinstance(record, dict) and record.get(key) is not None and record.get("step") is not None:
+    for record in read_metrics(metrics_path):
+        if record.get(key) is not None and record.get("step") is not None:
             losses[int(record["step"])] = float(record[key])
     return sorted(losses.items())
 
@@ -93,8 +71,7 @@ def _step_of(eval_dir: Path, results: dict | None) -> int | None:
         step = (results.get("model") or {}).get("step")
         if isinstance(step, int):
             return step
-    match = STEP_DIR_PATTERN.fullmatch(eval_dir.name)
-    return int(match.group(1)) if match else None
+    return step_of_name(eval_dir.name)
 
 
 def _pass_at_1(results: dict, where: Path) -> dict[str, float]:
@@ -124,7 +101,7 @@ def collect_evaluations(run_dir: Path) -> list[CurvePoint]:
 
     Cheap (reads only ``RUN/eval/*/results.json``): ``phi-hpc status`` shows pass@1 so far from it.
     """
-    eval_root = Path(run_dir) / EVAL_SUBDIR
+    eval_root = RunLayout(run_dir).eval_root
     points: list[CurvePoint] = []
     if not eval_root.is_dir():
         return points
@@ -149,16 +126,17 @@ def collect_evaluations(run_dir: Path) -> list[CurvePoint]:
 
 def collect_curve(run_dir: str | Path) -> Curve:
     """Gather every evaluation folder of ``run_dir`` and the training/validation losses into one table."""
-    run_dir = Path(run_dir)
+    layout = RunLayout(run_dir)
+    run_dir = layout.root
     if not run_dir.is_dir():
         raise UsageError(f"run folder {run_dir} does not exist", "pass the RUN folder that submit/train created")
-    val_losses = read_val_losses(run_dir / "metrics.jsonl")
-    train_losses = read_losses(run_dir / "metrics.jsonl", "loss")
+    val_losses = read_val_losses(layout.metrics)
+    train_losses = read_losses(layout.metrics, "loss")
     points = collect_evaluations(run_dir)
     for point in points:
         point.val_loss_step, point.val_loss = _loss_at(val_losses, point.step)
     if not points and not val_losses and not train_losses:
-        raise PhiError(f"{run_dir}: no evaluations under {run_dir / EVAL_SUBDIR} and no losses in metrics.jsonl",
+        raise PhiError(f"{run_dir}: no evaluations under {layout.eval_root} and no losses in metrics.jsonl",
                        "submit with --eval-every N, or run `phi-hpc eval run -o RUN/eval/step-N`")
     tasks = sorted({task for p in points for task in p.pass_at_1})
     return Curve(run_dir=str(run_dir), points=points, tasks=tasks, val_losses=val_losses,
@@ -262,8 +240,7 @@ def render_table(curve: Curve):
 def write_curve(run_dir: str | Path, png_path: str | Path | None = None) -> tuple[Curve, dict]:
     """Collect, then write ``curve.json`` and the PNG; returns the curve and where things went."""
     curve = collect_curve(run_dir)
-    eval_root = Path(run_dir) / EVAL_SUBDIR
-    png = Path(png_path) if png_path else eval_root / "curve.png"
+    png = Path(png_path) if png_path else RunLayout(run_dir).curve_png
     json_path = png.with_suffix(".json")
     write_json(json_path, curve.to_dict())
     plot_curve(curve, png)

@@ -74,7 +74,8 @@ def run(checkpoint, hf_model, tasks, data_items, limit, n, greedy, temperature, 
     """
     from rich.console import Console
 
-    from phi_hpc.eval.run import EvalRunConfig, results_table, run_eval
+    from phi_hpc.eval.config import EvalRunConfig
+    from phi_hpc.eval.run import results_table, run_eval
 
     task_names = _parse_tasks(tasks)
     try:

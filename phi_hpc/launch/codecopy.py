@@ -17,8 +17,8 @@ import os
 import shutil
 from pathlib import Path
 
-from phi_hpc.launch.runs import CODE_DIR
 from phi_hpc.paths import SOURCE_ROOT
+from phi_hpc.run_layout import CODE_DIR, RunLayout
 
 COPIED = ("phi_hpc", "configs")
 SKIPPED_DIRS = {"__pycache__", ".pytest_cache"}
@@ -44,14 +44,14 @@ def code_hash(root: Path = SOURCE_ROOT) -> str:
 
 
 def running_from_copy(root: Path = SOURCE_ROOT) -> bool:
-    return root.parent.name == CODE_DIR and (root.parent.parent / "run.json").is_file()
+    return root.parent.name == CODE_DIR and RunLayout(root.parent.parent).run_record.is_file()
 
 
 def snapshot_code(run_dir: Path, root: Path = SOURCE_ROOT) -> Path:
     """``RUN/code/<hash>`` holding a copy of ``root``'s phi_hpc/ and configs/ (made once per content)."""
     if running_from_copy(root):
         return root
-    target = Path(run_dir) / CODE_DIR / code_hash(root)
+    target = RunLayout(run_dir).code / code_hash(root)
     if target.is_dir():
         return target
     partial = target.with_name(f".{target.name}.partial-{os.getpid()}")

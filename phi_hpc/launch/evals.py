@@ -26,7 +26,7 @@ from typing import Callable, Optional
 from phi_hpc.errors import UsageError
 from phi_hpc.launch.profiles import ClusterProfile
 from phi_hpc.launch.requests import EvalRequest
-from phi_hpc.launch.snapshots import snapshot_dir
+from phi_hpc.run_layout import RunLayout
 
 
 @dataclass(frozen=True)
@@ -43,10 +43,9 @@ class EvalPlan:
         return f"eval-step-{step}"
 
     def argv(self, run_dir: Path, step: int) -> list[str]:
-        from phi_hpc.eval.curve import eval_dir_for_step
-
-        return ["eval", "run", "--checkpoint", str(snapshot_dir(run_dir, step)),
-                "-o", str(eval_dir_for_step(run_dir, step)), *self.eval_args]
+        layout = RunLayout(run_dir)
+        return ["eval", "run", "--checkpoint", str(layout.snapshot_dir(step)), "-o", str(layout.eval_dir(step)),
+                *self.eval_args]
 
     def on_snapshot(self, run_dir: Path) -> Callable[[int], None]:
         """What the training job's task 0 calls once a wanted step's snapshot exists (:class:`PhiTask`)."""
@@ -76,7 +75,7 @@ def step_eval_submitter(run_dir: Path, plan: EvalPlan) -> Callable[[int], None]:
             submit_step_eval(run_dir, plan, step, echo=lambda line: print(f"[phi-hpc] {line}", flush=True))
         except Exception as exc:  # noqa: BLE001 (sbatch refusing must not cost the training run)
             print(f"[phi-hpc] could not submit the eval of step {step}: {exc}; submit it by hand: phi-hpc submit "
-                  f"eval --checkpoint {snapshot_dir(run_dir, step)}", flush=True)
+                  f"eval --checkpoint {RunLayout(run_dir).snapshot_dir(step)}", flush=True)
 
     return submit
 
@@ -96,7 +95,7 @@ def submit_evaluation(request: EvalRequest, echo: Callable[[str], None] = print)
     if output is None:
         if owner is None:
             raise UsageError("-o/--output is required when the checkpoint is not inside a submitted run")
-        output = str(owner / "eval" / label)
+        output = str(RunLayout(owner).eval_root / label)
     run_dir = Path(request.cluster.run_dir or owner or output)
     submitter = make_submitter("eval", run_dir, request.cluster, profile, echo)
     if not submitter.dry_run:

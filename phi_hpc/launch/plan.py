@@ -22,10 +22,10 @@ from typing import Optional
 
 from phi_hpc.config import _resolve_named_config, merge, parse_overrides, read_yaml
 from phi_hpc.errors import UsageError
-from phi_hpc.fileio import iter_jsonl
 from phi_hpc.launch.profiles import ClusterProfile
 from phi_hpc.launch.requests import PlanRequest
 from phi_hpc.model.flops import PEAK_FLOPS, parameter_count, training_flops_per_token
+from phi_hpc.run_layout import RunLayout
 
 # Minutes of each time-limited job that do not train: start-up, resume from a checkpoint, the
 # checkpoint taken at the warning signal. A plan that ignores them promises one job too few.
@@ -140,8 +140,9 @@ def _data_tokens(data_dir: Optional[Path], config_paths: list[str]) -> Optional[
 
 def measured_mfu(metrics_path: Path) -> float:
     """Median MFU of an earlier run's training steps (the first steps, warm-up and compile, excluded)."""
-    values = [row["mfu"] for _, row in iter_jsonl(metrics_path, "the trainer's metrics.jsonl")
-              if isinstance(row, dict) and isinstance(row.get("mfu"), (int, float))]
+    from phi_hpc.train.metrics import read_metrics
+
+    values = [row["mfu"] for row in read_metrics(metrics_path) if isinstance(row.get("mfu"), (int, float))]
     if not values:
         raise UsageError(f"{metrics_path}: no step reports an MFU (runs on CPUs or unknown GPUs do not)",
                          "pass --mfu FRACTION instead, e.g. --mfu 0.5")
@@ -257,7 +258,7 @@ def plan_from_request(request: PlanRequest, echo=print) -> Plan:
     source = f"assumed (--mfu {mfu})"
     if mfu_from is not None:
         metrics = Path(mfu_from)
-        metrics = metrics / "metrics.jsonl" if metrics.is_dir() else metrics
+        metrics = RunLayout(metrics).metrics if metrics.is_dir() else metrics
         if not metrics.is_file():
             raise UsageError(f"--mfu-from {mfu_from}: no metrics.jsonl there", "pass a run folder or its metrics.jsonl")
         mfu, source = measured_mfu(metrics), f"measured in {metrics}"

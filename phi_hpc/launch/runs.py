@@ -1,6 +1,7 @@
 """The run folder: everything a submission leaves behind, readable from a login node without Slurm.
 
-Layout (``RUN`` is the training run folder, so the trainer's files sit beside the launch records)::
+Layout (``RUN`` is the training run folder, so the trainer's files sit beside the launch records; the
+names are :class:`phi_hpc.run_layout.RunLayout`'s)::
 
     RUN/run.json                 what was submitted: kind, executor, profile, git commit, jobs (ids, deps, argv)
     RUN/config.yaml              the resolved config the jobs run (the trainer rewrites the same content)
@@ -28,11 +29,8 @@ from typing import Optional
 
 from phi_hpc.errors import UsageError
 from phi_hpc.fileio import write_json
+from phi_hpc.run_layout import RUN_FILE, RunLayout
 
-RUN_FILE = "run.json"
-ATTEMPTS_FILE = "attempts.jsonl"  # runs submitted before per-job files: still read
-ATTEMPTS_DIR = "attempts"
-CODE_DIR = "code"
 INDEX_ENV = "PHI_HPC_RUN_INDEX"
 
 
@@ -68,11 +66,11 @@ class RunRecord:
 
 
 def save_run(record: RunRecord) -> None:
-    write_json(Path(record.run_dir) / RUN_FILE, asdict(record))
+    write_json(RunLayout(record.run_dir).run_record, asdict(record))
 
 
 def load_run(run_dir: str | os.PathLike) -> RunRecord:
-    path = Path(run_dir) / RUN_FILE
+    path = RunLayout(run_dir).run_record
     if not path.is_file():
         raise UsageError(f"{run_dir}: not a submitted run (no {RUN_FILE})",
                          "give the run folder printed by `phi-hpc submit`")
@@ -84,7 +82,7 @@ def load_run(run_dir: str | os.PathLike) -> RunRecord:
 def attempts_file(run_dir: str | os.PathLike, job_id: str) -> Path:
     """The attempts file of one job or array element (``123``, ``123_4``): only its task 0 writes it."""
     safe = "".join(c if c.isalnum() or c in "_-." else "_" for c in str(job_id)) or "unknown"
-    return Path(run_dir) / ATTEMPTS_DIR / f"{safe}.jsonl"
+    return RunLayout(run_dir).attempts_dir / f"{safe}.jsonl"
 
 
 def append_attempt(run_dir: str | os.PathLike, event: dict) -> None:
@@ -116,9 +114,9 @@ def _read_lines(path: Path) -> list[dict]:
 
 def read_attempts(run_dir: str | os.PathLike) -> list[dict]:
     """Every job's attempt events, oldest first (the per-job files, and a pre-split ``attempts.jsonl``)."""
-    run_dir = Path(run_dir)
-    events = _read_lines(run_dir / ATTEMPTS_FILE)
-    folder = run_dir / ATTEMPTS_DIR
+    layout = RunLayout(run_dir)
+    events = _read_lines(layout.legacy_attempts)
+    folder = layout.attempts_dir
     if folder.is_dir():
         for path in sorted(folder.glob("*.jsonl")):
             events += _read_lines(path)
@@ -126,7 +124,7 @@ def read_attempts(run_dir: str | os.PathLike) -> list[dict]:
 
 
 def log_dir(run_dir: str | os.PathLike, job_name: str, job_id: str, restarts: int) -> Path:
-    return Path(run_dir) / "logs" / job_name / job_id / f"attempt-{restarts}"
+    return RunLayout(run_dir).log_dir(job_name, job_id, restarts)
 
 
 def git_commit(path: Path) -> Optional[str]:
@@ -168,7 +166,7 @@ def recent_runs(limit: int = 5) -> list[Path]:
     seen: list[Path] = []
     for line in reversed(path.read_text(encoding="utf-8").splitlines()):
         run = Path(line.strip())
-        if line.strip() and run not in seen and (run / RUN_FILE).is_file():
+        if line.strip() and run not in seen and RunLayout(run).run_record.is_file():
             seen.append(run)
         if len(seen) == limit:
             break

@@ -1,34 +1,26 @@
 """Keep the checkpoints that ``--eval-every`` evaluations will read, despite ``keep_last`` pruning.
 
 An eval job may start long after its step was published (it waits in the queue), by which time the
-trainer has deleted all but its last few checkpoints. So task 0 of the training job listens to the
-trainer's checkpoint publication (``phi_hpc.train.checkpoint.PUBLISH_LISTENERS``, called before
-pruning) and, for each step the evaluations want, hard-links the step's model files
-(``config.json``, ``model.safetensors``; not the optimizer state) into ``RUN/eval/checkpoints/<step>/``,
-plus the data's tokenizer. Hard links cost no space and survive the deletion of the original; across
-file systems it falls back to copying. Steps published by an earlier attempt of a requeued job are
-picked up by a scan when the watcher starts and when it stops.
+trainer has deleted all but its last few checkpoints. So task 0 of the training job passes the
+trainer a publication callback (:meth:`SnapshotWatcher.published`, called by
+:class:`phi_hpc.train.checkpoint.CheckpointManager` before pruning) and, for each step the evaluations
+want, hard-links the step's model files (``config.json``, ``model.safetensors``; not the optimizer
+state) into ``RUN/eval/checkpoints/<step>/`` (:meth:`phi_hpc.run_layout.RunLayout.snapshot_dir`), plus
+the run's tokenizer. Hard links cost no space and survive the deletion of the original; across file
+systems it falls back to copying. Steps published by an earlier attempt of a requeued job are picked
+up by a scan when the watcher starts and when it stops.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
 from typing import Callable
 
-import yaml
+from phi_hpc.run_layout import MODEL_CONFIG, PARTIAL_PREFIX, TOKENIZER_FILE, RunLayout, find_checkpoint
 
-MODEL_FILES = ("config.json", "model.safetensors", "generation_config.json")
-
-
-def snapshot_dir(run_dir: Path, step: int) -> Path:
-    return Path(run_dir) / "eval" / "checkpoints" / str(step)
-
-
-def _model_folder(step_dir: Path) -> Path:
-    return step_dir / "hf" if (step_dir / "hf" / "config.json").is_file() else step_dir
+MODEL_FILES = (MODEL_CONFIG, "model.safetensors", "generation_config.json")
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -38,39 +30,24 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-def data_tokenizer(run_dir: Path) -> Path | None:
-    """tokenizer.json of the run's training data (``prepare`` records it in manifest.json)."""
-    try:
-        config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-        for folder in config.get("data", {}).get("paths", []):
-            manifest = Path(folder) / "manifest.json"
-            if manifest.is_file():
-                path = json.loads(manifest.read_text(encoding="utf-8")).get("tokenizer", {}).get("path")
-                if path and Path(path).is_file():
-                    return Path(path)
-    except (OSError, ValueError, AttributeError, yaml.YAMLError):
-        return None
-    return None
-
-
 def take_snapshot(run_dir: Path, step: int) -> bool:
     """Link step ``step``'s model into RUN/eval/checkpoints/<step>; False if that step is not saved."""
-    step_dir = run_dir / "checkpoints" / str(step)
-    target = snapshot_dir(run_dir, step)
-    if (target / "config.json").is_file():
+    layout = RunLayout(run_dir)
+    target = layout.snapshot_dir(step)
+    if (target / MODEL_CONFIG).is_file():
         return True
-    source = _model_folder(step_dir)
-    if not (source / "config.json").is_file():
+    source = find_checkpoint(layout.step_dir(step))
+    if not source.is_model:
         return False
-    partial = target.with_name(f".partial-{step}")
+    partial = target.with_name(f"{PARTIAL_PREFIX}{step}")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     for name in MODEL_FILES:
-        if (source / name).is_file():
-            _link_or_copy(source / name, partial / name)
-    tokenizer = data_tokenizer(run_dir)
+        if (source.folder / name).is_file():
+            _link_or_copy(source.folder / name, partial / name)
+    tokenizer = layout.tokenizer()
     if tokenizer is not None:
-        shutil.copy2(tokenizer, partial / "tokenizer.json")
+        shutil.copy2(tokenizer, partial / TOKENIZER_FILE)
     os.replace(partial, target)  # complete or absent, like the trainer's own checkpoints
     return True
 
@@ -78,6 +55,7 @@ def take_snapshot(run_dir: Path, step: int) -> bool:
 class SnapshotWatcher:
     """Snapshots the wanted steps as the trainer publishes them (in the trainer's own process).
 
+    Use as a context manager and hand :meth:`published` to the trainer as its ``on_publish``.
     ``on_snapshot(step)`` runs once a step's snapshot exists (``--eval-every`` submits its eval job
     there, :mod:`phi_hpc.launch.evals`); also for steps an earlier attempt already snapshotted.
     """
@@ -87,16 +65,10 @@ class SnapshotWatcher:
         self.on_snapshot = on_snapshot or (lambda step: None)
 
     def __enter__(self) -> "SnapshotWatcher":
-        from phi_hpc.train.checkpoint import PUBLISH_LISTENERS
-
         self.scan()  # steps an earlier attempt of a requeued job already published
-        PUBLISH_LISTENERS.append(self._published)
         return self
 
     def __exit__(self, *exc) -> None:
-        from phi_hpc.train.checkpoint import PUBLISH_LISTENERS
-
-        PUBLISH_LISTENERS.remove(self._published)
         self.scan()
 
     def scan(self) -> None:
@@ -108,7 +80,8 @@ class SnapshotWatcher:
         self.pending.remove(step)
         self.on_snapshot(step)
 
-    def _published(self, step: int, step_dir: Path) -> None:
+    def published(self, step: int, step_dir: Path) -> None:
+        """The trainer's ``on_publish``: snapshot ``step`` now if it is wanted, before it can be pruned."""
         if step not in self.pending:
             return
         try:

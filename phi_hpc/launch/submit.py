@@ -23,6 +23,7 @@ from phi_hpc.launch.requests import ClusterRequest
 from phi_hpc.launch.runs import JobRecord, RunRecord, git_commit, load_run, remember_run, save_run
 from phi_hpc.launch.task import PhiTask
 from phi_hpc.paths import PACKAGE_DIR
+from phi_hpc.run_layout import RunLayout, eval_label
 
 
 @dataclass
@@ -47,7 +48,7 @@ class Submitter:
         if self.dry_run:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        existing = (self.run_dir / "run.json").is_file()
+        existing = RunLayout(self.run_dir).run_record.is_file()
         self.record = load_run(self.run_dir) if existing else RunRecord(
             kind=self.kind, run_dir=str(self.run_dir), executor=self.executor,
             profile=dataclasses.asdict(self.profile), command=self.command,
@@ -62,7 +63,7 @@ class Submitter:
 
     @property
     def submitit_dir(self) -> Path:
-        return self.run_dir / "submitit"
+        return RunLayout(self.run_dir).submitit
 
     def job_name(self, name: str) -> str:
         return f"phi-{name}-{self.run_dir.name}"
@@ -185,7 +186,7 @@ def resolve_after(after: tuple[str, ...]) -> tuple[list[str], Optional[Path]]:
                 job_ids.append(item)
                 continue
             path = Path(item)
-            if not (path / "run.json").is_file():
+            if not RunLayout(path).run_record.is_file():
                 raise UsageError(f"--after {item}: neither a job id nor a run folder with run.json",
                                  "give the job id printed by `phi-hpc submit` or its run folder")
             record = load_run(path)
@@ -235,15 +236,14 @@ def live_dependencies(job_ids: list[str], executor: str, parent_run: Optional[Pa
 def run_folder_of(path: Path) -> Optional[Path]:
     """The submitted run a checkpoint path belongs to (RUN/checkpoints/<step> -> RUN), if any."""
     for candidate in [path, *path.parents][:4]:
-        if (candidate / "run.json").is_file():
+        if RunLayout(candidate).run_record.is_file():
             return candidate.resolve()
     return None
 
 
 def checkpoint_label(checkpoint: Path) -> str:
     """``RUN/checkpoints/20`` -> ``step-20`` (eval curve reads RUN/eval/step-N); ``latest`` stays ``latest``."""
-    name = checkpoint.name
-    return f"step-{name}" if name.isdigit() else name
+    return eval_label(checkpoint.name)
 
 
 def make_submitter(kind: str, run_dir: Path, cluster: ClusterRequest, profile: ClusterProfile,

@@ -90,8 +90,8 @@ class PhiTask:
             from phi_hpc.launch.snapshots import SnapshotWatcher
 
             run_dir = Path(self.run_dir)
-            with SnapshotWatcher(run_dir, list(self.eval_plan.steps), self.eval_plan.on_snapshot(run_dir)):
-                code = self._run_command()
+            with SnapshotWatcher(run_dir, list(self.eval_plan.steps), self.eval_plan.on_snapshot(run_dir)) as watcher:
+                code = self._run_command(on_publish=watcher.published)
         else:
             code = self._run_command()
         return self._finish(env, restarts, code)
@@ -153,11 +153,11 @@ class PhiTask:
             if pending:
                 time.sleep(1)
 
-    def _run_command(self) -> int:
+    def _run_command(self, on_publish=None) -> int:
         from phi_hpc.cli import main
 
         try:
-            main(list(self.argv))
+            main(list(self.argv), obj=on_publish)
         except SystemExit as exc:
             if getattr(self, "_requeued_by_submitit", False):
                 raise  # submitit's requeue exit: let it end this attempt
@@ -249,11 +249,9 @@ class PhiTask:
 
 def checkpoint_progress(run_dir: str | os.PathLike) -> Optional[int]:
     """The step of the run's published checkpoint (``RUN/checkpoints/latest``), None when there is none."""
-    try:
-        text = (Path(run_dir) / "checkpoints" / "latest").read_text(encoding="utf-8").strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
+    from phi_hpc.run_layout import RunLayout
+
+    return RunLayout(run_dir).checkpoints.latest_step()
 
 
 def stalled_attempts(events: list[dict], job_id: str, before: Optional[int] = None) -> int:

@@ -25,6 +25,7 @@ from phi_hpc.errors import UsageError
 from phi_hpc.launch.evals import EvalPlan
 from phi_hpc.launch.offline import localize_eval_args
 from phi_hpc.launch.requests import TrainingRequest
+from phi_hpc.run_layout import RunLayout
 
 
 def submit_training(request: TrainingRequest, echo=print) -> None:
@@ -42,7 +43,7 @@ def submit_training(request: TrainingRequest, echo=print) -> None:
     eval_steps = _eval_steps(config, request.eval_every)
     submitter = make_submitter(request.kind, run_dir, request.cluster, profile, echo)
     submitter.open()
-    config_path = run_dir / "config.yaml"
+    config_path = RunLayout(run_dir).config
     if not submitter.dry_run:
         dump_yaml(config, config_path)
     plan = EvalPlan(steps=tuple(eval_steps), eval_args=tuple(localize_eval_args(shlex.split(request.eval_args))),

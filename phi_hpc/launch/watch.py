@@ -16,8 +16,10 @@ from typing import Iterator, Optional, TextIO
 
 from phi_hpc.constants import SLURM_UNSUCCESSFUL_STATES
 from phi_hpc.errors import UsageError
+from phi_hpc.fileio import tail_lines
 from phi_hpc.launch.jobs import JobState, local_state, slurm_job_state, slurm_states
 from phi_hpc.launch.runs import JobRecord, RunRecord, load_run, read_attempts
+from phi_hpc.run_layout import RunLayout
 
 FOLLOW_POLL_MIN_S, FOLLOW_POLL_MAX_S = 5.0, 60.0  # logs --follow: scheduler queries back off between these
 
@@ -39,31 +41,22 @@ def job_states(record: RunRecord, jobs: list[JobRecord], attempts: list[dict]) -
 
 
 # ---------------------------------------------------------------------------- reading files from the end
-def tail_lines(path: Path, count: int, block: int = 65536) -> list[str]:
-    """The last ``count`` lines of a file, reading only its end."""
+def _recent_metrics(run_dir: Path, lines: int) -> list[dict]:
+    """The records of the last ``lines`` lines of RUN/metrics.jsonl; none when the file is damaged
+    (``eval curve`` names the line; ``status`` and ``submit`` keep working)."""
+    from phi_hpc.errors import PhiError
+    from phi_hpc.train.metrics import read_metrics
+
     try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            data = b""
-            while size > 0 and data.count(b"\n") <= count:
-                step = min(block, size)
-                size -= step
-                handle.seek(size)
-                data = handle.read(step) + data
-    except OSError:
+        return read_metrics(RunLayout(run_dir).metrics, last=lines)
+    except PhiError:
         return []
-    return data.decode("utf-8", errors="replace").splitlines()[-count:]
 
 
 def latest_metrics(run_dir: Path) -> dict:
     """The newest training-step line of RUN/metrics.jsonl (plus the newest validation loss)."""
     result: dict = {}
-    for line in reversed(tail_lines(run_dir / "metrics.jsonl", 50)):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
+    for record in reversed(_recent_metrics(run_dir, 50)):
         if "loss" in record and "step" not in result:
             result.update(step=record.get("step"), loss=record.get("loss"), tokens_per_s=record.get("tokens_per_s"))
         if "val_loss" in record and "val_loss" not in result:
@@ -77,11 +70,7 @@ def signal_delay_warning(run_dir: Path, signal_delay_s: int, lines: int = 2000) 
     metrics (median step time; the longest pause between two steps, i.e. a checkpoint save or a
     validation); "" when they fit, or nothing was measured yet."""
     steps: list[tuple[float, float]] = []
-    for line in tail_lines(run_dir / "metrics.jsonl", lines):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
+    for record in _recent_metrics(run_dir, lines):
         if "step_time_s" in record and "time" in record:
             steps.append((float(record["time"]), float(record["step_time_s"])))
     if len(steps) < 3:
@@ -97,7 +86,7 @@ def signal_delay_warning(run_dir: Path, signal_delay_s: int, lines: int = 2000) 
 
 def attempt_dirs(run_dir: Path, job: JobRecord) -> list[Path]:
     """This job's attempt folders, oldest first (array elements ordered by index, then attempt)."""
-    root = run_dir / "logs" / job.name
+    root = RunLayout(run_dir).job_logs(job.name)
     if not root.is_dir():
         return []
     ids = [d for d in root.iterdir() if d.is_dir() and (d.name == job.job_id or d.name.startswith(f"{job.job_id}_"))]

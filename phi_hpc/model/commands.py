@@ -51,11 +51,12 @@ def convert(from_hf, to_hf, output, dtype, tokenizer, verify, force) -> None:
     import torch
 
     from phi_hpc.fileio import sha256_file, write_json
-    from phi_hpc.model.hf import WEIGHTS_NAME, load_pretrained, resolve_checkpoint_dir, save_pretrained
+    from phi_hpc.model.hf import WEIGHTS_NAME, load_pretrained, save_pretrained
     from phi_hpc.progress import progress_bar, stderr_console
+    from phi_hpc.run_layout import model_checkpoint
 
     source_arg = from_hf if from_hf is not None else to_hf
-    source = resolve_checkpoint_dir(source_arg)
+    source = model_checkpoint(source_arg).folder
     out = Path(output)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
         raise UsageError(f"-o {out}: exists and is not empty", "choose a new folder or pass --force")

@@ -59,13 +59,6 @@ def tokens_per_second_for_mfu(config: PhiConfig, seq_len: int, peak_flops: float
     return mfu * peak_flops * num_gpus / training_flops_per_token(config, seq_len)
 
 
-def model_flops_utilization(tokens_per_second: float, config: PhiConfig, seq_len: int,
-                            peak_flops_per_device: float, num_devices: int = 1) -> float:
-    """Achieved model FLOP/s divided by the devices' peak (0..1)."""
-    achieved = tokens_per_second * training_flops_per_token(config, seq_len)
-    return achieved / (peak_flops_per_device * num_devices)
-
-
 def peak_flops_for_device(device_name: str) -> float | None:
     """Peak bf16 FLOP/s for a GPU name such as ``torch.cuda.get_device_name()``; None if unknown
     (then MFU is reported as null rather than guessed)."""

@@ -9,8 +9,8 @@ can be evaluated or finetuned directly, and our runs can be shared without conve
 Only two things differ from transformers inside the model: we keep q/k/v as one fused ``qkv``
 matrix (split on export, concatenated on import) and we name nothing else differently.
 
-Pointing at a run instead of a folder also works (:func:`resolve_checkpoint_dir`): a run folder, its
-``checkpoints/`` folder (``latest`` names the step) or a step folder whose HF files sit in ``hf/``.
+Which folder a run, its ``checkpoints/`` folder or ``latest`` pointer means is
+:func:`phi_hpc.run_layout.model_checkpoint`'s decision; here a folder is a folder.
 """
 
 from __future__ import annotations
@@ -20,57 +20,14 @@ import os
 from pathlib import Path
 
 from phi_hpc.errors import PhiError, UsageError
+from phi_hpc.run_layout import MODEL_CONFIG as CONFIG_NAME
 
-CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 SHARD_INDEX_NAME = "model.safetensors.index.json"
 LEGACY_WEIGHTS_NAME = "pytorch_model.bin"
 
 _DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
                 "float16": "float16", "fp16": "float16", "half": "float16"}
-
-
-# --------------------------------------------------------------------------------------------------
-# Finding the folder
-# --------------------------------------------------------------------------------------------------
-
-
-def resolve_checkpoint_dir(path: str | os.PathLike) -> Path:
-    """The HF folder meant by ``path``: the folder itself, its ``hf/`` subfolder, or what ``latest`` names.
-
-    Accepted, in this order: a folder with config.json; a checkpoint step folder holding ``hf/``;
-    a ``checkpoints/`` folder with a ``latest`` file (its content names the step folder, relative to
-    ``checkpoints/`` or absolute); a run folder with ``checkpoints/latest``; or the ``latest`` file itself.
-    """
-    original = Path(path)
-    candidate = original
-    for _ in range(4):  # run -> checkpoints -> latest -> step -> hf: a bounded walk, no loops
-        if candidate.is_file() and candidate.name == "latest":
-            candidate = _read_latest(candidate)
-            continue
-        if (candidate / CONFIG_NAME).is_file():
-            return candidate
-        if (candidate / "hf" / CONFIG_NAME).is_file():
-            return candidate / "hf"
-        if (candidate / "latest").is_file():
-            candidate = _read_latest(candidate / "latest")
-            continue
-        if (candidate / "checkpoints").is_dir():
-            candidate = candidate / "checkpoints"
-            continue
-        break
-    if not original.exists():
-        raise UsageError(f"checkpoint {original} does not exist", "check the path")
-    raise UsageError(f"{original}: no {CONFIG_NAME} here (nor in hf/, nor via checkpoints/latest)",
-                     "give a Hugging Face Phi folder, a checkpoint step folder or a run folder")
-
-
-def _read_latest(latest: Path) -> Path:
-    name = latest.read_text(encoding="utf-8").strip()
-    if not name:
-        raise PhiError(f"{latest} is empty", "the run has not completed a checkpoint yet")
-    target = Path(name)
-    return target if target.is_absolute() else latest.parent / target
 
 
 # --------------------------------------------------------------------------------------------------
@@ -234,8 +191,10 @@ def load_pretrained(directory: str | os.PathLike, dtype=None, device="cpu", **co
 
     from phi_hpc.model.phi import PhiForCausalLM
 
-    folder = resolve_checkpoint_dir(directory)
+    folder = Path(directory)
     config_path = folder / CONFIG_NAME
+    if not config_path.is_file():
+        raise UsageError(f"{folder}: no {CONFIG_NAME} here", "give a Hugging Face Phi folder (a checkpoint step folder)")
     try:
         hf_config = json.loads(config_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:

@@ -64,11 +64,11 @@ class LMEmbedder:
         import torch
         from tokenizers import Tokenizer
 
-        from phi_hpc.model.hf import resolve_checkpoint_dir
+        from phi_hpc.run_layout import model_checkpoint
 
         self.runtime = runtime or RuntimeOptions(batch_size=batch_size)
         self.runtime.check_device()
-        folder = resolve_checkpoint_dir(model_dir)  # an HF folder, a checkpoint step, a run (its latest)
+        folder = model_checkpoint(model_dir).folder  # an HF folder, a checkpoint step, a run (its latest)
         tokenizer_path = Path(tokenizer) if tokenizer else folder / "tokenizer.json"
         if not tokenizer_path.is_file():
             raise UsageError(f"no tokenizer.json in {folder}", "pass --tokenizer PATH/tokenizer.json")

@@ -16,7 +16,8 @@ Atomicity: every rank writes into ``.partial-<step>/``; after a barrier rank 0 r
 A job killed at any point therefore leaves either the previous checkpoint as ``latest`` plus some
 garbage named ``.partial-*`` (removed at the next start), or the new one complete. Old step folders
 beyond ``keep_last`` are deleted only after ``latest`` has moved past them, except milestones
-(multiples of ``keep_every``, e.g. phi-1-base's step 24000).
+(multiples of ``keep_every``, e.g. phi-1-base's step 24000). The names are
+:mod:`phi_hpc.run_layout`'s (:class:`~phi_hpc.run_layout.CheckpointFolder`), where readers find them too.
 """
 
 from __future__ import annotations
@@ -30,17 +31,41 @@ from pathlib import Path
 from typing import Callable
 
 from phi_hpc.fileio import atomic_write, write_json
+from phi_hpc.run_layout import STATE_FILE, CheckpointFolder
 
-LATEST = "latest"
-STATE_FILE = "trainer_state.json"
 DEEPSPEED_TAG = "deepspeed"
-PARTIAL_PREFIX = ".partial-"
 
-# Called on rank 0 as ``listener(step, step_dir)`` right after a checkpoint is published and before
-# older ones are pruned: the one moment a folder is certain to exist in full. The launch layer
-# registers one to keep the checkpoints that ``--eval-every`` evaluations read after pruning
+# ``on_publish(step, step_dir)``: called on rank 0 right after a checkpoint is published and before
+# older ones are pruned, the one moment a folder is certain to exist in full. The launch layer passes
+# one to keep the checkpoints that ``--eval-every`` evaluations read after pruning
 # (phi_hpc.launch.snapshots); polling for them could miss a step pruned between two polls.
-PUBLISH_LISTENERS: list[Callable[[int, Path], None]] = []
+OnPublish = Callable[[int, Path], None]
+
+
+class PreemptionFlag:
+    """Set by SIGUSR2/SIGTERM; read (and agreed on by all ranks) at step boundaries."""
+
+    SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+        self._previous: dict = {}
+
+    def install(self) -> None:
+        for signum in self.SIGNALS:
+            self._previous[signum] = signal.signal(signum, self._handle)
+
+    def uninstall(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def _handle(self, signum, frame) -> None:
+        self.signal_name = signal.Signals(signum).name
+
+    @property
+    def raised(self) -> bool:
+        return self.signal_name is not None
 
 
 class SaveClock:
@@ -114,8 +139,10 @@ class CheckpointManager:
     """Save, publish, prune and find checkpoints of one run; every method is called on every rank."""
 
     def __init__(self, directory: str | os.PathLike, keep_last: int, rank: int, world_size: int,
-                 barrier: Callable[[], None], keep_every: int = 0):
-        self.directory = Path(directory)
+                 barrier: Callable[[], None], keep_every: int = 0, on_publish: OnPublish | None = None):
+        self.folder = CheckpointFolder(Path(directory))
+        self.directory = self.folder.directory
+        self.on_publish = on_publish
         self.keep_last = keep_last
         self.keep_every = keep_every
         self.rank = rank
@@ -124,28 +151,18 @@ class CheckpointManager:
 
     # ---------------------------------------------------------------- finding
     def step_dir(self, step: int) -> Path:
-        return self.directory / str(step)
+        return self.folder.step_dir(step)
 
     def complete_steps(self) -> list[int]:
-        if not self.directory.is_dir():
-            return []
-        return sorted(int(p.name) for p in self.directory.iterdir()
-                      if p.name.isdigit() and (p / STATE_FILE).is_file())
+        return self.folder.complete_steps()
 
     def latest(self) -> Path | None:
-        """The step folder ``latest`` names; if the pointer is missing or stale, the newest complete one."""
-        pointer = self.directory / LATEST
-        if pointer.is_file():
-            candidate = self.directory / pointer.read_text(encoding="utf-8").strip()
-            if (candidate / STATE_FILE).is_file():
-                return candidate
-        steps = self.complete_steps()
-        return self.step_dir(steps[-1]) if steps else None
+        return self.folder.latest()
 
     def remove_partials(self) -> None:
         """Leftovers of a save that was killed mid-write (rank 0; call before anyone saves)."""
-        if self.rank == 0 and self.directory.is_dir():
-            for path in self.directory.glob(f"{PARTIAL_PREFIX}*"):
+        if self.rank == 0:
+            for path in self.folder.partials():
                 shutil.rmtree(path, ignore_errors=True)
         self.barrier()
 
@@ -153,7 +170,7 @@ class CheckpointManager:
     def save(self, step: int, engine, trainer_state: dict, save_model: bool) -> Path:
         import torch
 
-        partial = self.directory / f"{PARTIAL_PREFIX}{step}"
+        partial = self.folder.partial_dir(step)
         if self.rank == 0:
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir(parents=True)
@@ -173,10 +190,10 @@ class CheckpointManager:
             if final.exists():  # a re-run of the same step after a resume: replace it whole
                 shutil.rmtree(final)
             os.replace(partial, final)
-            with atomic_write(self.directory / LATEST) as handle:
+            with atomic_write(self.folder.latest_pointer) as handle:
                 handle.write(f"{step}\n")
-            for listener in list(PUBLISH_LISTENERS):
-                listener(step, final)
+            if self.on_publish is not None:
+                self.on_publish(step, final)
             self._prune()
         self.barrier()
         return final
@@ -226,14 +243,3 @@ def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
-
-
-def resolve_model_dir(path: str | os.PathLike) -> Path:
-    """A model folder from a step folder, a run's ``checkpoints/`` (or its ``latest`` file), or a run folder."""
-    path = Path(path)
-    if path.name == LATEST and path.is_file():
-        path = path.parent / path.read_text(encoding="utf-8").strip()
-    for candidate in (path / "checkpoints", path):
-        if (candidate / LATEST).is_file():
-            return candidate / (candidate / LATEST).read_text(encoding="utf-8").strip()
-    return path

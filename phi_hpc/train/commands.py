@@ -19,7 +19,8 @@ import click
 @click.argument("config_file", metavar="CONFIG", type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config value, e.g. --set steps=100 --set data.paths=[data/out] (repeatable).")
-def train_command(config_file: str, overrides: tuple[str, ...]) -> None:
+@click.pass_context
+def train_command(ctx: click.Context, config_file: str, overrides: tuple[str, ...]) -> None:
     """Pretrain or finetune with DeepSpeed from a YAML config (resumes from RUN/checkpoints/latest).
 
     \b
@@ -34,9 +35,14 @@ def train_command(config_file: str, overrides: tuple[str, ...]) -> None:
     from phi_hpc.train.config import load_train_config
     from phi_hpc.train.trainer import main_exit_code, train
 
-    result = train(load_train_config(config_file, overrides))
+    # A caller running this command in-process (a submitted job's task, phi_hpc.launch.task) may pass
+    # the trainer its checkpoint-publication callback as the context object: phi_hpc.cli.main(argv, obj=...).
+    on_publish = ctx.obj if callable(ctx.obj) else None
+    result = train(load_train_config(config_file, overrides), on_publish=on_publish)
     if os.environ.get("RANK", "0") == "0":
-        _print_summary(Path(result.run_dir) / "summary.json")
+        from phi_hpc.run_layout import RunLayout
+
+        _print_summary(RunLayout(result.run_dir).summary)
     code = main_exit_code(result)
     if code:
         sys.exit(code)

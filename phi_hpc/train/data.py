@@ -278,6 +278,27 @@ def rank_micro_batches(samples: Sequence, rank: int, world_size: int, micro_size
             for start in range(0, len(samples), per_micro_step)]
 
 
+def load_sources(data, cache_dir: Path, is_main: bool, barrier) -> tuple[list[TokenSource], list[TokenSource]]:
+    """The train and validation sources of ``data`` (a :class:`~phi_hpc.train.config.DataConfig`); called
+    on every rank. jsonl files are tokenized once, by rank 0, into ``cache_dir``; the others wait at
+    ``barrier`` and memory-map the cache."""
+    if data.format == "indexed":
+        train_sources = [indexed_source(path, "train") for path in data.paths]
+        missing = [p for p, s in zip(data.paths, train_sources) if s is None]
+        if missing:
+            raise UsageError(f"data.paths: {missing[0]} has no train split", "check its manifest.json outputs")
+        return train_sources, [s for s in (indexed_source(p, "validation") for p in data.paths) if s is not None]
+
+    def load(paths, build):
+        return [jsonl_source(p, data.tokenizer, cache_dir, data.prompt_field, data.completion_field,
+                             data.mask_prompt, build=build) for p in paths]
+
+    if is_main:
+        load([*data.paths, *data.validation_paths], build=True)
+    barrier()
+    return load(data.paths, build=False), load(data.validation_paths, build=False)
+
+
 class TrainingData:
     """The training stream of one rank: ``next_step()`` yields its micro-batches of the next global batch."""
 

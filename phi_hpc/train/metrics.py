@@ -9,6 +9,9 @@ Throughput is stated once, plainly (the convention is :mod:`phi_hpc.model.flops`
 Only rank 0 writes; the other ranks hold a writer that does nothing, so call sites need no ``if``.
 On resume the lines after the checkpoint's step are dropped: they describe steps that are about to be
 recomputed, and a metrics file with two different step 12s would be a lie to every reader.
+
+:func:`read_metrics` is the one reader of the file (``status``, ``plan --mfu-from``, ``eval curve``,
+the demo and the writer's own truncation all use it), with one rule for a bad line (see there).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from phi_hpc.fileio import atomic_write
+from phi_hpc.fileio import atomic_write, tail_lines
 
 
 class MetricsWriter:
@@ -31,18 +34,13 @@ class MetricsWriter:
         if enabled and tensorboard_dir is not None:
             self._tensorboard = _tensorboard_writer(tensorboard_dir)
 
-    @property
-    def tensorboard_active(self) -> bool:
-        return self._tensorboard is not None
-
     def truncate_after(self, step: int) -> None:
-        """Keep only the lines of steps ``<= step`` (atomically)."""
+        """Keep only the lines of steps ``<= step`` (atomically; a torn last line goes too)."""
         if not self.enabled or not self.path.is_file():
             return
-        kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step]
+        kept = [record for record in read_metrics(self.path) if record.get("step", 0) <= step]
         with atomic_write(self.path) as handle:
-            handle.writelines(line + "\n" for line in kept)
+            handle.writelines(json.dumps(record, sort_keys=True) + "\n" for record in kept)
 
     def log(self, record: dict) -> None:
         if not self.enabled:
@@ -65,6 +63,47 @@ class MetricsWriter:
         if self._tensorboard is not None:
             self._tensorboard.close()
             self._tensorboard = None
+
+
+def read_metrics(path: str | os.PathLike, last: int | None = None) -> list[dict]:
+    """The records of a ``metrics.jsonl``, in file order ([] when there is no file).
+
+    ``last``: only the last N lines, read from the end of the file (``status`` on a week-long run).
+
+    The one rule for a bad line: a last line that is not a JSON object is skipped, because it is a
+    line being appended right now (readers run while the trainer writes) or one a killed job left
+    half-written; any other such line is damage, and an error naming ``path:line``. Blank lines
+    are ignored.
+    """
+    path = Path(path)
+    lines = tail_lines(path, last) if last is not None else _all_lines(path)
+    while lines and not lines[-1].strip():
+        lines.pop()
+    records = []
+    for index, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+        elif index < len(lines) - 1:
+            if last is not None:
+                return read_metrics(path)  # find the damaged line's number
+            from phi_hpc.errors import PhiError
+
+            raise PhiError(f"{path}:{index + 1}: not a JSON line",
+                           "the metrics file is damaged; remove or fix that line")
+    return records
+
+
+def _all_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        return []
 
 
 def _tensorboard_writer(directory):

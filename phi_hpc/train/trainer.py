@@ -28,15 +28,14 @@ saves are synchronous (all ranks wait for the slowest writer; for phi-1 ZeRO-1 s
 
 from __future__ import annotations
 
-import json
-import signal
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 from phi_hpc.config import dump_yaml
 from phi_hpc.fileio import write_json
+from phi_hpc.run_layout import RunLayout
+from phi_hpc.train.checkpoint import OnPublish, PreemptionFlag
 from phi_hpc.train.config import TrainConfig
 
 # PhiConfig fields that must agree between an init_from checkpoint and the run's model.
@@ -53,34 +52,12 @@ class TrainResult:
     run_dir: str
 
 
-class PreemptionFlag:
-    """Set by SIGUSR2/SIGTERM; read (and agreed on by all ranks) at step boundaries."""
+def train(config: TrainConfig, on_publish: OnPublish | None = None) -> TrainResult:
+    """Run (or resume) training as described by ``config``; every process of the job calls this.
 
-    SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.signal_name: str | None = None
-        self._previous: dict = {}
-
-    def install(self) -> None:
-        for signum in self.SIGNALS:
-            self._previous[signum] = signal.signal(signum, self._handle)
-
-    def uninstall(self) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous.clear()
-
-    def _handle(self, signum, frame) -> None:
-        self.signal_name = signal.Signals(signum).name
-
-    @property
-    def raised(self) -> bool:
-        return self.signal_name is not None
-
-
-def train(config: TrainConfig) -> TrainResult:
-    """Run (or resume) training as described by ``config``; every process of the job calls this."""
+    ``on_publish(step, step_dir)`` runs on rank 0 each time a checkpoint is published, before older
+    ones are pruned (:class:`phi_hpc.train.checkpoint.CheckpointManager`).
+    """
     from phi_hpc.distenv import detect
     from phi_hpc.train.distributed import init_distributed, select_accelerator
     from phi_hpc.train.engine import check_precision, grad_accum_dtype
@@ -95,7 +72,7 @@ def train(config: TrainConfig) -> TrainResult:
         device_type = select_accelerator()
         check_precision(device_type, ds.precision)
         init_distributed(env, device_type)
-        return _Run(config, env, device_type, preemption).execute()
+        return _Run(config, env, device_type, preemption, on_publish).execute()
     finally:
         preemption.uninstall()
 
@@ -103,14 +80,17 @@ def train(config: TrainConfig) -> TrainResult:
 class _Run:
     """The state of one training process between start-up and return (split into readable steps)."""
 
-    def __init__(self, config: TrainConfig, env, device_type: str, preemption: PreemptionFlag):
+    def __init__(self, config: TrainConfig, env, device_type: str, preemption: PreemptionFlag,
+                 on_publish: OnPublish | None = None):
         import torch
         import torch.distributed as dist
 
         self.config, self.env, self.device_type, self.preemption = config, env, device_type, preemption
+        self.on_publish = on_publish
         self.torch, self.dist = torch, dist
         self.device = torch.device("cuda", torch.cuda.current_device()) if device_type == "cuda" else torch.device("cpu")
-        self.run_dir = Path(config.run_dir)
+        self.layout = RunLayout(config.run_dir)
+        self.run_dir = self.layout.root
         self.is_main = env.rank == 0
 
     # ---------------------------------------------------------------- set-up
@@ -129,11 +109,11 @@ class _Run:
         config = self.config
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            dump_yaml(config, self.run_dir / "config.yaml")
+            dump_yaml(config, self.layout.config)
         self.barrier()
-        self.checkpoints = CheckpointManager(self.run_dir / "checkpoints", config.checkpoint.keep_last,
+        self.checkpoints = CheckpointManager(self.layout.checkpoints.directory, config.checkpoint.keep_last,
                                              self.env.rank, self.env.world_size, self.barrier,
-                                             keep_every=config.checkpoint.keep_every)
+                                             keep_every=config.checkpoint.keep_every, on_publish=self.on_publish)
         self.checkpoints.remove_partials()
         resume_from = self.checkpoints.latest() if config.checkpoint.resume else None
 
@@ -156,40 +136,21 @@ class _Run:
 
     def _report_changed_settings(self, saved: dict | None) -> None:
         """Resuming with other settings is allowed (a longer run, another LR), but never silent."""
-        from phi_hpc.config import to_dict
+        from phi_hpc.config import flatten, to_dict
 
         if saved is None:
             return
-        before, now = _flatten(saved), _flatten(to_dict(self.config))
+        before, now = flatten(saved), flatten(to_dict(self.config))
         changed = [f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(before) | set(now))
                    if before.get(k) != now.get(k)]
         if changed:
             self.say("resuming with settings that differ from the checkpoint's: " + "; ".join(changed))
 
     def _build_data(self):
-        from phi_hpc.train.data import TrainingData, ValidationData, indexed_source, jsonl_source
+        from phi_hpc.train.data import TrainingData, ValidationData, load_sources
 
         config, data = self.config, self.config.data
-        if data.format == "indexed":
-            train_sources = [indexed_source(path, "train") for path in data.paths]
-            missing = [p for p, s in zip(data.paths, train_sources) if s is None]
-            if missing:
-                from phi_hpc.errors import UsageError
-
-                raise UsageError(f"data.paths: {missing[0]} has no train split", "check its manifest.json outputs")
-            validation_sources = [s for s in (indexed_source(p, "validation") for p in data.paths) if s is not None]
-        else:
-            cache = self.run_dir / "data-cache"
-
-            def load(paths, build):
-                return [jsonl_source(p, data.tokenizer, cache, data.prompt_field, data.completion_field,
-                                     data.mask_prompt, build=build) for p in paths]
-
-            if self.is_main:  # tokenize once, then everyone memory-maps the cache
-                load([*data.paths, *data.validation_paths], build=True)
-            self.barrier()
-            train_sources = load(data.paths, build=False)
-            validation_sources = load(data.validation_paths, build=False)
+        train_sources, validation_sources = load_sources(data, self.layout.data_cache, self.is_main, self.barrier)
         batch = config.batch
         train = TrainingData(train_sources, data.weights, data.seq_len, config.seed, batch.global_size,
                              batch.micro_size, self.env.rank, self.env.world_size)
@@ -216,7 +177,7 @@ class _Run:
             self._load_initial_weights(model, config.checkpoint.init_from)
         ds_config = deepspeed_config(config, self.env.world_size, self.device_type)
         if self.is_main:
-            write_json(self.run_dir / "deepspeed.json", ds_config)
+            write_json(self.layout.deepspeed_config, ds_config)
         self.accumulation = ds_config["gradient_accumulation_steps"]
         # DeepSpeed reports the gradient norm from its ZeRO/fp16/bf16 optimizers only; plain fp32 without
         # ZeRO clips and forgets it, so there we measure it ourselves (same all-reduced gradients).
@@ -237,9 +198,9 @@ class _Run:
     def _load_initial_weights(self, model, source: str) -> None:
         from phi_hpc.errors import UsageError
         from phi_hpc.model.hf import load_pretrained
-        from phi_hpc.train.checkpoint import resolve_model_dir
+        from phi_hpc.run_layout import find_checkpoint
 
-        folder = resolve_model_dir(source)
+        folder = find_checkpoint(source).folder
         if not (folder / "config.json").is_file():
             raise UsageError(f"checkpoint.init_from: {source} is not a model folder (no config.json)",
                              "give a checkpoint step folder, a run folder, or a Hugging Face phi folder")
@@ -257,8 +218,8 @@ class _Run:
         from phi_hpc.train.metrics import MetricsWriter, Throughput, device_peak_flops
 
         config = self.config
-        writer = MetricsWriter(self.run_dir / "metrics.jsonl", enabled=self.is_main,
-                               tensorboard_dir=self.run_dir / "tensorboard" if config.logging.tensorboard else None)
+        writer = MetricsWriter(self.layout.metrics, enabled=self.is_main,
+                               tensorboard_dir=self.layout.tensorboard if config.logging.tensorboard else None)
         flops = training_flops_per_token(config.model, config.data.seq_len)
         peak = device_peak_flops(self.device_type, config.logging.peak_tflops)
         throughput = Throughput(flops, self.env.world_size, peak)
@@ -318,7 +279,7 @@ class _Run:
         self.metrics.close()
         result = TrainResult(status=status, step=step, last_loss=last_loss, run_dir=str(self.run_dir))
         if self.is_main:
-            write_json(self.run_dir / "summary.json", {
+            write_json(self.layout.summary, {
                 "status": status, "step": step, "steps": config.steps, "last_loss": last_loss,
                 "resumed_from": resumed_from, "last_checkpoint": saved_step, "world_size": self.env.world_size,
                 "launcher": self.env.source, "device": self.device_type,
@@ -411,22 +372,3 @@ class _Run:
 
 def main_exit_code(result: TrainResult) -> int:
     return EXIT_PREEMPTED if result.status == "preempted" else 0
-
-
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    """The step lines of ``RUN/metrics.jsonl`` (validation lines have ``val_loss`` instead of ``loss``)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat

@@ -9,7 +9,8 @@ import struct
 import pytest
 
 from phi_hpc.errors import PhiError, UsageError
-from phi_hpc.eval.curve import collect_curve, eval_dir_for_step, read_val_losses, write_curve
+from phi_hpc.eval.curve import collect_curve, read_val_losses, write_curve
+from phi_hpc.run_layout import RunLayout
 
 
 def _results(step: int | None, **pass_at_1: float) -> dict:
@@ -29,7 +30,7 @@ def _make_run(tmp_path, evals: dict[int, dict | None], val: dict[int, float], to
         text += '{"step": 31, "lo'  # the trainer is mid-append
     (run / "metrics.jsonl").write_text(text)
     for step, results in evals.items():
-        folder = eval_dir_for_step(run, step)
+        folder = RunLayout(run).eval_dir(step)
         folder.mkdir(parents=True)
         if results is not None:
             (folder / "results.json").write_text(json.dumps(results))
@@ -79,10 +80,10 @@ def test_step_comes_from_results_when_folder_name_has_none(tmp_path):
     (folder / "results.json").write_text(json.dumps(_results(42, humaneval=1.0)))
     assert [p.step for p in collect_curve(run).points] == [42]
     # the same checkpoint evaluated again as step-42 (pending, then finished): still one point
-    eval_dir_for_step(run, 42).mkdir()
+    RunLayout(run).eval_dir(42).mkdir()
     assert [(p.step, p.eval_dir) for p in collect_curve(run).points] == [(42, str(folder))]
     os.utime(folder / "results.json", (1, 1))
-    (eval_dir_for_step(run, 42) / "results.json").write_text(json.dumps(_results(42, humaneval=0.5)))
+    (RunLayout(run).eval_dir(42) / "results.json").write_text(json.dumps(_results(42, humaneval=0.5)))
     assert [(p.step, p.pass_at_1) for p in collect_curve(run).points] == [(42, {"humaneval": 0.5})]
 
 
@@ -104,7 +105,7 @@ def test_errors_are_one_line(run_cli, tmp_path):
 
 def test_damaged_inputs_name_the_file(tmp_path):
     run = _make_run(tmp_path, {10: None}, val={})
-    (eval_dir_for_step(run, 10) / "results.json").write_text("{not json")
+    (RunLayout(run).eval_dir(10) / "results.json").write_text("{not json")
     with pytest.raises(PhiError, match=r"step-10/results.json:1"):
         collect_curve(run)
     metrics = tmp_path / "m.jsonl"

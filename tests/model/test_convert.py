@@ -8,7 +8,8 @@ import pytest
 import torch
 import transformers
 
-from phi_hpc.model.hf import load_pretrained, resolve_checkpoint_dir, save_pretrained
+from phi_hpc.model.hf import load_pretrained, save_pretrained
+from phi_hpc.run_layout import model_checkpoint
 from phi_hpc.model.phi import PhiConfig, PhiForCausalLM
 
 
@@ -46,8 +47,8 @@ def test_to_hf_follows_a_runs_latest_checkpoint_and_casts(tmp_path, run_cli, cod
     save_pretrained(old, tmp_path / "run" / "checkpoints" / "10")
     save_pretrained(new, tmp_path / "run" / "checkpoints" / "20")
     (tmp_path / "run" / "checkpoints" / "latest").write_text("20\n")
-    assert resolve_checkpoint_dir(tmp_path / "run") == tmp_path / "run" / "checkpoints" / "20"
-    assert resolve_checkpoint_dir(tmp_path / "run" / "checkpoints" / "latest") == tmp_path / "run" / "checkpoints" / "20"
+    assert model_checkpoint(tmp_path / "run").folder == tmp_path / "run" / "checkpoints" / "20"
+    assert model_checkpoint(tmp_path / "run" / "checkpoints" / "latest").folder == tmp_path / "run" / "checkpoints" / "20"
 
     run_cli("convert", "--to-hf", str(tmp_path / "run"), "-o", str(tmp_path / "out"), "--dtype", "bf16",
             "--tokenizer", str(codegen_tokenizer), check=True)

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from phi_hpc.train.checkpoint import CheckpointManager, resolve_model_dir
+from phi_hpc.run_layout import find_checkpoint
+from phi_hpc.train.checkpoint import CheckpointManager
 from phi_hpc.distenv import detect as detect_environment, port_for_job
 from phi_hpc.train.metrics import MetricsWriter, Throughput, console_line
 
@@ -79,9 +80,9 @@ def test_latest_pointer_and_fallback(tmp_path):
     assert manager.latest() == ckpts / "20"  # no pointer: newest complete
     (ckpts / "latest").write_text("10\n")
     assert manager.latest() == ckpts / "10"  # the pointer is the truth
-    assert resolve_model_dir(tmp_path / "run") == ckpts / "10"
-    assert resolve_model_dir(ckpts / "latest") == ckpts / "10"
-    assert resolve_model_dir(ckpts / "20") == ckpts / "20"
+    assert find_checkpoint(tmp_path / "run").folder == ckpts / "10"
+    assert find_checkpoint(ckpts / "latest").folder == ckpts / "10"
+    assert find_checkpoint(ckpts / "20").folder == ckpts / "20"
 
 
 def test_pruning_keeps_the_newest_and_the_milestones(tmp_path):
