@@ -68,7 +68,7 @@ def split_into_arrays(count: int, max_array_size: int) -> list[range]:
 
 
 def submit_preparation(args: list[str], profile, options: dict, make_submitter, finish) -> None:
-    from phi_hpc.data.pipeline import plan_shards
+    from phi_hpc.data.plan import plan_shards
     from phi_hpc.launch.offline import localize_tokenizer
 
     max_parallel = options.pop("max_parallel", None)

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from phi_hpc.data import pipeline
+from phi_hpc.data import map_stage, pack, pipeline
 from phi_hpc.data.config import PrepareConfig, SplitConfig
 from phi_hpc.data.filters import Verdict
 from tests.data.conftest import read_megatron
@@ -32,6 +32,16 @@ class FlagsEverySecond:
                 else Verdict(keep=True) for t in texts]
 
 
+class PluggedFilters:
+    """The filter source the test plugs into prepare (the CLI plugs in phi_hpc.quality.stages.PrepareFilters)."""
+
+    def content_hashes(self, config):
+        return {}
+
+    def build(self, config):
+        return [DropsTests(), FlagsEverySecond()]
+
+
 def _corpus(tmp_path):
     root = tmp_path / "in"
     root.mkdir()
@@ -41,12 +51,11 @@ def _corpus(tmp_path):
     return root
 
 
-def test_filters_drop_count_and_audit(tmp_path, codegen_tokenizer, monkeypatch):
+def test_filters_drop_count_and_audit(tmp_path, codegen_tokenizer):
     root = _corpus(tmp_path)
-    monkeypatch.setattr(pipeline, "build_filters", lambda config: [DropsTests(), FlagsEverySecond()])
     config = PrepareConfig(inputs=[str(root)], tokenizer=str(codegen_tokenizer), output_dir=str(tmp_path / "out"),
                            workers=1, split=SplitConfig(validation_fraction=0.2))
-    manifest = pipeline.prepare(config, show_progress=False)
+    manifest = pipeline.prepare(config, show_progress=False, filters=PluggedFilters())
     assert manifest["counts"]["filtered"] == {"quality": 10}
     assert manifest["counts"]["flagged"] == {"decontamination": 2}  # m01 and m04
     assert manifest["counts"]["documents_out"] == 20
@@ -66,15 +75,15 @@ def test_filters_drop_count_and_audit(tmp_path, codegen_tokenizer, monkeypatch):
 
 
 def test_split_is_seeded_whole_documents():
-    a = pipeline.split_documents(100, 0.1, seed=5, shuffle=True)
-    b = pipeline.split_documents(100, 0.1, seed=5, shuffle=True)
-    c = pipeline.split_documents(100, 0.1, seed=6, shuffle=True)
+    a = pack.split_documents(100, 0.1, seed=5, shuffle=True)
+    b = pack.split_documents(100, 0.1, seed=5, shuffle=True)
+    c = pack.split_documents(100, 0.1, seed=6, shuffle=True)
     assert all(np.array_equal(a[k], b[k]) for k in a)
     assert not np.array_equal(a["validation"], c["validation"])
     assert len(a["validation"]) == 10 and len(a["train"]) == 90
     assert sorted(np.concatenate([a["train"], a["validation"]]).tolist()) == list(range(100))
-    assert len(pipeline.split_documents(3, 0.01, 1, False)["validation"]) == 1, "tiny runs still validate"
-    assert "validation" not in pipeline.split_documents(50, 0.0, 1, False)
+    assert len(pack.split_documents(3, 0.01, 1, False)["validation"]) == 1, "tiny runs still validate"
+    assert "validation" not in pack.split_documents(50, 0.0, 1, False)
 
 
 def test_max_documents_keeps_the_first_n(tmp_path, codegen_tokenizer, run_cli):
@@ -152,7 +161,7 @@ def test_outputs_do_not_depend_on_batch_size_or_file_splitting(tmp_path, codegen
     # The file split into ~9 byte-range shards, processed by two workers: same bytes out.
     split_manifest, split_files = run("split", shard_mb=0.01, workers=2)
     assert split_manifest["shards"] > 5 and split_files == default_files
-    monkeypatch.setattr(pipeline, "_BATCH_DOCUMENTS", 7)
+    monkeypatch.setattr(map_stage, "_BATCH_DOCUMENTS", 7)
     _, small_files = run("small")
     assert small_files == default_files
 
