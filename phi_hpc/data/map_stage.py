@@ -55,9 +55,10 @@ def _column(batches: list[MappedBatch], name: str, empty: np.ndarray) -> np.ndar
 
 
 class ShardMapper:
-    """What mapping needs, set up once per shard: the hasher, LSH banding, tokenizer and filters."""
+    """What mapping needs, set up once per shard (before any file is opened, so a filter that
+    cannot be built leaves nothing behind): the hasher, LSH banding, tokenizer and filters."""
 
-    def __init__(self, context: RunContext, writer) -> None:
+    def __init__(self, context: RunContext) -> None:
         from phi_hpc.data.dedup import resolve_bands
         from phi_hpc.data.minhash import MinHasher
         from phi_hpc.data.tokenize import DocumentEncoder
@@ -68,11 +69,11 @@ class ShardMapper:
         self.bands, self.rows = resolve_bands(dedup.threshold, dedup.num_perm, dedup.bands, dedup.rows)
         self.encoder = DocumentEncoder.cached(config.tokenizer, context.tokenizer.eos_id)
         self.filters = context.filters.build(config)
-        self.writer = writer  # the shard's IndexedDatasetWriter
-        self.rows_written = 0
+        self.rows_written = 0  # documents written to the shard's .bin/.idx so far
 
-    def map_batch(self, batch: list[Document], first: int) -> MappedBatch:
-        """Hash, filter and tokenize ``batch`` (``first``: the shard index of its first document)."""
+    def map_batch(self, batch: list[Document], first: int, writer) -> MappedBatch:
+        """Hash, filter and tokenize ``batch``, appending the survivors' tokens to ``writer`` (the
+        shard's IndexedDatasetWriter); ``first``: the shard index of the batch's first document."""
         from phi_hpc.data.dedup import band_keys
 
         texts = [d.text for d in batch]
@@ -85,8 +86,8 @@ class ShardMapper:
         keep, notes = apply_filters(self.filters, texts, first)
         kept = np.flatnonzero(keep)
         ids, lengths = self.encoder.encode_flat([texts[i] for i in kept] if len(kept) < len(batch) else texts,
-                                                self.writer.dtype)
-        self.writer.add_documents(ids, lengths)
+                                                writer.dtype)
+        writer.add_documents(ids, lengths)
         token_rows = np.full(len(batch), -1, dtype=np.int64)
         token_rows[kept] = np.arange(self.rows_written, self.rows_written + len(kept))
         self.rows_written += len(kept)
@@ -115,11 +116,11 @@ def run_map(context: RunContext, shard_index: int) -> dict:
     shard = context.shards[shard_index]
     bad: list[BadInput] = []
     batches: list[MappedBatch] = []
+    mapper = ShardMapper(context)
     with IndexedDatasetWriter(prefix, dtype_for_vocab(context.tokenizer.vocab_size)) as writer:
-        mapper = ShardMapper(context, writer)
         first = 0
         for batch in _prefetched(_batches(_shard_documents(shard, context.config, bad))):
-            batches.append(mapper.map_batch(batch, first))
+            batches.append(mapper.map_batch(batch, first, writer))
             first += len(batch)
     return _write_shard(context, shard, batches, mapper.bands, bad)
 
