@@ -227,29 +227,29 @@ def profile_map_workers(parts: list[Path], out: Path, workers: int, top: int = 1
     import cProfile
     import pstats
 
-    from phi_hpc.data import pipeline
+    from phi_hpc.data import executor, pipeline
     from phi_hpc.data.config import PrepareConfig
 
     folder = out / "profiles"
     folder.mkdir(parents=True)
-    real = pipeline.run_map
+    real = executor.run_map
 
-    def profiled(config, shard_index, context=None):
+    def profiled(context, shard_index):
         profiler = cProfile.Profile()
         profiler.enable()
         try:
-            return real(config, shard_index, context)
+            return real(context, shard_index)
         finally:
             profiler.disable()
             profiler.dump_stats(str(folder / f"shard-{shard_index}.prof"))
 
-    pipeline.run_map = profiled
+    executor.run_map = profiled
     try:
         config = PrepareConfig(inputs=[str(p) for p in parts], tokenizer=str(TOKENIZER),
                                output_dir=str(out / "run"), workers=workers)
         pipeline.prepare(config, show_progress=False)
     finally:
-        pipeline.run_map = real
+        executor.run_map = real
     stats = pstats.Stats(*map(str, sorted(folder.glob("*.prof"))))
     total = sum(entry[2] for entry in stats.stats.values())  # own time of every function
     rows = sorted(((f"{Path(file).name}:{name}" if file != "~" else name, entry[2])

@@ -202,11 +202,14 @@ def run_stage(stage: str, config_json: str) -> dict:
 
 def stage_child(stage: str, config_json: str) -> None:
     """In the child: one stage through the pipeline's own functions (map with its worker pool)."""
-    from phi_hpc.data import pipeline
+    from phi_hpc.data import executor
     from phi_hpc.data.config import PrepareConfig
+    from phi_hpc.data.pack import run_pack
+    from phi_hpc.data.plan import open_run
+    from phi_hpc.data.reduce import run_reduce
 
     config = PrepareConfig(**json.loads(config_json))
-    context = pipeline.open_run(config)
+    context = open_run(config)
     baseline = _rss_anon_kb(os.getpid()) / 1024  # interpreter, numpy, tokenizer: before any stage work
     # This process' own peak, sampled every 2 ms (numpy releases the GIL in long operations), so
     # that short transient peaks of reduce and pack are not missed by the outside 0.1 s sampler.
@@ -220,19 +223,19 @@ def stage_child(stage: str, config_json: str) -> None:
 
     threading.Thread(target=sample, daemon=True).start()
     if stage == "map":
-        todo = [s for s in context.shards if not context.layout.shard_done(s.index).is_file()]
-        pool = pipeline._start_pool(context, pipeline.effective_workers(config, len(todo))) if len(todo) > 1 else None
+        todo = executor.unfinished_shards(context)
+        pool = executor.start_pool(context, executor.effective_workers(config, len(todo))) if len(todo) > 1 else None
         try:
-            pipeline.map_all(config, context, None, pool)
+            executor.map_all(context, None, pool)
         finally:
             if pool is not None:
                 pool.terminate()
                 pool.join()
         result = {"shards": len(context.shards)}
     elif stage == "reduce":
-        result = {"counts": pipeline.run_reduce(config, context)["counts"]}
+        result = {"counts": run_reduce(context)["counts"]}
     else:
-        result = {"outputs": pipeline.run_pack(config, context)["outputs"]}
+        result = {"outputs": run_pack(context)["outputs"]}
     stop.set()
     print(json.dumps({"baseline_anon_mb": baseline, "peak_anon_inside_mb": peak[0] / 1024, **result}))
 
@@ -416,9 +419,9 @@ def synthetic_reduce(documents: int, shards: int, scratch: Path) -> dict:
     signature file (only candidate pairs are read from it, so its content does not matter)."""
     import numpy as np
 
-    from phi_hpc.data import pipeline
     from phi_hpc.data.config import PrepareConfig
     from phi_hpc.data.dedup import resolve_bands
+    from phi_hpc.data.plan import open_run
 
     inputs = scratch / "synthetic-inputs"
     inputs.mkdir(parents=True, exist_ok=True)
@@ -428,7 +431,7 @@ def synthetic_reduce(documents: int, shards: int, scratch: Path) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     fields = {"inputs": [str(inputs)], "tokenizer": str(TOKENIZER), "output_dir": str(out), "workers": 1}
     config = PrepareConfig(**fields)
-    context = pipeline.open_run(config)
+    context = open_run(config)
     bands, _ = resolve_bands(0.85, 256, None, None)
     rng = np.random.default_rng(0)
     per_shard = documents // shards
@@ -450,8 +453,8 @@ def synthetic_reduce(documents: int, shards: int, scratch: Path) -> dict:
         name = f"/data/the-stack/python/train-{shard.index:05d}-of-{shards:05d}.jsonl.zst"
         layout.shard_done(shard.index).write_text(json.dumps({
             "fingerprint": context.fingerprint, "shard": shard.index, "documents": n, "input_bytes": n * 4000,
-            "origins": [f"{name}:{line}" for line in range(1, n + 1)], "bad": [], "filtered": [],
-            "flagged": [], "scored": []}))
+            "origins": [f"{name}:{line}" for line in range(1, n + 1)], "bad": [],
+            "filter_notes": []}))
     result = run_stage("reduce", json.dumps(fields))
     shutil.rmtree(out, ignore_errors=True)
     reduce_bytes = (result["peak_anon_process_mb"] - result["baseline_anon_mb"]) * 2 ** 20

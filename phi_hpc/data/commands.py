@@ -55,30 +55,40 @@ def prepare_command(stage, shard, as_json, **options):
     if shard is not None and stage != "map":
         raise UsageError("--shard only applies to --stage map")
 
-    from phi_hpc.data import pipeline, report
+    from phi_hpc.data import report
+    from phi_hpc.data.plan import open_run
+    from phi_hpc.quality.stages import PrepareFilters  # the one place quality's filters plug into prepare
 
     if stage == "all":
-        manifest = pipeline.prepare(config)
+        from phi_hpc.data.pipeline import prepare
+
+        manifest = prepare(config, filters=PrepareFilters())
         report.print_summary(manifest, config.output_dir)
         if as_json:
             click.echo(json.dumps(manifest, indent=2, sort_keys=True))
         return
-    context = pipeline.open_run(config)
+    context = open_run(config, PrepareFilters())
     if stage == "plan":
         result = {"stage": "plan", "shards": len(context.shards), "fingerprint": context.fingerprint,
                   "files": len({f.path for s in context.shards for f in s.files}),
                   "bytes": sum(s.bytes for s in context.shards)}
     elif stage == "map":
+        from phi_hpc.data.map_stage import run_map
+
         shards = [shard] if shard is not None else [s.index for s in context.shards]
         results = []
         for index in shards:
-            summary = pipeline.run_map(config, index, context)
+            summary = run_map(context, index)
             results.append({"shard": index, "documents": summary["documents"], "bad": len(summary["bad"])})
         result = {"stage": "map", "shards": results, "total_shards": len(context.shards)}
     elif stage == "reduce":
-        result = {"stage": "reduce", **pipeline.run_reduce(config, context)}
+        from phi_hpc.data.reduce import run_reduce
+
+        result = {"stage": "reduce", **run_reduce(context)}
     else:
-        manifest = pipeline.run_pack(config, context)
+        from phi_hpc.data.pack import run_pack
+
+        manifest = run_pack(context)
         report.print_summary(manifest, config.output_dir)
         result = manifest
     click.echo(json.dumps(result, indent=2, sort_keys=True) if as_json else json.dumps(result, sort_keys=True))

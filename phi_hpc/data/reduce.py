@@ -20,14 +20,14 @@ from typing import Iterator
 
 import numpy as np
 
-from phi_hpc.data.config import PrepareConfig
+from phi_hpc.data.filters import FILTERED, FLAGGED, FilterNote, audit_order, count_by_filter
 from phi_hpc.data.layout import remove_stale_temporaries
-from phi_hpc.data.pipeline import RunContext, open_run
+from phi_hpc.data.plan import RunContext
 from phi_hpc.errors import PhiError
 from phi_hpc.fileio import atomic_write, write_json
 
 
-@dataclass
+@dataclass(kw_only=True)
 class CorpusIndex:
     """What the stages after map need about the whole corpus (cut to ``max_documents``)."""
 
@@ -35,9 +35,7 @@ class CorpusIndex:
     shard_documents: np.ndarray  # documents of each shard (after the cut)
     eligible: np.ndarray  # bool: tokenized, i.e. not dropped by a filter
     bad: list[dict]
-    filtered: list[dict]  # with global document indices
-    flagged: list[dict]  # kept, but a filter reported a reason (report-only decontamination)
-    scored: list[dict]  # kept, with a filter's score (the quality probability)
+    notes: list[FilterNote]  # the filters' drops, flags and scores, with global document indices
     input_bytes: int
 
     @property
@@ -62,7 +60,7 @@ def load_index(context: RunContext) -> CorpusIndex:
         raise PhiError(f"map stage incomplete: {len(missing)} of {len(context.shards)} shards missing ({shown})",
                        "run --stage map for those shards (or --stage all)")
     remaining = context.config.max_documents
-    starts, counts, eligible, bad, filtered, flagged, scored = [], [], [], [], [], [], []
+    starts, counts, eligible, bad, notes = [], [], [], [], []
     offset = input_bytes = 0
     for shard in context.shards:
         meta = _shard_summary(context, shard.index)
@@ -72,16 +70,16 @@ def load_index(context: RunContext) -> CorpusIndex:
         starts.append(offset)
         counts.append(count)
         bad.extend(meta["bad"])
-        for source, target in ((meta["filtered"], filtered), (meta.get("flagged", []), flagged),
-                               (meta.get("scored", []), scored)):
-            target.extend({**e, "document": e["document"] + offset} for e in source if e["document"] < count)
+        notes.extend(FilterNote(**{**n, "document": n["document"] + offset})
+                     for n in meta["filter_notes"] if n["document"] < count)
         input_bytes += meta["input_bytes"]
         with np.load(layout.shard_arrays(shard.index)) as data:
             eligible.append(data["token_rows"][:count] >= 0)
         offset += count
-    return CorpusIndex(np.asarray(starts, dtype=np.int64), np.asarray(counts, dtype=np.int64),
-                       np.concatenate(eligible) if eligible else np.zeros(0, bool), bad, filtered, flagged, scored,
-                       input_bytes)
+    return CorpusIndex(shard_start=np.asarray(starts, dtype=np.int64),
+                       shard_documents=np.asarray(counts, dtype=np.int64),
+                       eligible=np.concatenate(eligible) if eligible else np.zeros(0, bool), bad=bad, notes=notes,
+                       input_bytes=input_bytes)
 
 
 def shard_arrays(context: RunContext, index: CorpusIndex, key: str) -> Iterator[np.ndarray]:
@@ -131,33 +129,21 @@ def origins_of(context: RunContext, index: CorpusIndex, wanted: np.ndarray) -> d
 
 def _audit_entries(context, index: CorpusIndex, keep, exact, exact_removed, near, near_removed,
                    similarity) -> Iterator[dict]:
-    """One entry per removed document (with why, and the survivor it duplicates), per kept document
-    a filter flagged, and per score a filter gave a kept document, in input order."""
-    filtered_by_doc = {f["document"]: f for f in index.filtered}
-    flagged_by_doc: dict[int, list[dict]] = {}
-    for f in index.flagged:
-        flagged_by_doc.setdefault(f["document"], []).append(f)
-    scored_by_doc: dict[int, list[dict]] = {}
-    for f in index.scored:
-        scored_by_doc.setdefault(f["document"], []).append(f)
+    """One entry per removed document (with why, and the survivor it duplicates), and the filters'
+    notes on each document (see :func:`phi_hpc.data.filters.audit_order`), in input order."""
+    notes_by_doc: dict[int, list[FilterNote]] = {}
+    for note in index.notes:
+        notes_by_doc.setdefault(note.document, []).append(note)
     removed = np.flatnonzero(~keep)
-    mentioned = np.unique(np.concatenate([removed, np.fromiter(flagged_by_doc, np.int64),
-                                          np.fromiter(scored_by_doc, np.int64)]))
+    mentioned = np.unique(np.concatenate([removed, np.fromiter(notes_by_doc, np.int64)]))
     origins = origins_of(context, index, np.concatenate([mentioned, exact[removed], near[removed],
                                                          near[exact[removed]]]))
     for i in mentioned.tolist():
-        for f in flagged_by_doc.get(i, []):
-            yield {"document": origins[i], "removed": None, "flagged_by": f["filter"], "reason": f["reason"],
-                   "score": f["score"]}
-        if keep[i]:
-            for f in scored_by_doc.get(i, []):
-                yield {"document": origins[i], "removed": None, "scored_by": f["filter"], "score": f["score"]}
+        notes = audit_order(notes_by_doc.get(i, []), kept=bool(keep[i]))
+        yield from (note.audit_entry(origins[i]) for note in notes)
+        if keep[i] or any(note.kind == FILTERED for note in notes):
             continue
-        if i in filtered_by_doc:
-            f = filtered_by_doc[i]
-            yield {"document": origins[i], "removed": "filtered", "filter": f["filter"], "reason": f["reason"],
-                   "score": f["score"]}
-        elif exact_removed[i]:
+        if exact_removed[i]:
             survivor = int(exact[i])
             if near_removed[survivor]:
                 survivor = int(near[survivor])  # its exact twin was itself a near duplicate
@@ -176,11 +162,10 @@ def _counted(context: RunContext, index: CorpusIndex, keep: np.ndarray, key: str
     return total, kept
 
 
-def run_reduce(config: PrepareConfig, context: RunContext | None = None) -> dict:
+def run_reduce(context: RunContext) -> dict:
     """Cluster duplicates over the whole corpus; write the keep mask, audit and bad-input list."""
     from phi_hpc.data.dedup import exact_survivors, near_survivors, resolve_bands
 
-    context = context or open_run(config)
     layout = context.layout
     if layout.reduce_done.is_file():
         return json.loads(layout.reduce_done.read_text())
@@ -188,7 +173,7 @@ def run_reduce(config: PrepareConfig, context: RunContext | None = None) -> dict
     n = index.size
     ids = np.arange(n)
     eligible = index.eligible
-    dedup = config.dedup
+    dedup = context.config.dedup
     exact = exact_survivors(corpus_array(context, index, "digests", (16,), np.uint8), eligible) \
         if dedup.exact else ids.copy()
     exact_removed = eligible & (exact != ids)
@@ -222,8 +207,8 @@ def run_reduce(config: PrepareConfig, context: RunContext | None = None) -> dict
         "counts": {
             "documents_in": n,
             "bad": len(index.bad),
-            "filtered": _count_by_filter(index.filtered),
-            "flagged": _count_by_filter(index.flagged),
+            "filtered": count_by_filter(index.notes, FILTERED),
+            "flagged": count_by_filter(index.notes, FLAGGED),
             "exact_duplicates": int(exact_removed.sum()),
             "near_duplicates": int(near_removed.sum()),
             "documents_out": int(keep.sum()),
@@ -234,10 +219,3 @@ def run_reduce(config: PrepareConfig, context: RunContext | None = None) -> dict
     }
     write_json(layout.reduce_done, result)
     return result
-
-
-def _count_by_filter(entries: list[dict]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for f in entries:
-        counts[f["filter"]] = counts.get(f["filter"], 0) + 1
-    return dict(sorted(counts.items()))

@@ -45,7 +45,7 @@ def split_into_arrays(count: int, max_array_size: int) -> list[range]:
 
 def submit_preparation(request: PrepareRequest, echo=print) -> None:
     from phi_hpc.data.commands import prepare_config_from_args
-    from phi_hpc.data.pipeline import plan_shards
+    from phi_hpc.data.plan import plan_shards
     from phi_hpc.launch.offline import localize_tokenizer
     from phi_hpc.launch.submit import make_submitter
 

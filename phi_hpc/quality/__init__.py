@@ -1,6 +1,7 @@
 """Data quality, the heart of phi-1: what gets into the training set, and what must stay out.
 
-* :mod:`.stages` -- the two ``prepare`` filters (quality classifier, decontamination), built lazily.
+* :mod:`.stages` -- the ``prepare`` filters (quality classifier or stored scores, decontamination),
+  built lazily; :class:`.stages.PrepareFilters` is what the ``prepare`` command plugs into the pipeline.
 * :mod:`.decontaminate` (+ :mod:`.benchmarks`, :mod:`.code_ast`) -- 13-gram overlap, rename-invariant
   AST similarity and optional embedding distance against HumanEval and MBPP.
 * :mod:`.classifier` -- hashed-token or LM embeddings, a random forest, safe ``.npz`` model files.

@@ -16,6 +16,7 @@ whatever they contain on load).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -224,6 +225,11 @@ class QualityScorer:
             return np.zeros(0)
         return self.model.forest.predict_positive(self.embedder.embed(texts))
 
+
+@functools.lru_cache(maxsize=4)
+def cached_scorer(model_path: str, modified_ns: int, runtime: RuntimeOptions | None = None) -> QualityScorer:
+    """One loaded model (and LM embedder) per process, reloaded when the file changes (``modified_ns``)."""
+    return QualityScorer(QualityModel.load(model_path), runtime)
 
 # -- training ------------------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ Embedding every file with an LM is the expensive part of phi-1's filter (about 1
 35M files on 2 CPU cores); choosing the cut is cheap and is redone many times. So scoring is its own
 resumable, sharded job, and every later ``prepare`` or ``quality threshold`` only reads its output.
 
-Shards are ``prepare``'s own (:func:`phi_hpc.data.pipeline.plan_shards`): array element ``i`` of
+Shards are ``prepare``'s own (:func:`phi_hpc.data.plan.plan_shards`): array element ``i`` of
 ``submit quality-score`` and ``quality score --shard i`` mean the same files. Each shard writes
 ``OUT/shard-NNNNN.npz`` under a temporary name and renames it when complete, so a killed element is
 simply rerun and finished shards are skipped. ``OUT/plan.json`` holds the fingerprint (model content,
@@ -57,7 +57,7 @@ class ScoreConfig:
 @dataclass(frozen=True)
 class ScoreRun:
     config: ScoreConfig
-    shards: list  # phi_hpc.data.pipeline.Shard
+    shards: list  # phi_hpc.data.plan.Shard
     fingerprint: str
     out: Path
 
@@ -74,7 +74,7 @@ def _prepare_config(config: ScoreConfig):
 
 def open_scoring(config: ScoreConfig) -> ScoreRun:
     """Plan the shards and check (or write) ``OUT/plan.json``."""
-    from phi_hpc.data.pipeline import plan_shards
+    from phi_hpc.data.plan import plan_shards
     from phi_hpc.data.sources import file_fingerprint
 
     if not Path(config.model).is_file():
@@ -164,7 +164,7 @@ def _fault_point(index: int) -> None:
 
 
 def _scorer(model: str, runtime: RuntimeOptions):
-    from phi_hpc.quality.stages import cached_scorer
+    from phi_hpc.quality.classifier import cached_scorer
 
     return cached_scorer(str(model), os.stat(model).st_mtime_ns, runtime)
 

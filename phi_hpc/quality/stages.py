@@ -1,8 +1,11 @@
-"""The two ``prepare`` stages this package provides, built lazily by ``phi_hpc.data.pipeline``.
+"""The ``prepare`` filters this package provides, plugged in through :class:`PrepareFilters`.
 
-Both are :class:`phi_hpc.data.filters.DocumentFilter` s: ``prepare`` runs them in its map stage on
+All are :class:`phi_hpc.data.filters.DocumentFilter` s: ``prepare`` runs them in its map stage on
 every document (so they are shard-parallel), drops what they reject, counts the drops per filter in
 ``manifest.json`` and lists each one in the audit with the reason and score returned here.
+:class:`PrepareFilters` is the :class:`phi_hpc.data.filters.FilterSource` the ``prepare`` command
+hands the pipeline: it turns the config's options (``--quality-model``, ``--quality-scores``,
+``--decontaminate``) into these filters; the pipeline itself never imports this package.
 
 ``prepare`` asks for the filters once per shard; a worker process handles many shards, so what is
 expensive to set up (the benchmark index, the model) is built once per process and reused. The
@@ -65,17 +68,6 @@ class StoredScoreFilter:
         return verdicts
 
 
-@functools.lru_cache(maxsize=4)
-def cached_scorer(model_path: str, modified_ns: int, runtime=None):
-    """One loaded model (and LM embedder) per process, reloaded when the file changes."""
-    from phi_hpc.quality.classifier import QualityModel, QualityScorer
-
-    return QualityScorer(QualityModel.load(model_path), runtime)
-
-
-_scorer = cached_scorer
-
-
 @functools.lru_cache(maxsize=2)
 def _lookup(folder: str, plan_modified_ns: int):
     from phi_hpc.quality.scoring import ScoreLookup, load_scores
@@ -98,6 +90,42 @@ def build_score_filter(folder: str, threshold: float) -> DocumentFilter:
     return StoredScoreFilter(_lookup(str(folder), modified), threshold, str(folder))
 
 
+class PrepareFilters:
+    """The filters a prepare config asks for (a :class:`phi_hpc.data.filters.FilterSource`).
+
+    It holds nothing: what is expensive to build is cached per process by the functions it calls."""
+
+    def content_hashes(self, config) -> dict:
+        _check_options(config)
+        return content_hashes(config)
+
+    def build(self, config) -> list[DocumentFilter]:
+        _check_options(config)
+        try:
+            return _build_filters(config)
+        except ModuleNotFoundError as exc:
+            raise UsageError("quality/decontamination filters are not available in this installation",
+                             f"missing module {exc.name}") from None
+
+
+def _check_options(config) -> None:
+    if config.quality_model and config.quality_scores:
+        raise UsageError("--quality-model and --quality-scores both given", "use one: stored scores or inline scoring")
+
+
+def _build_filters(config) -> list[DocumentFilter]:
+    """In the order they run: quality (a model or stored scores), then decontamination."""
+    filters = []
+    if config.quality_model:
+        filters.append(build_quality_filter(config.quality_model, config.quality_threshold))
+    if config.quality_scores:
+        filters.append(build_score_filter(config.quality_scores, config.quality_threshold))
+    if config.decontaminate:
+        filters.append(build_decontamination_filter(config.benchmark_data, config.decontaminate_report_only,
+                                                    config.decontamination))
+    return filters
+
+
 def content_hashes(config) -> dict:
     """What the filters read, by content (for prepare's run fingerprint): a retrained model, new
     scores or an updated benchmark file invalidate a run even at the same path."""
@@ -106,7 +134,7 @@ def content_hashes(config) -> dict:
     hashes: dict = {}
     if config.quality_model and os.path.isfile(config.quality_model):
         hashes["quality_model_sha256"] = sha256_file(config.quality_model)
-    if getattr(config, "quality_scores", None):
+    if config.quality_scores:
         plan = os.path.join(config.quality_scores, "plan.json")
         if os.path.isfile(plan):
             hashes["quality_scores_plan_sha256"] = sha256_file(plan)
@@ -135,7 +163,9 @@ def build_quality_filter(model_path: str, threshold: float) -> DocumentFilter:
         modified = os.stat(model_path).st_mtime_ns
     except OSError:
         modified = -1  # QualityModel.load reports the missing file
-    scorer = _scorer(str(model_path), modified)
+    from phi_hpc.quality.classifier import cached_scorer
+
+    scorer = cached_scorer(str(model_path), modified)
     if scorer.model.report.get("target") == "score":
         _check_threshold(threshold)
     elif not 0.0 <= threshold <= 1.0:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
-from phi_hpc.data import pipeline
+from phi_hpc.data import map_stage, pack, pipeline
 from phi_hpc.data.config import PrepareConfig, SplitConfig
-from phi_hpc.data.filters import Verdict
+from phi_hpc.data.filters import FILTERED, FLAGGED, SCORED, FilterNote, Verdict, audit_order, count_by_filter
+from phi_hpc.errors import UsageError
 from tests.data.conftest import read_megatron
 
 
@@ -32,6 +34,16 @@ class FlagsEverySecond:
                 else Verdict(keep=True) for t in texts]
 
 
+class PluggedFilters:
+    """The filter source the test plugs into prepare (the CLI plugs in phi_hpc.quality.stages.PrepareFilters)."""
+
+    def content_hashes(self, config):
+        return {}
+
+    def build(self, config):
+        return [DropsTests(), FlagsEverySecond()]
+
+
 def _corpus(tmp_path):
     root = tmp_path / "in"
     root.mkdir()
@@ -41,12 +53,11 @@ def _corpus(tmp_path):
     return root
 
 
-def test_filters_drop_count_and_audit(tmp_path, codegen_tokenizer, monkeypatch):
+def test_filters_drop_count_and_audit(tmp_path, codegen_tokenizer):
     root = _corpus(tmp_path)
-    monkeypatch.setattr(pipeline, "build_filters", lambda config: [DropsTests(), FlagsEverySecond()])
     config = PrepareConfig(inputs=[str(root)], tokenizer=str(codegen_tokenizer), output_dir=str(tmp_path / "out"),
                            workers=1, split=SplitConfig(validation_fraction=0.2))
-    manifest = pipeline.prepare(config, show_progress=False)
+    manifest = pipeline.prepare(config, show_progress=False, filters=PluggedFilters())
     assert manifest["counts"]["filtered"] == {"quality": 10}
     assert manifest["counts"]["flagged"] == {"decontamination": 2}  # m01 and m04
     assert manifest["counts"]["documents_out"] == 20
@@ -65,16 +76,62 @@ def test_filters_drop_count_and_audit(tmp_path, codegen_tokenizer, monkeypatch):
     assert [o["documents"] for o in manifest["outputs"]] == [16, 4]
 
 
+def test_each_verdict_becomes_one_kind_of_note_and_the_audit_lists_them_in_one_order():
+    notes = [FilterNote.of(3, "quality", Verdict(keep=True, score=0.9)),
+             FilterNote.of(3, "decontamination", Verdict(keep=True, reason="13-gram overlap", score=0.2)),
+             FilterNote.of(3, "late", Verdict(keep=False, reason="no", score=0.0))]
+    assert [n.kind for n in notes] == [SCORED, FLAGGED, FILTERED]
+    assert FilterNote.of(3, "quality", Verdict(keep=True)) is None, "a plain keep says nothing"
+    assert [n.kind for n in audit_order(notes, kept=False)] == [FLAGGED, FILTERED], "no score for a dropped one"
+    assert [n.kind for n in audit_order(notes[:2], kept=True)] == [FLAGGED, SCORED]
+    assert count_by_filter(notes, FILTERED) == {"late": 1} and count_by_filter(notes, FLAGGED) == {"decontamination": 1}
+
+
+def test_filter_options_without_a_filter_source_are_an_error_not_an_unfiltered_run(tmp_path, codegen_tokenizer):
+    config = PrepareConfig(inputs=[str(_corpus(tmp_path))], tokenizer=str(codegen_tokenizer),
+                           output_dir=str(tmp_path / "out"), decontaminate=True)
+    with pytest.raises(UsageError, match="none plugged in"):
+        pipeline.prepare(config, show_progress=False)
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_quality_model_and_stored_scores_together_are_a_usage_error(tmp_path, codegen_tokenizer, run_cli):
+    proc = run_cli("prepare", str(_corpus(tmp_path)), "--tokenizer", str(codegen_tokenizer), "-o", str(tmp_path / "out"),
+                   "--quality-model", str(tmp_path / "model.npz"), "--quality-scores", str(tmp_path / "scores"))
+    assert proc.returncode == 2 and "both given" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_pipeline_never_imports_the_filters_it_runs():
+    """Filters plug in through phi_hpc.data.filters; only the prepare command (data/commands.py) names
+    quality's, and the config nests quality's decontamination settings (a plain dataclass)."""
+    import ast
+
+    from tests.conftest import REPO_ROOT
+
+    allowed = {"commands.py": "phi_hpc.quality.stages", "config.py": "phi_hpc.quality.decontamination_config"}
+    found = []
+    for path in sorted((REPO_ROOT / "phi_hpc" / "data").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            found += [f"{path.name}: {n}" for n in names if n.startswith("phi_hpc.quality") and allowed.get(path.name) != n]
+    assert found == []
+
+
 def test_split_is_seeded_whole_documents():
-    a = pipeline.split_documents(100, 0.1, seed=5, shuffle=True)
-    b = pipeline.split_documents(100, 0.1, seed=5, shuffle=True)
-    c = pipeline.split_documents(100, 0.1, seed=6, shuffle=True)
+    a = pack.split_documents(100, 0.1, seed=5, shuffle=True)
+    b = pack.split_documents(100, 0.1, seed=5, shuffle=True)
+    c = pack.split_documents(100, 0.1, seed=6, shuffle=True)
     assert all(np.array_equal(a[k], b[k]) for k in a)
     assert not np.array_equal(a["validation"], c["validation"])
     assert len(a["validation"]) == 10 and len(a["train"]) == 90
     assert sorted(np.concatenate([a["train"], a["validation"]]).tolist()) == list(range(100))
-    assert len(pipeline.split_documents(3, 0.01, 1, False)["validation"]) == 1, "tiny runs still validate"
-    assert "validation" not in pipeline.split_documents(50, 0.0, 1, False)
+    assert len(pack.split_documents(3, 0.01, 1, False)["validation"]) == 1, "tiny runs still validate"
+    assert "validation" not in pack.split_documents(50, 0.0, 1, False)
 
 
 def test_max_documents_keeps_the_first_n(tmp_path, codegen_tokenizer, run_cli):
@@ -152,7 +209,7 @@ def test_outputs_do_not_depend_on_batch_size_or_file_splitting(tmp_path, codegen
     # The file split into ~9 byte-range shards, processed by two workers: same bytes out.
     split_manifest, split_files = run("split", shard_mb=0.01, workers=2)
     assert split_manifest["shards"] > 5 and split_files == default_files
-    monkeypatch.setattr(pipeline, "_BATCH_DOCUMENTS", 7)
+    monkeypatch.setattr(map_stage, "_BATCH_DOCUMENTS", 7)
     _, small_files = run("small")
     assert small_files == default_files
 
