@@ -30,7 +30,9 @@ from phi_hpc.fileio import write_json
 if TYPE_CHECKING:
     from phi_hpc.data.tokenize import TokenizerInfo
 
-FORMAT = "phi-hpc-prepare/1"
+# The work folder's format, part of every run's fingerprint: a work folder written by another format (2: map
+# summaries hold one `filter_notes` list) lives under another name, so a resume never reads it.
+FORMAT = "phi-hpc-prepare/2"
 RUNTIME_FIELDS = ("workers", "strict", "keep_work", "output_dir")
 
 
