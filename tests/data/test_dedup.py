@@ -236,11 +236,33 @@ def test_default_banding_finds_pairs_at_the_threshold():
     assert min(truths) > 0.85 and max(truths) < 0.92, truths
     signatures = MinHasher().signatures(texts)
 
-    def pairs_found(b: int, r: int) -> int:
+    def pairs_found(b: int, r: int, verify: bool = False) -> int:
         survivor, _ = near_survivors(band_keys(signatures, b, r).T, np.ones(len(texts), dtype=bool),
-                                     lambda idx: signatures[idx], threshold=0.85, verify=False)
+                                     lambda idx: signatures[idx], threshold=0.85, verify=verify)
         return sum(survivor[2 * i + 1] == 2 * i for i in range(len(base)))
 
     assert pairs_found(bands, rows) == len(base)
     old_found = pairs_found(old_bands, old_rows)
     assert old_found < 0.8 * len(base), old_found
+    # Verified against the full signature, from 2 standard deviations below the threshold: still >= 97%.
+    assert pairs_found(bands, rows, verify=True) >= 0.97 * len(base)
+
+
+def test_verification_accepts_pairs_at_the_threshold_and_rejects_clearly_lower_ones():
+    """The verification cut is 2 standard deviations of the estimate below the threshold (0.805 at
+    0.85/256): a pair at J = 0.85 must not be lost half the time to estimate noise, one at 0.7 is
+    not a duplicate."""
+    from phi_hpc.data.dedup import near_survivors, verification_floor
+
+    assert abs(verification_floor(0.85, 256) - (0.85 - 2 * (0.85 * 0.15 / 256) ** 0.5)) < 1e-12
+    n = 4
+    agree = {0.86: 220, 0.84: 215, 0.7: 179}  # equal entries out of 256 for each pair's (1, partner)
+    rows = []
+    for equal in agree.values():
+        rows.append((np.arange(256, dtype=np.uint32), np.where(np.arange(256) < equal, np.arange(256), 10**6).astype(np.uint32)))
+    for estimate, (a, b) in zip(agree, rows):
+        signatures = np.stack([a, b, a + 1, a + 2])
+        keys = np.array([[1, 1, 2, 3]], dtype=np.uint64)  # one band: documents 0 and 1 are candidates
+        survivor, _ = near_survivors(keys, np.ones(n, dtype=bool), lambda idx, s=signatures: s[idx], 0.85,
+                                     verify=True)
+        assert (survivor[1] == 0) == (estimate > 0.8), (estimate, survivor)

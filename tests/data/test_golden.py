@@ -9,6 +9,8 @@ on purpose, by issue 14 (branch s20-i14), both announced in docs/benchmarks.md:
   27c7b8fa... -> fab0b1e8... (numpy signatures), and rensa's keys are a904... .
 - ``prepare``'s default MinHash backend numpy -> rensa 0.5.0 (a pinned dependency; 2.5x faster).
   Signatures aee2a652... (numpy, unchanged and still pinned) -> 6ee2516b... (rensa).
+- Candidate verification from 2 standard deviations below the threshold (estimated J >= 0.805
+  for 0.85/256, ``dedup.verification_floor``) instead of >= 0.85. No digest here moved with it.
 On this corpus the default run's train/validation files are byte-identical to the old numpy
 default's (a3a212c5..., 93d11eb6...: the same 5 near duplicates are removed; with the old banding
 rensa missed one of them); only audit.jsonl changes (8d2fdedb... -> 740c738c...), because it records

@@ -117,7 +117,7 @@ def test_sigkill_during_parallel_map_then_rerun_is_byte_identical(reference, std
     killed = []
     for more in (1, 2, 2):
         before = _finished_shards(out)
-        if _run_and_kill(cmd, lambda: _finished_shards(out) >= before + more):
+        if _run_and_kill(cmd, lambda before=before, more=more: _finished_shards(out) >= before + more):
             killed.append(f"map +{more} (from {before})")
     if _run_and_kill(cmd, lambda: any((out / ".work").glob("*/reduce.json"))):
         killed.append("reduce done")
