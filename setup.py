@@ -46,6 +46,10 @@ setup(
         "pyarrow>=14",
         "tokenizers>=0.15",
         "safetensors>=0.4",
+        # prepare's default MinHash backend (dedup.minhash=rensa). Pinned: its version decides the
+        # signatures, hence which documents are removed. Wheels: manylinux_2_28 x86_64/aarch64 and
+        # macOS arm64 for CPython 3.10-3.13 (3.11+ on macOS); elsewhere pip builds it (needs Rust).
+        "rensa==0.5.0",
     ],
     extras_require={
         # No "gpu" extra: flash-attn needs torch at build time, which pip's build isolation hides
@@ -53,8 +57,6 @@ setup(
         # for flash-attn (>= 2.1): pip install flash-attn --no-build-isolation  (model.attention=flash).
         "quality": ["scikit-learn>=1.3"],
         "plot": ["matplotlib>=3.7"],
-        # Optional MinHash backend (prepare --set dedup.minhash=rensa); pinned: its version decides signatures.
-        "rensa": ["rensa==0.5.0"],
         "test": [
             "pytest>=7",
             "transformers>=4.40",
@@ -64,7 +66,6 @@ setup(
             "scikit-learn>=1.3",
             "matplotlib>=3.7",
             "psutil>=5",
-            "rensa==0.5.0",
             "scipy>=1.10",
         ],
     },

@@ -180,15 +180,14 @@ def run_datatrove(parts_dir: str, work: str, workers: int, bands: int, rows: int
 
 
 def time_minhash(texts: list[str], datasketch_docs: int, repeats: int) -> dict:
-    """Signatures per CPU-second (both are single-threaded) for the same documents, shingling
-    included: datasketch gets the same word 5-grams, built in Python as its docs show."""
+    """Signatures per CPU-second (all single-threaded) for the same documents, shingling included:
+    phi-hpc with each backend (numpy, rensa) and datasketch with the same word 5-grams, built in
+    Python as its docs show."""
     from datasketch import MinHash
 
     from phi_hpc.data.minhash import MinHasher
 
     subset = texts[:datasketch_docs]
-    hasher = MinHasher(num_perm=256, ngram=5)
-    hasher.signatures(subset[:5])
     word = re.compile(rb"[A-Za-z0-9_\x80-\xff]+")
     permutations = MinHash(num_perm=256, seed=1).permutations  # shared between sketches (default scheme)
 
@@ -207,17 +206,77 @@ def time_minhash(texts: list[str], datasketch_docs: int, repeats: int) -> dict:
             times.append(time.process_time() - start)
         return min(times)
 
-    ours = best(lambda: hasher.signatures(subset))
-    theirs = best(datasketch_all)
-    result = {"ours_docs_per_s": len(subset) / ours, "datasketch_docs_per_s": len(subset) / theirs,
-              "docs": len(subset), "rensa_docs_per_s": float("nan")}
-    try:
-        rensa_hasher = MinHasher(num_perm=256, ngram=5, backend="rensa")
-    except Exception:  # noqa: BLE001 (rensa not installed: reported as n/a)
-        return result
-    rensa_hasher.signatures(subset[:5])
-    result["rensa_docs_per_s"] = len(subset) / best(lambda: rensa_hasher.signatures(subset))
+    result = {"docs": len(subset), "datasketch_docs_per_s": len(subset) / best(datasketch_all)}
+    for backend in ("numpy", "rensa"):
+        hasher = MinHasher(num_perm=256, ngram=5, backend=backend)
+        hasher.signatures(subset[:5])
+        result[f"{backend}_docs_per_s"] = len(subset) / best(lambda h=hasher: h.signatures(subset))
     return result
+
+
+def minhash_accuracy(texts: list[str], pairs: int = 300, seed: int = 7) -> dict:
+    """Estimate error against exact Jaccard for both backends on the same pairs: a file and a copy
+    with a random share (0-60%) of its lines dropped and up to 20 new lines, so the pairs span the
+    whole similarity range (as ``tests/data/test_dedup.py`` does). Returns bias, mean absolute error,
+    share within 0.05, and the same for pairs with true Jaccard >= 0.7 (where dedup decides)."""
+    import random
+
+    import numpy as np
+
+    from phi_hpc.data.minhash import MinHasher, estimated_jaccard, word_shingles
+
+    rng = random.Random(seed)
+    candidates = [t for t in texts if len(word_shingles(t)) > 200]
+    firsts, seconds, truths = [], [], []
+    for _ in range(pairs):
+        lines = rng.choice(candidates).splitlines(keepends=True)
+        drop = rng.random() * 0.6
+        other = [line for line in lines if rng.random() > drop]
+        other += [f"extra_{rng.randrange(10**6)} = {rng.randrange(10**6)}\n" for _ in range(rng.randrange(20))]
+        a, b = word_shingles("".join(lines)), word_shingles("".join(other))
+        firsts.append("".join(lines))
+        seconds.append("".join(other))
+        truths.append(len(a & b) / len(a | b) if a | b else 1.0)
+    truths = np.array(truths)
+    result = {"pairs": pairs, "high_pairs": int((truths >= 0.7).sum())}
+    for backend in ("numpy", "rensa"):
+        hasher = MinHasher(num_perm=256, ngram=5, backend=backend)
+        sa, sb = hasher.signatures(firsts), hasher.signatures(seconds)
+        errors = np.array([estimated_jaccard(x, y) for x, y in zip(sa, sb)]) - truths
+        high = errors[truths >= 0.7]
+        result[backend] = {"bias": float(errors.mean()), "mae": float(np.abs(errors).mean()),
+                           "within_0.05": float((np.abs(errors) <= 0.05).mean()),
+                           "high_mae": float(np.abs(high).mean()) if len(high) else float("nan")}
+    return result
+
+
+def minhash_lines(minhash: dict, accuracy: dict) -> list[str]:
+    """The MinHash tables of the doc (also printed alone by ``--minhash-only``)."""
+    from phi_hpc.data.config import DedupConfig
+
+    default = DedupConfig().minhash
+    ds = minhash["datasketch_docs_per_s"]
+    label = {"numpy": "built-in numpy (`--set dedup.minhash=numpy`)",
+             "rensa": "rensa 0.5.0 Rust permutations of our shingles (`--set dedup.minhash=rensa`)"}
+    rows = []
+    for backend in ("rensa", "numpy"):
+        tag = " **(prepare's default)**" if backend == default else ""
+        acc = accuracy[backend]
+        rows.append(f"| phi-hpc `MinHasher`, {label[backend]}{tag} | {minhash[f'{backend}_docs_per_s']:.0f} | "
+                    f"**{minhash[f'{backend}_docs_per_s'] / ds:.1f}x** datasketch (goal >= 10) | "
+                    f"{acc['bias']:+.4f} | {acc['mae']:.4f} | {acc['within_0.05']:.1%} | {acc['high_mae']:.4f} |")
+    return [
+        "| MinHash signatures, 256 permutations, shingling included (single thread) | docs per CPU-s | ratio | "
+        "estimate bias | mean abs error | within 0.05 | mean abs error at J >= 0.7 |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+        f"| datasketch 2.0 `MinHash.update_batch` (affine32) | {ds:.0f} | | | | | |",
+        "",
+        f"(Speed: the first {minhash['docs']} documents of the corpus. Accuracy: estimated minus exact "
+        f"Jaccard of word 5-gram sets on the same {accuracy['pairs']} pairs for both backends, a file and "
+        f"a copy with 0-60% of its lines dropped and up to 20 lines added; {accuracy['high_pairs']} of them "
+        "at J >= 0.7. 256 permutations allow a standard deviation of sqrt(J(1-J)/256) <= 0.031.)",
+    ]
 
 
 def profile_map_workers(parts: list[Path], out: Path, workers: int, top: int = 12) -> tuple[float, list[tuple]]:
@@ -269,6 +328,8 @@ def main() -> None:
     parser.add_argument("--datasketch-docs", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=2, help="repeats of the raw and phi-hpc timings (best kept)")
     parser.add_argument("--skip-datatrove", action="store_true")
+    parser.add_argument("--minhash-only", action="store_true",
+                        help="only the MinHash speed and accuracy tables, printed (the doc is not written)")
     parser.add_argument("--output", default=str(REPO / "docs" / "benchmarks" / "prepare.md"))
     args = parser.parse_args()
 
@@ -278,6 +339,11 @@ def main() -> None:
     texts = [t for t in texts if t.strip()]
     megabytes = sum(len(t.encode("utf-8")) for t in texts) / 1e6
     print(f"corpus: {len(texts)} stdlib .py files, {megabytes:.2f} MB; workers={args.workers}; {machine()}")
+    if args.minhash_only:
+        minhash = time_minhash(texts, args.datasketch_docs, args.repeats + 1)
+        print("\n".join(minhash_lines(minhash, minhash_accuracy(texts))))
+        print(f"load average {load_start} -> {os.getloadavg()}")
+        return
     scratch = Path(tempfile.mkdtemp(prefix="phi-hpc-bench-"))
     try:
         parts = write_jsonl_parts(texts, scratch / "corpus")
@@ -291,6 +357,7 @@ def main() -> None:
             datatrove, dt_info = time_datatrove(scratch / "corpus", scratch / "datatrove", args.workers,
                                                 lsh["bands"], lsh["rows"])
         minhash = time_minhash(texts, args.datasketch_docs, args.repeats + 1)
+        accuracy = minhash_accuracy(texts)
         profiled, profile = profile_map_workers(parts, scratch / "profile", args.workers)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -305,7 +372,7 @@ def main() -> None:
         "end_to_end_over_raw_fast_wall": mbs(ours.wall) / mbs(raw_fast.wall),
         "speedup_vs_datatrove_wall": datatrove.wall / ours.wall,
         "speedup_vs_datatrove_cpu": datatrove.cpu / ours.cpu,
-        "minhash_speedup_vs_datasketch": minhash["ours_docs_per_s"] / minhash["datasketch_docs_per_s"],
+        "minhash_numpy_speedup_vs_datasketch": minhash["numpy_docs_per_s"] / minhash["datasketch_docs_per_s"],
         "minhash_rensa_speedup_vs_datasketch": minhash["rensa_docs_per_s"] / minhash["datasketch_docs_per_s"],
         "end_to_end_over_raw_fast_cpu": raw_fast.cpu / ours.cpu,
     }
@@ -340,16 +407,9 @@ def main() -> None:
         "|---|---|---|---|---|---|",
         *table,
         "",
-        "| MinHash signatures, 256 permutations, shingling included (single thread) | docs per CPU-s | ratio |",
-        "|---|---|---|",
-        f"| phi-hpc `MinHasher.signatures` | {minhash['ours_docs_per_s']:.0f} | "
-        f"**{results['minhash_speedup_vs_datasketch']:.1f}x** datasketch (goal >= 10) |",
-        f"| phi-hpc `MinHasher(backend=\"rensa\")` (our shingling, rensa's Rust permutations; "
-        f"`--set dedup.minhash=rensa`) | {minhash['rensa_docs_per_s']:.0f} | "
-        f"**{results['minhash_rensa_speedup_vs_datasketch']:.1f}x** datasketch |",
-        f"| datasketch 2.0 `MinHash.update_batch` (affine32) | {minhash['datasketch_docs_per_s']:.0f} | |",
+        *minhash_lines(minhash, accuracy),
         "",
-        f"(MinHash: the first {minhash['docs']} documents of the corpus.) End-to-end time is the wall time "
+        "End-to-end time is the wall time "
         "of a fresh `phi-hpc prepare` process: interpreter start, tokenizer load and worker start-up "
         "included; raw tokenization is the `encode_batch` call alone on documents already in memory.",
         "",

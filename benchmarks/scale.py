@@ -127,6 +127,7 @@ def build_corpus(folder: Path, total_bytes: float, seed: int = 7) -> dict:
                 copy = near_copy(text, target, rng)
                 copies.append((line, copy, target, exact_jaccard(text, copy)))
             if shard_bytes >= SHARD_BYTES or written >= total_bytes:
+                print(f"corpus: shard {shard} written ({written / 1e9:.2f} GB)", flush=True)
                 name = f"shard-{shard:04d}.jsonl.zst"
                 for original_line, copy, target, jaccard in copies:
                     pending.append(json.dumps({"text": copy}) + "\n")
@@ -167,6 +168,36 @@ def _rss_anon_kb(pid: int) -> int:
     return 0
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system time of a process and its waited-for children (``/proc/PID/stat``)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+PROGRESS_SECONDS = 120
+
+
+def _progress(stage: str, output_dir: Path, started: float, pids: list[int], peak_tree_kb: int) -> str:
+    """A progress line for a long stage, so that a run stopped before its end still says how far it
+    got and at what MB per CPU-second (the load-independent figure); shards hold ~SHARD_BYTES of text."""
+    done = list(output_dir.glob(".work/*/map/shard-*.json")) if stage == "map" else []
+    documents = 0
+    for path in done:
+        try:
+            documents += json.loads(path.read_text())["documents"]
+        except (OSError, ValueError, KeyError):
+            pass
+    cpu = sum(_cpu_seconds(p) for p in pids)
+    megabytes = len(done) * SHARD_BYTES / 1e6
+    return (f"progress {datetime.datetime.now(datetime.timezone.utc):%H:%M:%S} {stage}: {len(done)} shards "
+            f"({documents:,} documents, ~{megabytes:.0f} MB) in {time.perf_counter() - started:.0f} s wall, "
+            f"{cpu:.0f} CPU-s of the live tree (~{megabytes / cpu if cpu else 0:.2f} MB per CPU-s); peak anon "
+            f"{peak_tree_kb / 1024:.0f} MB; load {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+
+
 def run_stage(stage: str, config_json: str) -> dict:
     """Run one stage in a child process; sample its tree's anonymous memory until it ends."""
     start = time.perf_counter()
@@ -176,12 +207,18 @@ def run_stage(stage: str, config_json: str) -> dict:
                             stderr=subprocess.PIPE, text=True)
     peak_tree = peak_one = 0
     stop = threading.Event()
+    output_dir = Path(json.loads(config_json)["output_dir"])
 
     def sample():
         nonlocal peak_tree, peak_one
+        last_report = time.perf_counter()
         while not stop.is_set():
-            values = [_rss_anon_kb(p) for p in _tree(proc.pid)]
+            pids = _tree(proc.pid)
+            values = [_rss_anon_kb(p) for p in pids]
             peak_tree, peak_one = max(peak_tree, sum(values)), max(peak_one, max(values, default=0))
+            if time.perf_counter() - last_report > PROGRESS_SECONDS:
+                last_report = time.perf_counter()
+                print(_progress(stage, output_dir, start, pids, peak_tree), flush=True)
             stop.wait(0.1)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -192,6 +229,8 @@ def run_stage(stage: str, config_json: str) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"stage {stage} failed:\n{err[-4000:]}")
     after = os.times()
+    print(f"stage {stage} done in {time.perf_counter() - start:.0f} s, peak anon {peak_tree / 1024:.0f} MB "
+          f"(tree); load {', '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
     child = json.loads(out.strip().splitlines()[-1])
     peak_one = max(peak_one, child.get("peak_anon_inside_mb", 0) * 1024)
     peak_tree = max(peak_tree, peak_one)

@@ -26,9 +26,10 @@ class DedupConfig:
     # Confirm each LSH candidate pair by its full signature estimate (>= threshold) before merging,
     # so a chance band collision between two merely similar files cannot chain clusters together.
     verify_candidates: bool = True
-    # Who permutes the shingle hashes: "numpy" (built in) or "rensa" (Rust library, optional, faster;
-    # different but equally accurate signatures, so a different dedup decision on borderline pairs).
-    minhash: str = "numpy"
+    # Who permutes the shingle hashes: "rensa" (the default: rensa 0.5.0, a maintained Rust MinHash,
+    # a dependency pinned in setup.py; 2.5x faster than numpy here) or "numpy" (built in, selectable).
+    # Equally accurate, but different signatures, so a different dedup decision on borderline pairs.
+    minhash: str = "rensa"
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold <= 1.0:

@@ -101,10 +101,11 @@ class MinHasher:
     """Seeded MinHash with ``num_perm`` permutations over word ``ngram`` shingles.
 
     ``backend`` decides only the last step (permuting the shingle hashes and taking minima):
-    ``numpy`` (the default, below) or ``rensa`` (a maintained Rust MinHash library, about twice as
-    fast per document here, shingling included, with the same measured accuracy; its permutations
-    are its own, so its signatures differ from numpy's and runs record which was used). Shingling is
-    the same for both.
+    ``numpy`` (below; this class's default, which the synthetic-data diversity index relies on) or
+    ``rensa`` (a maintained Rust MinHash library, 2.5x faster per document here, shingling included,
+    with the same measured accuracy; its permutations are its own, so its signatures differ from
+    numpy's and runs record which was used). ``prepare``'s default is rensa, decided by
+    ``DedupConfig.minhash``. Shingling is the same for both.
     """
 
     num_perm: int = 256
@@ -119,7 +120,7 @@ class MinHasher:
             from phi_hpc.errors import UsageError
 
             raise UsageError("dedup.minhash=rensa but the rensa package is not installed",
-                             "pip install rensa, or use the default dedup.minhash=numpy")
+                             "pip install rensa==0.5.0 (a dependency of phi-hpc), or --set dedup.minhash=numpy")
         rng = np.random.default_rng(self.seed)
         top = np.iinfo(np.uint32).max
         a = rng.integers(0, top, size=self.num_perm, dtype=np.uint32, endpoint=True) | np.uint32(1)

@@ -116,8 +116,6 @@ def _mixed_pairs(texts: list[str], rng: random.Random, n: int) -> list[tuple[str
 
 @pytest.mark.parametrize("backend", ["numpy", "rensa"])
 def test_minhash_estimates_track_exact_jaccard(stdlib_dir, backend):
-    if backend == "rensa":
-        pytest.importorskip("rensa")
     texts = [p.read_text(encoding="utf-8") for p in sorted(stdlib_dir.glob("*.py"))[:120]]
     texts = [t for t in texts if len(word_shingles(t)) > 200]
     rng = random.Random(7)
@@ -148,8 +146,6 @@ def test_minhash_estimates_track_exact_jaccard(stdlib_dir, backend):
 
 @pytest.mark.parametrize("backend", ["numpy", "rensa"])
 def test_signatures_do_not_depend_on_batching(stdlib_dir, backend):
-    if backend == "rensa":
-        pytest.importorskip("rensa")
     texts = [p.read_text(encoding="utf-8") for p in sorted(stdlib_dir.glob("*.py"))[:30]]
     texts += ["x", "", "one two three", "a.b(c)"]  # shorter than a shingle, and empty
     hasher = MinHasher(backend=backend)
@@ -211,3 +207,62 @@ def test_rensa_backend_without_rensa_is_a_usage_error(monkeypatch):
     assert "pip install rensa" in caught.value.hint
     with pytest.raises(ValueError, match="unknown MinHash backend"):
         MinHasher(backend="sha1")
+
+
+def test_default_banding_finds_pairs_at_the_threshold():
+    """Candidates are verified against the full signature, so the default banding is chosen for recall:
+    a pair at exactly the threshold must become a candidate with probability >= 1 - 1e-4 (the old
+    area-balancing 13 x 19 gave 0.45). Planted pairs at J ~ 0.85-0.92 are all candidates under the
+    default, and over a fifth of them are not under 13 x 19 (verification off: banding alone)."""
+    from phi_hpc.data.dedup import band_keys, lsh_parameters, near_survivors, resolve_bands
+
+    bands, rows = resolve_bands(0.85, 256, None, None)
+    assert (bands, rows) == (32, 8) and bands * rows <= 256
+    assert 1 - (1 - 0.85 ** rows) ** bands >= 1 - 1e-4
+    old_bands, old_rows = lsh_parameters(0.85, 256)
+    assert 1 - (1 - 0.85 ** old_rows) ** old_bands < 0.5, "the area-balancing rule misses most pairs at 0.85"
+    assert resolve_bands(0.85, 256, 16, 16) == (16, 16), "configured bands x rows win"
+
+    rng = random.Random(3)
+    base = [" ".join(f"w{rng.randrange(10**9)}" for _ in range(600)) for _ in range(60)]
+    texts, truths = [], []
+    for text in base:  # each original, then a copy with a few words replaced
+        words = text.split()
+        for j in rng.sample(range(len(words)), rng.choice([7, 8, 9])):
+            words[j] = f"edit{rng.randrange(10**9)}"
+        texts += [text, " ".join(words)]
+        a, b = word_shingles(text), word_shingles(texts[-1])
+        truths.append(len(a & b) / len(a | b))
+    assert min(truths) > 0.85 and max(truths) < 0.92, truths
+    signatures = MinHasher().signatures(texts)
+
+    def pairs_found(b: int, r: int, verify: bool = False) -> int:
+        survivor, _ = near_survivors(band_keys(signatures, b, r).T, np.ones(len(texts), dtype=bool),
+                                     lambda idx: signatures[idx], threshold=0.85, verify=verify)
+        return sum(survivor[2 * i + 1] == 2 * i for i in range(len(base)))
+
+    assert pairs_found(bands, rows) == len(base)
+    old_found = pairs_found(old_bands, old_rows)
+    assert old_found < 0.8 * len(base), old_found
+    # Verified against the full signature, from 2 standard deviations below the threshold: still >= 97%.
+    assert pairs_found(bands, rows, verify=True) >= 0.97 * len(base)
+
+
+def test_verification_accepts_pairs_at_the_threshold_and_rejects_clearly_lower_ones():
+    """The verification cut is 2 standard deviations of the estimate below the threshold (0.805 at
+    0.85/256): a pair at J = 0.85 must not be lost half the time to estimate noise, one at 0.7 is
+    not a duplicate."""
+    from phi_hpc.data.dedup import near_survivors, verification_floor
+
+    assert abs(verification_floor(0.85, 256) - (0.85 - 2 * (0.85 * 0.15 / 256) ** 0.5)) < 1e-12
+    n = 4
+    agree = {0.86: 220, 0.84: 215, 0.7: 179}  # equal entries out of 256 for each pair's (1, partner)
+    rows = []
+    for equal in agree.values():
+        rows.append((np.arange(256, dtype=np.uint32), np.where(np.arange(256) < equal, np.arange(256), 10**6).astype(np.uint32)))
+    for estimate, (a, b) in zip(agree, rows):
+        signatures = np.stack([a, b, a + 1, a + 2])
+        keys = np.array([[1, 1, 2, 3]], dtype=np.uint64)  # one band: documents 0 and 1 are candidates
+        survivor, _ = near_survivors(keys, np.ones(n, dtype=bool), lambda idx, s=signatures: s[idx], 0.85,
+                                     verify=True)
+        assert (survivor[1] == 0) == (estimate > 0.8), (estimate, survivor)

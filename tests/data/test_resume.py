@@ -61,17 +61,17 @@ def _run_and_kill(cmd, trigger) -> bool:
 
 
 @pytest.fixture(scope="module")
-def reference_run(tmp_path_factory, stdlib_packages, codegen_tokenizer):
-    """An uninterrupted run with 2 workers: its digests and how long it took on this machine."""
+def reference(tmp_path_factory, stdlib_packages, codegen_tokenizer):
+    """The digests of an uninterrupted run with 2 workers."""
     out = tmp_path_factory.mktemp("reference") / "out"
-    start = time.monotonic()
     _run(_command(stdlib_packages, codegen_tokenizer, out, 2))
-    return _digests(out), time.monotonic() - start
+    return _digests(out)
 
 
-@pytest.fixture(scope="module")
-def reference(reference_run):
-    return reference_run[0]
+def _finished_shards(out: Path) -> int:
+    """Map shards whose done-marker exists (the work folder is named by the run's fingerprint)."""
+    work = out / ".work"
+    return len(list(work.glob("*/map/shard-*.json"))) if work.is_dir() else 0
 
 
 @pytest.mark.slow
@@ -104,17 +104,25 @@ def test_sigkill_at_every_stage_then_rerun_is_byte_identical(reference, stdlib_p
 
 
 @pytest.mark.slow
-def test_sigkill_after_delays_then_rerun_is_byte_identical(reference_run, stdlib_packages, codegen_tokenizer,
-                                                           tmp_path):
-    reference, duration = reference_run
+def test_sigkill_during_parallel_map_then_rerun_is_byte_identical(reference, stdlib_packages, codegen_tokenizer,
+                                                                  tmp_path):
+    """Two map workers killed together, by progress rather than by a fraction of a reference run's
+    wall time (which missed under load): each attempt resumes and is killed as soon as it has
+    finished 1, 2 or 2 more shards, when the other worker is usually mid-shard; then once more
+    right after the reduce. Every kill point lies inside the run, so every attempt is killed."""
     out = tmp_path / "out"
     cmd = _command(stdlib_packages, codegen_tokenizer, out, 2)
-    kills = 0
-    # Fractions of an uninterrupted run on this machine; each rerun resumes, so later ones may finish.
-    for fraction in (0.2, 0.45, 0.7, 0.9):
-        start = time.monotonic()
-        kills += _run_and_kill(cmd, lambda: time.monotonic() - start > fraction * duration)
-    assert kills >= 2
+    shards = json.loads(_run(cmd + ["--stage", "plan"]).stdout)["shards"]
+    assert shards >= 6, "the corpus must outlast the three map kill points"
+    killed = []
+    for more in (1, 2, 2):
+        before = _finished_shards(out)
+        if _run_and_kill(cmd, lambda before=before, more=more: _finished_shards(out) >= before + more):
+            killed.append(f"map +{more} (from {before})")
+    if _run_and_kill(cmd, lambda: any((out / ".work").glob("*/reduce.json"))):
+        killed.append("reduce done")
+    assert len(killed) == 4, killed
+    assert not (out / "manifest.json").exists()
     _run(cmd)
     assert _digests(out) == reference
 
