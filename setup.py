@@ -67,6 +67,7 @@ setup(
             "matplotlib>=3.7",
             "psutil>=5",
             "scipy>=1.10",
+            "ruff==0.17.6",  # pinned: the formatter's output changes between versions
         ],
     },
     entry_points={"console_scripts": ["phi-hpc=phi_hpc.cli:main"]},
