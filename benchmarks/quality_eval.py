@@ -400,15 +400,17 @@ def render(result: dict, args) -> str:
             lines.append(f"| {r['labels']}{' (all)' if r.get('all') else ''} | {_fmt(r['spearman'])} | "
                          f"{_fmt(r['precision_at_17'])} |")
         else:
-            lines.append(f"| {r['labels']} | not run: only {result['train']} training files | - |")
+            lines.append(f"| {r['labels']} | not here: only {result['train']} training files (see the label-count "
+                         "ablation, `quality_labels.py`) | - |")
     if "decontamination" in result:
         lines += render_decontamination(result["decontamination"])
     lm = result["models"].get("lm(tiny random Phi)+forest_score")
-    lines += ["", "Not measured here: the LM embedder with a pretrained code model (none is available offline; the "
-              "LM row uses a randomly initialised 2-layer Phi, so it only shows the pipeline runs"
+    lines += ["", "Not measured here: the LM embedder with a pretrained code model (CodeGen-350M cannot be downloaded "
+              "offline; the LM row uses a randomly initialised 2-layer Phi, so it only shows the pipeline runs"
               + (f", at {lm['files_per_s']} files/s on this CPU with {lm['max_tokens']} tokens" if lm and "files_per_s"
-                 in lm else "") + "); GPU throughput and bf16 speed (no GPU); agreement with an LLM labeller; the "
-              "downstream check (tiny pretrain on the top-k vs a random k) was not run.", "", END]
+                 in lm else "") + "; a tiny Phi trained by phi-hpc is measured in `quality_lm.py`'s section); GPU "
+              "throughput and bf16 speed (no GPU); agreement with an LLM labeller. The label-count ablation and the "
+              "downstream check have their own sections (`quality_labels.py`, `quality_downstream.py`).", "", END]
     return "\n".join(lines) + "\n"
 
 
