@@ -95,7 +95,8 @@ def render(result: dict, args) -> str:
              "the largest size is all training files. Grouped holdout as above (whole packages): "
              f"{result['train_pool']} training files, {result['test']} held-out files "
              f"{json.dumps(result['test_categories'])}, the same held-out set for every size. Positives for AUC "
-             "and precision: the true top 17% of held-out labels.", "",
+             "and precision: the true top 17% of held-out labels. fit s: wall seconds of the fit on this shared "
+             "machine (its load moved during the run, so they are not a scaling curve).", "",
              "| labels | scorer | Spearman | AUC (top 17%) | precision at 17% kept | keep rate: "
              + " / ".join(CATEGORIES) + " | fit s |", "|---|---|---|---|---|---|---|"]
     for entry in result["sizes"]:
