@@ -81,6 +81,10 @@ def phi_hpc(*args: str, log: Path) -> str:
 
 
 def write_jsonl(path: Path, rows: list[dict], with_score: bool = False) -> Path:
+    """``rows`` as prepare/quality input; an existing file is kept (a resumed --keep folder: the same
+    seed gives the same rows, and rewriting would change the inputs' fingerprint)."""
+    if path.is_file():
+        return path
     with path.open("w", encoding="utf-8") as handle:
         for r in rows:
             line = {"text": r["text"], "origin": r["path"], **({"score": r["score"]} if with_score else {})}
@@ -329,7 +333,8 @@ def main() -> None:
     parser.add_argument("--val-files", type=int, default=128)
     parser.add_argument("--val-window", type=int, default=256, help="Tokens per validation file (its beginning).")
     parser.add_argument("--trees", type=int, default=200)
-    parser.add_argument("--keep", help="Keep the work folder here (datasets, runs) instead of a temporary one.")
+    parser.add_argument("--keep", help="Keep the work folder here (datasets, runs) instead of a temporary one; an "
+                        "existing one is resumed (same data arguments), e.g. to add --seeds.")
     parser.add_argument("--output", default=str(REPO / "docs" / "benchmarks" / "quality.md"))
     parser.add_argument("--json", help="Also write the raw results here.")
     args = parser.parse_args()
