@@ -223,7 +223,12 @@ def run(args, work: Path) -> dict:
               "packages": {k: len({rows[i]["group"] for i in v}) for k, v in parts.items()},
               "textbook_cut": cut, "textbook_files": len(textbook), "control_files": len(control),
               "textbook_categories": dict(Counter(r["category"] for r in textbook))}
-    result["data"] = build_datasets(rows, parts, tokenizer, work, args, log)
+    built = work / "data.json"  # a resumed --keep folder reuses its datasets (e.g. to add seeds)
+    if built.is_file():
+        result["data"] = json.loads(built.read_text())
+    else:
+        result["data"] = build_datasets(rows, parts, tokenizer, work, args, log)
+        built.write_text(json.dumps(result["data"]))
     result["runs"] = []
     for seed in args.seeds:
         for name in ("topk", "random"):
