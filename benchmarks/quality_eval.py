@@ -281,9 +281,9 @@ def _lm_ablation(texts, scores, train, test, test_cats, args) -> dict:
 
     from phi_hpc.quality.lm_embedder import LMEmbedder, RuntimeOptions
 
-    tokenizer = REPO.parent / "shared" / "data" / "tokenizer" / "codegen-350M-mono" / "tokenizer.json"
-    if not tokenizer.is_file():
-        return {"skipped": f"no tokenizer at {tokenizer}"}
+    from data import data_file
+
+    tokenizer = data_file("tokenizer")
     with tempfile.TemporaryDirectory() as tmp:
         folder = tiny_lm(Path(tmp) / "tiny-phi")
         embedder = LMEmbedder(str(folder), str(tokenizer), max_tokens=args.lm_tokens,
@@ -302,13 +302,15 @@ def decontamination(args) -> dict:
     """Recall per AST-similarity bucket on the mutation suite (tau 0.9 and 0.8, and the old fixed 0.75
     pre-filter as the peer), and the share of untouched stdlib files flagged."""
     import sysconfig
+    import tempfile
 
+    from data import benchmark_data, data_file
     from phi_hpc.quality.decontaminate import build_decontaminator
     from tests.quality.mutations import mutation_suite, recall_by_bucket
     from tests.quality.planting import humaneval_problems, plant
 
-    data = REPO.parent / "shared" / "data"
-    problems = humaneval_problems(data / "humaneval" / "HumanEval.jsonl.gz")
+    problems = humaneval_problems(data_file("humaneval"))
+    data = benchmark_data(Path(tempfile.mkdtemp(prefix="quality-eval-")))
     suite = mutation_suite(problems, per_problem=4, seed=args.seed)
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     host = (stdlib / "textwrap.py").read_text(encoding="utf-8")
@@ -397,22 +399,25 @@ def render(result: dict, args) -> str:
             lines.append(f"| {r['labels']}{' (all)' if r.get('all') else ''} | {_fmt(r['spearman'])} | "
                          f"{_fmt(r['precision_at_17'])} |")
         else:
-            lines.append(f"| {r['labels']} | not run: only {result['train']} training files | - |")
+            lines.append(f"| {r['labels']} | not here: only {result['train']} training files (see the label-count "
+                         "ablation, `quality_labels.py`) | - |")
     if "decontamination" in result:
         lines += render_decontamination(result["decontamination"])
     lm = result["models"].get("lm(tiny random Phi)+forest_score")
-    lines += ["", "Not measured here: the LM embedder with a pretrained code model (none is available offline; the "
-              "LM row uses a randomly initialised 2-layer Phi, so it only shows the pipeline runs"
+    lines += ["", "Not measured here: the LM embedder with a pretrained code model (CodeGen-350M cannot be downloaded "
+              "offline; the LM row uses a randomly initialised 2-layer Phi, so it only shows the pipeline runs"
               + (f", at {lm['files_per_s']} files/s on this CPU with {lm['max_tokens']} tokens" if lm and "files_per_s"
-                 in lm else "") + "); GPU throughput and bf16 speed (no GPU); agreement with an LLM labeller; the "
-              "downstream check (tiny pretrain on the top-k vs a random k) was not run.", "", END]
+                 in lm else "") + "; a tiny Phi trained by phi-hpc is measured in `quality_lm.py`'s section); GPU "
+              "throughput and bf16 speed (no GPU); agreement with an LLM labeller. The label-count ablation and the "
+              "downstream check have their own sections (`quality_labels.py`, `quality_downstream.py`).", "", END]
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
+def write_section(path: Path, section: str, start: str = START, end: str = END) -> None:
+    """Replace the part of ``path`` between the ``start`` and ``end`` markers (append it if absent)."""
     text = path.read_text(encoding="utf-8") if path.is_file() else ""
-    if START in text and END in text:
-        text = text[: text.index(START)] + section + text[text.index(END) + len(END) + 1:]
+    if start in text and end in text:
+        text = text[: text.index(start)] + section + text[text.index(end) + len(end) + 1:]
     else:
         text = text.rstrip("\n") + "\n\n" + section
     path.write_text(text, encoding="utf-8")

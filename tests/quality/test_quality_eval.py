@@ -78,3 +78,18 @@ def test_quality_train_regresses_scores_with_a_grouped_holdout(tmp_path, run_cli
     run_cli("quality", "train", str(path), "-o", str(tmp_path / "b.npz"), "--trees", "10", "--dim", "512",
             "--target", "binary", check=True)
     assert json.loads((tmp_path / "b.npz.report.json").read_text())["target"] == "binary"
+
+
+def test_downstream_parts_hold_whole_packages_once():
+    import quality_downstream
+
+    rows = [{"group": f"pkg{i % 13}"} for i in range(400)]
+    parts = quality_downstream.split_packages(rows, seed=3)
+    indices = sorted(i for part in parts.values() for i in part)
+    assert indices == list(range(400))  # every file in exactly one part
+    owners = {}
+    for name, part in parts.items():
+        for i in part:
+            owners.setdefault(rows[i]["group"], set()).add(name)
+    assert all(len(v) == 1 for v in owners.values())  # no package on two sides
+    assert all(parts.values())  # A (labels), B (pool) and C (validation) all get packages
