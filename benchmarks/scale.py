@@ -39,13 +39,20 @@ import time
 from pathlib import Path
 
 from checkout import REPO  # noqa: E402 (beside this script: puts this checkout first on sys.path)
-TOKENIZER = REPO.parent / "shared" / "data" / "tokenizer" / "codegen-350M-mono" / "tokenizer.json"
 SHARD_BYTES = 50_000_000
 TARGETS = (0.98, 0.95, 0.92, 0.9, 0.88, 0.86, 0.84, 0.8, 0.75, 0.7, 0.6, 0.5)
 PLANTS_PER_SHARD = 12
 THRESHOLD = 0.85
 
 from machine_info import cpu_model  # noqa: E402 (beside this script)
+
+
+def tokenizer_file() -> Path:
+    """phi-1's tokenizer (codegen-350M-mono's), found as the tests find theirs (``benchmarks/data.py``): a
+    local data mirror when one is set, else the Hugging Face hub through phi-hpc's resolver."""
+    from data import data_file
+
+    return data_file("tokenizer")
 
 _KEYWORDS = ("False|None|True|and|as|assert|async|await|break|class|continue|def|del|elif|else|except|finally|for|"
              "from|global|if|import|in|is|lambda|nonlocal|not|or|pass|raise|return|try|while|with|yield|self")
@@ -373,7 +380,7 @@ def measure_size(gigabytes: float, corpus: Path, info: dict, scratch: Path, work
     planted = [p for p in info["planted"] if p["original"].split(":")[0] in names]
     out = scratch / f"out-{gigabytes}"
     shutil.rmtree(out, ignore_errors=True)
-    config = json.dumps({"inputs": [str(folder)], "tokenizer": str(TOKENIZER), "output_dir": str(out),
+    config = json.dumps({"inputs": [str(folder)], "tokenizer": str(tokenizer_file()), "output_dir": str(out),
                          "workers": workers, "keep_work": True})
     load = os.getloadavg()
     stages = {stage: run_stage(stage, config) for stage in ("map", "reduce", "pack")}
@@ -468,7 +475,7 @@ def synthetic_reduce(documents: int, shards: int, scratch: Path) -> dict:
         (inputs / f"part-{i:05d}.jsonl").write_text('{"text": "x"}\n')
     out = scratch / "synthetic-out"
     shutil.rmtree(out, ignore_errors=True)
-    fields = {"inputs": [str(inputs)], "tokenizer": str(TOKENIZER), "output_dir": str(out), "workers": 1}
+    fields = {"inputs": [str(inputs)], "tokenizer": str(tokenizer_file()), "output_dir": str(out), "workers": 1}
     config = PrepareConfig(**fields)
     context = open_run(config)
     bands, _ = resolve_bands(0.85, 256, None, None)

@@ -4,6 +4,7 @@ a checkout, and no file of the product names this machine or the data folder bes
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -32,6 +33,11 @@ def test_no_product_file_names_the_data_folder_or_a_machine_path():
             for folder in PRODUCT for path in _files(REPO_ROOT / folder)
             for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1)
             for needle in forbidden if needle in line]
+    # the same folder spelled as path parts: REPO.parent / "shared" / "data"
+    hits += [f"{path.relative_to(REPO_ROOT)}:{number}: shared/data as path parts"
+             for folder in PRODUCT for path in _files(REPO_ROOT / folder)
+             for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1)
+             if re.search(r"""["']shared["']\s*/\s*["']data["']""", line)]
     # benchmarks/data.py may name the mirror's variable (it reuses the tests' resolver); nothing else may
     hits = [hit for hit in hits if not (hit.startswith("benchmarks/data.py:") and hit.endswith(MIRROR_ENV))]
     assert hits == []
