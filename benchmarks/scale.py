@@ -579,16 +579,17 @@ def report(results_path: Path, output: Path, note: str) -> str:
     if synthetic.is_file():
         lines += ["## The reduce stage alone at The Stack's document count", "",
                   "`python benchmarks/scale.py --synthetic-reduce N --synthetic-shards S`: synthetic map outputs of N "
-                  "documents (random digests with 2% exact copies, random LSH keys with 1% shared, `file:line` names "
+                  "documents (random digests with 2% exact copies, random LSH keys of which a share of documents repeat an "
+                  "earlier document's first band key (so many candidate pairs), `file:line` names "
                   "of Stack-like length), then the real reduce stage in its own process, its anonymous memory sampled "
                   "every 2 ms from inside and every 0.1 s from outside.", "",
-                  "| documents | shards | wall | CPU | peak anon | baseline (interpreter, numpy, tokenizer) | "
-                  "bytes per document above baseline |", "|---|---|---|---|---|---|---|"]
+                  "| documents | shards | documents sharing a band key | wall | CPU | peak anon | baseline (interpreter, "
+                  "numpy, tokenizer) | bytes per document above baseline | run |", "|---|---|---|---|---|---|---|---|---|"]
         for line in synthetic.read_text().splitlines():
             r = json.loads(line)
-            lines.append(f"| {r['documents']:,} | {r['shards']} | {r['wall']:.0f} s | {r['cpu']:.0f} s | "
-                         f"{r['peak_anon_process_mb']:.0f} MB | {r['baseline_anon_mb']:.0f} MB | "
-                         f"{r['bytes_per_document']:.0f} |")
+            lines.append(f"| {r['documents']:,} | {r['shards']} | {r.get('shared', 0.01):.0%} | {r['wall']:.0f} s | "
+                         f"{r['cpu']:.0f} s | {r['peak_anon_process_mb']:.0f} MB | {r['baseline_anon_mb']:.0f} MB | "
+                         f"{r['bytes_per_document']:.0f} | {r.get('note', '')} |")
         lines.append("")
     text = "\n".join(lines)
     output.write_text(text)
