@@ -415,12 +415,14 @@ def main() -> None:
     parser.add_argument("--synthetic-reduce", type=int, default=0, metavar="DOCUMENTS",
                         help="only measure the reduce stage on synthetic map outputs of this many documents")
     parser.add_argument("--synthetic-shards", type=int, default=100)
+    parser.add_argument("--synthetic-shared", type=float, default=0.01,
+                        help="share of synthetic documents whose first band key repeats an earlier one (candidates)")
     parser.add_argument("--note", default="", help="a sentence for the doc (what ran, what did not)")
     parser.add_argument("--output", default=str(REPO / "docs" / "benchmarks" / "scale.md"))
     args = parser.parse_args()
     if args.synthetic_reduce:
         scratch = Path(args.scratch or f"/tmp/phi-hpc-scale-{os.getpid()}")
-        result = synthetic_reduce(args.synthetic_reduce, args.synthetic_shards, scratch)
+        result = synthetic_reduce(args.synthetic_reduce, args.synthetic_shards, scratch, args.synthetic_shared)
         shutil.rmtree(scratch / "synthetic-inputs", ignore_errors=True)
         print(json.dumps({k: v for k, v in result.items() if k != "counts"}))
         with open(args.results.replace(".jsonl", "-reduce.jsonl"), "a") as handle:
@@ -455,7 +457,7 @@ def main() -> None:
     print(report(Path(args.results), Path(args.output), args.note))
 
 
-def synthetic_reduce(documents: int, shards: int, scratch: Path) -> dict:
+def synthetic_reduce(documents: int, shards: int, scratch: Path, shared: float = 0.01) -> dict:
     """The reduce stage alone on synthetic map outputs of ``documents`` documents (The Stack's count
     or a fraction of it), to measure its memory where the real corpus cannot go on this machine.
 
@@ -487,7 +489,7 @@ def synthetic_reduce(documents: int, shards: int, scratch: Path) -> dict:
         copies = rng.random(n) < 0.02
         digests[copies] = digests[rng.integers(0, n, copies.sum())]
         keys = rng.integers(0, 2 ** 63, size=(n, bands), dtype=np.uint64)
-        near = np.flatnonzero(rng.random(n) < 0.01)
+        near = np.flatnonzero(rng.random(n) < shared)
         keys[near, 0] = keys[rng.integers(0, n, len(near)), 0]
         layout = context.layout
         layout.shard_prefix(shard.index).parent.mkdir(parents=True, exist_ok=True)
@@ -504,7 +506,7 @@ def synthetic_reduce(documents: int, shards: int, scratch: Path) -> dict:
     result = run_stage("reduce", json.dumps(fields))
     shutil.rmtree(out, ignore_errors=True)
     reduce_bytes = (result["peak_anon_process_mb"] - result["baseline_anon_mb"]) * 2 ** 20
-    return {"documents": per_shard * shards, "shards": shards, **result,
+    return {"documents": per_shard * shards, "shards": shards, "shared": shared, **result,
             "bytes_per_document": reduce_bytes / (per_shard * shards)}
 
 
@@ -586,16 +588,17 @@ def report(results_path: Path, output: Path, note: str) -> str:
     if synthetic.is_file():
         lines += ["## The reduce stage alone at The Stack's document count", "",
                   "`python benchmarks/scale.py --synthetic-reduce N --synthetic-shards S`: synthetic map outputs of N "
-                  "documents (random digests with 2% exact copies, random LSH keys with 1% shared, `file:line` names "
+                  "documents (random digests with 2% exact copies, random LSH keys of which a share of documents repeat an "
+                  "earlier document's first band key (so many candidate pairs), `file:line` names "
                   "of Stack-like length), then the real reduce stage in its own process, its anonymous memory sampled "
                   "every 2 ms from inside and every 0.1 s from outside.", "",
-                  "| documents | shards | wall | CPU | peak anon | baseline (interpreter, numpy, tokenizer) | "
-                  "bytes per document above baseline |", "|---|---|---|---|---|---|---|"]
+                  "| documents | shards | documents sharing a band key | wall | CPU | peak anon | baseline (interpreter, "
+                  "numpy, tokenizer) | bytes per document above baseline | run |", "|---|---|---|---|---|---|---|---|---|"]
         for line in synthetic.read_text().splitlines():
             r = json.loads(line)
-            lines.append(f"| {r['documents']:,} | {r['shards']} | {r['wall']:.0f} s | {r['cpu']:.0f} s | "
-                         f"{r['peak_anon_process_mb']:.0f} MB | {r['baseline_anon_mb']:.0f} MB | "
-                         f"{r['bytes_per_document']:.0f} |")
+            lines.append(f"| {r['documents']:,} | {r['shards']} | {r.get('shared', 0.01):.0%} | {r['wall']:.0f} s | "
+                         f"{r['cpu']:.0f} s | {r['peak_anon_process_mb']:.0f} MB | {r['baseline_anon_mb']:.0f} MB | "
+                         f"{r['bytes_per_document']:.0f} | {r.get('note', '')} |")
         lines.append("")
     text = "\n".join(lines)
     output.write_text(text)
