@@ -130,5 +130,5 @@ def _rensa_or_error() -> str:
     found = rensa_version()
     if found is None:
         raise UsageError("dedup.minhash=rensa but the rensa package is not installed",
-                         "pip install rensa, or use the default dedup.minhash=numpy")
+                         "pip install rensa==0.5.0, or --set dedup.minhash=numpy (the built-in MinHash)")
     return found
