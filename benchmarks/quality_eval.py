@@ -41,11 +41,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from checkout import REPO  # noqa: E402 (beside this script: puts this checkout first on sys.path)
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from quality_rubric import CATEGORIES, score as rubric_score  # noqa: E402
+from quality_rubric import CATEGORIES  # noqa: E402
+from quality_rubric import score as rubric_score
 
 KEEP = 0.17
 START, END = "<!-- quality_eval:start -->", "<!-- quality_eval:end -->"
@@ -279,9 +280,9 @@ def _counterfactuals(rows, x, scores, train, test, embedder, args, best_rule, ru
 def _lm_ablation(texts, scores, train, test, test_cats, args) -> dict:
     import tempfile
 
-    from phi_hpc.quality.lm_embedder import LMEmbedder, RuntimeOptions
-
     from data import data_file
+
+    from phi_hpc.quality.lm_embedder import LMEmbedder, RuntimeOptions
 
     tokenizer = data_file("tokenizer")
     with tempfile.TemporaryDirectory() as tmp:
@@ -305,6 +306,7 @@ def decontamination(args) -> dict:
     import tempfile
 
     from data import benchmark_data, data_file
+
     from phi_hpc.quality.decontaminate import build_decontaminator
     from tests.quality.mutations import mutation_suite, recall_by_bucket
     from tests.quality.planting import humaneval_problems, plant

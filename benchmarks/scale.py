@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 
 from checkout import REPO  # noqa: E402 (beside this script: puts this checkout first on sys.path)
+
 SHARD_BYTES = 50_000_000
 TARGETS = (0.98, 0.95, 0.92, 0.9, 0.88, 0.86, 0.84, 0.8, 0.75, 0.7, 0.6, 0.5)
 PLANTS_PER_SHARD = 12

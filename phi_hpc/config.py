@@ -17,8 +17,9 @@ import dataclasses
 import os
 import types
 import typing
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping, TypeVar
+from typing import Any, TypeVar
 
 import yaml
 
@@ -148,7 +149,7 @@ def _coerce(tp: Any, value: Any, source: str, base_dir: Path | None, key: str) -
         if isinstance(value, str):
             value = read_yaml(_resolve_named_config(value, key.split(".")[-1], base_dir, source))
         return from_dict(tp, value, source, base_dir, prefix=f"{key}.")
-    if origin in (list, tuple, typing.List, typing.Tuple) or tp in (list, tuple):
+    if origin in (list, tuple, list, tuple) or tp in (list, tuple):
         if isinstance(value, (str, int, float)) and not isinstance(value, bool) and origin in (list, tuple):
             value = [value]  # a single value where a list is expected: friendlier for --set
         if not isinstance(value, (list, tuple)):
@@ -157,7 +158,7 @@ def _coerce(tp: Any, value: Any, source: str, base_dir: Path | None, key: str) -
         item_tp = args[0] if args else Any
         items = [_coerce(item_tp, v, source, base_dir, f"{key}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if (origin is tuple or tp is tuple) else items
-    if origin in (dict, typing.Dict) or tp is dict:
+    if origin in (dict, dict) or tp is dict:
         if not isinstance(value, Mapping):
             raise bad("a mapping")
         args = typing.get_args(tp)

@@ -102,9 +102,9 @@ def copy_packaged(names: list[str], dest: Path, force: bool = False) -> list[Pat
     """Copy shipped files out to edit them; keeps their layout (``configs/model/tiny.yaml``) under DEST
     so that a copied run config still finds its copied model preset. Refuses to overwrite unless ``force``."""
     chosen = names or list_packaged()
-    sources = [(name, _source_of(name)) for name in chosen]
+    sources = [_source_of(name) for name in chosen]
     written = []
-    for name, source in sources:
+    for source in sources:
         relative = (Path("templates") / source.name if source.suffix in TEMPLATE_SUFFIXES
                     else Path("configs") / source.relative_to(config_dir()))
         target = dest / relative

@@ -12,8 +12,8 @@ same :func:`resolve`.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 MIRROR_ENV = "PHI_HPC_SHARED_DATA"
 

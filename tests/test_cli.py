@@ -23,7 +23,7 @@ def _imported_modules(args: list[str]) -> set[str]:
         "print('MODULES=' + json.dumps(sorted(sys.modules)))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
-    line = [l for l in out.stdout.splitlines() if l.startswith("MODULES=")][-1]
+    line = [text for text in out.stdout.splitlines() if text.startswith("MODULES=")][-1]
     return set(json.loads(line[len("MODULES="):]))
 
 

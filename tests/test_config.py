@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 import pytest
 
@@ -24,7 +24,7 @@ class Example:
     name: str = "run"
     steps: int = 10
     paths: list[str] = field(default_factory=list)
-    seed: Optional[int] = None
+    seed: int | None = None
     optim: Optim = field(default_factory=Optim)
 
 

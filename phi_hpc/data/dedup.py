@@ -9,7 +9,7 @@ copy you listed first is the one you keep.
 from __future__ import annotations
 
 import functools
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 

@@ -18,8 +18,9 @@ notes the audit lists, in which order.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Iterable, Protocol, Sequence
+from typing import Protocol
 
 from phi_hpc.errors import PhiError, UsageError
 
@@ -92,7 +93,7 @@ class FilterNote:
     score: float | None = None
 
     @classmethod
-    def of(cls, document: int, filter_name: str, verdict: Verdict) -> "FilterNote | None":
+    def of(cls, document: int, filter_name: str, verdict: Verdict) -> FilterNote | None:
         if not verdict.keep:
             kind = FILTERED
         elif verdict.reason:

@@ -114,7 +114,7 @@ class IndexedDatasetWriter:
             self._bin.close()
         self._bin_tmp.unlink(missing_ok=True)
 
-    def __enter__(self) -> "IndexedDatasetWriter":
+    def __enter__(self) -> IndexedDatasetWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -26,8 +26,8 @@ Two documents' estimated Jaccard similarity is the fraction of equal signature e
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -89,8 +89,9 @@ BACKENDS = ("numpy", "rensa")
 def rensa_version() -> str | None:
     """The installed rensa's version and digest-algorithm version (they decide its signatures), or None."""
     try:
-        import rensa
         from importlib.metadata import version
+
+        import rensa
     except ImportError:
         return None
     return f"{version('rensa')}/algorithm-{rensa.RMinHash.ALGORITHM_VERSION}"

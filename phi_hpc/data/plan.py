@@ -81,7 +81,7 @@ class RunContext:
     config: PrepareConfig
     layout: Layout
     shards: list[Shard]
-    tokenizer: "TokenizerInfo"
+    tokenizer: TokenizerInfo
     fingerprint: str
     filters: FilterSource = field(default_factory=NoFilters)
 

@@ -15,8 +15,8 @@ few numpy arrays of one to eight bytes per document (eligible, survivors, simila
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 

@@ -21,9 +21,9 @@ from __future__ import annotations
 import gzip
 import json
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 from phi_hpc.errors import UsageError
 

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -99,7 +99,7 @@ class DocumentEncoder:
 
     @classmethod
     @functools.lru_cache(maxsize=4)
-    def cached(cls, path: str, eos_id: int) -> "DocumentEncoder":
+    def cached(cls, path: str, eos_id: int) -> DocumentEncoder:
         """One encoder per process and tokenizer (loading a 50k-entry BPE takes a moment)."""
         return cls(path, eos_id)
 

@@ -22,6 +22,7 @@ from phi_hpc.errors import PhiError, UsageError
 from phi_hpc.fileio import atomic_write, write_json
 from phi_hpc.run_layout import RunLayout, step_of_name
 
+
 @dataclass
 class CurvePoint:
     """One evaluated (or pending) checkpoint."""

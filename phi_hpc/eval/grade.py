@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from phi_hpc.quality.appendlog import AppendLog
-from phi_hpc.quality.openai_client import (ChatClient, EndpointConfig, EndpointError, answers,
-                                           read_prompt_template)
+from phi_hpc.quality.openai_client import ChatClient, EndpointConfig, EndpointError, answers, read_prompt_template
 
 DEFAULT_RUBRIC = """\
 You are grading a student's solution to a programming problem.

@@ -136,7 +136,7 @@ def _probe(command: list[str]) -> str | None:
     return lines[-1].strip() if lines else f"exit status {proc.returncode}"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def isolation_problem(level: str) -> str | None:
     """None when ``level`` really works here (found by starting an interpreter inside it), else why not."""
     probe = [sys.executable, "-I", "-S", "-c", "pass"]

@@ -29,9 +29,10 @@ import hashlib
 import json
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 from phi_hpc.errors import PhiError, UsageError
 from phi_hpc.eval.config import EvalRunConfig

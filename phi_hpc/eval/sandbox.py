@@ -41,12 +41,18 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from phi_hpc.errors import UsageError
 from phi_hpc.eval.cgroup import unavailable_reason
-from phi_hpc.eval.isolation import (ISOLATION_LEVELS, ISOLATION_WARNINGS, detect_isolation, isolation_available,
-                                    isolation_problem, require_isolation)
+from phi_hpc.eval.isolation import (
+    ISOLATION_LEVELS,
+    ISOLATION_WARNINGS,
+    detect_isolation,
+    isolation_available,
+    isolation_problem,
+    require_isolation,
+)
 from phi_hpc.eval.programs import Program, ProgramResult, SandboxLimits
 from phi_hpc.eval.worker import SandboxCrashed, Zygote, worker_uids
 
@@ -78,7 +84,7 @@ class Sandbox:
         self._lock = threading.Lock()
         self.notes = [note for note in [unavailable_reason()] if note]  # limits that could not be had here
 
-    def __enter__(self) -> "Sandbox":
+    def __enter__(self) -> Sandbox:
         return self
 
     def __exit__(self, exc_type, *exc) -> None:

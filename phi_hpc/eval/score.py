@@ -10,13 +10,13 @@ from __future__ import annotations
 import collections
 import dataclasses
 import time
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from phi_hpc.errors import UsageError
 from phi_hpc.eval.sandbox import ProgramResult, Sandbox, SandboxLimits
 from phi_hpc.eval.tasks import Problem, canonical_task_id, load_task
-from phi_hpc.model.stops import truncate_at_stop
 from phi_hpc.fileio import sha256_file
+from phi_hpc.model.stops import truncate_at_stop
 
 STATUSES = ("passed", "failed", "timeout", "error")
 

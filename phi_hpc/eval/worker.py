@@ -62,7 +62,7 @@ class SandboxCrashed(PhiError):
 
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _zygote_code() -> bytes:
     """The parts compiled, once per process: compiling them in every zygote cost ~20 ms of each
     worker's start. Each keeps its own file name, so a traceback in the zygote's log points at the

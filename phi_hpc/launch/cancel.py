@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Optional
 
 from phi_hpc.errors import PhiError
 from phi_hpc.launch.jobs import cancel_slurm, on_this_host
@@ -18,7 +18,7 @@ from phi_hpc.launch.runs import load_run, read_attempts
 from phi_hpc.launch.watch import job_states, pick_job
 
 
-def cancel_run(run_dir: Path, job_name: Optional[str] = None) -> Iterator[str]:
+def cancel_run(run_dir: Path, job_name: str | None = None) -> Iterator[str]:
     """Cancel what is unfinished. States come from Slurm and, for jobs it no longer knows (no accounting,
     purged after MinJobAge), from the run's records: a finished job is reported, never scancel'ed."""
     record = load_run(run_dir)

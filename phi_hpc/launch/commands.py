@@ -17,8 +17,16 @@ import click
 
 from phi_hpc.constants import DEFAULT_PROFILE
 from phi_hpc.errors import UsageError
-from phi_hpc.launch.requests import (CLUSTER_CHOICES, ClusterRequest, EvalRequest, PlanRequest, PrepareRequest,
-                                     ProfileOverrides, ScoreRequest, TrainingRequest)
+from phi_hpc.launch.requests import (
+    CLUSTER_CHOICES,
+    ClusterRequest,
+    EvalRequest,
+    PlanRequest,
+    PrepareRequest,
+    ProfileOverrides,
+    ScoreRequest,
+    TrainingRequest,
+)
 
 CLUSTER_OPTIONS = [
     click.option("--profile", default=DEFAULT_PROFILE, show_default=True,

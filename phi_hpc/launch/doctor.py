@@ -21,7 +21,6 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional
 
 OK, WARN, PROBLEM = "ok", "warn", "problem"
 SLURM_COMMANDS = ("sbatch", "squeue", "sacct", "scontrol", "sinfo")
@@ -129,7 +128,7 @@ def probe_command(profile, result: Path) -> list[str]:
     return command
 
 
-def run_probe(profile, folder: Path, timeout_s: float) -> tuple[Optional[dict], Check]:
+def run_probe(profile, folder: Path, timeout_s: float) -> tuple[dict | None, Check]:
     """Submit the probe, wait for its answer file; (answers, shared-folder check)."""
     folder.mkdir(parents=True, exist_ok=True)
     result = folder / f"probe-{uuid.uuid4().hex[:8]}.json"
@@ -187,7 +186,7 @@ def probe_checks(answers: dict, profile) -> list[Check]:
 
 
 # ---------------------------------------------------------------------------- data (login node)
-def check_data(tokenizer: Optional[str]) -> list[Check]:
+def check_data(tokenizer: str | None) -> list[Check]:
     from phi_hpc.eval.tasks import MBPP_SOURCES, _bundled_humaneval, mbpp_cache_dir
     from phi_hpc.fileio import sha256_file
 
@@ -213,7 +212,7 @@ def check_data(tokenizer: Optional[str]) -> list[Check]:
 
 
 # ---------------------------------------------------------------------------- all together
-def diagnose(profile, run_dir: Path, tokenizer: Optional[str], probe_timeout_s: float) -> list[Check]:
+def diagnose(profile, run_dir: Path, tokenizer: str | None, probe_timeout_s: float) -> list[Check]:
     checks = check_commands()
     if checks[0].status == OK:
         checks.append(check_controller())
@@ -227,7 +226,7 @@ def diagnose(profile, run_dir: Path, tokenizer: Optional[str], probe_timeout_s: 
     return checks + check_data(tokenizer)
 
 
-def run_doctor(profile, run_dir: Path, tokenizer: Optional[str], probe_timeout_s: float, as_json: bool) -> int:
+def run_doctor(profile, run_dir: Path, tokenizer: str | None, probe_timeout_s: float, as_json: bool) -> int:
     """Print the table (or JSON), write RUN_DIR/doctor/doctor.json; 1 when something blocks a run."""
     from phi_hpc.fileio import write_json
 

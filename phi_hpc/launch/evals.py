@@ -19,9 +19,9 @@ publishes its steps again, and a step whose eval job is already recorded is not 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 from phi_hpc.errors import UsageError
 from phi_hpc.launch.profiles import ClusterProfile
@@ -52,7 +52,7 @@ class EvalPlan:
         return step_eval_submitter(run_dir, self)
 
 
-def submit_step_eval(run_dir: Path, plan: EvalPlan, step: int, echo: Callable[[str], None] = print) -> Optional[str]:
+def submit_step_eval(run_dir: Path, plan: EvalPlan, step: int, echo: Callable[[str], None] = print) -> str | None:
     """Submit step ``step``'s eval job unless ``run.json`` already has one; its job id, or None."""
     from phi_hpc.launch.runs import load_run
     from phi_hpc.launch.submit import Submitter
@@ -83,8 +83,7 @@ def step_eval_submitter(run_dir: Path, plan: EvalPlan) -> Callable[[int], None]:
 def submit_evaluation(request: EvalRequest, echo: Callable[[str], None] = print) -> None:
     """``submit eval``: one ``eval run`` job for one checkpoint."""
     from phi_hpc.launch.offline import localize_eval_args
-    from phi_hpc.launch.submit import (checkpoint_label, live_dependencies, make_submitter, resolve_after,
-                                       run_folder_of)
+    from phi_hpc.launch.submit import checkpoint_label, live_dependencies, make_submitter, resolve_after, run_folder_of
 
     profile = request.cluster.load_profile(job="eval")
     after_ids, parent_run = resolve_after(request.after)

@@ -14,8 +14,8 @@ import os
 import shutil
 import socket
 import subprocess
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Optional
 
 from phi_hpc.constants import SLURM_FAILURE_ORDER, SLURM_FAILURE_STATES, SLURM_TERMINAL_STATES
 
@@ -33,7 +33,7 @@ class JobState:
         return self.state.split()[0] in SLURM_TERMINAL_STATES
 
 
-def _run(command: list[str], timeout: float = 10.0) -> Optional[str]:
+def _run(command: list[str], timeout: float = 10.0) -> str | None:
     """The command's output; None when it is missing or failed (not the same as "no such job")."""
     if shutil.which(command[0]) is None:
         return None
@@ -53,7 +53,7 @@ def _base_id(job_id: str) -> str:
     return job_id.split("_")[0].split(".")[0].split("+")[0]
 
 
-def slurm_states(job_ids: Iterable[str], queue_answered: Optional[list] = None) -> dict[str, list[JobState]]:
+def slurm_states(job_ids: Iterable[str], queue_answered: list | None = None) -> dict[str, list[JobState]]:
     """Base job id -> its states (several for an array). Live state wins over accounting.
 
     ``queue_answered`` (a list) gets True appended when squeue answered: then a job it does not list has
@@ -82,7 +82,7 @@ def slurm_states(job_ids: Iterable[str], queue_answered: Optional[list] = None) 
 FINAL_STATUS = {"completed": "COMPLETED", "failed": "FAILED", "stopped": "CANCELLED"}
 
 
-def recorded_state(job_id: str, attempts: list[dict], array_size: Optional[int] = None) -> Optional[JobState]:
+def recorded_state(job_id: str, attempts: list[dict], array_size: int | None = None) -> JobState | None:
     """The outcome task 0 recorded (for an array: per element, summarized); None while any is open."""
     if array_size:
         elements = [recorded_state(f"{job_id}_{i}", attempts) for i in range(array_size)]
@@ -99,7 +99,7 @@ def recorded_state(job_id: str, attempts: list[dict], array_size: Optional[int] 
 
 
 def slurm_job_state(job_id: str, states: list[JobState], attempts: list[dict], queue_answered: bool,
-                    array_size: Optional[int] = None) -> JobState:
+                    array_size: int | None = None) -> JobState:
     """Slurm's answer, completed by the run's records when Slurm no longer knows (some of) the job."""
     known = summarize(states)
     if known is not None and (known.finished or not array_size or len(states) >= array_size):
@@ -126,7 +126,7 @@ def _lost(job_id: str, attempts: list[dict]) -> JobState:
                     else "no longer known to Slurm and never started here (killed or cancelled before the task ran)")
 
 
-def local_state(job_id: str, attempts: list[dict], host: Optional[str] = None) -> JobState:
+def local_state(job_id: str, attempts: list[dict], host: str | None = None) -> JobState:
     """A submitit local job: its recorded end, else alive/dead by pid (job id = controller pid) on its host."""
     recorded = recorded_state(job_id, attempts)
     if recorded is not None:
@@ -142,7 +142,7 @@ def local_state(job_id: str, attempts: list[dict], host: Optional[str] = None) -
     return JobState(job_id, "RUNNING" if starts else "PENDING", _elapsed(starts, None))
 
 
-def on_this_host(host: Optional[str]) -> bool:
+def on_this_host(host: str | None) -> bool:
     return host is None or host == socket.gethostname()
 
 
@@ -170,7 +170,7 @@ def _pid_alive(job_id: str) -> bool:
         return True
 
 
-def summarize(states: list[JobState]) -> Optional[JobState]:
+def summarize(states: list[JobState]) -> JobState | None:
     """One line for an array job. While elements run it is RUNNING/PENDING; once all ended it is FAILED if
     any element failed (the reason names the worst ones), CANCELLED if any was cancelled, else COMPLETED."""
     if not states:

@@ -18,7 +18,6 @@ import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from phi_hpc.config import _resolve_named_config, merge, parse_overrides, read_yaml
 from phi_hpc.errors import UsageError
@@ -51,7 +50,7 @@ class PlanInputs:
     checkpoint_every: int
     keep_last: int
     keep_every: int
-    data_tokens: Optional[int]  # training tokens in the prepared data, when its manifest is at hand
+    data_tokens: int | None  # training tokens in the prepared data, when its manifest is at hand
 
 
 @dataclass(frozen=True)
@@ -67,7 +66,7 @@ class Plan:
     tokens_per_step: int
     steps: int
     total_tokens: int
-    epochs: Optional[float]
+    epochs: float | None
     tokens_per_s: float
     gpu_hours: float
     wall_hours: float
@@ -107,7 +106,7 @@ def model_shape(config: dict, source: str) -> ModelShape:
         raise UsageError(f"{source}: model has no {exc.args[0]}", "use a preset from configs/model/") from None
 
 
-def plan_inputs(config: dict, data_dir: Optional[Path]) -> PlanInputs:
+def plan_inputs(config: dict, data_dir: Path | None) -> PlanInputs:
     section = lambda name: config.get(name) or {}  # noqa: E731 (sections are optional, defaults apply)
     checkpoint = section("checkpoint")
     return PlanInputs(
@@ -119,7 +118,7 @@ def plan_inputs(config: dict, data_dir: Optional[Path]) -> PlanInputs:
         data_tokens=_data_tokens(data_dir, section("data").get("paths") or []))
 
 
-def _data_tokens(data_dir: Optional[Path], config_paths: list[str]) -> Optional[int]:
+def _data_tokens(data_dir: Path | None, config_paths: list[str]) -> int | None:
     """Training tokens from ``manifest.json`` of --data, else of the config's data paths (if present)."""
     folders = [data_dir] if data_dir is not None else [Path(p) for p in config_paths]
     total, found = 0, False
@@ -149,7 +148,7 @@ def measured_mfu(metrics_path: Path) -> float:
     return statistics.median(values[len(values) // 10:])
 
 
-def gpu_kind(profile: ClusterProfile, gpu: Optional[str]) -> str:
+def gpu_kind(profile: ClusterProfile, gpu: str | None) -> str:
     name = (gpu or profile.constraint or "").lower()
     for key in PEAK_FLOPS:
         if key in name:
@@ -179,8 +178,8 @@ def checkpoints_kept(steps: int, every: int, keep_last: int, keep_every: int) ->
 
 
 def make_plan(inputs: PlanInputs, model: ModelShape, profile: ClusterProfile, gpu: str, mfu: float,
-              mfu_source: str, total_tokens: Optional[float] = None, eval_every: int = 0,
-              eval_profile: Optional[ClusterProfile] = None) -> Plan:
+              mfu_source: str, total_tokens: float | None = None, eval_every: int = 0,
+              eval_profile: ClusterProfile | None = None) -> Plan:
     if not 0 < mfu <= 1:
         raise UsageError(f"--mfu {mfu}: must be a fraction in (0, 1]", "e.g. --mfu 0.5 for 50%")
     tokens_per_step = inputs.global_batch * inputs.seq_len

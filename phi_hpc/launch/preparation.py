@@ -18,7 +18,6 @@ from pathlib import Path
 from phi_hpc.errors import UsageError
 from phi_hpc.launch.requests import PrepareRequest
 
-
 SLURM_DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's default when slurm.conf does not set MaxArraySize
 
 

@@ -12,12 +12,12 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from phi_hpc.config import load_config
 from phi_hpc.constants import DEFAULT_PROFILE
-from phi_hpc.resources import known_names, named_config
 from phi_hpc.errors import UsageError
+from phi_hpc.resources import known_names, named_config
 
 
 @dataclass(frozen=True)
@@ -28,19 +28,19 @@ class ClusterProfile:
     gpus_per_node: int = 8
     tasks_per_node: int = 8
     cpus_per_task: int = 10
-    mem: Optional[str] = None          # sbatch --mem ("0" = whole node); None leaves the site default
-    mem_per_cpu: Optional[str] = None  # sbatch --mem-per-cpu (CPU jobs: memory grows with the CPUs asked)
+    mem: str | None = None          # sbatch --mem ("0" = whole node); None leaves the site default
+    mem_per_cpu: str | None = None  # sbatch --mem-per-cpu (CPU jobs: memory grows with the CPUs asked)
     time: str = "1-00:00:00"
-    partition: Optional[str] = None
-    account: Optional[str] = None
-    qos: Optional[str] = None
-    constraint: Optional[str] = None
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
     exclusive: bool = False
-    reservation: Optional[str] = None
-    exclude: Optional[str] = None      # nodes to avoid, e.g. "gpu[07,12]"
-    gres: Optional[str] = None         # typed or other generic resources, e.g. "gpu:a100:8" (instead of gpus_per_node)
-    wckey: Optional[str] = None        # only where the site wants one (submitit's default "submitit" is not sent)
-    python: Optional[str] = None       # interpreter on the compute nodes (a container's, another architecture's)
+    reservation: str | None = None
+    exclude: str | None = None      # nodes to avoid, e.g. "gpu[07,12]"
+    gres: str | None = None         # typed or other generic resources, e.g. "gpu:a100:8" (instead of gpus_per_node)
+    wckey: str | None = None        # only where the site wants one (submitit's default "submitit" is not sent)
+    python: str | None = None       # interpreter on the compute nodes (a container's, another architecture's)
     srun_args: list[str] = field(default_factory=list)  # extra srun arguments, e.g. ["--mpi=pmix"]
     signal_delay_s: int = 120
     max_requeues: int = 5
@@ -68,7 +68,7 @@ class ClusterProfile:
             if section:
                 self.for_job(kind)  # the derived profile validates itself
 
-    def for_job(self, kind: str) -> "ClusterProfile":
+    def for_job(self, kind: str) -> ClusterProfile:
         """The profile of a ``prepare`` or ``eval`` job on this site.
 
         Resources never come from the training job: no GPUs (prepare), no ``--exclusive``, no

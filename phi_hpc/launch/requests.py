@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Optional
 
 from phi_hpc.constants import DEFAULT_PROFILE
 from phi_hpc.errors import UsageError
@@ -22,19 +21,19 @@ CLUSTER_CHOICES = ("auto", "slurm", "local")
 class ProfileOverrides:
     """Cluster profile fields given on the command line; None: not given, the profile's value stays."""
 
-    nodes: Optional[int] = None
-    gpus_per_node: Optional[int] = None
-    tasks_per_node: Optional[int] = None
-    cpus_per_task: Optional[int] = None
-    mem: Optional[str] = None
-    time: Optional[str] = None
-    partition: Optional[str] = None
-    account: Optional[str] = None
-    qos: Optional[str] = None
-    constraint: Optional[str] = None
-    exclusive: Optional[bool] = None
-    signal_delay_s: Optional[int] = None
-    max_requeues: Optional[int] = None
+    nodes: int | None = None
+    gpus_per_node: int | None = None
+    tasks_per_node: int | None = None
+    cpus_per_task: int | None = None
+    mem: str | None = None
+    time: str | None = None
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    exclusive: bool | None = None
+    signal_delay_s: int | None = None
+    max_requeues: int | None = None
 
     def given(self) -> dict:
         return {key: value for key, value in dataclasses.asdict(self).items() if value is not None}
@@ -47,14 +46,14 @@ class ClusterRequest:
     profile: str = DEFAULT_PROFILE  # a name in configs/cluster/ or a YAML file
     cluster: str = "auto"  # auto: Slurm when sbatch exists and the controller answers, else local processes
     overrides: ProfileOverrides = field(default_factory=ProfileOverrides)
-    run_dir: Optional[str] = None  # None: the command's default (the config's run_dir, OUT/run, ...)
+    run_dir: str | None = None  # None: the command's default (the config's run_dir, OUT/run, ...)
     dry_run: bool = False  # print the sbatch scripts, submit nothing
 
     def __post_init__(self) -> None:
         if self.cluster not in CLUSTER_CHOICES:
             raise UsageError(f"--cluster {self.cluster}: use one of {', '.join(CLUSTER_CHOICES)}")
 
-    def load_profile(self, job: Optional[str] = None):
+    def load_profile(self, job: str | None = None):
         """The profile with the overrides applied; ``job`` ("prepare"/"eval"): that job's profile of the site
         (its own resources, :meth:`ClusterProfile.for_job`), with the overrides on top."""
         from phi_hpc.launch.profiles import load_profile
@@ -69,8 +68,8 @@ class TrainingRequest:
     kind: str  # "pretrain" | "finetune"
     config_file: str
     overrides: tuple[str, ...] = ()  # --set KEY=VALUE
-    eval_every: Optional[int] = None  # evaluate every N steps (the training job submits each eval)
-    eval_profile: Optional[str] = None  # those eval jobs' profile, used as it is (default: the training one's eval:)
+    eval_every: int | None = None  # evaluate every N steps (the training job submits each eval)
+    eval_profile: str | None = None  # those eval jobs' profile, used as it is (default: the training one's eval:)
     eval_args: str = "--task humaneval"  # arguments of each `eval run`, one shell-quoted string
     cluster: ClusterRequest = field(default_factory=ClusterRequest)
 
@@ -85,7 +84,7 @@ class EvalRequest:
 
     checkpoint: str  # RUN, RUN/checkpoints/latest or RUN/checkpoints/<step>
     after: tuple[str, ...] = ()  # job ids or run folders to wait for
-    output: Optional[str] = None  # results folder (default: RUN/eval/<label> inside a submitted run)
+    output: str | None = None  # results folder (default: RUN/eval/<label> inside a submitted run)
     eval_args: tuple[str, ...] = ()  # passed to `eval run` unchanged
     cluster: ClusterRequest = field(default_factory=ClusterRequest)
 
@@ -95,7 +94,7 @@ class PrepareRequest:
     """``submit prepare PREPARE_ARGS``: prepare's own arguments, run as arrays then reduce and pack."""
 
     prepare_args: tuple[str, ...]
-    max_parallel: Optional[int] = None  # map tasks of one array running at a time (None: all)
+    max_parallel: int | None = None  # map tasks of one array running at a time (None: all)
     cluster: ClusterRequest = field(default_factory=ClusterRequest)
 
     def __post_init__(self) -> None:
@@ -118,13 +117,13 @@ class PlanRequest:
     config_file: str
     overrides: tuple[str, ...] = ()  # --set KEY=VALUE
     profile: str = DEFAULT_PROFILE
-    nodes: Optional[int] = None  # overrides the profile
-    time: Optional[str] = None  # each job's time limit; overrides the profile
-    gpu: Optional[str] = None  # a100 | h100 | h200 (None: from the profile's constraint)
-    mfu: Optional[float] = None  # assumed model FLOPs utilisation ...
-    mfu_from: Optional[str] = None  # ... or the median measured by this run (its folder or metrics.jsonl)
-    tokens: Optional[str] = None  # train on this many tokens instead of the config's steps ("50B")
-    data_dir: Optional[str] = None  # prepared data (manifest.json) for epochs (None: the config's data.paths)
-    eval_every: Optional[int] = None  # count the eval jobs of `submit --eval-every N`
-    eval_profile: Optional[str] = None  # their profile (None: the training profile's eval: job profile)
-    json_path: Optional[str] = None  # also write the plan as JSON here
+    nodes: int | None = None  # overrides the profile
+    time: str | None = None  # each job's time limit; overrides the profile
+    gpu: str | None = None  # a100 | h100 | h200 (None: from the profile's constraint)
+    mfu: float | None = None  # assumed model FLOPs utilisation ...
+    mfu_from: str | None = None  # ... or the median measured by this run (its folder or metrics.jsonl)
+    tokens: str | None = None  # train on this many tokens instead of the config's steps ("50B")
+    data_dir: str | None = None  # prepared data (manifest.json) for epochs (None: the config's data.paths)
+    eval_every: int | None = None  # count the eval jobs of `submit --eval-every N`
+    eval_profile: str | None = None  # their profile (None: the training profile's eval: job profile)
+    json_path: str | None = None  # also write the plan as JSON here

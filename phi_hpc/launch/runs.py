@@ -25,7 +25,6 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from phi_hpc.errors import UsageError
 from phi_hpc.fileio import write_json
@@ -40,8 +39,8 @@ class JobRecord:
     job_id: str
     argv: list[str]                # the phi-hpc arguments every task runs
     executor: str                  # "slurm" | "local"
-    host: Optional[str] = None     # local executor: the machine whose process ids job_id refers to
-    array_size: Optional[int] = None
+    host: str | None = None     # local executor: the machine whose process ids job_id refers to
+    array_size: int | None = None
     depends_on: list[str] = field(default_factory=list)   # job ids (afterok)
     submitted: float = field(default_factory=time.time)
 
@@ -53,11 +52,11 @@ class RunRecord:
     executor: str
     profile: dict
     command: list[str]
-    git_commit: Optional[str]
+    git_commit: str | None
     jobs: list[JobRecord] = field(default_factory=list)
     created: float = field(default_factory=time.time)
 
-    def job(self, name_or_id: str) -> Optional[JobRecord]:
+    def job(self, name_or_id: str) -> JobRecord | None:
         """The newest job of that name (a resubmission into the same folder supersedes the older one)."""
         for job in reversed(self.jobs):
             if name_or_id in (job.name, job.job_id):
@@ -127,7 +126,7 @@ def log_dir(run_dir: str | os.PathLike, job_name: str, job_id: str, restarts: in
     return RunLayout(run_dir).log_dir(job_name, job_id, restarts)
 
 
-def git_commit(path: Path) -> Optional[str]:
+def git_commit(path: Path) -> str | None:
     """The commit of the code being submitted (``+dirty`` when it has uncommitted changes)."""
     try:
         head = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True,

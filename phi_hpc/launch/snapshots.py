@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from phi_hpc.run_layout import MODEL_CONFIG, PARTIAL_PREFIX, TOKENIZER_FILE, RunLayout, find_checkpoint
 
@@ -64,7 +64,7 @@ class SnapshotWatcher:
         self.run_dir, self.pending = Path(run_dir), sorted(steps)
         self.on_snapshot = on_snapshot or (lambda step: None)
 
-    def __enter__(self) -> "SnapshotWatcher":
+    def __enter__(self) -> SnapshotWatcher:
         self.scan()  # steps an earlier attempt of a requeued job already published
         return self
 

@@ -11,10 +11,10 @@ import dataclasses
 import os
 import socket
 import sys
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 from phi_hpc.errors import PhiError, UsageError
 from phi_hpc.launch.executors import ExecutorKind, choose_executor, make_executor, render_sbatch
@@ -40,8 +40,8 @@ class Submitter:
 
     def __post_init__(self) -> None:
         self.run_dir = self.run_dir.resolve()
-        self.record: Optional[RunRecord] = None
-        self.code_root: Optional[Path] = None
+        self.record: RunRecord | None = None
+        self.code_root: Path | None = None
 
     # ------------------------------------------------------------------ bookkeeping
     def open(self) -> None:
@@ -122,7 +122,7 @@ class Submitter:
             raise UsageError(f"--after {unknown[0]}: not a job of {self.run_dir}",
                              "with the local executor, pass the run folder (--after RUN) and keep the results in it")
 
-    def _host(self) -> Optional[str]:
+    def _host(self) -> str | None:
         """Local jobs are process ids of this machine: remember which one (``cancel`` elsewhere must not kill)."""
         return socket.gethostname() if self.executor == "local" else None
 
@@ -173,10 +173,10 @@ def clean_submission_env():
 
 
 # ---------------------------------------------------------------------------- helpers for commands
-def resolve_after(after: tuple[str, ...]) -> tuple[list[str], Optional[Path]]:
+def resolve_after(after: tuple[str, ...]) -> tuple[list[str], Path | None]:
     """``--after`` values -> job ids. A value may be a job id or a run folder (its training job)."""
     job_ids: list[str] = []
-    run_of_parent: Optional[Path] = None
+    run_of_parent: Path | None = None
     for value in after:
         for item in value.split(","):
             item = item.strip()
@@ -198,7 +198,7 @@ def resolve_after(after: tuple[str, ...]) -> tuple[list[str], Optional[Path]]:
     return job_ids, run_of_parent
 
 
-def live_dependencies(job_ids: list[str], executor: str, parent_run: Optional[Path] = None,
+def live_dependencies(job_ids: list[str], executor: str, parent_run: Path | None = None,
                       echo: Callable[[str], None] = print) -> list[str]:
     """The ``--after`` jobs still to wait for: those known to have COMPLETED (by Slurm, or by the parent run's
     records once Slurm has purged them or keeps no accounting) are left out, since afterok on a job Slurm
@@ -233,7 +233,7 @@ def live_dependencies(job_ids: list[str], executor: str, parent_run: Optional[Pa
     return remaining
 
 
-def run_folder_of(path: Path) -> Optional[Path]:
+def run_folder_of(path: Path) -> Path | None:
     """The submitted run a checkpoint path belongs to (RUN/checkpoints/<step> -> RUN), if any."""
     for candidate in [path, *path.parents][:4]:
         if RunLayout(candidate).run_record.is_file():

@@ -31,9 +31,10 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Protocol
+from typing import Protocol
 
 from phi_hpc.constants import EXIT_PREEMPTED
 from phi_hpc.distenv import DistEnv, detect
@@ -69,7 +70,7 @@ class PhiTask:
     argv: list[str]
     max_requeues: int = 3
     wait_for: list[str] = field(default_factory=list)  # local executor only: job ids that must complete first
-    eval_plan: Optional[StepHook] = None  # --eval-every: snapshot these steps and submit their evals
+    eval_plan: StepHook | None = None  # --eval-every: snapshot these steps and submit their evals
 
     # ------------------------------------------------------------------ entry point
     def __call__(self) -> dict:
@@ -185,7 +186,7 @@ class PhiTask:
         raise JobFailed(f"phi-hpc {' '.join(self.argv)} exited with code {code} (rank {env.rank}); "
                         f"see {log_dir(self.run_dir, self.job_name, env.job_id, restarts)}")
 
-    def _progress(self) -> Optional[int]:
+    def _progress(self) -> int | None:
         return checkpoint_progress(self.run_dir)
 
     def _limit_detail(self, stalled: int) -> str:
@@ -247,14 +248,14 @@ class PhiTask:
         return {"status": "preempted", "restarts": restarts}
 
 
-def checkpoint_progress(run_dir: str | os.PathLike) -> Optional[int]:
+def checkpoint_progress(run_dir: str | os.PathLike) -> int | None:
     """The step of the run's published checkpoint (``RUN/checkpoints/latest``), None when there is none."""
     from phi_hpc.run_layout import RunLayout
 
     return RunLayout(run_dir).checkpoints.latest_step()
 
 
-def stalled_attempts(events: list[dict], job_id: str, before: Optional[int] = None) -> int:
+def stalled_attempts(events: list[dict], job_id: str, before: int | None = None) -> int:
     """Earlier attempts of this job (restart count below ``before``) requeued without a newer checkpoint."""
     return sum(1 for e in events if e.get("event") == "end" and e.get("job_id") == job_id
                and e.get("status") == "requeued" and not e.get("progressed", False)

@@ -10,9 +10,10 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Optional, TextIO
+from typing import TextIO
 
 from phi_hpc.constants import SLURM_UNSUCCESSFUL_STATES
 from phi_hpc.errors import UsageError
@@ -119,10 +120,10 @@ class JobStatus:
     elapsed: str
     requeues: int
     reason: str
-    step: Optional[int] = None
-    loss: Optional[float] = None
-    tokens_per_s: Optional[float] = None
-    val_loss: Optional[float] = None
+    step: int | None = None
+    loss: float | None = None
+    tokens_per_s: float | None = None
+    val_loss: float | None = None
     last_line: str = ""
     scores: str = ""  # eval jobs: "humaneval pass@1 0.512, mbpp pass@1 0.448" once results.json exists
 
@@ -249,7 +250,7 @@ def _terminal_width() -> int:
 
 
 # ---------------------------------------------------------------------------- logs
-def pick_job(record: RunRecord, name: Optional[str]) -> JobRecord:
+def pick_job(record: RunRecord, name: str | None) -> JobRecord:
     if not record.jobs:
         raise UsageError(f"{record.run_dir}: no jobs were submitted")
     if name:
@@ -265,7 +266,7 @@ def _job_finished(record: RunRecord, job: JobRecord, run_dir: Path) -> bool:
     return job_states(record, [job], read_attempts(run_dir))[job.job_id].finished
 
 
-def follow_logs(run_dir: Path, job_name: Optional[str], rank: Optional[int], stderr: bool, lines: int,
+def follow_logs(run_dir: Path, job_name: str | None, rank: int | None, stderr: bool, lines: int,
                 follow: bool, out: TextIO = sys.stdout, poll_s: float = 0.5) -> None:
     """Print the newest attempt's log (last ``lines`` lines); with ``follow``, keep printing new lines,
     move on to the next attempt's files after a requeue, and stop once the job has finished.
@@ -330,14 +331,14 @@ def _ended_by_records(run_dir: Path, job: JobRecord) -> bool:
     return recorded_state(job.job_id, read_attempts(run_dir), job.array_size) is not None
 
 
-def _rank_files(attempt: Path, rank: Optional[int], suffix: str) -> list[str]:
+def _rank_files(attempt: Path, rank: int | None, suffix: str) -> list[str]:
     if rank is not None:
         return [f"rank{rank}{suffix}"]
     found = [p.name for p in attempt.glob(f"rank*{suffix}") if p.name[4:-len(suffix)].isdigit()]
     return sorted(found, key=lambda name: int(name[4:-len(suffix)]))
 
 
-def _prefixed(text: str, name: str, rank: Optional[int]) -> str:
+def _prefixed(text: str, name: str, rank: int | None) -> str:
     if rank is not None:
         return text
     tag = f"[{name.partition('.')[0]}] "
@@ -364,7 +365,7 @@ def _copy_new(path: Path, position: int, out: TextIO, transform=lambda text: tex
     return position + end + 1
 
 
-def iter_runs(run: Optional[str]) -> Iterator[Path]:
+def iter_runs(run: str | None) -> Iterator[Path]:
     from phi_hpc.launch.runs import recent_runs
 
     if run:

@@ -64,7 +64,7 @@ class AttentionPlan:
     _noted: set = field(default_factory=set)
 
     @classmethod
-    def build(cls, attention: str, sdpa_kernels: str, seen: set[str]) -> "AttentionPlan":
+    def build(cls, attention: str, sdpa_kernels: str, seen: set[str]) -> AttentionPlan:
         from phi_hpc.errors import UsageError
 
         if attention != "flash":

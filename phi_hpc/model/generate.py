@@ -20,8 +20,8 @@ What makes evaluation fast and its numbers trustworthy:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
 
@@ -68,7 +68,7 @@ class GenerationConfig:
         if any(not isinstance(stop, str) or not stop for stop in self.stop_sequences):
             raise ValueError("stop sequences must be non-empty strings")
 
-    def replace(self, **changes) -> "GenerationConfig":
+    def replace(self, **changes) -> GenerationConfig:
         return dataclasses.replace(self, **changes)
 
 

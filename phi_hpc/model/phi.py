@@ -37,8 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from phi_hpc.model.attention import (AttentionPlan, attention, causal_mask,  # noqa: F401 (re-exported)
-                                     flash_attn_available)
+from phi_hpc.model.attention import AttentionPlan, attention, causal_mask, flash_attn_available  # noqa: F401 (re-exported)
 from phi_hpc.model.loss import causal_lm_loss, fused_causal_lm_loss  # noqa: F401 (re-exported)
 
 log = logging.getLogger("phi_hpc.model")
@@ -99,7 +98,7 @@ class PhiConfig:
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
 
-    def replace(self, **changes) -> "PhiConfig":
+    def replace(self, **changes) -> PhiConfig:
         return dataclasses.replace(self, **changes)
 
 
@@ -125,7 +124,7 @@ class KVCache:
 
     @classmethod
     def for_model(cls, config: PhiConfig, batch: int, capacity: int, dtype: torch.dtype,
-                  device: torch.device | str) -> "KVCache":
+                  device: torch.device | str) -> KVCache:
         return cls(config.num_layers, batch, config.num_heads, config.head_dim, capacity, dtype, device)
 
     @property

@@ -6,7 +6,7 @@ that the decoder (``phi_hpc.model.generate``) applies to what it generates.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def truncate_at_stop(text: str, stop_sequences: Sequence[str]) -> str:

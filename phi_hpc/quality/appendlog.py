@@ -89,7 +89,7 @@ class AppendLog:
     def close(self) -> None:
         self._handle.close()
 
-    def __enter__(self) -> "AppendLog":
+    def __enter__(self) -> AppendLog:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -18,7 +18,6 @@ from pathlib import Path
 from phi_hpc.errors import UsageError
 from phi_hpc.fileio import read_jsonl
 
-
 # File name -> reader; searched for anywhere below the benchmark folder.
 HUMANEVAL_NAMES = ("HumanEval.jsonl.gz", "HumanEval.jsonl")
 MBPP_FULL_NAME = "mbpp.jsonl"

@@ -19,9 +19,9 @@ from __future__ import annotations
 import functools
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -98,7 +98,7 @@ class HashedTokenEmbedder:
         ]
 
 
-from phi_hpc.quality.lm_embedder import LMEmbedder, RuntimeOptions, cached_lm_embedder  # noqa: E402  (re-export)
+from phi_hpc.quality.lm_embedder import RuntimeOptions, cached_lm_embedder  # noqa: E402  (re-export)
 
 
 def make_embedder(spec: EmbedderSpec, runtime: RuntimeOptions | None = None):
@@ -128,7 +128,7 @@ class ForestArrays:
     roots: np.ndarray
 
     @classmethod
-    def from_sklearn(cls, forest) -> "ForestArrays":
+    def from_sklearn(cls, forest) -> ForestArrays:
         """A fitted classifier (0/1: leaves hold the positive share) or regressor (leaves hold means)."""
         regression = not hasattr(forest, "classes_")
         classes = [0, 1] if regression else list(forest.classes_)
@@ -189,7 +189,7 @@ class QualityModel:
                                    ("left", "right", "feature", "threshold", "positive", "roots")})
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "QualityModel":
+    def load(cls, path: str | os.PathLike) -> QualityModel:
         path = Path(path)
         if not path.is_file():
             raise UsageError(f"quality model {path} does not exist", "train one with: phi-hpc quality train LABELS.jsonl -o model.npz")

@@ -14,7 +14,6 @@ import sys
 import click
 
 from phi_hpc.cli_options import endpoint_config, endpoint_options
-
 from phi_hpc.errors import UsageError
 
 

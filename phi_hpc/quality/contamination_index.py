@@ -23,7 +23,6 @@ from phi_hpc.quality.decontamination_config import DecontaminationConfig
 from phi_hpc.quality.lexical import informative_windows, shingles, skeleton
 from phi_hpc.quality.tokens import tokenize
 
-
 PARTS = ("prompt", "solution", "test")
 INDEX_VERSION = 2  # bump when anything that shapes the index changes (tokens, skeleton, fingerprints)
 

@@ -129,8 +129,8 @@ def run_report(documents, config, benchmark_data, taus: list[float], output: str
 
     from phi_hpc.fileio import atomic_write
     from phi_hpc.progress import progress_bar
-    from phi_hpc.quality.decontaminate import Decontaminator, default_cache_dir
     from phi_hpc.quality.benchmarks import load_benchmarks
+    from phi_hpc.quality.decontaminate import Decontaminator, default_cache_dir
 
     decontaminator = Decontaminator(load_benchmarks(benchmark_data), loosest(config, taus), default_cache_dir())
     main_tau = config.ast_threshold

@@ -29,16 +29,22 @@ per token), shared with the quality classifier when both stages see the same bat
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
 from phi_hpc.data.filters import Verdict
 from phi_hpc.quality import code_ast, lexical
 from phi_hpc.quality.benchmarks import Benchmarks, load_benchmarks
-from phi_hpc.quality.contamination_index import (PARTS, DecontaminationConfig, build_index, default_cache_dir,
-                                                 load_cached_index, store_cached_index)
+from phi_hpc.quality.contamination_index import (
+    PARTS,
+    DecontaminationConfig,
+    build_index,
+    default_cache_dir,
+    load_cached_index,
+    store_cached_index,
+)
 from phi_hpc.quality.tokens import SHARED_CACHE, HashSet
 
 __all__ = ["DecontaminationConfig", "Decontaminator", "DecontaminationFilter", "Finding", "build_decontaminator",

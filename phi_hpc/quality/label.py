@@ -12,12 +12,11 @@ import hashlib
 import random
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Iterable
 
 from phi_hpc.quality.appendlog import AppendLog
-from phi_hpc.quality.openai_client import (ChatClient, EndpointConfig, EndpointError, answers,
-                                           read_prompt_template)
+from phi_hpc.quality.openai_client import ChatClient, EndpointConfig, EndpointError, answers, read_prompt_template
 
 DEFAULT_TEMPLATE = """\
 Here is a file of source code.

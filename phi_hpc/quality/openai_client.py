@@ -20,8 +20,9 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Optional, TypeVar
+from typing import Any, TypeVar
 
 from phi_hpc.errors import PhiError, UsageError
 
@@ -224,7 +225,7 @@ class ChatClient:
                                         "check --endpoint, --model and the API key") from None
                 last, reason = f"HTTP {exc.code}: {detail}", f"http_{exc.code}"
                 retry_after = _retry_after_seconds(exc.headers.get("Retry-After") if exc.headers else None)
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 last, reason = f"no answer within {self.config.timeout_s}s", "timeout"
             except urllib.error.URLError as exc:
                 if isinstance(exc.reason, (TimeoutError, socket.timeout)):
@@ -299,7 +300,7 @@ class Unanswered:
 
     key: str  # what names an item in ``failed``: "index", "path", ...
     failed: list = field(default_factory=list)
-    stopped: Optional[str] = None
+    stopped: str | None = None
 
     def answered(self, item: Any, outcome: Any) -> bool:
         """True for an answer; a :class:`BudgetExhausted` or :class:`EndpointError` is recorded instead."""

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from phi_hpc.data.filters import DocumentFilter, Verdict
 from phi_hpc.errors import UsageError
@@ -151,8 +151,8 @@ def content_hashes(config) -> dict:
 
 @functools.lru_cache(maxsize=4)
 def _decontaminator(benchmark_data: str | None, settings=None):
-    from phi_hpc.quality.decontaminate import Decontaminator, default_cache_dir
     from phi_hpc.quality.benchmarks import load_benchmarks
+    from phi_hpc.quality.decontaminate import Decontaminator, default_cache_dir
     from phi_hpc.quality.decontamination_config import DecontaminationConfig
 
     return Decontaminator(load_benchmarks(benchmark_data), settings or DecontaminationConfig(), default_cache_dir())

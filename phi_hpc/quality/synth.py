@@ -24,8 +24,8 @@ import random
 import re
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 from phi_hpc.quality.appendlog import AppendLog
 from phi_hpc.quality.openai_client import BudgetExhausted, ChatClient, EndpointConfig, Unanswered, answers
@@ -98,7 +98,7 @@ class PromptSeeds:
     function_names: tuple[str, ...] = ()
 
     @classmethod
-    def for_config(cls, config: SynthConfig) -> "PromptSeeds":
+    def for_config(cls, config: SynthConfig) -> PromptSeeds:
         from phi_hpc.quality.diversity import function_names, load_lines
 
         topics = tuple(load_lines(config.topics_file, "topics")) if config.topics_file else TOPICS

@@ -27,8 +27,8 @@ import os
 import re
 import shutil
 import signal
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from phi_hpc.fileio import atomic_write, write_json
 from phi_hpc.run_layout import STATE_FILE, CheckpointFolder

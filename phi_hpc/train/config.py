@@ -17,10 +17,9 @@ status) read ``RUN/config.yaml`` as plain YAML instead.
 from __future__ import annotations
 
 import dataclasses
-
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from phi_hpc.errors import UsageError
 from phi_hpc.model.phi import PhiConfig
@@ -46,7 +45,7 @@ class DataConfig:
     weights: list[float] = field(default_factory=list)
     seq_len: int = 2048
     validation_paths: list[str] = field(default_factory=list)  # jsonl only; indexed reads the manifests
-    tokenizer: Optional[str] = None
+    tokenizer: str | None = None
     prompt_field: str = "prompt"
     completion_field: str = "completion"
     mask_prompt: bool = True
@@ -88,7 +87,7 @@ class OptimConfig:
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     torch_adam: bool = True
-    fused: Optional[bool] = None
+    fused: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -134,7 +133,7 @@ class CheckpointConfig:
     keep_every: int = 0
     save_hf: bool = True
     resume: bool = True
-    init_from: Optional[str] = None
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         if self.every < 1 or self.keep_last < 1 or self.keep_every < 0:
@@ -158,7 +157,7 @@ class LoggingConfig:
 
     console_every: int = 10
     tensorboard: bool = True
-    peak_tflops: Optional[float] = None
+    peak_tflops: float | None = None
 
 
 @dataclass(frozen=True)

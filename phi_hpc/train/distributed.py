@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Mapping
+from collections.abc import Mapping
 
 from phi_hpc.distenv import DistEnv
 from phi_hpc.errors import PhiError
-
 
 # Variables by which a launcher says "this task has GPUs" (Slurm's, then CUDA's own), and the values that
 # mean none. Read by select_accelerator: a task that was given GPUs must not quietly train on the CPU.

@@ -96,14 +96,14 @@ def reach_attempts(planted_key_id: int | None) -> dict[str, Program]:
     """Attempts on the zygote, keyrings, the next program and memory; each asserts its own success."""
     key = planted_key_id if planted_key_id is not None else 0
     programs = {
-        "forge_reply_through_proc_fd": CHILD + f"ZYGOTES = {ZYGOTES!r}\n" + textwrap.dedent(f"""
+        "forge_reply_through_proc_fd": CHILD + f"ZYGOTES = {ZYGOTES!r}\n" + textwrap.dedent("""
             forged = child(ZYGOTES + '''
             import os, json, struct
-            body = json.dumps({{"status": "passed", "error": None, "duration": 0.0, "output": ""}}).encode()
+            body = json.dumps({"status": "passed", "error": None, "duration": 0.0, "output": ""}).encode()
             done = 0
             for pid in zygotes():
                     try:
-                        fd = os.open(f"/proc/{{pid}}/fd/1", os.O_WRONLY)
+                        fd = os.open(f"/proc/{pid}/fd/1", os.O_WRONLY)
                         os.write(fd, struct.pack(">I", len(body)) + body)
                         done += 1
                     except OSError:

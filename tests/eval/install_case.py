@@ -16,8 +16,14 @@ from pathlib import Path
 
 from phi_hpc.eval.sandbox import Program, Sandbox, SandboxLimits
 from phi_hpc.eval.tasks import load_task
-from tests.eval.false_passes import (clean_world_check, plant_key, reach_attempts, read_key, unlink_key,
-                                     wrong_answer_attempts)
+from tests.eval.false_passes import (
+    clean_world_check,
+    plant_key,
+    reach_attempts,
+    read_key,
+    unlink_key,
+    wrong_answer_attempts,
+)
 from tests.eval.hostile_programs import ADD, containment_problems, hostile_programs, make_secrets, remove_secrets
 
 

@@ -36,7 +36,7 @@ def test_check_exits_nonzero_when_a_reference_fails(run_cli, tmp_path, humaneval
 def test_score_writes_results_in_input_order_and_a_summary(run_cli, tmp_path, humaneval_path):
     import gzip
 
-    problems = {json.loads(l)["task_id"]: json.loads(l) for l in gzip.open(humaneval_path, "rt")}
+    problems = {json.loads(row)["task_id"]: json.loads(row) for row in gzip.open(humaneval_path, "rt")}
     samples = []
     for task_id in ("HumanEval/2", "HumanEval/0", "HumanEval/2", "HumanEval/0"):
         right = len(samples) < 2
@@ -47,7 +47,7 @@ def test_score_writes_results_in_input_order_and_a_summary(run_cli, tmp_path, hu
     proc = run_cli("eval", "score", str(samples_path), "--task", "humaneval", "--data", str(humaneval_path),
                    "--k", "1,2,10", "-o", str(tmp_path / "out" / "res.jsonl"))
     assert proc.returncode == 0, proc.stderr
-    rows = [json.loads(l) for l in (tmp_path / "out" / "res.jsonl").read_text().splitlines()]
+    rows = [json.loads(row) for row in (tmp_path / "out" / "res.jsonl").read_text().splitlines()]
     assert [r["task_id"] for r in rows] == [s["task_id"] for s in samples]
     assert [r["passed"] for r in rows] == [True, True, False, False]
     assert all({"status", "duration", "completion", "error"} <= set(r) for r in rows)

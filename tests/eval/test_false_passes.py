@@ -15,8 +15,14 @@ import pytest
 from phi_hpc.eval.sandbox import Program, Sandbox, SandboxLimits
 from phi_hpc.eval.tasks import load_task
 from phi_hpc.eval.worker import ZYGOTE_PARTS
-from tests.eval.false_passes import (clean_world_check, plant_key, reach_attempts, read_key, unlink_key,
-                                     wrong_answer_attempts)
+from tests.eval.false_passes import (
+    clean_world_check,
+    plant_key,
+    reach_attempts,
+    read_key,
+    unlink_key,
+    wrong_answer_attempts,
+)
 
 pytestmark = pytest.mark.skipif(platform.machine() != "x86_64", reason="the attempts use x86_64 syscall numbers")
 LIMITS = SandboxLimits(timeout_s=10.0, address_space_bytes=2 << 30)

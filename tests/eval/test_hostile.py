@@ -10,8 +10,14 @@ import pytest
 
 from phi_hpc.eval.sandbox import Program, Sandbox, SandboxLimits
 from tests.conftest import REPO_ROOT
-from tests.eval.hostile_programs import (ADD, ASSERT_SKIPPING_TRACER, containment_problems, hostile_programs,
-                                         make_secrets, remove_secrets)
+from tests.eval.hostile_programs import (
+    ADD,
+    ASSERT_SKIPPING_TRACER,
+    containment_problems,
+    hostile_programs,
+    make_secrets,
+    remove_secrets,
+)
 
 
 @pytest.fixture(scope="module")

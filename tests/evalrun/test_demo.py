@@ -56,7 +56,7 @@ def test_demo_runs_the_whole_chain_from_a_fresh_clone(tmp_path):
     results = json.loads((out / "eval" / "results.json").read_text())
     assert results["model"]["step"] == 10
     assert results["tasks"]["humaneval"]["pass@1"] == humaneval["model_pass@1"]
-    samples = [json.loads(l) for l in (out / "eval" / "humaneval" / "samples.jsonl").read_text().splitlines()]
+    samples = [json.loads(row) for row in (out / "eval" / "humaneval" / "samples.jsonl").read_text().splitlines()]
     assert [s["task_id"] for s in samples] == ["HumanEval/0", "HumanEval/1", "HumanEval/2"]
 
     # said plainly, beside each other

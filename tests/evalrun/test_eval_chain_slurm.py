@@ -7,8 +7,7 @@ import json
 
 import pytest
 
-from tests.launch.conftest import (debug_logs, phi, slurm_cluster, tiny_data,  # noqa: F401 (fixtures)
-                                   tiny_pretrain_args, wait_for)
+from tests.launch.conftest import debug_logs, phi, slurm_cluster, tiny_data, tiny_pretrain_args, wait_for  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

@@ -8,10 +8,9 @@ import shutil
 import pytest
 
 from phi_hpc.errors import PhiError
-from phi_hpc.eval.model_source import resolve_checkpoint, resolve_tokenizer
 from phi_hpc.eval.config import EvalRunConfig
+from phi_hpc.eval.model_source import resolve_checkpoint, resolve_tokenizer
 from phi_hpc.eval.run import Rank, detect_rank, run_eval
-
 
 
 @pytest.fixture(scope="module")

@@ -79,11 +79,11 @@ class Follower:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError("logs --follow did not stop after the job ended")
+            raise AssertionError("logs --follow did not stop after the job ended") from None
         self.thread.join(timeout=10)
         return code
 
-    def __enter__(self) -> "Follower":
+    def __enter__(self) -> Follower:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -120,7 +120,7 @@ class Interrupter:
                            capture_output=True)
             self.limit_lifted = True
 
-    def __enter__(self) -> "Interrupter":
+    def __enter__(self) -> Interrupter:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -20,7 +20,7 @@ def test_each_rank_syncs_its_own_files(tmp_path, monkeypatch):
         seen = synced.setdefault(rank, set())
         monkeypatch.setattr(os, "fsync", lambda fd, seen=seen: seen.add(os.readlink(f"/proc/self/fd/{fd}")))
         checkpoint._fsync_own_files(tmp_path, rank)
-    mine = {rank: {str((tmp_path / n)) for n in names_} for rank, names_ in {
+    mine = {rank: {str(tmp_path / n) for n in names_} for rank, names_ in {
         0: ["mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_optim_states.pt", "rng/rank-0.pt",
             "model.safetensors", "config.json"],
         1: ["zero_pp_rank_1_mp_rank_00_optim_states.pt", "bf16_zero_pp_rank_1_mp_rank_00_optim_states.pt",

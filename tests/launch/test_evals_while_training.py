@@ -7,8 +7,16 @@ import json
 
 import pytest
 
-from tests.launch.conftest import (attempts, debug_logs, phi, slurm_cluster, status, tiny_data,  # noqa: F401
-                                   tiny_pretrain_args, wait_for)
+from tests.launch.conftest import (  # noqa: F401
+    attempts,
+    debug_logs,
+    phi,
+    slurm_cluster,
+    status,
+    tiny_data,
+    tiny_pretrain_args,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

@@ -26,8 +26,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.launch.conftest import (REPO_ROOT, attempts, cli_env, debug_logs, phi, status, step_losses,
-                                   tiny_pretrain_args, wait_for)
+from tests.launch.conftest import (
+    REPO_ROOT,
+    attempts,
+    cli_env,
+    debug_logs,
+    phi,
+    step_losses,
+    tiny_pretrain_args,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

@@ -23,7 +23,7 @@ def imported_by(args: list[str]) -> tuple[set[str], str]:
             "print('MODULES=' + json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT,
                           env=cli_env(), timeout=120)
-    line = [l for l in done.stdout.splitlines() if l.startswith("MODULES=")][-1]
+    line = [text for text in done.stdout.splitlines() if text.startswith("MODULES=")][-1]
     return set(json.loads(line[len("MODULES="):])), done.stdout + done.stderr
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 import pytest
 
@@ -176,8 +175,9 @@ def test_jobs_run_the_submitted_code_snapshot(tmp_path, shims):
 
 
 def test_local_jobs_record_their_host(tmp_path):
-    from phi_hpc.launch.runs import load_run
     import socket
+
+    from phi_hpc.launch.runs import load_run
 
     run_dir = tmp_path / "run"
     phi("submit", "eval", "--checkpoint", str(tmp_path / "missing"), "-o", str(tmp_path / "out"), "--profile", "local",

@@ -17,8 +17,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.launch.conftest import (REPO_ROOT, TINY_PRETRAIN, TINY_SETTINGS, attempts, cli_env, debug_logs, phi,
-                                   status, step_losses, tiny_pretrain_args, wait_for)
+from tests.launch.conftest import (
+    REPO_ROOT,
+    TINY_PRETRAIN,
+    TINY_SETTINGS,
+    attempts,
+    cli_env,
+    debug_logs,
+    phi,
+    status,
+    step_losses,
+    tiny_pretrain_args,
+    wait_for,
+)
 from tests.launch.interrupts import Follower, Interrupter, current_step
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.deepspeed]

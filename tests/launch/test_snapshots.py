@@ -16,7 +16,7 @@ def snapshot_dir(run_dir, step):
 def _publish(run_dir, step, on_publish=None):
     step_dir = run_dir / "checkpoints" / str(step)
     step_dir.mkdir(parents=True)
-    (step_dir / "config.json").write_text('{"step": %d}' % step)
+    (step_dir / "config.json").write_text(f'{{"step": {step}}}')
     (step_dir / "model.safetensors").write_bytes(b"weights-%d" % step)
     if on_publish is not None:  # what CheckpointManager.save does before pruning
         on_publish(step, step_dir)

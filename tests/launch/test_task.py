@@ -6,7 +6,6 @@ uses); the decisions are the task's own code.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 

@@ -9,8 +9,8 @@ import torch
 import transformers
 
 from phi_hpc.model.hf import load_pretrained, save_pretrained
-from phi_hpc.run_layout import model_checkpoint
 from phi_hpc.model.phi import PhiConfig, PhiForCausalLM
+from phi_hpc.run_layout import model_checkpoint
 
 
 def tiny_ours(seed: int = 0) -> PhiForCausalLM:

@@ -7,8 +7,7 @@ import torch
 import transformers
 from tokenizers import Tokenizer
 
-from phi_hpc.model.generate import (GenerationConfig, _pick, generate_completions, generate_tokens,
-                                    truncate_at_stop)
+from phi_hpc.model.generate import GenerationConfig, _pick, generate_completions, generate_tokens, truncate_at_stop
 from phi_hpc.model.hf import load_pretrained, save_pretrained
 from phi_hpc.model.phi import PhiConfig, PhiForCausalLM
 

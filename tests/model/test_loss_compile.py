@@ -12,6 +12,7 @@ import torch
 from phi_hpc.model.loss import causal_lm_loss, fused_causal_lm_loss
 from phi_hpc.model.phi import PhiConfig, PhiForCausalLM
 from tests.conftest import REPO_ROOT as REPO
+
 SMALL = PhiConfig(vocab_size=256, hidden_size=64, num_layers=2, num_heads=4, intermediate_size=256,
                   rotary_dim=8, max_position_embeddings=64, attn_dropout=0.0, resid_dropout=0.0)
 

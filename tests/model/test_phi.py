@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+import transformers
 
 from phi_hpc.config import CONFIG_DIR, load_config
 from phi_hpc.model.flops import parameter_count, training_flops_per_token
 from phi_hpc.model.hf import load_pretrained, save_pretrained
 from phi_hpc.model.phi import PhiConfig, PhiForCausalLM, causal_lm_loss
 
-import transformers
 
-
-def hf_tiny_config(**changes) -> "transformers.PhiConfig":
+def hf_tiny_config(**changes) -> transformers.PhiConfig:
     fields = dict(vocab_size=512, hidden_size=64, intermediate_size=256, num_hidden_layers=3,
                   num_attention_heads=4, max_position_embeddings=128, partial_rotary_factor=0.5,
                   resid_pdrop=0.0, embd_pdrop=0.0, attention_dropout=0.0)
@@ -21,7 +20,7 @@ def hf_tiny_config(**changes) -> "transformers.PhiConfig":
     return transformers.PhiConfig(**fields)
 
 
-def random_hf_model(seed: int = 0, **changes) -> "transformers.PhiForCausalLM":
+def random_hf_model(seed: int = 0, **changes) -> transformers.PhiForCausalLM:
     torch.manual_seed(seed)
     model = transformers.PhiForCausalLM(hf_tiny_config(**changes)).eval()
     # transformers zero-inits biases and sets LayerNorms to 1: randomize everything so every

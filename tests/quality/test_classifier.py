@@ -9,8 +9,17 @@ import numpy as np
 import pytest
 
 from phi_hpc.errors import UsageError
-from phi_hpc.quality.classifier import (EmbedderSpec, ForestArrays, HashedTokenEmbedder, LMEmbedder, QualityModel,
-                                        QualityScorer, TrainConfig, load_labels, train_classifier)
+from phi_hpc.quality.classifier import (
+    EmbedderSpec,
+    ForestArrays,
+    HashedTokenEmbedder,
+    LMEmbedder,
+    QualityModel,
+    QualityScorer,
+    TrainConfig,
+    load_labels,
+    train_classifier,
+)
 from phi_hpc.quality.stages import build_quality_filter
 from tests.quality.corpus import labelled_set
 

@@ -52,7 +52,7 @@ def test_decontaminate_cli_reports_flagged_documents(tmp_path, run_cli, stdlib_d
     report = tmp_path / "report.jsonl"
     run_cli("decontaminate", str(corpus), "-o", str(report), "--benchmark-data", str(shared_data), check=True)
     lines = [json.loads(line) for line in report.read_text().splitlines()]
-    assert [(l["document"].rsplit("/", 1)[-1], l["problem"]) for l in lines] == [("leak.py", "HumanEval/12")]
+    assert [(row["document"].rsplit("/", 1)[-1], row["problem"]) for row in lines] == [("leak.py", "HumanEval/12")]
     assert lines[0]["method"] == "ngram" and "13-grams" in lines[0]["reason"]
     leak = (corpus / "leak.py").read_text().splitlines()
     planted_at = leak.index("from typing import List, Optional") + 1  # where the copied prompt begins

@@ -8,8 +8,7 @@ import pytest
 
 from phi_hpc.errors import UsageError
 from phi_hpc.quality import code_ast
-from phi_hpc.quality.decontaminate import (DecontaminationConfig, Decontaminator,
-                                           build_decontaminator)
+from phi_hpc.quality.decontaminate import DecontaminationConfig, Decontaminator, build_decontaminator
 from phi_hpc.quality.stages import build_decontamination_filter
 from tests.quality.planting import disguise, humaneval_problems, plant
 

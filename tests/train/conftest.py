@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO_ROOT as REPO
+
 TINY_PRETRAIN = REPO / "configs" / "tiny-pretrain.yaml"
 TINY_FINETUNE = REPO / "configs" / "tiny-finetune.yaml"
 STEPS = 12

@@ -10,9 +10,19 @@ import pytest
 
 from phi_hpc.data.indexed import IndexedDatasetWriter
 from phi_hpc.errors import UsageError
-from phi_hpc.train.data import (IGNORE_INDEX, BlendedSampler, FlatTokens, TokenSource, TrainingData,
-                                ValidationData, build_micro_batch, encode_prompt_completion, indexed_source,
-                                jsonl_source, rank_micro_batches)
+from phi_hpc.train.data import (
+    IGNORE_INDEX,
+    BlendedSampler,
+    FlatTokens,
+    TokenSource,
+    TrainingData,
+    ValidationData,
+    build_micro_batch,
+    encode_prompt_completion,
+    indexed_source,
+    jsonl_source,
+    rank_micro_batches,
+)
 
 
 def test_flat_tokens_slices_across_arrays_without_gaps():

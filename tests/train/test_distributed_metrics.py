@@ -6,9 +6,10 @@ import json
 
 import pytest
 
+from phi_hpc.distenv import detect as detect_environment
+from phi_hpc.distenv import port_for_job
 from phi_hpc.run_layout import find_checkpoint
 from phi_hpc.train.checkpoint import CheckpointManager
-from phi_hpc.distenv import detect as detect_environment, port_for_job
 from phi_hpc.train.metrics import MetricsWriter, Throughput, console_line
 
 

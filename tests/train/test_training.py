@@ -18,8 +18,17 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.train.conftest import (REPO, STEPS, assert_ok, child_env, losses, run_training, step_lines, train_command,
-                                  validation_lines)
+from tests.train.conftest import (
+    REPO,
+    STEPS,
+    assert_ok,
+    child_env,
+    losses,
+    run_training,
+    step_lines,
+    train_command,
+    validation_lines,
+)
 
 pytestmark = [pytest.mark.deepspeed, pytest.mark.slow]
 
