@@ -27,8 +27,12 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["phi_hpc", "phi_hpc.*"]) + list(DATA_PACKAGES),
     package_dir={name: folder for name, folder in DATA_PACKAGES.items()},
-    package_data={"phi_hpc.configs": ["*.yaml"], "phi_hpc.configs.model": ["*.yaml"],
-                  "phi_hpc.configs.cluster": ["*.yaml"], "phi_hpc.templates": ["*.sbatch"]},
+    package_data={
+        "phi_hpc.configs": ["*.yaml"],
+        "phi_hpc.configs.model": ["*.yaml"],
+        "phi_hpc.configs.cluster": ["*.yaml"],
+        "phi_hpc.templates": ["*.sbatch"],
+    },
     include_package_data=False,
     install_requires=[
         # Ranges, not pins, so a site or container torch (module load, NGC image) is accepted as it is.

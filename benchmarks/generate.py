@@ -63,8 +63,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--prompt-tokens", type=int, default=128, help="prompts longer than this keep their tail")
     parser.add_argument("--new-tokens", type=int, default=48)
-    parser.add_argument("--stops", default="auto",
-                        help="comma-separated stop strings for scenario 2, or 'auto' (staggered, see above)")
+    parser.add_argument(
+        "--stops", default="auto", help="comma-separated stop strings for scenario 2, or 'auto' (staggered, see above)"
+    )
     parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
@@ -87,9 +88,19 @@ def main() -> None:
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
 
     hf_config = transformers.PhiConfig(
-        vocab_size=51200, hidden_size=args.hidden, intermediate_size=4 * args.hidden, num_hidden_layers=args.layers,
-        num_attention_heads=args.hidden // 64, partial_rotary_factor=0.5, resid_pdrop=0.0, embd_pdrop=0.0,
-        attention_dropout=0.0, bos_token_id=None, eos_token_id=None, pad_token_id=50256)
+        vocab_size=51200,
+        hidden_size=args.hidden,
+        intermediate_size=4 * args.hidden,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.hidden // 64,
+        partial_rotary_factor=0.5,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attention_dropout=0.0,
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=50256,
+    )
     torch.manual_seed(0)
     theirs = transformers.PhiForCausalLM(hf_config)
     with torch.no_grad():  # fresh init gives near-uniform logits; spread them so greedy has clear winners
@@ -101,8 +112,9 @@ def main() -> None:
         ours = load_pretrained(tmp)
     ours = ours.to(device=args.device, dtype=dtype).eval()
     theirs = theirs.to(device=args.device, dtype=dtype).eval()
-    fast_tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_file=str(TOKENIZER), pad_token="<|endoftext|>",
-                                                          eos_token="<|endoftext|>", padding_side="left")
+    fast_tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_file=str(TOKENIZER), pad_token="<|endoftext|>", eos_token="<|endoftext|>", padding_side="left"
+    )
     batch = fast_tokenizer(prompts, return_tensors="pt", padding=True).to(args.device)
     assert [row[mask.bool()].tolist() for row, mask in zip(batch.input_ids, batch.attention_mask)] == encoded
 
@@ -112,10 +124,12 @@ def main() -> None:
     for scenario in ("fixed", "stops"):
         if scenario == "stops" and args.stops == "auto":
             stops = staggered_stops(tokenizer, out_ours, args.new_tokens)
-        config = GenerationConfig(max_new_tokens=args.new_tokens, batch_size=args.batch,
-                                  stop_sequences=stops if scenario == "stops" else [])
-        hf_kwargs = dict(max_new_tokens=args.new_tokens, do_sample=False, pad_token_id=50256,
-                         eos_token_id=None, min_new_tokens=0)
+        config = GenerationConfig(
+            max_new_tokens=args.new_tokens, batch_size=args.batch, stop_sequences=stops if scenario == "stops" else []
+        )
+        hf_kwargs = dict(
+            max_new_tokens=args.new_tokens, do_sample=False, pad_token_id=50256, eos_token_id=None, min_new_tokens=0
+        )
         if scenario == "stops":
             hf_kwargs.update(stop_strings=stops, tokenizer=fast_tokenizer)
 
@@ -130,7 +144,7 @@ def main() -> None:
         def run_theirs(scenario=scenario, hf_kwargs=hf_kwargs, stops=stops):
             with torch.no_grad():
                 out = theirs.generate(**batch, **hf_kwargs)
-            new = out[:, batch.input_ids.shape[1]:].tolist()
+            new = out[:, batch.input_ids.shape[1] :].tolist()
             if scenario == "fixed":
                 return new, sum(len(r) for r in new)
             texts = [truncate(tokenizer.decode(r), stops) for r in new]
@@ -163,11 +177,24 @@ def main() -> None:
             "pairs": len(ratios),
         }
 
-    result = {"benchmark": "generate", "machine": info,
-              "config": {"hidden": args.hidden, "layers": args.layers, "vocab": 51200, "batch": args.batch,
-                         "prompt_tokens": [len(e) for e in encoded], "new_tokens": args.new_tokens, "stops": stops,
-                         "dtype": args.dtype, "device": args.device, "threads": args.threads},
-              "parameters": ours.num_parameters(), "scenarios": results}
+    result = {
+        "benchmark": "generate",
+        "machine": info,
+        "config": {
+            "hidden": args.hidden,
+            "layers": args.layers,
+            "vocab": 51200,
+            "batch": args.batch,
+            "prompt_tokens": [len(e) for e in encoded],
+            "new_tokens": args.new_tokens,
+            "stops": stops,
+            "dtype": args.dtype,
+            "device": args.device,
+            "threads": args.threads,
+        },
+        "parameters": ours.num_parameters(),
+        "scenarios": results,
+    }
     if args.device.startswith("cuda"):
         result["gpu"] = torch.cuda.get_device_name()
     markdown = render(result)
@@ -183,7 +210,7 @@ def staggered_stops(tokenizer, outputs: list[list[int]], new_tokens: int) -> lis
     stops = []
     for row, ids in enumerate(outputs):
         at = max(1, (row + 1) * new_tokens // (len(outputs) + 1))
-        piece = tokenizer.decode(ids[at:at + 2])
+        piece = tokenizer.decode(ids[at : at + 2])
         if piece.strip() and "\ufffd" not in piece:
             stops.append(piece)
     return sorted(set(stops))
@@ -213,12 +240,16 @@ def render(r: dict) -> str:
         "| identical outputs | pairs |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    names = {"fixed": f"fixed length ({c['new_tokens']} tokens each)",
-             "stops": f"stop strings {c['stops']} (useful tokens/s)"}
+    names = {
+        "fixed": f"fixed length ({c['new_tokens']} tokens each)",
+        "stops": f"stop strings {c['stops']} (useful tokens/s)",
+    }
     for key, s in r["scenarios"].items():
-        lines.append(f"| {names[key]} | {s['ours_tokens_per_s']:,.0f} | {s['transformers_tokens_per_s']:,.0f} | "
-                     f"**{s['speedup_median_of_pairs']:.2f}x** | {s['speedup_cpu_time']:.2f}x | "
-                     f"{s['identical_outputs']} | {s['pairs']} |")
+        lines.append(
+            f"| {names[key]} | {s['ours_tokens_per_s']:,.0f} | {s['transformers_tokens_per_s']:,.0f} | "
+            f"**{s['speedup_median_of_pairs']:.2f}x** | {s['speedup_cpu_time']:.2f}x | "
+            f"{s['identical_outputs']} | {s['pairs']} |"
+        )
     lines += [
         "",
         "Tokens/s counts generated tokens (for `stops`, tokens up to each sequence's first stop string, "

@@ -40,8 +40,15 @@ from checkout import REPO  # noqa: E402 (beside this script: puts this checkout 
 
 STAGES = ["environment", "attention", "model", "deepspeed-bf16", "deepspeed-fp16", "resume", "generate"]
 # Seconds each stage may take on a GPU (sum under 8 minutes with start-up); CPUs run small shapes.
-LIMITS = {"environment": 30, "attention": 60, "model": 60, "deepspeed-bf16": 100, "deepspeed-fp16": 100,
-          "resume": 70, "generate": 90}
+LIMITS = {
+    "environment": 30,
+    "attention": 60,
+    "model": 60,
+    "deepspeed-bf16": 100,
+    "deepspeed-fp16": 100,
+    "resume": 70,
+    "generate": 90,
+}
 
 
 NOTES = """## What the stages prove, and the GPU facts they rest on
@@ -66,9 +73,21 @@ def install_wheels(folder: Path) -> dict:
     """``pip install --no-index --find-links DIR -r DIR/requirements.txt``: what prepare_wheels.sh saved."""
     requirements = folder / "requirements.txt"
     if not requirements.is_file():
-        return {"status": "failed", "reason": f"{requirements} is missing: make the folder with benchmarks/prepare_wheels.sh"}
-    command = [sys.executable, "-m", "pip", "install", "--no-index", "--find-links", str(folder),
-               "-r", str(requirements)]
+        return {
+            "status": "failed",
+            "reason": f"{requirements} is missing: make the folder with benchmarks/prepare_wheels.sh",
+        }
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--no-index",
+        "--find-links",
+        str(folder),
+        "-r",
+        str(requirements),
+    ]
     proc = subprocess.run(command, capture_output=True, text=True)
     status = "ok" if proc.returncode == 0 else "failed"
     return {"status": status, "command": " ".join(command), "output_tail": (proc.stdout + proc.stderr)[-1500:]}
@@ -88,9 +107,13 @@ def run_stage(name: str, cuda: bool, budget_left: float) -> dict:
     lines = [line for line in proc.stdout.splitlines() if line.startswith("STAGE ")]
     if not lines:
         tail = (proc.stderr or proc.stdout)[-1200:]
-        return {"status": "failed", "reason": f"exit code {proc.returncode}, no result", "stderr_tail": tail,
-                "seconds": seconds}
-    result = json.loads(lines[-1][len("STAGE "):])
+        return {
+            "status": "failed",
+            "reason": f"exit code {proc.returncode}, no result",
+            "stderr_tail": tail,
+            "seconds": seconds,
+        }
+    result = json.loads(lines[-1][len("STAGE ") :])
     result["seconds"] = seconds
     return result
 
@@ -110,22 +133,42 @@ def write_report(document: dict, output: Path) -> None:
     cuda = document["gpu"] is not None
     lines = ["# GPU check: `benchmarks/gpu_check.py`", ""]
     if not cuda:
-        lines += ["**No GPU was available when this file was written: nothing here is a GPU measurement, and no",
-                  "GPU claim is made.** The stages that can run on a CPU ran at small shapes (they prove the code",
-                  "paths, not the speed); the GPU-only stages are marked skipped.", ""]
-    lines += [f"Machine: {document['machine']['cpu']} ({document['machine']['nproc']} CPUs), GPU: "
-              f"{document['gpu'] or 'none'}, Python {document['machine']['python']}, torch {document['torch']}, "
-              f"{document['date']}, total {document['total_seconds']} s.", "",
-              "On a GPU machine (A100, H100, H200; about 8 minutes):", "",
-              "```", "python benchmarks/gpu_check.py            # with the packages installed",
-              "python benchmarks/gpu_check.py --wheels DIR   # offline: first installs what prepare_wheels.sh saved",
-              "```", "", "| stage | status | seconds | summary |", "|---|---|---:|---|"]
+        lines += [
+            "**No GPU was available when this file was written: nothing here is a GPU measurement, and no",
+            "GPU claim is made.** The stages that can run on a CPU ran at small shapes (they prove the code",
+            "paths, not the speed); the GPU-only stages are marked skipped.",
+            "",
+        ]
+    lines += [
+        f"Machine: {document['machine']['cpu']} ({document['machine']['nproc']} CPUs), GPU: "
+        f"{document['gpu'] or 'none'}, Python {document['machine']['python']}, torch {document['torch']}, "
+        f"{document['date']}, total {document['total_seconds']} s.",
+        "",
+        "On a GPU machine (A100, H100, H200; about 8 minutes):",
+        "",
+        "```",
+        "python benchmarks/gpu_check.py            # with the packages installed",
+        "python benchmarks/gpu_check.py --wheels DIR   # offline: first installs what prepare_wheels.sh saved",
+        "```",
+        "",
+        "| stage | status | seconds | summary |",
+        "|---|---|---:|---|",
+    ]
     for name in STAGES:
         stage = document["stages"][name]
         text = str(stage.get("summary") or stage.get("reason", "")).replace("|", "\\|")
         lines.append(f"| {name} | {stage['status']} | {stage.get('seconds', '')} | {text} |")
-    lines += ["", *NOTES, "", "Full output (the JSON document the command printed):", "", "```json",
-              json.dumps(document, indent=1, sort_keys=True), "```", ""]
+    lines += [
+        "",
+        *NOTES,
+        "",
+        "Full output (the JSON document the command printed):",
+        "",
+        "```json",
+        json.dumps(document, indent=1, sort_keys=True),
+        "```",
+        "",
+    ]
     with atomic_write(output) as handle:
         handle.write("\n".join(lines))
 
@@ -145,8 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    document: dict = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                      "machine": machine(), "stages": {}}
+    document: dict = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "stages": {},
+    }
     if args.wheels:
         document["wheels"] = install_wheels(args.wheels)
     import torch
@@ -155,8 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     document["torch"] = torch.__version__
     document["gpu"] = torch.cuda.get_device_name(0) if cuda else None
     if not cuda:
-        print("[gpu_check] no GPU visible: running the CPU-runnable stages at small shapes; GPU-only "
-              "stages are skipped and nothing is claimed about GPUs", file=sys.stderr, flush=True)
+        print(
+            "[gpu_check] no GPU visible: running the CPU-runnable stages at small shapes; GPU-only "
+            "stages are skipped and nothing is claimed about GPUs",
+            file=sys.stderr,
+            flush=True,
+        )
     wanted = [s for s in args.stages.split(",") if s]
     for name in STAGES:
         if name not in wanted:

@@ -37,8 +37,14 @@ def phi_config(cuda: bool, **changes):
 
     base = PhiConfig(attn_dropout=0.0, resid_dropout=0.0)
     if not cuda:
-        base = base.replace(vocab_size=1024, hidden_size=128, num_layers=2, num_heads=2, intermediate_size=512,
-                            max_position_embeddings=256)
+        base = base.replace(
+            vocab_size=1024,
+            hidden_size=128,
+            num_layers=2,
+            num_heads=2,
+            intermediate_size=512,
+            max_position_embeddings=256,
+        )
     return base.replace(**changes)
 
 
@@ -69,10 +75,15 @@ def stage_environment(cuda: bool) -> dict:
         found["gpu_memory_gib"] = round(props.total_memory / 2**30, 1)
         found["capability"] = f"{props.major}.{props.minor}"
     missing = [n for n in ("deepspeed", "transformers") if found[n] is None]
-    summary = (f"torch {found['torch']}, CUDA {found['cuda']}, GPU {found.get('gpu', 'none')}, "
-               f"flash-attn {found['flash_attn'] or 'absent'}, deepspeed {found['deepspeed'] or 'absent'}")
-    return {"status": "failed" if missing else "ok", "summary": summary + (f"; missing {missing}" if missing else ""),
-            "versions": found}
+    summary = (
+        f"torch {found['torch']}, CUDA {found['cuda']}, GPU {found.get('gpu', 'none')}, "
+        f"flash-attn {found['flash_attn'] or 'absent'}, deepspeed {found['deepspeed'] or 'absent'}"
+    )
+    return {
+        "status": "failed" if missing else "ok",
+        "summary": summary + (f"; missing {missing}" if missing else ""),
+        "versions": found,
+    }
 
 
 def _attention_case(plan, reference_plan, q, k, v, mask, grad_out):
@@ -89,8 +100,10 @@ def _attention_case(plan, reference_plan, q, k, v, mask, grad_out):
         inputs = [t.detach().clone().requires_grad_() for t in (q, k, v)]
         got = attention(*inputs, mask, 0.0, chosen)
         grads = torch.autograd.grad(got, inputs, grad_out)
-        errors[label] = {"forward": float((got.float() - want).abs().max()),
-                         "backward": max(float((g.float() - w).abs().max()) for g, w in zip(grads, want_grads))}
+        errors[label] = {
+            "forward": float((got.float() - want).abs().max()),
+            "backward": max(float((g.float() - w).abs().max()) for g, w in zip(grads, want_grads)),
+        }
     return errors
 
 
@@ -108,8 +121,11 @@ def stage_attention(cuda: bool) -> dict:
     reference = AttentionPlan.build("sdpa", "math", set())
     generator = torch.Generator(device=device).manual_seed(0)
     cases, worst_ratio, failures = [], 0.0, []
-    shapes = {"train": (2, length, length, False), "decode": (8, 1, length, False),
-              "decode-padded": (8, 1, length, True)}
+    shapes = {
+        "train": (2, length, length, False),
+        "decode": (8, 1, length, False),
+        "decode-padded": (8, 1, length, True),
+    }
     for dtype in dtypes:
         for shape_name, (batch, tq, tk, padded) in shapes.items():
             q = torch.randn(batch, heads, tq, head_dim, device=device, dtype=dtype, generator=generator)
@@ -129,14 +145,21 @@ def stage_attention(cuda: bool) -> dict:
                 bound = {kind: 4 * errors["math_same_dtype"][kind] + 2e-3 for kind in ("forward", "backward")}
                 ok = all(errors["fast"][kind] <= bound[kind] for kind in bound)
                 worst_ratio = max(worst_ratio, *(errors["fast"][kind] / bound[kind] for kind in bound))
-                entry = {"dtype": str(dtype).replace("torch.", ""), "shape": shape_name, "path": plan_name,
-                         "kernels": kernels, "errors": errors, "ok": ok}
+                entry = {
+                    "dtype": str(dtype).replace("torch.", ""),
+                    "shape": shape_name,
+                    "path": plan_name,
+                    "kernels": kernels,
+                    "errors": errors,
+                    "ok": ok,
+                }
                 cases.append(entry)
                 if not ok:
                     failures.append(f"{plan_name} {shape_name} {entry['dtype']}")
     ran = sorted({k for case in cases for k in case["kernels"]})
-    summary = (f"{len(cases) - len(failures)}/{len(cases)} cases within 4x the math kernel's error; kernels: "
-               + "; ".join(ran))
+    summary = (
+        f"{len(cases) - len(failures)}/{len(cases)} cases within 4x the math kernel's error; kernels: " + "; ".join(ran)
+    )
     return {"status": "failed" if failures else "ok", "summary": summary, "failures": failures, "cases": cases}
 
 
@@ -149,10 +172,20 @@ def _hf_pair(config, dtype, device):
     from phi_hpc.model.phi import PhiForCausalLM
 
     hf_config = transformers.PhiConfig(
-        vocab_size=config.vocab_size, hidden_size=config.hidden_size, intermediate_size=config.intermediate_size,
-        num_hidden_layers=config.num_layers, num_attention_heads=config.num_heads,
-        max_position_embeddings=config.max_position_embeddings, partial_rotary_factor=config.rotary_dim / config.head_dim,
-        resid_pdrop=0.0, embd_pdrop=0.0, attention_dropout=0.0, bos_token_id=None, eos_token_id=None, pad_token_id=0)
+        vocab_size=config.vocab_size,
+        hidden_size=config.hidden_size,
+        intermediate_size=config.intermediate_size,
+        num_hidden_layers=config.num_layers,
+        num_attention_heads=config.num_heads,
+        max_position_embeddings=config.max_position_embeddings,
+        partial_rotary_factor=config.rotary_dim / config.head_dim,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attention_dropout=0.0,
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=0,
+    )
     torch.manual_seed(0)
     with torch.device(device):  # built where it runs: phi-1 initialised on a CPU takes a minute
         theirs = transformers.PhiForCausalLM(hf_config)
@@ -174,8 +207,13 @@ def stage_model(cuda: bool) -> dict:
     device, dtype = ("cuda", torch.bfloat16) if cuda else ("cpu", torch.float32)
     config = phi_config(cuda)
     ours, theirs = _hf_pair(config, dtype, device)
-    ids = torch.randint(0, config.vocab_size, (2, 512 if cuda else 64), device=device,
-                        generator=torch.Generator(device=device).manual_seed(1))
+    ids = torch.randint(
+        0,
+        config.vocab_size,
+        (2, 512 if cuda else 64),
+        device=device,
+        generator=torch.Generator(device=device).manual_seed(1),
+    )
     with torch.no_grad():
         mine, reference = ours(ids).float(), theirs(ids).logits.float()
         loss_mine, loss_theirs = ours(ids, labels=ids).item(), causal_lm_loss(reference, ids).item()
@@ -184,10 +222,14 @@ def stage_model(cuda: bool) -> dict:
     agree = float((mine.argmax(-1) == reference.argmax(-1)).float().mean())
     tolerance = 0.05 if dtype != torch.float32 else 1e-4
     ok = diff <= tolerance * max(scale, 1.0) and abs(loss_mine - loss_theirs) <= tolerance
-    return {"status": "ok" if ok else "failed",
-            "summary": f"max |logit diff| {diff:.3g} (logits up to {scale:.3g}), loss {loss_mine:.5f} vs "
-                       f"{loss_theirs:.5f}, argmax agreement {agree:.4f}",
-            "dtype": str(dtype), "parameters": ours.num_parameters(), "attention_paths": sorted(ours.attention_paths)}
+    return {
+        "status": "ok" if ok else "failed",
+        "summary": f"max |logit diff| {diff:.3g} (logits up to {scale:.3g}), loss {loss_mine:.5f} vs "
+        f"{loss_theirs:.5f}, argmax agreement {agree:.4f}",
+        "dtype": str(dtype),
+        "parameters": ours.num_parameters(),
+        "attention_paths": sorted(ours.attention_paths),
+    }
 
 
 def _init_single_process():
@@ -212,9 +254,12 @@ def _engine(config, device_type):
     from phi_hpc.train.engine import deepspeed_config, parameter_groups, scheduler_factory
 
     model = PhiForCausalLM(config.model)
-    engine, *_ = deepspeed.initialize(model=model, model_parameters=parameter_groups(model, 0.1),
-                                      lr_scheduler=scheduler_factory(config),
-                                      config=deepspeed_config(config, 1, device_type))
+    engine, *_ = deepspeed.initialize(
+        model=model,
+        model_parameters=parameter_groups(model, 0.1),
+        lr_scheduler=scheduler_factory(config),
+        config=deepspeed_config(config, 1, device_type),
+    )
     return engine
 
 
@@ -222,9 +267,14 @@ def _train_config(cuda: bool, precision: str, micro: int, seq: int, accumulation
     from phi_hpc.train.config import BatchConfig, DataConfig, DeepSpeedConfig, ScheduleConfig, TrainConfig
 
     model = model or phi_config(cuda, attn_dropout=dropout, resid_dropout=dropout)
-    return TrainConfig(model=model, data=DataConfig(seq_len=seq), steps=100,
-                       batch=BatchConfig(global_size=micro * accumulation, micro_size=micro),
-                       schedule=ScheduleConfig(warmup_steps=2), deepspeed=DeepSpeedConfig(zero_stage=1, precision=precision))
+    return TrainConfig(
+        model=model,
+        data=DataConfig(seq_len=seq),
+        steps=100,
+        batch=BatchConfig(global_size=micro * accumulation, micro_size=micro),
+        schedule=ScheduleConfig(warmup_steps=2),
+        deepspeed=DeepSpeedConfig(zero_stage=1, precision=precision),
+    )
 
 
 def _step(engine, config, step: int, device) -> float:
@@ -234,8 +284,9 @@ def _step(engine, config, step: int, device) -> float:
     generator = torch.Generator().manual_seed(step)
     total = 0.0
     for _ in range(config.batch.global_size // config.batch.micro_size):
-        ids = torch.randint(0, config.model.vocab_size, (config.batch.micro_size, config.data.seq_len),
-                            generator=generator).to(device, non_blocking=True)
+        ids = torch.randint(
+            0, config.model.vocab_size, (config.batch.micro_size, config.data.seq_len), generator=generator
+        ).to(device, non_blocking=True)
         loss = engine(ids, labels=ids)
         engine.backward(loss)
         engine.step()
@@ -268,18 +319,28 @@ def stage_deepspeed(cuda: bool, precision: str) -> dict:
     flops = training_flops_per_token(config.model, seq)
     peak = peak_flops_for_device(torch.cuda.get_device_name()) if cuda else None
     mfu = tokens_per_s * flops / peak if peak else None
-    result = {"micro_batch": micro, "seq_len": seq, "accumulation": accumulation, "timed_steps": steps,
-              "tokens_per_s": round(tokens_per_s, 1), "tflops": round(tokens_per_s * flops / 1e12, 2),
-              "mfu": round(mfu, 4) if mfu else None,
-              "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
-              "loss_scale": loss_scale(engine), "skipped_steps": int(engine.skipped_steps),
-              "losses": [round(x, 4) for x in losses], "attention_paths": sorted(engine.module.attention_paths)}
+    result = {
+        "micro_batch": micro,
+        "seq_len": seq,
+        "accumulation": accumulation,
+        "timed_steps": steps,
+        "tokens_per_s": round(tokens_per_s, 1),
+        "tflops": round(tokens_per_s * flops / 1e12, 2),
+        "mfu": round(mfu, 4) if mfu else None,
+        "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
+        "loss_scale": loss_scale(engine),
+        "skipped_steps": int(engine.skipped_steps),
+        "losses": [round(x, 4) for x in losses],
+        "attention_paths": sorted(engine.module.attention_paths),
+    }
     finite = all(x == x and abs(x) != float("inf") for x in losses)
     mfu_text = f"MFU {mfu:.1%}" if mfu else "MFU n/a (no GPU peak)"
-    result.update(status="ok" if finite and engine.skipped_steps < len(losses) else "failed",
-                  summary=f"{precision}: {tokens_per_s:,.0f} tokens/s, {mfu_text}, peak "
-                          f"{result['peak_memory_gib']} GiB, loss scale {result['loss_scale']:g}, "
-                          f"{result['skipped_steps']} skipped, losses {result['losses'][0]} -> {result['losses'][-1]}")
+    result.update(
+        status="ok" if finite and engine.skipped_steps < len(losses) else "failed",
+        summary=f"{precision}: {tokens_per_s:,.0f} tokens/s, {mfu_text}, peak "
+        f"{result['peak_memory_gib']} GiB, loss scale {result['loss_scale']:g}, "
+        f"{result['skipped_steps']} skipped, losses {result['losses'][0]} -> {result['losses'][-1]}",
+    )
     return result
 
 
@@ -308,10 +369,15 @@ def stage_resume(cuda: bool) -> dict:
     exact = first == again
     worst = max(abs(a - b) / max(abs(a), 1e-12) for a, b in zip(first, again))
     ok = worst <= 1e-3  # exact on CPUs and deterministic kernels; fused GPU kernels may use atomics
-    return {"status": "ok" if ok else "failed", "bit_exact": exact, "max_relative_difference": worst,
-            "losses_after_save": first, "losses_after_resume": again,
-            "summary": f"{'bit-exact' if exact else f'within {worst:.2g} relative'} over 2 steps after a "
-                       f"checkpoint round trip (dropout 0.1, RNG restored)"}
+    return {
+        "status": "ok" if ok else "failed",
+        "bit_exact": exact,
+        "max_relative_difference": worst,
+        "losses_after_save": first,
+        "losses_after_resume": again,
+        "summary": f"{'bit-exact' if exact else f'within {worst:.2g} relative'} over 2 steps after a "
+        f"checkpoint round trip (dropout 0.1, RNG restored)",
+    }
 
 
 def stage_generate(cuda: bool) -> dict:
@@ -330,8 +396,8 @@ def stage_generate(cuda: bool) -> dict:
     ids = torch.zeros(batch, longest, dtype=torch.long)
     mask = torch.zeros(batch, longest, dtype=torch.long)
     for row, prompt in enumerate(prompts):
-        ids[row, longest - len(prompt):] = torch.tensor(prompt)
-        mask[row, longest - len(prompt):] = 1
+        ids[row, longest - len(prompt) :] = torch.tensor(prompt)
+        mask[row, longest - len(prompt) :] = 1
     ids, mask = ids.to(device), mask.to(device)
     settings = GenerationConfig(max_new_tokens=new_tokens, batch_size=batch)
 
@@ -340,8 +406,15 @@ def stage_generate(cuda: bool) -> dict:
 
     def run_theirs():
         with torch.no_grad():
-            out = theirs.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens, do_sample=False,
-                                  pad_token_id=0, eos_token_id=None, min_new_tokens=new_tokens)
+            out = theirs.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=new_tokens,
+                do_sample=False,
+                pad_token_id=0,
+                eos_token_id=None,
+                min_new_tokens=new_tokens,
+            )
         return out[:, longest:].tolist()
 
     timings = {}
@@ -355,11 +428,17 @@ def stage_generate(cuda: bool) -> dict:
         timings[name] = batch * new_tokens / (time.perf_counter() - started)
     same = sum(a == b for a, b in zip(outputs["ours"], outputs["transformers"]))
     ratio = timings["ours"] / timings["transformers"]
-    return {"status": "ok", "batch": batch, "new_tokens": new_tokens, "dtype": str(dtype),
-            "tokens_per_s": {k: round(v, 1) for k, v in timings.items()}, "speedup": round(ratio, 3),
-            "identical_outputs": f"{same}/{batch}",
-            "summary": f"{timings['ours']:,.0f} vs {timings['transformers']:,.0f} tokens/s ({ratio:.2f}x) at batch "
-                       f"{batch}, {same}/{batch} greedy outputs identical"}
+    return {
+        "status": "ok",
+        "batch": batch,
+        "new_tokens": new_tokens,
+        "dtype": str(dtype),
+        "tokens_per_s": {k: round(v, 1) for k, v in timings.items()},
+        "speedup": round(ratio, 3),
+        "identical_outputs": f"{same}/{batch}",
+        "summary": f"{timings['ours']:,.0f} vs {timings['transformers']:,.0f} tokens/s ({ratio:.2f}x) at batch "
+        f"{batch}, {same}/{batch} greedy outputs identical",
+    }
 
 
 def main() -> None:
@@ -371,11 +450,18 @@ def main() -> None:
         elif name.startswith("deepspeed-"):
             result = stage_deepspeed(cuda, name.split("-", 1)[1])
         else:
-            result = {"attention": stage_attention, "model": stage_model, "resume": stage_resume,
-                      "generate": stage_generate}[name](cuda)
+            result = {
+                "attention": stage_attention,
+                "model": stage_model,
+                "resume": stage_resume,
+                "generate": stage_generate,
+            }[name](cuda)
     except Exception as error:  # the stage's failure is its result; the other stages still run
-        result = {"status": "failed", "reason": f"{type(error).__name__}: {error}"[:500],
-                  "traceback_tail": traceback.format_exc()[-1500:]}
+        result = {
+            "status": "failed",
+            "reason": f"{type(error).__name__}: {error}"[:500],
+            "traceback_tail": traceback.format_exc()[-1500:],
+        }
     result.setdefault("device", "cuda" if cuda else "cpu (small shapes: code paths proven, no speed claim)")
     print("STAGE " + json.dumps(result, sort_keys=True), flush=True)
 

@@ -55,7 +55,7 @@ def write_jsonl_parts(texts: list[str], folder: Path) -> list[Path]:
     per_part = -(-len(texts) // PARTS)
     for i, part in enumerate(parts):
         with open(part, "w", encoding="utf-8") as handle:
-            for j, text in enumerate(texts[i * per_part:(i + 1) * per_part]):
+            for j, text in enumerate(texts[i * per_part : (i + 1) * per_part]):
                 handle.write(json.dumps({"text": text, "id": f"{i}-{j}"}) + "\n")
     return parts
 
@@ -103,9 +103,24 @@ def time_ours(parts: list[Path], out: Path, workers: int, repeats: int) -> tuple
     for _ in range(repeats):
         shutil.rmtree(out, ignore_errors=True)
         cpu, start = _cpu_children(), time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "phi_hpc", "prepare", *map(str, parts), "--tokenizer",
-                               str(TOKENIZER), "-o", str(out), "--workers", str(workers)],
-                              capture_output=True, text=True, env=env)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "phi_hpc",
+                "prepare",
+                *map(str, parts),
+                "--tokenizer",
+                str(TOKENIZER),
+                "-o",
+                str(out),
+                "--workers",
+                str(workers),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         timing.add(time.perf_counter() - start, _cpu_children() - cpu)
         if proc.returncode != 0:
             raise SystemExit(proc.stderr)
@@ -115,8 +130,11 @@ def time_ours(parts: list[Path], out: Path, workers: int, repeats: int) -> tuple
 def time_datatrove(parts_dir: Path, work: Path, workers: int, bands: int, rows: int) -> tuple[Timing, str]:
     timing = Timing()
     cpu, start = _cpu_children(), time.perf_counter()
-    proc = subprocess.run([sys.executable, __file__, "--run-datatrove", str(parts_dir), str(work), str(workers),
-                           str(bands), str(rows)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--run-datatrove", str(parts_dir), str(work), str(workers), str(bands), str(rows)],
+        capture_output=True,
+        text=True,
+    )
     timing.add(time.perf_counter() - start, _cpu_children() - cpu)
     if proc.returncode != 0:
         raise SystemExit(proc.stderr[-4000:])
@@ -156,8 +174,9 @@ def run_datatrove(parts_dir: str, work: str, workers: int, bands: int, rows: int
     # datatrove's default shingle hash is xxhash, but with current xxhash releases datatrove 0.10.1
     # passes it str and fails ("Strings must be encoded before hashing"), so use its sha1 option.
     hash_fc = "sha1"
-    config = MinhashConfig(n_grams=5, num_buckets=bands, hashes_per_bucket=rows,
-                           hash_config=HashConfig(precision=64, hash_fc=hash_fc))
+    config = MinhashConfig(
+        n_grams=5, num_buckets=bands, hashes_per_bucket=rows, hash_config=HashConfig(precision=64, hash_fc=hash_fc)
+    )
     tasks = PARTS
     # spawn instead of datatrove's default forkserver: same fresh-interpreter workers, but they are
     # children of this process, so their CPU time is counted (forkserver's are not).
@@ -165,17 +184,40 @@ def run_datatrove(parts_dir: str, work: str, workers: int, bands: int, rows: int
     logs = iter(str(work_dir / "logs" / stage) for stage in ("signatures", "buckets", "cluster", "tokenize"))
     reader = lambda: JsonlReader(parts_dir, text_key="text", id_key="id")  # noqa: E731
     stages = [
-        LocalPipelineExecutor([reader(), MinhashDedupSignature(str(work_dir / "sigs"), config=config,
-                                                               language=CodeWords())],
-                              tasks=tasks, workers=workers, logging_dir=next(logs), **common),
-        LocalPipelineExecutor([MinhashDedupBuckets(str(work_dir / "sigs"), str(work_dir / "buckets"), config=config)],
-                              tasks=config.num_buckets, workers=workers, logging_dir=next(logs), **common),
-        LocalPipelineExecutor([MinhashDedupCluster(str(work_dir / "buckets"), str(work_dir / "remove"), config=config)],
-                              tasks=1, workers=1, logging_dir=next(logs), **common),
-        LocalPipelineExecutor([reader(), MinhashDedupFilter(str(work_dir / "remove")),
-                               DocumentTokenizer(str(work_dir / "tokens"), tokenizer_name_or_path=str(TOKENIZER),
-                                                 eos_token="<|endoftext|>")],
-                              tasks=tasks, workers=workers, logging_dir=next(logs), **common),
+        LocalPipelineExecutor(
+            [reader(), MinhashDedupSignature(str(work_dir / "sigs"), config=config, language=CodeWords())],
+            tasks=tasks,
+            workers=workers,
+            logging_dir=next(logs),
+            **common,
+        ),
+        LocalPipelineExecutor(
+            [MinhashDedupBuckets(str(work_dir / "sigs"), str(work_dir / "buckets"), config=config)],
+            tasks=config.num_buckets,
+            workers=workers,
+            logging_dir=next(logs),
+            **common,
+        ),
+        LocalPipelineExecutor(
+            [MinhashDedupCluster(str(work_dir / "buckets"), str(work_dir / "remove"), config=config)],
+            tasks=1,
+            workers=1,
+            logging_dir=next(logs),
+            **common,
+        ),
+        LocalPipelineExecutor(
+            [
+                reader(),
+                MinhashDedupFilter(str(work_dir / "remove")),
+                DocumentTokenizer(
+                    str(work_dir / "tokens"), tokenizer_name_or_path=str(TOKENIZER), eos_token="<|endoftext|>"
+                ),
+            ],
+            tasks=tasks,
+            workers=workers,
+            logging_dir=next(logs),
+            **common,
+        ),
     ]
     for stage in stages:
         stage.run()
@@ -200,7 +242,7 @@ def time_minhash(texts: list[str], datasketch_docs: int, repeats: int) -> dict:
     def datasketch_all():
         for text in subset:
             words = word.findall(text.encode("utf-8"))
-            shingles = [b" ".join(words[i:i + 5]) for i in range(max(1, len(words) - 4))]
+            shingles = [b" ".join(words[i : i + 5]) for i in range(max(1, len(words) - 4))]
             sketch = MinHash(num_perm=256, permutations=permutations, scheme="affine32")
             sketch.update_batch(shingles)
 
@@ -250,9 +292,12 @@ def minhash_accuracy(texts: list[str], pairs: int = 300, seed: int = 7) -> dict:
         sa, sb = hasher.signatures(firsts), hasher.signatures(seconds)
         errors = np.array([estimated_jaccard(x, y) for x, y in zip(sa, sb)]) - truths
         high = errors[truths >= 0.7]
-        result[backend] = {"bias": float(errors.mean()), "mae": float(np.abs(errors).mean()),
-                           "within_0.05": float((np.abs(errors) <= 0.05).mean()),
-                           "high_mae": float(np.abs(high).mean()) if len(high) else float("nan")}
+        result[backend] = {
+            "bias": float(errors.mean()),
+            "mae": float(np.abs(errors).mean()),
+            "within_0.05": float((np.abs(errors) <= 0.05).mean()),
+            "high_mae": float(np.abs(high).mean()) if len(high) else float("nan"),
+        }
     return result
 
 
@@ -262,15 +307,19 @@ def minhash_lines(minhash: dict, accuracy: dict) -> list[str]:
 
     default = DedupConfig().minhash
     ds = minhash["datasketch_docs_per_s"]
-    label = {"numpy": "built-in numpy (`--set dedup.minhash=numpy`)",
-             "rensa": "rensa 0.5.0 Rust permutations of our shingles (`--set dedup.minhash=rensa`)"}
+    label = {
+        "numpy": "built-in numpy (`--set dedup.minhash=numpy`)",
+        "rensa": "rensa 0.5.0 Rust permutations of our shingles (`--set dedup.minhash=rensa`)",
+    }
     rows = []
     for backend in ("rensa", "numpy"):
         tag = " **(prepare's default)**" if backend == default else ""
         acc = accuracy[backend]
-        rows.append(f"| phi-hpc `MinHasher`, {label[backend]}{tag} | {minhash[f'{backend}_docs_per_s']:.0f} | "
-                    f"**{minhash[f'{backend}_docs_per_s'] / ds:.1f}x** datasketch (goal >= 10) | "
-                    f"{acc['bias']:+.4f} | {acc['mae']:.4f} | {acc['within_0.05']:.1%} | {acc['high_mae']:.4f} |")
+        rows.append(
+            f"| phi-hpc `MinHasher`, {label[backend]}{tag} | {minhash[f'{backend}_docs_per_s']:.0f} | "
+            f"**{minhash[f'{backend}_docs_per_s'] / ds:.1f}x** datasketch (goal >= 10) | "
+            f"{acc['bias']:+.4f} | {acc['mae']:.4f} | {acc['within_0.05']:.1%} | {acc['high_mae']:.4f} |"
+        )
     return [
         "| MinHash signatures, 256 permutations, shingling included (single thread) | docs per CPU-s | ratio | "
         "estimate bias | mean abs error | within 0.05 | mean abs error at J >= 0.7 |",
@@ -310,15 +359,21 @@ def profile_map_workers(parts: list[Path], out: Path, workers: int, top: int = 1
 
     executor.run_map = profiled
     try:
-        config = PrepareConfig(inputs=[str(p) for p in parts], tokenizer=str(TOKENIZER),
-                               output_dir=str(out / "run"), workers=workers)
+        config = PrepareConfig(
+            inputs=[str(p) for p in parts], tokenizer=str(TOKENIZER), output_dir=str(out / "run"), workers=workers
+        )
         pipeline.prepare(config, show_progress=False)
     finally:
         executor.run_map = real
     stats = pstats.Stats(*map(str, sorted(folder.glob("*.prof"))))
     total = sum(entry[2] for entry in stats.stats.values())  # own time of every function
-    rows = sorted(((f"{Path(file).name}:{name}" if file != "~" else name, entry[2])
-                   for (file, line, name), entry in stats.stats.items()), key=lambda r: -r[1])
+    rows = sorted(
+        (
+            (f"{Path(file).name}:{name}" if file != "~" else name, entry[2])
+            for (file, line, name), entry in stats.stats.items()
+        ),
+        key=lambda r: -r[1],
+    )
     return total, [(name, seconds, seconds / total) for name, seconds in rows[:top]]
 
 
@@ -329,13 +384,17 @@ def machine() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--max-mb", type=float, default=100.0,
-                        help="corpus size cap in MB of stdlib .py files (all of them: 12.6)")
+    parser.add_argument(
+        "--max-mb", type=float, default=100.0, help="corpus size cap in MB of stdlib .py files (all of them: 12.6)"
+    )
     parser.add_argument("--datasketch-docs", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=2, help="repeats of the raw and phi-hpc timings (best kept)")
     parser.add_argument("--skip-datatrove", action="store_true")
-    parser.add_argument("--minhash-only", action="store_true",
-                        help="only the MinHash speed and accuracy tables, printed (the doc is not written)")
+    parser.add_argument(
+        "--minhash-only",
+        action="store_true",
+        help="only the MinHash speed and accuracy tables, printed (the doc is not written)",
+    )
     parser.add_argument("--output", default=str(REPO / "docs" / "benchmarks" / "prepare.md"))
     args = parser.parse_args()
 
@@ -360,8 +419,9 @@ def main() -> None:
         if args.skip_datatrove:
             datatrove, dt_info = Timing(), "skipped"
         else:
-            datatrove, dt_info = time_datatrove(scratch / "corpus", scratch / "datatrove", args.workers,
-                                                lsh["bands"], lsh["rows"])
+            datatrove, dt_info = time_datatrove(
+                scratch / "corpus", scratch / "datatrove", args.workers, lsh["bands"], lsh["rows"]
+            )
         minhash = time_minhash(texts, args.datasketch_docs, args.repeats + 1)
         accuracy = minhash_accuracy(texts)
         profiled, profile = profile_map_workers(parts, scratch / "profile", args.workers)
@@ -385,16 +445,24 @@ def main() -> None:
     rows = [
         ("raw tokenizers `encode_batch` (documents in memory)", raw, ""),
         ("raw tokenizers `encode_batch_fast` (no offsets; what phi-hpc calls)", raw_fast, ""),
-        ("**phi-hpc prepare**, end to end", ours,
-         f"**{results['end_to_end_over_raw_fast_wall']:.2f}x** raw `encode_batch_fast` MB/s (CPU: "
-         f"{results['end_to_end_over_raw_fast_cpu']:.2f}x); goal >= 0.95. vs `encode_batch`: "
-         f"{results['end_to_end_over_raw_wall']:.2f}x (CPU: {results['end_to_end_over_raw_cpu']:.2f}x)"),
-        ("datatrove MinHash dedup (4 stages) + `DocumentTokenizer`", datatrove,
-         f"phi-hpc **{results['speedup_vs_datatrove_wall']:.2f}x** faster (CPU: "
-         f"{results['speedup_vs_datatrove_cpu']:.2f}x); goal >= 3"),
+        (
+            "**phi-hpc prepare**, end to end",
+            ours,
+            f"**{results['end_to_end_over_raw_fast_wall']:.2f}x** raw `encode_batch_fast` MB/s (CPU: "
+            f"{results['end_to_end_over_raw_fast_cpu']:.2f}x); goal >= 0.95. vs `encode_batch`: "
+            f"{results['end_to_end_over_raw_wall']:.2f}x (CPU: {results['end_to_end_over_raw_cpu']:.2f}x)",
+        ),
+        (
+            "datatrove MinHash dedup (4 stages) + `DocumentTokenizer`",
+            datatrove,
+            f"phi-hpc **{results['speedup_vs_datatrove_wall']:.2f}x** faster (CPU: "
+            f"{results['speedup_vs_datatrove_cpu']:.2f}x); goal >= 3",
+        ),
     ]
-    table = [f"| {name} | {t.wall:.2f} s | {mbs(t.wall):.2f} MB/s | {t.cpu:.2f} s | {mbs(t.cpu):.2f} MB/s | {ratio} |"
-             for name, t, ratio in rows]
+    table = [
+        f"| {name} | {t.wall:.2f} s | {mbs(t.wall):.2f} MB/s | {t.cpu:.2f} s | {mbs(t.cpu):.2f} MB/s | {ratio} |"
+        for name, t, ratio in rows
+    ]
     lines = [
         "# Benchmark: `phi-hpc prepare`",
         "",
@@ -434,9 +502,9 @@ def main() -> None:
         "dedup, packing and the manifest is the remaining gap.",
         "- datatrove 0.10.1 settings: `MinhashConfig(n_grams=5, num_buckets=bands, hashes_per_bucket=rows)` "
         "with phi-hpc's bands x rows; its default xxhash shingle hash fails with current `xxhash` "
-        "(\"Strings must be encoded before hashing\"), so `hash_fc=\"sha1\"`; its default English word "
+        '("Strings must be encoded before hashing"), so `hash_fc="sha1"`; its default English word '
         "tokenizer needs spaCy (not installed), so a regex word tokenizer equal to ours; executors use "
-        "`start_method=\"spawn\"` instead of forkserver so that their CPU time is counted.",
+        '`start_method="spawn"` instead of forkserver so that their CPU time is counted.',
         "- datatrove removes more documents than phi-hpc: it merges every LSH bucket collision and "
         "normalizes text (lower case, punctuation and digits) before shingling, while phi-hpc confirms "
         "each candidate pair by its full 256-entry signature (estimated Jaccard >= 0.805, 2 standard deviations "
@@ -453,6 +521,7 @@ def main() -> None:
     print(json.dumps({k: round(v, 3) for k, v in results.items()}))
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(text)
+
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--run-datatrove":

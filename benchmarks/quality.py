@@ -82,9 +82,25 @@ def _cpu_children() -> float:
 def run_prepare(parts: list[Path], out: Path, workers: int, extra: list[str], env: dict) -> tuple[float, float, dict]:
     shutil.rmtree(out, ignore_errors=True)
     cpu, start = _cpu_children(), time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "phi_hpc", "prepare", *map(str, parts), "--tokenizer",
-                           str(TOKENIZER), "-o", str(out), "--workers", str(workers), *extra],
-                          capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "phi_hpc",
+            "prepare",
+            *map(str, parts),
+            "--tokenizer",
+            str(TOKENIZER),
+            "-o",
+            str(out),
+            "--workers",
+            str(workers),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     wall, cpu = time.perf_counter() - start, _cpu_children() - cpu
     if proc.returncode != 0:
         raise SystemExit(proc.stderr[-4000:])
@@ -107,7 +123,7 @@ def in_process_costs(texts: list[str], model: Path) -> dict:
         tokens.SHARED_CACHE.__init__()  # cold: each stage pays the tokenization alone
         start = time.process_time()
         for i in range(0, len(texts), 256):
-            stage.evaluate(texts[i:i + 256])
+            stage.evaluate(texts[i : i + 256])
         costs[name] = time.process_time() - start
     return costs
 
@@ -148,10 +164,31 @@ def in_situ(parts: list[Path], out: Path, model: Path, workers: int, env: dict) 
     shutil.rmtree(clocks, ignore_errors=True)
     clocks.mkdir()
     cpu, start = _cpu_children(), time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", IN_SITU_DRIVER, "prepare", *map(str, parts), "--tokenizer",
-                           str(TOKENIZER), "-o", str(out), "--workers", str(workers), "--quality-model", str(model),
-                           "--quality-threshold", "0.5", "--decontaminate", "--benchmark-data", str(SHARED)],
-                          capture_output=True, text=True, env=dict(env, IN_SITU_DIR=str(clocks)))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            IN_SITU_DRIVER,
+            "prepare",
+            *map(str, parts),
+            "--tokenizer",
+            str(TOKENIZER),
+            "-o",
+            str(out),
+            "--workers",
+            str(workers),
+            "--quality-model",
+            str(model),
+            "--quality-threshold",
+            "0.5",
+            "--decontaminate",
+            "--benchmark-data",
+            str(SHARED),
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(env, IN_SITU_DIR=str(clocks)),
+    )
     total = [_cpu_children() - cpu, time.perf_counter() - start]
     if proc.returncode != 0:
         raise SystemExit(proc.stderr[-4000:])
@@ -168,26 +205,34 @@ def in_situ(parts: list[Path], out: Path, model: Path, workers: int, env: dict) 
 
 def worker_setup_cpu(model: Path, env: dict) -> float:
     """CPU seconds a fresh worker process spends building both filters (index cache warm)."""
-    code = ("import time, numpy, phi_hpc.data.filters  # a prepare worker has these already\n"
-            "t = time.process_time()\n"
-            "from phi_hpc.quality.stages import build_decontamination_filter, build_quality_filter\n"
-            f"build_quality_filter({str(model)!r}, 0.5); build_decontamination_filter({str(SHARED)!r}, False)\n"
-            "print(time.process_time() - t)")
+    code = (
+        "import time, numpy, phi_hpc.data.filters  # a prepare worker has these already\n"
+        "t = time.process_time()\n"
+        "from phi_hpc.quality.stages import build_decontamination_filter, build_quality_filter\n"
+        f"build_quality_filter({str(model)!r}, 0.5); build_decontamination_filter({str(SHARED)!r}, False)\n"
+        "print(time.process_time() - t)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     return float(proc.stdout.strip())
 
 
 def machine() -> str:
-    return (f"{os.cpu_count()} cores (nproc {len(os.sched_getaffinity(0))}), {cpu_model()}, "
-            f"Python {platform.python_version()}")
+    return (
+        f"{os.cpu_count()} cores (nproc {len(os.sched_getaffinity(0))}), {cpu_model()}, "
+        f"Python {platform.python_version()}"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--max-mb", type=float, default=12.6)
-    parser.add_argument("--repeats", type=int, default=2,
-                        help="Runs of the peer and of the both-stages variant (best of N); others run once.")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=2,
+        help="Runs of the peer and of the both-stages variant (best of N); others run once.",
+    )
     parser.add_argument("--output", default=str(REPO / "docs" / "benchmarks" / "quality.md"))
     args = parser.parse_args()
 
@@ -211,8 +256,15 @@ def main() -> None:
             "prepare alone (peer)": [],
             "+ quality": ["--quality-model", str(model), "--quality-threshold", "0.5"],
             "+ decontaminate": ["--decontaminate", "--benchmark-data", str(SHARED)],
-            "+ both": ["--quality-model", str(model), "--quality-threshold", "0.5", "--decontaminate",
-                       "--benchmark-data", str(SHARED)],
+            "+ both": [
+                "--quality-model",
+                str(model),
+                "--quality-threshold",
+                "0.5",
+                "--decontaminate",
+                "--benchmark-data",
+                str(SHARED),
+            ],
         }
         results = {}
         for repeat in range(args.repeats):
@@ -222,8 +274,11 @@ def main() -> None:
                 wall, cpu, manifest = run_prepare(parts, work / "out", args.workers, extra, env)
                 best = results.setdefault(name, {"wall": wall, "cpu": cpu, "runs": 0})
                 best["wall"], best["cpu"] = min(best["wall"], wall), min(best["cpu"], cpu)
-                best.update(runs=best["runs"] + 1, filtered=manifest["counts"]["filtered"],
-                            documents_out=manifest["counts"]["documents_out"])
+                best.update(
+                    runs=best["runs"] + 1,
+                    filtered=manifest["counts"]["filtered"],
+                    documents_out=manifest["counts"]["documents_out"],
+                )
         costs = in_process_costs(texts, model)
         setup = worker_setup_cpu(model, env)
         situ = in_situ(parts, work / "out", model, args.workers, env)
@@ -235,8 +290,10 @@ def main() -> None:
     for name, r in results.items():
         wall_share = (r["wall"] - base["wall"]) / r["wall"]
         cpu_share = (r["cpu"] - base["cpu"]) / r["cpu"]
-        rows.append(f"| {name} | {r['runs']} | {r['wall']:.2f} | {r['cpu']:.2f} | {r['documents_out']} | "
-                    f"{json.dumps(r['filtered'])} | {wall_share:+.1%} | {cpu_share:+.1%} |")
+        rows.append(
+            f"| {name} | {r['runs']} | {r['wall']:.2f} | {r['cpu']:.2f} | {r['documents_out']} | "
+            f"{json.dumps(r['filtered'])} | {wall_share:+.1%} | {cpu_share:+.1%} |"
+        )
     both = results["+ both"]
     per_doc = costs["quality"] + costs["decontamination"] - costs["tokenize (shared by both)"]
     stage_cpu = per_doc + args.workers * setup
@@ -249,23 +306,23 @@ Generated by `python benchmarks/quality.py --workers {args.workers} --max-mb {ar
 on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}; machine: {machine()}.
 
 Corpus: {len(texts)} stdlib files, {megabytes:.1f} MB, {PARTS} jsonl shards, `--workers {args.workers}`.
-Quality model: hashed embedder + 200-tree random forest (held-out accuracy {heldout['accuracy']:.3f} on
+Quality model: hashed embedder + 200-tree random forest (held-out accuracy {heldout["accuracy"]:.3f} on
 documented vs obfuscated stdlib files). Decontamination: HumanEval + MBPP (full and sanitized).
 
 ## Headline: clocked inside one `prepare` run
 
 `prepare --workers {args.workers}` with both stages; every filter call is clocked inside the process
-that makes it ({situ['processes']} worker processes), and summed. CPU is the filters' own process
+that makes it ({situ["processes"]} worker processes), and summed. CPU is the filters' own process
 time; wall is the sum over workers of time spent inside filter calls (they run in parallel, so the
 share of the run's wall time is this sum over {args.workers} workers).
 
 | | CPU s | wall s (summed over workers) |
 |---|---|---|
-| quality stage (`evaluate`, all batches) | {situ['quality'][0]:.2f} | {situ['quality'][1]:.2f} |
-| decontamination stage (`evaluate`, all batches) | {situ['decontamination'][0]:.2f} | {situ['decontamination'][1]:.2f} |
-| building both filters (model, benchmarks, cached index) | {situ['setup'][0]:.2f} | {situ['setup'][1]:.2f} |
-| `prepare` end to end (all processes) | {situ['total'][0]:.2f} | {situ['total'][1]:.2f} |
-| **both stages' share** | **{stages_cpu / situ['total'][0]:.1%}** | **{stages_wall / args.workers / situ['total'][1]:.1%}** |
+| quality stage (`evaluate`, all batches) | {situ["quality"][0]:.2f} | {situ["quality"][1]:.2f} |
+| decontamination stage (`evaluate`, all batches) | {situ["decontamination"][0]:.2f} | {situ["decontamination"][1]:.2f} |
+| building both filters (model, benchmarks, cached index) | {situ["setup"][0]:.2f} | {situ["setup"][1]:.2f} |
+| `prepare` end to end (all processes) | {situ["total"][0]:.2f} | {situ["total"][1]:.2f} |
+| **both stages' share** | **{stages_cpu / situ["total"][0]:.1%}** | **{stages_wall / args.workers / situ["total"][1]:.1%}** |
 
 Goal: <= 15%.
 
@@ -276,20 +333,20 @@ Goal: <= 15%.
 {chr(10).join(rows)}
 
 "Stage share" = (variant - peer) / variant: the part of that variant's end-to-end time spent on the
-added stage(s). Both stages together: {(both['wall'] - base['wall']) / both['wall']:.1%} of wall time,
-{(both['cpu'] - base['cpu']) / both['cpu']:.1%} of CPU time. These differences of whole runs carry the
+added stage(s). Both stages together: {(both["wall"] - base["wall"]) / both["wall"]:.1%} of wall time,
+{(both["cpu"] - base["cpu"]) / both["cpu"]:.1%} of CPU time. These differences of whole runs carry the
 run-to-run noise of a shared machine (several tenths of a CPU second here), which is why the
 headline clocks the stages from inside one run.
 
 Per-document work alone, one thread, same {len(texts)} documents (CPU seconds):
-tokenization shared by both stages {costs['tokenize (shared by both)']:.2f}; quality stage (including
-its own tokenization) {costs['quality']:.2f}; decontamination stage (including tokenization)
-{costs['decontamination']:.2f}; both, tokenizing once: {per_doc:.2f}
+tokenization shared by both stages {costs["tokenize (shared by both)"]:.2f}; quality stage (including
+its own tokenization) {costs["quality"]:.2f}; decontamination stage (including tokenization)
+{costs["decontamination"]:.2f}; both, tokenizing once: {per_doc:.2f}
 ({megabytes / max(per_doc, 1e-9):.1f} MB per CPU-second).
 
 Setup per worker process (load the model, load the benchmarks and the cached index): {setup:.2f} CPU s.
 Component estimate: per-document work + {args.workers} x setup
-= {stage_cpu:.2f} CPU s against the peer's {base['cpu']:.2f} CPU s, i.e. {estimate:.1%} of the
+= {stage_cpu:.2f} CPU s against the peer's {base["cpu"]:.2f} CPU s, i.e. {estimate:.1%} of the
 end-to-end CPU time of `prepare` with both stages.
 
 One-off decontamination index build (cached per machine under `$PHI_HPC_CACHE_DIR`, then loaded by
@@ -303,7 +360,7 @@ steadier measure.
     previous = Path(args.output).read_text(encoding="utf-8") if Path(args.output).is_file() else ""
     start, end = "<!-- quality_eval:start -->", "<!-- quality_eval:end -->"
     if start in previous and end in previous:  # keep the section benchmarks/quality_eval.py writes
-        text = text.rstrip("\n") + "\n\n" + previous[previous.index(start): previous.index(end) + len(end)] + "\n"
+        text = text.rstrip("\n") + "\n\n" + previous[previous.index(start) : previous.index(end) + len(end)] + "\n"
     Path(args.output).write_text(text, encoding="utf-8")
 
 

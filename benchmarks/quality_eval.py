@@ -54,6 +54,7 @@ START, END = "<!-- quality_eval:start -->", "<!-- quality_eval:end -->"
 
 # -- data ----------------------------------------------------------------------------------------
 
+
 def collect(root: Path, per_category: int, seed: int, max_bytes: int = 60_000) -> list[dict]:
     """Up to ``per_category`` labelled files per category, from a seeded shuffle of ``root``'s files."""
     paths = sorted(p for p in root.rglob("*.py") if p.is_file())
@@ -75,8 +76,15 @@ def collect(root: Path, per_category: int, seed: int, max_bytes: int = 60_000) -
         if labelled is None or counts[labelled[1]] >= per_category:
             continue
         counts[labelled[1]] += 1
-        rows.append({"path": str(rel), "group": rel.parts[0].split("-")[0].split(".")[0], "text": text,
-                     "score": labelled[0], "category": labelled[1]})
+        rows.append(
+            {
+                "path": str(rel),
+                "group": rel.parts[0].split("-")[0].split(".")[0],
+                "text": text,
+                "score": labelled[0],
+                "category": labelled[1],
+            }
+        )
     return rows
 
 
@@ -99,6 +107,7 @@ def grouped_split(rows: list[dict], seed: int, test_share: float = 0.25) -> tupl
 
 
 # -- counterfactual edits ------------------------------------------------------------------------
+
 
 def strip_comments(text: str) -> str:
     """The same code without comments or docstrings (ast round trip, then comments are gone)."""
@@ -124,6 +133,7 @@ def add_comments(text: str) -> str:
 
 # -- metrics -------------------------------------------------------------------------------------
 
+
 def metrics(scores: np.ndarray, predicted: np.ndarray, categories: list[str]) -> dict:
     from scipy.stats import spearmanr
     from sklearn.metrics import roc_auc_score
@@ -131,11 +141,14 @@ def metrics(scores: np.ndarray, predicted: np.ndarray, categories: list[str]) ->
     truth_cut = np.quantile(scores, 1 - KEEP)
     positive = scores >= truth_cut
     kept = predicted >= np.quantile(predicted, 1 - KEEP)
-    out = {"spearman": float(spearmanr(scores, predicted).statistic),
-           "auc_top17": float(roc_auc_score(positive, predicted)) if 0 < positive.sum() < len(positive) else None,
-           "precision_at_17": float(positive[kept].mean()) if kept.any() else None,
-           "keep_rate": {c: float(kept[[k == c for k in categories]].mean()) for c in CATEGORIES
-                         if any(k == c for k in categories)}}
+    out = {
+        "spearman": float(spearmanr(scores, predicted).statistic),
+        "auc_top17": float(roc_auc_score(positive, predicted)) if 0 < positive.sum() < len(positive) else None,
+        "precision_at_17": float(positive[kept].mean()) if kept.any() else None,
+        "keep_rate": {
+            c: float(kept[[k == c for k in categories]].mean()) for c in CATEGORIES if any(k == c for k in categories)
+        },
+    }
     return out
 
 
@@ -150,18 +163,21 @@ def single_feature_rules(train_x, train_y, test_x, names) -> list[dict]:
 
 
 def rule_features(texts: list[str], embedded: np.ndarray, statistic_names) -> tuple[np.ndarray, list[str]]:
-    stats = embedded[:, -len(statistic_names):]
+    stats = embedded[:, -len(statistic_names) :]
     extra = np.array([[float('"""' in t or "'''" in t), float(len(t))] for t in texts])
     return np.hstack([stats, extra]), [*statistic_names, "has_triple_quote", "length"]
 
 
 # -- models --------------------------------------------------------------------------------------
 
+
 def fit_and_score(kind: str, x_train, y_train, x_test, seed: int, trees: int) -> np.ndarray:
     from phi_hpc.quality.classifier import TrainConfig, fit_forest
 
     if kind == "forest_score":  # shipped: the numpy forest of phi_hpc, regression on 0-10
-        return fit_forest(x_train, y_train, TrainConfig(trees=trees, seed=seed, target="score")).predict_positive(x_test)
+        return fit_forest(x_train, y_train, TrainConfig(trees=trees, seed=seed, target="score")).predict_positive(
+            x_test
+        )
     if kind == "forest_binary":
         binary = (y_train >= 6).astype(int)
         return fit_forest(x_train, binary, TrainConfig(trees=trees, seed=seed)).predict_positive(x_test)
@@ -177,8 +193,15 @@ def tiny_lm(folder: Path) -> Path:
     from transformers import PhiConfig, PhiForCausalLM
 
     torch.manual_seed(0)
-    config = PhiConfig(vocab_size=51200, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                       num_attention_heads=4, partial_rotary_factor=0.5, max_position_embeddings=2048)
+    config = PhiConfig(
+        vocab_size=51200,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        partial_rotary_factor=0.5,
+        max_position_embeddings=2048,
+    )
     PhiForCausalLM(config).save_pretrained(folder)
     return folder
 
@@ -195,16 +218,23 @@ def run(args) -> dict:
     train, test = grouped_split(rows, args.seed)
     embedder = HashedTokenEmbedder(dim=2048)
     x = embedder.embed(texts)
-    result = {"files": len(rows), "groups": len({r["group"] for r in rows}), "train": len(train), "test": len(test),
-              "per_category": {c: categories.count(c) for c in CATEGORIES},
-              "label_mean_by_category": {c: float(scores[[k == c for k in categories]].mean()) for c in CATEGORIES
-                                         if c in categories}}
+    result = {
+        "files": len(rows),
+        "groups": len({r["group"] for r in rows}),
+        "train": len(train),
+        "test": len(test),
+        "per_category": {c: categories.count(c) for c in CATEGORIES},
+        "label_mean_by_category": {
+            c: float(scores[[k == c for k in categories]].mean()) for c in CATEGORIES if c in categories
+        },
+    }
     test_cats = [categories[i] for i in test]
     # Peers: every single-feature rule.
     rx, names = rule_features(texts, x, HashedTokenEmbedder.STATISTICS)
     rules = single_feature_rules(rx[train], scores[train], rx[test], names)
-    result["rules"] = [{"rule": r["rule"], "sign": r["sign"], **metrics(scores[test], r["values"], test_cats)}
-                       for r in rules]
+    result["rules"] = [
+        {"rule": r["rule"], "sign": r["sign"], **metrics(scores[test], r["values"], test_cats)} for r in rules
+    ]
     best_rule = max(result["rules"], key=lambda r: r["spearman"])
     result["best_rule"] = best_rule["rule"]
     # Models on the hashed features.
@@ -233,9 +263,18 @@ def _label_sizes(x, scores, train, test, test_cats, args) -> list[dict]:
         subset = rng.choice(train, size=size, replace=False)
         predicted = fit_and_score("forest_score", x[subset], scores[subset], x[test], args.seed, args.trees)
         out.append({"labels": size, "available": True, **metrics(scores[test], predicted, test_cats)})
-    out.append({"labels": int(len(train)), "available": True, "all": True,
-                **metrics(scores[test], fit_and_score("forest_score", x[train], scores[train], x[test], args.seed,
-                                                      args.trees), test_cats)})
+    out.append(
+        {
+            "labels": int(len(train)),
+            "available": True,
+            "all": True,
+            **metrics(
+                scores[test],
+                fit_and_score("forest_score", x[train], scores[train], x[test], args.seed, args.trees),
+                test_cats,
+            ),
+        }
+    )
     return out
 
 
@@ -250,8 +289,10 @@ def _counterfactuals(rows, x, scores, train, test, embedder, args, best_rule, ru
     out = {"keep_threshold": cut}
     rule_index = [r["rule"] for r in rules].index(best_rule["rule"])
     names = list(embedder.STATISTICS) + ["has_triple_quote", "length"]
-    for label, members, edit in (("good code, comments stripped", good, strip_comments),
-                                 ("configs, comments added", configs, add_comments)):
+    for label, members, edit in (
+        ("good code, comments stripped", good, strip_comments),
+        ("configs, comments added", configs, add_comments),
+    ):
         edited = []
         for i in members:
             try:
@@ -269,11 +310,16 @@ def _counterfactuals(rows, x, scores, train, test, embedder, args, best_rule, ru
         sign = best_rule["sign"]
         rule_held = np.array([r["values"] for r in rules])[rule_index]  # the rule's holdout values (signed)
         rule_cut = float(np.quantile(rule_held, 1 - KEEP))
-        out[label] = {"files": len(members), "model_mean_before": float(before.mean()),
-                      "model_mean_after": float(after.mean()), "model_kept_before": float((before >= cut).mean()),
-                      "model_kept_after": float((after >= cut).mean()), "rule": names[rule_index],
-                      "rule_kept_before": float((sign * rx_before[:, rule_index] >= rule_cut).mean()),
-                      "rule_kept_after": float((sign * rx_after[:, rule_index] >= rule_cut).mean())}
+        out[label] = {
+            "files": len(members),
+            "model_mean_before": float(before.mean()),
+            "model_mean_after": float(after.mean()),
+            "model_kept_before": float((before >= cut).mean()),
+            "model_kept_after": float((after >= cut).mean()),
+            "rule": names[rule_index],
+            "rule_kept_before": float((sign * rx_before[:, rule_index] >= rule_cut).mean()),
+            "rule_kept_after": float((sign * rx_after[:, rule_index] >= rule_cut).mean()),
+        }
     return out
 
 
@@ -287,17 +333,22 @@ def _lm_ablation(texts, scores, train, test, test_cats, args) -> dict:
     tokenizer = data_file("tokenizer")
     with tempfile.TemporaryDirectory() as tmp:
         folder = tiny_lm(Path(tmp) / "tiny-phi")
-        embedder = LMEmbedder(str(folder), str(tokenizer), max_tokens=args.lm_tokens,
-                              runtime=RuntimeOptions(batch_size=16))
+        embedder = LMEmbedder(
+            str(folder), str(tokenizer), max_tokens=args.lm_tokens, runtime=RuntimeOptions(batch_size=16)
+        )
         started = time.time()
         x = embedder.embed(texts)
         seconds = time.time() - started
     predicted = fit_and_score("forest_score", x[train], scores[train], x[test], args.seed, args.trees)
-    return {**metrics(scores[test], predicted, test_cats), "files_per_s": round(len(texts) / seconds, 1),
-            "max_tokens": args.lm_tokens}
+    return {
+        **metrics(scores[test], predicted, test_cats),
+        "files_per_s": round(len(texts) / seconds, 1),
+        "max_tokens": args.lm_tokens,
+    }
 
 
 # -- decontamination ------------------------------------------------------------------------------
+
 
 def decontamination(args) -> dict:
     """Recall per AST-similarity bucket on the mutation suite (tau 0.9 and 0.8, and the old fixed 0.75
@@ -317,9 +368,11 @@ def decontamination(args) -> dict:
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     host = (stdlib / "textwrap.py").read_text(encoding="utf-8")
     out = {"mutants": len(suite), "recall": {}}
-    variants = {"tau 0.9 (default)": {}, "tau 0.8": {"ast_threshold": 0.8},
-                "tau 0.9, old fixed pre-filter 0.75, min 35 tokens": {"skeleton_containment": 0.75,
-                                                                       "ast_min_tokens": 35}}
+    variants = {
+        "tau 0.9 (default)": {},
+        "tau 0.8": {"ast_threshold": 0.8},
+        "tau 0.9, old fixed pre-filter 0.75, min 35 tokens": {"skeleton_containment": 0.75, "ast_min_tokens": 35},
+    }
     for name, settings in variants.items():
         decon = build_decontaminator(str(data), **settings)
         flagged = [decon.check(plant(host, m["text"])) is not None for m in suite]
@@ -334,21 +387,36 @@ def decontamination(args) -> dict:
             continue
     decon = build_decontaminator(str(data))
     flags = [f for f in decon.check_many(texts) if f]
-    out["stdlib"] = {"files": len(texts), "flagged": len(flags), "share": len(flags) / len(texts),
-                     "examples": [f.reason() for f in flags[:5]]}
+    out["stdlib"] = {
+        "files": len(texts),
+        "flagged": len(flags),
+        "share": len(flags) / len(texts),
+        "examples": [f.reason() for f in flags[:5]],
+    }
     return out
 
 
 def render_decontamination(d: dict) -> list[str]:
     buckets = [row["bucket"] for row in next(iter(d["recall"].values()))]
-    lines = ["", "### Decontamination: mutation suite and stdlib false positives", "",
-             f"{d['mutants']} mutants of HumanEval solutions (renamed, docstring dropped, 1-3 statements added "
-             "and/or dropped: `tests/quality/mutations.py`), each planted in `textwrap.py`; true similarity = "
-             "AST similarity of the mutant's function to the original. Recall = share flagged.", "",
-             "| checker | " + " | ".join(buckets) + " |", "|---|" + "---|" * len(buckets)]
+    lines = [
+        "",
+        "### Decontamination: mutation suite and stdlib false positives",
+        "",
+        f"{d['mutants']} mutants of HumanEval solutions (renamed, docstring dropped, 1-3 statements added "
+        "and/or dropped: `tests/quality/mutations.py`), each planted in `textwrap.py`; true similarity = "
+        "AST similarity of the mutant's function to the original. Recall = share flagged.",
+        "",
+        "| checker | " + " | ".join(buckets) + " |",
+        "|---|" + "---|" * len(buckets),
+    ]
     for name, rows in d["recall"].items():
-        lines.append(f"| {name} | " + " | ".join(f"{r['recall']:.2f} ({r['found']}/{r['mutants']})"
-                                                 if r["recall"] is not None else "-" for r in rows) + " |")
+        lines.append(
+            f"| {name} | "
+            + " | ".join(
+                f"{r['recall']:.2f} ({r['found']}/{r['mutants']})" if r["recall"] is not None else "-" for r in rows
+            )
+            + " |"
+        )
     s = d["stdlib"]
     lines += ["", f"Untouched stdlib: {s['flagged']} of {s['files']} files flagged ({s['share']:.2%}; goal <= 0.5%)."]
     return lines
@@ -356,24 +424,34 @@ def render_decontamination(d: dict) -> list[str]:
 
 # -- report --------------------------------------------------------------------------------------
 
+
 def _fmt(value, digits=3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
 def render(result: dict, args) -> str:
-    lines = [START, "", "## Honest evaluation: does the classifier select educational code?", "",
-             f"Generated by `python benchmarks/quality_eval.py --per-category {args.per_category} --seed {args.seed}"
-             f"{' --no-lm' if args.no_lm else ''}` on {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; "
-             f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, load avg "
-             f"{os.getloadavg()[0]:.1f}; {result['seconds']} s.", "",
-             f"Data: {result['files']} site-packages files from {result['groups']} packages, per category "
-             f"{json.dumps(result['per_category'])}; labels 0-10 from the rubric of `benchmarks/quality_rubric.py` "
-             "(no LLM is reachable here; the rubric and why it is a fair target are documented there). Mean label "
-             f"per category: {json.dumps({k: round(v, 2) for k, v in result['label_mean_by_category'].items()})}.",
-             f"Grouped holdout: whole packages; {result['train']} training and {result['test']} held-out files. "
-             "Positives for AUC and precision: the true top 17% of held-out labels; the model keeps its own top 17%.",
-             "", "| scorer (held-out packages) | Spearman | AUC (top 17%) | precision at 17% kept | keep rate: "
-             + " / ".join(CATEGORIES) + " |", "|---|---|---|---|---|"]
+    lines = [
+        START,
+        "",
+        "## Honest evaluation: does the classifier select educational code?",
+        "",
+        f"Generated by `python benchmarks/quality_eval.py --per-category {args.per_category} --seed {args.seed}"
+        f"{' --no-lm' if args.no_lm else ''}` on {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; "
+        f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, load avg "
+        f"{os.getloadavg()[0]:.1f}; {result['seconds']} s.",
+        "",
+        f"Data: {result['files']} site-packages files from {result['groups']} packages, per category "
+        f"{json.dumps(result['per_category'])}; labels 0-10 from the rubric of `benchmarks/quality_rubric.py` "
+        "(no LLM is reachable here; the rubric and why it is a fair target are documented there). Mean label "
+        f"per category: {json.dumps({k: round(v, 2) for k, v in result['label_mean_by_category'].items()})}.",
+        f"Grouped holdout: whole packages; {result['train']} training and {result['test']} held-out files. "
+        "Positives for AUC and precision: the true top 17% of held-out labels; the model keeps its own top 17%.",
+        "",
+        "| scorer (held-out packages) | Spearman | AUC (top 17%) | precision at 17% kept | keep rate: "
+        + " / ".join(CATEGORIES)
+        + " |",
+        "|---|---|---|---|---|",
+    ]
 
     def row(name, m):
         keep = " / ".join(_fmt(m["keep_rate"].get(c), 2) for c in CATEGORIES)
@@ -384,34 +462,60 @@ def render(result: dict, args) -> str:
             lines.append(row(f"**{name}**" if name == "hashed+forest_score" else name, m))
     for r in sorted(result["rules"], key=lambda r: -r["spearman"]):
         lines.append(row(f"rule: {'-' if r['sign'] < 0 else ''}{r['rule']}", r))
-    lines += ["", f"Shipped scorer (hashed embedder + forest regression on the 0-10 label) vs the best single-feature "
-              f"rule ({result['best_rule']}): Spearman margin **{result['margin_over_best_rule']:+.3f}**.", "",
-              "### Counterfactuals (held-out files; kept = above the 17% cut of each scorer)", "",
-              "| edit | files | model mean before -> after | model kept before -> after | best rule kept before -> after |",
-              "|---|---|---|---|---|"]
+    lines += [
+        "",
+        f"Shipped scorer (hashed embedder + forest regression on the 0-10 label) vs the best single-feature "
+        f"rule ({result['best_rule']}): Spearman margin **{result['margin_over_best_rule']:+.3f}**.",
+        "",
+        "### Counterfactuals (held-out files; kept = above the 17% cut of each scorer)",
+        "",
+        "| edit | files | model mean before -> after | model kept before -> after | best rule kept before -> after |",
+        "|---|---|---|---|---|",
+    ]
     for label, c in result["counterfactuals"].items():
         if label == "keep_threshold" or c is None:
             continue
-        lines.append(f"| {label} | {c['files']} | {c['model_mean_before']:.2f} -> {c['model_mean_after']:.2f} | "
-                     f"{c['model_kept_before']:.2f} -> {c['model_kept_after']:.2f} | "
-                     f"{c['rule_kept_before']:.2f} -> {c['rule_kept_after']:.2f} ({c['rule']}) |")
-    lines += ["", "### Training-set size (shipped scorer)", "", "| labels | Spearman | precision at 17% |", "|---|---|---|"]
+        lines.append(
+            f"| {label} | {c['files']} | {c['model_mean_before']:.2f} -> {c['model_mean_after']:.2f} | "
+            f"{c['model_kept_before']:.2f} -> {c['model_kept_after']:.2f} | "
+            f"{c['rule_kept_before']:.2f} -> {c['rule_kept_after']:.2f} ({c['rule']}) |"
+        )
+    lines += [
+        "",
+        "### Training-set size (shipped scorer)",
+        "",
+        "| labels | Spearman | precision at 17% |",
+        "|---|---|---|",
+    ]
     for r in result["label_sizes"]:
         if r["available"]:
-            lines.append(f"| {r['labels']}{' (all)' if r.get('all') else ''} | {_fmt(r['spearman'])} | "
-                         f"{_fmt(r['precision_at_17'])} |")
+            lines.append(
+                f"| {r['labels']}{' (all)' if r.get('all') else ''} | {_fmt(r['spearman'])} | "
+                f"{_fmt(r['precision_at_17'])} |"
+            )
         else:
-            lines.append(f"| {r['labels']} | not here: only {result['train']} training files (see the label-count "
-                         "ablation, `quality_labels.py`) | - |")
+            lines.append(
+                f"| {r['labels']} | not here: only {result['train']} training files (see the label-count "
+                "ablation, `quality_labels.py`) | - |"
+            )
     if "decontamination" in result:
         lines += render_decontamination(result["decontamination"])
     lm = result["models"].get("lm(tiny random Phi)+forest_score")
-    lines += ["", "Not measured here: the LM embedder with a pretrained code model (CodeGen-350M cannot be downloaded "
-              "offline; the LM row uses a randomly initialised 2-layer Phi, so it only shows the pipeline runs"
-              + (f", at {lm['files_per_s']} files/s on this CPU with {lm['max_tokens']} tokens" if lm and "files_per_s"
-                 in lm else "") + "; a tiny Phi trained by phi-hpc is measured in `quality_lm.py`'s section); GPU "
-              "throughput and bf16 speed (no GPU); agreement with an LLM labeller. The label-count ablation and the "
-              "downstream check have their own sections (`quality_labels.py`, `quality_downstream.py`).", "", END]
+    lines += [
+        "",
+        "Not measured here: the LM embedder with a pretrained code model (CodeGen-350M cannot be downloaded "
+        "offline; the LM row uses a randomly initialised 2-layer Phi, so it only shows the pipeline runs"
+        + (
+            f", at {lm['files_per_s']} files/s on this CPU with {lm['max_tokens']} tokens"
+            if lm and "files_per_s" in lm
+            else ""
+        )
+        + "; a tiny Phi trained by phi-hpc is measured in `quality_lm.py`'s section); GPU "
+        "throughput and bf16 speed (no GPU); agreement with an LLM labeller. The label-count ablation and the "
+        "downstream check have their own sections (`quality_labels.py`, `quality_downstream.py`).",
+        "",
+        END,
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -419,7 +523,7 @@ def write_section(path: Path, section: str, start: str = START, end: str = END) 
     """Replace the part of ``path`` between the ``start`` and ``end`` markers (append it if absent)."""
     text = path.read_text(encoding="utf-8") if path.is_file() else ""
     if start in text and end in text:
-        text = text[: text.index(start)] + section + text[text.index(end) + len(end) + 1:]
+        text = text[: text.index(start)] + section + text[text.index(end) + len(end) + 1 :]
     else:
         text = text.rstrip("\n") + "\n\n" + section
     path.write_text(text, encoding="utf-8")

@@ -50,7 +50,7 @@ def category(path: Path, text: str, tree: ast.Module) -> str:
         return "tests"
     if _CONFIG_NAMES.match(path.name) or _assignments_only(tree):
         return "configs"
-    if path.name == "__main__.py" or "__name__ == \"__main__\"" in text or "__name__ == '__main__'" in text:
+    if path.name == "__main__.py" or '__name__ == "__main__"' in text or "__name__ == '__main__'" in text:
         return "scripts"
     return "algorithms"
 
@@ -67,8 +67,23 @@ def score(path: Path, text: str) -> tuple[float, str] | None:
         return None
     kind = category(path, text, tree)
     functions = _functions(tree)
-    flow = sum(isinstance(n, (ast.For, ast.While, ast.If, ast.ListComp, ast.DictComp, ast.SetComp,
-                              ast.GeneratorExp, ast.Return, ast.Try)) for n in ast.walk(tree))
+    flow = sum(
+        isinstance(
+            n,
+            (
+                ast.For,
+                ast.While,
+                ast.If,
+                ast.ListComp,
+                ast.DictComp,
+                ast.SetComp,
+                ast.GeneratorExp,
+                ast.Return,
+                ast.Try,
+            ),
+        )
+        for n in ast.walk(tree)
+    )
     substance = min(2.5, 2.5 * flow / (4.0 * max(len(functions), 1))) if functions else 0.0
     imports = sum(isinstance(n, (ast.Import, ast.ImportFrom)) for n in ast.walk(tree))
     self_contained = max(0.0, 1.0 - imports / (2.0 + len(functions) + flow / 2))

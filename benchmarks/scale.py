@@ -55,13 +55,17 @@ def tokenizer_file() -> Path:
 
     return data_file("tokenizer")
 
-_KEYWORDS = ("False|None|True|and|as|assert|async|await|break|class|continue|def|del|elif|else|except|finally|for|"
-             "from|global|if|import|in|is|lambda|nonlocal|not|or|pass|raise|return|try|while|with|yield|self")
+
+_KEYWORDS = (
+    "False|None|True|and|as|assert|async|await|break|class|continue|def|del|elif|else|except|finally|for|"
+    "from|global|if|import|in|is|lambda|nonlocal|not|or|pass|raise|return|try|while|with|yield|self"
+)
 _IDENTIFIER = re.compile(rf"\b(?!(?:{_KEYWORDS})\b)([A-Za-z_][A-Za-z0-9_]{{2,}})")
 _WORD = re.compile(r"[A-Za-z0-9_\x80-\U0010ffff]+")
 
 
 # -- corpus --------------------------------------------------------------------------------------
+
 
 def source_files() -> list[Path]:
     root = Path(sysconfig.get_paths()["purelib"])
@@ -89,7 +93,7 @@ def near_copy(text: str, target: float, rng: random.Random) -> str:
     out, last = [], 0
     for i in chosen:
         start, end = spans[i]
-        out += [text[last:start], f"planted{rng.randrange(10 ** 9)}"]
+        out += [text[last:start], f"planted{rng.randrange(10**9)}"]
         last = end
     return "".join(out + [text[last:]])
 
@@ -140,8 +144,14 @@ def build_corpus(folder: Path, total_bytes: float, seed: int = 7) -> dict:
                 for original_line, copy, target, jaccard in copies:
                     pending.append(json.dumps({"text": copy}) + "\n")
                     written += len(copy.encode("utf-8", "surrogatepass"))
-                    planted.append({"original": f"{name}:{original_line}", "copy": f"{name}:{len(pending)}",
-                                    "target": target, "jaccard": jaccard})
+                    planted.append(
+                        {
+                            "original": f"{name}:{original_line}",
+                            "copy": f"{name}:{len(pending)}",
+                            "target": target,
+                            "jaccard": jaccard,
+                        }
+                    )
                 copies = []
                 flush()
                 if written >= total_bytes:
@@ -152,6 +162,7 @@ def build_corpus(folder: Path, total_bytes: float, seed: int = 7) -> dict:
 
 
 # -- measuring a stage ---------------------------------------------------------------------------
+
 
 def _tree(pid: int) -> list[int]:
     pids, todo = [], [pid]
@@ -200,19 +211,25 @@ def _progress(stage: str, output_dir: Path, started: float, pids: list[int], pea
             pass
     cpu = sum(_cpu_seconds(p) for p in pids)
     megabytes = len(done) * SHARD_BYTES / 1e6
-    return (f"progress {datetime.datetime.now(datetime.timezone.utc):%H:%M:%S} {stage}: {len(done)} shards "
-            f"({documents:,} documents, ~{megabytes:.0f} MB) in {time.perf_counter() - started:.0f} s wall, "
-            f"{cpu:.0f} CPU-s of the live tree (~{megabytes / cpu if cpu else 0:.2f} MB per CPU-s); peak anon "
-            f"{peak_tree_kb / 1024:.0f} MB; load {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    return (
+        f"progress {datetime.datetime.now(datetime.timezone.utc):%H:%M:%S} {stage}: {len(done)} shards "
+        f"({documents:,} documents, ~{megabytes:.0f} MB) in {time.perf_counter() - started:.0f} s wall, "
+        f"{cpu:.0f} CPU-s of the live tree (~{megabytes / cpu if cpu else 0:.2f} MB per CPU-s); peak anon "
+        f"{peak_tree_kb / 1024:.0f} MB; load {', '.join(f'{x:.1f}' for x in os.getloadavg())}"
+    )
 
 
 def run_stage(stage: str, config_json: str) -> dict:
     """Run one stage in a child process; sample its tree's anonymous memory until it ends."""
     start = time.perf_counter()
     usage = os.times()
-    proc = subprocess.Popen([sys.executable, __file__, "--stage-child", stage, config_json],
-                            env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--stage-child", stage, config_json],
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     peak_tree = peak_one = 0
     stop = threading.Event()
     output_dir = Path(json.loads(config_json)["output_dir"])
@@ -237,14 +254,21 @@ def run_stage(stage: str, config_json: str) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"stage {stage} failed:\n{err[-4000:]}")
     after = os.times()
-    print(f"stage {stage} done in {time.perf_counter() - start:.0f} s, peak anon {peak_tree / 1024:.0f} MB "
-          f"(tree); load {', '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
+    print(
+        f"stage {stage} done in {time.perf_counter() - start:.0f} s, peak anon {peak_tree / 1024:.0f} MB "
+        f"(tree); load {', '.join(f'{x:.1f}' for x in os.getloadavg())}",
+        flush=True,
+    )
     child = json.loads(out.strip().splitlines()[-1])
     peak_one = max(peak_one, child.get("peak_anon_inside_mb", 0) * 1024)
     peak_tree = max(peak_tree, peak_one)
-    return {"wall": time.perf_counter() - start,
-            "cpu": (after.children_user + after.children_system) - (usage.children_user + usage.children_system),
-            "peak_anon_tree_mb": peak_tree / 1024, "peak_anon_process_mb": peak_one / 1024, **child}
+    return {
+        "wall": time.perf_counter() - start,
+        "cpu": (after.children_user + after.children_system) - (usage.children_user + usage.children_system),
+        "peak_anon_tree_mb": peak_tree / 1024,
+        "peak_anon_process_mb": peak_one / 1024,
+        **child,
+    }
 
 
 def stage_child(stage: str, config_json: str) -> None:
@@ -289,6 +313,7 @@ def stage_child(stage: str, config_json: str) -> None:
 
 # -- accuracy ------------------------------------------------------------------------------------
 
+
 def read_origins(folder: Path, wanted: set[str]) -> dict[str, str]:
     import zstandard
 
@@ -322,8 +347,10 @@ def accuracy(folder: Path, out: Path, planted: list[dict], sample_size: int, see
     shard_lines = {}
     for path in sorted(folder.glob("*.jsonl.zst")):
         import zstandard
-        shard_lines[path.name] = zstandard.ZstdDecompressor().decompress(
-            path.read_bytes(), max_output_size=1 << 31).count(b"\n")
+
+        shard_lines[path.name] = (
+            zstandard.ZstdDecompressor().decompress(path.read_bytes(), max_output_size=1 << 31).count(b"\n")
+        )
     rng = random.Random(seed)
     population = [f"{name}:{i}" for name, count in shard_lines.items() for i in range(1, count + 1)]
     chosen = set(rng.sample(population, min(sample_size, len(population))))
@@ -335,8 +362,9 @@ def accuracy(folder: Path, out: Path, planted: list[dict], sample_size: int, see
     rows = np.repeat(np.arange(len(names)), counts)
     pairs_unique = np.unique(np.stack([rows, shingles.view(np.int64)], axis=1), axis=0)
     _, columns = np.unique(pairs_unique[:, 1], return_inverse=True)
-    matrix = sparse.csr_matrix((np.ones(len(pairs_unique), np.float32), (pairs_unique[:, 0], columns)),
-                               shape=(len(names), columns.max() + 1))
+    matrix = sparse.csr_matrix(
+        (np.ones(len(pairs_unique), np.float32), (pairs_unique[:, 0], columns)), shape=(len(names), columns.max() + 1)
+    )
     sizes = np.asarray(matrix.sum(axis=1)).ravel()
     inter = sparse.triu(matrix @ matrix.T, k=1).tocoo()
     jaccard = inter.data / (sizes[inter.row] + sizes[inter.col] - inter.data)
@@ -345,7 +373,7 @@ def accuracy(folder: Path, out: Path, planted: list[dict], sample_size: int, see
     index_of_root: dict[str, list[int]] = {}
     for i, r in enumerate(root):
         index_of_root.setdefault(r, []).append(i)
-    found = {(a, b) for members in index_of_root.values() for ai, a in enumerate(members) for b in members[ai + 1:]}
+    found = {(a, b) for members in index_of_root.values() for ai, a in enumerate(members) for b in members[ai + 1 :]}
     exact_of = {(int(a), int(b)): float(j) for a, b, j in zip(inter.row, inter.col, jaccard)}
     planted_hits = {}
     position = {n: i for i, n in enumerate(names)}
@@ -358,8 +386,10 @@ def accuracy(folder: Path, out: Path, planted: list[dict], sample_size: int, see
         got[1] += 1
     hits = len(true_pairs & found)
     return {
-        "sample_documents": len(names), "corpus_documents": documents,
-        "true_pairs": len(true_pairs), "found_pairs": len(found),
+        "sample_documents": len(names),
+        "corpus_documents": documents,
+        "true_pairs": len(true_pairs),
+        "found_pairs": len(found),
         "recall": hits / len(true_pairs) if true_pairs else float("nan"),
         "precision": (sum(exact_of.get(p, 0.0) >= THRESHOLD for p in found) / len(found)) if found else float("nan"),
         "found_below_0_8": sum(exact_of.get(p, 0.0) < 0.8 for p in found),
@@ -368,6 +398,7 @@ def accuracy(folder: Path, out: Path, planted: list[dict], sample_size: int, see
 
 
 # -- one size ------------------------------------------------------------------------------------
+
 
 def measure_size(gigabytes: float, corpus: Path, info: dict, scratch: Path, workers: int, sample: int) -> dict:
     """Run prepare, stage by stage, over the shards that make up ``gigabytes`` (a prefix)."""
@@ -381,8 +412,15 @@ def measure_size(gigabytes: float, corpus: Path, info: dict, scratch: Path, work
     planted = [p for p in info["planted"] if p["original"].split(":")[0] in names]
     out = scratch / f"out-{gigabytes}"
     shutil.rmtree(out, ignore_errors=True)
-    config = json.dumps({"inputs": [str(folder)], "tokenizer": str(tokenizer_file()), "output_dir": str(out),
-                         "workers": workers, "keep_work": True})
+    config = json.dumps(
+        {
+            "inputs": [str(folder)],
+            "tokenizer": str(tokenizer_file()),
+            "output_dir": str(out),
+            "workers": workers,
+            "keep_work": True,
+        }
+    )
     load = os.getloadavg()
     stages = {stage: run_stage(stage, config) for stage in ("map", "reduce", "pack")}
     counts = stages["reduce"]["counts"]
@@ -390,10 +428,18 @@ def measure_size(gigabytes: float, corpus: Path, info: dict, scratch: Path, work
     out_bytes = sum(f.stat().st_size for f in out.glob("*") if f.is_file())
     tokenized = sum(int(o["tokens"]) for o in stages["pack"]["outputs"])
     result = {
-        "gigabytes": gigabytes, "shards": len(shards), "bytes_in": counts["bytes_in"], "documents": counts["documents_in"],
-        "tokens_out": tokenized, "load_at_start": [round(x, 2) for x in load], "stages": stages,
-        "wall": sum(s["wall"] for s in stages.values()), "cpu": sum(s["cpu"] for s in stages.values()),
-        "work_bytes": work_bytes, "output_bytes": out_bytes, "counts": counts,
+        "gigabytes": gigabytes,
+        "shards": len(shards),
+        "bytes_in": counts["bytes_in"],
+        "documents": counts["documents_in"],
+        "tokens_out": tokenized,
+        "load_at_start": [round(x, 2) for x in load],
+        "stages": stages,
+        "wall": sum(s["wall"] for s in stages.values()),
+        "cpu": sum(s["cpu"] for s in stages.values()),
+        "work_bytes": work_bytes,
+        "output_bytes": out_bytes,
+        "counts": counts,
         "accuracy": accuracy(folder, out, planted, sample),
     }
     result["load_at_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -413,11 +459,20 @@ def main() -> None:
     parser.add_argument("--results", default=str(REPO / "docs" / "benchmarks" / "scale.jsonl"))
     parser.add_argument("--keep-corpus", action="store_true")
     parser.add_argument("--report", action="store_true", help="only write the doc from --results")
-    parser.add_argument("--synthetic-reduce", type=int, default=0, metavar="DOCUMENTS",
-                        help="only measure the reduce stage on synthetic map outputs of this many documents")
+    parser.add_argument(
+        "--synthetic-reduce",
+        type=int,
+        default=0,
+        metavar="DOCUMENTS",
+        help="only measure the reduce stage on synthetic map outputs of this many documents",
+    )
     parser.add_argument("--synthetic-shards", type=int, default=100)
-    parser.add_argument("--synthetic-shared", type=float, default=0.01,
-                        help="share of synthetic documents whose first band key repeats an earlier one (candidates)")
+    parser.add_argument(
+        "--synthetic-shared",
+        type=float,
+        default=0.01,
+        help="share of synthetic documents whose first band key repeats an earlier one (candidates)",
+    )
     parser.add_argument("--note", default="", help="a sentence for the doc (what ran, what did not)")
     parser.add_argument("--output", default=str(REPO / "docs" / "benchmarks" / "scale.md"))
     args = parser.parse_args()
@@ -443,8 +498,11 @@ def main() -> None:
             info = build_corpus(corpus, max(sizes) * 1e9)
             info_path.write_text(json.dumps(info))
         info = json.loads(info_path.read_text())
-        print(f"corpus: {info['shards']} shards, {len(info['planted'])} planted pairs, "
-              f"{info['variants']} variants, built in {time.perf_counter() - started:.0f} s", flush=True)
+        print(
+            f"corpus: {info['shards']} shards, {len(info['planted'])} planted pairs, "
+            f"{info['variants']} variants, built in {time.perf_counter() - started:.0f} s",
+            flush=True,
+        )
         for size in sizes:
             result = measure_size(size, corpus, info, scratch, args.workers, args.sample)
             result["date"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -489,26 +547,47 @@ def synthetic_reduce(documents: int, shards: int, scratch: Path, shared: float =
         digests = rng.integers(0, 256, size=(n, 16), dtype=np.uint8)
         copies = rng.random(n) < 0.02
         digests[copies] = digests[rng.integers(0, n, copies.sum())]
-        keys = rng.integers(0, 2 ** 63, size=(n, bands), dtype=np.uint64)
+        keys = rng.integers(0, 2**63, size=(n, bands), dtype=np.uint64)
         near = np.flatnonzero(rng.random(n) < shared)
         keys[near, 0] = keys[rng.integers(0, n, len(near)), 0]
         layout = context.layout
         layout.shard_prefix(shard.index).parent.mkdir(parents=True, exist_ok=True)
-        np.lib.format.open_memmap(layout.shard_signatures(shard.index), mode="w+", dtype=np.uint32,
-                                  shape=(n, 256)).flush()
+        np.lib.format.open_memmap(
+            layout.shard_signatures(shard.index), mode="w+", dtype=np.uint32, shape=(n, 256)
+        ).flush()
         with open(layout.shard_arrays(shard.index), "wb") as handle:
-            np.savez(handle, digests=digests, band_keys=keys, token_rows=np.arange(n),
-                     tokens=rng.integers(50, 5000, n), bytes=rng.integers(200, 20000, n))
+            np.savez(
+                handle,
+                digests=digests,
+                band_keys=keys,
+                token_rows=np.arange(n),
+                tokens=rng.integers(50, 5000, n),
+                bytes=rng.integers(200, 20000, n),
+            )
         name = f"/data/the-stack/python/train-{shard.index:05d}-of-{shards:05d}.jsonl.zst"
-        layout.shard_done(shard.index).write_text(json.dumps({
-            "fingerprint": context.fingerprint, "shard": shard.index, "documents": n, "input_bytes": n * 4000,
-            "origins": [f"{name}:{line}" for line in range(1, n + 1)], "bad": [],
-            "filter_notes": []}))
+        layout.shard_done(shard.index).write_text(
+            json.dumps(
+                {
+                    "fingerprint": context.fingerprint,
+                    "shard": shard.index,
+                    "documents": n,
+                    "input_bytes": n * 4000,
+                    "origins": [f"{name}:{line}" for line in range(1, n + 1)],
+                    "bad": [],
+                    "filter_notes": [],
+                }
+            )
+        )
     result = run_stage("reduce", json.dumps(fields))
     shutil.rmtree(out, ignore_errors=True)
-    reduce_bytes = (result["peak_anon_process_mb"] - result["baseline_anon_mb"]) * 2 ** 20
-    return {"documents": per_shard * shards, "shards": shards, "shared": shared, **result,
-            "bytes_per_document": reduce_bytes / (per_shard * shards)}
+    reduce_bytes = (result["peak_anon_process_mb"] - result["baseline_anon_mb"]) * 2**20
+    return {
+        "documents": per_shard * shards,
+        "shards": shards,
+        "shared": shared,
+        **result,
+        "bytes_per_document": reduce_bytes / (per_shard * shards),
+    }
 
 
 STACK_FILES = 35_000_000
@@ -522,19 +601,20 @@ def extrapolate(runs: list[dict]) -> dict:
     of the reduce's peak anonymous memory between the smallest and the biggest size (a single size
     would fold fixed costs, imports and buffers, into "per document")."""
     r, small = runs[-1], runs[0]
-    peak = r["stages"]["reduce"]["peak_anon_process_mb"] * 2 ** 20
+    peak = r["stages"]["reduce"]["peak_anon_process_mb"] * 2**20
     if len(runs) > 1 and r["documents"] > small["documents"]:
-        per_doc = (peak - small["stages"]["reduce"]["peak_anon_process_mb"] * 2 ** 20) / (
-            r["documents"] - small["documents"])
+        per_doc = (peak - small["stages"]["reduce"]["peak_anon_process_mb"] * 2**20) / (
+            r["documents"] - small["documents"]
+        )
     else:
-        per_doc = (peak - r["stages"]["reduce"]["baseline_anon_mb"] * 2 ** 20) / r["documents"]
+        per_doc = (peak - r["stages"]["reduce"]["baseline_anon_mb"] * 2**20) / r["documents"]
     per_doc = max(per_doc, 0.0)
     tokens = r["counts"]["tokens"]
     return {
         "core_hours": r["cpu"] / tokens * STACK_TOKENS / 3600,
         "map_core_hours": r["stages"]["map"]["cpu"] / tokens * STACK_TOKENS / 3600,
         "reduce_bytes_per_document": per_doc,
-        "reduce_fixed_mb": (peak - per_doc * r["documents"]) / 2 ** 20,
+        "reduce_fixed_mb": (peak - per_doc * r["documents"]) / 2**20,
         "reduce_gb": (peak + per_doc * (STACK_FILES - r["documents"])) / 1e9,
         "disk_tb": (r["work_bytes"] + r["output_bytes"]) / tokens * STACK_TOKENS / 1e12,
         "output_tb": r["output_bytes"] / tokens * STACK_TOKENS / 1e12,
@@ -544,62 +624,89 @@ def extrapolate(runs: list[dict]) -> dict:
 def report(results_path: Path, output: Path, note: str) -> str:
     """docs/benchmarks/scale.md from the results file (one JSON line per measured size)."""
     runs = [json.loads(line) for line in results_path.read_text().splitlines() if line.strip()]
-    lines = ["# Benchmark: `phi-hpc prepare` at scale", "",
-             f"- machine: {runs[0]['machine']}; shared with other jobs, load average (1, 5, 15 min) at the start "
-             "and end of each size in the table", f"- command: `python benchmarks/scale.py --sizes "
-             f"{','.join(str(r['gigabytes']) for r in runs)}`; {note}", "",
-             "| size | documents | MB/s (wall) | MB per CPU-s | tokens/s | map wall / peak anon (all processes) | "
-             "reduce wall / peak anon | pack wall / peak anon | load at start -> end |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Benchmark: `phi-hpc prepare` at scale",
+        "",
+        f"- machine: {runs[0]['machine']}; shared with other jobs, load average (1, 5, 15 min) at the start "
+        "and end of each size in the table",
+        f"- command: `python benchmarks/scale.py --sizes {','.join(str(r['gigabytes']) for r in runs)}`; {note}",
+        "",
+        "| size | documents | MB/s (wall) | MB per CPU-s | tokens/s | map wall / peak anon (all processes) | "
+        "reduce wall / peak anon | pack wall / peak anon | load at start -> end |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in runs:
         st = r["stages"]
-        lines.append(f"| {r['bytes_in'] / 1e9:.2f} GB | {r['documents']:,} | {r['mb_per_s']:.2f} | "
-                     f"{r['bytes_in'] / 1e6 / r['cpu']:.2f} | "
-                     f"{r['tokens_per_s']:,.0f} | {st['map']['wall']:.0f} s / {st['map']['peak_anon_tree_mb']:.0f} MB | "
-                     f"{st['reduce']['wall']:.1f} s / {st['reduce']['peak_anon_process_mb']:.0f} MB | "
-                     f"{st['pack']['wall']:.1f} s / {st['pack']['peak_anon_process_mb']:.0f} MB | "
-                     f"{', '.join(f'{x:.1f}' for x in r['load_at_start'])} -> "
-                     f"{', '.join(f'{x:.1f}' for x in r.get('load_at_end', [float('nan')] * 3))} |")
-    lines += ["", "Near duplicates at Jaccard >= 0.85, pairwise, against exact all-pairs Jaccard on a sample "
-              "(every planted pair plus random documents):", "",
-              "| size | sample | true pairs | found pairs | recall | precision | found pairs below 0.8 | "
-              "planted pairs detected, by target Jaccard |", "|---|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {r['bytes_in'] / 1e9:.2f} GB | {r['documents']:,} | {r['mb_per_s']:.2f} | "
+            f"{r['bytes_in'] / 1e6 / r['cpu']:.2f} | "
+            f"{r['tokens_per_s']:,.0f} | {st['map']['wall']:.0f} s / {st['map']['peak_anon_tree_mb']:.0f} MB | "
+            f"{st['reduce']['wall']:.1f} s / {st['reduce']['peak_anon_process_mb']:.0f} MB | "
+            f"{st['pack']['wall']:.1f} s / {st['pack']['peak_anon_process_mb']:.0f} MB | "
+            f"{', '.join(f'{x:.1f}' for x in r['load_at_start'])} -> "
+            f"{', '.join(f'{x:.1f}' for x in r.get('load_at_end', [float('nan')] * 3))} |"
+        )
+    lines += [
+        "",
+        "Near duplicates at Jaccard >= 0.85, pairwise, against exact all-pairs Jaccard on a sample "
+        "(every planted pair plus random documents):",
+        "",
+        "| size | sample | true pairs | found pairs | recall | precision | found pairs below 0.8 | "
+        "planted pairs detected, by target Jaccard |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in runs:
         a = r["accuracy"]
         planted = ", ".join(f"{k}: {v[0]}/{v[1]}" for k, v in a["planted_detected_by_target"].items())
-        lines.append(f"| {r['bytes_in'] / 1e9:.2f} GB | {a['sample_documents']} | {a['true_pairs']} | "
-                     f"{a['found_pairs']} | {a['recall']:.3f} | {a['precision']:.3f} | {a['found_below_0_8']} | "
-                     f"{planted} |")
+        lines.append(
+            f"| {r['bytes_in'] / 1e9:.2f} GB | {a['sample_documents']} | {a['true_pairs']} | "
+            f"{a['found_pairs']} | {a['recall']:.3f} | {a['precision']:.3f} | {a['found_below_0_8']} | "
+            f"{planted} |"
+        )
     big = runs[-1]
     x = extrapolate(runs)
     first = runs[0]
     cpu_ratio = (big["bytes_in"] / big["cpu"]) / (first["bytes_in"] / first["cpu"])
-    lines += ["", f"MB/s at {big['bytes_in'] / 1e9:.2f} GB is {big['mb_per_s'] / first['mb_per_s']:.2f}x the MB/s at "
-              f"{first['bytes_in'] / 1e9:.2f} GB in wall time and {cpu_ratio:.2f}x in MB per CPU-second (goal: within "
-              "10%; on a shared machine the CPU ratio is the one load does not move).", "",
-              f"## Extrapolation to The Stack's Python subset ({STACK_FILES / 1e6:.0f}M files, "
-              f"{STACK_TOKENS / 1e9:.0f}B tokens), from the {big['bytes_in'] / 1e9:.2f} GB run", "",
-              f"- CPU: {x['core_hours']:,.0f} core-hours in all (map {x['map_core_hours']:,.0f}), i.e. "
-              f"{x['core_hours'] / 64:,.1f} hours on one 64-core node;",
-              f"- reduce memory: {x['reduce_bytes_per_document']:.0f} anonymous bytes per document (slope of the "
-              f"reduce's peak between the sizes; goal <= 200) on top of {x['reduce_fixed_mb']:.0f} MB fixed, so about "
-              f"{x['reduce_gb']:.1f} GB for 35M documents;",
-              f"- disk: {x['disk_tb']:.2f} TB while running (map work files + outputs), {x['output_tb']:.2f} TB of "
-              "outputs after it (work is deleted on success).", ""]
+    lines += [
+        "",
+        f"MB/s at {big['bytes_in'] / 1e9:.2f} GB is {big['mb_per_s'] / first['mb_per_s']:.2f}x the MB/s at "
+        f"{first['bytes_in'] / 1e9:.2f} GB in wall time and {cpu_ratio:.2f}x in MB per CPU-second (goal: within "
+        "10%; on a shared machine the CPU ratio is the one load does not move).",
+        "",
+        f"## Extrapolation to The Stack's Python subset ({STACK_FILES / 1e6:.0f}M files, "
+        f"{STACK_TOKENS / 1e9:.0f}B tokens), from the {big['bytes_in'] / 1e9:.2f} GB run",
+        "",
+        f"- CPU: {x['core_hours']:,.0f} core-hours in all (map {x['map_core_hours']:,.0f}), i.e. "
+        f"{x['core_hours'] / 64:,.1f} hours on one 64-core node;",
+        f"- reduce memory: {x['reduce_bytes_per_document']:.0f} anonymous bytes per document (slope of the "
+        f"reduce's peak between the sizes; goal <= 200) on top of {x['reduce_fixed_mb']:.0f} MB fixed, so about "
+        f"{x['reduce_gb']:.1f} GB for 35M documents;",
+        f"- disk: {x['disk_tb']:.2f} TB while running (map work files + outputs), {x['output_tb']:.2f} TB of "
+        "outputs after it (work is deleted on success).",
+        "",
+    ]
     synthetic = Path(str(results_path).replace(".jsonl", "-reduce.jsonl"))
     if synthetic.is_file():
-        lines += ["## The reduce stage alone at The Stack's document count", "",
-                  "`python benchmarks/scale.py --synthetic-reduce N --synthetic-shards S`: synthetic map outputs of N "
-                  "documents (random digests with 2% exact copies, random LSH keys of which a share of documents repeat an "
-                  "earlier document's first band key (so many candidate pairs), `file:line` names "
-                  "of Stack-like length), then the real reduce stage in its own process, its anonymous memory sampled "
-                  "every 2 ms from inside and every 0.1 s from outside.", "",
-                  "| documents | shards | documents sharing a band key | wall | CPU | peak anon | baseline (interpreter, "
-                  "numpy, tokenizer) | bytes per document above baseline | run |", "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "## The reduce stage alone at The Stack's document count",
+            "",
+            "`python benchmarks/scale.py --synthetic-reduce N --synthetic-shards S`: synthetic map outputs of N "
+            "documents (random digests with 2% exact copies, random LSH keys of which a share of documents repeat an "
+            "earlier document's first band key (so many candidate pairs), `file:line` names "
+            "of Stack-like length), then the real reduce stage in its own process, its anonymous memory sampled "
+            "every 2 ms from inside and every 0.1 s from outside.",
+            "",
+            "| documents | shards | documents sharing a band key | wall | CPU | peak anon | baseline (interpreter, "
+            "numpy, tokenizer) | bytes per document above baseline | run |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for line in synthetic.read_text().splitlines():
             r = json.loads(line)
-            lines.append(f"| {r['documents']:,} | {r['shards']} | {r.get('shared', 0.01):.0%} | {r['wall']:.0f} s | "
-                         f"{r['cpu']:.0f} s | {r['peak_anon_process_mb']:.0f} MB | {r['baseline_anon_mb']:.0f} MB | "
-                         f"{r['bytes_per_document']:.0f} | {r.get('note', '')} |")
+            lines.append(
+                f"| {r['documents']:,} | {r['shards']} | {r.get('shared', 0.01):.0%} | {r['wall']:.0f} s | "
+                f"{r['cpu']:.0f} s | {r['peak_anon_process_mb']:.0f} MB | {r['baseline_anon_mb']:.0f} MB | "
+                f"{r['bytes_per_document']:.0f} | {r.get('note', '')} |"
+            )
         lines.append("")
     text = "\n".join(lines)
     output.write_text(text)
@@ -607,12 +714,13 @@ def report(results_path: Path, output: Path, note: str) -> str:
 
 
 def summary_line(r: dict) -> str:
-    stages = ", ".join(f"{k} {v['wall']:.0f} s / {v['peak_anon_tree_mb']:.0f} MB anon"
-                       for k, v in r["stages"].items())
+    stages = ", ".join(f"{k} {v['wall']:.0f} s / {v['peak_anon_tree_mb']:.0f} MB anon" for k, v in r["stages"].items())
     a = r["accuracy"]
-    return (f"{r['gigabytes']} GB ({r['bytes_in'] / 1e9:.2f} GB, {r['documents']} docs): {r['mb_per_s']:.2f} MB/s, "
-            f"{r['tokens_per_s']:.0f} tokens/s; {stages}; recall {a['recall']:.3f}, precision {a['precision']:.3f} "
-            f"({a['true_pairs']} true pairs in a {a['sample_documents']}-document sample)")
+    return (
+        f"{r['gigabytes']} GB ({r['bytes_in'] / 1e9:.2f} GB, {r['documents']} docs): {r['mb_per_s']:.2f} MB/s, "
+        f"{r['tokens_per_s']:.0f} tokens/s; {stages}; recall {a['recall']:.3f}, precision {a['precision']:.3f} "
+        f"({a['true_pairs']} true pairs in a {a['sample_documents']}-document sample)"
+    )
 
 
 if __name__ == "__main__":

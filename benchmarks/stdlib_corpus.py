@@ -12,8 +12,9 @@ from pathlib import Path
 
 def stdlib_py_files(max_mb: float) -> list[Path]:
     root = Path(sysconfig.get_paths()["stdlib"])
-    files = sorted(p for p in root.rglob("*.py")
-                   if not {"site-packages", "test", "tests"} & set(p.relative_to(root).parts))
+    files = sorted(
+        p for p in root.rglob("*.py") if not {"site-packages", "test", "tests"} & set(p.relative_to(root).parts)
+    )
     chosen, total = [], 0
     for path in files:
         size = path.stat().st_size

@@ -38,9 +38,13 @@ from machine_info import cpu_model  # noqa: E402
 def machine() -> dict:
     cpu = cpu_model()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
-            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "load_1min_at_start": load}
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "load_1min_at_start": load,
+    }
 
 
 def build_models(args):
@@ -50,16 +54,31 @@ def build_models(args):
     from phi_hpc.model.hf import load_pretrained
     from phi_hpc.model.phi import PhiConfig
 
-    config = PhiConfig(vocab_size=args.vocab, hidden_size=args.hidden, num_layers=args.layers,
-                       num_heads=args.hidden // 64, intermediate_size=4 * args.hidden, rotary_dim=32,
-                       max_position_embeddings=max(2048, args.seq), attn_dropout=args.dropout,
-                       resid_dropout=args.dropout)
+    config = PhiConfig(
+        vocab_size=args.vocab,
+        hidden_size=args.hidden,
+        num_layers=args.layers,
+        num_heads=args.hidden // 64,
+        intermediate_size=4 * args.hidden,
+        rotary_dim=32,
+        max_position_embeddings=max(2048, args.seq),
+        attn_dropout=args.dropout,
+        resid_dropout=args.dropout,
+    )
     hf_config = transformers.PhiConfig(
-        vocab_size=config.vocab_size, hidden_size=config.hidden_size, intermediate_size=config.intermediate_size,
-        num_hidden_layers=config.num_layers, num_attention_heads=config.num_heads,
-        max_position_embeddings=config.max_position_embeddings, partial_rotary_factor=0.5,
-        attention_dropout=args.dropout, resid_pdrop=args.dropout, embd_pdrop=0.0,
-        bos_token_id=None, eos_token_id=None)
+        vocab_size=config.vocab_size,
+        hidden_size=config.hidden_size,
+        intermediate_size=config.intermediate_size,
+        num_hidden_layers=config.num_layers,
+        num_attention_heads=config.num_heads,
+        max_position_embeddings=config.max_position_embeddings,
+        partial_rotary_factor=0.5,
+        attention_dropout=args.dropout,
+        resid_pdrop=args.dropout,
+        embd_pdrop=0.0,
+        bos_token_id=None,
+        eos_token_id=None,
+    )
     torch.manual_seed(0)
     theirs = transformers.PhiForCausalLM(hf_config)
     theirs.config._attn_implementation = "sdpa"  # their fastest built-in path on CPU and without flash-attn
@@ -86,8 +105,12 @@ def main() -> None:
     parser.add_argument("--dropout", type=float, default=0.1, help="attention/residual dropout (phi-1 trains with 0.1)")
     parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--attention", choices=["auto", "flash", "sdpa", "eager"], default="auto",
-                        help="our attention path (auto = flash-attn on CUDA when installed, else SDPA)")
+    parser.add_argument(
+        "--attention",
+        choices=["auto", "flash", "sdpa", "eager"],
+        default="auto",
+        help="our attention path (auto = flash-attn on CUDA when installed, else SDPA)",
+    )
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--budget", type=float, default=90.0, help="seconds of timed steps (both models)")
     parser.add_argument("--min-pairs", type=int, default=3)
@@ -147,9 +170,19 @@ def main() -> None:
     result = {
         "benchmark": "train",
         "machine": info,
-        "config": {"hidden": args.hidden, "layers": args.layers, "heads": config.num_heads,
-                   "mlp": config.intermediate_size, "vocab": args.vocab, "batch": args.batch, "seq": args.seq,
-                   "dropout": args.dropout, "dtype": args.dtype, "device": args.device, "threads": args.threads},
+        "config": {
+            "hidden": args.hidden,
+            "layers": args.layers,
+            "heads": config.num_heads,
+            "mlp": config.intermediate_size,
+            "vocab": args.vocab,
+            "batch": args.batch,
+            "seq": args.seq,
+            "dropout": args.dropout,
+            "dtype": args.dtype,
+            "device": args.device,
+            "threads": args.threads,
+        },
         "parameters": flops.parameter_count(config),
         "pairs": len(pair_ratios),
         "ours_tokens_per_s_median": tokens / statistics.median(times["ours"]),
@@ -161,20 +194,26 @@ def main() -> None:
         "speedup_cpu_time": statistics.median(cpu_times["transformers"]) / statistics.median(cpu_times["ours"]),
         "attention_paths": sorted(ours.attention_paths),
         # Share of the step's model FLOPs spent in the output head (identical GEMMs on both sides).
-        "head_flops_fraction": 6 * config.hidden_size * config.vocab_size
+        "head_flops_fraction": 6
+        * config.hidden_size
+        * config.vocab_size
         / flops.training_flops_per_token(config, args.seq),
     }
 
     phi1 = PhiConfig()
     seq = 2048
     per_token = flops.training_flops_per_token(phi1, seq)
-    targets = {gpu: flops.tokens_per_second_for_mfu(phi1, seq, flops.PEAK_FLOPS[gpu], num_gpus=8, mfu=0.5)
-               for gpu in ("a100", "h100")}
-    result["phi1"] = {"parameters": flops.parameter_count(phi1),
-                      "matmul_parameters": flops.matmul_parameter_count(phi1),
-                      "training_flops_per_token_seq2048": per_token,
-                      "attention_flops_per_token_seq2048": 12 * phi1.num_layers * phi1.hidden_size * seq,
-                      "node_tokens_per_s_for_50pct_mfu": targets}
+    targets = {
+        gpu: flops.tokens_per_second_for_mfu(phi1, seq, flops.PEAK_FLOPS[gpu], num_gpus=8, mfu=0.5)
+        for gpu in ("a100", "h100")
+    }
+    result["phi1"] = {
+        "parameters": flops.parameter_count(phi1),
+        "matmul_parameters": flops.matmul_parameter_count(phi1),
+        "training_flops_per_token_seq2048": per_token,
+        "attention_flops_per_token_seq2048": 12 * phi1.num_layers * phi1.hidden_size * seq,
+        "node_tokens_per_s_for_50pct_mfu": targets,
+    }
     if args.device.startswith("cuda"):
         peak = flops.peak_flops_for_device(torch.cuda.get_device_name())
         model_flops = flops.training_flops_per_token(config, args.seq)
@@ -248,9 +287,12 @@ def render(r: dict) -> str:
         "",
     ]
     if "mfu_ours" not in r:
-        lines += ["Achieved GPU MFU is **not measured here**: this machine has no GPU. On a GPU node run "
-                  "`python benchmarks/train.py --device cuda --dtype bf16 --hidden 2048 --layers 24 --batch 4 "
-                  "--seq 2048 --dropout 0.0` to measure it, and `python benchmarks/gpu_check.py` for phi-1's DeepSpeed steps (tokens/s, MFU, memory).", ""]
+        lines += [
+            "Achieved GPU MFU is **not measured here**: this machine has no GPU. On a GPU node run "
+            "`python benchmarks/train.py --device cuda --dtype bf16 --hidden 2048 --layers 24 --batch 4 "
+            "--seq 2048 --dropout 0.0` to measure it, and `python benchmarks/gpu_check.py` for phi-1's DeepSpeed steps (tokens/s, MFU, memory).",
+            "",
+        ]
     return "\n".join(lines)
 
 

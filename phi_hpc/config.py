@@ -56,8 +56,8 @@ def resolve_config_path(path: str | os.PathLike) -> Path:
     if given.is_file():
         return given
     name = given.as_posix()
-    name = name[len("configs/"):] if name.startswith("configs/") else name
-    name = name[:-len(".yaml")] if name.endswith(".yaml") else name
+    name = name[len("configs/") :] if name.startswith("configs/") else name
+    name = name[: -len(".yaml")] if name.endswith(".yaml") else name
     return named_config(name) or given
 
 
@@ -102,8 +102,7 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: 
     return from_dict(cls, data, source=source, base_dir=Path(path).parent if path else Path.cwd())
 
 
-def from_dict(cls: type[T], data: Mapping, source: str = "<dict>", base_dir: Path | None = None,
-              prefix: str = "") -> T:
+def from_dict(cls: type[T], data: Mapping, source: str = "<dict>", base_dir: Path | None = None, prefix: str = "") -> T:
     """Construct dataclass ``cls`` from ``data``, checking every key and type against the fields."""
     if not isinstance(data, Mapping):
         raise UsageError(f"{source}: {prefix.rstrip('.') or 'config'} must be a mapping, got {data!r}")
@@ -111,10 +110,11 @@ def from_dict(cls: type[T], data: Mapping, source: str = "<dict>", base_dir: Pat
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise UsageError(f"{source}: unknown key '{prefix}{unknown[0]}' in {cls.__name__}",
-                         f"valid keys: {', '.join(sorted(fields))}")
-    kwargs = {name: _coerce(hints[name], value, source, base_dir, f"{prefix}{name}")
-              for name, value in data.items()}
+        raise UsageError(
+            f"{source}: unknown key '{prefix}{unknown[0]}' in {cls.__name__}",
+            f"valid keys: {', '.join(sorted(fields))}",
+        )
+    kwargs = {name: _coerce(hints[name], value, source, base_dir, f"{prefix}{name}") for name, value in data.items()}
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
@@ -205,8 +205,9 @@ def _resolve_named_config(name: str, section: str, base_dir: Path | None, source
     if packaged := named_config(name, section):
         return packaged
     known = known_names(section)
-    raise UsageError(f"{source}: {section}: no config named {name!r}",
-                     f"use a file path or one of: {', '.join(known) or '(none)'}")
+    raise UsageError(
+        f"{source}: {section}: no config named {name!r}", f"use a file path or one of: {', '.join(known) or '(none)'}"
+    )
 
 
 def to_dict(obj: Any) -> Any:

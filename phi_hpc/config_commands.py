@@ -30,8 +30,14 @@ def list_command(paths):
 
 @configs_group.command("copy")
 @click.argument("names", nargs=-1)
-@click.option("--to", "dest", type=click.Path(file_okay=False), default=".", show_default=True,
-              help="Folder to copy into (files keep their configs/... or templates/... layout).")
+@click.option(
+    "--to",
+    "dest",
+    type=click.Path(file_okay=False),
+    default=".",
+    show_default=True,
+    help="Folder to copy into (files keep their configs/... or templates/... layout).",
+)
 @click.option("--force", is_flag=True, help="Overwrite existing files.")
 def copy_command(names, dest, force):
     """Copy NAMES (default: everything) out to edit, e.g. `phi-hpc configs copy pretrain model/phi-1`."""

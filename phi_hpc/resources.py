@@ -48,8 +48,10 @@ def packaged_dir(name: str) -> Path:
     checkout = SOURCE_ROOT / PACKAGED[name]
     if checkout.is_dir():
         return checkout
-    raise UsageError(f"phi-hpc's {name} are missing from {Path(str(installed))} and {checkout}",
-                     "reinstall phi-hpc (pip install --force-reinstall phi-hpc)")
+    raise UsageError(
+        f"phi-hpc's {name} are missing from {Path(str(installed))} and {checkout}",
+        "reinstall phi-hpc (pip install --force-reinstall phi-hpc)",
+    )
 
 
 def config_dir() -> Path:
@@ -105,8 +107,11 @@ def copy_packaged(names: list[str], dest: Path, force: bool = False) -> list[Pat
     sources = [_source_of(name) for name in chosen]
     written = []
     for source in sources:
-        relative = (Path("templates") / source.name if source.suffix in TEMPLATE_SUFFIXES
-                    else Path("configs") / source.relative_to(config_dir()))
+        relative = (
+            Path("templates") / source.name
+            if source.suffix in TEMPLATE_SUFFIXES
+            else Path("configs") / source.relative_to(config_dir())
+        )
         target = dest / relative
         if target.exists() and not force:
             raise UsageError(f"{target} exists", "pass --force to overwrite it, or choose another --to folder")

@@ -329,5 +329,7 @@ def model_checkpoint(path: str | os.PathLike) -> Checkpoint:
         return found
     if not Path(path).exists():
         raise UsageError(f"checkpoint {path} does not exist", "check the path")
-    raise UsageError(f"{path}: no {MODEL_CONFIG} here (nor in {HF_SUBDIR}/, nor via checkpoints/latest)",
-                     "give a Hugging Face Phi folder, a checkpoint step folder or a run folder")
+    raise UsageError(
+        f"{path}: no {MODEL_CONFIG} here (nor in {HF_SUBDIR}/, nor via checkpoints/latest)",
+        "give a Hugging Face Phi folder, a checkpoint step folder or a run folder",
+    )

@@ -59,8 +59,14 @@ def run_cli(tmp_path):
         full_env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
         if env:
             full_env.update(env)
-        proc = subprocess.run([sys.executable, "-m", "phi_hpc", *args], capture_output=True, text=True,
-                              env=full_env, timeout=timeout, cwd=cwd or tmp_path)
+        proc = subprocess.run(
+            [sys.executable, "-m", "phi_hpc", *args],
+            capture_output=True,
+            text=True,
+            env=full_env,
+            timeout=timeout,
+            cwd=cwd or tmp_path,
+        )
         if check and proc.returncode != 0:
             raise AssertionError(f"phi-hpc {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-4000:]}")
         return proc

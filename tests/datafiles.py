@@ -81,8 +81,10 @@ def resolve(name: str) -> Path:
     except Exception as exc:  # PhiError from a resolver, or anything the network throws
         reason = exc.one_line() if hasattr(exc, "one_line") else f"{type(exc).__name__}: {exc}"
         where = f"{root / relative} does not exist" if root else f"${MIRROR_ENV} is not set"
-        raise DataMissing(f"data {name!r} missing: {where}, and the upstream failed ({reason}); "
-                          f"set {MIRROR_ENV} to a data mirror folder or allow network access") from None
+        raise DataMissing(
+            f"data {name!r} missing: {where}, and the upstream failed ({reason}); "
+            f"set {MIRROR_ENV} to a data mirror folder or allow network access"
+        ) from None
 
 
 def benchmark_folder(tmp_root: Path) -> Path:  # raises DataMissing

@@ -24,7 +24,7 @@ def _imported_modules(args: list[str]) -> set[str]:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
     line = [text for text in out.stdout.splitlines() if text.startswith("MODULES=")][-1]
-    return set(json.loads(line[len("MODULES="):]))
+    return set(json.loads(line[len("MODULES=") :]))
 
 
 def test_help_and_version_do_not_import_heavy_modules():
@@ -49,8 +49,13 @@ def test_version(run_cli):
 
 
 def test_bin_script_runs_from_checkout():
-    proc = subprocess.run([str(REPO_ROOT / "bin" / "phi-hpc"), "--help"], capture_output=True, text=True,
-                          env={"PATH": "/usr/bin:/bin", "PHI_HPC_PYTHON": sys.executable}, timeout=120)
+    proc = subprocess.run(
+        [str(REPO_ROOT / "bin" / "phi-hpc"), "--help"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "PHI_HPC_PYTHON": sys.executable},
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "prepare" in proc.stdout or "Usage" in proc.stdout
 
@@ -60,6 +65,7 @@ def test_usage_error_is_one_line_and_debug_shows_traceback(run_cli, tmp_path):
 
     if "prepare" not in cli.commands:  # the first command with a config; present once prepare lands
         import pytest
+
         pytest.fail("prepare command is missing")
     bad = tmp_path / "bad.yaml"
     bad.write_text("no_such_key: 1\n")
@@ -67,6 +73,7 @@ def test_usage_error_is_one_line_and_debug_shows_traceback(run_cli, tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0, proc.stderr
     assert "no_such_key" in proc.stderr and "Traceback" not in proc.stderr
-    proc = run_cli("--debug", "prepare", str(tmp_path), "--tokenizer", "x", "-o", str(tmp_path / "o"),
-                   "--config", str(bad))
+    proc = run_cli(
+        "--debug", "prepare", str(tmp_path), "--tokenizer", "x", "-o", str(tmp_path / "o"), "--config", str(bad)
+    )
     assert proc.returncode != 0 and "Traceback" in proc.stderr

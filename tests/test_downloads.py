@@ -101,8 +101,13 @@ def test_mbpp_download_from_a_local_server_is_checked_and_atomic(server, mode, m
 def _fetch_tokenizer(server: FileServer, hf_home: Path, repo: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
     env.update(HF_ENDPOINT=server.url, HF_HOME=str(hf_home), PYTHONPATH=str(REPO_ROOT), HF_HUB_DISABLE_XET="1")
-    return subprocess.run([sys.executable, "-m", "phi_hpc", "fetch", "tokenizer", repo], capture_output=True,
-                          text=True, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "phi_hpc", "fetch", "tokenizer", repo],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
 
 
 @pytest.mark.parametrize("mode", ["corrupt", "truncate"])
@@ -117,8 +122,11 @@ def test_hub_tokenizer_from_a_local_endpoint_is_checked(server, mode, codegen_to
     failed = _fetch_tokenizer(server, bad_home, "test-org/tiny-tok")
     assert failed.returncode != 0
     assert failed.stderr.startswith("error: --tokenizer test-org/tiny-tok:") and len(failed.stderr.splitlines()) == 1
-    assert ("hashes to" in failed.stderr and "removed from the cache" in failed.stderr) if mode == "corrupt" \
+    assert (
+        ("hashes to" in failed.stderr and "removed from the cache" in failed.stderr)
+        if mode == "corrupt"
         else "could not be downloaded" in failed.stderr
+    )
     assert not [f for f in _leftovers(bad_home / "hub") if "/blobs/" in f or "/snapshots/" in f]
 
     server.mode = "good"
@@ -130,6 +138,11 @@ def test_hub_tokenizer_from_a_local_endpoint_is_checked(server, mode, codegen_to
     # and offline afterwards, from the cache only
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
     env.update(HF_HUB_OFFLINE="1", HF_HOME=str(home), PYTHONPATH=str(REPO_ROOT))
-    again = subprocess.run([sys.executable, "-m", "phi_hpc", "fetch", "tokenizer", "test-org/tiny-tok"],
-                           capture_output=True, text=True, env=env, timeout=300)
+    again = subprocess.run(
+        [sys.executable, "-m", "phi_hpc", "fetch", "tokenizer", "test-org/tiny-tok"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert again.returncode == 0 and Path(again.stdout.strip()).read_bytes() == body

@@ -29,23 +29,33 @@ def test_no_product_file_names_the_data_folder_or_a_machine_path():
     forbidden = ["../shared", "shared/data", MIRROR_ENV, str(REPO_ROOT)]
     generic = {"/", "/tmp", "/var/tmp", "/home", "/opt", "/usr", "/root", "/srv", "/mnt"}
     forbidden += [f"{folder}/" for folder in (str(REPO_ROOT.parent), str(Path.home())) if folder not in generic]
-    hits = [f"{path.relative_to(REPO_ROOT)}:{number}: {needle}"
-            for folder in PRODUCT for path in _files(REPO_ROOT / folder)
-            for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1)
-            for needle in forbidden if needle in line]
+    hits = [
+        f"{path.relative_to(REPO_ROOT)}:{number}: {needle}"
+        for folder in PRODUCT
+        for path in _files(REPO_ROOT / folder)
+        for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1)
+        for needle in forbidden
+        if needle in line
+    ]
     # the same folder spelled as path parts: REPO.parent / "shared" / "data"
-    hits += [f"{path.relative_to(REPO_ROOT)}:{number}: shared/data as path parts"
-             for folder in PRODUCT for path in _files(REPO_ROOT / folder)
-             for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1)
-             if re.search(r"""["']shared["']\s*/\s*["']data["']""", line)]
+    hits += [
+        f"{path.relative_to(REPO_ROOT)}:{number}: shared/data as path parts"
+        for folder in PRODUCT
+        for path in _files(REPO_ROOT / folder)
+        for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1)
+        if re.search(r"""["']shared["']\s*/\s*["']data["']""", line)
+    ]
     # benchmarks/data.py may name the mirror's variable (it reuses the tests' resolver); nothing else may
     hits = [hit for hit in hits if not (hit.startswith("benchmarks/data.py:") and hit.endswith(MIRROR_ENV))]
     assert hits == []
 
 
 def test_tests_reach_the_data_mirror_only_through_datafiles():
-    users = [path.relative_to(REPO_ROOT).as_posix() for path in _files(REPO_ROOT / "tests")
-             if path.suffix == ".py" and MIRROR_ENV in path.read_text(encoding="utf-8")]
+    users = [
+        path.relative_to(REPO_ROOT).as_posix()
+        for path in _files(REPO_ROOT / "tests")
+        if path.suffix == ".py" and MIRROR_ENV in path.read_text(encoding="utf-8")
+    ]
     assert users == ["tests/datafiles.py"]
 
 
@@ -57,8 +67,23 @@ def _build_wheel(tmp_path: Path) -> Path:
         shutil.copy2(REPO_ROOT / name, source / name)
     for name in ("phi_hpc", "configs", "slurm"):
         shutil.copytree(REPO_ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp_path / "dist"), str(source)], check=True, timeout=300, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(source),
+        ],
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
     (wheel,) = (tmp_path / "dist").glob("phi_hpc-*.whl")
     return wheel
 
@@ -66,8 +91,10 @@ def _build_wheel(tmp_path: Path) -> Path:
 def test_the_wheel_ships_configs_and_templates_found_by_the_same_names(tmp_path):
     wheel = _build_wheel(tmp_path)
     names = set(zipfile.ZipFile(wheel).namelist())
-    expected = {f"phi_hpc/configs/{p.relative_to(REPO_ROOT / 'configs').as_posix()}"
-                for p in (REPO_ROOT / "configs").rglob("*.yaml")}
+    expected = {
+        f"phi_hpc/configs/{p.relative_to(REPO_ROOT / 'configs').as_posix()}"
+        for p in (REPO_ROOT / "configs").rglob("*.yaml")
+    }
     expected |= {f"phi_hpc/templates/{p.name}" for p in (REPO_ROOT / "slurm" / "templates").glob("*.sbatch")}
     assert expected and expected <= names
     assert not any(name.startswith(("configs/", "slurm/", "tests/")) for name in names)
@@ -79,8 +106,15 @@ def test_the_wheel_ships_configs_and_templates_found_by_the_same_names(tmp_path)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PHI_HPC_CONFIG_DIR")}
 
     def listing(path: Path) -> list[str]:
-        done = subprocess.run([sys.executable, "-m", "phi_hpc", "configs", "list", "--paths"], capture_output=True,
-                              text=True, env=dict(env, PYTHONPATH=str(path)), cwd=tmp_path, timeout=120, check=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "phi_hpc", "configs", "list", "--paths"],
+            capture_output=True,
+            text=True,
+            env=dict(env, PYTHONPATH=str(path)),
+            cwd=tmp_path,
+            timeout=120,
+            check=True,
+        )
         return done.stdout.splitlines()
 
     installed, checkout = listing(site), listing(REPO_ROOT)

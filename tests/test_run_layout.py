@@ -43,8 +43,14 @@ def test_every_way_of_naming_a_checkpoint_reaches_the_step_and_its_run(tmp_path)
 
 
 def test_names_of_steps_and_their_eval_folders():
-    assert [step_of_name(n) for n in ("20", "step-20", "step_20", "step20", "global_step20", "latest")] == \
-        [20, 20, 20, 20, 20, None]
+    assert [step_of_name(n) for n in ("20", "step-20", "step_20", "step20", "global_step20", "latest")] == [
+        20,
+        20,
+        20,
+        20,
+        20,
+        None,
+    ]
     assert eval_label("20") == "step-20" and eval_label("latest") == "latest"
     assert RunLayout("r").eval_dir(20).as_posix() == "r/eval/step-20"
 
@@ -62,8 +68,9 @@ def test_the_tokenizer_of_a_run_trained_from_another_folder(tmp_path, monkeypatc
     assert RunLayout(run).tokenizer() == start / "data" / "out" / "tok.json"
     finetune = tmp_path / "ft"
     finetune.mkdir()
-    (finetune / "config.yaml").write_text(f"data:\n  format: jsonl\n  tokenizer: {start / 'data/out/tok.json'}\n"
-                                          "  paths: [x.jsonl]\n")
+    (finetune / "config.yaml").write_text(
+        f"data:\n  format: jsonl\n  tokenizer: {start / 'data/out/tok.json'}\n  paths: [x.jsonl]\n"
+    )
     assert RunLayout(finetune).tokenizer() == start / "data" / "out" / "tok.json"
     (finetune / "tokenizer.json").write_text("{}")
     assert RunLayout(finetune).tokenizer() == finetune / "tokenizer.json"

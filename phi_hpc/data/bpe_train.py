@@ -16,8 +16,15 @@ EOS = "<|endoftext|>"
 WHITESPACE_RUNS = [" " * n for n in range(31, 1, -1)] + ["\t" * n for n in range(9, 1, -1)]
 
 
-def train_tokenizer(inputs: list[str], output_dir: str, vocab_size: int = 50295, min_frequency: int = 2,
-                    glob: str = "**/*.py", text_key: str = "text", max_documents: int | None = None) -> dict:
+def train_tokenizer(
+    inputs: list[str],
+    output_dir: str,
+    vocab_size: int = 50295,
+    min_frequency: int = 2,
+    glob: str = "**/*.py",
+    text_key: str = "text",
+    max_documents: int | None = None,
+) -> dict:
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
     from phi_hpc.data.sources import expand_inputs, read_documents
@@ -26,8 +33,10 @@ def train_tokenizer(inputs: list[str], output_dir: str, vocab_size: int = 50295,
 
     base_size = vocab_size - len(WHITESPACE_RUNS)
     if base_size < 256 + 1:
-        raise UsageError(f"--vocab-size {vocab_size} is too small",
-                         f"it must hold 256 bytes + {EOS} + {len(WHITESPACE_RUNS)} whitespace runs")
+        raise UsageError(
+            f"--vocab-size {vocab_size} is too small",
+            f"it must hold 256 bytes + {EOS} + {len(WHITESPACE_RUNS)} whitespace runs",
+        )
     files = expand_inputs(inputs, glob)
     bad: list = []
     stats = {"documents": 0, "bytes": 0}
@@ -45,8 +54,13 @@ def train_tokenizer(inputs: list[str], output_dir: str, vocab_size: int = 50295,
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=base_size, min_frequency=min_frequency, special_tokens=[EOS],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=base_size,
+        min_frequency=min_frequency,
+        special_tokens=[EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     with progress_bar() as progress:
         task = progress.add_task("read + count pairs (merges follow)", total=sum(f.size for f in files))
         tokenizer.train_from_iterator(texts(progress, task), trainer)
@@ -56,8 +70,14 @@ def train_tokenizer(inputs: list[str], output_dir: str, vocab_size: int = 50295,
     out = Path(output_dir) / "tokenizer.json"
     with atomic_write(out) as handle:
         handle.write(tokenizer.to_str(pretty=True))
-    summary = {"tokenizer": str(out), "vocab_size": tokenizer.get_vocab_size(with_added_tokens=True),
-               "eos_id": tokenizer.token_to_id(EOS), "documents": stats["documents"], "bytes": stats["bytes"],
-               "bad_inputs": len(bad), "first_bad_inputs": [b.to_dict() for b in bad[:20]]}
+    summary = {
+        "tokenizer": str(out),
+        "vocab_size": tokenizer.get_vocab_size(with_added_tokens=True),
+        "eos_id": tokenizer.token_to_id(EOS),
+        "documents": stats["documents"],
+        "bytes": stats["bytes"],
+        "bad_inputs": len(bad),
+        "first_bad_inputs": [b.to_dict() for b in bad[:20]],
+    }
     write_json(Path(output_dir) / "summary.json", summary)
     return summary

@@ -21,19 +21,30 @@ from phi_hpc.errors import UsageError
 @click.option("-o", "--output", "output_dir", type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--workers", type=int, help="Parallel map processes (default: one per available core).")
 @click.option("--strict/--no-strict", default=None, help="Make the first bad input an error (exit 2).")
-@click.option("--stage", type=click.Choice(["all", "plan", "map", "reduce", "pack"]), default="all",
-              show_default=True,
-              help="Run one stage only: `plan` prints the shard count (the Slurm array size), then a Slurm "
-                   "array runs `--stage map --shard $SLURM_ARRAY_TASK_ID`, then reduce, then pack.")
+@click.option(
+    "--stage",
+    type=click.Choice(["all", "plan", "map", "reduce", "pack"]),
+    default="all",
+    show_default=True,
+    help="Run one stage only: `plan` prints the shard count (the Slurm array size), then a Slurm "
+    "array runs `--stage map --shard $SLURM_ARRAY_TASK_ID`, then reduce, then pack.",
+)
 @click.option("--shard", type=int, help="With --stage map: the one shard to process.")
 @click.option("--max-documents", type=int, help="Keep only the first N good documents (demos, tests).")
 @click.option("--quality-model", help="Drop documents the quality classifier scores below the threshold.")
-@click.option("--quality-scores", type=click.Path(file_okay=False),
-              help="Filter on the scores `phi-hpc quality score` wrote to this folder (no embedding here).")
+@click.option(
+    "--quality-scores",
+    type=click.Path(file_okay=False),
+    help="Filter on the scores `phi-hpc quality score` wrote to this folder (no embedding here).",
+)
 @click.option("--quality-threshold", type=float, help="Quality probability a document needs to be kept.")
 @click.option("--decontaminate", is_flag=True, default=None, help="Drop documents overlapping HumanEval/MBPP.")
-@click.option("--decontaminate-report-only", is_flag=True, default=None,
-              help="Run decontamination but only list overlaps in the audit; keep the documents.")
+@click.option(
+    "--decontaminate-report-only",
+    is_flag=True,
+    default=None,
+    help="Run decontamination but only list overlaps in the audit; keep the documents.",
+)
 @click.option("--benchmark-data", type=click.Path(), help="Folder with the benchmark files for --decontaminate.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest (or stage summary) as JSON on stdout.")
 @config_options
@@ -50,8 +61,9 @@ def prepare_command(stage, shard, as_json, **options):
     """
     config = prepare_config(options)
     if not config.tokenizer:
-        raise UsageError("no tokenizer given",
-                         "pass --tokenizer tokenizer.json (or build one: phi-hpc tokenizer train)")
+        raise UsageError(
+            "no tokenizer given", "pass --tokenizer tokenizer.json (or build one: phi-hpc tokenizer train)"
+        )
     if shard is not None and stage != "map":
         raise UsageError("--shard only applies to --stage map")
 
@@ -69,9 +81,13 @@ def prepare_command(stage, shard, as_json, **options):
         return
     context = open_run(config, PrepareFilters())
     if stage == "plan":
-        result = {"stage": "plan", "shards": len(context.shards), "fingerprint": context.fingerprint,
-                  "files": len({f.path for s in context.shards for f in s.files}),
-                  "bytes": sum(s.bytes for s in context.shards)}
+        result = {
+            "stage": "plan",
+            "shards": len(context.shards),
+            "fingerprint": context.fingerprint,
+            "files": len({f.path for s in context.shards for f in s.files}),
+            "bytes": sum(s.bytes for s in context.shards),
+        }
     elif stage == "map":
         from phi_hpc.data.map_stage import run_map
 
@@ -95,8 +111,19 @@ def prepare_command(stage, shard, as_json, **options):
 
 
 # prepare's options that set the config field of the same name (None: not given, the config's value stays)
-CONFIG_OPTIONS = ("tokenizer", "output_dir", "workers", "strict", "max_documents", "quality_model", "quality_scores",
-                  "quality_threshold", "decontaminate", "decontaminate_report_only", "benchmark_data")
+CONFIG_OPTIONS = (
+    "tokenizer",
+    "output_dir",
+    "workers",
+    "strict",
+    "max_documents",
+    "quality_model",
+    "quality_scores",
+    "quality_threshold",
+    "decontaminate",
+    "decontaminate_report_only",
+    "benchmark_data",
+)
 
 
 def prepare_config(options: dict):
@@ -137,10 +164,21 @@ def tokenizer_group():
 
 @tokenizer_group.command("train")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
-@click.option("-o", "--output", "output_dir", required=True, type=click.Path(file_okay=False),
-              help="Folder to write tokenizer.json into.")
-@click.option("--vocab-size", type=int, default=50295, show_default=True,
-              help="Total entries, including the special and whitespace-run tokens.")
+@click.option(
+    "-o",
+    "--output",
+    "output_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder to write tokenizer.json into.",
+)
+@click.option(
+    "--vocab-size",
+    type=int,
+    default=50295,
+    show_default=True,
+    help="Total entries, including the special and whitespace-run tokens.",
+)
 @click.option("--min-frequency", type=int, default=2, show_default=True)
 @click.option("--glob", "glob_pattern", default="**/*.py", show_default=True, help="Files of INPUT folders to read.")
 @click.option("--text-key", default="text", show_default=True, help="Text field of .jsonl/.parquet inputs.")
@@ -149,8 +187,15 @@ def tokenizer_train_command(inputs, output_dir, vocab_size, min_frequency, glob_
     """Train a byte-level BPE (GPT-2/CodeGen style) with whitespace-run tokens on a corpus."""
     from phi_hpc.data.bpe_train import train_tokenizer
 
-    summary = train_tokenizer(list(inputs), output_dir, vocab_size=vocab_size, min_frequency=min_frequency,
-                              glob=glob_pattern, text_key=text_key, max_documents=max_documents)
+    summary = train_tokenizer(
+        list(inputs),
+        output_dir,
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        glob=glob_pattern,
+        text_key=text_key,
+        max_documents=max_documents,
+    )
     click.echo(json.dumps(summary, sort_keys=True))
 
 

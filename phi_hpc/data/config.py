@@ -41,8 +41,9 @@ class DedupConfig:
         if (self.bands is None) != (self.rows is None):
             raise ValueError("set both bands and rows, or neither")
         if self.bands is not None and (self.bands < 1 or self.rows < 1 or self.bands * self.rows > self.num_perm):
-            raise ValueError(f"bands x rows = {self.bands} x {self.rows} must be >= 1 and <= num_perm "
-                             f"({self.num_perm})")
+            raise ValueError(
+                f"bands x rows = {self.bands} x {self.rows} must be >= 1 and <= num_perm ({self.num_perm})"
+            )
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,8 @@ def lsh_parameters(threshold: float, num_perm: int, false_positive_weight: float
         rows = num_perm // bands
         if rows < 1:
             break
-        fp = np.trapezoid(1 - (1 - grid_low ** rows) ** bands, grid_low)
-        fn = np.trapezoid((1 - grid_high ** rows) ** bands, grid_high)
+        fp = np.trapezoid(1 - (1 - grid_low**rows) ** bands, grid_low)
+        fn = np.trapezoid((1 - grid_high**rows) ** bands, grid_high)
         cost = false_positive_weight * fp + (1 - false_positive_weight) * fn
         if cost < best_cost - 1e-12:
             best, best_cost = (bands, rows), cost
@@ -55,7 +55,7 @@ def recall_first_bands(threshold: float, num_perm: int, max_miss: float = MAX_MI
     """
     for rows in range(num_perm, 0, -1):
         bands = num_perm // rows
-        if (1.0 - threshold ** rows) ** bands <= max_miss:
+        if (1.0 - threshold**rows) ** bands <= max_miss:
             return bands, rows
     return num_perm, 1
 
@@ -76,7 +76,7 @@ def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
     keys = np.zeros((n, bands), dtype=_U64)
     with np.errstate(over="ignore"):
         for band in range(bands):
-            block = signatures[:, band * rows: (band + 1) * rows].astype(_U64)
+            block = signatures[:, band * rows : (band + 1) * rows].astype(_U64)
             key = np.full(n, _U64(band + 1) * _U64(0x9E3779B97F4A7C15), dtype=_U64)
             for column in range(rows):
                 key ^= block[:, column]
@@ -166,9 +166,13 @@ def verification_floor(threshold: float, num_perm: int) -> float:
     return threshold - VERIFY_SIGMAS * float(np.sqrt(threshold * (1.0 - threshold) / num_perm))
 
 
-def near_survivors(band_columns: Iterable[np.ndarray], eligible: np.ndarray,
-                   signatures_of: Callable[[np.ndarray], np.ndarray], threshold: float,
-                   verify: bool) -> tuple[np.ndarray, np.ndarray]:
+def near_survivors(
+    band_columns: Iterable[np.ndarray],
+    eligible: np.ndarray,
+    signatures_of: Callable[[np.ndarray], np.ndarray],
+    threshold: float,
+    verify: bool,
+) -> tuple[np.ndarray, np.ndarray]:
     """Cluster eligible documents by LSH band keys (+ optional signature check against
     :func:`verification_floor`) and connected components.
 
@@ -195,13 +199,14 @@ def near_survivors(band_columns: Iterable[np.ndarray], eligible: np.ndarray,
     return survivor, similarity
 
 
-def _similarities(pairs: np.ndarray, signatures_of: Callable[[np.ndarray], np.ndarray],
-                  batch: int = 8192) -> np.ndarray:
+def _similarities(
+    pairs: np.ndarray, signatures_of: Callable[[np.ndarray], np.ndarray], batch: int = 8192
+) -> np.ndarray:
     """Estimated Jaccard of each pair, fetching signatures a batch at a time. A batch holds both
     sides' signatures and their comparison, 2.25 KB per pair at 256 permutations: 8192 pairs are
     18 MiB (65536 were 144 MiB, a fixed cost that looked per-document in the 5 GB run's reduce)."""
     out = np.empty(len(pairs), dtype=np.float64)
     for lo in range(0, len(pairs), batch):
-        chunk = pairs[lo: lo + batch]
-        out[lo: lo + len(chunk)] = (signatures_of(chunk[:, 0]) == signatures_of(chunk[:, 1])).mean(axis=1)
+        chunk = pairs[lo : lo + batch]
+        out[lo : lo + len(chunk)] = (signatures_of(chunk[:, 0]) == signatures_of(chunk[:, 1])).mean(axis=1)
     return out

@@ -73,8 +73,11 @@ def map_all(context: RunContext, progress=None, pool=None) -> None:
     """Run the map stage over every unfinished shard: in this process, or on ``pool`` if given."""
     todo = unfinished_shards(context)
     total = sum(s.bytes for s in context.shards)
-    task = progress.add_task("map (read, signatures, tokenize)", total=total,
-                             completed=total - sum(s.bytes for s in todo)) if progress is not None else None
+    task = (
+        progress.add_task("map (read, signatures, tokenize)", total=total, completed=total - sum(s.bytes for s in todo))
+        if progress is not None
+        else None
+    )
     if pool is None:
         for shard in todo:
             run_map(context, shard.index)

@@ -74,8 +74,10 @@ class NoFilters:
     @staticmethod
     def _refuse(config) -> None:
         if filters_requested(config):
-            raise UsageError("quality/decontamination filters were asked for, but this prepare run has none "
-                             "plugged in", "run them through the phi-hpc prepare command, which provides them")
+            raise UsageError(
+                "quality/decontamination filters were asked for, but this prepare run has none plugged in",
+                "run them through the phi-hpc prepare command, which provides them",
+            )
 
 
 FILTERED, FLAGGED, SCORED = "filtered", "flagged", "scored"
@@ -110,11 +112,21 @@ class FilterNote:
     def audit_entry(self, origin: str) -> dict:
         """This note as a line of ``audit.jsonl`` (``origin``: the document's ``file:line``)."""
         if self.kind == FILTERED:
-            return {"document": origin, "removed": "filtered", "filter": self.filter, "reason": self.reason,
-                    "score": self.score}
+            return {
+                "document": origin,
+                "removed": "filtered",
+                "filter": self.filter,
+                "reason": self.reason,
+                "score": self.score,
+            }
         if self.kind == FLAGGED:
-            return {"document": origin, "removed": None, "flagged_by": self.filter, "reason": self.reason,
-                    "score": self.score}
+            return {
+                "document": origin,
+                "removed": None,
+                "flagged_by": self.filter,
+                "reason": self.reason,
+                "score": self.score,
+            }
         return {"document": origin, "removed": None, "scored_by": self.filter, "score": self.score}
 
 
@@ -136,8 +148,9 @@ def count_by_filter(notes: Iterable[FilterNote], kind: str) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def apply_filters(filters: Sequence[DocumentFilter], texts: list[str], first: int) -> tuple[list[bool],
-                                                                                           list[FilterNote]]:
+def apply_filters(
+    filters: Sequence[DocumentFilter], texts: list[str], first: int
+) -> tuple[list[bool], list[FilterNote]]:
     """Run each filter on the documents the filters before it kept; returns which documents survive
     all of them, and the notes (``first``: the shard index of ``texts[0]``)."""
     keep = [True] * len(texts)
@@ -148,8 +161,9 @@ def apply_filters(filters: Sequence[DocumentFilter], texts: list[str], first: in
             break
         verdicts = document_filter.evaluate([texts[i] for i in alive])
         if len(verdicts) != len(alive):
-            raise PhiError(f"filter {document_filter.name!r} returned {len(verdicts)} verdicts "
-                           f"for {len(alive)} documents")
+            raise PhiError(
+                f"filter {document_filter.name!r} returned {len(verdicts)} verdicts for {len(alive)} documents"
+            )
         for i, verdict in zip(alive, verdicts):
             keep[i] = verdict.keep
             note = FilterNote.of(first + i, document_filter.name, verdict)

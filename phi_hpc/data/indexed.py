@@ -27,7 +27,14 @@ VERSION = 1
 
 # Megatron's dtype table (codes are part of the file format; never renumber).
 DTYPE_CODES: dict[int, type] = {
-    1: np.uint8, 2: np.int8, 3: np.int16, 4: np.int32, 5: np.int64, 6: np.float64, 7: np.float32, 8: np.uint16,
+    1: np.uint8,
+    2: np.int8,
+    3: np.int16,
+    4: np.int32,
+    5: np.int64,
+    6: np.float64,
+    7: np.float32,
+    8: np.uint16,
 }
 CODE_OF_DTYPE = {np.dtype(v): k for k, v in DTYPE_CODES.items()}
 
@@ -165,7 +172,7 @@ class IndexedDataset:
         if not 0 <= i < len(self):
             raise IndexError(i)
         start = int(self.pointers[i]) // self.dtype.itemsize
-        return self._bin[start: start + int(self.sizes[i])]
+        return self._bin[start : start + int(self.sizes[i])]
 
     def get(self, i: int, offset: int = 0, length: int | None = None) -> np.ndarray:
         """Part of sequence ``i``: what a sequence-packing sampler reads without touching the rest."""

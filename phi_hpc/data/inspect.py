@@ -24,8 +24,14 @@ def dataset_statistics(dataset) -> dict:
         "dtype": str(dataset.dtype),
     }
     if len(sizes):
-        stats.update({"min_length": int(sizes.min()), "median_length": float(np.median(sizes)),
-                      "mean_length": round(float(sizes.mean()), 2), "max_length": int(sizes.max())})
+        stats.update(
+            {
+                "min_length": int(sizes.min()),
+                "median_length": float(np.median(sizes)),
+                "mean_length": round(float(sizes.mean()), 2),
+                "max_length": int(sizes.max()),
+            }
+        )
     return stats
 
 
@@ -39,8 +45,9 @@ def _tokenizer_from_manifest(prefix: Path) -> str | None:
     return None
 
 
-def inspect_dataset(prefix: str, tokenizer: str | None = None, samples: int = 3, max_chars: int = 600,
-                    as_json: bool = False) -> dict:
+def inspect_dataset(
+    prefix: str, tokenizer: str | None = None, samples: int = 3, max_chars: int = 600, as_json: bool = False
+) -> dict:
     from phi_hpc.data.indexed import IndexedDataset
 
     base = Path(prefix)
@@ -63,8 +70,14 @@ def inspect_dataset(prefix: str, tokenizer: str | None = None, samples: int = 3,
         eos = tok.token_to_id("<|endoftext|>")
         for i in range(min(samples, len(dataset))):
             ids = dataset[i].tolist()
-            decoded.append({"index": i, "tokens": len(ids), "ends_with_eos": bool(ids) and ids[-1] == eos,
-                            "text": tok.decode(ids, skip_special_tokens=False)})
+            decoded.append(
+                {
+                    "index": i,
+                    "tokens": len(ids),
+                    "ends_with_eos": bool(ids) and ids[-1] == eos,
+                    "text": tok.decode(ids, skip_special_tokens=False),
+                }
+            )
         stats["eos_id"] = eos
         stats["documents_ending_with_eos_shown"] = sum(d["ends_with_eos"] for d in decoded)
     if as_json:

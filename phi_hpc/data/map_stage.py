@@ -78,24 +78,33 @@ class ShardMapper:
 
         texts = [d.text for d in batch]
         encoded = [t.encode("utf-8") for t in texts]
-        digests = np.frombuffer(b"".join(hashlib.sha256(e).digest()[:16] for e in encoded),
-                                dtype=np.uint8).reshape(-1, 16)
+        digests = np.frombuffer(b"".join(hashlib.sha256(e).digest()[:16] for e in encoded), dtype=np.uint8).reshape(
+            -1, 16
+        )
         sizes = np.fromiter((len(e) for e in encoded), dtype=np.int64, count=len(encoded))
         shingles, counts = self.hasher.shingle_hashes_of_bytes(encoded)
         signatures = self.hasher.signatures_from_shingles(shingles, counts)
         keep, notes = apply_filters(self.filters, texts, first)
         kept = np.flatnonzero(keep)
-        ids, lengths = self.encoder.encode_flat([texts[i] for i in kept] if len(kept) < len(batch) else texts,
-                                                writer.dtype)
+        ids, lengths = self.encoder.encode_flat(
+            [texts[i] for i in kept] if len(kept) < len(batch) else texts, writer.dtype
+        )
         writer.add_documents(ids, lengths)
         token_rows = np.full(len(batch), -1, dtype=np.int64)
         token_rows[kept] = np.arange(self.rows_written, self.rows_written + len(kept))
         self.rows_written += len(kept)
         tokens = np.zeros(len(batch), dtype=np.int64)
         tokens[kept] = lengths
-        return MappedBatch(origins=[d.origin for d in batch], digests=digests, signatures=signatures,
-                           band_keys=band_keys(signatures, self.bands, self.rows), token_rows=token_rows,
-                           tokens=tokens, bytes=sizes, notes=notes)
+        return MappedBatch(
+            origins=[d.origin for d in batch],
+            digests=digests,
+            signatures=signatures,
+            band_keys=band_keys(signatures, self.bands, self.rows),
+            token_rows=token_rows,
+            tokens=tokens,
+            bytes=sizes,
+            notes=notes,
+        )
 
 
 def run_map(context: RunContext, shard_index: int) -> dict:
@@ -104,8 +113,10 @@ def run_map(context: RunContext, shard_index: int) -> dict:
 
     if not 0 <= shard_index < len(context.shards):
         count = len(context.shards)
-        raise UsageError(f"--shard {shard_index}: the plan has {count} shards (0..{count - 1})",
-                         "see phi-hpc prepare ... --stage plan")
+        raise UsageError(
+            f"--shard {shard_index}: the plan has {count} shards (0..{count - 1})",
+            "see phi-hpc prepare ... --stage plan",
+        )
     layout = context.layout
     done = layout.shard_done(shard_index)
     if done.is_file():
@@ -125,8 +136,9 @@ def run_map(context: RunContext, shard_index: int) -> dict:
     return _write_shard(context, shard, batches, mapper.bands, bad)
 
 
-def _write_shard(context: RunContext, shard: Shard, batches: list[MappedBatch], bands: int,
-                 bad: list[BadInput]) -> dict:
+def _write_shard(
+    context: RunContext, shard: Shard, batches: list[MappedBatch], bands: int, bad: list[BadInput]
+) -> dict:
     """The shard's arrays, one at a time, then its summary (last: it marks the shard complete)."""
     layout = context.layout
     with atomic_write(layout.shard_signatures(shard.index), "wb", encoding=None) as handle:
@@ -134,8 +146,10 @@ def _write_shard(context: RunContext, shard: Shard, batches: list[MappedBatch], 
         np.save(handle, _column(batches, "signatures", empty))  # memory-mapped by reduce
     empties = {"digests": np.zeros((0, 16), np.uint8), "band_keys": np.zeros((0, bands), np.uint64)}
     with atomic_write(layout.shard_arrays(shard.index), "wb", encoding=None) as handle:
-        np.savez(handle, **{name: _column(batches, name, empties.get(name, np.zeros(0, np.int64)))
-                            for name in MappedBatch.ARRAYS})
+        np.savez(
+            handle,
+            **{name: _column(batches, name, empties.get(name, np.zeros(0, np.int64))) for name in MappedBatch.ARRAYS},
+        )
     summary = {
         "fingerprint": context.fingerprint,
         "shard": shard.index,
@@ -152,8 +166,10 @@ def _write_shard(context: RunContext, shard: Shard, batches: list[MappedBatch], 
 def _shard_documents(shard: Shard, config: PrepareConfig, bad: list[BadInput]) -> Iterator[Document]:
     def on_bad(problem: BadInput) -> None:
         if config.strict:
-            raise UsageError(f"{problem.where}: {problem.reason}",
-                             "fix or remove that input, or run without --strict to skip and count bad input")
+            raise UsageError(
+                f"{problem.where}: {problem.reason}",
+                "fix or remove that input, or run without --strict to skip and count bad input",
+            )
         bad.append(problem)
 
     remaining = config.max_documents

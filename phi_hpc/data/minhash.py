@@ -120,8 +120,10 @@ class MinHasher:
         if self.backend == "rensa" and rensa_version() is None:
             from phi_hpc.errors import UsageError
 
-            raise UsageError("dedup.minhash=rensa but the rensa package is not installed",
-                             "pip install rensa==0.5.0 (a dependency of phi-hpc), or --set dedup.minhash=numpy")
+            raise UsageError(
+                "dedup.minhash=rensa but the rensa package is not installed",
+                "pip install rensa==0.5.0 (a dependency of phi-hpc), or --set dedup.minhash=numpy",
+            )
         rng = np.random.default_rng(self.seed)
         top = np.iinfo(np.uint32).max
         a = rng.integers(0, top, size=self.num_perm, dtype=np.uint32, endpoint=True) | np.uint32(1)
@@ -166,9 +168,9 @@ class MinHasher:
                 hashes = words[:span].copy()
                 for offset in range(1, n):
                     hashes *= _COMBINE
-                    hashes += words[offset: offset + span]
+                    hashes += words[offset : offset + span]
                 _mix64(hashes)
-                valid = word_doc[:span] == word_doc[n - 1: n - 1 + span]
+                valid = word_doc[:span] == word_doc[n - 1 : n - 1 + span]
                 full = hashes[valid]
                 full_doc = word_doc[:span][valid]
             else:
@@ -183,7 +185,7 @@ class MinHasher:
             extra = np.empty(len(short_docs), dtype=_U64)
             for i, doc in enumerate(short_docs):
                 h = _U64(0)
-                for w in words[first_word[doc]: first_word[doc + 1]]:
+                for w in words[first_word[doc] : first_word[doc + 1]]:
                     h = h * _COMBINE + w
                 extra[i] = h
             _mix64(extra)
@@ -228,12 +230,11 @@ class MinHasher:
             last = int(np.searchsorted(bounds, hi, side="left"))
             # Every document with shingles in this chunk: one reduceat gives all their minima.
             starts = np.maximum(bounds[first:last], lo)
-            present = starts < np.minimum(bounds[first + 1:last + 1], hi)
+            present = starts < np.minimum(bounds[first + 1 : last + 1], hi)
             docs = np.arange(first, last)[present]
             minima = np.minimum.reduceat(columns, starts[present] - lo, axis=1)
             result[docs] = np.minimum(result[docs], minima.T)
         return result
-
 
     def _rensa_signatures(self, shingles: np.ndarray, counts: np.ndarray) -> np.ndarray:
         """rensa's ``RMinHash`` digests of the same shingle hashes, one call for the whole batch (a
@@ -246,8 +247,9 @@ class MinHasher:
             return result
         offsets = np.zeros(len(present) + 1, dtype=np.uint64)
         np.cumsum(counts[present], out=offsets[1:])
-        digests = rensa.RMinHash.digest_matrix_from_flat_token_hashes(np.ascontiguousarray(shingles, dtype=_U64),
-                                                                      offsets, self.num_perm, self.seed)
+        digests = rensa.RMinHash.digest_matrix_from_flat_token_hashes(
+            np.ascontiguousarray(shingles, dtype=_U64), offsets, self.num_perm, self.seed
+        )
         result[present] = np.array(digests.to_rows(), dtype=np.uint32)
         return result
 
@@ -266,4 +268,4 @@ def word_shingles(text: str, ngram: int = 5) -> set[tuple[str, ...]]:
         return set()
     if len(words) < ngram:
         return {tuple(words)}
-    return {tuple(words[i: i + ngram]) for i in range(len(words) - ngram + 1)}
+    return {tuple(words[i : i + ngram]) for i in range(len(words) - ngram + 1)}

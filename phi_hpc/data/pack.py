@@ -59,8 +59,11 @@ def run_pack(context: RunContext, progress=None) -> dict:
     kept = np.flatnonzero(keep)
     if len(kept) == 0:
         counts = reduced["counts"]
-        raise PhiError(f"no documents left to write: {counts['documents_in']} read, {counts['bad']} bad inputs, "
-                       f"all others removed", f"see {layout.bad_inputs} and {layout.audit}")
+        raise PhiError(
+            f"no documents left to write: {counts['documents_in']} read, {counts['bad']} bad inputs, "
+            f"all others removed",
+            f"see {layout.bad_inputs} and {layout.audit}",
+        )
     splits = split_documents(len(kept), config.split.validation_fraction, config.split.seed, config.split.shuffle)
     shard_data = {s.index: IndexedDataset(layout.shard_prefix(s.index)) for s in context.shards}
     dtype = dtype_for_vocab(context.tokenizer.vocab_size)
@@ -72,18 +75,20 @@ def run_pack(context: RunContext, progress=None) -> dict:
         documents = kept[positions]
         with IndexedDatasetWriter(prefix, dtype) as writer:
             for start in range(0, len(documents), _COPY_CHUNK):
-                chunk = documents[start: start + _COPY_CHUNK]
+                chunk = documents[start : start + _COPY_CHUNK]
                 for shard, row in zip(index.shard_of(chunk).tolist(), token_rows[chunk].tolist()):
                     writer.add_document(shard_data[shard][row])
                 if task is not None:
                     progress.advance(task, len(chunk))
-        outputs.append({
-            "split": split,
-            "prefix": split,
-            "documents": int(len(documents)),
-            "tokens": int(tokens[documents].sum()),
-            "sha256": {"bin": sha256_file(f"{prefix}.bin"), "idx": sha256_file(f"{prefix}.idx")},
-        })
+        outputs.append(
+            {
+                "split": split,
+                "prefix": split,
+                "documents": int(len(documents)),
+                "tokens": int(tokens[documents].sum()),
+                "sha256": {"bin": sha256_file(f"{prefix}.bin"), "idx": sha256_file(f"{prefix}.idx")},
+            }
+        )
     manifest = {
         "format": FORMAT,
         "version": __version__,
@@ -93,8 +98,11 @@ def run_pack(context: RunContext, progress=None) -> dict:
         "outputs": outputs,
         "dtype": str(dtype),
         "tokenizer": context.tokenizer.to_dict(),
-        "inputs": {"files": len({f.path for s in context.shards for f in s.files}), "bytes": index.input_bytes,
-                   "paths": list(dict.fromkeys(config.inputs))},
+        "inputs": {
+            "files": len({f.path for s in context.shards for f in s.files}),
+            "bytes": index.input_bytes,
+            "paths": list(dict.fromkeys(config.inputs)),
+        },
         "shards": len(context.shards),
         "bad_inputs": {"file": layout.bad_inputs.name, "first": index.bad[:20]},
         "audit": layout.audit.name,

@@ -48,17 +48,20 @@ def prepare(config: PrepareConfig, show_progress: bool | None = None, filters: F
     if not config.keep_work:
         shutil.rmtree(layout.all_work, ignore_errors=True)
     elapsed = time.perf_counter() - started
-    write_json(layout.summary, {
-        "command": "prepare",
-        "status": "already complete" if resumed else "completed",
-        "seconds": round(elapsed, 3),
-        "stage_seconds": {k: round(v, 3) for k, v in timings.items()},
-        "workers": effective_workers(config, len(context.shards)),
-        "input_mb_per_s": round(manifest["counts"]["bytes_in"] / 1e6 / elapsed, 3) if elapsed > 0 else None,
-        "counts": manifest["counts"],
-        "outputs": manifest["outputs"],
-        "manifest": str(layout.manifest),
-    })
+    write_json(
+        layout.summary,
+        {
+            "command": "prepare",
+            "status": "already complete" if resumed else "completed",
+            "seconds": round(elapsed, 3),
+            "stage_seconds": {k: round(v, 3) for k, v in timings.items()},
+            "workers": effective_workers(config, len(context.shards)),
+            "input_mb_per_s": round(manifest["counts"]["bytes_in"] / 1e6 / elapsed, 3) if elapsed > 0 else None,
+            "counts": manifest["counts"],
+            "outputs": manifest["outputs"],
+            "manifest": str(layout.manifest),
+        },
+    )
     return manifest
 
 

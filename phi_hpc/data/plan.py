@@ -51,8 +51,9 @@ def plan_shards(config: PrepareConfig) -> list[Shard]:
     files are grouped; each data file (.jsonl*, .parquet) is its own shard, or several when it is
     big and can be read from the middle (plain .jsonl by byte range, .parquet by row group)."""
     limit = config.shard_mb * 1e6
-    files = [piece for source in expand_inputs(list(config.inputs), config.glob)
-             for piece in split_input(source, int(limit))]
+    files = [
+        piece for source in expand_inputs(list(config.inputs), config.glob) for piece in split_input(source, int(limit))
+    ]
     groups: list[list[InputFile]] = []
     current: list[InputFile] = []
     size = 0
@@ -117,10 +118,13 @@ def open_run(config: PrepareConfig, filters: FilterSource | None = None) -> RunC
     fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     layout = Layout(Path(config.output_dir).absolute(), fingerprint[:16])
     if not layout.plan.is_file():
-        write_json(layout.plan, {"fingerprint": fingerprint,
-                                 "shards": [[[f.path, f.start, f.end] for f in s.files] for s in shards]})
-    return RunContext(config=config, layout=layout, shards=shards, tokenizer=tokenizer, fingerprint=fingerprint,
-                      filters=filters)
+        write_json(
+            layout.plan,
+            {"fingerprint": fingerprint, "shards": [[[f.path, f.start, f.end] for f in s.files] for s in shards]},
+        )
+    return RunContext(
+        config=config, layout=layout, shards=shards, tokenizer=tokenizer, fingerprint=fingerprint, filters=filters
+    )
 
 
 def _rensa_or_error() -> str:
@@ -129,6 +133,8 @@ def _rensa_or_error() -> str:
 
     found = rensa_version()
     if found is None:
-        raise UsageError("dedup.minhash=rensa but the rensa package is not installed",
-                         "pip install rensa==0.5.0, or --set dedup.minhash=numpy (the built-in MinHash)")
+        raise UsageError(
+            "dedup.minhash=rensa but the rensa package is not installed",
+            "pip install rensa==0.5.0, or --set dedup.minhash=numpy (the built-in MinHash)",
+        )
     return found

@@ -57,8 +57,10 @@ def load_index(context: RunContext) -> CorpusIndex:
     missing = [s.index for s in context.shards if not layout.shard_done(s.index).is_file()]
     if missing:
         shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
-        raise PhiError(f"map stage incomplete: {len(missing)} of {len(context.shards)} shards missing ({shown})",
-                       "run --stage map for those shards (or --stage all)")
+        raise PhiError(
+            f"map stage incomplete: {len(missing)} of {len(context.shards)} shards missing ({shown})",
+            "run --stage map for those shards (or --stage all)",
+        )
     remaining = context.config.max_documents
     starts, counts, eligible, bad, notes = [], [], [], [], []
     offset = input_bytes = 0
@@ -70,16 +72,23 @@ def load_index(context: RunContext) -> CorpusIndex:
         starts.append(offset)
         counts.append(count)
         bad.extend(meta["bad"])
-        notes.extend(FilterNote(**{**n, "document": n["document"] + offset})
-                     for n in meta["filter_notes"] if n["document"] < count)
+        notes.extend(
+            FilterNote(**{**n, "document": n["document"] + offset})
+            for n in meta["filter_notes"]
+            if n["document"] < count
+        )
         input_bytes += meta["input_bytes"]
         with np.load(layout.shard_arrays(shard.index)) as data:
             eligible.append(data["token_rows"][:count] >= 0)
         offset += count
-    return CorpusIndex(shard_start=np.asarray(starts, dtype=np.int64),
-                       shard_documents=np.asarray(counts, dtype=np.int64),
-                       eligible=np.concatenate(eligible) if eligible else np.zeros(0, bool), bad=bad, notes=notes,
-                       input_bytes=input_bytes)
+    return CorpusIndex(
+        shard_start=np.asarray(starts, dtype=np.int64),
+        shard_documents=np.asarray(counts, dtype=np.int64),
+        eligible=np.concatenate(eligible) if eligible else np.zeros(0, bool),
+        bad=bad,
+        notes=notes,
+        input_bytes=input_bytes,
+    )
 
 
 def shard_arrays(context: RunContext, index: CorpusIndex, key: str) -> Iterator[np.ndarray]:
@@ -127,8 +136,9 @@ def origins_of(context: RunContext, index: CorpusIndex, wanted: np.ndarray) -> d
     return found
 
 
-def _audit_entries(context, index: CorpusIndex, keep, exact, exact_removed, near, near_removed,
-                   similarity) -> Iterator[dict]:
+def _audit_entries(
+    context, index: CorpusIndex, keep, exact, exact_removed, near, near_removed, similarity
+) -> Iterator[dict]:
     """One entry per removed document (with why, and the survivor it duplicates), and the filters'
     notes on each document (see :func:`phi_hpc.data.filters.audit_order`), in input order."""
     notes_by_doc: dict[int, list[FilterNote]] = {}
@@ -136,8 +146,9 @@ def _audit_entries(context, index: CorpusIndex, keep, exact, exact_removed, near
         notes_by_doc.setdefault(note.document, []).append(note)
     removed = np.flatnonzero(~keep)
     mentioned = np.unique(np.concatenate([removed, np.fromiter(notes_by_doc, np.int64)]))
-    origins = origins_of(context, index, np.concatenate([mentioned, exact[removed], near[removed],
-                                                         near[exact[removed]]]))
+    origins = origins_of(
+        context, index, np.concatenate([mentioned, exact[removed], near[removed], near[exact[removed]]])
+    )
     for i in mentioned.tolist():
         notes = audit_order(notes_by_doc.get(i, []), kept=bool(keep[i]))
         yield from (note.audit_entry(origins[i]) for note in notes)
@@ -149,8 +160,12 @@ def _audit_entries(context, index: CorpusIndex, keep, exact, exact_removed, near
                 survivor = int(near[survivor])  # its exact twin was itself a near duplicate
             yield {"document": origins[i], "removed": "exact_duplicate", "survivor": origins[survivor]}
         else:
-            yield {"document": origins[i], "removed": "near_duplicate", "survivor": origins[int(near[i])],
-                   "jaccard_estimate": round(float(similarity[i]), 4)}
+            yield {
+                "document": origins[i],
+                "removed": "near_duplicate",
+                "survivor": origins[int(near[i])],
+                "jaccard_estimate": round(float(similarity[i]), 4),
+            }
 
 
 def _counted(context: RunContext, index: CorpusIndex, keep: np.ndarray, key: str) -> tuple[int, int]:
@@ -158,7 +173,7 @@ def _counted(context: RunContext, index: CorpusIndex, keep: np.ndarray, key: str
     total = kept = 0
     for values, start in zip(shard_arrays(context, index, key), index.shard_start.tolist()):
         total += int(values.sum())
-        kept += int(values[keep[start: start + len(values)]].sum())
+        kept += int(values[keep[start : start + len(values)]].sum())
     return total, kept
 
 
@@ -174,14 +189,22 @@ def run_reduce(context: RunContext) -> dict:
     ids = np.arange(n)
     eligible = index.eligible
     dedup = context.config.dedup
-    exact = exact_survivors(corpus_array(context, index, "digests", (16,), np.uint8), eligible) \
-        if dedup.exact else ids.copy()
+    exact = (
+        exact_survivors(corpus_array(context, index, "digests", (16,), np.uint8), eligible)
+        if dedup.exact
+        else ids.copy()
+    )
     exact_removed = eligible & (exact != ids)
     near_eligible = eligible & ~exact_removed
     bands, rows = resolve_bands(dedup.threshold, dedup.num_perm, dedup.bands, dedup.rows)
     if dedup.near:
-        near, similarity = near_survivors(_band_columns(context, index, bands), near_eligible,
-                                          signature_reader(context, index), dedup.threshold, dedup.verify_candidates)
+        near, similarity = near_survivors(
+            _band_columns(context, index, bands),
+            near_eligible,
+            signature_reader(context, index),
+            dedup.threshold,
+            dedup.verify_candidates,
+        )
     else:
         near, similarity = ids.copy(), np.ones(n)
     near_removed = near_eligible & (near != ids)

@@ -28,15 +28,21 @@ def print_summary(manifest: dict, output_dir: str) -> None:
     table.add_row("MB in / out", f"{counts['bytes_in'] / 1e6:,.2f} / {counts['bytes_out'] / 1e6:,.2f}")
     table.add_row("tokens (with EOS)", f"{counts['tokens']:,}")
     for output in manifest["outputs"]:
-        table.add_row(f"{output['split']}: {output['prefix']}.bin/.idx",
-                      f"{output['documents']:,} docs, {output['tokens']:,} tokens")
+        table.add_row(
+            f"{output['split']}: {output['prefix']}.bin/.idx",
+            f"{output['documents']:,} docs, {output['tokens']:,} tokens",
+        )
     stderr_console.print(table)
     bad = manifest.get("bad_inputs", {})
     if counts["bad"]:
-        stderr_console.print(f"[yellow]{counts['bad']} bad inputs skipped[/yellow] "
-                             f"(all listed in {Path(output_dir) / bad.get('file', 'bad_inputs.jsonl')}):",
-                             highlight=False, soft_wrap=True)
+        stderr_console.print(
+            f"[yellow]{counts['bad']} bad inputs skipped[/yellow] "
+            f"(all listed in {Path(output_dir) / bad.get('file', 'bad_inputs.jsonl')}):",
+            highlight=False,
+            soft_wrap=True,
+        )
         for entry in bad.get("first", [])[:_SHOWN_BAD_INPUTS]:
-            stderr_console.print(f"  {entry['where']}: {entry['reason']}", highlight=False, markup=False,
-                                 soft_wrap=True)
+            stderr_console.print(
+                f"  {entry['where']}: {entry['reason']}", highlight=False, markup=False, soft_wrap=True
+            )
     stderr_console.print(f"manifest: {Path(output_dir) / 'manifest.json'}", highlight=False, soft_wrap=True)

@@ -154,9 +154,11 @@ def _directory_files(path: Path, raw: str, glob: str) -> list[Path]:
     if not matches:
         matches = sorted(p for p in path.glob("**/*") if p.is_file() and is_dataset_shard(p))
     if not matches:
-        raise UsageError(f"input directory {raw}: no files match {glob!r} and no dataset shards "
-                         f"({', '.join(DATASET_SHARD_SUFFIXES)}) are in it",
-                         "check the folder, or pick other files with e.g. --set glob='**/*.js'")
+        raise UsageError(
+            f"input directory {raw}: no files match {glob!r} and no dataset shards "
+            f"({', '.join(DATASET_SHARD_SUFFIXES)}) are in it",
+            "check the folder, or pick other files with e.g. --set glob='**/*.js'",
+        )
     return matches
 
 
@@ -320,6 +322,7 @@ def _read_parquet(source: InputFile, text_key: str, on_bad: OnBad) -> Iterator[D
 
 
 # -- byte streams --------------------------------------------------------------------------------
+
 
 class _Truncated(Exception):
     """The compressed stream ended before its end marker: the file was cut off."""

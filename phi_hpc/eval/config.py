@@ -39,20 +39,26 @@ class EvalRunConfig:
 
     def __post_init__(self) -> None:
         if bool(self.checkpoint) == bool(self.hf_model):
-            raise UsageError("give exactly one of --checkpoint and --hf-model",
-                             "--checkpoint RUN/checkpoints/latest or --hf-model DIR")
+            raise UsageError(
+                "give exactly one of --checkpoint and --hf-model",
+                "--checkpoint RUN/checkpoints/latest or --hf-model DIR",
+            )
         unknown = [t for t in self.tasks if t not in KNOWN_TASKS and not is_custom_task(t)]
         if unknown or not self.tasks:
-            raise UsageError(f"--task {','.join(self.tasks) or '(empty)'}: unknown task {unknown[0] if unknown else ''}",
-                             f"choose from {', '.join(KNOWN_TASKS)}, or give a problem file (.jsonl)")
+            raise UsageError(
+                f"--task {','.join(self.tasks) or '(empty)'}: unknown task {unknown[0] if unknown else ''}",
+                f"choose from {', '.join(KNOWN_TASKS)}, or give a problem file (.jsonl)",
+            )
         for task in self.data:
             if task not in self.tasks:
                 raise UsageError(f"--data {task}=...: task {task} is not among --task {','.join(self.tasks)}")
         if self.n < 1:
             raise UsageError(f"--n {self.n}: must be at least 1")
         if self.greedy and self.n > 1:
-            raise UsageError(f"--greedy with --n {self.n} would give {self.n} identical samples",
-                             "drop --greedy (sampling uses --temperature) or use --n 1")
+            raise UsageError(
+                f"--greedy with --n {self.n} would give {self.n} identical samples",
+                "drop --greedy (sampling uses --temperature) or use --n 1",
+            )
         if not self.greedy and self.temperature <= 0:
             raise UsageError(f"--temperature {self.temperature}: must be > 0 when sampling", "or pass --greedy")
         if self.limit is not None and self.limit < 1:

@@ -30,24 +30,86 @@ PROGRAM_ID = 1000  # the program's uid and gid inside its user namespace
 # name -> number, per architecture; "clone" is filtered on its flags, "clone3" gets ENOSYS (glibc then
 # falls back to clone, whose flags a filter can see).
 _SYSCALLS = {
-    "x86_64": (0xC000003E, {
-        "keyctl": 250, "add_key": 248, "request_key": 249,
-        "shmget": 29, "shmat": 30, "shmctl": 31, "shmdt": 67, "semget": 64, "semop": 65, "semctl": 66,
-        "semtimedop": 220, "msgget": 68, "msgsnd": 69, "msgrcv": 70, "msgctl": 71,
-        "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
-        "unshare": 272, "setns": 308, "bpf": 321, "userfaultfd": 323, "memfd_create": 319,
-        "memfd_secret": 447, "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311,
-        "perf_event_open": 298, "pidfd_getfd": 438, "mq_open": 240, "mount": 165, "open_tree": 428, "fsopen": 430,
-        "clone": 56, "clone3": 435}),
-    "aarch64": (0xC00000B7, {
-        "keyctl": 219, "add_key": 217, "request_key": 218,
-        "shmget": 194, "shmctl": 195, "shmat": 196, "shmdt": 197, "msgget": 186, "msgctl": 187, "msgrcv": 188,
-        "msgsnd": 189, "semget": 190, "semctl": 191, "semtimedop": 192, "semop": 193,
-        "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
-        "unshare": 97, "setns": 268, "bpf": 280, "userfaultfd": 282, "memfd_create": 279,
-        "memfd_secret": 447, "ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271,
-        "perf_event_open": 241, "pidfd_getfd": 438, "mq_open": 180, "mount": 40, "open_tree": 428, "fsopen": 430,
-        "clone": 220, "clone3": 435}),
+    "x86_64": (
+        0xC000003E,
+        {
+            "keyctl": 250,
+            "add_key": 248,
+            "request_key": 249,
+            "shmget": 29,
+            "shmat": 30,
+            "shmctl": 31,
+            "shmdt": 67,
+            "semget": 64,
+            "semop": 65,
+            "semctl": 66,
+            "semtimedop": 220,
+            "msgget": 68,
+            "msgsnd": 69,
+            "msgrcv": 70,
+            "msgctl": 71,
+            "io_uring_setup": 425,
+            "io_uring_enter": 426,
+            "io_uring_register": 427,
+            "unshare": 272,
+            "setns": 308,
+            "bpf": 321,
+            "userfaultfd": 323,
+            "memfd_create": 319,
+            "memfd_secret": 447,
+            "ptrace": 101,
+            "process_vm_readv": 310,
+            "process_vm_writev": 311,
+            "perf_event_open": 298,
+            "pidfd_getfd": 438,
+            "mq_open": 240,
+            "mount": 165,
+            "open_tree": 428,
+            "fsopen": 430,
+            "clone": 56,
+            "clone3": 435,
+        },
+    ),
+    "aarch64": (
+        0xC00000B7,
+        {
+            "keyctl": 219,
+            "add_key": 217,
+            "request_key": 218,
+            "shmget": 194,
+            "shmctl": 195,
+            "shmat": 196,
+            "shmdt": 197,
+            "msgget": 186,
+            "msgctl": 187,
+            "msgrcv": 188,
+            "msgsnd": 189,
+            "semget": 190,
+            "semctl": 191,
+            "semtimedop": 192,
+            "semop": 193,
+            "io_uring_setup": 425,
+            "io_uring_enter": 426,
+            "io_uring_register": 427,
+            "unshare": 97,
+            "setns": 268,
+            "bpf": 280,
+            "userfaultfd": 282,
+            "memfd_create": 279,
+            "memfd_secret": 447,
+            "ptrace": 117,
+            "process_vm_readv": 270,
+            "process_vm_writev": 271,
+            "perf_event_open": 241,
+            "pidfd_getfd": 438,
+            "mq_open": 180,
+            "mount": 40,
+            "open_tree": 428,
+            "fsopen": 430,
+            "clone": 220,
+            "clone3": 435,
+        },
+    ),
 }
 ARCH = platform.machine()
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -62,8 +124,10 @@ def _check(result, what):
 
 
 def _prctl(option, arg2=0, arg3=0, arg4=0, arg5=0, what="prctl"):
-    return _check(_libc.prctl(option, ctypes.c_ulong(arg2), ctypes.c_ulong(arg3), ctypes.c_ulong(arg4),
-                              ctypes.c_ulong(arg5)), what)
+    return _check(
+        _libc.prctl(option, ctypes.c_ulong(arg2), ctypes.c_ulong(arg3), ctypes.c_ulong(arg4), ctypes.c_ulong(arg5)),
+        what,
+    )
 
 
 def set_dumpable(flag):
@@ -87,8 +151,11 @@ def enter_namespaces():
     mapped to its current (host) uid and gid. The pid namespace applies to the children forked next."""
     uid, gid = os.geteuid(), os.getegid()
     _check(_libc.unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC), "unshare")
-    for name, text in (("setgroups", "deny"), ("uid_map", f"{PROGRAM_ID} {uid} 1"),
-                       ("gid_map", f"{PROGRAM_ID} {gid} 1")):
+    for name, text in (
+        ("setgroups", "deny"),
+        ("uid_map", f"{PROGRAM_ID} {uid} 1"),
+        ("gid_map", f"{PROGRAM_ID} {gid} 1"),
+    ):
         with open(f"/proc/self/{name}", "w") as handle:
             handle.write(text)
 
@@ -118,8 +185,16 @@ def enter_program_namespaces():
 
 
 def _mount(source, target, fstype, flags, data):
-    _check(_libc.mount(source and source.encode(), target.encode(), fstype and fstype.encode(),
-                       ctypes.c_ulong(flags), data and data.encode()), f"mount {target}")
+    _check(
+        _libc.mount(
+            source and source.encode(),
+            target.encode(),
+            fstype and fstype.encode(),
+            ctypes.c_ulong(flags),
+            data and data.encode(),
+        ),
+        f"mount {target}",
+    )
 
 
 def mount_private_tmp(tmp_bytes, shm_bytes, inodes, keep=()):
@@ -165,8 +240,7 @@ def _capability_structs():
         _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
 
     class Data(ctypes.Structure):
-        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
-                    ("inheritable", ctypes.c_uint32)]
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
 
     return Header(0x20080522, 0), (Data * 2)()
 
@@ -201,14 +275,24 @@ def _filter_program(arch_id, numbers):
     denied = [n for name, n in numbers.items() if name not in ("clone", "clone3")]
     code = [(ld_abs, 0, 0, 4), (jeq, 1, 0, arch_id), (ret, 0, 0, kill), (ld_abs, 0, 0, 0)]
     # After the checks below come: [ret allow, ret eperm, ret enosys, clone-flags check...]
-    checks = [("x32", jge, 0x40000000, "eperm")] + [(n, jeq, n, "eperm") for n in denied] + \
-             [("clone3", jeq, numbers["clone3"], "enosys"), ("clone", jeq, numbers["clone"], "clone")]
+    checks = (
+        [("x32", jge, 0x40000000, "eperm")]
+        + [(n, jeq, n, "eperm") for n in denied]
+        + [("clone3", jeq, numbers["clone3"], "enosys"), ("clone", jeq, numbers["clone"], "clone")]
+    )
     tail = {"allow": 0, "eperm": 1, "enosys": 2, "clone": 3}
     for index, (_, op, value, target) in enumerate(checks):
         remaining = len(checks) - index - 1
         code.append((op, remaining + tail[target], 0, value))
-    code += [(ret, 0, 0, allow), (ret, 0, 0, eperm), (ret, 0, 0, enosys),
-             (ld_abs, 0, 0, 16), (jset, 0, 1, CLONE_NAMESPACE_FLAGS), (ret, 0, 0, eperm), (ret, 0, 0, allow)]
+    code += [
+        (ret, 0, 0, allow),
+        (ret, 0, 0, eperm),
+        (ret, 0, 0, enosys),
+        (ld_abs, 0, 0, 16),
+        (jset, 0, 1, CLONE_NAMESPACE_FLAGS),
+        (ret, 0, 0, eperm),
+        (ret, 0, 0, allow),
+    ]
     return code
 
 
@@ -221,8 +305,7 @@ def prepare_seccomp():
         return
 
     class SockFilter(ctypes.Structure):
-        _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8),
-                    ("k", ctypes.c_uint32)]
+        _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
 
     class SockFprog(ctypes.Structure):
         _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(SockFilter))]

@@ -44,9 +44,13 @@ class Curve:
     train_losses: list[tuple[int, float]] = field(default_factory=list)  # (step, loss) of every step
 
     def to_dict(self) -> dict:
-        return {"run_dir": self.run_dir, "tasks": self.tasks, "points": [asdict(p) for p in self.points],
-                "val_losses": [{"step": s, "val_loss": v} for s, v in self.val_losses],
-                "train_losses": [{"step": s, "loss": v} for s, v in self.train_losses]}
+        return {
+            "run_dir": self.run_dir,
+            "tasks": self.tasks,
+            "points": [asdict(p) for p in self.points],
+            "val_losses": [{"step": s, "val_loss": v} for s, v in self.val_losses],
+            "train_losses": [{"step": s, "loss": v} for s, v in self.train_losses],
+        }
 
 
 def read_losses(metrics_path: Path, key: str = "val_loss") -> list[tuple[int, float]]:
@@ -113,8 +117,9 @@ def collect_evaluations(run_dir: Path) -> list[CurvePoint]:
             try:
                 results = json.loads(results_path.read_text(encoding="utf-8"))
             except json.JSONDecodeError as exc:
-                raise PhiError(f"{results_path}:{exc.lineno}: invalid JSON",
-                               "rerun `phi-hpc eval run` for that checkpoint") from None
+                raise PhiError(
+                    f"{results_path}:{exc.lineno}: invalid JSON", "rerun `phi-hpc eval run` for that checkpoint"
+                ) from None
         step = _step_of(candidate, results)
         if step is None:
             continue  # not an evaluation folder of a checkpoint (e.g. a hand-made scratch dir)
@@ -137,11 +142,12 @@ def collect_curve(run_dir: str | Path) -> Curve:
     for point in points:
         point.val_loss_step, point.val_loss = _loss_at(val_losses, point.step)
     if not points and not val_losses and not train_losses:
-        raise PhiError(f"{run_dir}: no evaluations under {layout.eval_root} and no losses in metrics.jsonl",
-                       "submit with --eval-every N, or run `phi-hpc eval run -o RUN/eval/step-N`")
+        raise PhiError(
+            f"{run_dir}: no evaluations under {layout.eval_root} and no losses in metrics.jsonl",
+            "submit with --eval-every N, or run `phi-hpc eval run -o RUN/eval/step-N`",
+        )
     tasks = sorted({task for p in points for task in p.pass_at_1})
-    return Curve(run_dir=str(run_dir), points=points, tasks=tasks, val_losses=val_losses,
-                 train_losses=train_losses)
+    return Curve(run_dir=str(run_dir), points=points, tasks=tasks, val_losses=val_losses, train_losses=train_losses)
 
 
 def _one_per_step(points: list[CurvePoint]) -> list[CurvePoint]:
@@ -149,6 +155,7 @@ def _one_per_step(points: list[CurvePoint]) -> list[CurvePoint]:
 
     A finished evaluation wins over a pending one; between finished ones, the newest results.json.
     """
+
     def rank(point: CurvePoint) -> tuple:
         results = Path(point.eval_dir) / "results.json"
         return (not point.pending, results.stat().st_mtime if results.is_file() else 0.0)
@@ -165,8 +172,10 @@ def plot_curve(curve: Curve, png_path: Path) -> None:
     try:
         import matplotlib
     except ModuleNotFoundError:
-        raise PhiError("matplotlib is not installed, so the curve cannot be drawn",
-                       "pip install 'phi-hpc[plot]' (the table and curve.json were still written)") from None
+        raise PhiError(
+            "matplotlib is not installed, so the curve cannot be drawn",
+            "pip install 'phi-hpc[plot]' (the table and curve.json were still written)",
+        ) from None
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
@@ -201,11 +210,22 @@ def _plot_losses(axis, curve: Curve) -> None:
     """Training loss (every step, thin) and validation loss (markers); limits from finite values only."""
     finite = [v for _, v in [*curve.train_losses, *curve.val_losses] if math.isfinite(v)]
     if curve.train_losses:
-        axis.plot([s for s, _ in curve.train_losses], [v for _, v in curve.train_losses], linewidth=0.8,
-                  color="tab:blue", alpha=0.7, label="training loss")
+        axis.plot(
+            [s for s, _ in curve.train_losses],
+            [v for _, v in curve.train_losses],
+            linewidth=0.8,
+            color="tab:blue",
+            alpha=0.7,
+            label="training loss",
+        )
     if curve.val_losses:
-        axis.plot([s for s, _ in curve.val_losses], [v for _, v in curve.val_losses], marker=".", color="tab:red",
-                  label="validation loss")
+        axis.plot(
+            [s for s, _ in curve.val_losses],
+            [v for _, v in curve.val_losses],
+            marker=".",
+            color="tab:red",
+            label="validation loss",
+        )
     if finite:
         low, high = min(finite), max(finite)
         pad = max((high - low) * 0.05, 1e-3)

@@ -82,18 +82,27 @@ def load_custom(path: str | Path, default_stops: tuple[str, ...]) -> list:
             raise UsageError(f"{path}:{number}: expected a JSON object", FORMAT_HINT)
         task_id = _string(row, "task_id", path, number)
         if task_id in seen:
-            raise UsageError(f"{path}:{number}: task_id {task_id!r} already used on line {seen[task_id]}",
-                             "give every problem its own task_id")
+            raise UsageError(
+                f"{path}:{number}: task_id {task_id!r} already used on line {seen[task_id]}",
+                "give every problem its own task_id",
+            )
         seen[task_id] = number
         prompt, tests = _string(row, "prompt", path, number), _string(row, "tests", path, number)
         entry_point = _string(row, "entry_point", path, number, required=False)
         calls_check = entry_point is not None and _CALLS_CHECK.search(tests) is not None
-        problems.append(Problem(task_id=task_id, prompt=prompt, solution_prefix=prompt,
-                                reference=_string(row, "canonical_solution", path, number, required=False) or "",
-                                tests=tests, entry_point=entry_point if calls_check else None,
-                                stop_sequences=_stops(row, path, number, default_stops),
-                                expose=(entry_point,) if entry_point and not calls_check else (),
-                                setup=prompt if _compiles(prompt) else ""))
+        problems.append(
+            Problem(
+                task_id=task_id,
+                prompt=prompt,
+                solution_prefix=prompt,
+                reference=_string(row, "canonical_solution", path, number, required=False) or "",
+                tests=tests,
+                entry_point=entry_point if calls_check else None,
+                stop_sequences=_stops(row, path, number, default_stops),
+                expose=(entry_point,) if entry_point and not calls_check else (),
+                setup=prompt if _compiles(prompt) else "",
+            )
+        )
     if not problems:
         raise UsageError(f"{path}: no problems", FORMAT_HINT)
     return problems

@@ -73,13 +73,20 @@ def grade_items(samples: list[dict], problems: dict, rubric: str) -> list[GradeI
         problem = problems[sample["task_id"]]
         solution = problem.solution_prefix + sample["completion"]
         digest = hashlib.sha256(f"{sample['task_id']}\0{sample['completion']}".encode()).hexdigest()[:16]
-        items.append(GradeItem(id=f"{index:07d}-{digest}", index=index, task_id=sample["task_id"],
-                               prompt=rubric.replace("{problem}", problem.prompt).replace("{solution}", solution)))
+        items.append(
+            GradeItem(
+                id=f"{index:07d}-{digest}",
+                index=index,
+                task_id=sample["task_id"],
+                prompt=rubric.replace("{problem}", problem.prompt).replace("{solution}", solution),
+            )
+        )
     return items
 
 
-def grade_samples(items: list[GradeItem], output: str | Path, endpoint: EndpointConfig, concurrency: int,
-                  progress=None) -> dict:
+def grade_samples(
+    items: list[GradeItem], output: str | Path, endpoint: EndpointConfig, concurrency: int, progress=None
+) -> dict:
     """Grade every item not yet in ``output``; returns the run summary (mean grade over all of them)."""
     client = ChatClient(endpoint)
     started = time.time()
@@ -96,23 +103,42 @@ def grade_samples(items: list[GradeItem], output: str | Path, endpoint: Endpoint
                 failed += 1
                 errors.append(answer.message)
                 continue
-            log.append({"id": item.id, "index": item.index, "task_id": item.task_id, "grade": parse_grade(answer),
-                        "reasoning": answer, "model": endpoint.model})
+            log.append(
+                {
+                    "id": item.id,
+                    "index": item.index,
+                    "task_id": item.task_id,
+                    "grade": parse_grade(answer),
+                    "reasoning": answer,
+                    "model": endpoint.model,
+                }
+            )
         wanted = {item.id for item in items}
         grades = [r["grade"] for r in log.records if r["id"] in wanted and r["grade"] is not None]
         graded = sum(1 for r in log.records if r["id"] in wanted)
-    return {"output": str(output), "samples": len(items), "already_done": len(already & wanted),
-            "graded": graded, "unparsed": graded - len(grades), "failed": failed, "errors": errors[:5],
-            "mean_grade": round(statistics.fmean(grades), 4) if grades else None,
-            "requests": client.requests, "retries": dict(client.retries),
-            "seconds": round(time.time() - started, 3), "model": endpoint.model}
+    return {
+        "output": str(output),
+        "samples": len(items),
+        "already_done": len(already & wanted),
+        "graded": graded,
+        "unparsed": graded - len(grades),
+        "failed": failed,
+        "errors": errors[:5],
+        "mean_grade": round(statistics.fmean(grades), 4) if grades else None,
+        "requests": client.requests,
+        "retries": dict(client.retries),
+        "seconds": round(time.time() - started, 3),
+        "model": endpoint.model,
+    }
 
 
 def _default_results(samples_path: Path) -> Path | None:
     """Where `eval run` / `eval score` put the results of these samples, if they are there."""
     stem = samples_path.name.removesuffix(".jsonl")
-    for candidate in (samples_path.with_name("results.jsonl") if samples_path.name == "samples.jsonl" else None,
-                      samples_path.with_name(f"{stem}_results.jsonl")):
+    for candidate in (
+        samples_path.with_name("results.jsonl") if samples_path.name == "samples.jsonl" else None,
+        samples_path.with_name(f"{stem}_results.jsonl"),
+    ):
         if candidate is not None and candidate.is_file():
             return candidate
     return None
@@ -126,8 +152,16 @@ def _pass_at_1(results_path: Path, task: str, problems: list) -> float | None:
     return summarize(rows, task, problems, (1,))["pass_at_k"].get("pass@1")
 
 
-def grade_run(samples_path: Path, task: str, data_path, output_path, results_path, rubric_path,
-              endpoint: EndpointConfig, concurrency: int) -> dict:
+def grade_run(
+    samples_path: Path,
+    task: str,
+    data_path,
+    output_path,
+    results_path,
+    rubric_path,
+    endpoint: EndpointConfig,
+    concurrency: int,
+) -> dict:
     """``phi-hpc eval grade``: grades, a summary beside them, pass@1 from the score results if present."""
     from phi_hpc.eval.samples import read_samples, summary_path_for
     from phi_hpc.eval.score import match_samples
@@ -140,13 +174,20 @@ def grade_run(samples_path: Path, task: str, data_path, output_path, results_pat
     samples = read_samples(samples_path)
     matched = match_samples(samples, task, problems, str(samples_path))
     items = grade_items([sample for sample, _ in matched], {s["task_id"]: p for s, p in matched}, rubric)
-    output = Path(output_path) if output_path else samples_path.with_name(
-        samples_path.name.removesuffix(".jsonl") + "_grades.jsonl")
+    output = (
+        Path(output_path)
+        if output_path
+        else samples_path.with_name(samples_path.name.removesuffix(".jsonl") + "_grades.jsonl")
+    )
     with progress_bar() as progress:
         summary = grade_samples(items, output, endpoint, concurrency, progress)
     results = Path(results_path) if results_path else _default_results(samples_path)
-    summary.update(task=task, samples_file=str(samples_path), results_file=str(results) if results else None,
-                   **{"pass@1": _pass_at_1(results, task, problems) if results else None})
+    summary.update(
+        task=task,
+        samples_file=str(samples_path),
+        results_file=str(results) if results else None,
+        **{"pass@1": _pass_at_1(results, task, problems) if results else None},
+    )
     summary["summary_file"] = str(summary_path_for(output))
     write_json(summary["summary_file"], summary)
     return summary

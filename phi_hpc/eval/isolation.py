@@ -32,9 +32,23 @@ from phi_hpc.errors import PhiError, UsageError
 ISOLATION_LEVELS = ("bwrap", "unshare", "rlimits")
 # What programs see of /etc: the dynamic linker's cache and config, time zone, name-service basics
 # without any account database, MIME and locale tables, and Debian's per-Python config folder.
-ETC_ENTRIES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime", "timezone",
-               "nsswitch.conf", "hosts", "protocols", "services", "mime.types", "locale.alias", "os-release",
-               f"python3.{sys.version_info.minor}", "ssl/openssl.cnf")
+ETC_ENTRIES = (
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "alternatives",
+    "localtime",
+    "timezone",
+    "nsswitch.conf",
+    "hosts",
+    "protocols",
+    "services",
+    "mime.types",
+    "locale.alias",
+    "os-release",
+    f"python3.{sys.version_info.minor}",
+    "ssl/openssl.cnf",
+)
 ZYGOTE_CAPABILITIES = ("CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER")
 
 
@@ -44,9 +58,16 @@ def python_roots() -> list[str]:
     import site
     import sysconfig
 
-    paths = [sys.prefix, sys.base_prefix, sys.exec_prefix, getattr(sys, "base_exec_prefix", sys.exec_prefix),
-             os.path.dirname(os.path.realpath(sys.executable)), os.path.dirname(os.path.abspath(sys.executable)),
-             sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"]]
+    paths = [
+        sys.prefix,
+        sys.base_prefix,
+        sys.exec_prefix,
+        getattr(sys, "base_exec_prefix", sys.exec_prefix),
+        os.path.dirname(os.path.realpath(sys.executable)),
+        os.path.dirname(os.path.abspath(sys.executable)),
+        sysconfig.get_paths()["stdlib"],
+        sysconfig.get_paths()["platstdlib"],
+    ]
     paths += [p for p in site.getsitepackages() if os.path.isdir(p)]
     candidates = {os.path.realpath(p) for p in paths} | {os.path.abspath(p) for p in paths}
     roots: list[str] = []
@@ -62,12 +83,20 @@ def python_roots() -> list[str]:
 def _ancestors(path: str) -> list[str]:
     """``/a/b/c`` -> ``["/a", "/a/b"]``."""
     parts = path.strip("/").split("/")[:-1]
-    return ["/" + "/".join(parts[:i + 1]) for i in range(len(parts))]
+    return ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
 
 
 def bwrap_command(inner: list[str], tmp_bytes: int = 256 << 20) -> list[str]:
-    command = ["bwrap", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
-               "--unshare-cgroup-try", "--die-with-parent", "--new-session"]
+    command = [
+        "bwrap",
+        "--unshare-ipc",
+        "--unshare-pid",
+        "--unshare-net",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        "--die-with-parent",
+        "--new-session",
+    ]
     if os.getuid() != 0:
         command.append("--unshare-user")
     else:  # the zygote keeps only what it needs to hand programs another uid and clean up after them
@@ -88,9 +117,24 @@ def bwrap_command(inner: list[str], tmp_bytes: int = 256 << 20) -> list[str]:
         elif os.path.exists(path):
             command += ["--ro-bind", path, path]
     # tmpfs lives in RAM: sized, or many files each under RLIMIT_FSIZE could fill the host's memory.
-    command += ["--proc", "/proc", "--dev", "/dev",
-                "--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp",
-                "--perms", "1777", "--size", str(64 << 20), "--tmpfs", "/dev/shm"]  # multiprocessing needs it
+    command += [
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--perms",
+        "1777",
+        "--size",
+        str(tmp_bytes),
+        "--tmpfs",
+        "/tmp",
+        "--perms",
+        "1777",
+        "--size",
+        str(64 << 20),
+        "--tmpfs",
+        "/dev/shm",
+    ]  # multiprocessing needs it
     # The interpreter is bound after the private /tmp and /dev/shm, so a venv under /tmp stays visible.
     made = {"/tmp", "/dev", "/dev/shm", "/proc"}
     for root in python_roots():
@@ -105,8 +149,7 @@ def bwrap_command(inner: list[str], tmp_bytes: int = 256 << 20) -> list[str]:
 def unshare_command(inner: list[str]) -> list[str]:
     # --mount: a private mount namespace, where the zygote can re-expose an interpreter in a private
     # folder (root's home) to the programs' uid (see ``hidden_ancestors``).
-    return ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", "--mount", "--net", "--ipc",
-            "--uts"] + inner
+    return ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", "--mount", "--net", "--ipc", "--uts"] + inner
 
 
 def hidden_ancestors() -> dict[str, list[str]]:
@@ -126,8 +169,9 @@ def hidden_ancestors() -> dict[str, list[str]]:
 def _probe(command: list[str]) -> str | None:
     """None when ``command`` ran fine, else its own reason (the last line of its stderr)."""
     try:
-        proc = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, timeout=30, env={})
+        proc = subprocess.run(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=30, env={}
+        )
     except (OSError, subprocess.SubprocessError) as exc:
         return str(exc)
     if proc.returncode == 0:
@@ -157,10 +201,12 @@ def detect_isolation() -> str:
     return next((level for level in ISOLATION_LEVELS if isolation_available(level)), "rlimits")
 
 
-BWRAP_FIXES = ("install bubblewrap (apt-get install bubblewrap / dnf install bubblewrap), allow unprivileged "
-               "user namespaces (sysctl -w kernel.unprivileged_userns_clone=1, or on Ubuntu "
-               "kernel.apparmor_restrict_unprivileged_userns=0), or choose a weaker level explicitly with "
-               "--isolation unshare|rlimits")
+BWRAP_FIXES = (
+    "install bubblewrap (apt-get install bubblewrap / dnf install bubblewrap), allow unprivileged "
+    "user namespaces (sysctl -w kernel.unprivileged_userns_clone=1, or on Ubuntu "
+    "kernel.apparmor_restrict_unprivileged_userns=0), or choose a weaker level explicitly with "
+    "--isolation unshare|rlimits"
+)
 
 
 def require_isolation(level: str | None) -> str:
@@ -174,14 +220,16 @@ def require_isolation(level: str | None) -> str:
         return chosen
     if chosen == "bwrap":
         raise PhiError(f"the sandbox cannot start: bubblewrap failed: {problem}", BWRAP_FIXES)
-    raise UsageError(f"--isolation {chosen} does not work on this machine: {problem}",
-                     "leave --isolation out to use bubblewrap (full isolation), or choose another level")
+    raise UsageError(
+        f"--isolation {chosen} does not work on this machine: {problem}",
+        "leave --isolation out to use bubblewrap (full isolation), or choose another level",
+    )
 
 
 ISOLATION_WARNINGS = {
     "bwrap": None,
     "unshare": "WARNING: --isolation unshare: programs ran with pid/net namespaces and rlimits but "
-               "could see the host filesystem (bubblewrap gives full isolation)",
+    "could see the host filesystem (bubblewrap gives full isolation)",
     "rlimits": "WARNING: --isolation rlimits: programs ran with resource limits only and could reach the "
-               "network and your files (bubblewrap gives full isolation)",
+    "network and your files (bubblewrap gives full isolation)",
 }

@@ -36,8 +36,13 @@ class ResolvedModel:
 def resolve_checkpoint(path: str | Path) -> ResolvedModel:
     """Any way a user names our checkpoint, with its step and run (so results land on a curve)."""
     found = model_checkpoint(path)
-    return ResolvedModel(model_dir=found.folder, source="checkpoint", given=str(path), step=found.step,
-                         run_dir=found.run.root if found.run else None)
+    return ResolvedModel(
+        model_dir=found.folder,
+        source="checkpoint",
+        given=str(path),
+        step=found.step,
+        run_dir=found.run.root if found.run else None,
+    )
 
 
 def resolve_model(config: EvalRunConfig) -> ResolvedModel:
@@ -45,8 +50,10 @@ def resolve_model(config: EvalRunConfig) -> ResolvedModel:
         return resolve_checkpoint(config.checkpoint)
     model_dir = Path(config.hf_model)
     if not (model_dir / MODEL_CONFIG).is_file():
-        raise UsageError(f"--hf-model {config.hf_model}: no config.json there",
-                         "pass a local folder saved by transformers' save_pretrained (e.g. microsoft/phi-1)")
+        raise UsageError(
+            f"--hf-model {config.hf_model}: no config.json there",
+            "pass a local folder saved by transformers' save_pretrained (e.g. microsoft/phi-1)",
+        )
     return ResolvedModel(model_dir=model_dir, source="hf-model", given=config.hf_model)
 
 
@@ -59,5 +66,7 @@ def resolve_tokenizer(explicit: str | None, model: ResolvedModel) -> Path:
     found = model.checkpoint.tokenizer()
     if found is not None:
         return found
-    raise UsageError(f"no tokenizer.json in {model.model_dir} or its run",
-                     "pass --tokenizer PATH or a hub id (phi-1's: --tokenizer microsoft/phi-1)")
+    raise UsageError(
+        f"no tokenizer.json in {model.model_dir} or its run",
+        "pass --tokenizer PATH or a hub id (phi-1's: --tokenizer microsoft/phi-1)",
+    )

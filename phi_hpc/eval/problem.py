@@ -27,5 +27,10 @@ class Problem:
     def program(self, completion: str) -> Program:
         # The prefix (HumanEval's prompt, MBPP's test imports) is trusted: it also sets up the tests.
         setup = self.solution_prefix if self.setup is None else self.setup
-        return Program(solution=self.solution_prefix + completion, tests=self.tests, setup=setup,
-                       entry_point=self.entry_point, expose=self.expose)
+        return Program(
+            solution=self.solution_prefix + completion,
+            tests=self.tests,
+            setup=setup,
+            entry_point=self.entry_point,
+            expose=self.expose,
+        )

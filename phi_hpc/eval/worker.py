@@ -34,9 +34,18 @@ from phi_hpc.eval.programs import Program, SandboxLimits
 # The zygote's code, in the order it runs: one namespace in there, so a part may use the names of the
 # parts before it (each says which, in an ``if False:`` import block that only readers and linters see).
 # ``zygote.py`` comes last: it ends by calling ``main()``.
-ZYGOTE_PARTS = tuple(Path(__file__).with_name(name) for name in (
-    "confine.py", "zygote_protocol.py", "zygote_harness.py", "zygote_confinement.py", "zygote_cleanup.py",
-    "zygote_collect.py", "zygote.py"))
+ZYGOTE_PARTS = tuple(
+    Path(__file__).with_name(name)
+    for name in (
+        "confine.py",
+        "zygote_protocol.py",
+        "zygote_harness.py",
+        "zygote_confinement.py",
+        "zygote_cleanup.py",
+        "zygote_collect.py",
+        "zygote.py",
+    )
+)
 # The zygote's ``-c`` program: it reads its compiled parts (``_zygote_code``) from its stdin, framed like
 # every message, then runs them; fds 0/1 then carry the protocol.
 ZYGOTE_BOOT = (
@@ -50,16 +59,18 @@ ZYGOTE_BOOT = (
     "        data += chunk\n"
     "    return data\n"
     "for _part in marshal.loads(_take(struct.unpack('>I', _take(4))[0])):\n"
-    "    exec(_part)\n")
+    "    exec(_part)\n"
+)
 
 
 class SandboxCrashed(PhiError):
     """The sandbox server died or could not start (a user-facing error if it cannot be restarted)."""
 
     def __init__(self, message: str):
-        super().__init__(message, "check that bubblewrap works here (bwrap --ro-bind / / true), or pick "
-                                  "another level with --isolation")
-
+        super().__init__(
+            message,
+            "check that bubblewrap works here (bwrap --ro-bind / / true), or pick another level with --isolation",
+        )
 
 
 @functools.cache
@@ -98,14 +109,19 @@ class Zygote:
             self._host_tmp = tempfile.TemporaryDirectory(prefix="phi-hpc-sandbox-")
             os.chmod(self._host_tmp.name, 0o711)  # explicit: independent of the caller's umask
             work_root = os.path.join(self._host_tmp.name, "work")
-        settings = {"uid": self.run_uid, "pid_namespace": in_pid_namespace, "work_root": work_root,
-                    "private_tmp": self.isolation == "bwrap",
-                    "tmp_bytes": self.limits.tmp_bytes, "shm_bytes": self.limits.shm_bytes,
-                    "tmp_inodes": self.limits.tmp_inodes,
-                    # bound read-only into /tmp: each program's fresh /tmp binds them back, the checks spare them
-                    "keep": [r for r in python_roots() if r.startswith(("/tmp/", "/dev/shm/"))],
-                    # unshare as root: re-expose an interpreter that lies in a folder other uids cannot enter
-                    "expose": hidden_ancestors() if self.isolation != "bwrap" and self.run_uid else {}}
+        settings = {
+            "uid": self.run_uid,
+            "pid_namespace": in_pid_namespace,
+            "work_root": work_root,
+            "private_tmp": self.isolation == "bwrap",
+            "tmp_bytes": self.limits.tmp_bytes,
+            "shm_bytes": self.limits.shm_bytes,
+            "tmp_inodes": self.limits.tmp_inodes,
+            # bound read-only into /tmp: each program's fresh /tmp binds them back, the checks spare them
+            "keep": [r for r in python_roots() if r.startswith(("/tmp/", "/dev/shm/"))],
+            # unshare as root: re-expose an interpreter that lies in a folder other uids cannot enter
+            "expose": hidden_ancestors() if self.isolation != "bwrap" and self.run_uid else {},
+        }
         inner = [sys.executable, "-I", "-c", ZYGOTE_BOOT, json.dumps(settings)]
         if self.isolation == "bwrap":
             command = bwrap_command(inner, self.limits.tmp_bytes)
@@ -117,8 +133,15 @@ class Zygote:
             command = self.cgroup.wrap(command)
         # The zygote's own stderr (never the programs') goes to a file: its tail explains a crash.
         self._log = tempfile.TemporaryFile()
-        proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
-                                env={}, cwd=self._host_tmp.name if self._host_tmp else "/", start_new_session=True)
+        proc = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            env={},
+            cwd=self._host_tmp.name if self._host_tmp else "/",
+            start_new_session=True,
+        )
         code = _zygote_code()
         try:
             proc.stdin.write(struct.pack(">I", len(code)) + code)
@@ -162,9 +185,15 @@ class Zygote:
     def run(self, program: Program) -> dict:
         # A fresh nonce per request: a reply that does not carry it was not asked for (forged, or stale).
         nonce = secrets.token_hex(16)
-        request = dict(self.limits.request_fields(pid_namespace=self.isolation in ("bwrap", "unshare")),
-                       nonce=nonce, solution=program.solution, tests=program.tests, setup=program.setup,
-                       entry_point=program.entry_point, expose=list(program.expose))
+        request = dict(
+            self.limits.request_fields(pid_namespace=self.isolation in ("bwrap", "unshare")),
+            nonce=nonce,
+            solution=program.solution,
+            tests=program.tests,
+            setup=program.setup,
+            entry_point=program.entry_point,
+            expose=list(program.expose),
+        )
         payload = json.dumps(request).encode()
         try:
             self._proc.stdin.write(struct.pack(">I", len(payload)) + payload)

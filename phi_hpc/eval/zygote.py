@@ -86,8 +86,15 @@ def prepare(serial):
     for fd in (result_w, output_w, request_r):
         os.close(fd)
     PREPARED.add(pid)
-    return {"pid": pid, "pidfd": os.pidfd_open(pid), "token": token, "work_dir": work_dir, "result_r": result_r,
-            "output_r": output_r, "request_w": request_w}
+    return {
+        "pid": pid,
+        "pidfd": os.pidfd_open(pid),
+        "token": token,
+        "work_dir": work_dir,
+        "result_r": result_r,
+        "output_r": output_r,
+        "request_w": request_w,
+    }
 
 
 def run_one(request, ready, serial):
@@ -97,7 +104,7 @@ def run_one(request, ready, serial):
     try:
         view = memoryview(struct.pack(">I", len(data)) + data)
         while view:
-            view = view[os.write(ready["request_w"], view):]
+            view = view[os.write(ready["request_w"], view) :]
     except BrokenPipeError:
         pass  # its setup failed: the reason is on its result pipe
     os.close(ready["request_w"])
@@ -132,8 +139,15 @@ def main():
         _enter_worker_namespaces()
         PROGRAM_PROC = _probe_program_proc()
     NSPID_DEPTH = _own_nspid_depth()
-    send({"ready": True, "uid": os.getuid(), "pid": os.getpid(), "namespaces": NAMESPACES,
-          "seccomp": seccomp_supported()})
+    send(
+        {
+            "ready": True,
+            "uid": os.getuid(),
+            "pid": os.getpid(),
+            "namespaces": NAMESPACES,
+            "seccomp": seccomp_supported(),
+        }
+    )
     serial = 1
     ready = prepare(serial)
     while True:
@@ -143,8 +157,15 @@ def main():
         try:
             reply, ready = run_one(request, ready, serial)
         except Exception as exc:  # noqa: BLE001 - report, and have the host replace us
-            reply = {"status": "error", "error": f"sandbox failure: {_error_line(exc)}", "duration": 0.0,
-                     "output": "", "exit_code": None, "signal": None, "replace": _error_line(exc)}
+            reply = {
+                "status": "error",
+                "error": f"sandbox failure: {_error_line(exc)}",
+                "duration": 0.0,
+                "output": "",
+                "exit_code": None,
+                "signal": None,
+                "replace": _error_line(exc),
+            }
             send(dict(reply, nonce=request.get("nonce")))
             return
         serial += 1

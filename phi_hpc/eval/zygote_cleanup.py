@@ -153,8 +153,9 @@ def _world_is_clean():
     problems = []
     if PRIVATE_TMP:
         allowed = {WORK_ROOT} | KEEP | {os.path.dirname(k) for k in KEEP}
-        left = [os.path.join("/tmp", n) for n in os.listdir("/tmp")] + \
-               [os.path.join("/dev/shm", n) for n in os.listdir("/dev/shm")]
+        left = [os.path.join("/tmp", n) for n in os.listdir("/tmp")] + [
+            os.path.join("/dev/shm", n) for n in os.listdir("/dev/shm")
+        ]
         problems += [p for p in left if p not in allowed and not any(k.startswith(p + "/") for k in KEEP)]
     if IN_PID_NAMESPACE:  # our own IPC namespace (bubblewrap, unshare): SysV objects must be gone
         for kind in ("shm", "msg", "sem"):

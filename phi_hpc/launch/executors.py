@@ -51,8 +51,9 @@ def slurm_answers(timeout_s: float | None = None) -> bool:
 def choose_executor(requested: str = "auto") -> ExecutorKind:
     if requested == "slurm":
         if shutil.which("sbatch") is None:
-            raise UsageError("--cluster slurm: sbatch is not on PATH",
-                             "run on a login node, or use --cluster local to run here")
+            raise UsageError(
+                "--cluster slurm: sbatch is not on PATH", "run on a login node, or use --cluster local to run here"
+            )
         return "slurm"
     if requested == "local":
         return "local"
@@ -60,8 +61,10 @@ def choose_executor(requested: str = "auto") -> ExecutorKind:
         return "local"
     problem = slurm_problem()
     if problem:
-        raise PhiError(f"--cluster auto: sbatch is here but the Slurm controller does not answer ({problem}); "
-                       "nothing was started", "retry in a minute, or use --cluster local to really run on this machine")
+        raise PhiError(
+            f"--cluster auto: sbatch is here but the Slurm controller does not answer ({problem}); nothing was started",
+            "retry in a minute, or use --cluster local to really run on this machine",
+        )
     return "slurm"
 
 
@@ -84,8 +87,9 @@ def srun_arguments(profile: ClusterProfile) -> list[str]:
     return ["--kill-on-bad-exit=1", f"--cpus-per-task={profile.cpus_per_task}", *profile.srun_args]
 
 
-def slurm_parameters(profile: ClusterProfile, job_name: str, depends_on: list[str] = (),
-                     code_root: Path | None = None) -> dict:
+def slurm_parameters(
+    profile: ClusterProfile, job_name: str, depends_on: list[str] = (), code_root: Path | None = None
+) -> dict:
     """Keyword arguments for ``SlurmExecutor.update_parameters``."""
     params: dict = {
         "job_name": job_name,
@@ -122,24 +126,38 @@ def slurm_parameters(profile: ClusterProfile, job_name: str, depends_on: list[st
 SUBMITIT_MAX_NUM_TIMEOUT = 1_000_000
 
 
-def make_executor(kind: ExecutorKind, folder: Path, profile: ClusterProfile, job_name: str,
-                  depends_on: list[str] = (), array_parallelism: int | None = None, code_root: Path | None = None):
+def make_executor(
+    kind: ExecutorKind,
+    folder: Path,
+    profile: ClusterProfile,
+    job_name: str,
+    depends_on: list[str] = (),
+    array_parallelism: int | None = None,
+    code_root: Path | None = None,
+):
     import submitit
 
     if kind == "slurm":
-        executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=SUBMITIT_MAX_NUM_TIMEOUT,
-                                          python=profile.python)
+        executor = submitit.SlurmExecutor(
+            folder=folder, max_num_timeout=SUBMITIT_MAX_NUM_TIMEOUT, python=profile.python
+        )
         params = slurm_parameters(profile, job_name, depends_on, code_root)
         if array_parallelism:
             params["array_parallelism"] = array_parallelism
         executor.update_parameters(**params)
         return executor
     if profile.nodes != 1:
-        raise UsageError(f"the local executor runs on this machine only, but --nodes is {profile.nodes}",
-                         "use --nodes 1 (or submit from a Slurm login node)")
+        raise UsageError(
+            f"the local executor runs on this machine only, but --nodes is {profile.nodes}",
+            "use --nodes 1 (or submit from a Slurm login node)",
+        )
     executor = submitit.LocalExecutor(folder=folder, max_num_timeout=SUBMITIT_MAX_NUM_TIMEOUT)
-    executor.update_parameters(timeout_min=profile.time_minutes, tasks_per_node=profile.tasks_per_node,
-                               nodes=1, signal_delay_s=profile.signal_delay_s)
+    executor.update_parameters(
+        timeout_min=profile.time_minutes,
+        tasks_per_node=profile.tasks_per_node,
+        nodes=1,
+        signal_delay_s=profile.signal_delay_s,
+    )
     # Local tasks inherit this process's environment: give them the profile's and our package.
     os.environ.update({key: str(value) for key, value in profile.env.items()})
     root = code_root or checkout_root()
@@ -148,8 +166,14 @@ def make_executor(kind: ExecutorKind, folder: Path, profile: ClusterProfile, job
     return executor
 
 
-def render_sbatch(folder: Path, profile: ClusterProfile, job_name: str, depends_on: list[str] = (),
-                  array_size: int | None = None, array_parallelism: int | None = None) -> str:
+def render_sbatch(
+    folder: Path,
+    profile: ClusterProfile,
+    job_name: str,
+    depends_on: list[str] = (),
+    array_size: int | None = None,
+    array_parallelism: int | None = None,
+) -> str:
     """The batch script submitit would hand to sbatch (for ``--dry-run`` and the docs)."""
     from submitit.slurm.slurm import _make_sbatch_string
 

@@ -23,9 +23,9 @@ from phi_hpc.constants import SLURM_FAILURE_ORDER, SLURM_FAILURE_STATES, SLURM_T
 @dataclass
 class JobState:
     job_id: str
-    state: str                    # Slurm's state name (COMPLETED, RUNNING, PENDING, ...)
+    state: str  # Slurm's state name (COMPLETED, RUNNING, PENDING, ...)
     elapsed: str = ""
-    reason: str = ""              # squeue's reason for pending jobs, or our explanation
+    reason: str = ""  # squeue's reason for pending jobs, or our explanation
     exit_code: str = ""
 
     @property
@@ -94,12 +94,18 @@ def recorded_state(job_id: str, attempts: list[dict], array_size: int | None = N
         return None
     last = ends[-1]
     starts = [e for e in attempts if e.get("job_id") == job_id and e.get("event") == "start"]
-    return JobState(job_id, FINAL_STATUS[last["status"]], _elapsed(starts, last.get("time")),
-                    exit_code=str(last.get("exit_code", "")), reason=last.get("detail", ""))
+    return JobState(
+        job_id,
+        FINAL_STATUS[last["status"]],
+        _elapsed(starts, last.get("time")),
+        exit_code=str(last.get("exit_code", "")),
+        reason=last.get("detail", ""),
+    )
 
 
-def slurm_job_state(job_id: str, states: list[JobState], attempts: list[dict], queue_answered: bool,
-                    array_size: int | None = None) -> JobState:
+def slurm_job_state(
+    job_id: str, states: list[JobState], attempts: list[dict], queue_answered: bool, array_size: int | None = None
+) -> JobState:
     """Slurm's answer, completed by the run's records when Slurm no longer knows (some of) the job."""
     known = summarize(states)
     if known is not None and (known.finished or not array_size or len(states) >= array_size):
@@ -107,8 +113,9 @@ def slurm_job_state(job_id: str, states: list[JobState], attempts: list[dict], q
     recorded = recorded_state(job_id, attempts, array_size)
     if known is None and recorded is None and array_size and queue_answered:
         # Slurm forgot the array: each element's own outcome, LOST where none was recorded.
-        return summarize([recorded_state(f"{job_id}_{i}", attempts) or _lost(f"{job_id}_{i}", attempts)
-                          for i in range(array_size)])
+        return summarize(
+            [recorded_state(f"{job_id}_{i}", attempts) or _lost(f"{job_id}_{i}", attempts) for i in range(array_size)]
+        )
     if known is None and recorded is not None:
         recorded.reason = recorded.reason or "from the run's records (Slurm no longer lists the job)"
         return recorded
@@ -121,9 +128,14 @@ def slurm_job_state(job_id: str, states: list[JobState], attempts: list[dict], q
 
 def _lost(job_id: str, attempts: list[dict]) -> JobState:
     started = any(e.get("job_id") == job_id for e in attempts if e.get("event") == "start")
-    return JobState(job_id, "LOST", reason="no longer known to Slurm (no accounting, or purged) and no outcome "
-                    "recorded: killed before it could record one (memory, node failure, time limit)" if started
-                    else "no longer known to Slurm and never started here (killed or cancelled before the task ran)")
+    return JobState(
+        job_id,
+        "LOST",
+        reason="no longer known to Slurm (no accounting, or purged) and no outcome "
+        "recorded: killed before it could record one (memory, node failure, time limit)"
+        if started
+        else "no longer known to Slurm and never started here (killed or cancelled before the task ran)",
+    )
 
 
 def local_state(job_id: str, attempts: list[dict], host: str | None = None) -> JobState:
@@ -133,12 +145,17 @@ def local_state(job_id: str, attempts: list[dict], host: str | None = None) -> J
         return recorded
     starts = [e for e in attempts if e.get("job_id") == job_id and e.get("event") == "start"]
     if not on_this_host(host):
-        return JobState(job_id, "RUNNING" if starts else "PENDING", _elapsed(starts, None),
-                        reason=f"a local job of {host}: ask there")
+        return JobState(
+            job_id,
+            "RUNNING" if starts else "PENDING",
+            _elapsed(starts, None),
+            reason=f"a local job of {host}: ask there",
+        )
     alive = _pid_alive(job_id)
     if not alive:
-        return JobState(job_id, "LOST" if starts else "FAILED", _elapsed(starts, None),
-                        reason="process gone without a recorded end")
+        return JobState(
+            job_id, "LOST" if starts else "FAILED", _elapsed(starts, None), reason="process gone without a recorded end"
+        )
     return JobState(job_id, "RUNNING" if starts else "PENDING", _elapsed(starts, None))
 
 
@@ -180,8 +197,10 @@ def summarize(states: list[JobState]) -> JobState | None:
     counts: dict[str, int] = {}
     for state in states:
         counts[state.state] = counts.get(state.state, 0) + 1
-    failed = sorted((s for s in states if s.state in SLURM_FAILURE_STATES),
-                    key=lambda s: (SLURM_FAILURE_ORDER.index(s.state), _element(s.job_id)))
+    failed = sorted(
+        (s for s in states if s.state in SLURM_FAILURE_STATES),
+        key=lambda s: (SLURM_FAILURE_ORDER.index(s.state), _element(s.job_id)),
+    )
     if not all(s.finished for s in states):
         overall = next((s for s in ("RUNNING", "COMPLETING", "REQUEUED", "PENDING") if s in counts), "RUNNING")
     elif failed:

@@ -17,12 +17,14 @@ def _option_values(argv: list[str], option: str) -> list[tuple[int, str]]:
         if item == option and index + 1 < len(argv):
             found.append((index + 1, argv[index + 1]))
         elif item.startswith(option + "="):
-            found.append((index, item[len(option) + 1:]))
+            found.append((index, item[len(option) + 1 :]))
     return found
 
 
 def _replace(argv: list[str], index: int, option: str, value: str) -> None:
-    argv[index] = value if argv[index - 1] == option and not argv[index].startswith(option + "=") else f"{option}={value}"
+    argv[index] = (
+        value if argv[index - 1] == option and not argv[index].startswith(option + "=") else f"{option}={value}"
+    )
 
 
 def localize_tokenizer(argv: list[str]) -> list[str]:
@@ -49,4 +51,3 @@ def localize_eval_args(argv: list[str]) -> list[str]:
         if task in MBPP_FILES and task not in named and not unnamed:
             argv += ["--data", f"{task}={fetch_mbpp(MBPP_FILES[task]).absolute()}"]
     return argv
-

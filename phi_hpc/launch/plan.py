@@ -100,8 +100,9 @@ def read_run_config(path: str | Path, overrides: list[str]) -> dict:
 def model_shape(config: dict, source: str) -> ModelShape:
     model = config["model"]
     try:
-        return ModelShape(*(int(model[key]) for key in ("vocab_size", "hidden_size", "num_layers",
-                                                        "intermediate_size")))
+        return ModelShape(
+            *(int(model[key]) for key in ("vocab_size", "hidden_size", "num_layers", "intermediate_size"))
+        )
     except KeyError as exc:
         raise UsageError(f"{source}: model has no {exc.args[0]}", "use a preset from configs/model/") from None
 
@@ -110,12 +111,15 @@ def plan_inputs(config: dict, data_dir: Path | None) -> PlanInputs:
     section = lambda name: config.get(name) or {}  # noqa: E731 (sections are optional, defaults apply)
     checkpoint = section("checkpoint")
     return PlanInputs(
-        steps=int(config.get("steps", 0)), global_batch=int(section("batch").get("global_size", 0)),
+        steps=int(config.get("steps", 0)),
+        global_batch=int(section("batch").get("global_size", 0)),
         seq_len=int(section("data").get("seq_len", 2048)),
         precision=str(section("deepspeed").get("precision", "fp32")),
-        checkpoint_every=int(checkpoint.get("every", 1000)), keep_last=int(checkpoint.get("keep_last", 3)),
+        checkpoint_every=int(checkpoint.get("every", 1000)),
+        keep_last=int(checkpoint.get("keep_last", 3)),
         keep_every=int(checkpoint.get("keep_every", 0) or 0),
-        data_tokens=_data_tokens(data_dir, section("data").get("paths") or []))
+        data_tokens=_data_tokens(data_dir, section("data").get("paths") or []),
+    )
 
 
 def _data_tokens(data_dir: Path | None, config_paths: list[str]) -> int | None:
@@ -132,8 +136,9 @@ def _data_tokens(data_dir: Path | None, config_paths: list[str]) -> int | None:
             total += int(json.loads(manifest.read_text(encoding="utf-8"))["counts"]["tokens"])
             found = True
         except (OSError, ValueError, KeyError, TypeError):
-            raise UsageError(f"{manifest}: not a prepare manifest (no counts.tokens)",
-                             "pass a `phi-hpc prepare` output folder") from None
+            raise UsageError(
+                f"{manifest}: not a prepare manifest (no counts.tokens)", "pass a `phi-hpc prepare` output folder"
+            ) from None
     return total if found else None
 
 
@@ -143,9 +148,11 @@ def measured_mfu(metrics_path: Path) -> float:
 
     values = [row["mfu"] for row in read_metrics(metrics_path) if isinstance(row.get("mfu"), (int, float))]
     if not values:
-        raise UsageError(f"{metrics_path}: no step reports an MFU (runs on CPUs or unknown GPUs do not)",
-                         "pass --mfu FRACTION instead, e.g. --mfu 0.5")
-    return statistics.median(values[len(values) // 10:])
+        raise UsageError(
+            f"{metrics_path}: no step reports an MFU (runs on CPUs or unknown GPUs do not)",
+            "pass --mfu FRACTION instead, e.g. --mfu 0.5",
+        )
+    return statistics.median(values[len(values) // 10 :])
 
 
 def gpu_kind(profile: ClusterProfile, gpu: str | None) -> str:
@@ -153,8 +160,10 @@ def gpu_kind(profile: ClusterProfile, gpu: str | None) -> str:
     for key in PEAK_FLOPS:
         if key in name:
             return key
-    raise UsageError(f"cannot tell the GPU from {'--gpu ' + gpu if gpu else 'the profile constraint'} "
-                     f"({name or 'none'})", f"pass --gpu {'|'.join(PEAK_FLOPS)}")
+    raise UsageError(
+        f"cannot tell the GPU from {'--gpu ' + gpu if gpu else 'the profile constraint'} ({name or 'none'})",
+        f"pass --gpu {'|'.join(PEAK_FLOPS)}",
+    )
 
 
 # ------------------------------------------------------------------------------------ arithmetic
@@ -177,16 +186,25 @@ def checkpoints_kept(steps: int, every: int, keep_last: int, keep_every: int) ->
     return len(kept | {s for s in saved if keep_every and s % keep_every == 0})
 
 
-def make_plan(inputs: PlanInputs, model: ModelShape, profile: ClusterProfile, gpu: str, mfu: float,
-              mfu_source: str, total_tokens: float | None = None, eval_every: int = 0,
-              eval_profile: ClusterProfile | None = None) -> Plan:
+def make_plan(
+    inputs: PlanInputs,
+    model: ModelShape,
+    profile: ClusterProfile,
+    gpu: str,
+    mfu: float,
+    mfu_source: str,
+    total_tokens: float | None = None,
+    eval_every: int = 0,
+    eval_profile: ClusterProfile | None = None,
+) -> Plan:
     if not 0 < mfu <= 1:
         raise UsageError(f"--mfu {mfu}: must be a fraction in (0, 1]", "e.g. --mfu 0.5 for 50%")
     tokens_per_step = inputs.global_batch * inputs.seq_len
     steps = math.ceil(total_tokens / tokens_per_step) if total_tokens else inputs.steps
     if steps < 1 or tokens_per_step < 1:
-        raise UsageError("the config trains no tokens (steps, batch.global_size or data.seq_len is 0)",
-                         "set steps, or pass --tokens")
+        raise UsageError(
+            "the config trains no tokens (steps, batch.global_size or data.seq_len is 0)", "set steps, or pass --tokens"
+        )
     flops_per_token = training_flops_per_token(model, inputs.seq_len)
     gpus = profile.nodes * profile.gpus_per_node
     if gpus < 1:
@@ -202,13 +220,30 @@ def make_plan(inputs: PlanInputs, model: ModelShape, profile: ClusterProfile, gp
     evals = steps // eval_every if eval_every else 0
     eval_gpus = (eval_profile.nodes * eval_profile.gpus_per_node) if eval_profile else 0
     eval_hours = (eval_profile.time_minutes / 60) if eval_profile else 0.0
-    return Plan(gpu=gpu, gpus=gpus, mfu=mfu, mfu_source=mfu_source, parameters=parameter_count(model),
-                flops_per_token=flops_per_token, tokens_per_step=tokens_per_step, steps=steps, total_tokens=tokens,
-                epochs=tokens / inputs.data_tokens if inputs.data_tokens else None, tokens_per_s=tokens_per_s,
-                gpu_hours=wall_h * gpus, wall_hours=wall_h, job_time_limit_h=limit_h, jobs=jobs,
-                requeues=jobs - 1, max_requeues=profile.max_requeues, checkpoint_gb=ckpt / 1e9,
-                checkpoints_kept=kept, checkpoint_disk_gb=ckpt * kept / 1e9, eval_jobs=evals,
-                eval_gpu_hours_max=evals * eval_gpus * eval_hours)
+    return Plan(
+        gpu=gpu,
+        gpus=gpus,
+        mfu=mfu,
+        mfu_source=mfu_source,
+        parameters=parameter_count(model),
+        flops_per_token=flops_per_token,
+        tokens_per_step=tokens_per_step,
+        steps=steps,
+        total_tokens=tokens,
+        epochs=tokens / inputs.data_tokens if inputs.data_tokens else None,
+        tokens_per_s=tokens_per_s,
+        gpu_hours=wall_h * gpus,
+        wall_hours=wall_h,
+        job_time_limit_h=limit_h,
+        jobs=jobs,
+        requeues=jobs - 1,
+        max_requeues=profile.max_requeues,
+        checkpoint_gb=ckpt / 1e9,
+        checkpoints_kept=kept,
+        checkpoint_disk_gb=ckpt * kept / 1e9,
+        eval_jobs=evals,
+        eval_gpu_hours_max=evals * eval_gpus * eval_hours,
+    )
 
 
 def parse_tokens(text: str) -> float:
@@ -224,21 +259,30 @@ def parse_tokens(text: str) -> float:
 def render_plan(plan: Plan) -> list[tuple[str, str]]:
     """(label, value) rows for the console table."""
     epochs = f"{plan.epochs:.2f}" if plan.epochs is not None else "n/a (no --data manifest)"
-    requeue_note = "" if plan.requeues <= plan.max_requeues else \
-        f"  (over max_requeues={plan.max_requeues}: raise it or --time)"
-    eval_row = (f"{plan.eval_jobs} jobs, at most {plan.eval_gpu_hours_max:,.0f} GPU-hours (their time limit)"
-                if plan.eval_jobs else "none (--eval-every not given)")
+    requeue_note = (
+        "" if plan.requeues <= plan.max_requeues else f"  (over max_requeues={plan.max_requeues}: raise it or --time)"
+    )
+    eval_row = (
+        f"{plan.eval_jobs} jobs, at most {plan.eval_gpu_hours_max:,.0f} GPU-hours (their time limit)"
+        if plan.eval_jobs
+        else "none (--eval-every not given)"
+    )
     return [
         ("model", f"{plan.parameters / 1e9:.3f}B parameters, {plan.flops_per_token / 1e9:.2f} GFLOP/token"),
         ("tokens", f"{plan.tokens_per_step:,} per step x {plan.steps:,} steps = {plan.total_tokens / 1e9:,.2f}B"),
         ("epochs over the data", epochs),
-        ("throughput", f"{plan.tokens_per_s:,.0f} tokens/s on {plan.gpus} x {plan.gpu.upper()} "
-                       f"at {plan.mfu:.0%} MFU ({plan.mfu_source})"),
+        (
+            "throughput",
+            f"{plan.tokens_per_s:,.0f} tokens/s on {plan.gpus} x {plan.gpu.upper()} "
+            f"at {plan.mfu:.0%} MFU ({plan.mfu_source})",
+        ),
         ("GPU-hours", f"{plan.gpu_hours:,.0f}"),
         ("wall time", f"{plan.wall_hours:,.1f} h ({plan.wall_hours / 24:.1f} days)"),
         ("jobs", f"{plan.jobs} of {plan.job_time_limit_h:g} h ({plan.requeues} requeues){requeue_note}"),
-        ("checkpoints", f"{plan.checkpoint_gb:,.1f} GB each, {plan.checkpoints_kept} kept = "
-                        f"{plan.checkpoint_disk_gb:,.1f} GB"),
+        (
+            "checkpoints",
+            f"{plan.checkpoint_gb:,.1f} GB each, {plan.checkpoints_kept} kept = {plan.checkpoint_disk_gb:,.1f} GB",
+        ),
         ("evaluations", eval_row),
     ]
 
@@ -261,10 +305,17 @@ def plan_from_request(request: PlanRequest, echo=print) -> Plan:
         if not metrics.is_file():
             raise UsageError(f"--mfu-from {mfu_from}: no metrics.jsonl there", "pass a run folder or its metrics.jsonl")
         mfu, source = measured_mfu(metrics), f"measured in {metrics}"
-    plan = make_plan(plan_inputs(config, Path(request.data_dir) if request.data_dir else None),
-                     model_shape(config, config_file), profile, gpu_kind(profile, request.gpu), mfu, source,
-                     total_tokens=parse_tokens(request.tokens) if request.tokens else None,
-                     eval_every=request.eval_every or 0, eval_profile=eval_profile)
+    plan = make_plan(
+        plan_inputs(config, Path(request.data_dir) if request.data_dir else None),
+        model_shape(config, config_file),
+        profile,
+        gpu_kind(profile, request.gpu),
+        mfu,
+        source,
+        total_tokens=parse_tokens(request.tokens) if request.tokens else None,
+        eval_every=request.eval_every or 0,
+        eval_profile=eval_profile,
+    )
     width = max(len(label) for label, _ in render_plan(plan))
     for label, value in render_plan(plan):
         echo(f"{label:<{width}}  {value}")

@@ -75,8 +75,18 @@ def submit_preparation(request: PrepareRequest, echo=print) -> None:
         argvs = [["prepare", *args, "--stage", "map", "--shard", str(shards[i].index)] for i in chunk]
         ids = submitter.submit_array(name, argvs, profile=cpu_profile, parallelism=max_parallel or len(argvs))
         map_ids.extend(ids.split(","))
-    reduce_id = submitter.submit("prepare-reduce", ["prepare", *args, "--stage", "reduce"], depends_on=map_ids,
-                                 profile=cpu_profile, wait_for_local=map_ids)
-    submitter.submit("prepare-pack", ["prepare", *args, "--stage", "pack"], depends_on=[reduce_id],
-                     profile=cpu_profile, wait_for_local=[reduce_id])
+    reduce_id = submitter.submit(
+        "prepare-reduce",
+        ["prepare", *args, "--stage", "reduce"],
+        depends_on=map_ids,
+        profile=cpu_profile,
+        wait_for_local=map_ids,
+    )
+    submitter.submit(
+        "prepare-pack",
+        ["prepare", *args, "--stage", "pack"],
+        depends_on=[reduce_id],
+        profile=cpu_profile,
+        wait_for_local=[reduce_id],
+    )
     submitter.finish()

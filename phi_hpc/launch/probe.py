@@ -20,8 +20,12 @@ def probe_torch() -> dict:
         import torch
     except Exception as exc:  # noqa: BLE001 - any import failure is the answer
         return {"torch": None, "torch_error": f"{type(exc).__name__}: {exc}"}
-    result = {"torch": torch.__version__, "cuda": torch.cuda.is_available(),
-              "cuda_devices": torch.cuda.device_count() if torch.cuda.is_available() else 0, "nccl": None}
+    result = {
+        "torch": torch.__version__,
+        "cuda": torch.cuda.is_available(),
+        "cuda_devices": torch.cuda.device_count() if torch.cuda.is_available() else 0,
+        "nccl": None,
+    }
     if result["cuda"]:
         try:
             result["nccl"] = ".".join(str(part) for part in torch.cuda.nccl.version())
@@ -38,8 +42,12 @@ def probe_bwrap() -> dict:
 
 def probe(out: Path) -> dict:
     tmp = shutil.disk_usage("/tmp")
-    result = {"host": os.environ.get("SLURMD_NODENAME") or socket.gethostname(), "python": sys.version.split()[0],
-              "tmp_free_bytes": tmp.free, "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    result = {
+        "host": os.environ.get("SLURMD_NODENAME") or socket.gethostname(),
+        "python": sys.version.split()[0],
+        "tmp_free_bytes": tmp.free,
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    }
     for part in (probe_torch, probe_bwrap):
         try:
             result.update(part())

@@ -28,7 +28,7 @@ class ClusterProfile:
     gpus_per_node: int = 8
     tasks_per_node: int = 8
     cpus_per_task: int = 10
-    mem: str | None = None          # sbatch --mem ("0" = whole node); None leaves the site default
+    mem: str | None = None  # sbatch --mem ("0" = whole node); None leaves the site default
     mem_per_cpu: str | None = None  # sbatch --mem-per-cpu (CPU jobs: memory grows with the CPUs asked)
     time: str = "1-00:00:00"
     partition: str | None = None
@@ -37,10 +37,10 @@ class ClusterProfile:
     constraint: str | None = None
     exclusive: bool = False
     reservation: str | None = None
-    exclude: str | None = None      # nodes to avoid, e.g. "gpu[07,12]"
-    gres: str | None = None         # typed or other generic resources, e.g. "gpu:a100:8" (instead of gpus_per_node)
-    wckey: str | None = None        # only where the site wants one (submitit's default "submitit" is not sent)
-    python: str | None = None       # interpreter on the compute nodes (a container's, another architecture's)
+    exclude: str | None = None  # nodes to avoid, e.g. "gpu[07,12]"
+    gres: str | None = None  # typed or other generic resources, e.g. "gpu:a100:8" (instead of gpus_per_node)
+    wckey: str | None = None  # only where the site wants one (submitit's default "submitit" is not sent)
+    python: str | None = None  # interpreter on the compute nodes (a container's, another architecture's)
     srun_args: list[str] = field(default_factory=list)  # extra srun arguments, e.g. ["--mpi=pmix"]
     signal_delay_s: int = 120
     max_requeues: int = 5
@@ -92,17 +92,51 @@ class ClusterProfile:
 
 
 # What a job profile replaces of the training profile (the rest are site settings, kept).
-RESOURCE_KEYS = ("nodes", "gpus_per_node", "tasks_per_node", "cpus_per_task", "mem", "mem_per_cpu", "time",
-                 "constraint", "exclusive", "gres", "signal_delay_s", "max_requeues", "partition")
+RESOURCE_KEYS = (
+    "nodes",
+    "gpus_per_node",
+    "tasks_per_node",
+    "cpus_per_task",
+    "mem",
+    "mem_per_cpu",
+    "time",
+    "constraint",
+    "exclusive",
+    "gres",
+    "signal_delay_s",
+    "max_requeues",
+    "partition",
+)
 SITE_KEYS = ("account", "qos", "reservation", "exclude", "wckey", "python", "srun_args", "setup", "env")
 JOB_DEFAULTS: dict[str, dict[str, Any]] = {
     # One process per array element, on CPUs: tokenizing and MinHash scale with cores, memory with them.
-    "prepare": {"nodes": 1, "gpus_per_node": 0, "tasks_per_node": 1, "cpus_per_task": 8, "mem": None,
-                "mem_per_cpu": "4G", "time": "04:00:00", "constraint": None, "exclusive": False, "gres": None,
-                "partition": None, "max_requeues": 3},
+    "prepare": {
+        "nodes": 1,
+        "gpus_per_node": 0,
+        "tasks_per_node": 1,
+        "cpus_per_task": 8,
+        "mem": None,
+        "mem_per_cpu": "4G",
+        "time": "04:00:00",
+        "constraint": None,
+        "exclusive": False,
+        "gres": None,
+        "partition": None,
+        "max_requeues": 3,
+    },
     # One GPU generating completions, CPUs for the sandboxed tests.
-    "eval": {"nodes": 1, "gpus_per_node": 1, "tasks_per_node": 1, "cpus_per_task": 8, "mem": None,
-             "mem_per_cpu": "8G", "time": "04:00:00", "exclusive": False, "gres": None, "max_requeues": 3},
+    "eval": {
+        "nodes": 1,
+        "gpus_per_node": 1,
+        "tasks_per_node": 1,
+        "cpus_per_task": 8,
+        "mem": None,
+        "mem_per_cpu": "8G",
+        "time": "04:00:00",
+        "exclusive": False,
+        "gres": None,
+        "max_requeues": 3,
+    },
 }
 
 
@@ -136,12 +170,15 @@ def profile_path(name_or_path: str) -> Path:
     if named is not None:
         return named
     known = known_names("cluster")
-    raise UsageError(f"--profile {name_or_path}: no such cluster profile",
-                     f"use a YAML file or one of: {', '.join(known) or '(none)'}")
+    raise UsageError(
+        f"--profile {name_or_path}: no such cluster profile",
+        f"use a YAML file or one of: {', '.join(known) or '(none)'}",
+    )
 
 
-def load_profile(name_or_path: str = DEFAULT_PROFILE, overrides: dict | None = None,
-                 job: str | None = None) -> ClusterProfile:
+def load_profile(
+    name_or_path: str = DEFAULT_PROFILE, overrides: dict | None = None, job: str | None = None
+) -> ClusterProfile:
     """Load a profile (``job``: its prepare/eval job profile) and apply command-line overrides
     (``None`` values mean "not given")."""
     profile = load_config(ClusterProfile, profile_path(name_or_path))

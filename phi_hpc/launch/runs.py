@@ -35,13 +35,13 @@ INDEX_ENV = "PHI_HPC_RUN_INDEX"
 
 @dataclass
 class JobRecord:
-    name: str                      # "train", "eval-step-20", "prepare-map", ...
+    name: str  # "train", "eval-step-20", "prepare-map", ...
     job_id: str
-    argv: list[str]                # the phi-hpc arguments every task runs
-    executor: str                  # "slurm" | "local"
-    host: str | None = None     # local executor: the machine whose process ids job_id refers to
+    argv: list[str]  # the phi-hpc arguments every task runs
+    executor: str  # "slurm" | "local"
+    host: str | None = None  # local executor: the machine whose process ids job_id refers to
     array_size: int | None = None
-    depends_on: list[str] = field(default_factory=list)   # job ids (afterok)
+    depends_on: list[str] = field(default_factory=list)  # job ids (afterok)
     submitted: float = field(default_factory=time.time)
 
 
@@ -71,8 +71,9 @@ def save_run(record: RunRecord) -> None:
 def load_run(run_dir: str | os.PathLike) -> RunRecord:
     path = RunLayout(run_dir).run_record
     if not path.is_file():
-        raise UsageError(f"{run_dir}: not a submitted run (no {RUN_FILE})",
-                         "give the run folder printed by `phi-hpc submit`")
+        raise UsageError(
+            f"{run_dir}: not a submitted run (no {RUN_FILE})", "give the run folder printed by `phi-hpc submit`"
+        )
     data = json.loads(path.read_text(encoding="utf-8"))
     jobs = [JobRecord(**job) for job in data.pop("jobs", [])]
     return RunRecord(**data, jobs=jobs)
@@ -129,12 +130,15 @@ def log_dir(run_dir: str | os.PathLike, job_name: str, job_id: str, restarts: in
 def git_commit(path: Path) -> str | None:
     """The commit of the code being submitted (``+dirty`` when it has uncommitted changes)."""
     try:
-        head = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=10)
+        head = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
         if head.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "-C", str(path), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(path), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         return head.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None

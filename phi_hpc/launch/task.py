@@ -79,14 +79,26 @@ class PhiTask:
         env.export()
         restarts = self._restarts(env)
         self._redirect_output(env, restarts)
-        print(f"[phi-hpc] job {self.job_name} ({env.job_id}) attempt {restarts}, rank {env.rank}/{env.world_size} "
-              f"on {_node_name()} (node {env.node_rank}), master {env.master_addr}:{env.master_port}: "
-              f"phi-hpc {' '.join(self.argv)}", flush=True)
+        print(
+            f"[phi-hpc] job {self.job_name} ({env.job_id}) attempt {restarts}, rank {env.rank}/{env.world_size} "
+            f"on {_node_name()} (node {env.node_rank}), master {env.master_addr}:{env.master_port}: "
+            f"phi-hpc {' '.join(self.argv)}",
+            flush=True,
+        )
         self._wait_for_dependencies()  # local executor chains; the job counts as pending meanwhile
         if env.rank == 0:
-            append_attempt(self.run_dir, {"event": "start", "job": self.job_name, "job_id": env.job_id,
-                                          "restarts": restarts, "host": _node_name(),
-                                          "world_size": env.world_size, "progress": self._progress()})
+            append_attempt(
+                self.run_dir,
+                {
+                    "event": "start",
+                    "job": self.job_name,
+                    "job_id": env.job_id,
+                    "restarts": restarts,
+                    "host": _node_name(),
+                    "world_size": env.world_size,
+                    "progress": self._progress(),
+                },
+            )
         if self.eval_plan is not None and env.rank == 0:
             from phi_hpc.launch.snapshots import SnapshotWatcher
 
@@ -107,8 +119,14 @@ class PhiTask:
 
         env = detect()
         restarts = self._restarts(env)
-        event = {"event": "end", "job": self.job_name, "job_id": env.job_id, "restarts": restarts,
-                 "progress": self._progress(), "progressed": False}
+        event = {
+            "event": "end",
+            "job": self.job_name,
+            "job_id": env.job_id,
+            "restarts": restarts,
+            "progress": self._progress(),
+            "progressed": False,
+        }
         stalled = stalled_attempts(read_attempts(self.run_dir), env.job_id, restarts) + 1
         if stalled > self.max_requeues:
             append_attempt(self.run_dir, {**event, "status": "failed", "detail": self._limit_detail(stalled)})
@@ -125,8 +143,11 @@ class PhiTask:
             return env.restarts
         # submitit's local controller reruns tasks without telling them: count the attempts that ended
         # in a requeue (written before the rerun, so every rank of the next attempt sees the same count).
-        return sum(1 for e in read_attempts(self.run_dir)
-                   if e.get("event") == "end" and e.get("status") == "requeued" and e.get("job_id") == env.job_id)
+        return sum(
+            1
+            for e in read_attempts(self.run_dir)
+            if e.get("event") == "end" and e.get("status") == "requeued" and e.get("job_id") == env.job_id
+        )
 
     def _redirect_output(self, env: DistEnv, restarts: int) -> None:
         folder = log_dir(self.run_dir, self.job_name, env.job_id, restarts)
@@ -173,8 +194,7 @@ class PhiTask:
         return 0
 
     def _finish(self, env: DistEnv, restarts: int, code: int) -> dict:
-        outcome = {"event": "end", "job": self.job_name, "job_id": env.job_id, "restarts": restarts,
-                   "exit_code": code}
+        outcome = {"event": "end", "job": self.job_name, "job_id": env.job_id, "restarts": restarts, "exit_code": code}
         if code == 0:
             if env.rank == 0:
                 append_attempt(self.run_dir, {**outcome, "status": "completed"})
@@ -183,19 +203,25 @@ class PhiTask:
             return self._requeue(env, restarts, outcome)
         if env.rank == 0 and not getattr(self, "_outcome_recorded", False):
             append_attempt(self.run_dir, {**outcome, "status": "failed"})
-        raise JobFailed(f"phi-hpc {' '.join(self.argv)} exited with code {code} (rank {env.rank}); "
-                        f"see {log_dir(self.run_dir, self.job_name, env.job_id, restarts)}")
+        raise JobFailed(
+            f"phi-hpc {' '.join(self.argv)} exited with code {code} (rank {env.rank}); "
+            f"see {log_dir(self.run_dir, self.job_name, env.job_id, restarts)}"
+        )
 
     def _progress(self) -> int | None:
         return checkpoint_progress(self.run_dir)
 
     def _limit_detail(self, stalled: int) -> str:
-        return (f"no progress in {stalled} attempts (max_requeues={self.max_requeues} counts attempts without a "
-                "new checkpoint); resubmit the same command to continue from the latest checkpoint")
+        return (
+            f"no progress in {stalled} attempts (max_requeues={self.max_requeues} counts attempts without a "
+            "new checkpoint); resubmit the same command to continue from the latest checkpoint"
+        )
 
     def _uncertain(self, env: DistEnv, outcome: dict, why: str) -> None:
-        detail = (f"not requeued: {why}; the checkpoint is saved, resubmit the same command to continue "
-                  "(the job ends FAILED so that nothing waiting on it starts)")
+        detail = (
+            f"not requeued: {why}; the checkpoint is saved, resubmit the same command to continue "
+            "(the job ends FAILED so that nothing waiting on it starts)"
+        )
         if env.rank == 0:
             append_attempt(self.run_dir, {**outcome, "status": "failed", "detail": detail})
             self._outcome_recorded = True
@@ -205,8 +231,14 @@ class PhiTask:
         on_slurm = os.environ.get("SUBMITIT_EXECUTOR") == "slurm"
         job_id = os.environ.get("SLURM_JOB_ID", env.job_id)
         progress = self._progress()
-        started = next((e.get("progress") for e in reversed(read_attempts(self.run_dir))
-                        if e.get("event") == "start" and e.get("job_id") == env.job_id), None)
+        started = next(
+            (
+                e.get("progress")
+                for e in reversed(read_attempts(self.run_dir))
+                if e.get("event") == "start" and e.get("job_id") == env.job_id
+            ),
+            None,
+        )
         progressed = progress is not None and (started is None or progress > started)
         outcome = {**outcome, "progress": progress, "progressed": progressed}
         try:
@@ -219,11 +251,19 @@ class PhiTask:
             # otherwise it is a scancel, which must not be undone.
             requeued = slurm_restarts > restarts
             if env.rank == 0:
-                append_attempt(self.run_dir, {**outcome, "status": "requeued" if requeued else "stopped",
-                                              "detail": "requeued by Slurm or an operator" if requeued
-                                              else f"cancelled (job {state})"})
-                print(f"[phi-hpc] job {job_id} is {state}{' and requeued' if requeued else ''}: "
-                      "checkpoint saved, not requeueing it myself", flush=True)
+                append_attempt(
+                    self.run_dir,
+                    {
+                        **outcome,
+                        "status": "requeued" if requeued else "stopped",
+                        "detail": "requeued by Slurm or an operator" if requeued else f"cancelled (job {state})",
+                    },
+                )
+                print(
+                    f"[phi-hpc] job {job_id} is {state}{' and requeued' if requeued else ''}: "
+                    "checkpoint saved, not requeueing it myself",
+                    flush=True,
+                )
             return {"status": "preempted", "restarts": restarts}
         stalled = stalled_attempts(read_attempts(self.run_dir), env.job_id, restarts) + (0 if progressed else 1)
         if stalled > self.max_requeues:
@@ -233,8 +273,11 @@ class PhiTask:
             raise JobFailed(self._limit_detail(stalled))
         if env.rank != 0:
             return {"status": "preempted", "restarts": restarts}
-        print(f"[phi-hpc] stopped by a signal: requeueing job {env.job_id} (attempt {restarts + 1}; "
-              f"{stalled} of at most {self.max_requeues} without progress)", flush=True)
+        print(
+            f"[phi-hpc] stopped by a signal: requeueing job {env.job_id} (attempt {restarts + 1}; "
+            f"{stalled} of at most {self.max_requeues} without progress)",
+            flush=True,
+        )
         if not on_slurm:
             append_attempt(self.run_dir, {**outcome, "status": "requeued"})
             sys.exit(LOCAL_REQUEUE_EXIT)  # submitit's local controller restarts the tasks
@@ -257,9 +300,15 @@ def checkpoint_progress(run_dir: str | os.PathLike) -> int | None:
 
 def stalled_attempts(events: list[dict], job_id: str, before: int | None = None) -> int:
     """Earlier attempts of this job (restart count below ``before``) requeued without a newer checkpoint."""
-    return sum(1 for e in events if e.get("event") == "end" and e.get("job_id") == job_id
-               and e.get("status") == "requeued" and not e.get("progressed", False)
-               and (before is None or int(e.get("restarts", 0)) < before))
+    return sum(
+        1
+        for e in events
+        if e.get("event") == "end"
+        and e.get("job_id") == job_id
+        and e.get("status") == "requeued"
+        and not e.get("progressed", False)
+        and (before is None or int(e.get("restarts", 0)) < before)
+    )
 
 
 def _node_name() -> str:
@@ -297,8 +346,7 @@ def _scontrol(args: list[str]) -> str:
 def _run_bounded(command: list[str], timeout: float) -> tuple[int, str, str]:
     """Run a command in its own process group and kill the whole group on timeout (a wrapper script's
     children would otherwise keep the pipes open, and the timeout would not bound anything)."""
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -46,9 +46,16 @@ def submit_training(request: TrainingRequest, echo=print) -> None:
     config_path = RunLayout(run_dir).config
     if not submitter.dry_run:
         dump_yaml(config, config_path)
-    plan = EvalPlan(steps=tuple(eval_steps), eval_args=tuple(localize_eval_args(shlex.split(request.eval_args))),
-                    profile=eval_profile or profile.for_job("eval"),
-                    executor=submitter.executor) if eval_steps else None
+    plan = (
+        EvalPlan(
+            steps=tuple(eval_steps),
+            eval_args=tuple(localize_eval_args(shlex.split(request.eval_args))),
+            profile=eval_profile or profile.for_job("eval"),
+            executor=submitter.executor,
+        )
+        if eval_steps
+        else None
+    )
     _warn_signal_delay(run_dir, profile)
     submitter.submit("train", ["train", str(config_path)], eval_plan=plan)
     if plan is not None and submitter.dry_run:  # what the training job will submit, step by step
@@ -73,14 +80,18 @@ def _check_batch(config, profile) -> None:
     try:
         config.batch.accumulation_steps(profile.num_tasks)
     except UsageError as exc:
-        raise UsageError(f"{exc.message} ({profile.nodes} node(s) x {profile.tasks_per_node} tasks)",
-                         "change --nodes/--tasks-per-node or batch.micro_size/global_size") from None
+        raise UsageError(
+            f"{exc.message} ({profile.nodes} node(s) x {profile.tasks_per_node} tasks)",
+            "change --nodes/--tasks-per-node or batch.micro_size/global_size",
+        ) from None
 
 
 def _eval_steps(config, eval_every: int | None) -> list[int]:
     if not eval_every:
         return []
     if eval_every < 1 or eval_every % config.checkpoint.every:
-        raise UsageError(f"--eval-every {eval_every} is not a multiple of checkpoint.every={config.checkpoint.every}",
-                         "evaluations read saved checkpoints: pick a multiple, or --set checkpoint.every=N")
+        raise UsageError(
+            f"--eval-every {eval_every} is not a multiple of checkpoint.every={config.checkpoint.every}",
+            "evaluations read saved checkpoints: pick a multiple, or --set checkpoint.every=N",
+        )
     return list(range(eval_every, config.steps + 1, eval_every))

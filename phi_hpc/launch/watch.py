@@ -34,8 +34,9 @@ def job_states(record: RunRecord, jobs: list[JobRecord], attempts: list[dict]) -
     found = {}
     for job in jobs:
         if job.executor == "slurm":
-            found[job.job_id] = slurm_job_state(job.job_id, states.get(job.job_id, []), attempts, bool(answered),
-                                                job.array_size)
+            found[job.job_id] = slurm_job_state(
+                job.job_id, states.get(job.job_id, []), attempts, bool(answered), job.array_size
+            )
         else:
             found[job.job_id] = local_state(job.job_id, attempts, job.host)
     return found
@@ -80,9 +81,11 @@ def signal_delay_warning(run_dir: Path, signal_delay_s: int, lines: int = 2000) 
     pause_s = max(max(0.0, later - earlier - took) for (earlier, _), (later, took) in zip(steps, steps[1:]))
     if signal_delay_s >= step_s + pause_s:
         return ""
-    return (f"signal_delay_s={signal_delay_s} is shorter than one step ({step_s:.0f} s) plus one checkpoint save "
-            f"(up to {pause_s:.0f} s measured): a time limit may kill the job before its checkpoint is saved; "
-            f"use --signal-delay {int(1.5 * (step_s + pause_s)) + 1}")
+    return (
+        f"signal_delay_s={signal_delay_s} is shorter than one step ({step_s:.0f} s) plus one checkpoint save "
+        f"(up to {pause_s:.0f} s measured): a time limit may kill the job before its checkpoint is saved; "
+        f"use --signal-delay {int(1.5 * (step_s + pause_s)) + 1}"
+    )
 
 
 def attempt_dirs(run_dir: Path, job: JobRecord) -> list[Path]:
@@ -136,8 +139,17 @@ def run_status(run_dir: Path) -> tuple[RunRecord, list[JobStatus]]:
     rows = []
     for job in record.jobs:
         state = by_id[job.job_id]
-        rows.append(JobStatus(job.name, job.job_id, state.state, state.elapsed, _requeues(job, attempts),
-                              _explain(job, state, by_id, names, attempts), last_line=last_log_line(run_dir, job)))
+        rows.append(
+            JobStatus(
+                job.name,
+                job.job_id,
+                state.state,
+                state.elapsed,
+                _requeues(job, attempts),
+                _explain(job, state, by_id, names, attempts),
+                last_line=last_log_line(run_dir, job),
+            )
+        )
         if job.argv[:1] == ["train"]:
             metrics = latest_metrics(run_dir)
             for key, value in metrics.items():
@@ -157,36 +169,53 @@ def eval_scores(argv: list[str]) -> str:
         return ""
     parts = []
     for task, summary in sorted((results.get("tasks") or {}).items()):
-        parts += [f"{task} {key} {value:.3f}" for key, value in sorted(summary.items())
-                  if key.startswith("pass@") and isinstance(value, (int, float))]
+        parts += [
+            f"{task} {key} {value:.3f}"
+            for key, value in sorted(summary.items())
+            if key.startswith("pass@") and isinstance(value, (int, float))
+        ]
     return ", ".join(parts)
 
 
 def _requeues(job: JobRecord, attempts: list[dict]) -> int:
-    mine = [e for e in attempts if e.get("event") == "start" and e.get("job") == job.name
-            and str(e.get("job_id", "")).split("_")[0] == job.job_id]
+    mine = [
+        e
+        for e in attempts
+        if e.get("event") == "start"
+        and e.get("job") == job.name
+        and str(e.get("job_id", "")).split("_")[0] == job.job_id
+    ]
     return max((int(e.get("restarts", 0)) for e in mine), default=0)
 
 
-def _explain(job: JobRecord, state: JobState, by_id: dict[str, JobState], names: dict[str, str],
-             attempts: list[dict]) -> str:
+def _explain(
+    job: JobRecord, state: JobState, by_id: dict[str, JobState], names: dict[str, str], attempts: list[dict]
+) -> str:
     """Why a job is where it is, in words (the part users otherwise dig out of sacct)."""
-    failed_parents = [d for d in job.depends_on
-                      if d in by_id and by_id[d].state.split()[0] in SLURM_UNSUCCESSFUL_STATES]
+    failed_parents = [
+        d for d in job.depends_on if d in by_id and by_id[d].state.split()[0] in SLURM_UNSUCCESSFUL_STATES
+    ]
     if failed_parents and state.state.split()[0] in ("CANCELLED", "PENDING"):
         parent = failed_parents[0]
-        return (f"dependency {names.get(parent, parent)} ({parent}) ended {by_id[parent].state}: "
-                f"cancelled (afterok + kill-on-invalid-dep)")
-    details = [e.get("detail") for e in attempts if e.get("job") == job.name and e.get("event") == "end"
-               and e.get("detail") and str(e.get("job_id", "")).split("_")[0] == job.job_id]
+        return (
+            f"dependency {names.get(parent, parent)} ({parent}) ended {by_id[parent].state}: "
+            f"cancelled (afterok + kill-on-invalid-dep)"
+        )
+    details = [
+        e.get("detail")
+        for e in attempts
+        if e.get("job") == job.name
+        and e.get("event") == "end"
+        and e.get("detail")
+        and str(e.get("job_id", "")).split("_")[0] == job.job_id
+    ]
     if job.array_size and state.reason:
         return state.reason  # which elements failed, and how
     if state.state.split()[0] in SLURM_UNSUCCESSFUL_STATES and details:
         return str(details[-1])
     if state.reason:
         return state.reason
-    if (state.exit_code and state.exit_code not in ("0:0", "0")
-            and state.state.split()[0] in SLURM_UNSUCCESSFUL_STATES):
+    if state.exit_code and state.exit_code not in ("0:0", "0") and state.state.split()[0] in SLURM_UNSUCCESSFUL_STATES:
         return f"exit code {state.exit_code}"
     return ""
 
@@ -204,36 +233,70 @@ def pass_at_1_so_far(run_dir: Path) -> list[dict]:
 
 
 def _pass_line(scores: list[dict]) -> str:
-    parts = [f"step {row['step']} " + ", ".join(f"{task} {value:.1%}" for task, value in sorted(row.items())
-                                              if task != "step") for row in scores]
+    parts = [
+        f"step {row['step']} "
+        + ", ".join(f"{task} {value:.1%}" for task, value in sorted(row.items()) if task != "step")
+        for row in scores
+    ]
     return "pass@1 so far: " + "; ".join(parts)
 
 
 def print_status(run_dir: Path, as_json: bool, out: TextIO = sys.stdout) -> None:
     record, rows = run_status(run_dir)
     scores = pass_at_1_so_far(run_dir)
-    warning = signal_delay_warning(run_dir, int(record.profile.get("signal_delay_s", 0) or 0)) \
-        if any(job.argv[:1] == ["train"] for job in record.jobs) else ""
+    warning = (
+        signal_delay_warning(run_dir, int(record.profile.get("signal_delay_s", 0) or 0))
+        if any(job.argv[:1] == ["train"] for job in record.jobs)
+        else ""
+    )
     if as_json:
-        out.write(json.dumps({"run_dir": record.run_dir, "kind": record.kind, "executor": record.executor,
-                              "jobs": [asdict(row) for row in rows], "pass_at_1": scores,
-                              "warnings": [warning] if warning else []}, indent=2) + "\n")
+        out.write(
+            json.dumps(
+                {
+                    "run_dir": record.run_dir,
+                    "kind": record.kind,
+                    "executor": record.executor,
+                    "jobs": [asdict(row) for row in rows],
+                    "pass_at_1": scores,
+                    "warnings": [warning] if warning else [],
+                },
+                indent=2,
+            )
+            + "\n"
+        )
         return
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"{record.run_dir}  ({record.kind}, {record.executor})", title_justify="left")
-    for column in ("job", "id", "state", "elapsed", "requeues", "step", "loss", "tok/s", "why / scores / last log line"):
+    for column in (
+        "job",
+        "id",
+        "state",
+        "elapsed",
+        "requeues",
+        "step",
+        "loss",
+        "tok/s",
+        "why / scores / last log line",
+    ):
         table.add_column(column, overflow="fold" if column.startswith("why") else "ellipsis")
     for row in rows:
         note = row.reason or row.scores or row.last_line
         if row.reason and row.last_line and row.state.split()[0] not in SLURM_UNSUCCESSFUL_STATES:
             note = f"{row.reason}; {row.last_line}"
-        table.add_row(row.name, row.job_id, row.state, row.elapsed, str(row.requeues),
-                      "" if row.step is None else str(row.step),
-                      "" if row.loss is None else f"{row.loss:.4f}",
-                      "" if row.tokens_per_s is None else f"{row.tokens_per_s:,.0f}", escape(note[:120]))
+        table.add_row(
+            row.name,
+            row.job_id,
+            row.state,
+            row.elapsed,
+            str(row.requeues),
+            "" if row.step is None else str(row.step),
+            "" if row.loss is None else f"{row.loss:.4f}",
+            "" if row.tokens_per_s is None else f"{row.tokens_per_s:,.0f}",
+            escape(note[:120]),
+        )
     console = Console(file=out, width=max(100, _terminal_width()))
     console.print(table)
     if scores:
@@ -256,8 +319,7 @@ def pick_job(record: RunRecord, name: str | None) -> JobRecord:
     if name:
         job = record.job(name)
         if job is None:
-            raise UsageError(f"--job {name}: not a job of this run",
-                             f"jobs: {', '.join(j.name for j in record.jobs)}")
+            raise UsageError(f"--job {name}: not a job of this run", f"jobs: {', '.join(j.name for j in record.jobs)}")
         return job
     return record.job("train") or record.jobs[-1]
 
@@ -266,8 +328,16 @@ def _job_finished(record: RunRecord, job: JobRecord, run_dir: Path) -> bool:
     return job_states(record, [job], read_attempts(run_dir))[job.job_id].finished
 
 
-def follow_logs(run_dir: Path, job_name: str | None, rank: int | None, stderr: bool, lines: int,
-                follow: bool, out: TextIO = sys.stdout, poll_s: float = 0.5) -> None:
+def follow_logs(
+    run_dir: Path,
+    job_name: str | None,
+    rank: int | None,
+    stderr: bool,
+    lines: int,
+    follow: bool,
+    out: TextIO = sys.stdout,
+    poll_s: float = 0.5,
+) -> None:
     """Print the newest attempt's log (last ``lines`` lines); with ``follow``, keep printing new lines,
     move on to the next attempt's files after a requeue, and stop once the job has finished.
 
@@ -279,8 +349,10 @@ def follow_logs(run_dir: Path, job_name: str | None, rank: int | None, stderr: b
     suffix = ".err" if stderr else ".out"
     attempts = attempt_dirs(run_dir, job)
     if not attempts and not follow:
-        raise UsageError(f"no logs yet for job {job.name} ({job.job_id})",
-                         "it has not started; `phi-hpc status` says why, or add --follow to wait")
+        raise UsageError(
+            f"no logs yet for job {job.name} ({job.job_id})",
+            "it has not started; `phi-hpc status` says why, or add --follow to wait",
+        )
     current = attempts[-1] if attempts else None
     positions: dict[str, int] = {}
     if current is not None:
@@ -301,8 +373,9 @@ def follow_logs(run_dir: Path, job_name: str | None, rank: int | None, stderr: b
         before = dict(positions)
         if current is not None:
             for name in _rank_files(current, rank, suffix):
-                positions[name] = _copy_new(current / name, positions.get(name, 0), out,
-                                            lambda text, name=name: _prefixed(text, name, rank))
+                positions[name] = _copy_new(
+                    current / name, positions.get(name, 0), out, lambda text, name=name: _prefixed(text, name, rank)
+                )
         attempts = attempt_dirs(run_dir, job)
         newer = [a for a in attempts if current is None or attempts.index(a) > _index(attempts, current)]
         if newer:
@@ -334,8 +407,8 @@ def _ended_by_records(run_dir: Path, job: JobRecord) -> bool:
 def _rank_files(attempt: Path, rank: int | None, suffix: str) -> list[str]:
     if rank is not None:
         return [f"rank{rank}{suffix}"]
-    found = [p.name for p in attempt.glob(f"rank*{suffix}") if p.name[4:-len(suffix)].isdigit()]
-    return sorted(found, key=lambda name: int(name[4:-len(suffix)]))
+    found = [p.name for p in attempt.glob(f"rank*{suffix}") if p.name[4 : -len(suffix)].isdigit()]
+    return sorted(found, key=lambda name: int(name[4 : -len(suffix)]))
 
 
 def _prefixed(text: str, name: str, rank: int | None) -> str:
@@ -360,7 +433,7 @@ def _copy_new(path: Path, position: int, out: TextIO, transform=lambda text: tex
     end = data.rfind(b"\n")
     if end < 0:
         return position
-    out.write(transform(data[:end + 1].decode("utf-8", errors="replace")))
+    out.write(transform(data[: end + 1].decode("utf-8", errors="replace")))
     out.flush()
     return position + end + 1
 

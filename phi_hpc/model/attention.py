@@ -71,14 +71,19 @@ class AttentionPlan:
             return cls("eager" if attention == "eager" else "sdpa", sdpa_kernels, seen=seen)
         found = flash_attn_version()
         if found is None:
-            raise UsageError("model.attention=flash but flash-attn is not installed",
-                             "pip install flash-attn --no-build-isolation on a CUDA machine, or use model.attention=sdpa")
+            raise UsageError(
+                "model.attention=flash but flash-attn is not installed",
+                "pip install flash-attn --no-build-isolation on a CUDA machine, or use model.attention=sdpa",
+            )
         from flash_attn import flash_attn_func
 
         decode = found >= FLASH_ATTN_DECODE_MIN
         if not decode:
-            log.warning("flash-attn %s aligns causal masks top-left: decoding with a cache uses SDPA "
-                        "(upgrade to flash-attn >= 2.1 to use it there too)", ".".join(map(str, found)))
+            log.warning(
+                "flash-attn %s aligns causal masks top-left: decoding with a cache uses SDPA "
+                "(upgrade to flash-attn >= 2.1 to use it there too)",
+                ".".join(map(str, found)),
+            )
         return cls("flash", sdpa_kernels, flash_decode=decode, seen=seen, _flash_func=flash_attn_func)
 
     def sdpa_context(self, device: torch.device):
@@ -112,8 +117,9 @@ def _note(plan: AttentionPlan, path: str, q, k, v, mask, dropout: float, is_caus
     log.info("attention: %s%s, %s%s", key, detail, shape, ", padding mask" if mask is not None else "")
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-              dropout: float, plan: AttentionPlan) -> torch.Tensor:
+def attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, dropout: float, plan: AttentionPlan
+) -> torch.Tensor:
     """Softmax attention. q [B,H,Tq,D], k/v [B,H,Tk,D]; returns [B,Tq,H,D].
 
     ``mask`` is a boolean ``[B,1,Tq,Tk]`` (True = may attend) or None, meaning plain causal
@@ -121,14 +127,14 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     """
     tq, tk = q.shape[2], k.shape[2]
     path = plan.path
-    if path == "flash" and not (q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and mask is None
-                                and (tq == tk or plan.flash_decode)):
+    if path == "flash" and not (
+        q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and mask is None and (tq == tk or plan.flash_decode)
+    ):
         path = "sdpa"  # padding masks, CPU/fp32 and (old flash-attn) decode shapes are outside flash-attn
     if path == "flash":
         if not torch.compiler.is_compiling():
             _note(plan, "flash", q, k, v, None, dropout, True)
-        return plan._flash_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                dropout_p=dropout, causal=True)
+        return plan._flash_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), dropout_p=dropout, causal=True)
     if mask is None and tq != tk and tq > 1:
         mask = causal_mask(tq, tk, q.device)[None, None]
     if path == "sdpa":
@@ -144,8 +150,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal)
         else:
             with context:
-                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout,
-                                                     is_causal=is_causal)
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal)
         return out.transpose(1, 2)
     if not torch.compiler.is_compiling():
         _note(plan, "eager", q, k, v, mask, dropout, False)

@@ -23,24 +23,56 @@ from phi_hpc.errors import UsageError
 
 
 @click.command("convert")
-@click.option("--from-hf", "from_hf", type=click.Path(file_okay=False), default=None,
-              help="A transformers Phi folder (config.json + safetensors) to import.")
-@click.option("--to-hf", "to_hf", type=click.Path(), default=None,
-              help="A phi-hpc checkpoint (run folder, checkpoints/ folder, step folder) to export.")
-@click.option("-o", "--output", "output", type=click.Path(file_okay=False), required=True,
-              help="Folder to write (must not exist, or be empty, unless --force).")
-@click.option("--dtype", type=click.Choice(["keep", "fp32", "bf16", "fp16"]), default="keep", show_default=True,
-              help="Cast the weights.")
-@click.option("--tokenizer", "tokenizer", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="tokenizer.json to copy into the output, so AutoTokenizer finds it there.")
-@click.option("--verify/--no-verify", default=True, show_default=True,
-              help="Reload the output and compare its logits with the source's.")
+@click.option(
+    "--from-hf",
+    "from_hf",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="A transformers Phi folder (config.json + safetensors) to import.",
+)
+@click.option(
+    "--to-hf",
+    "to_hf",
+    type=click.Path(),
+    default=None,
+    help="A phi-hpc checkpoint (run folder, checkpoints/ folder, step folder) to export.",
+)
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    type=click.Path(file_okay=False),
+    required=True,
+    help="Folder to write (must not exist, or be empty, unless --force).",
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(["keep", "fp32", "bf16", "fp16"]),
+    default="keep",
+    show_default=True,
+    help="Cast the weights.",
+)
+@click.option(
+    "--tokenizer",
+    "tokenizer",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="tokenizer.json to copy into the output, so AutoTokenizer finds it there.",
+)
+@click.option(
+    "--verify/--no-verify",
+    default=True,
+    show_default=True,
+    help="Reload the output and compare its logits with the source's.",
+)
 @click.option("--force", is_flag=True, help="Replace a non-empty output folder.")
 def convert(from_hf, to_hf, output, dtype, tokenizer, verify, force) -> None:
     """Import a transformers Phi checkpoint, or export one of ours for transformers."""
     if (from_hf is None) == (to_hf is None):
-        raise UsageError("convert needs exactly one of --from-hf HF_DIR or --to-hf CKPT",
-                         "e.g. phi-hpc convert --from-hf phi-1/ -o ckpt/")
+        raise UsageError(
+            "convert needs exactly one of --from-hf HF_DIR or --to-hf CKPT",
+            "e.g. phi-hpc convert --from-hf phi-1/ -o ckpt/",
+        )
     import json
     import os
     import shutil

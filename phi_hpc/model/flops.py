@@ -53,8 +53,9 @@ def training_flops_per_token(config: PhiConfig, seq_len: int) -> float:
     return float(6 * matmul_parameter_count(config) + attention)
 
 
-def tokens_per_second_for_mfu(config: PhiConfig, seq_len: int, peak_flops: float, num_gpus: int,
-                              mfu: float = 0.5) -> float:
+def tokens_per_second_for_mfu(
+    config: PhiConfig, seq_len: int, peak_flops: float, num_gpus: int, mfu: float = 0.5
+) -> float:
     """Throughput ``num_gpus`` GPUs of ``peak_flops`` each must sustain to reach ``mfu``."""
     return mfu * peak_flops * num_gpus / training_flops_per_token(config, seq_len)
 

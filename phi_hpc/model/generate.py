@@ -78,10 +78,16 @@ class GenerationConfig:
 
 
 @torch.no_grad()
-def generate_tokens(model, prompts: Sequence[Sequence[int]], config: GenerationConfig,
-                    eos_token_id: int | None = None, stop_check: StopCheck | None = None,
-                    pad_token_id: int = 0, progress: Callable[[int], None] | None = None,
-                    prompt_keys: Sequence[int] | None = None) -> list[list[list[int]]]:
+def generate_tokens(
+    model,
+    prompts: Sequence[Sequence[int]],
+    config: GenerationConfig,
+    eos_token_id: int | None = None,
+    stop_check: StopCheck | None = None,
+    pad_token_id: int = 0,
+    progress: Callable[[int], None] | None = None,
+    prompt_keys: Sequence[int] | None = None,
+) -> list[list[list[int]]]:
     """``config.n`` continuations (new token ids only) of each prompt, in prompt order.
 
     A continuation ends at ``eos_token_id`` (not included), when ``stop_check(new_ids)`` says so
@@ -106,10 +112,17 @@ def generate_tokens(model, prompts: Sequence[Sequence[int]], config: GenerationC
     jobs.sort(key=lambda job: -len(prompts[job[0]]))
     results: dict[tuple[int, int], list[int]] = {}
     for start in range(0, len(jobs), config.batch_size):
-        batch_jobs = jobs[start:start + config.batch_size]
-        outputs = _generate_batch(model, [prompts[i] for i, _ in batch_jobs], config,
-                                  [_row_seed(config.seed, keys[i], s) for i, s in batch_jobs],
-                                  eos_token_id, stop_check, pad_token_id, progress)
+        batch_jobs = jobs[start : start + config.batch_size]
+        outputs = _generate_batch(
+            model,
+            [prompts[i] for i, _ in batch_jobs],
+            config,
+            [_row_seed(config.seed, keys[i], s) for i, s in batch_jobs],
+            eos_token_id,
+            stop_check,
+            pad_token_id,
+            progress,
+        )
         results.update(zip(batch_jobs, outputs))
     return [[list(results[(i, s if copies > 1 else 0)]) for s in range(config.n)] for i in range(len(prompts))]
 
@@ -130,16 +143,17 @@ def _generate_batch(model, prompts, config, seeds, eos_token_id, stop_check, pad
     ids = torch.full((batch, longest), pad_token_id, dtype=torch.long)
     mask = torch.ones((batch, total), dtype=torch.long)  # generated tokens are always real
     for row, prompt in enumerate(prompts):
-        ids[row, longest - len(prompt):] = torch.as_tensor(list(prompt), dtype=torch.long)
-        mask[row, :longest - len(prompt)] = 0
+        ids[row, longest - len(prompt) :] = torch.as_tensor(list(prompt), dtype=torch.long)
+        mask[row, : longest - len(prompt)] = 0
     padded = bool((mask == 0).any())  # decided on the host, before anything is on the device
     ids, mask = ids.to(device, non_blocking=True), mask.to(device, non_blocking=True)
     positions = (mask[:, :longest].cumsum(dim=1) - 1).clamp(min=0)
     next_position = positions[:, -1:] + 1
     uniforms = None
     if not config.greedy:  # one draw per row for the whole batch, not one per row per step
-        uniforms = torch.stack([torch.rand(max(config.max_new_tokens, 1), generator=torch.Generator().manual_seed(seed))
-                                for seed in seeds]).to(device)
+        uniforms = torch.stack(
+            [torch.rand(max(config.max_new_tokens, 1), generator=torch.Generator().manual_seed(seed)) for seed in seeds]
+        ).to(device)
 
     outputs: list[list[int]] = [[] for _ in range(batch)]
     if config.max_new_tokens == 0:
@@ -148,11 +162,18 @@ def _generate_batch(model, prompts, config, seeds, eos_token_id, stop_check, pad
     cache = None
     if config.use_cache:
         cache = model.new_cache(batch, total)
-        logits, cache = model(ids, position_ids=positions, past_key_values=cache, use_cache=True,
-                              attention_mask=mask[:, :longest] if padded else None, last_logits_only=True)
+        logits, cache = model(
+            ids,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            attention_mask=mask[:, :longest] if padded else None,
+            last_logits_only=True,
+        )
     else:
-        logits = model(ids, position_ids=positions, attention_mask=mask[:, :longest] if padded else None,
-                       last_logits_only=True)
+        logits = model(
+            ids, position_ids=positions, attention_mask=mask[:, :longest] if padded else None, last_logits_only=True
+        )
 
     for step in range(config.max_new_tokens):
         next_tokens = _pick(logits[:, -1], config, uniforms=uniforms[:, step] if uniforms is not None else None)
@@ -183,19 +204,26 @@ def _generate_batch(model, prompts, config, seeds, eos_token_id, stop_check, pad
             padded = padded and any(len(prompts[row]) < longest for row in active)  # host-side, no sync
         length = longest + step + 1  # tokens so far, the new one included
         if cache is not None:
-            logits, cache = model(next_tokens[:, None], position_ids=next_position, past_key_values=cache,
-                                  use_cache=True, attention_mask=mask[:, :length] if padded else None)
+            logits, cache = model(
+                next_tokens[:, None],
+                position_ids=next_position,
+                past_key_values=cache,
+                use_cache=True,
+                attention_mask=mask[:, :length] if padded else None,
+            )
         else:  # the reference path: recompute everything, no cache
             ids = torch.cat([ids, next_tokens[:, None]], dim=1)
             positions = (mask[:, :length].cumsum(dim=1) - 1).clamp(min=0)
-            logits = model(ids, position_ids=positions, attention_mask=mask[:, :length] if padded else None,
-                           last_logits_only=True)
+            logits = model(
+                ids, position_ids=positions, attention_mask=mask[:, :length] if padded else None, last_logits_only=True
+            )
         next_position = next_position + 1
     return outputs
 
 
-def _pick(logits: torch.Tensor, config: GenerationConfig, generators=None,
-          uniforms: torch.Tensor | None = None) -> torch.Tensor:
+def _pick(
+    logits: torch.Tensor, config: GenerationConfig, generators=None, uniforms: torch.Tensor | None = None
+) -> torch.Tensor:
     """Next token per row: argmax, or a temperature/top-p sample from the row's own uniform draw.
 
     ``uniforms`` (one per row, on the device) come from each row's seeded generator, drawn once per
@@ -247,9 +275,14 @@ def eos_id_of(tokenizer) -> int | None:
     return tokenizer.token_to_id("<|endoftext|>")
 
 
-def generate_completions(model, tokenizer, prompts: list[str], config: GenerationConfig,
-                         progress: Callable[[int], None] | None = None,
-                         prompt_keys: Sequence[int] | None = None) -> list[list[str]]:
+def generate_completions(
+    model,
+    tokenizer,
+    prompts: list[str],
+    config: GenerationConfig,
+    progress: Callable[[int], None] | None = None,
+    prompt_keys: Sequence[int] | None = None,
+) -> list[list[str]]:
     """``config.n`` completions per prompt (text after the prompt), each cut at its first stop sequence.
 
     ``tokenizer`` is a ``tokenizers.Tokenizer`` (phi-1's is codegen-350M-mono's). Generation ends at
@@ -260,9 +293,17 @@ def generate_completions(model, tokenizer, prompts: list[str], config: Generatio
         if not ids:
             raise ValueError(f"prompt {index} encodes to no tokens")
     eos = eos_id_of(tokenizer)
-    tokens = generate_tokens(model, encoded, config, eos_token_id=eos,
-                             stop_check=make_stop_check(tokenizer, config.stop_sequences),
-                             pad_token_id=eos if eos is not None else 0, progress=progress,
-                             prompt_keys=prompt_keys)
-    return [[truncate_at_stop(tokenizer.decode(ids, skip_special_tokens=False), config.stop_sequences)
-             for ids in samples] for samples in tokens]
+    tokens = generate_tokens(
+        model,
+        encoded,
+        config,
+        eos_token_id=eos,
+        stop_check=make_stop_check(tokenizer, config.stop_sequences),
+        pad_token_id=eos if eos is not None else 0,
+        progress=progress,
+        prompt_keys=prompt_keys,
+    )
+    return [
+        [truncate_at_stop(tokenizer.decode(ids, skip_special_tokens=False), config.stop_sequences) for ids in samples]
+        for samples in tokens
+    ]

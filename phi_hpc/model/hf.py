@@ -26,8 +26,15 @@ WEIGHTS_NAME = "model.safetensors"
 SHARD_INDEX_NAME = "model.safetensors.index.json"
 LEGACY_WEIGHTS_NAME = "pytorch_model.bin"
 
-_DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
-                "float16": "float16", "fp16": "float16", "half": "float16"}
+_DTYPE_NAMES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
+}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -58,8 +65,11 @@ def config_to_hf(config, dtype_name: str = "float32", eos_token_id: int | None =
         "embd_pdrop": config.embd_dropout,
         "attention_dropout": config.attn_dropout,
         "resid_pdrop": config.resid_dropout,
-        "rope_parameters": {"rope_type": "default", "rope_theta": config.rope_theta,
-                            "partial_rotary_factor": config.rotary_dim / config.head_dim},
+        "rope_parameters": {
+            "rope_type": "default",
+            "rope_theta": config.rope_theta,
+            "partial_rotary_factor": config.rotary_dim / config.head_dim,
+        },
         "rope_theta": config.rope_theta,
         "partial_rotary_factor": config.rotary_dim / config.head_dim,
         "qk_layernorm": False,
@@ -77,8 +87,10 @@ def config_from_hf(hf: dict, source: str = CONFIG_NAME, **overrides):
     from phi_hpc.model.phi import PhiConfig
 
     if hf.get("model_type") != "phi":
-        raise UsageError(f"{source}: model_type is {hf.get('model_type')!r}, not 'phi'",
-                         "phi-hpc loads Phi models (e.g. microsoft/phi-1); convert others elsewhere")
+        raise UsageError(
+            f"{source}: model_type is {hf.get('model_type')!r}, not 'phi'",
+            "phi-hpc loads Phi models (e.g. microsoft/phi-1); convert others elsewhere",
+        )
     heads = hf["num_attention_heads"]
     unsupported = {
         "num_key_value_heads": (hf.get("num_key_value_heads") or heads) != heads,
@@ -91,17 +103,26 @@ def config_from_hf(hf: dict, source: str = CONFIG_NAME, **overrides):
         unsupported["rope scaling"] = True
     for key, bad in unsupported.items():
         if bad:
-            raise UsageError(f"{source}: {key}={hf.get(key, rope)!r} is not supported by phi-hpc's model",
-                             "phi-1 uses full multi-head attention, untied head, gelu_new, plain RoPE")
+            raise UsageError(
+                f"{source}: {key}={hf.get(key, rope)!r} is not supported by phi-hpc's model",
+                "phi-1 uses full multi-head attention, untied head, gelu_new, plain RoPE",
+            )
     head_dim = hf["hidden_size"] // heads
     factor = rope.get("partial_rotary_factor", hf.get("partial_rotary_factor", 0.5))
     theta = rope.get("rope_theta", hf.get("rope_theta", 10000.0))
     fields = dict(
-        vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"], num_layers=hf["num_hidden_layers"],
-        num_heads=heads, intermediate_size=hf["intermediate_size"], rotary_dim=int(head_dim * factor),
-        rope_theta=float(theta), max_position_embeddings=hf.get("max_position_embeddings", 2048),
-        layer_norm_eps=hf.get("layer_norm_eps", 1e-5), embd_dropout=float(hf.get("embd_pdrop") or 0.0),
-        attn_dropout=float(hf.get("attention_dropout") or 0.0), resid_dropout=float(hf.get("resid_pdrop") or 0.0),
+        vocab_size=hf["vocab_size"],
+        hidden_size=hf["hidden_size"],
+        num_layers=hf["num_hidden_layers"],
+        num_heads=heads,
+        intermediate_size=hf["intermediate_size"],
+        rotary_dim=int(head_dim * factor),
+        rope_theta=float(theta),
+        max_position_embeddings=hf.get("max_position_embeddings", 2048),
+        layer_norm_eps=hf.get("layer_norm_eps", 1e-5),
+        embd_dropout=float(hf.get("embd_pdrop") or 0.0),
+        attn_dropout=float(hf.get("attention_dropout") or 0.0),
+        resid_dropout=float(hf.get("resid_pdrop") or 0.0),
         initializer_range=hf.get("initializer_range", 0.02),
     )
     fields.update(overrides)
@@ -132,8 +153,10 @@ def state_dict_to_hf(state: dict) -> dict:
 def state_dict_from_hf(hf_state: dict, source: str = WEIGHTS_NAME) -> dict:
     """transformers' names -> ours (q/k/v concatenated); rotary buffers some versions save are dropped."""
     if any(name.startswith("transformer.h.") for name in hf_state):
-        raise UsageError(f"{source}: this is the pre-2024 'trust_remote_code' phi layout (transformer.h.N.mixer)",
-                         "download the current microsoft/phi-1 revision, which uses transformers' own layout")
+        raise UsageError(
+            f"{source}: this is the pre-2024 'trust_remote_code' phi layout (transformer.h.N.mixer)",
+            "download the current microsoft/phi-1 revision, which uses transformers' own layout",
+        )
     out, pending = {}, {}
     for name, tensor in hf_state.items():
         if name.endswith("rotary_emb.inv_freq"):
@@ -194,7 +217,9 @@ def load_pretrained(directory: str | os.PathLike, dtype=None, device="cpu", **co
     folder = Path(directory)
     config_path = folder / CONFIG_NAME
     if not config_path.is_file():
-        raise UsageError(f"{folder}: no {CONFIG_NAME} here", "give a Hugging Face Phi folder (a checkpoint step folder)")
+        raise UsageError(
+            f"{folder}: no {CONFIG_NAME} here", "give a Hugging Face Phi folder (a checkpoint step folder)"
+        )
     try:
         hf_config = json.loads(config_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
@@ -205,16 +230,22 @@ def load_pretrained(directory: str | os.PathLike, dtype=None, device="cpu", **co
         if dtype not in _DTYPE_NAMES:
             raise UsageError(f"unknown dtype {dtype!r}", f"use one of {', '.join(sorted(_DTYPE_NAMES))}")
         dtype = getattr(torch, _DTYPE_NAMES[dtype])
-    state = {name: tensor.to(device=device, dtype=dtype if dtype is not None and tensor.is_floating_point()
-                                 else tensor.dtype) for name, tensor in state.items()}
+    state = {
+        name: tensor.to(
+            device=device, dtype=dtype if dtype is not None and tensor.is_floating_point() else tensor.dtype
+        )
+        for name, tensor in state.items()
+    }
     with torch.device("meta"):
         model = PhiForCausalLM(config)
     expected = set(model.state_dict())
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:
         what = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
-        raise PhiError(f"{folder}: weights do not match config.json ({what})",
-                       "the config and the weights come from different models")
+        raise PhiError(
+            f"{folder}: weights do not match config.json ({what})",
+            "the config and the weights come from different models",
+        )
     model.load_state_dict(state, strict=True, assign=True)
     return model.eval()
 
@@ -234,5 +265,7 @@ def _read_weights(folder: Path) -> dict:
         import torch
 
         return torch.load(folder / LEGACY_WEIGHTS_NAME, map_location="cpu", weights_only=True)
-    raise PhiError(f"{folder}: no {WEIGHTS_NAME}, {SHARD_INDEX_NAME} or {LEGACY_WEIGHTS_NAME}",
-                   "the checkpoint folder is incomplete (was the write interrupted?)")
+    raise PhiError(
+        f"{folder}: no {WEIGHTS_NAME}, {SHARD_INDEX_NAME} or {LEGACY_WEIGHTS_NAME}",
+        "the checkpoint folder is incomplete (was the write interrupted?)",
+    )

@@ -37,8 +37,14 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = 
     return _reduce(total, targets, reduction)
 
 
-def fused_causal_lm_loss(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                         labels: torch.Tensor, reduction: str = "mean", chunk_rows: int = CHUNK_ROWS) -> torch.Tensor:
+def fused_causal_lm_loss(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    labels: torch.Tensor,
+    reduction: str = "mean",
+    chunk_rows: int = CHUNK_ROWS,
+) -> torch.Tensor:
     """``causal_lm_loss(hidden @ weight.T + bias, labels)`` without the logits tensor (see module doc)."""
     targets = shifted_labels(labels)
     flat = hidden.reshape(-1, hidden.shape[-1])
@@ -81,8 +87,9 @@ class ChunkedHeadLoss(torch.autograd.Function):
         total = torch.zeros((), dtype=wide, device=hidden.device)
         grad_hidden = torch.empty(hidden.shape, dtype=wide, device=hidden.device) if want_grads else None
         grad_weight = torch.zeros(weight.shape, dtype=wide, device=weight.device) if want_grads else None
-        grad_bias = torch.zeros(weight.shape[0], dtype=wide, device=weight.device) \
-            if want_grads and bias is not None else None
+        grad_bias = (
+            torch.zeros(weight.shape[0], dtype=wide, device=weight.device) if want_grads and bias is not None else None
+        )
         for start in range(0, hidden.shape[0], chunk_rows):
             end = min(hidden.shape[0], start + chunk_rows)
             logits = _chunk_logits(hidden[start:end], weight, bias)
@@ -114,7 +121,9 @@ class ChunkedHeadLoss(torch.autograd.Function):
         grad_hidden, grad_weight = saved[0], saved[1]
         grad_bias = saved[2] if ctx.has_bias else None
         scale = grad_total.to(grad_hidden.dtype)
-        grads = [(grad_hidden * scale).to(ctx.dtypes[0]) if ctx.needs_input_grad[0] else None,
-                 (grad_weight * scale).to(ctx.dtypes[1]) if ctx.needs_input_grad[1] else None,
-                 (grad_bias * scale).to(ctx.dtypes[2]) if grad_bias is not None and ctx.needs_input_grad[2] else None]
+        grads = [
+            (grad_hidden * scale).to(ctx.dtypes[0]) if ctx.needs_input_grad[0] else None,
+            (grad_weight * scale).to(ctx.dtypes[1]) if ctx.needs_input_grad[1] else None,
+            (grad_bias * scale).to(ctx.dtypes[2]) if grad_bias is not None and ctx.needs_input_grad[2] else None,
+        ]
         return (*grads, None, None, None)

@@ -77,8 +77,14 @@ class PhiConfig:
     compile: bool = False  # torch.compile each block (training and full-sequence forwards)
 
     def __post_init__(self) -> None:
-        positive = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
-                    "max_position_embeddings")
+        positive = (
+            "vocab_size",
+            "hidden_size",
+            "num_layers",
+            "num_heads",
+            "intermediate_size",
+            "max_position_embeddings",
+        )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -115,16 +121,25 @@ class KVCache:
     ``keep_rows`` drops finished sequences so they stop costing compute.
     """
 
-    def __init__(self, num_layers: int, batch: int, num_heads: int, head_dim: int, capacity: int,
-                 dtype: torch.dtype, device: torch.device | str):
+    def __init__(
+        self,
+        num_layers: int,
+        batch: int,
+        num_heads: int,
+        head_dim: int,
+        capacity: int,
+        dtype: torch.dtype,
+        device: torch.device | str,
+    ):
         shape = (batch, num_heads, max(capacity, 1), head_dim)
         self.keys = [torch.empty(shape, dtype=dtype, device=device) for _ in range(num_layers)]
         self.values = [torch.empty(shape, dtype=dtype, device=device) for _ in range(num_layers)]
         self.length = 0  # tokens already stored (identical for every layer between forwards)
 
     @classmethod
-    def for_model(cls, config: PhiConfig, batch: int, capacity: int, dtype: torch.dtype,
-                  device: torch.device | str) -> KVCache:
+    def for_model(
+        cls, config: PhiConfig, batch: int, capacity: int, dtype: torch.dtype, device: torch.device | str
+    ) -> KVCache:
         return cls(config.num_layers, batch, config.num_heads, config.head_dim, capacity, dtype, device)
 
     @property
@@ -165,15 +180,17 @@ class KVCache:
 # --------------------------------------------------------------------------------------------------
 
 
-def rotary_cos_sin(position_ids: torch.Tensor, rotary_dim: int, theta: float,
-                   dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def rotary_cos_sin(
+    position_ids: torch.Tensor, rotary_dim: int, theta: float, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin of the ``rotary_dim / 2`` rotation angles, ``[B, T, rotary_dim / 2]``, for positions ``[B, T]``.
 
     Angles are computed in fp32 and only then cast: in bf16, position 2000 times a frequency would
     already be off by whole radians.
     """
-    inv_freq = 1.0 / (theta ** (torch.arange(0, rotary_dim, 2, device=position_ids.device,
-                                              dtype=torch.float32) / rotary_dim))
+    inv_freq = 1.0 / (
+        theta ** (torch.arange(0, rotary_dim, 2, device=position_ids.device, dtype=torch.float32) / rotary_dim)
+    )
     angles = position_ids[..., None].float() * inv_freq
     return angles.cos().to(dtype), angles.sin().to(dtype)
 
@@ -211,8 +228,9 @@ class PhiAttention(nn.Module):
         self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
-                cache: KVCache | None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None, cache: KVCache | None
+    ) -> torch.Tensor:
         batch, length, _ = x.shape
         heads, head_dim = self.config.num_heads, self.config.head_dim
         qk, v = self.qkv(x).view(batch, length, 3, heads, head_dim).split([2, 1], dim=2)
@@ -246,8 +264,14 @@ class PhiBlock(nn.Module):
         self.mlp = PhiMLP(config)
         self.resid_dropout = nn.Dropout(config.resid_dropout)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
-                cache: KVCache | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor | None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
         h = self.input_layernorm(x)
         attn_out = self.resid_dropout(self.self_attn(h, cos, sin, mask, cache))
         mlp_out = self.resid_dropout(self.mlp(h))
@@ -301,10 +325,16 @@ class PhiForCausalLM(nn.Module):
         weight = self.lm_head.weight
         return KVCache.for_model(self.config, batch, capacity, weight.dtype, weight.device)
 
-    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None,
-                past_key_values: KVCache | None = None, use_cache: bool = False,
-                attention_mask: torch.Tensor | None = None, last_logits_only: bool = False,
-                labels: torch.Tensor | None = None):
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
+        past_key_values: KVCache | None = None,
+        use_cache: bool = False,
+        attention_mask: torch.Tensor | None = None,
+        last_logits_only: bool = False,
+        labels: torch.Tensor | None = None,
+    ):
         """Logits ``[B, T, V]`` for ``input_ids`` ``[B, T]``.
 
         ``attention_mask`` (``[B, cached + T]``, 1 = real token, 0 = padding) is only needed for

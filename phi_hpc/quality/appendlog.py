@@ -51,11 +51,15 @@ class AppendLog:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise UsageError(f"{self.path}:{line_no}: invalid JSON ({exc.msg})",
-                             "this file was not written by phi-hpc; choose another -o") from None
+            raise UsageError(
+                f"{self.path}:{line_no}: invalid JSON ({exc.msg})",
+                "this file was not written by phi-hpc; choose another -o",
+            ) from None
         if not isinstance(record, dict) or "id" not in record:
-            raise UsageError(f"{self.path}:{line_no}: a line without an 'id'",
-                             "this file was not written by phi-hpc; choose another -o")
+            raise UsageError(
+                f"{self.path}:{line_no}: a line without an 'id'",
+                "this file was not written by phi-hpc; choose another -o",
+            )
         if self._on_record is not None:
             self._on_record(record)
         self.records.append(self._kept(record))

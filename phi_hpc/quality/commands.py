@@ -46,6 +46,7 @@ def _summarize(title: str, summary: dict, summary_path: str, keys: list[str]) ->
 
 # -- quality ---------------------------------------------------------------------------------------
 
+
 @click.group("quality")
 def quality_group() -> None:
     """Label code for educational value and train the quality classifier used by `prepare --quality-model`."""
@@ -62,11 +63,27 @@ def quality_group() -> None:
 @click.option("--max-chars", default=6000, show_default=True, help="Characters of each file shown to the model.")
 @click.option("--glob", default="**/*.py", show_default=True, help="Files of an input folder to read.")
 @click.option("--text-key", default="text", show_default=True, help="Text field of .jsonl/.parquet inputs.")
-@click.option("--yes", "assume_yes", is_flag=True,
-              help="Without --sample: label every document without asking (a corpus can cost a fortune).")
+@click.option(
+    "--yes",
+    "assume_yes",
+    is_flag=True,
+    help="Without --sample: label every document without asking (a corpus can cost a fortune).",
+)
 @functools.partial(endpoint_options, temperature=0.0)  # a label is a measurement: greedy, reproducible
-def label_command(inputs, output, sample, seed, prompt_template, print_template, positive_score, max_chars, glob,
-                  text_key, assume_yes, **kwargs):
+def label_command(
+    inputs,
+    output,
+    sample,
+    seed,
+    prompt_template,
+    print_template,
+    positive_score,
+    max_chars,
+    glob,
+    text_key,
+    assume_yes,
+    **kwargs,
+):
     """Ask an LLM for each file's educational value (phi-1's GPT-4 annotation), as labels jsonl.
 
     \b
@@ -89,8 +106,9 @@ def label_command(inputs, output, sample, seed, prompt_template, print_template,
     endpoint = endpoint_config(kwargs)
     if sample is None and not assume_yes:
         _confirm_labelling_everything(inputs, glob, text_key, endpoint)
-    config = LabelConfig(sample=sample, seed=seed, max_chars=max_chars, positive_score=positive_score,
-                         concurrency=kwargs["concurrency"])
+    config = LabelConfig(
+        sample=sample, seed=seed, max_chars=max_chars, positive_score=positive_score, concurrency=kwargs["concurrency"]
+    )
     bad: list = []
     # Streamed into the reservoir: a --sample of a large corpus holds only the sample in memory.
     documents = sample_documents(_iter_inputs(inputs, glob, text_key, bad), sample, seed)
@@ -99,8 +117,12 @@ def label_command(inputs, output, sample, seed, prompt_template, print_template,
     with progress_bar() as progress:
         summary = label_documents(documents, output, endpoint, config, template, progress)
     summary["bad_inputs"] = [b.to_dict() for b in bad]
-    _summarize("quality label", summary, f"{output}.summary.json",
-               ["documents", "already_done", "labelled", "unparsed_answers", "failed", "retries"])
+    _summarize(
+        "quality label",
+        summary,
+        f"{output}.summary.json",
+        ["documents", "already_done", "labelled", "unparsed_answers", "failed", "retries"],
+    )
     if summary["failed"]:
         sys.exit(1)
 
@@ -120,26 +142,61 @@ def _confirm_labelling_everything(inputs, glob: str, text_key: str, endpoint) ->
 @quality_group.command("train")
 @click.argument("labels", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Model file (.npz).")
-@click.option("--embedder", type=click.Choice(["hashed", "lm"]), default="hashed", show_default=True,
-              help="hashed: fast CPU bag of tokens; lm: mean-pooled hidden states of --model-dir.")
+@click.option(
+    "--embedder",
+    type=click.Choice(["hashed", "lm"]),
+    default="hashed",
+    show_default=True,
+    help="hashed: fast CPU bag of tokens; lm: mean-pooled hidden states of --model-dir.",
+)
 @click.option("--model-dir", type=click.Path(), help="--embedder lm: our checkpoint or a local HF folder.")
-@click.option("--tokenizer", type=click.Path(dir_okay=False), help="--embedder lm: tokenizer.json if the folder has none.")
-@click.option("--max-tokens", default=1536, show_default=True,
-              help="--embedder lm: tokens per file (~6000 characters, what `quality label` shows the LLM).")
+@click.option(
+    "--tokenizer", type=click.Path(dir_okay=False), help="--embedder lm: tokenizer.json if the folder has none."
+)
+@click.option(
+    "--max-tokens",
+    default=1536,
+    show_default=True,
+    help="--embedder lm: tokens per file (~6000 characters, what `quality label` shows the LLM).",
+)
 @click.option("--dim", default=2048, show_default=True, help="--embedder hashed: hash buckets.")
 @click.option("--trees", default=200, show_default=True, help="Random forest size.")
 @click.option("--max-depth", type=int, help="Tree depth limit (default: unlimited).")
 @click.option("--holdout", default=0.2, show_default=True, help="Share of labels held out for the report.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--score-threshold", type=float, help="Cut 0-10 scores into labels (default: use 'label').")
-@click.option("--target", type=click.Choice(["auto", "binary", "score"]), default="auto", show_default=True,
-              help="score: regress the 0-10 grades (scores are grades; measured better, see "
-                   "docs/benchmarks/quality.md); binary: classify 0/1 labels (probabilities); auto: score when "
-                   "the lines carry scores and no --score-threshold is given.")
-@click.option("--group-by", type=click.Choice(["folder", "none"]), default="folder", show_default=True,
-              help="--target score: hold out whole folders of the lines' origin (no near-copies across the split).")
-def train_command(labels, output, embedder, model_dir, tokenizer, max_tokens, dim, trees, max_depth, holdout, seed,
-                  score_threshold, target, group_by):
+@click.option(
+    "--target",
+    type=click.Choice(["auto", "binary", "score"]),
+    default="auto",
+    show_default=True,
+    help="score: regress the 0-10 grades (scores are grades; measured better, see "
+    "docs/benchmarks/quality.md); binary: classify 0/1 labels (probabilities); auto: score when "
+    "the lines carry scores and no --score-threshold is given.",
+)
+@click.option(
+    "--group-by",
+    type=click.Choice(["folder", "none"]),
+    default="folder",
+    show_default=True,
+    help="--target score: hold out whole folders of the lines' origin (no near-copies across the split).",
+)
+def train_command(
+    labels,
+    output,
+    embedder,
+    model_dir,
+    tokenizer,
+    max_tokens,
+    dim,
+    trees,
+    max_depth,
+    holdout,
+    seed,
+    score_threshold,
+    target,
+    group_by,
+):
     """Train the random-forest quality classifier on LABELS.jsonl ({"text", "label": 0|1}).
 
     Prints held-out accuracy/F1/AUC and writes OUTPUT (plain arrays, safe to load) and
@@ -162,15 +219,31 @@ def train_command(labels, output, embedder, model_dir, tokenizer, max_tokens, di
     else:
         texts, label_values = load_labels(labels, score_threshold)
     spec = EmbedderSpec(kind=embedder, dim=dim, model_dir=model_dir, tokenizer=tokenizer, max_tokens=max_tokens)
-    model = train_classifier(texts, label_values, spec,
-                             TrainConfig(trees=trees, max_depth=max_depth, holdout=holdout, seed=seed, target=target),
-                             groups=groups)
+    model = train_classifier(
+        texts,
+        label_values,
+        spec,
+        TrainConfig(trees=trees, max_depth=max_depth, holdout=holdout, seed=seed, target=target),
+        groups=groups,
+    )
     model.save(output)
-    summary = {"model": output, "labels": labels, "examples": len(texts), "embedder": embedder, "target": target,
-               **{f"heldout_{k}": v for k, v in model.report["heldout"].items()}, "report": model.report}
-    _summarize("quality train", summary, f"{output}.report.json",
-               ["examples", "heldout_n", "heldout_accuracy", "heldout_f1", "heldout_auc"] if target == "binary"
-               else ["examples", "heldout_n", "heldout_spearman", "heldout_mae"])
+    summary = {
+        "model": output,
+        "labels": labels,
+        "examples": len(texts),
+        "embedder": embedder,
+        "target": target,
+        **{f"heldout_{k}": v for k, v in model.report["heldout"].items()},
+        "report": model.report,
+    }
+    _summarize(
+        "quality train",
+        summary,
+        f"{output}.report.json",
+        ["examples", "heldout_n", "heldout_accuracy", "heldout_f1", "heldout_auc"]
+        if target == "binary"
+        else ["examples", "heldout_n", "heldout_spearman", "heldout_mae"],
+    )
 
 
 def _has_scores(path: str) -> bool:
@@ -191,28 +264,55 @@ def _has_scores(path: str) -> bool:
 
 # -- decontaminate ---------------------------------------------------------------------------------
 
+
 @click.command("decontaminate")
 @click.argument("inputs", nargs=-1, type=click.Path())
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="Report .jsonl: one line per flagged document (problem, method, reason); beside it "
-                   "OUTPUT.problems.jsonl (per benchmark problem) and OUTPUT.summary.json.")
-@click.option("--benchmark-data", type=click.Path(), help="Folder holding HumanEval.jsonl.gz / mbpp.jsonl / sanitized-mbpp.json.")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Report .jsonl: one line per flagged document (problem, method, reason); beside it "
+    "OUTPUT.problems.jsonl (per benchmark problem) and OUTPUT.summary.json.",
+)
+@click.option(
+    "--benchmark-data", type=click.Path(), help="Folder holding HumanEval.jsonl.gz / mbpp.jsonl / sanitized-mbpp.json."
+)
 @click.option("--ngram", default=13, show_default=True, help="N-gram length of the overlap check.")
 @click.option("--ast-threshold", default=0.9, show_default=True, help="tau: normalized-AST similarity that flags.")
 @click.option("--ast-min-tokens", type=int, help="Smallest solution (AST tokens) compared structurally [28].")
-@click.option("--prefilter-containment", type=float,
-              help="Skeleton-shingle share the lexical pre-filter needs (default: follows tau, 0.3 at 0.9).")
+@click.option(
+    "--prefilter-containment",
+    type=float,
+    help="Skeleton-shingle share the lexical pre-filter needs (default: follows tau, 0.3 at 0.9).",
+)
 @click.option("--embedding-threshold", type=float, help="Also flag by embedding cosine >= this (off by default).")
 @click.option("--embedding-model", type=click.Path(), help="LM folder for the embedding check (default: hashed).")
 @click.option("--embedding-tokenizer", type=click.Path(dir_okay=False), help="tokenizer.json of --embedding-model.")
 @click.option("--sweep", help="Also count flags at each of these tau, e.g. 0.95,0.9,0.85,0.8 (one pass).")
-@click.option("--write-clean", type=click.Path(dir_okay=False),
-              help="Write the documents not flagged at --ast-threshold here (.jsonl: text, origin).")
+@click.option(
+    "--write-clean",
+    type=click.Path(dir_okay=False),
+    help="Write the documents not flagged at --ast-threshold here (.jsonl: text, origin).",
+)
 @click.option("--glob", default="**/*.py", show_default=True, help="Files of an input folder to read.")
 @click.option("--text-key", default="text", show_default=True, help="Text field of .jsonl/.parquet inputs.")
-def decontaminate_command(inputs, output, benchmark_data, ngram, ast_threshold, ast_min_tokens, prefilter_containment,
-                          embedding_threshold, embedding_model, embedding_tokenizer, sweep, write_clean, glob,
-                          text_key):
+def decontaminate_command(
+    inputs,
+    output,
+    benchmark_data,
+    ngram,
+    ast_threshold,
+    ast_min_tokens,
+    prefilter_containment,
+    embedding_threshold,
+    embedding_model,
+    embedding_tokenizer,
+    sweep,
+    write_clean,
+    glob,
+    text_key,
+):
     """Report documents that overlap HumanEval/MBPP (13-grams, renamed/edited code, embeddings).
 
     \b
@@ -225,9 +325,15 @@ def decontaminate_command(inputs, output, benchmark_data, ngram, ast_threshold, 
     from phi_hpc.quality.decontamination_config import DecontaminationConfig
 
     taus = parse_sweep(sweep)
-    settings = {"ngram": ngram, "ast_threshold": ast_threshold, "ast_min_tokens": ast_min_tokens,
-                "skeleton_containment": prefilter_containment, "embedding_threshold": embedding_threshold,
-                "embedding_model": embedding_model, "embedding_tokenizer": embedding_tokenizer}
+    settings = {
+        "ngram": ngram,
+        "ast_threshold": ast_threshold,
+        "ast_min_tokens": ast_min_tokens,
+        "skeleton_containment": prefilter_containment,
+        "embedding_threshold": embedding_threshold,
+        "embedding_model": embedding_model,
+        "embedding_tokenizer": embedding_tokenizer,
+    }
     try:
         config = DecontaminationConfig(**{k: v for k, v in settings.items() if v is not None})
     except ValueError as exc:
@@ -237,17 +343,24 @@ def decontaminate_command(inputs, output, benchmark_data, ngram, ast_threshold, 
     bad: list = []
     summary = run_report(_iter_inputs(inputs, glob, text_key, bad), config, benchmark_data, taus, output, write_clean)
     summary["bad_inputs"] = [b.to_dict() for b in bad]
-    _summarize("decontaminate", summary, f"{output}.summary.json",
-               ["documents", "flagged", "by_method", "problems_contaminated", "clean_written"])
+    _summarize(
+        "decontaminate",
+        summary,
+        f"{output}.summary.json",
+        ["documents", "flagged", "by_method", "problems_contaminated", "clean_written"],
+    )
     if taus:
         from phi_hpc.progress import stderr_console
 
         for row in summary["sweep"]:
-            stderr_console.print(f"tau {row['tau']:.2f}: {row['documents_flagged']} documents flagged "
-                                 f"({row['share']:.2%}), {row['problems_contaminated']} problems contaminated")
+            stderr_console.print(
+                f"tau {row['tau']:.2f}: {row['documents_flagged']} documents flagged "
+                f"({row['share']:.2%}), {row['problems_contaminated']} problems contaminated"
+            )
 
 
 # -- synth -----------------------------------------------------------------------------------------
+
 
 @click.group("synth")
 def synth_group() -> None:
@@ -272,16 +385,37 @@ def _synth(kind: str, output: str, count: int, seed: int, max_attempts: int, run
         raise UsageError(f"--max-attempts {max_attempts}: need at least one")
     if not 0 < kwargs["near_duplicate"] <= 1:
         raise UsageError(f"--near-duplicate {kwargs['near_duplicate']} must be in (0, 1]", "e.g. 0.7; 1 turns it off")
-    config = SynthConfig(kind=kind, count=count, seed=seed, concurrency=kwargs["concurrency"],
-                         max_attempts=max_attempts, run_tests=run_tests,
-                         template=None if kwargs["prompt_template"] is None else template,
-                         topics_file=kwargs["topics"], names_file=kwargs.get("function_names"),
-                         near_duplicate_jaccard=kwargs["near_duplicate"])
+    config = SynthConfig(
+        kind=kind,
+        count=count,
+        seed=seed,
+        concurrency=kwargs["concurrency"],
+        max_attempts=max_attempts,
+        run_tests=run_tests,
+        template=None if kwargs["prompt_template"] is None else template,
+        topics_file=kwargs["topics"],
+        names_file=kwargs.get("function_names"),
+        near_duplicate_jaccard=kwargs["near_duplicate"],
+    )
     with progress_bar() as progress:
         summary = synthesize(output, endpoint, config, progress)
-    _summarize(f"synth {kind}", summary, f"{output}.summary.json",
-               ["requested", "already_done", "written", "items", "rejected", "failed_count", "cost_usd", "usage",
-                "diversity", "stopped"])
+    _summarize(
+        f"synth {kind}",
+        summary,
+        f"{output}.summary.json",
+        [
+            "requested",
+            "already_done",
+            "written",
+            "items",
+            "rejected",
+            "failed_count",
+            "cost_usd",
+            "usage",
+            "diversity",
+            "stopped",
+        ],
+    )
     _exit_if_incomplete(summary)
 
 
@@ -296,19 +430,37 @@ def _exit_if_incomplete(summary: dict) -> None:
 
 
 _common_synth = [
-    click.option("-o", "--output", type=click.Path(dir_okay=False),
-                 help="Output .jsonl (appended to; rerun the same command to resume)."),
+    click.option(
+        "-o",
+        "--output",
+        type=click.Path(dir_okay=False),
+        help="Output .jsonl (appended to; rerun the same command to resume).",
+    ),
     click.option("-n", "--count", type=int, help="Items wanted in total (ids 0..N-1)."),
     click.option("--seed", default=0, show_default=True, help="Seeds the topic/audience/style/constraint draws."),
-    click.option("--max-attempts", default=4, show_default=True,
-                 help="Prompts tried per item before giving up (duplicates and broken code are retried)."),
-    click.option("--prompt-template", type=click.Path(dir_okay=False),
-                 help="Your own template with {topic} {audience} {style} {constraint}."),
+    click.option(
+        "--max-attempts",
+        default=4,
+        show_default=True,
+        help="Prompts tried per item before giving up (duplicates and broken code are retried).",
+    ),
+    click.option(
+        "--prompt-template",
+        type=click.Path(dir_okay=False),
+        help="Your own template with {topic} {audience} {style} {constraint}.",
+    ),
     click.option("--print-template", is_flag=True, help="Print the built-in template and exit."),
-    click.option("--topics", type=click.Path(dir_okay=False),
-                 help="Topics to draw from: one per line, or the tree of `synth topics` (its leaves)."),
-    click.option("--near-duplicate", default=0.7, show_default=True,
-                 help="Reject answers with this MinHash Jaccard to a kept one (5-word shingles; 1: exact only)."),
+    click.option(
+        "--topics",
+        type=click.Path(dir_okay=False),
+        help="Topics to draw from: one per line, or the tree of `synth topics` (its leaves).",
+    ),
+    click.option(
+        "--near-duplicate",
+        default=0.7,
+        show_default=True,
+        help="Reject answers with this MinHash Jaccard to a kept one (5-word shingles; 1: exact only).",
+    ),
 ]
 
 
@@ -327,10 +479,17 @@ def synth_textbook(output, count, seed, max_attempts, **kwargs):
 
 @synth_group.command("exercises")
 @_with_common
-@click.option("--run-tests/--no-run-tests", default=True, show_default=True,
-              help="Run each exercise's own asserts in the sandbox and reject failures.")
-@click.option("--function-names", type=click.Path(dir_okay=False),
-              help="Function-name seeds, one per line (default: 1200 built-in verb_noun names).")
+@click.option(
+    "--run-tests/--no-run-tests",
+    default=True,
+    show_default=True,
+    help="Run each exercise's own asserts in the sandbox and reject failures.",
+)
+@click.option(
+    "--function-names",
+    type=click.Path(dir_okay=False),
+    help="Function-name seeds, one per line (default: 1200 built-in verb_noun names).",
+)
 def synth_exercises(output, count, seed, max_attempts, run_tests, **kwargs):
     """Exercises: signature + docstring (prompt), then the solution (completion), plus their tests."""
     _synth("exercises", output, count, seed, max_attempts, run_tests, kwargs)
@@ -341,9 +500,15 @@ from phi_hpc.quality.score_commands import score_command, threshold_command  # n
 quality_group.add_command(score_command)
 quality_group.add_command(threshold_command)
 
+
 @synth_group.command("topics")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="Topic tree .jsonl (appended to; rerun the same command to resume).")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Topic tree .jsonl (appended to; rerun the same command to resume).",
+)
 @click.option("--roots", type=click.Path(dir_okay=False), help="Root topics, one per line (default: the 40 built-in).")
 @click.option("--branching", default=20, show_default=True, help="Subtopics asked for per node.")
 @click.option("--depth", default=2, show_default=True, help="Levels below the roots (40 x 20 x 20 = 16,000 leaves).")
@@ -361,8 +526,12 @@ def synth_topics(output, roots, branching, depth, **kwargs):
     root_topics = load_lines(roots, "roots") if roots else list(TOPICS)
     with progress_bar() as progress:
         summary = grow_topic_tree(output, endpoint, root_topics, branching, depth, kwargs["concurrency"], progress)
-    _summarize("synth topics", summary, f"{output}.summary.json",
-               ["roots", "nodes", "leaves", "expanded_this_run", "failed_count", "usage", "stopped"])
+    _summarize(
+        "synth topics",
+        summary,
+        f"{output}.summary.json",
+        ["roots", "nodes", "leaves", "expanded_this_run", "failed_count", "usage", "stopped"],
+    )
     _exit_if_incomplete(summary)
 
 

@@ -58,9 +58,12 @@ def _build_ngram_arrays(benchmarks: Benchmarks, config: DecontaminationConfig):
             owners.setdefault(gram, set()).add(problem)
             first_part.setdefault(gram, PARTS.index(part.part))
     keep = sorted(g for g, p in owners.items() if len(p) <= config.max_problems_per_ngram)
-    return (list(problems), np.array(keep, dtype=np.uint64),
-            np.array([next(iter(owners[g])) for g in keep], dtype=np.int32),
-            np.array([first_part[g] for g in keep], dtype=np.int8))
+    return (
+        list(problems),
+        np.array(keep, dtype=np.uint64),
+        np.array([next(iter(owners[g])) for g in keep], dtype=np.int32),
+        np.array([first_part[g] for g in keep], dtype=np.int8),
+    )
 
 
 def _build_ast_arrays(benchmarks: Benchmarks, config: DecontaminationConfig):
@@ -95,25 +98,48 @@ def _build_ast_arrays(benchmarks: Benchmarks, config: DecontaminationConfig):
             fingerprints.append(fingerprint)
             shingle_sets += sets
     # Inverted index shingle -> reference rows: sorted unique keys plus CSR-style postings.
-    rows = np.concatenate([np.full(len(s), i, dtype=np.int32) for i, s in enumerate(shingle_sets)]) \
-        if shingle_sets else np.empty(0, dtype=np.int32)
+    rows = (
+        np.concatenate([np.full(len(s), i, dtype=np.int32) for i, s in enumerate(shingle_sets)])
+        if shingle_sets
+        else np.empty(0, dtype=np.int32)
+    )
     keys = np.concatenate(shingle_sets) if shingle_sets else np.empty(0, dtype=np.uint64)
     order = np.argsort(keys, kind="stable")
     keys, rows = keys[order], rows[order]
     unique_keys, starts = np.unique(keys, return_index=True)
-    return (unique_keys, np.append(starts, len(keys)).astype(np.int64), rows,
-            np.array([len(s) for s in shingle_sets], dtype=np.float64), np.array(row_reference, dtype=np.int32),
-            reference_problems, fingerprints)
+    return (
+        unique_keys,
+        np.append(starts, len(keys)).astype(np.int64),
+        rows,
+        np.array([len(s) for s in shingle_sets], dtype=np.float64),
+        np.array(row_reference, dtype=np.int32),
+        reference_problems,
+        fingerprints,
+    )
 
 
 def build_index(benchmarks: Benchmarks, config: DecontaminationConfig) -> ContaminationIndex:
     names, ngram_keys, ngram_problem, ngram_part = _build_ngram_arrays(benchmarks, config)
-    skeleton_keys, starts, rows, sizes, row_reference, ref_problems, fingerprints = _build_ast_arrays(benchmarks, config)
-    return ContaminationIndex(names, ngram_keys, ngram_problem, ngram_part, skeleton_keys, starts, rows, sizes, row_reference,
-                  ref_problems, fingerprints)
+    skeleton_keys, starts, rows, sizes, row_reference, ref_problems, fingerprints = _build_ast_arrays(
+        benchmarks, config
+    )
+    return ContaminationIndex(
+        names,
+        ngram_keys,
+        ngram_problem,
+        ngram_part,
+        skeleton_keys,
+        starts,
+        rows,
+        sizes,
+        row_reference,
+        ref_problems,
+        fingerprints,
+    )
 
 
 # -- the index cache: building it costs seconds, and every prepare worker process needs it ---------------
+
 
 def default_cache_dir() -> Path:
     """The index cache: ``decontamination/`` in phi-hpc's cache folder (:func:`phi_hpc.paths.cache_root`)."""
@@ -127,7 +153,9 @@ def _cache_key(benchmarks: Benchmarks, config: DecontaminationConfig) -> str:
     for part in benchmarks.parts:
         digest.update(f"{part.problem}\0{part.part}\0{part.text}\0".encode("utf-8", "surrogatepass"))
     for solution in benchmarks.solutions:
-        digest.update(f"{solution.problem}\0{solution.entry_point}\0{solution.source}\0".encode("utf-8", "surrogatepass"))
+        digest.update(
+            f"{solution.problem}\0{solution.entry_point}\0{solution.source}\0".encode("utf-8", "surrogatepass")
+        )
     fields = {k: v for k, v in dataclasses.asdict(config).items() if k in _INDEX_FIELDS}
     digest.update(json.dumps(fields, sort_keys=True).encode())
     return digest.hexdigest()[:32]
@@ -137,8 +165,16 @@ def _cache_key(benchmarks: Benchmarks, config: DecontaminationConfig) -> str:
 # every tau of a sweep).
 _INDEX_FIELDS = ("ngram", "max_problems_per_ngram", "min_ngram_words", "ast_min_tokens", "skeleton_shingle")
 
-_ARRAYS = ("ngram_keys", "ngram_problem", "ngram_part", "skeleton_keys", "skeleton_starts", "skeleton_rows",
-           "reference_sizes", "row_reference")
+_ARRAYS = (
+    "ngram_keys",
+    "ngram_problem",
+    "ngram_part",
+    "skeleton_keys",
+    "skeleton_starts",
+    "skeleton_rows",
+    "reference_sizes",
+    "row_reference",
+)
 
 
 def load_cached_index(cache_dir, benchmarks: Benchmarks, config: DecontaminationConfig) -> ContaminationIndex | None:
@@ -151,20 +187,34 @@ def load_cached_index(cache_dir, benchmarks: Benchmarks, config: Decontamination
             meta = json.loads(bytes(data["meta"]).decode("utf-8"))
     except (OSError, KeyError, ValueError, json.JSONDecodeError):
         return None  # absent or damaged: rebuild (and rewrite) it
-    return ContaminationIndex(problem_names=meta["problem_names"], reference_problems=meta["reference_problems"],
-                  reference_fingerprints=[tuple(f) for f in meta["reference_fingerprints"]], **arrays)
+    return ContaminationIndex(
+        problem_names=meta["problem_names"],
+        reference_problems=meta["reference_problems"],
+        reference_fingerprints=[tuple(f) for f in meta["reference_fingerprints"]],
+        **arrays,
+    )
 
 
-def store_cached_index(cache_dir, benchmarks: Benchmarks, config: DecontaminationConfig, index: ContaminationIndex) -> None:
+def store_cached_index(
+    cache_dir, benchmarks: Benchmarks, config: DecontaminationConfig, index: ContaminationIndex
+) -> None:
     if cache_dir is None:
         return
     from phi_hpc.fileio import atomic_write
 
-    meta = {"problem_names": index.problem_names, "reference_problems": index.reference_problems,
-            "reference_fingerprints": [list(f) for f in index.reference_fingerprints]}
+    meta = {
+        "problem_names": index.problem_names,
+        "reference_problems": index.reference_problems,
+        "reference_fingerprints": [list(f) for f in index.reference_fingerprints],
+    }
     try:
-        with atomic_write(Path(cache_dir) / f"index-{_cache_key(benchmarks, config)}.npz", "wb", encoding=None) as handle:
-            np.savez(handle, meta=np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8),
-                     **{name: getattr(index, name) for name in _ARRAYS})
+        with atomic_write(
+            Path(cache_dir) / f"index-{_cache_key(benchmarks, config)}.npz", "wb", encoding=None
+        ) as handle:
+            np.savez(
+                handle,
+                meta=np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8),
+                **{name: getattr(index, name) for name in _ARRAYS},
+            )
     except OSError:
         pass  # a read-only home only costs the rebuild next time

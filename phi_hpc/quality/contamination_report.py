@@ -22,7 +22,9 @@ def parse_sweep(text: str | None) -> list[float]:
     try:
         taus = sorted({float(part) for part in text.split(",") if part.strip()}, reverse=True)
     except ValueError:
-        raise UsageError(f"--sweep {text!r}: not a comma-separated list of numbers", "e.g. --sweep 0.95,0.9,0.85,0.8") from None
+        raise UsageError(
+            f"--sweep {text!r}: not a comma-separated list of numbers", "e.g. --sweep 0.95,0.9,0.85,0.8"
+        ) from None
     if not taus or not all(0 < t <= 1 for t in taus):
         raise UsageError(f"--sweep {text!r}: every tau must be in (0, 1]", "e.g. --sweep 0.95,0.9,0.85,0.8")
     return taus
@@ -79,25 +81,40 @@ class ContaminationTally:
         for problem in all_problems:
             row = self.problems.get(problem) or {"ngram": 0, "embedding": 0, "ast": {t: 0 for t in self.taus}}
             documents = row["ngram"] + row["embedding"] + row["ast"].get(self.main_tau, 0)
-            rows.append({"problem": problem, "ngram": row["ngram"], "embedding": row["embedding"],
-                         "ast": {f"{tau:g}": n for tau, n in row["ast"].items()},
-                         "contaminated": documents > 0})
+            rows.append(
+                {
+                    "problem": problem,
+                    "ngram": row["ngram"],
+                    "embedding": row["embedding"],
+                    "ast": {f"{tau:g}": n for tau, n in row["ast"].items()},
+                    "contaminated": documents > 0,
+                }
+            )
         return rows
 
     def sweep(self, documents: int) -> list[dict]:
-        contaminated = {tau: sum(1 for r in self.problems.values() if r["ngram"] or r["embedding"] or r["ast"][tau])
-                        for tau in self.taus}
-        return [{"tau": tau, "documents_flagged": self.flagged.get(tau, 0),
-                 "share": self.flagged.get(tau, 0) / documents if documents else 0.0,
-                 "problems_contaminated": contaminated[tau]} for tau in self.taus]
+        contaminated = {
+            tau: sum(1 for r in self.problems.values() if r["ngram"] or r["embedding"] or r["ast"][tau])
+            for tau in self.taus
+        }
+        return [
+            {
+                "tau": tau,
+                "documents_flagged": self.flagged.get(tau, 0),
+                "share": self.flagged.get(tau, 0) / documents if documents else 0.0,
+                "problems_contaminated": contaminated[tau],
+            }
+            for tau in self.taus
+        ]
 
 
 def check_document(decontaminator, text: str, origin: str, embedding=None) -> DocumentVerdict:
     from phi_hpc.quality.tokens import SHARED_CACHE
 
     tokens = SHARED_CACHE.get(text)
-    return DocumentVerdict(origin, decontaminator.ngram_finding(tokens),
-                           decontaminator.ast_finding(text, tokens.hashes), embedding)
+    return DocumentVerdict(
+        origin, decontaminator.ngram_finding(tokens), decontaminator.ast_finding(text, tokens.hashes), embedding
+    )
 
 
 def loosest(config, taus: list[float]):
@@ -155,18 +172,36 @@ def run_report(documents, config, benchmark_data, taus: list[float], output: str
                         cleaned.write(json.dumps({"text": text, "origin": origin}) + "\n")
                     continue
                 by_method[finding.method] = by_method.get(finding.method, 0) + 1
-                report.write(json.dumps({"document": origin, "problem": finding.problem, "method": finding.method,
-                                         "score": finding.score, "reason": finding.reason()}, sort_keys=True) + "\n")
+                report.write(
+                    json.dumps(
+                        {
+                            "document": origin,
+                            "problem": finding.problem,
+                            "method": finding.method,
+                            "score": finding.score,
+                            "reason": finding.reason(),
+                        },
+                        sort_keys=True,
+                    )
+                    + "\n"
+                )
             count += len(batch)
             progress.advance(task, len(batch))
     table = tally.table(benchmark_problem_names(decontaminator))
     write_table(f"{output}.problems.jsonl", table)
-    summary = {"report": output, "problems_table": f"{output}.problems.jsonl", "documents": count,
-               "flagged": count - clean, "by_method": by_method,
-               "problems_contaminated": sum(r["contaminated"] for r in table),
-               "benchmark_files": list(decontaminator.benchmarks.files), "config": dataclasses.asdict(config),
-               "prefilter_containment": config.prefilter_containment,
-               "clean_written": clean if write_clean else None, "clean_output": write_clean}
+    summary = {
+        "report": output,
+        "problems_table": f"{output}.problems.jsonl",
+        "documents": count,
+        "flagged": count - clean,
+        "by_method": by_method,
+        "problems_contaminated": sum(r["contaminated"] for r in table),
+        "benchmark_files": list(decontaminator.benchmarks.files),
+        "config": dataclasses.asdict(config),
+        "prefilter_containment": config.prefilter_containment,
+        "clean_written": clean if write_clean else None,
+        "clean_output": write_clean,
+    }
     if taus:
         summary["sweep"] = tally.sweep(count)
     return summary

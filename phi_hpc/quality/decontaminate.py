@@ -47,8 +47,14 @@ from phi_hpc.quality.contamination_index import (
 )
 from phi_hpc.quality.tokens import SHARED_CACHE, HashSet
 
-__all__ = ["DecontaminationConfig", "Decontaminator", "DecontaminationFilter", "Finding", "build_decontaminator",
-           "default_cache_dir"]
+__all__ = [
+    "DecontaminationConfig",
+    "Decontaminator",
+    "DecontaminationFilter",
+    "Finding",
+    "build_decontaminator",
+    "default_cache_dir",
+]
 
 
 @dataclass(frozen=True)
@@ -64,12 +70,15 @@ class Finding:
         return f"{self.method} match with {self.problem}: {self.detail}"
 
 
-
 class Decontaminator:
     """Built once per process from the benchmark files; :meth:`check` is called on every document."""
 
-    def __init__(self, benchmarks: Benchmarks, config: DecontaminationConfig = DecontaminationConfig(),
-                 cache_dir: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        benchmarks: Benchmarks,
+        config: DecontaminationConfig = DecontaminationConfig(),
+        cache_dir: str | os.PathLike | None = None,
+    ):
         self.config = config
         self.benchmarks = benchmarks
         index = load_cached_index(cache_dir, benchmarks, config)
@@ -93,8 +102,9 @@ class Decontaminator:
         if config.embedding_model:
             from phi_hpc.quality.lm_embedder import RuntimeOptions, cached_lm_embedder
 
-            self._embedder = cached_lm_embedder(config.embedding_model, config.embedding_tokenizer,
-                                                config.embedding_max_tokens, RuntimeOptions())
+            self._embedder = cached_lm_embedder(
+                config.embedding_model, config.embedding_tokenizer, config.embedding_max_tokens, RuntimeOptions()
+            )
         else:
             from phi_hpc.quality.classifier import HashedTokenEmbedder
 
@@ -134,8 +144,12 @@ class Decontaminator:
         # Where the overlap starts, so a person can look: the first window holding one of those n-grams.
         first = int(np.flatnonzero(member & np.isin(grams, self._index.ngram_keys[chosen]))[0])
         line = tokens.data.count(b"\n", 0, int(tokens.starts[first])) + 1
-        return Finding(self._index.problem_names[best], "ngram", float(len(chosen)),
-                       f"{len(chosen)} shared {self.config.ngram}-grams ({'/'.join(parts)}), from line {line}")
+        return Finding(
+            self._index.problem_names[best],
+            "ngram",
+            float(len(chosen)),
+            f"{len(chosen)} shared {self.config.ngram}-grams ({'/'.join(parts)}), from line {line}",
+        )
 
     def _containment(self, shingles: np.ndarray) -> np.ndarray:
         """For every reference, how many of its distinct skeleton shingles occur in ``shingles``."""
@@ -173,15 +187,19 @@ class Decontaminator:
         for func in (f for tree in trees for f in code_ast.iter_functions(tree)):
             lo = int(np.searchsorted(token_lines, func.lineno, side="left"))
             hi = int(np.searchsorted(token_lines, func.end_lineno or func.lineno, side="right"))
-            candidates = self._candidates(shingles[lo:max(lo, hi - width + 1)])
+            candidates = self._candidates(shingles[lo : max(lo, hi - width + 1)])
             if len(candidates):
                 pairs.append((func, [self._ast_references[i] for i in candidates.tolist()]))
         match = code_ast.best_function_match(pairs, self.config.ast_threshold)
         if match is None:
             return None
-        return Finding(match.problem, "ast", match.similarity,
-                       f"function {match.function} (line {match.lineno}) has AST similarity "
-                       f"{match.similarity:.2f} >= {self.config.ast_threshold}")
+        return Finding(
+            match.problem,
+            "ast",
+            match.similarity,
+            f"function {match.function} (line {match.lineno}) has AST similarity "
+            f"{match.similarity:.2f} >= {self.config.ast_threshold}",
+        )
 
     def embedding_findings(self, texts: Sequence[str]) -> list[Finding | None]:
         vectors = self._unit_rows(self._embedder.embed(list(texts)))
@@ -191,8 +209,14 @@ class Decontaminator:
         for row, col in enumerate(best.tolist()):
             score = float(sims[row, col])
             if score >= self.config.embedding_threshold:
-                out.append(Finding(self._embedding_problems[col], "embedding", score,
-                                   f"cosine similarity {score:.3f} >= {self.config.embedding_threshold}"))
+                out.append(
+                    Finding(
+                        self._embedding_problems[col],
+                        "embedding",
+                        score,
+                        f"cosine similarity {score:.3f} >= {self.config.embedding_threshold}",
+                    )
+                )
             else:
                 out.append(None)
         return out
@@ -229,7 +253,8 @@ class DecontaminationFilter:
         return verdicts
 
 
-def build_decontaminator(benchmark_data: str | None = None, cache_dir: str | os.PathLike | None = None,
-                         **overrides) -> Decontaminator:
+def build_decontaminator(
+    benchmark_data: str | None = None, cache_dir: str | os.PathLike | None = None, **overrides
+) -> Decontaminator:
     """``cache_dir``: where the derived index is cached (None: always rebuild, e.g. in tests)."""
     return Decontaminator(load_benchmarks(benchmark_data), DecontaminationConfig(**overrides), cache_dir)

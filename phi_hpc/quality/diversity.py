@@ -64,15 +64,80 @@ class NearDuplicateIndex:
 
 # -- prompt seeds ---------------------------------------------------------------------------------
 
-VERBS = ("count", "find", "merge", "split", "sort", "filter", "parse", "validate", "compute", "convert", "rotate",
-         "reverse", "compress", "decode", "encode", "group", "rank", "match", "normalize", "flatten", "summarize",
-         "schedule", "simulate", "estimate", "balance", "partition", "search", "generate", "transpose", "interleave")
-NOUNS = ("words", "intervals", "primes", "digits", "matrix", "grid_paths", "anagrams", "palindromes", "brackets",
-         "coins", "stairs", "islands", "meetings", "temperatures", "grades", "inventory", "tickets", "votes",
-         "sentences", "timestamps", "polygon_area", "fractions", "roman_numerals", "binary_strings", "subsets",
-         "permutations", "queue_events", "bank_transactions", "word_frequencies", "shortest_route", "moving_average",
-         "run_lengths", "duplicate_files", "ip_addresses", "recipe_scaling", "seat_assignment", "chess_moves",
-         "dice_rolls", "calendar_days", "unit_conversions")
+VERBS = (
+    "count",
+    "find",
+    "merge",
+    "split",
+    "sort",
+    "filter",
+    "parse",
+    "validate",
+    "compute",
+    "convert",
+    "rotate",
+    "reverse",
+    "compress",
+    "decode",
+    "encode",
+    "group",
+    "rank",
+    "match",
+    "normalize",
+    "flatten",
+    "summarize",
+    "schedule",
+    "simulate",
+    "estimate",
+    "balance",
+    "partition",
+    "search",
+    "generate",
+    "transpose",
+    "interleave",
+)
+NOUNS = (
+    "words",
+    "intervals",
+    "primes",
+    "digits",
+    "matrix",
+    "grid_paths",
+    "anagrams",
+    "palindromes",
+    "brackets",
+    "coins",
+    "stairs",
+    "islands",
+    "meetings",
+    "temperatures",
+    "grades",
+    "inventory",
+    "tickets",
+    "votes",
+    "sentences",
+    "timestamps",
+    "polygon_area",
+    "fractions",
+    "roman_numerals",
+    "binary_strings",
+    "subsets",
+    "permutations",
+    "queue_events",
+    "bank_transactions",
+    "word_frequencies",
+    "shortest_route",
+    "moving_average",
+    "run_lengths",
+    "duplicate_files",
+    "ip_addresses",
+    "recipe_scaling",
+    "seat_assignment",
+    "chess_moves",
+    "dice_rolls",
+    "calendar_days",
+    "unit_conversions",
+)
 
 
 def function_names(seed: int = 0) -> list[str]:
@@ -91,7 +156,9 @@ def load_lines(path: str, what: str) -> list[str]:
 
     file = Path(path)
     if not file.is_file():
-        raise UsageError(f"--{what} {path} does not exist", "create it with phi-hpc synth topics, or write one per line")
+        raise UsageError(
+            f"--{what} {path} does not exist", "create it with phi-hpc synth topics, or write one per line"
+        )
     out = []
     for entry in iter_entries(file):
         if isinstance(entry, str):
@@ -123,6 +190,7 @@ def parse_list(answer: str, limit: int) -> list[str]:
 
 # -- statistics -----------------------------------------------------------------------------------
 
+
 class DiversityStats:
     """Counts over the items of a run: distinct topics and names, distinct word 3-grams, lengths.
 
@@ -153,8 +221,12 @@ class DiversityStats:
 
     def summary(self) -> dict:
         top = self.topics.most_common(1)
-        return {"items": self.items, "distinct_topics": len(self.topics),
-                "max_items_per_topic": top[0][1] if top else 0,
-                "distinct_function_names": len(self.names),
-                "distinct_3gram_ratio": round(len(self._ngrams) / self._seen_ngrams, 4) if self._seen_ngrams else None,
-                "ngram_sample": self._seen_ngrams, "mean_words": round(self.words / self.items, 1) if self.items else 0}
+        return {
+            "items": self.items,
+            "distinct_topics": len(self.topics),
+            "max_items_per_topic": top[0][1] if top else 0,
+            "distinct_function_names": len(self.names),
+            "distinct_3gram_ratio": round(len(self._ngrams) / self._seen_ngrams, 4) if self._seen_ngrams else None,
+            "ngram_sample": self._seen_ngrams,
+            "mean_words": round(self.words / self.items, 1) if self.items else 0,
+        }

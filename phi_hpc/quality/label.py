@@ -79,9 +79,14 @@ def sample_documents(documents: Iterable[tuple[str, str]], sample: int | None, s
     return reservoir
 
 
-def label_documents(documents: list[tuple[str, str]], output: str, endpoint: EndpointConfig,
-                    config: LabelConfig = LabelConfig(), template: str = DEFAULT_TEMPLATE,
-                    progress=None) -> dict:
+def label_documents(
+    documents: list[tuple[str, str]],
+    output: str,
+    endpoint: EndpointConfig,
+    config: LabelConfig = LabelConfig(),
+    template: str = DEFAULT_TEMPLATE,
+    progress=None,
+) -> dict:
     """Label every document not yet in ``output``; returns the run summary."""
     client = ChatClient(endpoint)
     started = time.time()
@@ -109,10 +114,30 @@ def label_documents(documents: list[tuple[str, str]], output: str, endpoint: End
             score = parse_score(answer)
             unparsed += score is None
             label = None if score is None else int(score >= config.positive_score)
-            log.append({"id": doc_id, "origin": origin, "text": text, "score": score, "label": label,
-                        "answer": answer, "model": endpoint.model})
+            log.append(
+                {
+                    "id": doc_id,
+                    "origin": origin,
+                    "text": text,
+                    "score": score,
+                    "label": label,
+                    "answer": answer,
+                    "model": endpoint.model,
+                }
+            )
             labelled += 1
-    return {"output": str(output), "documents": len(documents), "already_done": len(done),
-            "labelled": labelled, "unparsed_answers": unparsed, "failed": failed, "errors": errors[:5],
-            "requests": client.requests, "retries": dict(client.retries), "repaired_bytes": log.repaired_bytes,
-            "seconds": round(time.time() - started, 3), "config": asdict(config), "model": endpoint.model}
+    return {
+        "output": str(output),
+        "documents": len(documents),
+        "already_done": len(done),
+        "labelled": labelled,
+        "unparsed_answers": unparsed,
+        "failed": failed,
+        "errors": errors[:5],
+        "requests": client.requests,
+        "retries": dict(client.retries),
+        "repaired_bytes": log.repaired_bytes,
+        "seconds": round(time.time() - started, 3),
+        "config": asdict(config),
+        "model": endpoint.model,
+    }

@@ -15,8 +15,9 @@ from phi_hpc.quality.tokens import SmallSet, hash_tokens
 _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
 _IDENTIFIER = np.uint64(0xA5A5_5A5A_C3C3_3C3C)  # the skeleton's symbol for any name or literal
 
-_COMMON_WORDS = frozenset(w.lower() for w in keyword.kwlist + keyword.softkwlist + ["self", "cls"]) \
-    | frozenset(b.lower() for b in code_ast.BUILTIN_NAMES)
+_COMMON_WORDS = frozenset(w.lower() for w in keyword.kwlist + keyword.softkwlist + ["self", "cls"]) | frozenset(
+    b.lower() for b in code_ast.BUILTIN_NAMES
+)
 _QUOTES = frozenset({"'", '"'})
 
 
@@ -34,15 +35,17 @@ def informative_windows(words: list[str], n: int, min_words: int) -> np.ndarray:
     names ``min_words`` distinct things, or one distinctive compound name (MBPP's asserts,
     ``assert square_perimeter(10)==40``, name nothing else).
     """
-    names = [t if len(t) > 1 and t[0].isalpha() and t not in _COMMON_WORDS and prev not in _QUOTES else None
-             for prev, t in zip([""] + words, words)]
+    names = [
+        t if len(t) > 1 and t[0].isalpha() and t not in _COMMON_WORDS and prev not in _QUOTES else None
+        for prev, t in zip([""] + words, words)
+    ]
     windows = max(len(words) - n + 1, 0)
     if windows == 0:
         return np.zeros(0, dtype=bool)
     distinctive = np.array([bool(t) and _is_distinctive(t) for t in names], dtype=np.int64)
     cumulative = np.concatenate([[0], np.cumsum(distinctive)])
-    has_distinctive = (cumulative[n:n + windows] - cumulative[:windows]) > 0
-    many_names = np.array([len(set(names[i:i + n]) - {None}) >= min_words for i in range(windows)], dtype=bool)
+    has_distinctive = (cumulative[n : n + windows] - cumulative[:windows]) > 0
+    many_names = np.array([len(set(names[i : i + n]) - {None}) >= min_words for i in range(windows)], dtype=bool)
     return has_distinctive | many_names
 
 
@@ -65,7 +68,7 @@ def shingles(hashes: np.ndarray, n: int) -> np.ndarray:
         out, width = windows[size], size
         for part in sorted(windows, reverse=True):  # add the binary digits of n that are left
             if width + part <= n:
-                out = out[:len(out) - part] * _MULTIPLIER ** np.uint64(part) + windows[part][width:]
+                out = out[: len(out) - part] * _MULTIPLIER ** np.uint64(part) + windows[part][width:]
                 width += part
         out = out[:count].copy()
         out ^= out >> np.uint64(31)  # top bits feed HashSet's bitmap
@@ -75,9 +78,13 @@ def shingles(hashes: np.ndarray, n: int) -> np.ndarray:
 # The skeleton keeps keywords, builtins and punctuation and turns every other word or number into
 # one symbol. A one-token string literal ('(' or 'a') becomes that symbol too, so literal contents
 # do not leak into it.
-_SKELETON_KEPT = SmallSet(hash_tokens({w.lower() for w in keyword.kwlist + keyword.softkwlist}
-                                     | {b.lower() for b in code_ast.BUILTIN_NAMES if b.isidentifier()}
-                                     | set("!\"#$%&'()*+,-./:;<=>?@[\\]^`{|}~")))
+_SKELETON_KEPT = SmallSet(
+    hash_tokens(
+        {w.lower() for w in keyword.kwlist + keyword.softkwlist}
+        | {b.lower() for b in code_ast.BUILTIN_NAMES if b.isidentifier()}
+        | set("!\"#$%&'()*+,-./:;<=>?@[\\]^`{|}~")
+    )
+)
 _QUOTE_HASHES = hash_tokens(["'", '"'])
 
 

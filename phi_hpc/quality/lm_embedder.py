@@ -50,8 +50,9 @@ class RuntimeOptions:
         import torch
 
         if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise UsageError(f"--device {self.device}: no CUDA device on this node",
-                             "run on a GPU node, or pass --device cpu")
+            raise UsageError(
+                f"--device {self.device}: no CUDA device on this node", "run on a GPU node, or pass --device cpu"
+            )
 
 
 class LMEmbedder:
@@ -59,8 +60,14 @@ class LMEmbedder:
     (layer-normed) hidden states. Sequences are right-padded: with causal attention, padding never
     changes the real tokens' states, and the mean only covers real tokens."""
 
-    def __init__(self, model_dir: str, tokenizer: str | None = None, max_tokens: int = 512, batch_size: int = 8,
-                 runtime: RuntimeOptions | None = None):
+    def __init__(
+        self,
+        model_dir: str,
+        tokenizer: str | None = None,
+        max_tokens: int = 512,
+        batch_size: int = 8,
+        runtime: RuntimeOptions | None = None,
+    ):
         import torch
         from tokenizers import Tokenizer
 
@@ -101,11 +108,14 @@ class LMEmbedder:
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         encodings = self.encode(texts)
-        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i])) if self.runtime.bucket \
+        order = (
+            sorted(range(len(encodings)), key=lambda i: len(encodings[i]))
+            if self.runtime.bucket
             else list(range(len(encodings)))
+        )
         out: np.ndarray | None = None
         for start in range(0, len(order), self.batch_size):
-            rows = order[start:start + self.batch_size]
+            rows = order[start : start + self.batch_size]
             pooled = self._embed_batch([encodings[i] for i in rows])
             if out is None:
                 out = np.zeros((len(encodings), pooled.shape[1]), dtype=np.float32)
@@ -153,7 +163,6 @@ def _model_type(folder: Path) -> str | None:
 
 
 @functools.lru_cache(maxsize=2)
-def cached_lm_embedder(model_dir: str, tokenizer: str | None, max_tokens: int,
-                       runtime: RuntimeOptions) -> LMEmbedder:
+def cached_lm_embedder(model_dir: str, tokenizer: str | None, max_tokens: int, runtime: RuntimeOptions) -> LMEmbedder:
     """One loaded model per (folder, settings) per process."""
     return LMEmbedder(model_dir, tokenizer, max_tokens, runtime=runtime)

@@ -55,8 +55,9 @@ class EndpointConfig:
     tokens_per_minute: float = 0.0
 
 
-def read_prompt_template(path: str | None, default: str, option: str, placeholders: tuple[str, ...],
-                         show_option: str) -> str:
+def read_prompt_template(
+    path: str | None, default: str, option: str, placeholders: tuple[str, ...], show_option: str
+) -> str:
     """A user's prompt template (``option FILE``), which must hold every placeholder; ``default`` without one.
 
     Shared by ``quality label``, ``synth`` and ``eval grade``: a template missing a placeholder would send
@@ -72,8 +73,10 @@ def read_prompt_template(path: str | None, default: str, option: str, placeholde
     template = template_path.read_text(encoding="utf-8")
     missing = [p for p in placeholders if p not in template]
     if missing:
-        raise UsageError(f"{option} {path} lacks {', '.join(missing)}",
-                         f"put {' and '.join(placeholders)} in it; {show_option} shows the default")
+        raise UsageError(
+            f"{option} {path} lacks {', '.join(missing)}",
+            f"put {' and '.join(placeholders)} in it; {show_option} shows the default",
+        )
     return template
 
 
@@ -100,8 +103,13 @@ class RateLimiter:
     lock, and each caller reserves its slot before sleeping, so threads are spaced out instead of
     all firing when the window opens (the cause of 429 storms with per-thread backoff)."""
 
-    def __init__(self, requests_per_minute: float, tokens_per_minute: float,
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        requests_per_minute: float,
+        tokens_per_minute: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self.rpm, self.tpm = requests_per_minute, tokens_per_minute
         self._clock, self._sleep = clock, sleep
         self._lock = threading.Lock()
@@ -136,8 +144,9 @@ class ChatClient:
 
     def __init__(self, config: EndpointConfig, sleep: Callable[[float], None] = time.sleep):
         if not config.base_url.startswith(("http://", "https://")):
-            raise UsageError(f"--endpoint {config.base_url!r} is not an http(s) URL",
-                             "e.g. --endpoint http://gpu-node:8000/v1")
+            raise UsageError(
+                f"--endpoint {config.base_url!r} is not an http(s) URL", "e.g. --endpoint http://gpu-node:8000/v1"
+            )
         self.config = config
         self.url = config.base_url.rstrip("/") + "/chat/completions"
         self._sleep = sleep
@@ -165,9 +174,14 @@ class ChatClient:
 
     def accounting(self) -> dict:
         """Tokens and dollars so far, for run summaries."""
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "cost_usd": round(self.cost, 6), "spend_cap_usd": self.config.spend_cap,
-                "token_cap": self.config.token_cap, "rate_limit_wait_s": round(self.limiter.waited_s, 3)}
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost_usd": round(self.cost, 6),
+            "spend_cap_usd": self.config.spend_cap,
+            "token_cap": self.config.token_cap,
+            "rate_limit_wait_s": round(self.limiter.waited_s, 3),
+        }
 
     def _count(self, reason: str) -> None:
         with self._lock:
@@ -202,8 +216,13 @@ class ChatClient:
 
     def complete(self, messages: list[dict], **params) -> ChatAnswer:
         """The first choice with its finish reason and token counts (added to the run's accounting)."""
-        payload = {"model": self.config.model, "messages": messages,
-                   "temperature": self.config.temperature, "max_tokens": self.config.max_tokens, **params}
+        payload = {
+            "model": self.config.model,
+            "messages": messages,
+            "temperature": self.config.temperature,
+            "max_tokens": self.config.max_tokens,
+            **params,
+        }
         body = json.dumps(payload).encode("utf-8")
         prompt_estimate = sum(len(str(m.get("content", ""))) for m in messages) // 4 + 1
         last = ""
@@ -211,8 +230,10 @@ class ChatClient:
             retry_after = None
             stop = self.over_budget()
             if stop:
-                raise BudgetExhausted(f"{stop}: no further requests", "raise --spend-cap/--token-cap to continue; "
-                                      "rerun the same command to resume")
+                raise BudgetExhausted(
+                    f"{stop}: no further requests",
+                    "raise --spend-cap/--token-cap to continue; rerun the same command to resume",
+                )
             self.limiter.acquire(prompt_estimate + int(payload["max_tokens"] or 0))
             with self._lock:
                 self.requests += 1
@@ -221,8 +242,9 @@ class ChatClient:
             except urllib.error.HTTPError as exc:
                 detail = exc.read()[:300].decode("utf-8", "replace").strip()
                 if exc.code not in RETRYABLE_STATUS:
-                    raise EndpointError(f"{self.url} answered HTTP {exc.code}: {detail}",
-                                        "check --endpoint, --model and the API key") from None
+                    raise EndpointError(
+                        f"{self.url} answered HTTP {exc.code}: {detail}", "check --endpoint, --model and the API key"
+                    ) from None
                 last, reason = f"HTTP {exc.code}: {detail}", f"http_{exc.code}"
                 retry_after = _retry_after_seconds(exc.headers.get("Retry-After") if exc.headers else None)
             except TimeoutError:
@@ -239,12 +261,14 @@ class ChatClient:
             if attempt == self.config.max_retries:
                 break
             self._count(reason)
-            delay = min(self.config.backoff_s * 2 ** attempt, self.config.max_backoff_s) * random.uniform(0.5, 1.0)
+            delay = min(self.config.backoff_s * 2**attempt, self.config.max_backoff_s) * random.uniform(0.5, 1.0)
             if retry_after is not None:  # the server said when (429/503): wait that long, within the cap
                 delay = min(max(delay, retry_after), self.config.max_backoff_s)
             self._sleep(delay)
-        raise EndpointError(f"{self.url}: gave up after {self.config.max_retries + 1} attempts ({last})",
-                            "is the server up? raise --max-retries or --timeout for a slow server")
+        raise EndpointError(
+            f"{self.url}: gave up after {self.config.max_retries + 1} attempts ({last})",
+            "is the server up? raise --max-retries or --timeout for a slow server",
+        )
 
 
 def _retry_after_seconds(value: str | None) -> float | None:
@@ -278,8 +302,9 @@ def bounded_map(func: Callable[[T], R], items: Iterable[T], concurrency: int) ->
                     pending[pool.submit(func, nxt)] = nxt
 
 
-def answers(func: Callable[[T], R], items: list[T], concurrency: int, progress=None,
-            description: str = "") -> Iterator[tuple[T, R | EndpointError]]:
+def answers(
+    func: Callable[[T], R], items: list[T], concurrency: int, progress=None, description: str = ""
+) -> Iterator[tuple[T, R | EndpointError]]:
     """:func:`bounded_map` for the LLM commands: advances a progress bar, and yields the endpoint's
     refusals (:class:`EndpointError`, :class:`BudgetExhausted`) for the caller to count, while any
     other exception is a bug and is raised."""

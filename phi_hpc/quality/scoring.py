@@ -68,8 +68,9 @@ class ScoreRun:
 def _prepare_config(config: ScoreConfig):
     from phi_hpc.data.config import PrepareConfig
 
-    return PrepareConfig(inputs=list(config.inputs), glob=config.glob, text_key=config.text_key,
-                         shard_mb=config.shard_mb)
+    return PrepareConfig(
+        inputs=list(config.inputs), glob=config.glob, text_key=config.text_key, shard_mb=config.shard_mb
+    )
 
 
 def open_scoring(config: ScoreConfig) -> ScoreRun:
@@ -78,28 +79,45 @@ def open_scoring(config: ScoreConfig) -> ScoreRun:
     from phi_hpc.data.sources import file_fingerprint
 
     if not Path(config.model).is_file():
-        raise UsageError(f"quality model {config.model} does not exist",
-                         "train one with: phi-hpc quality train LABELS.jsonl -o model.npz")
+        raise UsageError(
+            f"quality model {config.model} does not exist",
+            "train one with: phi-hpc quality train LABELS.jsonl -o model.npz",
+        )
     shards = plan_shards(_prepare_config(config))
     if not shards:
         raise UsageError("the inputs contain no documents to score", f"check the paths and --glob {config.glob!r}")
-    identity = {"format": FORMAT, "model_sha256": sha256_file(config.model), "glob": config.glob,
-                "text_key": config.text_key, "shard_mb": config.shard_mb,
-                "tokenizer_sha256": sha256_file(_tokenizer_file(config.tokenizer)) if config.tokenizer else None,
-                "inputs": [{**file_fingerprint(f), "start": f.start, "end": f.end} for s in shards for f in s.files]}
+    identity = {
+        "format": FORMAT,
+        "model_sha256": sha256_file(config.model),
+        "glob": config.glob,
+        "text_key": config.text_key,
+        "shard_mb": config.shard_mb,
+        "tokenizer_sha256": sha256_file(_tokenizer_file(config.tokenizer)) if config.tokenizer else None,
+        "inputs": [{**file_fingerprint(f), "start": f.start, "end": f.end} for s in shards for f in s.files],
+    }
     fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     out = Path(config.output_dir)
     plan = out / "plan.json"
     if plan.is_file():
         recorded = json.loads(plan.read_text()).get("fingerprint")
         if recorded != fingerprint:
-            raise UsageError(f"{out} holds scores of another model, tokenizer or inputs (fingerprint {recorded[:12]})",
-                             "score into a new folder, or delete that one")
+            raise UsageError(
+                f"{out} holds scores of another model, tokenizer or inputs (fingerprint {recorded[:12]})",
+                "score into a new folder, or delete that one",
+            )
     else:
         out.mkdir(parents=True, exist_ok=True)
-        write_json(plan, {"format": FORMAT, "fingerprint": fingerprint, "model": str(config.model),
-                          "model_sha256": identity["model_sha256"], "shards": len(shards),
-                          "inputs": list(config.inputs)})
+        write_json(
+            plan,
+            {
+                "format": FORMAT,
+                "fingerprint": fingerprint,
+                "model": str(config.model),
+                "model_sha256": identity["model_sha256"],
+                "shards": len(shards),
+                "inputs": list(config.inputs),
+            },
+        )
     return ScoreRun(config, shards, fingerprint, out)
 
 
@@ -114,8 +132,10 @@ def score_shard(run: ScoreRun, index: int) -> dict:
     from phi_hpc.data.sources import read_documents
 
     if not 0 <= index < len(run.shards):
-        raise UsageError(f"--shard {index}: the plan has {len(run.shards)} shards (0..{len(run.shards) - 1})",
-                         "see phi-hpc quality score ... --stage plan")
+        raise UsageError(
+            f"--shard {index}: the plan has {len(run.shards)} shards (0..{len(run.shards) - 1})",
+            "see phi-hpc quality score ... --stage plan",
+        )
     path = run.shard_path(index)
     if path.is_file():
         return {"shard": index, "skipped": True}
@@ -148,9 +168,14 @@ def score_shard(run: ScoreRun, index: int) -> dict:
         flush()
     _fault_point(index)
     with atomic_write(path, "wb", encoding=None) as handle:
-        np.savez(handle, ids=np.array(ids, dtype=np.str_), scores=np.array(scores, dtype=np.float64),
-                 digests=np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(-1, 16),
-                 tokens=np.array(tokens, dtype=np.int64), bytes=np.array(sizes, dtype=np.int64))
+        np.savez(
+            handle,
+            ids=np.array(ids, dtype=np.str_),
+            scores=np.array(scores, dtype=np.float64),
+            digests=np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(-1, 16),
+            tokens=np.array(tokens, dtype=np.int64),
+            bytes=np.array(sizes, dtype=np.int64),
+        )
     return {"shard": index, "skipped": False, "documents": len(ids), "bad": [b.to_dict() for b in bad]}
 
 
@@ -181,16 +206,25 @@ def finish_if_complete(run: ScoreRun) -> dict | None:
     if not all(run.shard_path(s.index).is_file() for s in run.shards):
         return None
     table = load_scores(run.out)
-    summary = {"format": FORMAT, "fingerprint": run.fingerprint, "model": run.config.model, "shards": len(run.shards),
-               "documents": int(len(table.scores)), "tokens": int(table.tokens.sum()) if table.has_tokens else None,
-               "bytes": int(table.bytes.sum()), "runtime": asdict(run.config.runtime),
-               "score_quantiles": {str(q): float(np.quantile(table.scores, q)) if len(table.scores) else None
-                                   for q in (0.1, 0.5, 0.83, 0.9)}}
+    summary = {
+        "format": FORMAT,
+        "fingerprint": run.fingerprint,
+        "model": run.config.model,
+        "shards": len(run.shards),
+        "documents": int(len(table.scores)),
+        "tokens": int(table.tokens.sum()) if table.has_tokens else None,
+        "bytes": int(table.bytes.sum()),
+        "runtime": asdict(run.config.runtime),
+        "score_quantiles": {
+            str(q): float(np.quantile(table.scores, q)) if len(table.scores) else None for q in (0.1, 0.5, 0.83, 0.9)
+        },
+    }
     write_json(run.out / "summary.json", summary)
     return summary
 
 
 # -- reading scores ------------------------------------------------------------------------------
+
 
 @dataclass
 class ScoreTable:
@@ -211,13 +245,17 @@ def load_scores(folder: str | os.PathLike) -> ScoreTable:
     folder = Path(folder)
     plan = folder / "plan.json"
     if not plan.is_file():
-        raise UsageError(f"{folder} is not a quality scores folder (no plan.json)",
-                         "create it with: phi-hpc quality score INPUT... --model MODEL.npz -o DIR")
+        raise UsageError(
+            f"{folder} is not a quality scores folder (no plan.json)",
+            "create it with: phi-hpc quality score INPUT... --model MODEL.npz -o DIR",
+        )
     shards = json.loads(plan.read_text())["shards"]
     missing = [i for i in range(shards) if not (folder / f"shard-{i:05d}.npz").is_file()]
     if missing:
-        raise PhiError(f"{folder}: {len(missing)} of {shards} shards not scored yet (first: {missing[0]})",
-                       "rerun quality score (finished shards are skipped)")
+        raise PhiError(
+            f"{folder}: {len(missing)} of {shards} shards not scored yet (first: {missing[0]})",
+            "rerun quality score (finished shards are skipped)",
+        )
     parts = {k: [] for k in ("ids", "digests", "scores", "tokens", "bytes")}
     for i in range(shards):
         with np.load(folder / f"shard-{i:05d}.npz", allow_pickle=False) as data:

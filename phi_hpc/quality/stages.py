@@ -62,8 +62,10 @@ class StoredScoreFilter:
         for text in texts:
             score = self.lookup.get(hashlib.sha256(text.encode("utf-8")).digest()[:16])
             if score is None:
-                raise UsageError(f"a document ({text[:40]!r}...) has no score in {self.folder}",
-                                 "score the same inputs: phi-hpc quality score INPUT... -o " + self.folder)
+                raise UsageError(
+                    f"a document ({text[:40]!r}...) has no score in {self.folder}",
+                    "score the same inputs: phi-hpc quality score INPUT... -o " + self.folder,
+                )
             verdicts.append(_verdict(score, self.threshold))
         return verdicts
 
@@ -77,8 +79,10 @@ def _lookup(folder: str, plan_modified_ns: int):
 
 def _check_threshold(threshold: float) -> None:
     if not 0.0 <= threshold <= 10.0:
-        raise UsageError(f"--quality-threshold {threshold} is outside [0, 10]",
-                         "a probability (e.g. 0.5), or a 0-10 grade for a regression model")
+        raise UsageError(
+            f"--quality-threshold {threshold} is outside [0, 10]",
+            "a probability (e.g. 0.5), or a 0-10 grade for a regression model",
+        )
 
 
 def build_score_filter(folder: str, threshold: float) -> DocumentFilter:
@@ -104,8 +108,9 @@ class PrepareFilters:
         try:
             return _build_filters(config)
         except ModuleNotFoundError as exc:
-            raise UsageError("quality/decontamination filters are not available in this installation",
-                             f"missing module {exc.name}") from None
+            raise UsageError(
+                "quality/decontamination filters are not available in this installation", f"missing module {exc.name}"
+            ) from None
 
 
 def _check_options(config) -> None:
@@ -121,8 +126,11 @@ def _build_filters(config) -> list[DocumentFilter]:
     if config.quality_scores:
         filters.append(build_score_filter(config.quality_scores, config.quality_threshold))
     if config.decontaminate:
-        filters.append(build_decontamination_filter(config.benchmark_data, config.decontaminate_report_only,
-                                                    config.decontamination))
+        filters.append(
+            build_decontamination_filter(
+                config.benchmark_data, config.decontaminate_report_only, config.decontamination
+            )
+        )
     return filters
 
 
@@ -142,8 +150,9 @@ def content_hashes(config) -> dict:
         from phi_hpc.quality.benchmarks import load_benchmarks
 
         try:
-            hashes["benchmarks_sha256"] = {os.path.basename(p): sha256_file(p)
-                                           for p in load_benchmarks(config.benchmark_data).files}
+            hashes["benchmarks_sha256"] = {
+                os.path.basename(p): sha256_file(p) for p in load_benchmarks(config.benchmark_data).files
+            }
         except UsageError:
             pass  # the filter itself reports missing benchmark data
     return hashes
@@ -169,8 +178,10 @@ def build_quality_filter(model_path: str, threshold: float) -> DocumentFilter:
     if scorer.model.report.get("target") == "score":
         _check_threshold(threshold)
     elif not 0.0 <= threshold <= 1.0:
-        raise UsageError(f"--quality-threshold {threshold} is outside [0, 1]",
-                         "this model gives probabilities, e.g. --quality-threshold 0.5")
+        raise UsageError(
+            f"--quality-threshold {threshold} is outside [0, 1]",
+            "this model gives probabilities, e.g. --quality-threshold 0.5",
+        )
     return QualityFilter(scorer, threshold)
 
 
@@ -178,5 +189,6 @@ def build_decontamination_filter(benchmark_data: str | None, report_only: bool, 
     """``settings``: a :class:`DecontaminationConfig` (prepare's ``decontamination`` section)."""
     from phi_hpc.quality.decontaminate import DecontaminationFilter
 
-    return DecontaminationFilter(_decontaminator(str(benchmark_data) if benchmark_data else None, settings),
-                                 report_only=report_only)
+    return DecontaminationFilter(
+        _decontaminator(str(benchmark_data) if benchmark_data else None, settings), report_only=report_only
+    )

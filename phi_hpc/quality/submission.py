@@ -33,6 +33,9 @@ def submit_scoring(request: ScoreRequest, echo=print) -> None:
         element = dataclasses.replace(profile, tasks_per_node=1, nodes=1, gpus_per_node=1)
     submitter = make_submitter("quality-score", run_dir, request.cluster, profile, echo)
     submitter.open()
-    submitter.submit_array("quality-score", [["quality", "score", *args, "--stage", "shard", "--shard", str(i)]
-                                             for i in todo], profile=element)
+    submitter.submit_array(
+        "quality-score",
+        [["quality", "score", *args, "--stage", "shard", "--shard", str(i)] for i in todo],
+        profile=element,
+    )
     submitter.finish()

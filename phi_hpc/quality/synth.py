@@ -31,32 +31,78 @@ from phi_hpc.quality.appendlog import AppendLog
 from phi_hpc.quality.openai_client import BudgetExhausted, ChatClient, EndpointConfig, Unanswered, answers
 
 TOPICS = (
-    "variables and assignment", "integer and float arithmetic", "string slicing", "string formatting",
-    "lists and indexing", "list comprehensions", "tuples and unpacking", "dictionaries", "sets",
-    "if/elif/else", "for loops", "while loops", "break and continue", "functions and return values",
-    "default and keyword arguments", "recursion", "iteration with enumerate and zip", "sorting with keys",
-    "searching a list", "binary search", "two pointers", "stacks", "queues", "linked lists",
-    "binary trees", "graph traversal (BFS/DFS)", "dynamic programming", "greedy algorithms",
-    "prime numbers", "greatest common divisor", "matrices as nested lists", "exceptions and validation",
-    "classes and methods", "generators", "string parsing", "counting with dictionaries",
-    "bit manipulation", "date-free calendar arithmetic", "simple simulations", "text statistics",
+    "variables and assignment",
+    "integer and float arithmetic",
+    "string slicing",
+    "string formatting",
+    "lists and indexing",
+    "list comprehensions",
+    "tuples and unpacking",
+    "dictionaries",
+    "sets",
+    "if/elif/else",
+    "for loops",
+    "while loops",
+    "break and continue",
+    "functions and return values",
+    "default and keyword arguments",
+    "recursion",
+    "iteration with enumerate and zip",
+    "sorting with keys",
+    "searching a list",
+    "binary search",
+    "two pointers",
+    "stacks",
+    "queues",
+    "linked lists",
+    "binary trees",
+    "graph traversal (BFS/DFS)",
+    "dynamic programming",
+    "greedy algorithms",
+    "prime numbers",
+    "greatest common divisor",
+    "matrices as nested lists",
+    "exceptions and validation",
+    "classes and methods",
+    "generators",
+    "string parsing",
+    "counting with dictionaries",
+    "bit manipulation",
+    "date-free calendar arithmetic",
+    "simple simulations",
+    "text statistics",
 )
 AUDIENCES = (
-    "a complete beginner", "a high-school student", "a first-year computer science student",
-    "a data analyst learning Python", "a self-taught programmer preparing for interviews",
-    "a scientist who knows math but not programming", "a teenager who likes games",
+    "a complete beginner",
+    "a high-school student",
+    "a first-year computer science student",
+    "a data analyst learning Python",
+    "a self-taught programmer preparing for interviews",
+    "a scientist who knows math but not programming",
+    "a teenager who likes games",
     "a teacher preparing a lesson",
 )
 STYLES = (
-    "a patient textbook chapter", "a worked example followed by practice", "a Socratic dialogue turned into prose",
-    "a step-by-step tutorial", "a concise reference with examples", "a story-driven explanation",
-    "common mistakes and how to fix them", "from a naive solution to a better one",
+    "a patient textbook chapter",
+    "a worked example followed by practice",
+    "a Socratic dialogue turned into prose",
+    "a step-by-step tutorial",
+    "a concise reference with examples",
+    "a story-driven explanation",
+    "common mistakes and how to fix them",
+    "from a naive solution to a better one",
 )
 CONSTRAINTS = (
-    "Use only the standard library.", "Keep every function under 15 lines.", "Explain the time complexity.",
-    "Include an edge case with empty input.", "Use descriptive variable names.", "Avoid classes.",
-    "Use at least one helper function.", "Handle invalid input with a clear error.",
-    "Show an example input and output.", "Do not use recursion.",
+    "Use only the standard library.",
+    "Keep every function under 15 lines.",
+    "Explain the time complexity.",
+    "Include an edge case with empty input.",
+    "Use descriptive variable names.",
+    "Avoid classes.",
+    "Use at least one helper function.",
+    "Handle invalid input with a clear error.",
+    "Show an example input and output.",
+    "Do not use recursion.",
 )
 
 TEXTBOOK_TEMPLATE = """\
@@ -102,8 +148,11 @@ class PromptSeeds:
         from phi_hpc.quality.diversity import function_names, load_lines
 
         topics = tuple(load_lines(config.topics_file, "topics")) if config.topics_file else TOPICS
-        names = tuple(load_lines(config.names_file, "function-names")) if config.names_file else \
-            tuple(function_names(config.seed))
+        names = (
+            tuple(load_lines(config.names_file, "function-names"))
+            if config.names_file
+            else tuple(function_names(config.seed))
+        )
         return cls(topics, names if config.kind == "exercises" else ())
 
 
@@ -111,8 +160,12 @@ def draw_spec(seed: int, index: int, attempt: int, seeds: PromptSeeds | None = N
     """The item's prompt ingredients: a pure function of (seed, index, attempt, seed lists)."""
     seeds = seeds or PromptSeeds()
     rng = random.Random(f"{seed}:{index}:{attempt}")
-    spec = {"topic": rng.choice(seeds.topics), "audience": rng.choice(AUDIENCES), "style": rng.choice(STYLES),
-            "constraint": rng.choice(CONSTRAINTS)}
+    spec = {
+        "topic": rng.choice(seeds.topics),
+        "audience": rng.choice(AUDIENCES),
+        "style": rng.choice(STYLES),
+        "constraint": rng.choice(CONSTRAINTS),
+    }
     if seeds.function_names:
         spec["function_name"] = rng.choice(seeds.function_names)
     return spec
@@ -175,10 +228,13 @@ def split_exercise(code: str) -> Exercise | None:
         docstring = node.body[0]
         if len(node.body) < 2:
             return None  # a docstring and nothing to complete
-        prompt = "".join(lines[:docstring.end_lineno])
-        completion = "".join(lines[docstring.end_lineno:node.end_lineno])
-        tests = "".join(ast.get_source_segment(code, stmt) + "\n" for stmt in tree.body
-                        if isinstance(stmt, ast.Assert) and stmt.lineno > node.end_lineno)
+        prompt = "".join(lines[: docstring.end_lineno])
+        completion = "".join(lines[docstring.end_lineno : node.end_lineno])
+        tests = "".join(
+            ast.get_source_segment(code, stmt) + "\n"
+            for stmt in tree.body
+            if isinstance(stmt, ast.Assert) and stmt.lineno > node.end_lineno
+        )
         return Exercise(prompt, completion, tests)
     return None
 
@@ -223,8 +279,9 @@ class _RunState:
         problems.append(message)
 
 
-def _answer_record(client: ChatClient, config: SynthConfig, index: int, attempt: int, state: _RunState,
-                   check, problems: list[str]) -> dict | None:
+def _answer_record(
+    client: ChatClient, config: SynthConfig, index: int, attempt: int, state: _RunState, check, problems: list[str]
+) -> dict | None:
     """One attempt: ask, then keep the answer only if complete, well formed and (for exercises) tested."""
     spec = draw_spec(config.seed, index, attempt, state.seeds)
     template = config.template or default_template(config.kind)
@@ -232,9 +289,15 @@ def _answer_record(client: ChatClient, config: SynthConfig, index: int, attempt:
     if answer.finish_reason == "length":
         state.reject(problems, "truncated", f"attempt {attempt}: cut off at --max-tokens (finish_reason length)")
         return None
-    record = {"id": item_id(config.kind, config.seed, index), "kind": config.kind, "index": index,
-              "attempt": attempt, "spec": spec, "model": client.config.model,
-              "usage": {"prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens}}
+    record = {
+        "id": item_id(config.kind, config.seed, index),
+        "kind": config.kind,
+        "index": index,
+        "attempt": attempt,
+        "spec": spec,
+        "model": client.config.model,
+        "usage": {"prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens},
+    }
     if config.kind == "textbook":
         record["text"] = answer.content.strip() + "\n"
         return record
@@ -242,8 +305,13 @@ def _answer_record(client: ChatClient, config: SynthConfig, index: int, attempt:
     if exercise is None:
         state.reject(problems, "unparseable", f"attempt {attempt}: no parseable function with a docstring and a body")
         return None
-    record.update(prompt=exercise.prompt, completion=exercise.completion, tests=exercise.tests,
-                  text=exercise.prompt + exercise.completion, tests_passed=None)
+    record.update(
+        prompt=exercise.prompt,
+        completion=exercise.completion,
+        tests=exercise.tests,
+        text=exercise.prompt + exercise.completion,
+        tests_passed=None,
+    )
     if exercise.tests and check is not None:
         passed, error = check(exercise)
         record["tests_passed"] = passed
@@ -253,8 +321,13 @@ def _answer_record(client: ChatClient, config: SynthConfig, index: int, attempt:
     return record
 
 
-def _attempt_item(client: ChatClient, config: SynthConfig, index: int, state: _RunState,
-                  check: Callable[[Exercise], tuple[bool, str | None]] | None) -> tuple[dict | None, list[str]]:
+def _attempt_item(
+    client: ChatClient,
+    config: SynthConfig,
+    index: int,
+    state: _RunState,
+    check: Callable[[Exercise], tuple[bool, str | None]] | None,
+) -> tuple[dict | None, list[str]]:
     """Try the item's attempts in order; the first new, complete, well-formed answer wins."""
     problems: list[str] = []
     for attempt in range(config.max_attempts):
@@ -287,8 +360,12 @@ def synthesize(output: str, endpoint: EndpointConfig, config: SynthConfig, progr
 
     client = ChatClient(endpoint)
     started = time.time()
-    state = _RunState(PromptSeeds.for_config(config), set(), NearDuplicateIndex(config.near_duplicate_jaccard)
-                      if config.near_duplicate_jaccard < 1 else None, threading.Lock())
+    state = _RunState(
+        PromptSeeds.for_config(config),
+        set(),
+        NearDuplicateIndex(config.near_duplicate_jaccard) if config.near_duplicate_jaccard < 1 else None,
+        threading.Lock(),
+    )
     stats = DiversityStats()
 
     def reload(record: dict) -> None:  # a resumed run: earlier items count for dedup and statistics
@@ -323,12 +400,26 @@ def synthesize(output: str, endpoint: EndpointConfig, config: SynthConfig, progr
     finally:
         if checker is not None:
             checker.close()
-    return {"output": str(output), "kind": config.kind, "requested": config.count, "already_done": len(done),
-            "written": written, "items": total, "rejected_attempts": sum(state.rejections.values()),
-            "rejected": dict(state.rejections), "failed": unanswered.failed[:20],
-            "failed_count": len(unanswered.failed), "stopped": unanswered.stopped, "requests": client.requests,
-            "retries": dict(client.retries),
-            "usage": client.accounting(), "cost_usd": round(client.cost, 6), "diversity": stats.summary(),
-            "prompt_space": {"topics": len(state.seeds.topics), "function_names": len(state.seeds.function_names)},
-            "repaired_bytes": log.repaired_bytes, "seconds": round(time.time() - started, 3),
-            "config": asdict(config), "model": endpoint.model}
+    return {
+        "output": str(output),
+        "kind": config.kind,
+        "requested": config.count,
+        "already_done": len(done),
+        "written": written,
+        "items": total,
+        "rejected_attempts": sum(state.rejections.values()),
+        "rejected": dict(state.rejections),
+        "failed": unanswered.failed[:20],
+        "failed_count": len(unanswered.failed),
+        "stopped": unanswered.stopped,
+        "requests": client.requests,
+        "retries": dict(client.retries),
+        "usage": client.accounting(),
+        "cost_usd": round(client.cost, 6),
+        "diversity": stats.summary(),
+        "prompt_space": {"topics": len(state.seeds.topics), "function_names": len(state.seeds.function_names)},
+        "repaired_bytes": log.repaired_bytes,
+        "seconds": round(time.time() - started, 3),
+        "config": asdict(config),
+        "model": endpoint.model,
+    }

@@ -85,7 +85,7 @@ def tokenize(text: str) -> Tokens:
     while offset < len(data):
         cut = min(offset + _CHUNK, len(data))
         if cut < len(data):
-            spaces = np.flatnonzero(_CLASS[raw[cut:cut + _CHUNK]] == 0)
+            spaces = np.flatnonzero(_CLASS[raw[cut : cut + _CHUNK]] == 0)
             cut = cut + int(spaces[0]) if len(spaces) else min(cut + _CHUNK, len(data))
         piece = _tokenize_bytes(data[offset:cut])
         pieces.append((piece.starts + offset, piece.ends + offset, piece.hashes))

@@ -16,16 +16,25 @@ from phi_hpc.quality.appendlog import AppendLog
 from phi_hpc.quality.diversity import parse_list
 from phi_hpc.quality.openai_client import ChatClient, EndpointConfig, Unanswered, answers
 
-TOPIC_PROMPT = ('List {n} distinct subtopics of "{path}" that a Python textbook for beginner to intermediate '
-                "programmers could teach, one per line, without explanations.")
+TOPIC_PROMPT = (
+    'List {n} distinct subtopics of "{path}" that a Python textbook for beginner to intermediate '
+    "programmers could teach, one per line, without explanations."
+)
 
 
 def _node_id(path: list[str]) -> str:
     return "topic-" + hashlib.sha256(" > ".join(path).encode("utf-8")).hexdigest()[:20]
 
 
-def grow_topic_tree(output: str, endpoint: EndpointConfig, roots: list[str], branching: int, depth: int,
-                    concurrency: int = 8, progress=None) -> dict:
+def grow_topic_tree(
+    output: str,
+    endpoint: EndpointConfig,
+    roots: list[str],
+    branching: int,
+    depth: int,
+    concurrency: int = 8,
+    progress=None,
+) -> dict:
     client = ChatClient(endpoint)
     started = time.time()
     nodes: dict[str, list[str]] = {}
@@ -57,13 +66,31 @@ def grow_topic_tree(output: str, endpoint: EndpointConfig, roots: list[str], bra
                 for child in outcome:
                     child_path = [*path, child]
                     if _node_id(child_path) not in nodes:
-                        log.append({"id": _node_id(child_path), "path": child_path, "depth": level + 1,
-                                    "leaf": level + 1 == depth})
+                        log.append(
+                            {
+                                "id": _node_id(child_path),
+                                "path": child_path,
+                                "depth": level + 1,
+                                "leaf": level + 1 == depth,
+                            }
+                        )
                         nodes[_node_id(child_path)] = child_path
                 log.append({"id": "expanded-" + _node_id(path), "expanded": _node_id(path)})
                 expanded.add(_node_id(path))
     leaves = sum(1 for path in nodes.values() if len(path) == depth + 1)
-    return {"output": str(output), "roots": len(roots), "branching": branching, "depth": depth, "nodes": len(nodes),
-            "leaves": leaves, "expanded_this_run": requests_made, "failed": unanswered.failed[:20],
-            "failed_count": len(unanswered.failed), "stopped": unanswered.stopped, "requests": client.requests, "usage": client.accounting(),
-            "seconds": round(time.time() - started, 3), "model": endpoint.model}
+    return {
+        "output": str(output),
+        "roots": len(roots),
+        "branching": branching,
+        "depth": depth,
+        "nodes": len(nodes),
+        "leaves": leaves,
+        "expanded_this_run": requests_made,
+        "failed": unanswered.failed[:20],
+        "failed_count": len(unanswered.failed),
+        "stopped": unanswered.stopped,
+        "requests": client.requests,
+        "usage": client.accounting(),
+        "seconds": round(time.time() - started, 3),
+        "model": endpoint.model,
+    }

@@ -138,8 +138,16 @@ def _fsync_own_files(root: Path, rank: int) -> None:
 class CheckpointManager:
     """Save, publish, prune and find checkpoints of one run; every method is called on every rank."""
 
-    def __init__(self, directory: str | os.PathLike, keep_last: int, rank: int, world_size: int,
-                 barrier: Callable[[], None], keep_every: int = 0, on_publish: OnPublish | None = None):
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        keep_last: int,
+        rank: int,
+        world_size: int,
+        barrier: Callable[[], None],
+        keep_every: int = 0,
+        on_publish: OnPublish | None = None,
+    ):
         self.folder = CheckpointFolder(Path(directory))
         self.directory = self.folder.directory
         self.on_publish = on_publish
@@ -200,7 +208,7 @@ class CheckpointManager:
 
     def _prune(self) -> None:
         """Delete all but the newest ``keep_last`` (milestones, multiples of ``keep_every``, stay)."""
-        for old in self.complete_steps()[:-self.keep_last]:
+        for old in self.complete_steps()[: -self.keep_last]:
             if not (self.keep_every and old % self.keep_every == 0):
                 shutil.rmtree(self.step_dir(old), ignore_errors=True)
 
@@ -213,15 +221,19 @@ class CheckpointManager:
 
         state = json.loads((step_dir / STATE_FILE).read_text(encoding="utf-8"))
         if state.get("zero_stage", 0) > 0 and state.get("world_size") != self.world_size:
-            raise PhiError(f"{step_dir} holds ZeRO-{state['zero_stage']} optimizer shards of {state['world_size']} "
-                           f"processes; this job has {self.world_size}",
-                           f"resume with {state['world_size']} processes (DeepSpeed cannot re-partition them), "
-                           "or start a new run_dir with checkpoint.init_from pointing at this folder")
-        load_path, _ = engine.load_checkpoint(str(step_dir), tag=DEEPSPEED_TAG, load_optimizer_states=True,
-                                              load_lr_scheduler_states=True)
+            raise PhiError(
+                f"{step_dir} holds ZeRO-{state['zero_stage']} optimizer shards of {state['world_size']} "
+                f"processes; this job has {self.world_size}",
+                f"resume with {state['world_size']} processes (DeepSpeed cannot re-partition them), "
+                "or start a new run_dir with checkpoint.init_from pointing at this folder",
+            )
+        load_path, _ = engine.load_checkpoint(
+            str(step_dir), tag=DEEPSPEED_TAG, load_optimizer_states=True, load_lr_scheduler_states=True
+        )
         if load_path is None:
-            raise PhiError(f"{step_dir}: DeepSpeed could not load its state",
-                           "delete that folder to resume from an older one")
+            raise PhiError(
+                f"{step_dir}: DeepSpeed could not load its state", "delete that folder to resume from an older one"
+            )
         rng_file = step_dir / "rng" / f"rank-{self.rank}.pt"
         if rng_file.is_file() and state.get("world_size") == self.world_size:
             _set_rng_state(torch.load(rng_file, weights_only=False))

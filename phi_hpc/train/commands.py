@@ -17,8 +17,13 @@ import click
 
 @click.command("train")
 @click.argument("config_file", metavar="CONFIG", type=click.Path(dir_okay=False))
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a config value, e.g. --set steps=100 --set data.paths=[data/out] (repeatable).")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config value, e.g. --set steps=100 --set data.paths=[data/out] (repeatable).",
+)
 @click.pass_context
 def train_command(ctx: click.Context, config_file: str, overrides: tuple[str, ...]) -> None:
     """Pretrain or finetune with DeepSpeed from a YAML config (resumes from RUN/checkpoints/latest).
@@ -56,11 +61,16 @@ def _print_summary(path: Path) -> None:
 
     summary = json.loads(path.read_text(encoding="utf-8"))
     table = Table(title=f"train: {summary['status']}", show_header=False)
-    rows = [("run", str(path.parent)), ("step", f"{summary['step']} / {summary['steps']}"),
-            ("last loss", summary["last_loss"]), ("last validation loss", summary["last_val_loss"]),
-            ("tokens/s (mean)", summary["tokens_per_s"]), ("last checkpoint", summary["last_checkpoint"]),
-            ("resumed from", summary["resumed_from"]), ("processes", f"{summary['world_size']} ({summary['launcher']}, "
-                                                                     f"{summary['device']})")]
+    rows = [
+        ("run", str(path.parent)),
+        ("step", f"{summary['step']} / {summary['steps']}"),
+        ("last loss", summary["last_loss"]),
+        ("last validation loss", summary["last_val_loss"]),
+        ("tokens/s (mean)", summary["tokens_per_s"]),
+        ("last checkpoint", summary["last_checkpoint"]),
+        ("resumed from", summary["resumed_from"]),
+        ("processes", f"{summary['world_size']} ({summary['launcher']}, {summary['device']})"),
+    ]
     for name, value in rows:
         shown = "-" if value is None else f"{value:.4f}" if isinstance(value, float) and "loss" in name else str(value)
         table.add_row(name, shown)

@@ -72,7 +72,8 @@ class BatchConfig:
             raise UsageError(
                 f"batch.global_size={self.global_size} is not divisible by batch.micro_size x world size "
                 f"= {self.micro_size} x {world_size}",
-                "choose a micro batch and a process count whose product divides the global batch")
+                "choose a micro batch and a process count whose product divides the global batch",
+            )
         return self.global_size // per_step
 
 
@@ -179,8 +180,10 @@ class TrainConfig:
         if self.steps < 1:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
         if self.data.seq_len > self.model.max_position_embeddings:
-            raise ValueError(f"data.seq_len={self.data.seq_len} exceeds model.max_position_embeddings="
-                             f"{self.model.max_position_embeddings}")
+            raise ValueError(
+                f"data.seq_len={self.data.seq_len} exceeds model.max_position_embeddings="
+                f"{self.model.max_position_embeddings}"
+            )
 
 
 def load_train_config(path: str | None, overrides=(), check_paths: bool = True) -> TrainConfig:
@@ -195,16 +198,22 @@ def load_train_config(path: str | None, overrides=(), check_paths: bool = True) 
     if not check_paths:
         return config
     if not config.data.paths:
-        raise UsageError(f"{path or '--set'}: data.paths is empty",
-                         "point it at a prepare output folder, e.g. --set data.paths=[data/out]")
+        raise UsageError(
+            f"{path or '--set'}: data.paths is empty",
+            "point it at a prepare output folder, e.g. --set data.paths=[data/out]",
+        )
     for data_path in [*config.data.paths, *config.data.validation_paths]:
         if not (Path(data_path).exists() or Path(f"{data_path}.idx").exists()):
-            raise UsageError(f"{path or '--set'}: data path {data_path} does not exist",
-                             "set data.paths to a prepare output folder (phi-hpc prepare ... -o DIR)")
+            raise UsageError(
+                f"{path or '--set'}: data path {data_path} does not exist",
+                "set data.paths to a prepare output folder (phi-hpc prepare ... -o DIR)",
+            )
     if config.data.format == "jsonl":
         if not config.data.tokenizer:
-            raise UsageError(f"{path or '--set'}: data.format=jsonl needs data.tokenizer (a tokenizer.json, a folder "
-                             "or a hub id)", "e.g. --set data.tokenizer=microsoft/phi-1")
+            raise UsageError(
+                f"{path or '--set'}: data.format=jsonl needs data.tokenizer (a tokenizer.json, a folder or a hub id)",
+                "e.g. --set data.tokenizer=microsoft/phi-1",
+            )
         # A hub id becomes its cached file here, on the login node: the job itself never downloads.
         from phi_hpc.fetch import resolve_tokenizer
 

@@ -53,7 +53,7 @@ class FlatTokens:
         while position < stop:
             array, offset = self.arrays[first], int(self.starts[first])
             end = min(stop, offset + len(array))
-            pieces.append(array[position - offset:end - offset])
+            pieces.append(array[position - offset : end - offset])
             position, first = end, first + 1
         return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
 
@@ -80,8 +80,10 @@ def _manifest_outputs(path: Path, split: str) -> list[Path]:
     manifest = path / "manifest.json" if path.is_dir() else path
     if manifest.name == "manifest.json" or manifest.suffix == ".json":
         if not manifest.is_file():
-            raise UsageError(f"data.paths: {path} has no manifest.json",
-                             "run `phi-hpc prepare ... -o DIR` first, or give a .bin/.idx prefix")
+            raise UsageError(
+                f"data.paths: {path} has no manifest.json",
+                "run `phi-hpc prepare ... -o DIR` first, or give a .bin/.idx prefix",
+            )
         try:
             outputs = json.loads(manifest.read_text(encoding="utf-8"))["outputs"]
         except (ValueError, KeyError, TypeError) as exc:
@@ -91,8 +93,10 @@ def _manifest_outputs(path: Path, split: str) -> list[Path]:
     if not path.exists() and not Path(f"{prefix}.idx").exists():
         raise UsageError(f"data.paths: {path} does not exist", "point data.paths at the -o folder of phi-hpc prepare")
     if not Path(f"{prefix}.idx").is_file():
-        raise UsageError(f"data.paths: {path} is neither a prepare folder, a manifest nor a .bin/.idx prefix",
-                         "point data.paths at the -o folder of phi-hpc prepare")
+        raise UsageError(
+            f"data.paths: {path} is neither a prepare folder, a manifest nor a .bin/.idx prefix",
+            "point data.paths at the -o folder of phi-hpc prepare",
+        )
     return [prefix] if split == "train" else []
 
 
@@ -113,13 +117,14 @@ def indexed_source(path: str | os.PathLike, split: str = "train") -> TokenSource
 
 
 # ---------------------------------------------------------------------------------- finetuning jsonl
-def encode_prompt_completion(prompt_ids: Sequence[int], completion_ids: Sequence[int], eos_id: int,
-                             mask_prompt: bool) -> tuple[np.ndarray, np.ndarray]:
+def encode_prompt_completion(
+    prompt_ids: Sequence[int], completion_ids: Sequence[int], eos_id: int, mask_prompt: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """One example as (tokens, loss mask): ``prompt + completion + EOS``, prompt masked if asked."""
     tokens = np.asarray([*prompt_ids, *completion_ids, eos_id], dtype=np.int64)
     mask = np.ones(len(tokens), dtype=np.uint8)
     if mask_prompt:
-        mask[:len(prompt_ids)] = 0
+        mask[: len(prompt_ids)] = 0
     return tokens, mask
 
 
@@ -134,20 +139,29 @@ def _read_examples(path: Path, prompt_field: str, completion_field: str) -> Iter
                 raise UsageError(f"{path}:{number}: invalid JSON ({exc.args[0]})", "fix or remove that line") from None
             missing = [f for f in (prompt_field, completion_field) if not isinstance(record.get(f), str)]
             if missing:
-                raise UsageError(f"{path}:{number}: no string field {missing[0]!r}",
-                                 "set data.prompt_field / data.completion_field to the names this file uses")
+                raise UsageError(
+                    f"{path}:{number}: no string field {missing[0]!r}",
+                    "set data.prompt_field / data.completion_field to the names this file uses",
+                )
             yield record[prompt_field], record[completion_field]
 
 
-def tokenize_jsonl(path: str | os.PathLike, tokenizer_path: str, prompt_field: str = "prompt",
-                   completion_field: str = "completion", mask_prompt: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def tokenize_jsonl(
+    path: str | os.PathLike,
+    tokenizer_path: str,
+    prompt_field: str = "prompt",
+    completion_field: str = "completion",
+    mask_prompt: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
     """A prompt/completion file as one packed stream of tokens and its loss mask."""
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(tokenizer_path))
     eos_id = tokenizer.token_to_id("<|endoftext|>")
     if eos_id is None:
-        raise UsageError(f"data.tokenizer: {tokenizer_path} has no <|endoftext|> token", "use phi-1's codegen tokenizer")
+        raise UsageError(
+            f"data.tokenizer: {tokenizer_path} has no <|endoftext|> token", "use phi-1's codegen tokenizer"
+        )
     dtype = np.uint16 if tokenizer.get_vocab_size() <= 65536 else np.int32
     token_parts, mask_parts = [], []
     examples = _read_examples(Path(path), prompt_field, completion_field)
@@ -163,8 +177,9 @@ def tokenize_jsonl(path: str | os.PathLike, tokenizer_path: str, prompt_field: s
     return np.concatenate(token_parts), np.concatenate(mask_parts)
 
 
-def jsonl_cache_key(path: str | os.PathLike, tokenizer_path: str, prompt_field: str, completion_field: str,
-                    mask_prompt: bool) -> str:
+def jsonl_cache_key(
+    path: str | os.PathLike, tokenizer_path: str, prompt_field: str, completion_field: str, mask_prompt: bool
+) -> str:
     """Content hash of everything the tokenized stream depends on."""
     from phi_hpc.fileio import sha256_file
 
@@ -172,8 +187,15 @@ def jsonl_cache_key(path: str | os.PathLike, tokenizer_path: str, prompt_field: 
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
 
 
-def jsonl_source(path: str | os.PathLike, tokenizer_path: str, cache_dir: Path, prompt_field: str = "prompt",
-                 completion_field: str = "completion", mask_prompt: bool = True, build: bool = True) -> TokenSource:
+def jsonl_source(
+    path: str | os.PathLike,
+    tokenizer_path: str,
+    cache_dir: Path,
+    prompt_field: str = "prompt",
+    completion_field: str = "completion",
+    mask_prompt: bool = True,
+    build: bool = True,
+) -> TokenSource:
     """A finetuning source, tokenized once into ``cache_dir`` (memory-mapped afterwards).
 
     Only one rank should ``build``; the others call with ``build=False`` after a barrier.
@@ -202,8 +224,10 @@ class BlendedSampler:
         if len(sizes) != len(weights) or not sizes:
             raise ValueError("one weight per source, at least one source")
         if any(size <= 0 for size, w in zip(sizes, weights) if w > 0):
-            raise UsageError("a data source with a non-zero weight has fewer tokens than one sequence",
-                             "lower data.seq_len or give it weight 0")
+            raise UsageError(
+                "a data source with a non-zero weight has fewer tokens than one sequence",
+                "lower data.seq_len or give it weight 0",
+            )
         total = float(sum(weights))
         self.sizes = [int(s) for s in sizes]
         self.weights = np.asarray([w / total for w in weights], dtype=np.float64)
@@ -238,16 +262,25 @@ class BlendedSampler:
         return [float(c) / s for c, s in zip(self.per_source, self.sizes)]
 
     def state_dict(self) -> dict:
-        return {"consumed": self.consumed, "per_source": [int(c) for c in self.per_source],
-                "sizes": self.sizes, "weights": [float(w) for w in self.weights], "seed": self.seed}
+        return {
+            "consumed": self.consumed,
+            "per_source": [int(c) for c in self.per_source],
+            "sizes": self.sizes,
+            "weights": [float(w) for w in self.weights],
+            "seed": self.seed,
+        }
 
     def load_state_dict(self, state: dict) -> None:
-        if state["sizes"] != self.sizes or state["seed"] != self.seed or \
-                not np.allclose(state["weights"], self.weights):
+        if (
+            state["sizes"] != self.sizes
+            or state["seed"] != self.seed
+            or not np.allclose(state["weights"], self.weights)
+        ):
             raise UsageError(
                 f"the checkpoint's data order (sizes {state['sizes']}, seed {state['seed']}) does not match "
                 f"this config's data (sizes {self.sizes}, seed {self.seed})",
-                "resume with the same data.paths, data.weights, data.seq_len and seed, or start a new run_dir")
+                "resume with the same data.paths, data.weights, data.seq_len and seed, or start a new run_dir",
+            )
         self.consumed = int(state["consumed"])
         self.per_source = np.asarray(state["per_source"], dtype=np.int64)
 
@@ -274,8 +307,10 @@ def rank_micro_batches(samples: Sequence, rank: int, world_size: int, micro_size
     per_micro_step = world_size * micro_size
     if len(samples) % per_micro_step:
         raise ValueError("global batch is not a multiple of world_size x micro_size")
-    return [list(samples[start + rank * micro_size:start + (rank + 1) * micro_size])
-            for start in range(0, len(samples), per_micro_step)]
+    return [
+        list(samples[start + rank * micro_size : start + (rank + 1) * micro_size])
+        for start in range(0, len(samples), per_micro_step)
+    ]
 
 
 def load_sources(data, cache_dir: Path, is_main: bool, barrier) -> tuple[list[TokenSource], list[TokenSource]]:
@@ -290,8 +325,12 @@ def load_sources(data, cache_dir: Path, is_main: bool, barrier) -> tuple[list[To
         return train_sources, [s for s in (indexed_source(p, "validation") for p in data.paths) if s is not None]
 
     def load(paths, build):
-        return [jsonl_source(p, data.tokenizer, cache_dir, data.prompt_field, data.completion_field,
-                             data.mask_prompt, build=build) for p in paths]
+        return [
+            jsonl_source(
+                p, data.tokenizer, cache_dir, data.prompt_field, data.completion_field, data.mask_prompt, build=build
+            )
+            for p in paths
+        ]
 
     if is_main:
         load([*data.paths, *data.validation_paths], build=True)
@@ -302,8 +341,17 @@ def load_sources(data, cache_dir: Path, is_main: bool, barrier) -> tuple[list[To
 class TrainingData:
     """The training stream of one rank: ``next_step()`` yields its micro-batches of the next global batch."""
 
-    def __init__(self, sources: Sequence[TokenSource], weights: Sequence[float] | None, seq_len: int, seed: int,
-                 global_size: int, micro_size: int, rank: int, world_size: int):
+    def __init__(
+        self,
+        sources: Sequence[TokenSource],
+        weights: Sequence[float] | None,
+        seq_len: int,
+        seed: int,
+        global_size: int,
+        micro_size: int,
+        rank: int,
+        world_size: int,
+    ):
         self.sources, self.seq_len = list(sources), seq_len
         sizes = [s.num_sequences(seq_len) for s in self.sources]
         if not weights:  # natural mixture: by size, i.e. what concatenating them would give
@@ -314,20 +362,31 @@ class TrainingData:
 
     def next_step(self) -> list[MicroBatch]:
         samples = self.sampler.take(self.global_size)
-        return [build_micro_batch(self.sources, part, self.seq_len)
-                for part in rank_micro_batches(samples, self.rank, self.world_size, self.micro_size)]
+        return [
+            build_micro_batch(self.sources, part, self.seq_len)
+            for part in rank_micro_batches(samples, self.rank, self.world_size, self.micro_size)
+        ]
 
     def position(self) -> dict:
-        return {"consumed_samples": self.sampler.consumed,
-                "consumed_tokens": self.sampler.consumed * self.seq_len,
-                "epochs": [round(e, 4) for e in self.sampler.epochs()]}
+        return {
+            "consumed_samples": self.sampler.consumed,
+            "consumed_tokens": self.sampler.consumed * self.seq_len,
+            "epochs": [round(e, 4) for e in self.sampler.epochs()],
+        }
 
 
 class ValidationData:
     """Held-out sequences in file order (no shuffle: the same batches every time, for comparable losses)."""
 
-    def __init__(self, sources: Sequence[TokenSource], seq_len: int, max_sequences: int, micro_size: int,
-                 rank: int, world_size: int):
+    def __init__(
+        self,
+        sources: Sequence[TokenSource],
+        seq_len: int,
+        max_sequences: int,
+        micro_size: int,
+        rank: int,
+        world_size: int,
+    ):
         samples = [(s, i) for s, source in enumerate(sources) for i in range(source.num_sequences(seq_len))]
         per_micro_step = world_size * micro_size
         usable = min(len(samples), max_sequences) // per_micro_step * per_micro_step

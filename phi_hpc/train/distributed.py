@@ -45,22 +45,29 @@ def decide_device(requested: str, cuda_available: bool, cuda_build: str | None, 
     cluster's GPUs are fake): said once on stderr, then the CPU.
     """
     if requested not in ("auto", "cpu", "cuda"):
-        raise PhiError(f"{DEVICE_VARIABLE}={requested!r} is not a device", f"set {DEVICE_VARIABLE} to auto, cpu or cuda")
+        raise PhiError(
+            f"{DEVICE_VARIABLE}={requested!r} is not a device", f"set {DEVICE_VARIABLE} to auto, cpu or cuda"
+        )
     if requested == "cpu":
         return "cpu"
     if cuda_available:
         return "cuda"
     if requested == "cuda" or (grant is not None and cuda_build is not None):
         reason = f"the launcher gave this task GPUs ({grant})" if grant else f"{DEVICE_VARIABLE}=cuda"
-        raise PhiError(f"{reason} but CUDA sees none on {socket.gethostname()} (torch built for CUDA {cuda_build})",
-                       "check nvidia-smi and CUDA_VISIBLE_DEVICES on that node, "
-                       f"or set {DEVICE_VARIABLE}=cpu to train on the CPU on purpose")
+        raise PhiError(
+            f"{reason} but CUDA sees none on {socket.gethostname()} (torch built for CUDA {cuda_build})",
+            "check nvidia-smi and CUDA_VISIBLE_DEVICES on that node, "
+            f"or set {DEVICE_VARIABLE}=cpu to train on the CPU on purpose",
+        )
     if grant is not None:
         import sys
 
-        print(f"[train] warning: the launcher gave this task GPUs ({grant}) but this torch is a CPU-only build: "
-              f"training on the CPU (set {DEVICE_VARIABLE}=cpu to say so, or install a CUDA torch)",
-              file=sys.stderr, flush=True)
+        print(
+            f"[train] warning: the launcher gave this task GPUs ({grant}) but this torch is a CPU-only build: "
+            f"training on the CPU (set {DEVICE_VARIABLE}=cpu to say so, or install a CUDA torch)",
+            file=sys.stderr,
+            flush=True,
+        )
     return "cpu"
 
 
@@ -69,8 +76,12 @@ def select_accelerator(environ: Mapping[str, str] | None = None) -> str:
     import torch
 
     env = os.environ if environ is None else environ
-    kind = decide_device(env.get(DEVICE_VARIABLE, "auto").strip().lower() or "auto", torch.cuda.is_available(),
-                         torch.version.cuda, granted_gpus(env))
+    kind = decide_device(
+        env.get(DEVICE_VARIABLE, "auto").strip().lower() or "auto",
+        torch.cuda.is_available(),
+        torch.version.cuda,
+        granted_gpus(env),
+    )
     if kind == "cpu":
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     return kind
@@ -115,8 +126,10 @@ def agree_on_device(store, rank: int, world_size: int, description: str, timeout
     kinds = {entry.split(":")[0].split(" ")[0] for entry in seen}
     if len(kinds) > 1:
         listing = ", ".join(f"rank {r}: {entry}" for r, entry in enumerate(seen))
-        raise PhiError(f"the ranks disagree on the device ({listing})",
-                       "every node needs working GPUs (or set PHI_HPC_DEVICE=cpu on all of them)")
+        raise PhiError(
+            f"the ranks disagree on the device ({listing})",
+            "every node needs working GPUs (or set PHI_HPC_DEVICE=cpu on all of them)",
+        )
 
 
 # Two timeouts (issue 16): the process group's bounds every training collective, and a hung all-reduce
@@ -171,7 +184,8 @@ def init_distributed(env: DistEnv, device_type: str, timeout_minutes: float | No
         # torchrun's agent store or a new one at MASTER_ADDR:MASTER_PORT, exactly as env:// would
         store, _, _ = next(dist.rendezvous("env://", env.rank, env.world_size, timeout=timeout))
         agree_on_device(store, env.rank, env.world_size, device_description(device_type), timeout.total_seconds())
-        dist.init_process_group(backend, store=store, rank=env.rank, world_size=env.world_size, timeout=timeout,
-                                device_id=device_id)
+        dist.init_process_group(
+            backend, store=store, rank=env.rank, world_size=env.world_size, timeout=timeout, device_id=device_id
+        )
     deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, timeout=timeout)
     _wait_group = dist.new_group(backend="gloo", timeout=timedelta(minutes=_minutes(WAIT_TIMEOUT_ENV, 240)))

@@ -21,8 +21,12 @@ def deepspeed_config(config: TrainConfig, world_size: int, device_type: str) -> 
     ds = config.deepspeed
     optim = config.optim
     accumulation = config.batch.accumulation_steps(world_size)
-    params: dict[str, Any] = {"lr": optim.lr, "betas": list(optim.betas), "eps": optim.eps,
-                              "weight_decay": optim.weight_decay}
+    params: dict[str, Any] = {
+        "lr": optim.lr,
+        "betas": list(optim.betas),
+        "eps": optim.eps,
+        "weight_decay": optim.weight_decay,
+    }
     if optim.torch_adam:
         params["torch_adam"] = True
         fused = optim.fused if optim.fused is not None else device_type == "cuda"
@@ -42,9 +46,14 @@ def deepspeed_config(config: TrainConfig, world_size: int, device_type: str) -> 
     if ds.precision == "bf16":
         out["bf16"] = {"enabled": True}
     elif ds.precision == "fp16":
-        out["fp16"] = {"enabled": True, "loss_scale": 0,  # 0 = dynamic
-                       "initial_scale_power": ds.initial_scale_power, "loss_scale_window": ds.loss_scale_window,
-                       "hysteresis": ds.hysteresis, "min_loss_scale": ds.min_loss_scale}
+        out["fp16"] = {
+            "enabled": True,
+            "loss_scale": 0,  # 0 = dynamic
+            "initial_scale_power": ds.initial_scale_power,
+            "loss_scale_window": ds.loss_scale_window,
+            "hysteresis": ds.hysteresis,
+            "min_loss_scale": ds.min_loss_scale,
+        }
     accumulate = grad_accum_dtype(ds.zero_stage, ds.precision, ds.grad_accum_dtype, accumulation)
     if accumulate is not None:
         out["data_types"] = {"grad_accum_dtype": accumulate}
@@ -78,7 +87,8 @@ def grad_accum_dtype(zero_stage: int, precision: str, requested: str, accumulati
             f"deepspeed.zero_stage=0 with precision {precision} and {accumulation} micro-batches per step "
             f"would accumulate gradients in {precision} (DeepSpeed has no fp32 accumulation without ZeRO)",
             "use deepspeed.zero_stage=1 (fp32 accumulation), or --set deepspeed.grad_accum_dtype=model "
-            "to accept 16-bit accumulation")
+            "to accept 16-bit accumulation",
+        )
     return "fp32"
 
 
@@ -90,9 +100,11 @@ def check_precision(device_type: str, precision: str) -> None:
     from deepspeed.accelerator import get_accelerator
 
     if not get_accelerator().is_fp16_supported():
-        raise UsageError("deepspeed.precision=fp16: this CPU has no fp16 kernels (DeepSpeed's CPU accelerator "
-                         "needs oneDNN fp16: AVX512-FP16 or AMX)", "use --set deepspeed.precision=bf16 or fp32 on "
-                         "CPUs; fp16 is the GPU recipe")
+        raise UsageError(
+            "deepspeed.precision=fp16: this CPU has no fp16 kernels (DeepSpeed's CPU accelerator "
+            "needs oneDNN fp16: AVX512-FP16 or AMX)",
+            "use --set deepspeed.precision=bf16 or fp32 on CPUs; fp16 is the GPU recipe",
+        )
 
 
 def parameter_groups(model, weight_decay: float) -> list[dict]:

@@ -94,8 +94,9 @@ def read_metrics(path: str | os.PathLike, last: int | None = None) -> list[dict]
                 return read_metrics(path)  # find the damaged line's number
             from phi_hpc.errors import PhiError
 
-            raise PhiError(f"{path}:{index + 1}: not a JSON line",
-                           "the metrics file is damaged; remove or fix that line")
+            raise PhiError(
+                f"{path}:{index + 1}: not a JSON line", "the metrics file is damaged; remove or fix that line"
+            )
     return records
 
 
@@ -111,8 +112,12 @@ def _tensorboard_writer(directory):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        print("[train] tensorboard is not installed: metrics go to metrics.jsonl only "
-              "(pip install tensorboard to get event files)", file=sys.stderr, flush=True)
+        print(
+            "[train] tensorboard is not installed: metrics go to metrics.jsonl only "
+            "(pip install tensorboard to get event files)",
+            file=sys.stderr,
+            flush=True,
+        )
         return None
     return SummaryWriter(log_dir=str(directory))
 

@@ -39,8 +39,16 @@ from phi_hpc.train.checkpoint import OnPublish, PreemptionFlag
 from phi_hpc.train.config import TrainConfig
 
 # PhiConfig fields that must agree between an init_from checkpoint and the run's model.
-ARCHITECTURE_FIELDS = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "rotary_dim",
-                       "rope_theta", "layer_norm_eps")
+ARCHITECTURE_FIELDS = (
+    "vocab_size",
+    "hidden_size",
+    "num_layers",
+    "num_heads",
+    "intermediate_size",
+    "rotary_dim",
+    "rope_theta",
+    "layer_norm_eps",
+)
 from phi_hpc.constants import EXIT_PREEMPTED  # noqa: E402 (what the CLI returns so the job is requeued)
 
 
@@ -80,15 +88,23 @@ def train(config: TrainConfig, on_publish: OnPublish | None = None) -> TrainResu
 class _Run:
     """The state of one training process between start-up and return (split into readable steps)."""
 
-    def __init__(self, config: TrainConfig, env, device_type: str, preemption: PreemptionFlag,
-                 on_publish: OnPublish | None = None):
+    def __init__(
+        self,
+        config: TrainConfig,
+        env,
+        device_type: str,
+        preemption: PreemptionFlag,
+        on_publish: OnPublish | None = None,
+    ):
         import torch
         import torch.distributed as dist
 
         self.config, self.env, self.device_type, self.preemption = config, env, device_type, preemption
         self.on_publish = on_publish
         self.torch, self.dist = torch, dist
-        self.device = torch.device("cuda", torch.cuda.current_device()) if device_type == "cuda" else torch.device("cpu")
+        self.device = (
+            torch.device("cuda", torch.cuda.current_device()) if device_type == "cuda" else torch.device("cpu")
+        )
         self.layout = RunLayout(config.run_dir)
         self.run_dir = self.layout.root
         self.is_main = env.rank == 0
@@ -111,9 +127,15 @@ class _Run:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             dump_yaml(config, self.layout.config)
         self.barrier()
-        self.checkpoints = CheckpointManager(self.layout.checkpoints.directory, config.checkpoint.keep_last,
-                                             self.env.rank, self.env.world_size, self.barrier,
-                                             keep_every=config.checkpoint.keep_every, on_publish=self.on_publish)
+        self.checkpoints = CheckpointManager(
+            self.layout.checkpoints.directory,
+            config.checkpoint.keep_last,
+            self.env.rank,
+            self.env.world_size,
+            self.barrier,
+            keep_every=config.checkpoint.keep_every,
+            on_publish=self.on_publish,
+        )
         self.checkpoints.remove_partials()
         resume_from = self.checkpoints.latest() if config.checkpoint.resume else None
 
@@ -127,8 +149,7 @@ class _Run:
             self.train_data.sampler.load_state_dict(state["sampler"])
             step = int(state["step"])
             self._report_changed_settings(state.get("config"))
-            self.say(f"resumed from {resume_from} at step {step} "
-                     f"({self.train_data.sampler.consumed} samples consumed)")
+            self.say(f"resumed from {resume_from} at step {step} ({self.train_data.sampler.consumed} samples consumed)")
         else:
             self.torch.manual_seed(config.seed + self.env.rank)  # dropout differs per rank, reproducibly
         self.metrics.truncate_after(step)  # lines past the restart point (even all of them) are recomputed
@@ -141,8 +162,11 @@ class _Run:
         if saved is None:
             return
         before, now = flatten(saved), flatten(to_dict(self.config))
-        changed = [f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(before) | set(now))
-                   if before.get(k) != now.get(k)]
+        changed = [
+            f"{k}: {before.get(k)!r} -> {now.get(k)!r}"
+            for k in sorted(set(before) | set(now))
+            if before.get(k) != now.get(k)
+        ]
         if changed:
             self.say("resuming with settings that differ from the checkpoint's: " + "; ".join(changed))
 
@@ -152,13 +176,26 @@ class _Run:
         config, data = self.config, self.config.data
         train_sources, validation_sources = load_sources(data, self.layout.data_cache, self.is_main, self.barrier)
         batch = config.batch
-        train = TrainingData(train_sources, data.weights, data.seq_len, config.seed, batch.global_size,
-                             batch.micro_size, self.env.rank, self.env.world_size)
+        train = TrainingData(
+            train_sources,
+            data.weights,
+            data.seq_len,
+            config.seed,
+            batch.global_size,
+            batch.micro_size,
+            self.env.rank,
+            self.env.world_size,
+        )
         validation = None
         if config.validation.every > 0 and validation_sources:
-            validation = ValidationData(validation_sources, data.seq_len,
-                                        config.validation.batches * batch.global_size, batch.micro_size,
-                                        self.env.rank, self.env.world_size)
+            validation = ValidationData(
+                validation_sources,
+                data.seq_len,
+                config.validation.batches * batch.global_size,
+                batch.micro_size,
+                self.env.rank,
+                self.env.world_size,
+            )
             if len(validation) == 0:
                 self.say("validation data is shorter than one micro-batch per rank: no validation loss")
                 validation = None
@@ -183,16 +220,23 @@ class _Run:
         # ZeRO clips and forgets it, so there we measure it ourselves (same all-reduced gradients).
         self.measure_own_grad_norm = config.deepspeed.zero_stage == 0 and config.deepspeed.precision == "fp32"
         engine, _, _, _ = deepspeed.initialize(
-            model=model, model_parameters=parameter_groups(model, config.optim.weight_decay),
-            lr_scheduler=scheduler_factory(config), config=ds_config)
+            model=model,
+            model_parameters=parameter_groups(model, config.optim.weight_decay),
+            lr_scheduler=scheduler_factory(config),
+            config=ds_config,
+        )
         accumulate = ds_config.get("data_types", {}).get("grad_accum_dtype")
         if accumulate not in (None, "fp32") and self.accumulation > 1:
-            self.say(f"note: gradients of the {self.accumulation} micro-batches are summed in {accumulate} "
-                     "(deepspeed.grad_accum_dtype=model); the default fp32 sum matches fp32 runs more closely")
-        self.say(f"{self.env.world_size} process(es) ({self.env.source}, {self.device_type}), "
-                 f"ZeRO {config.deepspeed.zero_stage}, {config.deepspeed.precision}, global batch "
-                 f"{config.batch.global_size} = {config.batch.micro_size} x {self.accumulation} accumulation "
-                 f"x {self.env.world_size}, {sum(p.numel() for p in model.parameters()):,} parameters")
+            self.say(
+                f"note: gradients of the {self.accumulation} micro-batches are summed in {accumulate} "
+                "(deepspeed.grad_accum_dtype=model); the default fp32 sum matches fp32 runs more closely"
+            )
+        self.say(
+            f"{self.env.world_size} process(es) ({self.env.source}, {self.device_type}), "
+            f"ZeRO {config.deepspeed.zero_stage}, {config.deepspeed.precision}, global batch "
+            f"{config.batch.global_size} = {config.batch.micro_size} x {self.accumulation} accumulation "
+            f"x {self.env.world_size}, {sum(p.numel() for p in model.parameters()):,} parameters"
+        )
         return engine
 
     def _load_initial_weights(self, model, source: str) -> None:
@@ -202,14 +246,18 @@ class _Run:
 
         folder = find_checkpoint(source).folder
         if not (folder / "config.json").is_file():
-            raise UsageError(f"checkpoint.init_from: {source} is not a model folder (no config.json)",
-                             "give a checkpoint step folder, a run folder, or a Hugging Face phi folder")
+            raise UsageError(
+                f"checkpoint.init_from: {source} is not a model folder (no config.json)",
+                "give a checkpoint step folder, a run folder, or a Hugging Face phi folder",
+            )
         pretrained = load_pretrained(folder)
         for name in ARCHITECTURE_FIELDS:  # dropout, attention kernel etc. are this run's choice
             if getattr(pretrained.config, name) != getattr(model.config, name):
-                raise UsageError(f"checkpoint.init_from: {folder} has {name}={getattr(pretrained.config, name)}, "
-                                 f"the config says {getattr(model.config, name)}",
-                                 "use the model config the checkpoint was trained with")
+                raise UsageError(
+                    f"checkpoint.init_from: {folder} has {name}={getattr(pretrained.config, name)}, "
+                    f"the config says {getattr(model.config, name)}",
+                    "use the model config the checkpoint was trained with",
+                )
         model.load_state_dict(pretrained.state_dict())
         self.say(f"initial weights from {folder}")
 
@@ -218,8 +266,11 @@ class _Run:
         from phi_hpc.train.metrics import MetricsWriter, Throughput, device_peak_flops
 
         config = self.config
-        writer = MetricsWriter(self.layout.metrics, enabled=self.is_main,
-                               tensorboard_dir=self.layout.tensorboard if config.logging.tensorboard else None)
+        writer = MetricsWriter(
+            self.layout.metrics,
+            enabled=self.is_main,
+            tensorboard_dir=self.layout.tensorboard if config.logging.tensorboard else None,
+        )
         flops = training_flops_per_token(config.model, config.data.seq_len)
         peak = device_peak_flops(self.device_type, config.logging.peak_tflops)
         throughput = Throughput(flops, self.env.world_size, peak)
@@ -252,18 +303,29 @@ class _Run:
                 step += 1
                 seconds = timer.stop()
                 norm = grad_norm(engine) if own_norm is None else own_norm
-                record = {"step": step, "loss": last_loss, "lr": lr, "grad_norm": norm,
-                          "loss_scale": loss_scale(engine), "skipped_steps": int(engine.skipped_steps),
-                          **self.throughput.measure(tokens_per_step, seconds), "step_time_s": round(seconds, 4),
-                          **self.train_data.position(), "time": time.time()}
+                record = {
+                    "step": step,
+                    "loss": last_loss,
+                    "lr": lr,
+                    "grad_norm": norm,
+                    "loss_scale": loss_scale(engine),
+                    "skipped_steps": int(engine.skipped_steps),
+                    **self.throughput.measure(tokens_per_step, seconds),
+                    "step_time_s": round(seconds, 4),
+                    **self.train_data.position(),
+                    "time": time.time(),
+                }
                 self.metrics.log(record)
                 step_rates.append(record["tokens_per_s"])
                 bar.update(task, completed=step)
                 shown = step % config.logging.console_every == 0 or step in (1, config.steps) or preempted
                 if self.is_main and shown:
                     print(console_line(record, config.steps), flush=True)
-                if config.validation.every and self.validation_data is not None and \
-                        (step % config.validation.every == 0 or step == config.steps):
+                if (
+                    config.validation.every
+                    and self.validation_data is not None
+                    and (step % config.validation.every == 0 or step == config.steps)
+                ):
                     self._validate(step)
                 if kill_at == step:
                     die_now()
@@ -279,15 +341,29 @@ class _Run:
         self.metrics.close()
         result = TrainResult(status=status, step=step, last_loss=last_loss, run_dir=str(self.run_dir))
         if self.is_main:
-            write_json(self.layout.summary, {
-                "status": status, "step": step, "steps": config.steps, "last_loss": last_loss,
-                "resumed_from": resumed_from, "last_checkpoint": saved_step, "world_size": self.env.world_size,
-                "launcher": self.env.source, "device": self.device_type,
-                "attention": sorted(getattr(self.engine.module, "attention_paths", ())),
-                "flops_per_token": self.flops_per_token, "flops_convention": "6N + 12*L*d*T (phi_hpc.model.flops)",
-                "consumed_samples": self.train_data.sampler.consumed, "last_val_loss": self.last_val_loss,
-                "tokens_per_s": round(sum(step_rates[1:]) / len(step_rates[1:]), 2) if len(step_rates) > 1 else None,
-                "time": time.time()})
+            write_json(
+                self.layout.summary,
+                {
+                    "status": status,
+                    "step": step,
+                    "steps": config.steps,
+                    "last_loss": last_loss,
+                    "resumed_from": resumed_from,
+                    "last_checkpoint": saved_step,
+                    "world_size": self.env.world_size,
+                    "launcher": self.env.source,
+                    "device": self.device_type,
+                    "attention": sorted(getattr(self.engine.module, "attention_paths", ())),
+                    "flops_per_token": self.flops_per_token,
+                    "flops_convention": "6N + 12*L*d*T (phi_hpc.model.flops)",
+                    "consumed_samples": self.train_data.sampler.consumed,
+                    "last_val_loss": self.last_val_loss,
+                    "tokens_per_s": round(sum(step_rates[1:]) / len(step_rates[1:]), 2)
+                    if len(step_rates) > 1
+                    else None,
+                    "time": time.time(),
+                },
+            )
         self.barrier()
         return result
 
@@ -345,9 +421,13 @@ class _Run:
     def _save(self, step: int) -> None:
         from phi_hpc.config import to_dict
 
-        state = {"sampler": self.train_data.sampler.state_dict(), "config": to_dict(self.config),
-                 "seed": self.config.seed, "zero_stage": self.config.deepspeed.zero_stage,
-                 "precision": self.config.deepspeed.precision}
+        state = {
+            "sampler": self.train_data.sampler.state_dict(),
+            "config": to_dict(self.config),
+            "seed": self.config.seed,
+            "zero_stage": self.config.deepspeed.zero_stage,
+            "precision": self.config.deepspeed.precision,
+        }
         path = self.checkpoints.save(step, self.engine, state, save_model=self.config.checkpoint.save_hf)
         self.say(f"checkpoint {path}")
 

@@ -21,8 +21,7 @@ def read_megatron(prefix: str | Path) -> tuple[np.dtype, list[np.ndarray]]:
     """Read a Megatron MMapIndexedDataset pair straight from the format description, with struct and
     numpy only (deliberately not phi_hpc.data.indexed): magic, version, dtype code, counts, int32
     lengths, int64 byte pointers, int64 document index."""
-    codes = {1: np.uint8, 2: np.int8, 3: np.int16, 4: np.int32, 5: np.int64, 6: np.float64, 7: np.float32,
-             8: np.uint16}
+    codes = {1: np.uint8, 2: np.int8, 3: np.int16, 4: np.int32, 5: np.int64, 6: np.float64, 7: np.float32, 8: np.uint16}
     raw = Path(f"{prefix}.idx").read_bytes()
     assert raw[:9] == b"MMIDIDX\x00\x00"
     version, code, n_seq, n_doc = struct.unpack_from("<QBQQ", raw, 9)

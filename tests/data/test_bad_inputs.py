@@ -24,17 +24,17 @@ def messy_inputs(tmp_path):
     root.mkdir()
     good = [f"def good_{i}():\n    return {i}\n" for i in range(12)]
     (root / "mixed.jsonl").write_bytes(
-        _records(good[:2])                                  # lines 1-2 good
-        + b'{"text": "unterminated\n'                       # line 3: bad JSON
-        + b'{"text": "caf\xe9 latin-1"}\n'                  # line 4: invalid UTF-8
-        + b'{"content": "no text key"}\n'                   # line 5: missing text key
-        + b'{"text": 42}\n'                                 # line 6: text is not a string
-        + b"\n"                                             # line 7: blank (ignored)
-        + _records([good[2]]))                              # line 8 good
+        _records(good[:2])  # lines 1-2 good
+        + b'{"text": "unterminated\n'  # line 3: bad JSON
+        + b'{"text": "caf\xe9 latin-1"}\n'  # line 4: invalid UTF-8
+        + b'{"content": "no text key"}\n'  # line 5: missing text key
+        + b'{"text": 42}\n'  # line 6: text is not a string
+        + b"\n"  # line 7: blank (ignored)
+        + _records([good[2]])
+    )  # line 8 good
     (root / "empty.jsonl").write_bytes(b"")
     rng = random.Random(0)  # incompressible-ish records, so the cut lands after several zstd blocks
-    full = zstandard.ZstdCompressor().compress(
-        _records([f"x_{i} = '{rng.getrandbits(4000):x}'\n" for i in range(600)]))
+    full = zstandard.ZstdCompressor().compress(_records([f"x_{i} = '{rng.getrandbits(4000):x}'\n" for i in range(600)]))
     (root / "cut.jsonl.zst").write_bytes(full[: len(full) // 2])
     (root / "ok.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(_records(good[3:5])))
     (root / "ok.jsonl.gz").write_bytes(gzip.compress(_records(good[5:7])))
@@ -46,16 +46,28 @@ def messy_inputs(tmp_path):
     (src / "a.py").write_text(good[11])
     (src / "empty.py").write_bytes(b"")
     (src / "latin1.py").write_bytes(b"# line 1\n# line 2\ns = 'caf\xe9'\n")
-    inputs = [str(root / name) for name in ("mixed.jsonl", "empty.jsonl", "cut.jsonl.zst", "ok.jsonl.zst",
-                                             "ok.jsonl.gz", "cut.jsonl.gz", "rows.parquet", "nocolumn.parquet")]
+    inputs = [
+        str(root / name)
+        for name in (
+            "mixed.jsonl",
+            "empty.jsonl",
+            "cut.jsonl.zst",
+            "ok.jsonl.zst",
+            "ok.jsonl.gz",
+            "cut.jsonl.gz",
+            "rows.parquet",
+            "nocolumn.parquet",
+        )
+    ]
     return inputs + [str(src)], root
 
 
 def test_every_bad_input_is_counted_and_located(messy_inputs, codegen_tokenizer, run_cli, tmp_path):
     inputs, root = messy_inputs
     out = tmp_path / "out"
-    proc = run_cli("prepare", *inputs, "--tokenizer", str(codegen_tokenizer), "-o", str(out), "--workers", "1",
-                   check=True)
+    proc = run_cli(
+        "prepare", *inputs, "--tokenizer", str(codegen_tokenizer), "-o", str(out), "--workers", "1", check=True
+    )
     bad = [json.loads(line) for line in (out / "bad_inputs.jsonl").read_text().splitlines()]
     found = {(entry["where"], entry["reason"].split(" (")[0]) for entry in bad}
     expected = {
@@ -88,8 +100,9 @@ def test_every_bad_input_is_counted_and_located(messy_inputs, codegen_tokenizer,
 def test_strict_makes_the_first_bad_input_a_one_line_error(messy_inputs, codegen_tokenizer, run_cli, tmp_path):
     inputs, root = messy_inputs
     out = tmp_path / "out"
-    proc = run_cli("prepare", *inputs, "--tokenizer", str(codegen_tokenizer), "-o", str(out), "--strict",
-                   "--workers", "2")
+    proc = run_cli(
+        "prepare", *inputs, "--tokenizer", str(codegen_tokenizer), "-o", str(out), "--strict", "--workers", "2"
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0, proc.stderr
     assert f"{root}/mixed.jsonl:3: bad JSON" in proc.stderr and "Traceback" not in proc.stderr
@@ -101,12 +114,18 @@ def test_usage_errors_are_one_line(codegen_tokenizer, run_cli, tmp_path):
     cases = [
         (["prepare", str(tmp_path / "missing"), "--tokenizer", str(codegen_tokenizer), "-o", "o"], "does not exist"),
         (["prepare", str(tmp_path), "--tokenizer", str(tmp_path / "nope.json"), "-o", "o"], "--tokenizer"),
-        (["prepare", str(tmp_path), "--tokenizer", str(codegen_tokenizer), "-o", "o", "--set", "dedup.bands=3"],
-         "bands"),
-        (["prepare", str(tmp_path), "--tokenizer", str(codegen_tokenizer), "-o", "o", "--set", "glob=*.rs"],
-         "no files match"),
-        (["prepare", str(tmp_path), "--tokenizer", str(codegen_tokenizer), "-o", "o", "--stage", "reduce"],
-         "map stage incomplete"),
+        (
+            ["prepare", str(tmp_path), "--tokenizer", str(codegen_tokenizer), "-o", "o", "--set", "dedup.bands=3"],
+            "bands",
+        ),
+        (
+            ["prepare", str(tmp_path), "--tokenizer", str(codegen_tokenizer), "-o", "o", "--set", "glob=*.rs"],
+            "no files match",
+        ),
+        (
+            ["prepare", str(tmp_path), "--tokenizer", str(codegen_tokenizer), "-o", "o", "--stage", "reduce"],
+            "map stage incomplete",
+        ),
     ]
     for args, needle in cases:
         proc = run_cli(*args)
@@ -118,8 +137,15 @@ def test_nothing_usable_is_an_error_not_an_empty_dataset(codegen_tokenizer, run_
     (tmp_path / "empty.jsonl").write_bytes(b"")
     (tmp_path / "bad.jsonl").write_bytes(b"not json\n")
     out = tmp_path / "out"
-    proc = run_cli("prepare", str(tmp_path / "empty.jsonl"), str(tmp_path / "bad.jsonl"), "--tokenizer",
-                   str(codegen_tokenizer), "-o", str(out))
+    proc = run_cli(
+        "prepare",
+        str(tmp_path / "empty.jsonl"),
+        str(tmp_path / "bad.jsonl"),
+        "--tokenizer",
+        str(codegen_tokenizer),
+        "-o",
+        str(out),
+    )
     assert proc.returncode == 1 and proc.stderr.strip().count("\n") == 0, proc.stderr
     assert "no documents left to write: 0 read, 2 bad inputs" in proc.stderr
     assert len((out / "bad_inputs.jsonl").read_text().splitlines()) == 2

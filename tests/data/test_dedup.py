@@ -68,8 +68,12 @@ def planted_corpus(tmp_path_factory, stdlib_dir):
     for i, text in enumerate(originals):
         (root / f"a_{i:02d}.py").write_text(text)
     planted = {}
-    makers = {"exact": lambda t, i: t, "renamed": lambda t, i: rename_identifier(t),
-              "reflowed": lambda t, i: reflow_whitespace(t), "edited": lambda t, i: edit_lines(t, i)}
+    makers = {
+        "exact": lambda t, i: t,
+        "renamed": lambda t, i: rename_identifier(t),
+        "reflowed": lambda t, i: reflow_whitespace(t),
+        "edited": lambda t, i: edit_lines(t, i),
+    }
     for i in range(12):
         kind = list(makers)[i % 4]
         copy = makers[kind](originals[i], i)
@@ -86,8 +90,7 @@ def planted_corpus(tmp_path_factory, stdlib_dir):
 def test_planted_duplicates_removed_and_distinct_files_survive(planted_corpus, codegen_tokenizer, run_cli, tmp_path):
     root, planted = planted_corpus
     out = tmp_path / "out"
-    run_cli("prepare", str(root), "--tokenizer", str(codegen_tokenizer), "-o", str(out), "--workers", "1",
-            check=True)
+    run_cli("prepare", str(root), "--tokenizer", str(codegen_tokenizer), "-o", str(out), "--workers", "1", check=True)
     manifest = json.loads((out / "manifest.json").read_text())
     audit = [json.loads(line) for line in (out / "audit.jsonl").read_text().splitlines()]
     removed = {Path(entry["document"]).name: entry for entry in audit}
@@ -172,8 +175,13 @@ def test_lsh_clustering_is_transitive_and_keeps_the_first():
     base = " ".join(f"word{i}" for i in range(400))
     texts = [base, base + " tail1", "unrelated " * 50 + "x", base + " tail1 tail2"]
     signatures = MinHasher().signatures(texts)
-    survivor, similarity = near_survivors(band_keys(signatures, 13, 19).T, np.ones(4, dtype=bool),
-                                          lambda idx: signatures[idx], threshold=0.85, verify=True)
+    survivor, similarity = near_survivors(
+        band_keys(signatures, 13, 19).T,
+        np.ones(4, dtype=bool),
+        lambda idx: signatures[idx],
+        threshold=0.85,
+        verify=True,
+    )
     assert survivor.tolist() == [0, 0, 2, 0]
     assert similarity[1] > 0.9 and similarity[0] == 1.0
 
@@ -218,9 +226,9 @@ def test_default_banding_finds_pairs_at_the_threshold():
 
     bands, rows = resolve_bands(0.85, 256, None, None)
     assert (bands, rows) == (32, 8) and bands * rows <= 256
-    assert 1 - (1 - 0.85 ** rows) ** bands >= 1 - 1e-4
+    assert 1 - (1 - 0.85**rows) ** bands >= 1 - 1e-4
     old_bands, old_rows = lsh_parameters(0.85, 256)
-    assert 1 - (1 - 0.85 ** old_rows) ** old_bands < 0.5, "the area-balancing rule misses most pairs at 0.85"
+    assert 1 - (1 - 0.85**old_rows) ** old_bands < 0.5, "the area-balancing rule misses most pairs at 0.85"
     assert resolve_bands(0.85, 256, 16, 16) == (16, 16), "configured bands x rows win"
 
     rng = random.Random(3)
@@ -237,8 +245,13 @@ def test_default_banding_finds_pairs_at_the_threshold():
     signatures = MinHasher().signatures(texts)
 
     def pairs_found(b: int, r: int, verify: bool = False) -> int:
-        survivor, _ = near_survivors(band_keys(signatures, b, r).T, np.ones(len(texts), dtype=bool),
-                                     lambda idx: signatures[idx], threshold=0.85, verify=verify)
+        survivor, _ = near_survivors(
+            band_keys(signatures, b, r).T,
+            np.ones(len(texts), dtype=bool),
+            lambda idx: signatures[idx],
+            threshold=0.85,
+            verify=verify,
+        )
         return sum(survivor[2 * i + 1] == 2 * i for i in range(len(base)))
 
     assert pairs_found(bands, rows) == len(base)
@@ -259,10 +272,11 @@ def test_verification_accepts_pairs_at_the_threshold_and_rejects_clearly_lower_o
     agree = {0.86: 220, 0.84: 215, 0.7: 179}  # equal entries out of 256 for each pair's (1, partner)
     rows = []
     for equal in agree.values():
-        rows.append((np.arange(256, dtype=np.uint32), np.where(np.arange(256) < equal, np.arange(256), 10**6).astype(np.uint32)))
+        rows.append(
+            (np.arange(256, dtype=np.uint32), np.where(np.arange(256) < equal, np.arange(256), 10**6).astype(np.uint32))
+        )
     for estimate, (a, b) in zip(agree, rows):
         signatures = np.stack([a, b, a + 1, a + 2])
         keys = np.array([[1, 1, 2, 3]], dtype=np.uint64)  # one band: documents 0 and 1 are candidates
-        survivor, _ = near_survivors(keys, np.ones(n, dtype=bool), lambda idx, s=signatures: s[idx], 0.85,
-                                     verify=True)
+        survivor, _ = near_survivors(keys, np.ones(n, dtype=bool), lambda idx, s=signatures: s[idx], 0.85, verify=True)
         assert (survivor[1] == 0) == (estimate > 0.8), (estimate, survivor)

@@ -20,8 +20,12 @@ class DropsTests:
     name = "quality"
 
     def evaluate(self, texts):
-        return [Verdict(keep=False, reason="looks like a test file", score=0.1) if "unittest" in t
-                else Verdict(keep=True, score=0.9) for t in texts]
+        return [
+            Verdict(keep=False, reason="looks like a test file", score=0.1)
+            if "unittest" in t
+            else Verdict(keep=True, score=0.9)
+            for t in texts
+        ]
 
 
 class FlagsEverySecond:
@@ -30,8 +34,12 @@ class FlagsEverySecond:
     name = "decontamination"
 
     def evaluate(self, texts):
-        return [Verdict(keep=True, reason="13-gram overlap with HumanEval/0", score=0.5) if "f_1_" in t or "f_4_" in t
-                else Verdict(keep=True) for t in texts]
+        return [
+            Verdict(keep=True, reason="13-gram overlap with HumanEval/0", score=0.5)
+            if "f_1_" in t or "f_4_" in t
+            else Verdict(keep=True)
+            for t in texts
+        ]
 
 
 class PluggedFilters:
@@ -55,8 +63,13 @@ def _corpus(tmp_path):
 
 def test_filters_drop_count_and_audit(tmp_path, codegen_tokenizer):
     root = _corpus(tmp_path)
-    config = PrepareConfig(inputs=[str(root)], tokenizer=str(codegen_tokenizer), output_dir=str(tmp_path / "out"),
-                           workers=1, split=SplitConfig(validation_fraction=0.2))
+    config = PrepareConfig(
+        inputs=[str(root)],
+        tokenizer=str(codegen_tokenizer),
+        output_dir=str(tmp_path / "out"),
+        workers=1,
+        split=SplitConfig(validation_fraction=0.2),
+    )
     manifest = pipeline.prepare(config, show_progress=False, filters=PluggedFilters())
     assert manifest["counts"]["filtered"] == {"quality": 10}
     assert manifest["counts"]["flagged"] == {"decontamination": 2}  # m01 and m04
@@ -77,9 +90,11 @@ def test_filters_drop_count_and_audit(tmp_path, codegen_tokenizer):
 
 
 def test_each_verdict_becomes_one_kind_of_note_and_the_audit_lists_them_in_one_order():
-    notes = [FilterNote.of(3, "quality", Verdict(keep=True, score=0.9)),
-             FilterNote.of(3, "decontamination", Verdict(keep=True, reason="13-gram overlap", score=0.2)),
-             FilterNote.of(3, "late", Verdict(keep=False, reason="no", score=0.0))]
+    notes = [
+        FilterNote.of(3, "quality", Verdict(keep=True, score=0.9)),
+        FilterNote.of(3, "decontamination", Verdict(keep=True, reason="13-gram overlap", score=0.2)),
+        FilterNote.of(3, "late", Verdict(keep=False, reason="no", score=0.0)),
+    ]
     assert [n.kind for n in notes] == [SCORED, FLAGGED, FILTERED]
     assert FilterNote.of(3, "quality", Verdict(keep=True)) is None, "a plain keep says nothing"
     assert [n.kind for n in audit_order(notes, kept=False)] == [FLAGGED, FILTERED], "no score for a dropped one"
@@ -88,16 +103,30 @@ def test_each_verdict_becomes_one_kind_of_note_and_the_audit_lists_them_in_one_o
 
 
 def test_filter_options_without_a_filter_source_are_an_error_not_an_unfiltered_run(tmp_path, codegen_tokenizer):
-    config = PrepareConfig(inputs=[str(_corpus(tmp_path))], tokenizer=str(codegen_tokenizer),
-                           output_dir=str(tmp_path / "out"), decontaminate=True)
+    config = PrepareConfig(
+        inputs=[str(_corpus(tmp_path))],
+        tokenizer=str(codegen_tokenizer),
+        output_dir=str(tmp_path / "out"),
+        decontaminate=True,
+    )
     with pytest.raises(UsageError, match="none plugged in"):
         pipeline.prepare(config, show_progress=False)
     assert not (tmp_path / "out" / "manifest.json").exists()
 
 
 def test_quality_model_and_stored_scores_together_are_a_usage_error(tmp_path, codegen_tokenizer, run_cli):
-    proc = run_cli("prepare", str(_corpus(tmp_path)), "--tokenizer", str(codegen_tokenizer), "-o", str(tmp_path / "out"),
-                   "--quality-model", str(tmp_path / "model.npz"), "--quality-scores", str(tmp_path / "scores"))
+    proc = run_cli(
+        "prepare",
+        str(_corpus(tmp_path)),
+        "--tokenizer",
+        str(codegen_tokenizer),
+        "-o",
+        str(tmp_path / "out"),
+        "--quality-model",
+        str(tmp_path / "model.npz"),
+        "--quality-scores",
+        str(tmp_path / "scores"),
+    )
     assert proc.returncode == 2 and "both given" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -118,7 +147,9 @@ def test_the_pipeline_never_imports_the_filters_it_runs():
                 names = [node.module or ""]
             else:
                 continue
-            found += [f"{path.name}: {n}" for n in names if n.startswith("phi_hpc.quality") and allowed.get(path.name) != n]
+            found += [
+                f"{path.name}: {n}" for n in names if n.startswith("phi_hpc.quality") and allowed.get(path.name) != n
+            ]
     assert found == []
 
 
@@ -137,8 +168,21 @@ def test_split_is_seeded_whole_documents():
 def test_max_documents_keeps_the_first_n(tmp_path, codegen_tokenizer, run_cli):
     root = _corpus(tmp_path)
     out = tmp_path / "out"
-    run_cli("prepare", str(root), "--tokenizer", str(codegen_tokenizer), "-o", str(out), "--max-documents", "7",
-            "--set", "split.validation_fraction=0", "--set", "split.shuffle=false", check=True)
+    run_cli(
+        "prepare",
+        str(root),
+        "--tokenizer",
+        str(codegen_tokenizer),
+        "-o",
+        str(out),
+        "--max-documents",
+        "7",
+        "--set",
+        "split.validation_fraction=0",
+        "--set",
+        "split.shuffle=false",
+        check=True,
+    )
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["counts"]["documents_in"] == 7 and manifest["counts"]["documents_out"] == 7
     from tokenizers import Tokenizer
@@ -149,8 +193,9 @@ def test_max_documents_keeps_the_first_n(tmp_path, codegen_tokenizer, run_cli):
     assert texts == [(root / f"m{i:02d}.py").read_text() for i in range(7)], "input order kept without shuffle"
 
 
-def test_decontaminate_drops_a_leaked_benchmark_solution(tmp_path, codegen_tokenizer, humaneval_path, stdlib_dir,
-                                                         run_cli, shared_data):
+def test_decontaminate_drops_a_leaked_benchmark_solution(
+    tmp_path, codegen_tokenizer, humaneval_path, stdlib_dir, run_cli, shared_data
+):
     """The real decontamination stage (phi_hpc.quality) wired in through --decontaminate."""
     import gzip
 
@@ -160,11 +205,23 @@ def test_decontaminate_drops_a_leaked_benchmark_solution(tmp_path, codegen_token
     for path in sorted((stdlib_dir / "json").glob("*.py")):
         (root / path.name).write_text(path.read_text())
     (root / "leak.py").write_text("# found online\n" + problem["prompt"] + problem["canonical_solution"])
-    for flag, expect_removed in ((["--decontaminate"], True),
-                                 (["--decontaminate", "--decontaminate-report-only"], False)):
+    for flag, expect_removed in (
+        (["--decontaminate"], True),
+        (["--decontaminate", "--decontaminate-report-only"], False),
+    ):
         out = tmp_path / f"out{len(flag)}"
-        run_cli("prepare", str(root), "--tokenizer", str(codegen_tokenizer), "-o", str(out), *flag,
-                "--benchmark-data", str(shared_data), check=True)
+        run_cli(
+            "prepare",
+            str(root),
+            "--tokenizer",
+            str(codegen_tokenizer),
+            "-o",
+            str(out),
+            *flag,
+            "--benchmark-data",
+            str(shared_data),
+            check=True,
+        )
         counts = json.loads((out / "manifest.json").read_text())["counts"]
         audit = [json.loads(line) for line in (out / "audit.jsonl").read_text().splitlines()]
         leak = [e for e in audit if e["document"].endswith("leak.py")]
@@ -198,8 +255,12 @@ def test_outputs_do_not_depend_on_batch_size_or_file_splitting(tmp_path, codegen
     (root / "big.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts[:40] + texts[40:][::-1]))
 
     def run(name, **overrides):
-        config = PrepareConfig(inputs=[str(root / "big.jsonl")], tokenizer=str(codegen_tokenizer),
-                               output_dir=str(tmp_path / name), **{"workers": 1, **overrides})
+        config = PrepareConfig(
+            inputs=[str(root / "big.jsonl")],
+            tokenizer=str(codegen_tokenizer),
+            output_dir=str(tmp_path / name),
+            **{"workers": 1, **overrides},
+        )
         manifest = pipeline.prepare(config, show_progress=False)
         files = ["train.bin", "train.idx", "validation.bin", "validation.idx", "audit.jsonl", "bad_inputs.jsonl"]
         return manifest, {f: sha256_file(tmp_path / name / f) for f in files}
@@ -219,8 +280,14 @@ def test_a_changed_config_never_reuses_stale_work(tmp_path, codegen_tokenizer):
     out = tmp_path / "out"
 
     def run(seed):
-        config = PrepareConfig(inputs=[str(root)], tokenizer=str(codegen_tokenizer), output_dir=str(out), workers=1,
-                               keep_work=True, split=SplitConfig(validation_fraction=0.2, seed=seed))
+        config = PrepareConfig(
+            inputs=[str(root)],
+            tokenizer=str(codegen_tokenizer),
+            output_dir=str(out),
+            workers=1,
+            keep_work=True,
+            split=SplitConfig(validation_fraction=0.2, seed=seed),
+        )
         return pipeline.prepare(config, show_progress=False)
 
     first = run(1)

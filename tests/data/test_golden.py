@@ -48,14 +48,59 @@ _TOKENS = {
     "validation.idx": "453e4eb09b5e36ee6e9bc9ff80963ba59e8d096528c12bb20238395e98efd886",
 }
 EXPECTED_FILES = {  # the default (rensa); audit.jsonl was 8d2fdedb... with numpy and 13 x 19
-    **_TOKENS, "audit.jsonl": "740c738cbe77eb8eb3f2535864d993d0a51608e20a01698285ea019f1a3f3dc6"}
+    **_TOKENS,
+    "audit.jsonl": "740c738cbe77eb8eb3f2535864d993d0a51608e20a01698285ea019f1a3f3dc6",
+}
 NUMPY_FILES = {**_TOKENS, "audit.jsonl": "8d2fdedb04cfc764c77d2443909f6b762329302ad5b8ce06df00bce661bb15ce"}
-EXPECTED_COUNTS = {"bad": 0, "bytes_in": 216514, "bytes_out": 184041, "documents_in": 300, "documents_out": 264,
-                   "exact_duplicates": 31, "filtered": {}, "flagged": {}, "near_duplicates": 5, "tokens": 71645}
+EXPECTED_COUNTS = {
+    "bad": 0,
+    "bytes_in": 216514,
+    "bytes_out": 184041,
+    "documents_in": 300,
+    "documents_out": 264,
+    "exact_duplicates": 31,
+    "filtered": {},
+    "flagged": {},
+    "near_duplicates": 5,
+    "tokens": 71645,
+}
 
-_WORDS = ["def", "return", "self", "value", "x", "y", "items", "for", "in", "if", "else", "import", "class",
-          "None", "True", "result", "count", "name", "data", "_private", "é", "naïve", "π", "数据", "1", "42",
-          "0x1F", "lambda", "yield", "async", "await", "with", "open", "path"]
+_WORDS = [
+    "def",
+    "return",
+    "self",
+    "value",
+    "x",
+    "y",
+    "items",
+    "for",
+    "in",
+    "if",
+    "else",
+    "import",
+    "class",
+    "None",
+    "True",
+    "result",
+    "count",
+    "name",
+    "data",
+    "_private",
+    "é",
+    "naïve",
+    "π",
+    "数据",
+    "1",
+    "42",
+    "0x1F",
+    "lambda",
+    "yield",
+    "async",
+    "await",
+    "with",
+    "open",
+    "path",
+]
 _PUNCT = [" ", " ", " ", "(", ")", ", ", ".", ": ", "\n    ", "\n", " = ", "[", "]", " + ", "  ", "\t", "#"]
 
 
@@ -84,8 +129,10 @@ def _sha(array: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
 
 
-@pytest.mark.parametrize("backend,signatures_sha,keys_sha", [("rensa", RENSA_SIGNATURES, RENSA_BAND_KEYS),
-                                                           ("numpy", NUMPY_SIGNATURES, NUMPY_BAND_KEYS)])
+@pytest.mark.parametrize(
+    "backend,signatures_sha,keys_sha",
+    [("rensa", RENSA_SIGNATURES, RENSA_BAND_KEYS), ("numpy", NUMPY_SIGNATURES, NUMPY_BAND_KEYS)],
+)
 def test_minhash_signatures_and_band_keys_match_the_recorded_digests(backend, signatures_sha, keys_sha):
     signatures = MinHasher(backend=backend).signatures(golden_texts())
     assert signatures.shape == (300, 256) and signatures.dtype == np.uint32
@@ -106,8 +153,14 @@ def test_prepare_outputs_match_the_recorded_digests(tmp_path, codegen_tokenizer,
     for i, text in enumerate(golden_texts()):
         (root / f"doc_{i:04d}.py").write_text(text, encoding="utf-8")
     dedup = DedupConfig() if minhash is None else DedupConfig(minhash=minhash)  # None: the default (rensa)
-    config = PrepareConfig(inputs=[str(root)], tokenizer=str(codegen_tokenizer), output_dir=str(tmp_path / "out"),
-                           workers=workers, shard_mb=0.05, dedup=dedup)
+    config = PrepareConfig(
+        inputs=[str(root)],
+        tokenizer=str(codegen_tokenizer),
+        output_dir=str(tmp_path / "out"),
+        workers=workers,
+        shard_mb=0.05,
+        dedup=dedup,
+    )
     manifest = pipeline.prepare(config, show_progress=False)
     out = Path(config.output_dir)
     digests = {name: sha256_file(out / name) for name in ("train.bin", "train.idx", "validation.bin", "validation.idx")}

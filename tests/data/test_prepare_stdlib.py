@@ -21,10 +21,29 @@ def stdlib_run(tmp_path_factory, stdlib_packages, codegen_tokenizer):
 
     out = tmp_path_factory.mktemp("stdlib") / "out"
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
-    proc = subprocess.run([sys.executable, "-m", "phi_hpc", "prepare", *map(str, stdlib_packages),
-                           "--tokenizer", str(codegen_tokenizer), "-o", str(out), "--workers", "2",
-                           "--set", "shard_mb=0.5", "--set", "split.validation_fraction=0.05"],
-                          capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "phi_hpc",
+            "prepare",
+            *map(str, stdlib_packages),
+            "--tokenizer",
+            str(codegen_tokenizer),
+            "-o",
+            str(out),
+            "--workers",
+            "2",
+            "--set",
+            "shard_mb=0.5",
+            "--set",
+            "split.validation_fraction=0.05",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, proc
 

@@ -16,14 +16,36 @@ import pytest
 from phi_hpc.fileio import sha256_file
 from tests.conftest import REPO_ROOT
 
-FINAL_FILES = ("train.bin", "train.idx", "validation.bin", "validation.idx", "manifest.json", "audit.jsonl",
-               "bad_inputs.jsonl")
+FINAL_FILES = (
+    "train.bin",
+    "train.idx",
+    "validation.bin",
+    "validation.idx",
+    "manifest.json",
+    "audit.jsonl",
+    "bad_inputs.jsonl",
+)
 
 
 def _command(inputs, tokenizer, out, workers, *extra):
-    return [sys.executable, "-m", "phi_hpc", "prepare", *map(str, inputs), "--tokenizer", str(tokenizer),
-            "-o", str(out), "--workers", str(workers), "--set", "shard_mb=0.25",
-            "--set", "split.validation_fraction=0.05", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "phi_hpc",
+        "prepare",
+        *map(str, inputs),
+        "--tokenizer",
+        str(tokenizer),
+        "-o",
+        str(out),
+        "--workers",
+        str(workers),
+        "--set",
+        "shard_mb=0.25",
+        "--set",
+        "split.validation_fraction=0.05",
+        *extra,
+    ]
 
 
 def _env():
@@ -43,8 +65,9 @@ def _run(cmd):
 def _run_and_kill(cmd, trigger) -> bool:
     """Start the command in its own process group and SIGKILL the whole group (as Slurm does) as
     soon as ``trigger()`` is true. Returns whether it was killed before finishing."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(),
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(), start_new_session=True
+    )
     deadline = time.monotonic() + 300
     try:
         while proc.poll() is None and time.monotonic() < deadline:
@@ -75,8 +98,7 @@ def _finished_shards(out: Path) -> int:
 
 
 @pytest.mark.slow
-def test_sigkill_at_every_stage_then_rerun_is_byte_identical(reference, stdlib_packages, codegen_tokenizer,
-                                                             tmp_path):
+def test_sigkill_at_every_stage_then_rerun_is_byte_identical(reference, stdlib_packages, codegen_tokenizer, tmp_path):
     out = tmp_path / "out"
     cmd = _command(stdlib_packages, codegen_tokenizer, out, 1)
     work = out / ".work"
@@ -104,8 +126,9 @@ def test_sigkill_at_every_stage_then_rerun_is_byte_identical(reference, stdlib_p
 
 
 @pytest.mark.slow
-def test_sigkill_during_parallel_map_then_rerun_is_byte_identical(reference, stdlib_packages, codegen_tokenizer,
-                                                                  tmp_path):
+def test_sigkill_during_parallel_map_then_rerun_is_byte_identical(
+    reference, stdlib_packages, codegen_tokenizer, tmp_path
+):
     """Two map workers killed together, by progress rather than by a fraction of a reference run's
     wall time (which missed under load): each attempt resumes and is killed as soon as it has
     finished 1, 2 or 2 more shards, when the other worker is usually mid-shard; then once more

@@ -69,8 +69,19 @@ def test_literal_eos_text_inside_a_document_cannot_forge_a_boundary(tmp_path, co
 
     (tmp_path / "in.jsonl").write_bytes(_jsonl())
     out = tmp_path / "out"
-    run_cli("prepare", str(tmp_path / "in.jsonl"), "--tokenizer", str(codegen_tokenizer), "-o", str(out),
-            "--set", "split.validation_fraction=0", "--set", "split.shuffle=false", check=True)
+    run_cli(
+        "prepare",
+        str(tmp_path / "in.jsonl"),
+        "--tokenizer",
+        str(codegen_tokenizer),
+        "-o",
+        str(out),
+        "--set",
+        "split.validation_fraction=0",
+        "--set",
+        "split.shuffle=false",
+        check=True,
+    )
     tokenizer = Tokenizer.from_file(str(codegen_tokenizer))
     eos = tokenizer.token_to_id("<|endoftext|>")
     _, documents = read_megatron(out / "train")
@@ -132,15 +143,17 @@ def test_a_folder_of_mixed_dataset_shards_is_read_by_extension(tmp_path, codegen
     (shards / "dataset_info.json").write_text('{"splits": 1}\n')
     files = expand_inputs([str(shards)], "**/*.py")
     assert [(f.path, f.kind, f.compression) for f in files] == [
-        (str(shards / "a.jsonl"), "jsonl", None), (str(shards / "b.jsonl.gz"), "jsonl", "gzip"),
-        (str(shards / "part2" / "c.jsonl.zst"), "jsonl", "zstd"), (str(shards / "part2" / "d.parquet"), "parquet", None)]
+        (str(shards / "a.jsonl"), "jsonl", None),
+        (str(shards / "b.jsonl.gz"), "jsonl", "gzip"),
+        (str(shards / "part2" / "c.jsonl.zst"), "jsonl", "zstd"),
+        (str(shards / "part2" / "d.parquet"), "parquet", None),
+    ]
     for source in files:
         bad = []
         assert [d.text for d in read_documents(source, "text", bad.append)] == TEXTS and not bad
 
     out = tmp_path / "out"
-    run_cli("prepare", str(shards), "--tokenizer", str(codegen_tokenizer), "-o", str(out), "--workers", "1",
-            check=True)
+    run_cli("prepare", str(shards), "--tokenizer", str(codegen_tokenizer), "-o", str(out), "--workers", "1", check=True)
     counts = json.loads((out / "manifest.json").read_text())["counts"]
     # 4 shards x 3 documents: the first shard's 3 survive, the other 9 are exact copies of them.
     assert (counts["documents_in"], counts["exact_duplicates"], counts["documents_out"], counts["bad"]) == (12, 9, 3, 0)

@@ -10,8 +10,17 @@ import pytest
 @pytest.mark.slow
 def test_trained_tokenizer_round_trips_and_has_whitespace_runs(stdlib_dir, run_cli, tmp_path):
     out = tmp_path / "tok"
-    proc = run_cli("tokenizer", "train", str(stdlib_dir / "json"), str(stdlib_dir / "email"), "-o", str(out),
-                   "--vocab-size", "1200", check=True)
+    proc = run_cli(
+        "tokenizer",
+        "train",
+        str(stdlib_dir / "json"),
+        str(stdlib_dir / "email"),
+        "-o",
+        str(out),
+        "--vocab-size",
+        "1200",
+        check=True,
+    )
     summary = json.loads(proc.stdout)
     assert summary["vocab_size"] == 1200 and summary["documents"] > 10
     assert json.loads((out / "summary.json").read_text()) == summary

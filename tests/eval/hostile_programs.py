@@ -50,9 +50,16 @@ def make_secrets(project_dir: Path) -> dict:
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
     listener.setblocking(False)
-    return {"home": home_secret, "project": project_secret, "project_dir": Path(project_dir), "env": env_secret,
-            "listener": listener, "home_text": home_secret.read_text(), "project_text": project_secret.read_text(),
-            "mark": "pwned-by-eval-" + secrets.token_hex(4)}
+    return {
+        "home": home_secret,
+        "project": project_secret,
+        "project_dir": Path(project_dir),
+        "env": env_secret,
+        "listener": listener,
+        "home_text": home_secret.read_text(),
+        "project_text": project_secret.read_text(),
+        "mark": "pwned-by-eval-" + secrets.token_hex(4),
+    }
 
 
 def remove_secrets(s: dict) -> None:
@@ -66,8 +73,12 @@ def remove_secrets(s: dict) -> None:
 
 def _planted_paths(s: dict) -> list[Path]:
     """Where hostile programs try to write: none of these may exist on the host afterwards."""
-    return [Path.home() / "pwned-by-eval", s["project_dir"] / "pwned-by-eval", Path("/dev/shm") / s["mark"],
-            Path("/tmp") / s["mark"]]
+    return [
+        Path.home() / "pwned-by-eval",
+        s["project_dir"] / "pwned-by-eval",
+        Path("/dev/shm") / s["mark"],
+        Path("/tmp") / s["mark"],
+    ]
 
 
 def hostile_programs(s) -> dict[str, Program]:
@@ -75,18 +86,26 @@ def hostile_programs(s) -> dict[str, Program]:
     port = s["listener"].getsockname()[1]
     host_pid = os.getpid()
     programs = {
-        "fork_bomb": (ADD + "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",
-                      ADD_TESTS),
+        "fork_bomb": (
+            ADD + "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",
+            ADD_TESTS,
+        ),
         "memory_bomb": (ADD + "hog = []\nwhile True:\n    hog.append(bytearray(64 << 20))\n", ADD_TESTS),
-        "forked_memory_bomb": (ADD + textwrap.dedent("""
+        "forked_memory_bomb": (
+            ADD
+            + textwrap.dedent("""
             import os, time
             for _ in range(8):
                 if os.fork() == 0:
                     hog = bytearray(300 << 20)  # each within its own RLIMIT_AS, together far above
                     time.sleep(60)
             time.sleep(60)
-            """), ADD_TESTS),
-        "daemon_left_behind": (ADD + textwrap.dedent("""
+            """),
+            ADD_TESTS,
+        ),
+        "daemon_left_behind": (
+            ADD
+            + textwrap.dedent("""
             import os, time
             if os.fork() == 0:
                 os.setsid()
@@ -94,17 +113,25 @@ def hostile_programs(s) -> dict[str, Program]:
                     time.sleep(1000)  # a daemon that outlives the program, if nothing kills it
                 os._exit(0)
             os._exit(0)
-            """), ADD_TESTS),
-        "fill_the_disk": (ADD + textwrap.dedent("""
+            """),
+            ADD_TESTS,
+        ),
+        "fill_the_disk": (
+            ADD
+            + textwrap.dedent("""
             block = b"x" * (1 << 20)
             for index in range(10000):  # each file under RLIMIT_FSIZE, together far beyond /tmp's size
                 with open(f"/tmp/fill{index}", "wb") as handle:
                     for _ in range(32):
                         handle.write(block)
-            """), ADD_TESTS),
+            """),
+            ADD_TESTS,
+        ),
         "huge_allocation": (ADD + "x = bytearray(64 << 30)\n", ADD_TESTS),
         "infinite_loop": (ADD + "while True:\n    pass\n", ADD_TESTS),
-        "cpu_threads": (ADD + textwrap.dedent("""
+        "cpu_threads": (
+            ADD
+            + textwrap.dedent("""
             import threading
             def spin():
                 while True:
@@ -112,22 +139,32 @@ def hostile_programs(s) -> dict[str, Program]:
             for _ in range(16):
                 threading.Thread(target=spin).start()
             spin()
-            """), ADD_TESTS),
-        "connect_to_host_listener": (ADD + textwrap.dedent(f"""
+            """),
+            ADD_TESTS,
+        ),
+        "connect_to_host_listener": (
+            ADD
+            + textwrap.dedent(f"""
             import socket
             s = socket.create_connection(("127.0.0.1", {port}), timeout=2)
             s.sendall(b"stolen")
-            """), ADD_TESTS),
+            """),
+            ADD_TESTS,
+        ),
         "write_home": (ADD + f"open({str(Path.home() / 'pwned-by-eval')!r}, 'w').write('x')\n", ADD_TESTS),
         "delete_home": (ADD + f"import os\nos.remove({home!r})\n", ADD_TESTS),
         "read_home": (ADD + f"leak = open({home!r}).read()\nprint(leak)\n", ADD_TESTS + "assert leak\n"),
         "write_project": (ADD + f"open({str(s['project_dir'] / 'pwned-by-eval')!r}, 'w').write('x')\n", ADD_TESTS),
-        "write_host_shm_and_tmp": (ADD + f"open('/dev/shm/{mark}', 'w').write('x')\nopen('/tmp/{mark}', 'w')"
-                                   ".write('x')\n", ADD_TESTS + f"import os\nassert os.path.exists('/dev/shm/{mark}')\n"
-                                   "assert False, 'a private /dev/shm is expected'\n"),
+        "write_host_shm_and_tmp": (
+            ADD + f"open('/dev/shm/{mark}', 'w').write('x')\nopen('/tmp/{mark}', 'w').write('x')\n",
+            ADD_TESTS + f"import os\nassert os.path.exists('/dev/shm/{mark}')\n"
+            "assert False, 'a private /dev/shm is expected'\n",
+        ),
         "delete_project": (ADD + f"import os\nos.remove({project!r})\n", ADD_TESTS),
         "read_project": (ADD + f"leak = open({project!r}).read()\nprint(leak)\n", ADD_TESTS + "assert leak\n"),
-        "kill_parent_and_host": (ADD + textwrap.dedent(f"""
+        "kill_parent_and_host": (
+            ADD
+            + textwrap.dedent(f"""
             import os, signal
             for pid in (os.getppid(), 1, {host_pid}):
                 try:
@@ -135,8 +172,12 @@ def hostile_programs(s) -> dict[str, Program]:
                 except OSError:
                     pass
             raise SystemExit(0)
-            """), ADD_TESTS),
-        "kill_everything": (ADD + textwrap.dedent("""
+            """),
+            ADD_TESTS,
+        ),
+        "kill_everything": (
+            ADD
+            + textwrap.dedent("""
             import os, signal
             parent = os.getppid()
             os.kill(-1, signal.SIGKILL)
@@ -148,30 +189,50 @@ def hostile_programs(s) -> dict[str, Program]:
                 except PermissionError:
                     return False
                 return False
-            """), ADD_TESTS + "assert parent_dead()\n"),
+            """),
+            ADD_TESTS + "assert parent_dead()\n",
+        ),
         "early_exit": (ADD + "exit(0)\n", ADD_TESTS + "assert False, 'never reached'\n"),
         "os_exit_in_tests": ("import os\ndef add(a, b):\n    os._exit(0)\n", ADD_TESTS),
         "system_exit_in_tests": ("def add(a, b):\n    raise SystemExit(0)\n", ADD_TESTS),
-        "fake_success": ("import os\ndef add(a, b):\n    print('passed')\n    print('ALL TESTS PASSED')\n"
-                         "    os.write(1, b'passed\\n')\n    os._exit(0)\n", ADD_TESTS),
-        "tamper_builtins": ("import builtins\nbuiltins.len = lambda x: 3\nbuiltins.abs = lambda x: 0\n"
-                            "def add(a, b):\n    return [a, b, 0, 0]\n",
-                            "assert len(add(2, 3)) == 3\nassert abs(add(1, 1)[0] - 7) < 1e-9\n"),
-        "redefine_test_helper": ("def add(a, b):\n    return 0\ndef check(candidate):\n    return None\n",
-                                 "def check(candidate):\n    assert candidate(2, 3) == 5\ncheck(add)\n"),
+        "fake_success": (
+            "import os\ndef add(a, b):\n    print('passed')\n    print('ALL TESTS PASSED')\n"
+            "    os.write(1, b'passed\\n')\n    os._exit(0)\n",
+            ADD_TESTS,
+        ),
+        "tamper_builtins": (
+            "import builtins\nbuiltins.len = lambda x: 3\nbuiltins.abs = lambda x: 0\n"
+            "def add(a, b):\n    return [a, b, 0, 0]\n",
+            "assert len(add(2, 3)) == 3\nassert abs(add(1, 1)[0] - 7) < 1e-9\n",
+        ),
+        "redefine_test_helper": (
+            "def add(a, b):\n    return 0\ndef check(candidate):\n    return None\n",
+            "def check(candidate):\n    assert candidate(2, 3) == 5\ncheck(add)\n",
+        ),
         "tracer_skips_asserts": (ASSERT_SKIPPING_TRACER, TRACED_TESTS),
-        "tracer_guards_itself": (ASSERT_SKIPPING_TRACER + "import threading\n"
-                                 "sys.settrace = sys.setprofile = threading.settrace = lambda hook: None\n",
-                                 TRACED_TESTS),  # "you cannot remove me"
-        "ignore_sigterm": (ADD + "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-                           "while True:\n    pass\n", ADD_TESTS),
-        "output_flood_1gb": ("import os, sys\nchunk = 'x' * (1 << 20)\nfor _ in range(1024):\n"
-                             "    sys.stdout.write(chunk)\nsys.stdout.flush()\nos._exit(0)\n" + ADD, ADD_TESTS),
+        "tracer_guards_itself": (
+            ASSERT_SKIPPING_TRACER + "import threading\n"
+            "sys.settrace = sys.setprofile = threading.settrace = lambda hook: None\n",
+            TRACED_TESTS,
+        ),  # "you cannot remove me"
+        "ignore_sigterm": (
+            ADD + "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nwhile True:\n    pass\n",
+            ADD_TESTS,
+        ),
+        "output_flood_1gb": (
+            "import os, sys\nchunk = 'x' * (1 << 20)\nfor _ in range(1024):\n"
+            "    sys.stdout.write(chunk)\nsys.stdout.flush()\nos._exit(0)\n" + ADD,
+            ADD_TESTS,
+        ),
         "ctypes_segfault": (ADD + "import ctypes\nctypes.string_at(0)\n", ADD_TESTS),
         "unbounded_recursion": (ADD + "def down(n):\n    return down(n + 1)\ndown(0)\n", ADD_TESTS),
-        "deep_recursion_segfault": (ADD + "import sys\nsys.setrecursionlimit(10**8)\n"
-                                    "def down(n):\n    return down(n + 1)\ndown(0)\n", ADD_TESTS),
-        "environment_secrets": (ADD + textwrap.dedent("""
+        "deep_recursion_segfault": (
+            ADD + "import sys\nsys.setrecursionlimit(10**8)\ndef down(n):\n    return down(n + 1)\ndown(0)\n",
+            ADD_TESTS,
+        ),
+        "environment_secrets": (
+            ADD
+            + textwrap.dedent("""
             import os, glob
             found = dict(os.environ)
             for path in glob.glob("/proc/*/environ") + glob.glob("/proc/*/cmdline"):
@@ -181,8 +242,12 @@ def hostile_programs(s) -> dict[str, Program]:
                     pass
             print(found)
             leaked = any("PHI_HPC_TEST_SECRET" in str(v) for v in found.values()) or "PHI_HPC_TEST_SECRET" in found
-            """), ADD_TESTS + "assert leaked\n"),
-        "token_hunter": (ADD + textwrap.dedent("""
+            """),
+            ADD_TESTS + "assert leaked\n",
+        ),
+        "token_hunter": (
+            ADD
+            + textwrap.dedent("""
             import os, sys
             # Read every fd, the environment, our own code and globals; replay all of it to every fd.
             loot = [repr(os.environ).encode(), repr(sys.argv).encode(), repr(globals()).encode()]
@@ -198,25 +263,45 @@ def hostile_programs(s) -> dict[str, Program]:
                     except OSError:
                         pass
             os._exit(0)
-            """), ADD_TESTS),
+            """),
+            ADD_TESTS,
+        ),
         "escape_via_exec": (ADD + "import os\nos.execv('/bin/true', ['true'])\n", ADD_TESTS),
     }
     return {name: Program(solution=sol, tests=tests) for name, (sol, tests) in programs.items()}
 
 
-EXPECTED = {"fork_bomb": {"timeout"}, "infinite_loop": {"timeout"}, "cpu_threads": {"timeout"},
-            "ignore_sigterm": {"timeout"}, "memory_bomb": {"error", "timeout"}, "huge_allocation": {"error"},
-            "forked_memory_bomb": {"error"},
-            "early_exit": {"failed"}, "os_exit_in_tests": {"failed"}, "system_exit_in_tests": {"failed"},
-            "fake_success": {"failed"}, "tamper_builtins": {"failed"}, "redefine_test_helper": {"failed"},
-            "tracer_skips_asserts": {"failed", "error"}, "tracer_guards_itself": {"failed", "error"},
-            "ctypes_segfault": {"error"},
-            "unbounded_recursion": {"error"}, "kill_everything": {"failed", "error"}, "token_hunter": {"failed"},
-            "escape_via_exec": {"failed"}, "daemon_left_behind": {"failed"}, "fill_the_disk": {"error"}}
-ERRORS = {"memory_bomb": "MemoryError", "fill_the_disk": "No space left on device",
-          "forked_memory_bomb": "processes together used more than 1024 MiB",
-          "ctypes_segfault": "ctypes.string_at is disabled in the sandbox",
-          "unbounded_recursion": "RecursionError"}
+EXPECTED = {
+    "fork_bomb": {"timeout"},
+    "infinite_loop": {"timeout"},
+    "cpu_threads": {"timeout"},
+    "ignore_sigterm": {"timeout"},
+    "memory_bomb": {"error", "timeout"},
+    "huge_allocation": {"error"},
+    "forked_memory_bomb": {"error"},
+    "early_exit": {"failed"},
+    "os_exit_in_tests": {"failed"},
+    "system_exit_in_tests": {"failed"},
+    "fake_success": {"failed"},
+    "tamper_builtins": {"failed"},
+    "redefine_test_helper": {"failed"},
+    "tracer_skips_asserts": {"failed", "error"},
+    "tracer_guards_itself": {"failed", "error"},
+    "ctypes_segfault": {"error"},
+    "unbounded_recursion": {"error"},
+    "kill_everything": {"failed", "error"},
+    "token_hunter": {"failed"},
+    "escape_via_exec": {"failed"},
+    "daemon_left_behind": {"failed"},
+    "fill_the_disk": {"error"},
+}
+ERRORS = {
+    "memory_bomb": "MemoryError",
+    "fill_the_disk": "No space left on device",
+    "forked_memory_bomb": "processes together used more than 1024 MiB",
+    "ctypes_segfault": "ctypes.string_at is disabled in the sandbox",
+    "unbounded_recursion": "RecursionError",
+}
 
 
 def containment_problems(names: list[str], results: list, s: dict, output_limit: int) -> list[str]:

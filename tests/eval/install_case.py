@@ -43,23 +43,32 @@ def main(data_dir: Path, project_dir: Path) -> dict:
     finally:
         remove_secrets(secrets)
     report["false_passes"] = false_pass_attempts(data_dir)
-    for task, path in (("humaneval", data_dir / "humaneval" / "HumanEval.jsonl.gz"),
-                       ("mbpp-full", data_dir / "mbpp" / "mbpp.jsonl")):
+    for task, path in (
+        ("humaneval", data_dir / "humaneval" / "HumanEval.jsonl.gz"),
+        ("mbpp-full", data_dir / "mbpp" / "mbpp.jsonl"),
+    ):
         problems = load_task(task, path)  # the sandbox directly: the scorer's progress bar needs rich
         with Sandbox(workers=2) as sandbox:
             rows = sandbox.run_all([p.program(p.reference) for p in problems])
-        report[task] = {"passed": sum(r.passed for r in rows), "total": len(rows),
-                        "failures": [(p.task_id, r.status, r.error) for p, r in zip(problems, rows)
-                                     if not r.passed][:5]}
+        report[task] = {
+            "passed": sum(r.passed for r in rows),
+            "total": len(rows),
+            "failures": [(p.task_id, r.status, r.error) for p, r in zip(problems, rows) if not r.passed][:5],
+        }
     return report
 
 
 def false_pass_attempts(data_dir: Path) -> dict:
     """Issue 17: every attempt, each followed on one worker by a clean-world check and a right answer;
     a key planted in our own session keyring must come out unchanged."""
-    problems = {p.task_id: p for task, path in (("humaneval", data_dir / "humaneval" / "HumanEval.jsonl.gz"),
-                                                ("mbpp-full", data_dir / "mbpp" / "mbpp.jsonl"))
-                for p in load_task(task, path)}
+    problems = {
+        p.task_id: p
+        for task, path in (
+            ("humaneval", data_dir / "humaneval" / "HumanEval.jsonl.gz"),
+            ("mbpp-full", data_dir / "mbpp" / "mbpp.jsonl"),
+        )
+        for p in load_task(task, path)
+    }
     key, payload = plant_key()
     try:
         attempts = {**wrong_answer_attempts(problems), **reach_attempts(key)}
@@ -67,11 +76,14 @@ def false_pass_attempts(data_dir: Path) -> dict:
         programs = [p for attempt in attempts.values() for p in (attempt, clean_world_check(), right)]
         with Sandbox(workers=1, limits=SandboxLimits(timeout_s=10.0, address_space_bytes=2 << 30)) as sandbox:
             results = sandbox.run_all(programs)
-        return {"count": len(attempts),
-                "passed": [n for i, n in enumerate(attempts) if results[3 * i].passed],
-                "not_followed_by_passes": [n for i, n in enumerate(attempts)
-                                           if not (results[3 * i + 1].passed and results[3 * i + 2].passed)],
-                "key_intact": read_key(key) == payload}
+        return {
+            "count": len(attempts),
+            "passed": [n for i, n in enumerate(attempts) if results[3 * i].passed],
+            "not_followed_by_passes": [
+                n for i, n in enumerate(attempts) if not (results[3 * i + 1].passed and results[3 * i + 2].passed)
+            ],
+            "key_intact": read_key(key) == payload,
+        }
     finally:
         unlink_key(key)
 

@@ -9,9 +9,14 @@ import pytest
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task,fixture,total", [("humaneval", "humaneval_path", 164),
-                                                ("mbpp-full", "mbpp_path", 974),
-                                                ("mbpp-sanitized", "mbpp_sanitized_path", 427)])
+@pytest.mark.parametrize(
+    "task,fixture,total",
+    [
+        ("humaneval", "humaneval_path", 164),
+        ("mbpp-full", "mbpp_path", 974),
+        ("mbpp-sanitized", "mbpp_sanitized_path", 427),
+    ],
+)
 def test_every_reference_solution_passes(run_cli, tmp_path, request, task, fixture, total):
     data = request.getfixturevalue(fixture)
     proc = run_cli("eval", "check", "--task", task, "--data", str(data), "--workers", "2")
@@ -40,12 +45,27 @@ def test_score_writes_results_in_input_order_and_a_summary(run_cli, tmp_path, hu
     samples = []
     for task_id in ("HumanEval/2", "HumanEval/0", "HumanEval/2", "HumanEval/0"):
         right = len(samples) < 2
-        samples.append({"task_id": task_id,
-                        "completion": problems[task_id]["canonical_solution"] if right else "    return 12345\n"})
+        samples.append(
+            {
+                "task_id": task_id,
+                "completion": problems[task_id]["canonical_solution"] if right else "    return 12345\n",
+            }
+        )
     samples_path = tmp_path / "samples.jsonl"
     samples_path.write_text("".join(json.dumps(s) + "\n" for s in samples))
-    proc = run_cli("eval", "score", str(samples_path), "--task", "humaneval", "--data", str(humaneval_path),
-                   "--k", "1,2,10", "-o", str(tmp_path / "out" / "res.jsonl"))
+    proc = run_cli(
+        "eval",
+        "score",
+        str(samples_path),
+        "--task",
+        "humaneval",
+        "--data",
+        str(humaneval_path),
+        "--k",
+        "1,2,10",
+        "-o",
+        str(tmp_path / "out" / "res.jsonl"),
+    )
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(row) for row in (tmp_path / "out" / "res.jsonl").read_text().splitlines()]
     assert [r["task_id"] for r in rows] == [s["task_id"] for s in samples]

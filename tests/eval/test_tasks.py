@@ -70,6 +70,7 @@ def test_mbpp_download_is_cached_and_verified(tmp_path, mbpp_path):
         fetch_mbpp("mbpp.jsonl", url=url + ".gone", sha256=sha, cache_dir=tmp_path / "third")
     # The official file's expected checksum is the one of the verified shared copy.
     from phi_hpc.eval.tasks import MBPP_SOURCES
+
     assert MBPP_SOURCES["mbpp.jsonl"][1] == sha
 
 
@@ -92,10 +93,25 @@ def test_truncation_is_an_option_when_scoring(humaneval_path):
     problem = load_task("humaneval", humaneval_path)[0]
     rambling = problem.reference + "\n\ndef unfinished(:\n"  # a base model going on after the function
     samples = [{"task_id": problem.task_id, "completion": rambling}]
-    kept, _ = score_samples(samples, "humaneval", humaneval_path, workers=1, ks=(1,),
-                            limits=SandboxLimits(timeout_s=10), show_progress=False)
-    cut, summary = score_samples(samples, "humaneval", humaneval_path, workers=1, ks=(1,), truncate=True,
-                                 limits=SandboxLimits(timeout_s=10), show_progress=False)
+    kept, _ = score_samples(
+        samples,
+        "humaneval",
+        humaneval_path,
+        workers=1,
+        ks=(1,),
+        limits=SandboxLimits(timeout_s=10),
+        show_progress=False,
+    )
+    cut, summary = score_samples(
+        samples,
+        "humaneval",
+        humaneval_path,
+        workers=1,
+        ks=(1,),
+        truncate=True,
+        limits=SandboxLimits(timeout_s=10),
+        show_progress=False,
+    )
     assert kept[0]["status"] == "error" and kept[0]["error"].startswith("SyntaxError")
     assert cut[0]["status"] == "passed" and summary["truncated_at_stop"] is True
     assert cut[0]["completion"] == rambling  # results keep what the model wrote

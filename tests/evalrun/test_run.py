@@ -20,9 +20,17 @@ def tiny_hf_model(tmp_path_factory, codegen_tokenizer):
     from transformers import PhiConfig, PhiForCausalLM
 
     torch.manual_seed(0)
-    config = PhiConfig(vocab_size=51200, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                       num_attention_heads=4, partial_rotary_factor=0.5, max_position_embeddings=2048,
-                       eos_token_id=50256, bos_token_id=50256)
+    config = PhiConfig(
+        vocab_size=51200,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        partial_rotary_factor=0.5,
+        max_position_embeddings=2048,
+        eos_token_id=50256,
+        bos_token_id=50256,
+    )
     model = PhiForCausalLM(config).eval()
     folder = tmp_path_factory.mktemp("tiny-phi")
     model.save_pretrained(folder)
@@ -42,9 +50,27 @@ def _problems(task, path, limit):
 
 def test_eval_run_hf_model_end_to_end(run_cli, tiny_hf_model, humaneval_path, mbpp_path, tmp_path):
     out = tmp_path / "eval"
-    proc = run_cli("eval", "run", "--hf-model", str(tiny_hf_model), "--task", "humaneval,mbpp",
-                   "--data", f"humaneval={humaneval_path}", "--data", f"mbpp={mbpp_path}", "--limit", "3",
-                   "--max-new-tokens", "24", "--batch-size", "2", "-o", str(out), check=True)
+    proc = run_cli(
+        "eval",
+        "run",
+        "--hf-model",
+        str(tiny_hf_model),
+        "--task",
+        "humaneval,mbpp",
+        "--data",
+        f"humaneval={humaneval_path}",
+        "--data",
+        f"mbpp={mbpp_path}",
+        "--limit",
+        "3",
+        "--max-new-tokens",
+        "24",
+        "--batch-size",
+        "2",
+        "-o",
+        str(out),
+        check=True,
+    )
     results = json.loads((out / "results.json").read_text())
     assert results["model"]["source"] == "hf-model" and results["generation"]["greedy"] is True
     assert set(results["tasks"]) == {"humaneval", "mbpp"}
@@ -70,8 +96,15 @@ def test_completions_are_what_transformers_generates(tiny_hf_model, humaneval_pa
 
     from phi_hpc.model.generate import truncate_at_stop
 
-    config = EvalRunConfig(output_dir=str(tmp_path / "o"), hf_model=str(tiny_hf_model), tasks=("humaneval",),
-                           data={"humaneval": str(humaneval_path)}, limit=2, max_new_tokens=20, batch_size=2)
+    config = EvalRunConfig(
+        output_dir=str(tmp_path / "o"),
+        hf_model=str(tiny_hf_model),
+        tasks=("humaneval",),
+        data={"humaneval": str(humaneval_path)},
+        limit=2,
+        max_new_tokens=20,
+        batch_size=2,
+    )
     outcome = run_eval(config, show_progress=False)
     samples = _jsonl(tmp_path / "o" / "humaneval" / "samples.jsonl")
     reference = PhiForCausalLM.from_pretrained(tiny_hf_model).eval()
@@ -79,9 +112,8 @@ def test_completions_are_what_transformers_generates(tiny_hf_model, humaneval_pa
     for problem, sample in zip(_problems("humaneval", humaneval_path, 2), samples):
         ids = torch.tensor([tokenizer.encode(problem.prompt).ids])
         with torch.no_grad():
-            out = reference.generate(ids, max_new_tokens=20, do_sample=False, eos_token_id=50256,
-                                     pad_token_id=50256)
-        new = [t for t in out[0, ids.shape[1]:].tolist() if t != 50256]
+            out = reference.generate(ids, max_new_tokens=20, do_sample=False, eos_token_id=50256, pad_token_id=50256)
+        new = [t for t in out[0, ids.shape[1] :].tolist() if t != 50256]
         text = truncate_at_stop(tokenizer.decode(new, skip_special_tokens=False), list(problem.stop_sequences))
         assert sample["completion"] == text
     assert outcome.results["tasks"]["humaneval"]["samples"] == 2
@@ -107,20 +139,35 @@ class _ReferenceCompleter:
 
 
 def _config(tmp_path, humaneval_path, **changes):
-    fields = dict(output_dir=str(tmp_path / "out"), hf_model=None, tasks=("humaneval",),
-                  data={"humaneval": str(humaneval_path)}, limit=5, max_new_tokens=16)
+    fields = dict(
+        output_dir=str(tmp_path / "out"),
+        hf_model=None,
+        tasks=("humaneval",),
+        data={"humaneval": str(humaneval_path)},
+        limit=5,
+        max_new_tokens=16,
+    )
     fields.update(changes)
     return EvalRunConfig(**fields)
 
 
 def test_reference_solutions_score_all_and_wrong_ones_none(tiny_hf_model, humaneval_path, tmp_path):
     problems = _problems("humaneval", humaneval_path, 5)
-    good = run_eval(_config(tmp_path / "good", humaneval_path, hf_model=str(tiny_hf_model)),
-                    completer=_ReferenceCompleter(problems), show_progress=False).results
+    good = run_eval(
+        _config(tmp_path / "good", humaneval_path, hf_model=str(tiny_hf_model)),
+        completer=_ReferenceCompleter(problems),
+        show_progress=False,
+    ).results
     assert good["tasks"]["humaneval"]["pass@1"] == 1.0
-    assert good["tasks"]["humaneval"]["status_counts"]["passed"] == 5 and sum(good["tasks"]["humaneval"]["status_counts"].values()) == 5
-    bad = run_eval(_config(tmp_path / "bad", humaneval_path, hf_model=str(tiny_hf_model)),
-                   completer=_ReferenceCompleter(problems, wrong=True), show_progress=False).results
+    assert (
+        good["tasks"]["humaneval"]["status_counts"]["passed"] == 5
+        and sum(good["tasks"]["humaneval"]["status_counts"].values()) == 5
+    )
+    bad = run_eval(
+        _config(tmp_path / "bad", humaneval_path, hf_model=str(tiny_hf_model)),
+        completer=_ReferenceCompleter(problems, wrong=True),
+        show_progress=False,
+    ).results
     assert bad["tasks"]["humaneval"]["pass@1"] == 0.0
     assert bad["tasks"]["humaneval"]["status_counts"].get("passed", 0) == 0
 
@@ -186,8 +233,21 @@ def test_checkpoint_paths_resolve_to_the_step(tmp_path, tiny_hf_model, codegen_t
 def test_eval_run_checkpoint_records_step(run_cli, tmp_path, tiny_hf_model, codegen_tokenizer, humaneval_path):
     run, _ = _fake_run(tmp_path, tiny_hf_model, codegen_tokenizer, layout_hf_subdir=True)
     out = run / "eval" / "step-40"
-    run_cli("eval", "run", "--checkpoint", str(run / "checkpoints" / "latest"), "--data", str(humaneval_path),
-            "--limit", "2", "--max-new-tokens", "8", "-o", str(out), check=True)
+    run_cli(
+        "eval",
+        "run",
+        "--checkpoint",
+        str(run / "checkpoints" / "latest"),
+        "--data",
+        str(humaneval_path),
+        "--limit",
+        "2",
+        "--max-new-tokens",
+        "8",
+        "-o",
+        str(out),
+        check=True,
+    )
     results = json.loads((out / "results.json").read_text())
     assert results["model"]["step"] == 40 and results["model"]["tokenizer"] == str(codegen_tokenizer)
     proc = run_cli("eval", "curve", str(run), check=True)
@@ -202,12 +262,15 @@ def test_missing_tokenizer_is_a_one_line_error_with_a_hint(run_cli, tmp_path, ti
     assert not (tmp_path / "o" / "results.json").exists()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--hf-model", "A", "--checkpoint", "B"], "exactly one of"),
-    (["--hf-model", "A", "--greedy", "--n", "4"], "identical samples"),
-    (["--hf-model", "A", "--task", "humaneval,apps"], "unknown task apps"),
-    (["--hf-model", "A", "--task", "humaneval,mbpp", "--data", "x.jsonl"], "say which one"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--hf-model", "A", "--checkpoint", "B"], "exactly one of"),
+        (["--hf-model", "A", "--greedy", "--n", "4"], "identical samples"),
+        (["--hf-model", "A", "--task", "humaneval,apps"], "unknown task apps"),
+        (["--hf-model", "A", "--task", "humaneval,mbpp", "--data", "x.jsonl"], "say which one"),
+    ],
+)
 def test_bad_options_exit_2_in_one_line(run_cli, tmp_path, args, message):
     proc = run_cli("eval", "run", *args, "-o", str(tmp_path / "o"))
     assert proc.returncode == 2 and message in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
@@ -216,8 +279,14 @@ def test_bad_options_exit_2_in_one_line(run_cli, tmp_path, args, message):
 def test_rank_detection_from_torchrun_and_srun():
     assert detect_rank({}) == Rank(0, 1, 0)
     assert detect_rank({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}) == Rank(3, 4, 1)
-    srun_task = {"SLURM_PROCID": "1", "SLURM_NTASKS": "2", "SLURM_LOCALID": "1", "SLURM_STEP_ID": "0",
-                 "SLURM_JOB_NODELIST": "localhost", "SLURM_JOB_ID": "7"}
+    srun_task = {
+        "SLURM_PROCID": "1",
+        "SLURM_NTASKS": "2",
+        "SLURM_LOCALID": "1",
+        "SLURM_STEP_ID": "0",
+        "SLURM_JOB_NODELIST": "localhost",
+        "SLURM_JOB_ID": "7",
+    }
     assert detect_rank(srun_task) == Rank(1, 2, 1)
     # the batch script of a 2-task job is one process, not rank 0 of 2 (it would wait for rank 1 forever)
     assert detect_rank({**srun_task, "SLURM_PROCID": "0", "SLURM_STEP_ID": "batch"}) == Rank(0, 1, 0)
@@ -227,8 +296,18 @@ def test_rank_detection_from_torchrun_and_srun():
 
 def test_sampling_n_per_problem_is_seeded_and_reports_pass_at_k(tiny_hf_model, humaneval_path, tmp_path):
     def sampled(folder, seed):
-        config = _config(tmp_path / folder, humaneval_path, hf_model=str(tiny_hf_model), limit=2, n=3,
-                         greedy=False, temperature=0.8, max_new_tokens=8, ks=(1, 2, 10), seed=seed)
+        config = _config(
+            tmp_path / folder,
+            humaneval_path,
+            hf_model=str(tiny_hf_model),
+            limit=2,
+            n=3,
+            greedy=False,
+            temperature=0.8,
+            max_new_tokens=8,
+            ks=(1, 2, 10),
+            seed=seed,
+        )
         results = run_eval(config, show_progress=False).results
         return results, _jsonl(tmp_path / folder / "out" / "humaneval" / "samples.jsonl")
 
@@ -244,8 +323,18 @@ def test_sampling_n_per_problem_is_seeded_and_reports_pass_at_k(tiny_hf_model, h
 
 def test_sampled_completions_do_not_depend_on_the_number_of_ranks(tiny_hf_model, humaneval_path, tmp_path):
     def config(folder):
-        return _config(tmp_path / folder, humaneval_path, hf_model=str(tiny_hf_model), limit=4, n=2,
-                       greedy=False, temperature=0.8, max_new_tokens=8, ks=(1, 2), seed=3)
+        return _config(
+            tmp_path / folder,
+            humaneval_path,
+            hf_model=str(tiny_hf_model),
+            limit=4,
+            n=2,
+            greedy=False,
+            temperature=0.8,
+            max_new_tokens=8,
+            ks=(1, 2),
+            seed=3,
+        )
 
     run_eval(config("single"), rank=Rank(0, 1), show_progress=False)
     run_eval(config("split"), rank=Rank(1, 2), show_progress=False)
@@ -290,12 +379,29 @@ def test_a_rank_without_problems_writes_an_empty_shard_without_loading(tmp_path,
 def test_eval_run_on_a_problem_file_of_ones_own(run_cli, tiny_hf_model, tmp_path):
     """``--task FILE.jsonl`` through the whole run: generated, scored in the sandbox, reported by file stem."""
     problems = tmp_path / "my-problems.jsonl"
-    problems.write_text("".join(json.dumps(p) + "\n" for p in [
-        {"task_id": "mine/0", "prompt": "def one():\n", "tests": "assert one() == 1\n", "stop": ["\ndef"]},
-        {"task_id": "mine/1", "prompt": "def two():\n", "tests": "assert two() == 2\n"}]))
+    problems.write_text(
+        "".join(
+            json.dumps(p) + "\n"
+            for p in [
+                {"task_id": "mine/0", "prompt": "def one():\n", "tests": "assert one() == 1\n", "stop": ["\ndef"]},
+                {"task_id": "mine/1", "prompt": "def two():\n", "tests": "assert two() == 2\n"},
+            ]
+        )
+    )
     out = tmp_path / "eval"
-    run_cli("eval", "run", "--hf-model", str(tiny_hf_model), "--task", str(problems), "--max-new-tokens", "8",
-            "-o", str(out), check=True)
+    run_cli(
+        "eval",
+        "run",
+        "--hf-model",
+        str(tiny_hf_model),
+        "--task",
+        str(problems),
+        "--max-new-tokens",
+        "8",
+        "-o",
+        str(out),
+        check=True,
+    )
     results = json.loads((out / "results.json").read_text())
     summary = results["tasks"]["my-problems"]
     assert summary["problems"] == 2 and summary["samples_file"] == "my-problems/samples.jsonl"

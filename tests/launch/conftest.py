@@ -23,8 +23,14 @@ from tests.conftest import REPO_ROOT
 START_SCRIPT = REPO_ROOT / "slurm" / "local-cluster" / "start.sh"
 TINY_PRETRAIN = REPO_ROOT / "configs" / "tiny-pretrain.yaml"
 # 20 steps of 8 sequences x 32 tokens on 2 CPU processes; checkpoints at 5, 10, 15, 20.
-TINY_SETTINGS = ["data.seq_len=32", "steps=20", "checkpoint.every=5", "checkpoint.keep_last=3",
-                 "validation.every=10", "logging.console_every=1"]
+TINY_SETTINGS = [
+    "data.seq_len=32",
+    "steps=20",
+    "checkpoint.every=5",
+    "checkpoint.keep_last=3",
+    "validation.every=10",
+    "logging.console_every=1",
+]
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "LOST", "PREEMPTED"}
 
 
@@ -56,14 +62,22 @@ def cli_env(extra: dict | None = None) -> dict:
     return env
 
 
-def phi(*args: str, check: bool = True, cwd: Path | None = None, env: dict | None = None,
-        timeout: float = 300) -> subprocess.CompletedProcess:
+def phi(
+    *args: str, check: bool = True, cwd: Path | None = None, env: dict | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
     """Run ``phi-hpc ARGS`` like a user on the login node."""
-    done = subprocess.run([sys.executable, "-m", "phi_hpc", *args], capture_output=True, text=True,
-                          env=cli_env(env), cwd=cwd or REPO_ROOT, timeout=timeout)
+    done = subprocess.run(
+        [sys.executable, "-m", "phi_hpc", *args],
+        capture_output=True,
+        text=True,
+        env=cli_env(env),
+        cwd=cwd or REPO_ROOT,
+        timeout=timeout,
+    )
     if check and done.returncode != 0:
-        raise AssertionError(f"phi-hpc {' '.join(args)} exited {done.returncode}:\n{done.stdout[-2000:]}\n"
-                             f"{done.stderr[-3000:]}")
+        raise AssertionError(
+            f"phi-hpc {' '.join(args)} exited {done.returncode}:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+        )
     return done
 
 
@@ -82,8 +96,7 @@ def wait_for(run_dir: Path, names: list[str], timeout: float = 300, poll: float 
         if all(name in rows and rows[name]["state"].split()[0] in TERMINAL for name in names):
             return rows
         time.sleep(poll)
-    raise AssertionError(f"jobs {names} of {run_dir} did not finish in {timeout} s: {rows}\n"
-                         + debug_logs(run_dir))
+    raise AssertionError(f"jobs {names} of {run_dir} did not finish in {timeout} s: {rows}\n" + debug_logs(run_dir))
 
 
 def debug_logs(run_dir: Path) -> str:
@@ -115,12 +128,32 @@ def attempts(run_dir: Path) -> list[dict]:
 def tiny_data(tmp_path_factory, stdlib_dir, codegen_tokenizer) -> Path:
     """A prepare output of two stdlib packages (train + validation), phi-1's tokenizer."""
     out = tmp_path_factory.mktemp("launch-data") / "stdlib"
-    phi("prepare", str(stdlib_dir / "json"), str(stdlib_dir / "email"), "--tokenizer", str(codegen_tokenizer),
-        "-o", str(out), "--workers", "1", "--max-documents", "40")
+    phi(
+        "prepare",
+        str(stdlib_dir / "json"),
+        str(stdlib_dir / "email"),
+        "--tokenizer",
+        str(codegen_tokenizer),
+        "-o",
+        str(out),
+        "--workers",
+        "1",
+        "--max-documents",
+        "40",
+    )
     return out
 
 
 def tiny_pretrain_args(run_dir: Path, data: Path, *extra: str) -> list[str]:
     settings = [f"data.paths=[{data}]", *TINY_SETTINGS]
-    return ["submit", "pretrain", str(TINY_PRETRAIN), "--profile", "local", "--run-dir", str(run_dir),
-            *[a for s in settings for a in ("--set", s)], *extra]
+    return [
+        "submit",
+        "pretrain",
+        str(TINY_PRETRAIN),
+        "--profile",
+        "local",
+        "--run-dir",
+        str(run_dir),
+        *[a for s in settings for a in ("--set", s)],
+        *extra,
+    ]

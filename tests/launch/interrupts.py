@@ -64,8 +64,13 @@ class Follower:
 
     def __init__(self, run_dir: Path, *options: str):
         self.lines: list[tuple[float, str]] = []
-        self.proc = subprocess.Popen([sys.executable, "-m", "phi_hpc", "logs", str(run_dir), "--follow", *options],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "phi_hpc", "logs", str(run_dir), "--follow", *options],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=cli_env(),
+        )
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
 
@@ -116,8 +121,9 @@ class Interrupter:
             self.thawed = True
         if not self.limit_lifted and any(e["event"] == "end" for e in attempts(self.limited)):
             # The time limit did its job once; let the requeued attempt finish.
-            subprocess.run(["scontrol", "update", f"JobId={self.limited_id}", "TimeLimit=30"], check=True,
-                           capture_output=True)
+            subprocess.run(
+                ["scontrol", "update", f"JobId={self.limited_id}", "TimeLimit=30"], check=True, capture_output=True
+            )
             self.limit_lifted = True
 
     def __enter__(self) -> Interrupter:

@@ -21,8 +21,18 @@ SHARDS, SHARD_MB = 10, "0.05"
 
 
 def prepare_args(stdlib_dir: Path, tokenizer: Path, out: Path) -> list[str]:
-    return [str(stdlib_dir / "json"), str(stdlib_dir / "email"), "--tokenizer", str(tokenizer), "-o", str(out),
-            "--max-documents", "40", "--set", f"shard_mb={SHARD_MB}"]
+    return [
+        str(stdlib_dir / "json"),
+        str(stdlib_dir / "email"),
+        "--tokenizer",
+        str(tokenizer),
+        "-o",
+        str(out),
+        "--max-documents",
+        "40",
+        "--set",
+        f"shard_mb={SHARD_MB}",
+    ]
 
 
 def test_split_into_arrays():
@@ -35,12 +45,20 @@ def test_dry_run_splits_by_the_clusters_max_array_size(tmp_path, stdlib_dir, cod
     """A scripted scontrol says MaxArraySize=4: the dry run shows three throttled arrays, reduce after all."""
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
-    (fake_bin / "scontrol").write_text("#!/bin/sh\necho 'MaxArraySize            = 4'\n"
-                                       "echo 'MaxJobCount             = 10000'\n")
+    (fake_bin / "scontrol").write_text(
+        "#!/bin/sh\necho 'MaxArraySize            = 4'\necho 'MaxJobCount             = 10000'\n"
+    )
     (fake_bin / "scontrol").chmod(0o755)
-    done = phi("submit", "prepare", "--dry-run", "--max-parallel", "2", "--",
-               *prepare_args(stdlib_dir, codegen_tokenizer, tmp_path / "out"),
-               env={"PATH": f"{fake_bin}{os.pathsep}{os.environ['PATH']}"})
+    done = phi(
+        "submit",
+        "prepare",
+        "--dry-run",
+        "--max-parallel",
+        "2",
+        "--",
+        *prepare_args(stdlib_dir, codegen_tokenizer, tmp_path / "out"),
+        env={"PATH": f"{fake_bin}{os.pathsep}{os.environ['PATH']}"},
+    )
     arrays = re.findall(r"^#SBATCH --array=(\S+)$", done.stdout, re.MULTILINE)
     assert arrays == ["0-3%2", "0-3%2", "0-1%2"], done.stdout[:3000]
     assert [int(s) for s in re.findall(r"--stage map --shard (\d+)$", done.stdout, re.MULTILINE)] == [0, 4, 8]
@@ -49,12 +67,23 @@ def test_dry_run_splits_by_the_clusters_max_array_size(tmp_path, stdlib_dir, cod
 
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_ten_shards_on_max_array_size_4_run_as_three_arrays_like_a_local_run(slurm_cluster, stdlib_dir,
-                                                                            codegen_tokenizer, tmp_path):
+def test_ten_shards_on_max_array_size_4_run_as_three_arrays_like_a_local_run(
+    slurm_cluster, stdlib_dir, codegen_tokenizer, tmp_path
+):
     assert cluster_max_array_size() == 4, "start the local cluster with LOCAL_SLURM_MAX_ARRAY_SIZE=4 (the default)"
     out, run_dir, reference = tmp_path / "out", tmp_path / "run", tmp_path / "reference"
-    phi("submit", "prepare", "--profile", "local", "--run-dir", str(run_dir), "--max-parallel", "2", "--",
-        *prepare_args(stdlib_dir, codegen_tokenizer, out))
+    phi(
+        "submit",
+        "prepare",
+        "--profile",
+        "local",
+        "--run-dir",
+        str(run_dir),
+        "--max-parallel",
+        "2",
+        "--",
+        *prepare_args(stdlib_dir, codegen_tokenizer, out),
+    )
     names = ["prepare-map-0", "prepare-map-1", "prepare-map-2", "prepare-reduce", "prepare-pack"]
     rows = wait_for(run_dir, names, timeout=400)
     assert all(rows[name]["state"] == "COMPLETED" for name in names), rows
@@ -65,8 +94,11 @@ def test_ten_shards_on_max_array_size_4_run_as_three_arrays_like_a_local_run(slu
     scripts = "\n".join(p.read_text() for p in (run_dir / "submitit").glob("*_submission.sh"))
     assert sorted(re.findall(r"^#SBATCH --array=(\S+)$", scripts, re.MULTILINE)) == ["0-1%2", "0-3%2", "0-3%2"]
     # the first element's arguments are recorded per array: each array starts at its own shard
-    assert [jobs[f"prepare-map-{i}"]["argv"][-2:] for i in range(3)] == [["--shard", "0"], ["--shard", "4"],
-                                                                        ["--shard", "8"]]
+    assert [jobs[f"prepare-map-{i}"]["argv"][-2:] for i in range(3)] == [
+        ["--shard", "0"],
+        ["--shard", "4"],
+        ["--shard", "8"],
+    ]
     logs = sorted(p.name for i in range(3) for p in (run_dir / "logs" / f"prepare-map-{i}").iterdir())
     assert len(logs) == SHARDS  # ten elements ran, one per shard
     phi("prepare", *prepare_args(stdlib_dir, codegen_tokenizer, reference), "--workers", "1")

@@ -22,8 +22,21 @@ BASE = Path(os.environ.get("LOCAL_SLURM_BASE") or os.environ.get("SLURM_TEST_BAS
 
 
 def doctor(tmp_path: Path, codegen_tokenizer: Path, *extra: str) -> tuple[int, dict]:
-    done = phi("doctor", "--profile", "local", "--run-dir", str(tmp_path / "runs"), "--tokenizer",
-               str(codegen_tokenizer), "--probe-timeout", "240", "--json", *extra, check=False, timeout=400)
+    done = phi(
+        "doctor",
+        "--profile",
+        "local",
+        "--run-dir",
+        str(tmp_path / "runs"),
+        "--tokenizer",
+        str(codegen_tokenizer),
+        "--probe-timeout",
+        "240",
+        "--json",
+        *extra,
+        check=False,
+        timeout=400,
+    )
     summary = json.loads(done.stdout)
     assert summary == json.loads((tmp_path / "runs" / "doctor" / "doctor.json").read_text())
     assert "Traceback" not in done.stderr, done.stderr
@@ -35,12 +48,24 @@ def test_doctor_reports_ok_on_the_local_cluster(slurm_cluster, tmp_path, codegen
     code, checks = doctor(tmp_path, codegen_tokenizer)
     problems = {name: check for name, check in checks.items() if check["status"] == PROBLEM}
     assert code == 0 and not problems, problems
-    for name in ("slurm commands", "slurm controller", "accounting (sacct)", "partition", "gpus",
-                 "run folder shared", "torch", "bubblewrap", "free /tmp", "tokenizer", "humaneval data"):
+    for name in (
+        "slurm commands",
+        "slurm controller",
+        "accounting (sacct)",
+        "partition",
+        "gpus",
+        "run folder shared",
+        "torch",
+        "bubblewrap",
+        "free /tmp",
+        "tokenizer",
+        "humaneval data",
+    ):
         assert checks[name]["status"] == OK, checks[name]
     # the probe really ran on a compute node of the cluster, with torch there
-    assert checks["torch"]["detail"].startswith("torch ") and (" on node1" in checks["torch"]["detail"]
-                                                             or " on node2" in checks["torch"]["detail"])
+    assert checks["torch"]["detail"].startswith("torch ") and (
+        " on node1" in checks["torch"]["detail"] or " on node2" in checks["torch"]["detail"]
+    )
     assert checks["cuda"]["status"] in (OK, WARN)  # the local cluster's GPUs are fake: CPU training
 
 
@@ -69,28 +94,42 @@ def test_doctor_without_slurm_is_a_problem_and_imports_no_torch(tmp_path, codege
     done = phi("doctor", "--run-dir", str(tmp_path), "--tokenizer", str(codegen_tokenizer), check=False, env=env)
     assert done.returncode == 1 and "slurm commands" in done.stdout and "problem" in done.stdout
     assert "Traceback" not in done.stderr
-    modules, output = imported_by(["doctor", "--profile", "local", "--run-dir", str(tmp_path / "r"),
-                                   "--probe-timeout", "1"])
+    modules, output = imported_by(
+        ["doctor", "--profile", "local", "--run-dir", str(tmp_path / "r"), "--probe-timeout", "1"]
+    )
     assert not modules & HEAVY, f"doctor imported {sorted(modules & HEAVY)}"
     assert "slurm commands" in output
 
 
-@pytest.mark.parametrize("gres, gpus", [("gpu:4", 4), ("gpu:a100:8(S:0-1)", 8), ("(null)", 0),
-                                        ("gpu:a100:4,shard:8", 4), ("shard:8,gpu:2", 2), ("", 0)])
+@pytest.mark.parametrize(
+    "gres, gpus",
+    [("gpu:4", 4), ("gpu:a100:8(S:0-1)", 8), ("(null)", 0), ("gpu:a100:4,shard:8", 4), ("shard:8,gpu:2", 2), ("", 0)],
+)
 def test_gpus_per_node_from_sinfo_gres(gres, gpus):
     assert _gpus_of(gres) == gpus
 
 
 def test_probe_answers_become_rows():
     profile = load_profile("a100x8")
-    answers = {"host": "gpu7", "torch": "2.3.0", "cuda": True, "cuda_devices": 8, "nccl": "2.20.5", "bwrap": False,
-               "tmp_free_bytes": 512 << 20}
+    answers = {
+        "host": "gpu7",
+        "torch": "2.3.0",
+        "cuda": True,
+        "cuda_devices": 8,
+        "nccl": "2.20.5",
+        "bwrap": False,
+        "tmp_free_bytes": 512 << 20,
+    }
     rows = {check.name: check for check in probe_checks(answers, profile)}
     assert rows["torch"].status == OK and rows["nccl"].detail == "NCCL 2.20.5"
     assert rows["bubblewrap"].status == PROBLEM and "bubblewrap" in rows["bubblewrap"].fix
     assert rows["free /tmp"].status == PROBLEM and "TMPDIR" in rows["free /tmp"].fix
-    cpu_only = {check.name: check for check in probe_checks({"torch": None, "torch_error": "ImportError: x",
-                                                              "cuda": False, "bwrap": True,
-                                                              "tmp_free_bytes": 50 << 30}, profile)}
+    cpu_only = {
+        check.name: check
+        for check in probe_checks(
+            {"torch": None, "torch_error": "ImportError: x", "cuda": False, "bwrap": True, "tmp_free_bytes": 50 << 30},
+            profile,
+        )
+    }
     assert cpu_only["torch"].status == PROBLEM and cpu_only["cuda"].status == WARN
     assert cpu_only["free /tmp"].status == OK

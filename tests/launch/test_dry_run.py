@@ -16,9 +16,22 @@ def directives(script: str) -> dict[str, str]:
 
 def test_a100x8_two_nodes(tmp_path, tiny_data):
     run_dir = tmp_path / "run"
-    done = phi("submit", "pretrain", str(REPO_ROOT / "configs" / "pretrain.yaml"), "--nodes", "2",
-               "--run-dir", str(run_dir), "--partition", "gpu", "--time", "2-00:00:00", "--dry-run",
-               "--set", f"data.paths=[{tiny_data}]")
+    done = phi(
+        "submit",
+        "pretrain",
+        str(REPO_ROOT / "configs" / "pretrain.yaml"),
+        "--nodes",
+        "2",
+        "--run-dir",
+        str(run_dir),
+        "--partition",
+        "gpu",
+        "--time",
+        "2-00:00:00",
+        "--dry-run",
+        "--set",
+        f"data.paths=[{tiny_data}]",
+    )
     flags = directives(done.stdout)
     assert flags["nodes"] == "2"
     assert flags["gpus-per-node"] == "8"
@@ -39,8 +52,20 @@ def test_a100x8_two_nodes(tmp_path, tiny_data):
 
 
 def test_eval_after_a_job_uses_afterok_and_kill_on_invalid_dep(tmp_path):
-    done = phi("submit", "eval", "--checkpoint", str(tmp_path / "ckpt"), "--after", "4242", "-o",
-               str(tmp_path / "out"), "--dry-run", "--", "--task", "humaneval")
+    done = phi(
+        "submit",
+        "eval",
+        "--checkpoint",
+        str(tmp_path / "ckpt"),
+        "--after",
+        "4242",
+        "-o",
+        str(tmp_path / "out"),
+        "--dry-run",
+        "--",
+        "--task",
+        "humaneval",
+    )
     flags = directives(done.stdout)
     assert flags["dependency"] == "afterok:4242"
     assert flags["kill-on-invalid-dep"] == "yes"
@@ -50,11 +75,27 @@ def test_eval_after_a_job_uses_afterok_and_kill_on_invalid_dep(tmp_path):
 def test_eval_every_shows_the_eval_jobs_the_training_job_will_submit(tmp_path, tiny_data):
     """Each step's eval job is submitted by the training job when it publishes that step: no afterok."""
     eval_profile = tmp_path / "eval.yaml"
-    eval_profile.write_text("nodes: 1\ngpus_per_node: 1\ntasks_per_node: 1\ncpus_per_task: 4\n"
-                            "time: '00:20:00'\npartition: evalq\n")
-    done = phi("submit", "pretrain", str(REPO_ROOT / "configs" / "tiny-pretrain.yaml"), "--profile", "local",
-               "--run-dir", str(tmp_path / "run"), "--eval-every", "10", "--eval-profile", str(eval_profile),
-               "--dry-run", "--set", f"data.paths=[{tiny_data}]", "--set", "steps=30")
+    eval_profile.write_text(
+        "nodes: 1\ngpus_per_node: 1\ntasks_per_node: 1\ncpus_per_task: 4\ntime: '00:20:00'\npartition: evalq\n"
+    )
+    done = phi(
+        "submit",
+        "pretrain",
+        str(REPO_ROOT / "configs" / "tiny-pretrain.yaml"),
+        "--profile",
+        "local",
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--eval-every",
+        "10",
+        "--eval-profile",
+        str(eval_profile),
+        "--dry-run",
+        "--set",
+        f"data.paths=[{tiny_data}]",
+        "--set",
+        "steps=30",
+    )
     evals = re.findall(r"^# --- job (eval-step-\d+)", done.stdout, re.MULTILINE)
     assert evals == ["eval-step-10", "eval-step-20", "eval-step-30"]
     assert "--dependency" not in done.stdout and "kill-on-invalid-dep" not in done.stdout
@@ -67,16 +108,38 @@ def test_eval_every_shows_the_eval_jobs_the_training_job_will_submit(tmp_path, t
 
 
 def test_eval_every_must_match_saved_checkpoints(tmp_path, tiny_data):
-    done = phi("submit", "pretrain", str(REPO_ROOT / "configs" / "tiny-pretrain.yaml"), "--profile", "local",
-               "--eval-every", "7", "--dry-run", "--set", f"data.paths=[{tiny_data}]", check=False)
+    done = phi(
+        "submit",
+        "pretrain",
+        str(REPO_ROOT / "configs" / "tiny-pretrain.yaml"),
+        "--profile",
+        "local",
+        "--eval-every",
+        "7",
+        "--dry-run",
+        "--set",
+        f"data.paths=[{tiny_data}]",
+        check=False,
+    )
     assert done.returncode == 2
     assert "multiple of checkpoint.every" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_prepare_is_an_array_then_reduce_then_pack(tmp_path, stdlib_dir, codegen_tokenizer):
-    done = phi("submit", "prepare", "--dry-run", "--run-dir", str(tmp_path / "run"), "--",
-               str(stdlib_dir / "json"), str(stdlib_dir / "email"), "--tokenizer", str(codegen_tokenizer),
-               "-o", str(tmp_path / "out"))
+    done = phi(
+        "submit",
+        "prepare",
+        "--dry-run",
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--",
+        str(stdlib_dir / "json"),
+        str(stdlib_dir / "email"),
+        "--tokenizer",
+        str(codegen_tokenizer),
+        "-o",
+        str(tmp_path / "out"),
+    )
     scripts = done.stdout.split("# --- ")[1:]
     assert [s.split()[0] for s in scripts] == ["array", "job", "job"]
     array = directives(scripts[0])
@@ -88,8 +151,17 @@ def test_prepare_is_an_array_then_reduce_then_pack(tmp_path, stdlib_dir, codegen
 
 
 def test_bad_cluster_option_is_one_line(tmp_path, tiny_data):
-    done = phi("submit", "pretrain", str(REPO_ROOT / "configs" / "tiny-pretrain.yaml"), "--time", "soon",
-               "--dry-run", "--set", f"data.paths=[{tiny_data}]", check=False)
+    done = phi(
+        "submit",
+        "pretrain",
+        str(REPO_ROOT / "configs" / "tiny-pretrain.yaml"),
+        "--time",
+        "soon",
+        "--dry-run",
+        "--set",
+        f"data.paths=[{tiny_data}]",
+        check=False,
+    )
     assert done.returncode == 2
     assert "time" in done.stderr and done.stderr.strip().count("\n") == 0
 
@@ -98,9 +170,20 @@ def test_finetune_submits_the_same_training_job(tmp_path, codegen_tokenizer):
     examples = tmp_path / "exercises.jsonl"
     examples.write_text('{"prompt": "def one():\\n", "completion": "    return 1\\n"}\n')
     run_dir = tmp_path / "finetune"
-    args = ["submit", "finetune", str(REPO_ROOT / "configs" / "tiny-finetune.yaml"), "--profile", "local",
-            "--run-dir", str(run_dir), "--dry-run", "--set", f"data.paths=[{examples}]",
-            "--set", f"checkpoint.init_from={tmp_path / 'pretrain-run'}"]
+    args = [
+        "submit",
+        "finetune",
+        str(REPO_ROOT / "configs" / "tiny-finetune.yaml"),
+        "--profile",
+        "local",
+        "--run-dir",
+        str(run_dir),
+        "--dry-run",
+        "--set",
+        f"data.paths=[{examples}]",
+        "--set",
+        f"checkpoint.init_from={tmp_path / 'pretrain-run'}",
+    ]
     # The shipped config names phi-1's tokenizer by hub id: offline and not cached, that is a one-line
     # error saying how to fetch it on a login node, before anything is queued.
     offline = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty-hf-home")}

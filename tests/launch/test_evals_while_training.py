@@ -35,9 +35,25 @@ env:
 
 def _submit(run, tiny_data, humaneval_path, profile, fault: str):
     eval_args = f"--task humaneval --data {humaneval_path} --limit 1 --max-new-tokens 8 --workers 1"
-    phi(*tiny_pretrain_args(run, tiny_data, "--cluster", "slurm", "--set", "steps=30", "--set", "checkpoint.every=10",
-                            "--eval-every", "10", "--eval-profile", str(profile), "--eval-args", eval_args),
-        env={"PHI_HPC_FAULT": fault})
+    phi(
+        *tiny_pretrain_args(
+            run,
+            tiny_data,
+            "--cluster",
+            "slurm",
+            "--set",
+            "steps=30",
+            "--set",
+            "checkpoint.every=10",
+            "--eval-every",
+            "10",
+            "--eval-profile",
+            str(profile),
+            "--eval-args",
+            eval_args,
+        ),
+        env={"PHI_HPC_FAULT": fault},
+    )
 
 
 @pytest.fixture(scope="module")

@@ -57,15 +57,20 @@ def shim_profile(tmp: Path, mode: str) -> Path:
                     target.symlink_to(Path(folder) / name)
         path_line = f"export PATH={shim}"
     else:
-        body = {"fail": 'echo "slurm_load_jobs error: Unable to contact slurm controller" >&2; exit 1',
-                "hang": "exec sleep 60"}[mode]
+        body = {
+            "fail": 'echo "slurm_load_jobs error: Unable to contact slurm controller" >&2; exit 1',
+            "hang": "exec sleep 60",
+        }[mode]
         (shim / "scontrol").write_text(f"#!/bin/bash\n{body}\n")
         (shim / "scontrol").chmod(0o755)
         path_line = f"export PATH={shim}:$PATH"
     profile = tmp / f"profile-{mode}.yaml"
-    profile.write_text((REPO_ROOT / "configs" / "cluster" / "local.yaml").read_text().replace(
-        "setup: []", f"setup:\n  - '{path_line}'").replace(
-        'OMP_NUM_THREADS: "1"', 'OMP_NUM_THREADS: "1"\n  PHI_HPC_SCONTROL_TIMEOUT: "3"'))
+    profile.write_text(
+        (REPO_ROOT / "configs" / "cluster" / "local.yaml")
+        .read_text()
+        .replace("setup: []", f"setup:\n  - '{path_line}'")
+        .replace('OMP_NUM_THREADS: "1"', 'OMP_NUM_THREADS: "1"\n  PHI_HPC_SCONTROL_TIMEOUT: "3"')
+    )
     return profile
 
 
@@ -78,14 +83,37 @@ def train_id(run_dir: Path) -> str:
 
 
 def test_a_signalled_job_whose_scontrol_does_not_answer_fails_and_its_eval_never_runs(
-        slurm_cluster, tiny_data, codegen_tokenizer, tmp_path):
+    slurm_cluster, tiny_data, codegen_tokenizer, tmp_path
+):
     runs = {}
     for mode in ("fail", "hang", "missing"):
         run = tmp_path / mode
         phi(*tiny_pretrain_args(run, tiny_data, "--profile", str(shim_profile(tmp_path, mode)), "--set", "steps=60"))
-        phi("submit", "eval", "--checkpoint", str(run / "checkpoints" / "latest"), "--after", str(run),
-            "--profile", "local", "--tasks-per-node", "1", "--gpus-per-node", "0", "--", "--task", "humaneval",
-            "--limit", "1", "--max-new-tokens", "8", "--tokenizer", str(codegen_tokenizer), "--workers", "1")
+        phi(
+            "submit",
+            "eval",
+            "--checkpoint",
+            str(run / "checkpoints" / "latest"),
+            "--after",
+            str(run),
+            "--profile",
+            "local",
+            "--tasks-per-node",
+            "1",
+            "--gpus-per-node",
+            "0",
+            "--",
+            "--task",
+            "humaneval",
+            "--limit",
+            "1",
+            "--max-new-tokens",
+            "8",
+            "--tokenizer",
+            str(codegen_tokenizer),
+            "--workers",
+            "1",
+        )
         runs[mode] = run
     signalled: set[str] = set()
     deadline = time.monotonic() + 600
@@ -109,9 +137,16 @@ def test_a_signalled_job_whose_scontrol_does_not_answer_fails_and_its_eval_never
 
 
 # ---------------------------------------------------------------------------- 2: a second cluster
-SECOND = {"LOCAL_SLURM_PREFIX": "q", "LOCAL_SLURM_ADDR_OFFSET": "11", "LOCAL_SLURM_CTLD_PORT": "6917",
-          "LOCAL_SLURM_NODE_PORT_BASE": "17100", "LOCAL_SLURM_ACCOUNTING": "0", "LOCAL_SLURM_MIN_JOB_AGE": "10",
-          "LOCAL_SLURM_MEMORY_LIMITS": "1", "LOCAL_SLURM_CLUSTER_NAME": "noacct"}
+SECOND = {
+    "LOCAL_SLURM_PREFIX": "q",
+    "LOCAL_SLURM_ADDR_OFFSET": "11",
+    "LOCAL_SLURM_CTLD_PORT": "6917",
+    "LOCAL_SLURM_NODE_PORT_BASE": "17100",
+    "LOCAL_SLURM_ACCOUNTING": "0",
+    "LOCAL_SLURM_MIN_JOB_AGE": "10",
+    "LOCAL_SLURM_MEMORY_LIMITS": "1",
+    "LOCAL_SLURM_CLUSTER_NAME": "noacct",
+}
 
 
 @pytest.fixture(scope="module")
@@ -149,15 +184,25 @@ for name, argvs in spec.get("arrays", []):
 
 
 def submit(run: Path, env: dict, **spec) -> dict[str, str]:
-    done = subprocess.run([sys.executable, "-c", SUBMIT, str(run), json.dumps(spec)], capture_output=True, text=True,
-                          env=cli_env(env), timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", SUBMIT, str(run), json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        env=cli_env(env),
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     return {j["name"]: j["job_id"] for j in json.loads((run / "run.json").read_text())["jobs"]}
 
 
 def slurm_knows(job_id: str, env: dict) -> bool:
-    done = subprocess.run(["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%i"], capture_output=True, text=True,
-                          env=cli_env(env), timeout=60)
+    done = subprocess.run(
+        ["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%i"],
+        capture_output=True,
+        text=True,
+        env=cli_env(env),
+        timeout=60,
+    )
     return done.returncode == 0 and job_id in done.stdout
 
 
@@ -181,21 +226,49 @@ def test_status_logs_cancel_and_after_work_once_jobs_are_purged(no_accounting_cl
         assert time.monotonic() < deadline, debug_logs(run)
         time.sleep(2)
     wait_purged(list(ids.values()), env)
-    assert subprocess.run(["sacct", "-n", "-j", ids["train"]], capture_output=True, text=True, env=cli_env(env),
-                          timeout=60).stdout.strip() == ""  # no accounting: only the run's records know
+    assert (
+        subprocess.run(
+            ["sacct", "-n", "-j", ids["train"]], capture_output=True, text=True, env=cli_env(env), timeout=60
+        ).stdout.strip()
+        == ""
+    )  # no accounting: only the run's records know
     rows = json_status(run, env)
     assert rows["train"]["state"] == "COMPLETED" and rows["broken"]["state"] == "FAILED", rows
     # logs --follow of a purged job prints its log and stops.
-    follow = subprocess.run([sys.executable, "-m", "phi_hpc", "logs", str(run), "--follow"], capture_output=True,
-                            text=True, env=cli_env(env), timeout=60)
+    follow = subprocess.run(
+        [sys.executable, "-m", "phi_hpc", "logs", str(run), "--follow"],
+        capture_output=True,
+        text=True,
+        env=cli_env(env),
+        timeout=60,
+    )
     assert follow.returncode == 0 and "phi-hpc, version" in follow.stdout, follow.stderr
     cancelled = phi("cancel", str(run), env=env).stdout
     assert f"train ({ids['train']}): already COMPLETED" in cancelled
     assert f"broken ({ids['broken']}): already FAILED" in cancelled
     # --after RUN: the training job is known (by the records) to have completed, so no dependency is needed.
-    done = phi("submit", "eval", "--checkpoint", str(run / "checkpoints" / "latest"), "--after", str(run),
-               "--profile", "local", "--tasks-per-node", "1", "--gpus-per-node", "0", "--", "--task", "humaneval",
-               "--limit", "1", "--tokenizer", str(codegen_tokenizer), env=env)
+    done = phi(
+        "submit",
+        "eval",
+        "--checkpoint",
+        str(run / "checkpoints" / "latest"),
+        "--after",
+        str(run),
+        "--profile",
+        "local",
+        "--tasks-per-node",
+        "1",
+        "--gpus-per-node",
+        "0",
+        "--",
+        "--task",
+        "humaneval",
+        "--limit",
+        "1",
+        "--tokenizer",
+        str(codegen_tokenizer),
+        env=env,
+    )
     assert "already completed, no dependency needed" in done.stdout
     eval_id = json.loads((run / "run.json").read_text())["jobs"][-1]["job_id"]
     scripts = list((run / "submitit").glob(f"{eval_id}_submission.sh"))
@@ -210,8 +283,10 @@ def test_an_array_element_killed_for_memory_fails_the_array_and_is_named(no_acco
     env = no_accounting_cluster
     run = tmp_path / "run"
     # Element 1's batch script grabs 1 GiB against its 300M request: Slurm kills it (OverMemoryKill).
-    hog = (f"if [ \"$SLURM_ARRAY_TASK_ID\" = 1 ]; then {sys.executable} -c "
-           "'import time; x = bytearray(1 << 30); x[::4096] = bytes(len(x[::4096])); time.sleep(20)'; fi")
+    hog = (
+        f'if [ "$SLURM_ARRAY_TASK_ID" = 1 ]; then {sys.executable} -c '
+        "'import time; x = bytearray(1 << 30); x[::4096] = bytes(len(x[::4096])); time.sleep(20)'; fi"
+    )
     ids = submit(run, env, arrays=[["work", [["--version"]] * 3]], setup=[hog])
     deadline = time.monotonic() + 300
     rows = {}

@@ -18,13 +18,16 @@ HEAVY = {"torch", "deepspeed", "transformers", "tokenizers"}
 
 def imported_by(args: list[str]) -> tuple[set[str], str]:
     """Run the CLI in a fresh interpreter; return the top-level modules it imported, and its stdout."""
-    code = ("import sys, json\nfrom phi_hpc.cli import main\ntry:\n"
-            f"    main({args!r})\nexcept SystemExit:\n    pass\n"
-            "print('MODULES=' + json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT,
-                          env=cli_env(), timeout=120)
+    code = (
+        "import sys, json\nfrom phi_hpc.cli import main\ntry:\n"
+        f"    main({args!r})\nexcept SystemExit:\n    pass\n"
+        "print('MODULES=' + json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, env=cli_env(), timeout=120
+    )
     line = [text for text in done.stdout.splitlines() if text.startswith("MODULES=")][-1]
-    return set(json.loads(line[len("MODULES="):])), done.stdout + done.stderr
+    return set(json.loads(line[len("MODULES=") :])), done.stdout + done.stderr
 
 
 @pytest.fixture
@@ -32,10 +35,20 @@ def finished_run(tmp_path) -> Path:
     """A run folder as a finished local training job leaves it (metrics, logs, attempt records)."""
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                              text=True).stdout.strip()
-    save_run(RunRecord(kind="pretrain", run_dir=str(run_dir), executor="local", profile={}, command=["phi-hpc"],
-                       git_commit=None, jobs=[JobRecord("train", dead_pid, ["train", "config.yaml"], "local")]))
+    dead_pid = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
+    save_run(
+        RunRecord(
+            kind="pretrain",
+            run_dir=str(run_dir),
+            executor="local",
+            profile={},
+            command=["phi-hpc"],
+            git_commit=None,
+            jobs=[JobRecord("train", dead_pid, ["train", "config.yaml"], "local")],
+        )
+    )
     append_attempt(run_dir, {"event": "start", "job": "train", "job_id": dead_pid, "restarts": 0})
     logs = log_dir(run_dir, "train", dead_pid, 0)
     logs.mkdir(parents=True)
@@ -45,17 +58,33 @@ def finished_run(tmp_path) -> Path:
         for step, loss in ((1, 10.0), (2, 9.5)):
             handle.write(json.dumps({"step": step, "loss": loss, "tokens_per_s": 1234.0, "time": time.time()}) + "\n")
         handle.write(json.dumps({"step": 2, "val_loss": 9.7}) + "\n")
-    append_attempt(run_dir, {"event": "end", "job": "train", "job_id": dead_pid, "restarts": 0, "exit_code": 0,
-                             "status": "completed"})
+    append_attempt(
+        run_dir,
+        {"event": "end", "job": "train", "job_id": dead_pid, "restarts": 0, "exit_code": 0, "status": "completed"},
+    )
     return run_dir
 
 
-@pytest.mark.parametrize("args", [["status", "{run}"], ["status", "{run}", "--json"], ["logs", "{run}"],
-                                  ["logs", "{run}", "--err", "-n", "1"], ["logs", "{run}", "--follow"],
-                                  ["cancel", "{run}"], ["submit", "--help"], ["submit", "pretrain", "--help"],
-                                  ["submit", "eval", "--help"], ["submit", "prepare", "--help"],
-                                  ["status", "--help"], ["logs", "--help"], ["cancel", "--help"],
-                                  ["logs", "{run}", "--rank", "all"], ["doctor", "--help"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["status", "{run}"],
+        ["status", "{run}", "--json"],
+        ["logs", "{run}"],
+        ["logs", "{run}", "--err", "-n", "1"],
+        ["logs", "{run}", "--follow"],
+        ["cancel", "{run}"],
+        ["submit", "--help"],
+        ["submit", "pretrain", "--help"],
+        ["submit", "eval", "--help"],
+        ["submit", "prepare", "--help"],
+        ["status", "--help"],
+        ["logs", "--help"],
+        ["cancel", "--help"],
+        ["logs", "{run}", "--rank", "all"],
+        ["doctor", "--help"],
+    ],
+)
 def test_watch_commands_do_not_import_torch(finished_run, args):
     modules, output = imported_by([a.format(run=finished_run) for a in args])
     assert not modules & HEAVY, f"phi-hpc {' '.join(args)} imported {sorted(modules & HEAVY)}"
@@ -92,8 +121,13 @@ def test_status_without_run_lists_recent_submissions(finished_run, tmp_path, mon
     remember_run(tmp_path / "not-a-run")  # vanished or never submitted: skipped
     remember_run(finished_run)
     assert recent_runs() == [finished_run.resolve()]
-    done = subprocess.run([sys.executable, "-m", "phi_hpc", "status", "--json"], capture_output=True, text=True,
-                          cwd=REPO_ROOT, env={**cli_env(), "PHI_HPC_RUN_INDEX": str(tmp_path / "index.txt")},
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "phi_hpc", "status", "--json"],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env={**cli_env(), "PHI_HPC_RUN_INDEX": str(tmp_path / "index.txt")},
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["run_dir"] == str(finished_run)

@@ -27,8 +27,9 @@ FINISHED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT")
 
 
 def sacct_nodes(job: str) -> str:
-    out = subprocess.run(["sacct", "-n", "-P", "-X", "-j", job, "-o", "NodeList"], capture_output=True, text=True,
-                         timeout=60).stdout.split()
+    out = subprocess.run(
+        ["sacct", "-n", "-P", "-X", "-j", job, "-o", "NodeList"], capture_output=True, text=True, timeout=60
+    ).stdout.split()
     return out[-1] if out else ""
 
 
@@ -64,12 +65,14 @@ def runs(slurm_cluster, tiny_data, tmp_path_factory):
 
 
 def test_the_cluster_has_two_nodes_with_their_own_names_and_addresses(slurm_cluster):
-    nodes = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %T"], capture_output=True, text=True, timeout=60,
-                           check=True).stdout.split("\n")
+    nodes = subprocess.run(
+        ["sinfo", "-h", "-N", "-o", "%N %T"], capture_output=True, text=True, timeout=60, check=True
+    ).stdout.split("\n")
     assert sorted(line.split()[0] for line in nodes if line.strip()) == ["node1", "node2"], nodes
     for number, name in enumerate(("node1", "node2"), start=2):
-        shown = subprocess.run(["scontrol", "show", "node", name], capture_output=True, text=True, timeout=60,
-                               check=True).stdout
+        shown = subprocess.run(
+            ["scontrol", "show", "node", name], capture_output=True, text=True, timeout=60, check=True
+        ).stdout
         assert f"NodeAddr=127.0.0.{number} " in shown and "Gres=gpu:" in shown, shown
         assert socket.gethostbyname(name) == f"127.0.0.{number}"  # what MASTER_ADDR=node1 connects to
 
@@ -115,7 +118,7 @@ def test_logs_follow_all_ranks_shows_both_nodes_across_the_requeue(runs):
     job = runs["rows"]["requeued"]["job_id"]
     header = f"==> logs/train/{job}/attempt-1/rank*.out <=="
     assert header in text, "\n".join(text[-40:])
-    after = text[text.index(header) + 1:]
+    after = text[text.index(header) + 1 :]
     assert any(line.startswith("[rank0] ") and "on node1" in line for line in after), after[:20]
     assert any(line.startswith("[rank1] ") and "on node2" in line for line in after), after[:20]
     assert any(line.startswith("[rank0] ") and f"step {STEPS}/{STEPS}" in line for line in after), after[-10:]
@@ -127,11 +130,36 @@ def test_eval_run_on_both_nodes_merges_like_one_process(runs, codegen_tokenizer,
     from tests.launch.conftest import phi, wait_for
 
     checkpoint = runs["root"] / "reference" / "checkpoints" / "latest"
-    options = ["--task", "humaneval", "--limit", "4", "--max-new-tokens", "8", "--tokenizer", str(codegen_tokenizer),
-               "--workers", "1"]
+    options = [
+        "--task",
+        "humaneval",
+        "--limit",
+        "4",
+        "--max-new-tokens",
+        "8",
+        "--tokenizer",
+        str(codegen_tokenizer),
+        "--workers",
+        "1",
+    ]
     split, single, run_dir = tmp_path / "split", tmp_path / "single", tmp_path / "run"
-    phi("submit", "eval", "--checkpoint", str(checkpoint), "-o", str(split), "--run-dir", str(run_dir),
-        "--profile", "local", *TWO_NODES[:4], "--gpus-per-node", "0", "--", *options)
+    phi(
+        "submit",
+        "eval",
+        "--checkpoint",
+        str(checkpoint),
+        "-o",
+        str(split),
+        "--run-dir",
+        str(run_dir),
+        "--profile",
+        "local",
+        *TWO_NODES[:4],
+        "--gpus-per-node",
+        "0",
+        "--",
+        *options,
+    )
     row = wait_for(run_dir, ["eval-latest"], timeout=400)["eval-latest"]
     assert row["state"] == "COMPLETED", debug_logs(run_dir)
     assert sacct_nodes(row["job_id"]) == "node[1-2]"
@@ -143,8 +171,11 @@ def test_eval_run_on_both_nodes_merges_like_one_process(runs, codegen_tokenizer,
     assert two["tasks"]["humaneval"]["pass@1"] == one["tasks"]["humaneval"]["pass@1"]
     assert two["tasks"]["humaneval"]["status_counts"] == one["tasks"]["humaneval"]["status_counts"]
     for name in ("samples.jsonl", "results.jsonl"):
-        got, expected = ([json.loads(line) for line in (folder / "humaneval" / name).read_text().splitlines()]
-                         for folder in (split, single))
+        got, expected = (
+            [json.loads(line) for line in (folder / "humaneval" / name).read_text().splitlines()]
+            for folder in (split, single)
+        )
         assert len(got) == len(expected) == 4
-        assert [(r["task_id"], r["completion"], r.get("passed")) for r in got] == \
-            [(r["task_id"], r["completion"], r.get("passed")) for r in expected]
+        assert [(r["task_id"], r["completion"], r.get("passed")) for r in got] == [
+            (r["task_id"], r["completion"], r.get("passed")) for r in expected
+        ]

@@ -18,7 +18,12 @@ def test_eval_args_get_cached_mbpp_and_a_local_tokenizer(tmp_path, monkeypatch, 
 
     assert localize_eval_args(["--task", "humaneval"]) == ["--task", "humaneval"]
     assert localize_eval_args(["--task=humaneval,mbpp", "--limit", "2"]) == [
-        "--task=humaneval,mbpp", "--limit", "2", "--data", f"mbpp={cached}"]
+        "--task=humaneval,mbpp",
+        "--limit",
+        "2",
+        "--data",
+        f"mbpp={cached}",
+    ]
     # data the user gave is kept, whichever way it was given
     assert localize_eval_args(["--task", "mbpp", "--data", "mine.jsonl"]) == ["--task", "mbpp", "--data", "mine.jsonl"]
     assert localize_eval_args(["--task", "mbpp,humaneval", "--data", "mbpp=m.jsonl"])[-1] == "mbpp=m.jsonl"

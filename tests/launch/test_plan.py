@@ -14,8 +14,9 @@ from tests.launch.test_light import HEAVY, imported_by
 def test_phi1_at_50b_tokens_matches_the_paper(tmp_path):
     """The paper: phi-1 trained ~4 days on 8 A100s, i.e. ~770 GPU-hours, for about 50B tokens."""
     out = tmp_path / "plan.json"
-    modules, output = imported_by(["plan", str(REPO_ROOT / "configs" / "pretrain.yaml"), "--tokens", "50B",
-                                   "--mfu", "0.53", "--json", str(out)])
+    modules, output = imported_by(
+        ["plan", str(REPO_ROOT / "configs" / "pretrain.yaml"), "--tokens", "50B", "--mfu", "0.53", "--json", str(out)]
+    )
     assert not (modules & HEAVY), f"plan imported {modules & HEAVY}"
     plan = json.loads(out.read_text())
     assert abs(plan["gpu_hours"] - 770) <= 40, output
@@ -31,8 +32,23 @@ def test_epochs_requeues_checkpoints_and_evals(run_cli, tmp_path):
     data.mkdir()
     (data / "manifest.json").write_text(json.dumps({"counts": {"tokens": 10_000_000_000}}))
     out = tmp_path / "plan.json"
-    done = run_cli("plan", str(REPO_ROOT / "configs" / "pretrain.yaml"), "--mfu", "0.5", "--data", str(data),
-                   "--time", "12:00:00", "--nodes", "2", "--eval-every", "4000", "--json", str(out), check=True)
+    done = run_cli(
+        "plan",
+        str(REPO_ROOT / "configs" / "pretrain.yaml"),
+        "--mfu",
+        "0.5",
+        "--data",
+        str(data),
+        "--time",
+        "12:00:00",
+        "--nodes",
+        "2",
+        "--eval-every",
+        "4000",
+        "--json",
+        str(out),
+        check=True,
+    )
     plan = json.loads(out.read_text())
     assert plan["total_tokens"] == 36000 * 1024 * 2048
     assert plan["epochs"] == pytest.approx(plan["total_tokens"] / 10e9)
@@ -49,18 +65,22 @@ def test_mfu_measured_by_an_earlier_run(run_cli, tmp_path):
     rows = [{"step": i, "loss": 3.0, "mfu": 0.1 if i == 1 else 0.42} for i in range(1, 21)]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 20, "val_loss": 3}\n')
     out = tmp_path / "plan.json"
-    run_cli("plan", str(REPO_ROOT / "configs" / "pretrain.yaml"), "--mfu-from", str(run), "--json", str(out),
-            check=True)
+    run_cli(
+        "plan", str(REPO_ROOT / "configs" / "pretrain.yaml"), "--mfu-from", str(run), "--json", str(out), check=True
+    )
     plan = json.loads(out.read_text())
     assert plan["mfu"] == pytest.approx(0.42) and "measured" in plan["mfu_source"]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--mfu", "1.5"], "--mfu 1.5"),
-    ([], "exactly one of --mfu and --mfu-from"),
-    (["--mfu", "0.5", "--tokens", "lots"], "--tokens lots"),
-    (["--mfu", "0.5", "--profile", "local"], "cannot tell the GPU"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--mfu", "1.5"], "--mfu 1.5"),
+        ([], "exactly one of --mfu and --mfu-from"),
+        (["--mfu", "0.5", "--tokens", "lots"], "--tokens lots"),
+        (["--mfu", "0.5", "--profile", "local"], "cannot tell the GPU"),
+    ],
+)
 def test_bad_options_are_one_line_errors(run_cli, args, message):
     done = run_cli("plan", str(REPO_ROOT / "configs" / "pretrain.yaml"), *args)
     assert done.returncode == 2, done.stderr

@@ -20,9 +20,23 @@ TINY = str(REPO_ROOT / "configs" / "tiny-pretrain.yaml")
 
 
 def prepare_dry_run(tmp_path, stdlib_dir, codegen_tokenizer, *options: str) -> list[str]:
-    done = phi("submit", "prepare", "--dry-run", "--run-dir", str(tmp_path / "run"), *options, "--",
-               str(stdlib_dir / "json"), str(stdlib_dir / "email"), "--tokenizer", str(codegen_tokenizer),
-               "-o", str(tmp_path / "out"), "--set", "shard_mb=0.2")
+    done = phi(
+        "submit",
+        "prepare",
+        "--dry-run",
+        "--run-dir",
+        str(tmp_path / "run"),
+        *options,
+        "--",
+        str(stdlib_dir / "json"),
+        str(stdlib_dir / "email"),
+        "--tokenizer",
+        str(codegen_tokenizer),
+        "-o",
+        str(tmp_path / "out"),
+        "--set",
+        "shard_mb=0.2",
+    )
     return done.stdout.split("# --- ")[1:]
 
 
@@ -40,8 +54,19 @@ def test_prepare_with_the_a100x8_profile_asks_for_cpus_not_gpu_nodes(tmp_path, s
 
 
 def test_prepare_command_line_overrides_apply_to_the_prepare_profile(tmp_path, stdlib_dir, codegen_tokenizer):
-    scripts = prepare_dry_run(tmp_path, stdlib_dir, codegen_tokenizer, "--profile", "a100x8", "--time", "01:00:00",
-                              "--partition", "cpu", "--cpus-per-task", "2")
+    scripts = prepare_dry_run(
+        tmp_path,
+        stdlib_dir,
+        codegen_tokenizer,
+        "--profile",
+        "a100x8",
+        "--time",
+        "01:00:00",
+        "--partition",
+        "cpu",
+        "--cpus-per-task",
+        "2",
+    )
     flags = directives(scripts[0])
     assert flags["time"] == "01:00:00" and flags["partition"] == "cpu" and flags["cpus-per-task"] == "2"
 
@@ -60,10 +85,27 @@ def srun_line(script: str) -> str:
 
 
 def test_rendered_scripts_pass_cpus_per_task_to_srun_and_no_wckey(tmp_path, tiny_data, stdlib_dir, codegen_tokenizer):
-    train = phi("submit", "pretrain", str(REPO_ROOT / "configs" / "pretrain.yaml"), "--dry-run",
-                "--run-dir", str(tmp_path / "run"), "--set", f"data.paths=[{tiny_data}]").stdout
-    evaluation = phi("submit", "eval", "--checkpoint", str(tmp_path / "c"), "-o", str(tmp_path / "o"), "--profile",
-                     "local", "--dry-run").stdout
+    train = phi(
+        "submit",
+        "pretrain",
+        str(REPO_ROOT / "configs" / "pretrain.yaml"),
+        "--dry-run",
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--set",
+        f"data.paths=[{tiny_data}]",
+    ).stdout
+    evaluation = phi(
+        "submit",
+        "eval",
+        "--checkpoint",
+        str(tmp_path / "c"),
+        "-o",
+        str(tmp_path / "o"),
+        "--profile",
+        "local",
+        "--dry-run",
+    ).stdout
     scripts = [train, evaluation, *prepare_dry_run(tmp_path, stdlib_dir, codegen_tokenizer)]
     for script in scripts:
         cpus = directives(script)["cpus-per-task"]
@@ -74,12 +116,28 @@ def test_rendered_scripts_pass_cpus_per_task_to_srun_and_no_wckey(tmp_path, tiny
 
 def test_site_knobs_reach_the_script(tmp_path, tiny_data):
     profile = tmp_path / "site.yaml"
-    profile.write_text((REPO_ROOT / "configs" / "cluster" / "a100x8.yaml").read_text().replace(
-        "reservation: null", "reservation: maint").replace("exclude: null", 'exclude: "gpu[07,12]"').replace(
-        "gres: null", 'gres: "gpu:a100:8"').replace("wckey: null", "wckey: phi1").replace(
-        "python: null", "python: /opt/venv/bin/python").replace("srun_args: []", 'srun_args: ["--mpi=pmix"]'))
-    script = phi("submit", "pretrain", str(REPO_ROOT / "configs" / "pretrain.yaml"), "--profile", str(profile),
-                 "--dry-run", "--run-dir", str(tmp_path / "run"), "--set", f"data.paths=[{tiny_data}]").stdout
+    profile.write_text(
+        (REPO_ROOT / "configs" / "cluster" / "a100x8.yaml")
+        .read_text()
+        .replace("reservation: null", "reservation: maint")
+        .replace("exclude: null", 'exclude: "gpu[07,12]"')
+        .replace("gres: null", 'gres: "gpu:a100:8"')
+        .replace("wckey: null", "wckey: phi1")
+        .replace("python: null", "python: /opt/venv/bin/python")
+        .replace("srun_args: []", 'srun_args: ["--mpi=pmix"]')
+    )
+    script = phi(
+        "submit",
+        "pretrain",
+        str(REPO_ROOT / "configs" / "pretrain.yaml"),
+        "--profile",
+        str(profile),
+        "--dry-run",
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--set",
+        f"data.paths=[{tiny_data}]",
+    ).stdout
     flags = directives(script)
     assert flags["reservation"] == "maint" and flags["exclude"] == "gpu[07,12]" and flags["wckey"] == "phi1"
     assert flags["gres"] == "gpu:a100:8" and "gpus-per-node" not in flags  # the typed gres replaces it
@@ -89,8 +147,17 @@ def test_site_knobs_reach_the_script(tmp_path, tiny_data):
 def test_a_profile_with_an_unknown_job_key_is_one_line(tmp_path, tiny_data):
     profile = tmp_path / "bad.yaml"
     profile.write_text("prepare:\n  cpus: 4\n")
-    done = phi("submit", "pretrain", TINY, "--profile", str(profile), "--dry-run",
-               "--set", f"data.paths=[{tiny_data}]", check=False)
+    done = phi(
+        "submit",
+        "pretrain",
+        TINY,
+        "--profile",
+        str(profile),
+        "--dry-run",
+        "--set",
+        f"data.paths=[{tiny_data}]",
+        check=False,
+    )
     assert done.returncode == 2 and "prepare: unknown key(s) cpus" in done.stderr
     assert done.stderr.strip().count("\n") == 0
 
@@ -119,15 +186,30 @@ echo "Submitted batch job $((4242 + n))"
     return env, sinfo, record
 
 
-@pytest.mark.parametrize("sinfo_body", ["exec sleep 30", "echo 'slurm_load_partitions: Unable to contact slurm "
-                                        "controller (connect failure)' >&2; exit 1"])
+@pytest.mark.parametrize(
+    "sinfo_body",
+    ["exec sleep 30", "echo 'slurm_load_partitions: Unable to contact slurm controller (connect failure)' >&2; exit 1"],
+)
 def test_auto_with_an_unanswering_controller_is_an_error_not_a_local_run(tmp_path, tiny_data, shims, sinfo_body):
     env, sinfo, record = shims
     sinfo(sinfo_body)
     run_dir = tmp_path / "run"
-    done = phi("submit", "pretrain", TINY, "--profile", "local", "--cluster", "auto", "--run-dir", str(run_dir),
-               "--set", f"data.paths=[{tiny_data}]", env={**env, "PHI_HPC_SINFO_TIMEOUT": "2"}, check=False,
-               timeout=120)
+    done = phi(
+        "submit",
+        "pretrain",
+        TINY,
+        "--profile",
+        "local",
+        "--cluster",
+        "auto",
+        "--run-dir",
+        str(run_dir),
+        "--set",
+        f"data.paths=[{tiny_data}]",
+        env={**env, "PHI_HPC_SINFO_TIMEOUT": "2"},
+        check=False,
+        timeout=120,
+    )
     assert done.returncode == 1, done.stdout + done.stderr
     assert done.stderr.strip().count("\n") == 0 and "controller does not answer" in done.stderr, done.stderr
     assert "--cluster local" in done.stderr
@@ -138,13 +220,36 @@ def test_auto_with_an_unanswering_controller_is_an_error_not_a_local_run(tmp_pat
 def test_submitting_from_inside_an_allocation_does_not_pass_its_slurm_settings_on(tmp_path, shims):
     env, sinfo, record = shims
     sinfo("exit 0")
-    allocation = {"SLURM_JOB_ID": "777", "SLURM_NTASKS": "16", "SLURM_CPUS_PER_TASK": "12", "SLURM_MEM_PER_NODE": "0",
-                  "SLURM_JOB_NODELIST": "gpu[01-02]", "SLURM_GPUS_PER_NODE": "8", "SBATCH_EXCLUSIVE": "1",
-                  "SRUN_CPUS_PER_TASK": "12", "SLURMD_NODENAME": "gpu01", "MASTER_ADDR": "gpu01", "RANK": "3",
-                  "SLURM_CONF": str(tmp_path / "slurm.conf")}
+    allocation = {
+        "SLURM_JOB_ID": "777",
+        "SLURM_NTASKS": "16",
+        "SLURM_CPUS_PER_TASK": "12",
+        "SLURM_MEM_PER_NODE": "0",
+        "SLURM_JOB_NODELIST": "gpu[01-02]",
+        "SLURM_GPUS_PER_NODE": "8",
+        "SBATCH_EXCLUSIVE": "1",
+        "SRUN_CPUS_PER_TASK": "12",
+        "SLURMD_NODENAME": "gpu01",
+        "MASTER_ADDR": "gpu01",
+        "RANK": "3",
+        "SLURM_CONF": str(tmp_path / "slurm.conf"),
+    }
     run_dir = tmp_path / "run"
-    phi("submit", "eval", "--checkpoint", str(tmp_path / "ckpt"), "-o", str(tmp_path / "out"), "--profile", "local",
-        "--cluster", "slurm", "--run-dir", str(run_dir), env={**env, **allocation})
+    phi(
+        "submit",
+        "eval",
+        "--checkpoint",
+        str(tmp_path / "ckpt"),
+        "-o",
+        str(tmp_path / "out"),
+        "--profile",
+        "local",
+        "--cluster",
+        "slurm",
+        "--run-dir",
+        str(run_dir),
+        env={**env, **allocation},
+    )
     seen = dict(line.split("=", 1) for line in (record / "0.env").read_text().splitlines() if "=" in line)
     leaked = sorted(k for k in seen if k.startswith(("SLURM_", "SLURMD_", "SRUN_", "SBATCH_")) and k != "SLURM_CONF")
     assert leaked == [], leaked
@@ -156,8 +261,21 @@ def test_jobs_run_the_submitted_code_snapshot(tmp_path, shims):
     env, sinfo, record = shims
     sinfo("exit 0")
     run_dir = tmp_path / "run"
-    phi("submit", "eval", "--checkpoint", str(tmp_path / "ckpt"), "-o", str(tmp_path / "out"), "--profile", "local",
-        "--cluster", "slurm", "--run-dir", str(run_dir), env=env)
+    phi(
+        "submit",
+        "eval",
+        "--checkpoint",
+        str(tmp_path / "ckpt"),
+        "-o",
+        str(tmp_path / "out"),
+        "--profile",
+        "local",
+        "--cluster",
+        "slurm",
+        "--run-dir",
+        str(run_dir),
+        env=env,
+    )
     script = (record / "0.sh").read_text()
     copies = list((run_dir / "code").iterdir())
     assert len(copies) == 1 and f"export PYTHONPATH={copies[0]}" in script
@@ -165,8 +283,21 @@ def test_jobs_run_the_submitted_code_snapshot(tmp_path, shims):
     assert copied.read_bytes() == (REPO_ROOT / "phi_hpc" / "launch" / "task.py").read_bytes()
     assert (copies[0] / "configs" / "cluster" / "a100x8.yaml").is_file()
     # Resubmitting unchanged code reuses the copy; the record keeps which job is newest.
-    phi("submit", "eval", "--checkpoint", str(tmp_path / "ckpt"), "-o", str(tmp_path / "out"), "--profile", "local",
-        "--cluster", "slurm", "--run-dir", str(run_dir), env=env)
+    phi(
+        "submit",
+        "eval",
+        "--checkpoint",
+        str(tmp_path / "ckpt"),
+        "-o",
+        str(tmp_path / "out"),
+        "--profile",
+        "local",
+        "--cluster",
+        "slurm",
+        "--run-dir",
+        str(run_dir),
+        env=env,
+    )
     assert list((run_dir / "code").iterdir()) == copies
     from phi_hpc.launch.runs import load_run
 
@@ -180,7 +311,23 @@ def test_local_jobs_record_their_host(tmp_path):
     from phi_hpc.launch.runs import load_run
 
     run_dir = tmp_path / "run"
-    phi("submit", "eval", "--checkpoint", str(tmp_path / "missing"), "-o", str(tmp_path / "out"), "--profile", "local",
-        "--cluster", "local", "--tasks-per-node", "1", "--gpus-per-node", "0", "--run-dir", str(run_dir))
+    phi(
+        "submit",
+        "eval",
+        "--checkpoint",
+        str(tmp_path / "missing"),
+        "-o",
+        str(tmp_path / "out"),
+        "--profile",
+        "local",
+        "--cluster",
+        "local",
+        "--tasks-per-node",
+        "1",
+        "--gpus-per-node",
+        "0",
+        "--run-dir",
+        str(run_dir),
+    )
     job = load_run(run_dir).jobs[0]
     assert job.executor == "local" and job.host == socket.gethostname()

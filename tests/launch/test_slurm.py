@@ -39,16 +39,39 @@ TEMPLATES = REPO_ROOT / "slurm" / "templates"
 
 
 def sacct_state(job: str) -> str:
-    out = subprocess.run(["sacct", "-n", "-P", "-X", "-j", job, "-o", "State"], capture_output=True, text=True,
-                         timeout=60).stdout.split()
+    out = subprocess.run(
+        ["sacct", "-n", "-P", "-X", "-j", job, "-o", "State"], capture_output=True, text=True, timeout=60
+    ).stdout.split()
     return out[0] if out else "PENDING"
 
 
 def eval_args(run_dir: Path, tokenizer: Path, *extra: str) -> list[str]:
-    return ["submit", "eval", "--checkpoint", str(run_dir / "checkpoints" / "latest"), "--after", str(run_dir),
-            "--profile", "local", "--tasks-per-node", "1", "--gpus-per-node", "0", *extra, "--",
-            "--task", "humaneval", "--limit", "1", "--max-new-tokens", "8", "--tokenizer", str(tokenizer),
-            "--workers", "1"]
+    return [
+        "submit",
+        "eval",
+        "--checkpoint",
+        str(run_dir / "checkpoints" / "latest"),
+        "--after",
+        str(run_dir),
+        "--profile",
+        "local",
+        "--tasks-per-node",
+        "1",
+        "--gpus-per-node",
+        "0",
+        *extra,
+        "--",
+        "--task",
+        "humaneval",
+        "--limit",
+        "1",
+        "--max-new-tokens",
+        "8",
+        "--tokenizer",
+        str(tokenizer),
+        "--workers",
+        "1",
+    ]
 
 
 # ---------------------------------------------------------------------------- 1 + 2: a run and its eval
@@ -59,9 +82,18 @@ def baseline(slurm_cluster, tiny_data, codegen_tokenizer, tmp_path_factory):
     root = tmp_path_factory.mktemp("submit")
     run_dir, broken, cancelled = root / "baseline", root / "broken", root / "cancelled"
     # keep_last=1: the step-10 checkpoint is pruned long before its --eval-every job runs.
-    phi(*tiny_pretrain_args(run_dir, tiny_data, "--eval-every", "10", "--eval-args",
-                            "--task humaneval --limit 1 --max-new-tokens 8 --workers 1",
-                            "--set", "checkpoint.keep_last=1"))
+    phi(
+        *tiny_pretrain_args(
+            run_dir,
+            tiny_data,
+            "--eval-every",
+            "10",
+            "--eval-args",
+            "--task humaneval --limit 1 --max-new-tokens 8 --workers 1",
+            "--set",
+            "checkpoint.keep_last=1",
+        )
+    )
     phi(*eval_args(run_dir, codegen_tokenizer))
     early = status(run_dir)
     # The trainer's fault hook: every rank SIGKILLs itself after step 2, like a node dying.
@@ -179,11 +211,24 @@ def interrupted(slurm_cluster, tiny_data, tmp_path_factory):
     by_hand.mkdir()
     settings = [f"data.paths=[{tiny_data}]", f"run_dir={by_hand / 'run'}", *TINY_SETTINGS]
     template_job = subprocess.run(
-        ["sbatch", "--parsable", "--ntasks-per-node=2", "--gpus-per-node=2", "--cpus-per-task=1", "--mem=1G",
-         "--time=30", str(TEMPLATES / "pretrain.sbatch"), str(TINY_PRETRAIN),
-         *[a for s in settings for a in ("--set", s)]],
-        capture_output=True, text=True, cwd=by_hand, env=cli_env({"PHI_HPC_PYTHON": sys.executable}),
-        check=True).stdout.strip()
+        [
+            "sbatch",
+            "--parsable",
+            "--ntasks-per-node=2",
+            "--gpus-per-node=2",
+            "--cpus-per-task=1",
+            "--mem=1G",
+            "--time=30",
+            str(TEMPLATES / "pretrain.sbatch"),
+            str(TINY_PRETRAIN),
+            *[a for s in settings for a in ("--set", s)],
+        ],
+        capture_output=True,
+        text=True,
+        cwd=by_hand,
+        env=cli_env({"PHI_HPC_PYTHON": sys.executable}),
+        check=True,
+    ).stdout.strip()
     usr2_sent = False
     interrupter = Interrupter(requeued, limited)
     deadline = time.monotonic() + 420
@@ -196,13 +241,13 @@ def interrupted(slurm_cluster, tiny_data, tmp_path_factory):
             interrupter.poll()
             rows = {name: status(run)["train"] for name, run in (("requeued", requeued), ("limited", limited))}
             rows["by-hand"] = {"state": sacct_state(template_job), "job_id": template_job}
-            if all(row["state"].split()[0] in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT")
-                   for row in rows.values()):
+            if all(row["state"].split()[0] in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT") for row in rows.values()):
                 break
             time.sleep(1)
         else:
-            raise AssertionError(f"interrupted runs did not finish: {rows}\n{debug_logs(requeued)}\n"
-                                 f"{debug_logs(limited)}")
+            raise AssertionError(
+                f"interrupted runs did not finish: {rows}\n{debug_logs(requeued)}\n{debug_logs(limited)}"
+            )
         follow_code = follower.finish()
     requeue_sent, frozen, limit_lifted = interrupter.requeue_sent, interrupter.frozen, interrupter.limit_lifted
     assert requeue_sent and frozen and limit_lifted and usr2_sent, (requeue_sent, frozen, limit_lifted, usr2_sent)
@@ -243,7 +288,7 @@ def test_logs_follow_prints_new_lines_and_crosses_the_requeue(interrupted):
     job = rows["requeued"]["job_id"]
     header = f"==> logs/train/{job}/attempt-1/rank0.out <=="
     assert header in text, "\n".join(text[-40:])
-    before, after = text[:text.index(header)], text[text.index(header) + 1:]
+    before, after = text[: text.index(header)], text[text.index(header) + 1 :]
     assert any("preempted by a signal" in line for line in before)
     assert any("resumed from" in line for line in after)
     assert any(f"step {STEPS}" in line or f"{STEPS}/{STEPS}" in line for line in after), after[-10:]
@@ -267,8 +312,18 @@ def test_pretrain_template_checkpoints_and_requeues_on_usr2(interrupted, baselin
 # ---------------------------------------------------------------------------- prepare as an array
 def test_prepare_runs_as_an_array_then_reduce_then_pack(slurm_cluster, stdlib_dir, codegen_tokenizer, tmp_path):
     out, run_dir = tmp_path / "out", tmp_path / "run"
-    args = [str(stdlib_dir / "json"), str(stdlib_dir / "email"), "--tokenizer", str(codegen_tokenizer), "-o",
-            str(out), "--max-documents", "40", "--set", "shard_mb=0.2"]
+    args = [
+        str(stdlib_dir / "json"),
+        str(stdlib_dir / "email"),
+        "--tokenizer",
+        str(codegen_tokenizer),
+        "-o",
+        str(out),
+        "--max-documents",
+        "40",
+        "--set",
+        "shard_mb=0.2",
+    ]
     phi("submit", "prepare", "--profile", "local", "--run-dir", str(run_dir), "--", *args)
     rows = wait_for(run_dir, ["prepare-map", "prepare-reduce", "prepare-pack"], timeout=200)
     assert all(row["state"] == "COMPLETED" for row in rows.values()), rows
@@ -290,7 +345,7 @@ def test_local_executor_runs_the_same_pretrain_without_slurm(tiny_data, tmp_path
     fake_bin = tmp_path / "bin"  # every command of PATH but sbatch
     fake_bin.mkdir()
     for folder in cli_env()["PATH"].split(os.pathsep):
-        for name in (os.listdir(folder) if os.path.isdir(folder) else []):
+        for name in os.listdir(folder) if os.path.isdir(folder) else []:
             if name != "sbatch" and not (fake_bin / name).exists():
                 (fake_bin / name).symlink_to(Path(folder) / name)
     env = {"PATH": str(fake_bin)}

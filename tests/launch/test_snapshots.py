@@ -51,8 +51,14 @@ def test_the_checkpoint_manager_calls_its_publication_callback_before_pruning(tm
         def save_checkpoint(self, path, tag, save_latest):
             (Path(path) / tag).mkdir(parents=True)
 
-    manager = CheckpointManager(tmp_path / "checkpoints", keep_last=1, rank=0, world_size=1, barrier=lambda: None,
-                                on_publish=lambda step, folder: seen.append((step, folder.is_dir())))
+    manager = CheckpointManager(
+        tmp_path / "checkpoints",
+        keep_last=1,
+        rank=0,
+        world_size=1,
+        barrier=lambda: None,
+        on_publish=lambda step, folder: seen.append((step, folder.is_dir())),
+    )
     for step in (1, 2):
         manager.save(step, Engine(), {}, save_model=False)
     assert seen == [(1, True), (2, True)] and manager.complete_steps() == [2]

@@ -11,7 +11,9 @@ def elements(*states: str) -> list[JobState]:
     return [JobState(f"100_{i}", state) for i, state in enumerate(states)]
 
 
-@pytest.mark.parametrize("bad", ["OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE", "TIMEOUT", "FAILED"])
+@pytest.mark.parametrize(
+    "bad", ["OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE", "TIMEOUT", "FAILED"]
+)
 def test_an_array_with_one_failed_element_is_failed_and_names_it(bad):
     summary = summarize(elements("COMPLETED", "COMPLETED", bad, "COMPLETED"))
     assert summary.state == "FAILED" and summary.finished

@@ -51,8 +51,17 @@ if [ "$1" = show ]; then echo "JobId=$4 JobName=x JobState=$FAKE_STATE Reason=No
 
 def run_requeue(tmp_path, restarts: int, max_requeues: int = 3, rank: int = 0):
     task = PhiTask(str(tmp_path), "train", ["train", "x.yaml"], max_requeues=max_requeues)
-    env = DistEnv(rank=rank, local_rank=rank, world_size=2, node_rank=0, master_addr="n1", master_port=20000,
-                  source="slurm", job_id="4242", restarts=restarts)
+    env = DistEnv(
+        rank=rank,
+        local_rank=rank,
+        world_size=2,
+        node_rank=0,
+        master_addr="n1",
+        master_port=20000,
+        source="slurm",
+        job_id="4242",
+        restarts=restarts,
+    )
     outcome = {"event": "end", "job": "train", "job_id": "4242", "restarts": restarts, "exit_code": 75}
     return task._requeue(env, restarts, outcome)
 
@@ -71,8 +80,9 @@ def start(run_dir: Path, restarts: int) -> None:
     """Task 0's start record of an attempt (with the checkpoint step it started from)."""
     latest = run_dir / "checkpoints" / "latest"
     progress = int(latest.read_text()) if latest.exists() else None
-    append_attempt(run_dir, {"event": "start", "job": "train", "job_id": "4242", "restarts": restarts,
-                             "progress": progress})
+    append_attempt(
+        run_dir, {"event": "start", "job": "train", "job_id": "4242", "restarts": restarts, "progress": progress}
+    )
 
 
 def test_time_limit_signal_requeues_the_running_job(tmp_path, fake_scontrol):
@@ -144,8 +154,12 @@ def test_an_unanswered_scontrol_fails_the_job_and_says_why(tmp_path, fake_scontr
         run_requeue(tmp_path, restarts=0)
     last = events(tmp_path)[-1]
     assert last["status"] == "failed" and "resubmit" in last["detail"], last
-    expected = {"fail": "Unable to contact", "hang": "no answer within 1 s", "missing": "not on PATH",
-                "requeue-fails": "Requeue not permitted"}[mode]
+    expected = {
+        "fail": "Unable to contact",
+        "hang": "no answer within 1 s",
+        "missing": "not on PATH",
+        "requeue-fails": "Requeue not permitted",
+    }[mode]
     assert expected in last["detail"], last
     if mode in ("fail", "hang"):  # bounded retries, then the answer
         assert len(calls.read_text().splitlines()) == 3

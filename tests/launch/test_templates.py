@@ -36,15 +36,22 @@ def test_every_srun_of_the_templates_passes_cpus_per_task_and_none_has_a_wckey()
 
 
 def sbatch(*args: str, cwd: Path) -> str:
-    done = subprocess.run(["sbatch", "--parsable", *args], capture_output=True, text=True, cwd=cwd,
-                          env=cli_env({"PHI_HPC_PYTHON": sys.executable}), timeout=60)
+    done = subprocess.run(
+        ["sbatch", "--parsable", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=cli_env({"PHI_HPC_PYTHON": sys.executable}),
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout.strip().split(";")[0]
 
 
 def sacct_state(job: str) -> str:
-    out = subprocess.run(["sacct", "-n", "-P", "-X", "-j", job, "-o", "State"], capture_output=True, text=True,
-                         timeout=60).stdout.split()
+    out = subprocess.run(
+        ["sacct", "-n", "-P", "-X", "-j", job, "-o", "State"], capture_output=True, text=True, timeout=60
+    ).stdout.split()
     return out[0] if out else ""
 
 
@@ -63,13 +70,29 @@ def wait_states(jobs: list[str], timeout: float = 300) -> dict[str, str]:
 @pytest.mark.slow
 def test_prepare_templates_array_then_finish(slurm_cluster, stdlib_dir, codegen_tokenizer, tmp_path):
     out = tmp_path / "out"
-    args = [str(stdlib_dir / "json"), str(stdlib_dir / "email"), "--tokenizer", str(codegen_tokenizer), "-o", str(out),
-            "--max-documents", "40", "--set", "shard_mb=0.2"]
+    args = [
+        str(stdlib_dir / "json"),
+        str(stdlib_dir / "email"),
+        "--tokenizer",
+        str(codegen_tokenizer),
+        "-o",
+        str(out),
+        "--max-documents",
+        "40",
+        "--set",
+        "shard_mb=0.2",
+    ]
     plan = phi("submit", "prepare", "--dry-run", "--", *args).stdout
     last = int(re.search(r"^#SBATCH --array=0-(\d+)", plan, re.MULTILINE).group(1))
     array = sbatch(f"--array=0-{last}", "--cpus-per-task=1", str(TEMPLATES / "prepare-map.sbatch"), *args, cwd=tmp_path)
-    finish = sbatch(f"--dependency=afterok:{array}", "--kill-on-invalid-dep=yes", "--cpus-per-task=1",
-                    str(TEMPLATES / "prepare-finish.sbatch"), *args, cwd=tmp_path)
+    finish = sbatch(
+        f"--dependency=afterok:{array}",
+        "--kill-on-invalid-dep=yes",
+        "--cpus-per-task=1",
+        str(TEMPLATES / "prepare-finish.sbatch"),
+        *args,
+        cwd=tmp_path,
+    )
     states = wait_states([array, finish], timeout=200)
     assert states == {array: "COMPLETED", finish: "COMPLETED"}, states
     reference = tmp_path / "reference"

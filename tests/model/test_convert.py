@@ -15,8 +15,19 @@ from phi_hpc.run_layout import model_checkpoint
 
 def tiny_ours(seed: int = 0) -> PhiForCausalLM:
     torch.manual_seed(seed)
-    model = PhiForCausalLM(PhiConfig(vocab_size=256, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
-                                     rotary_dim=8, max_position_embeddings=64, attn_dropout=0.0, resid_dropout=0.0))
+    model = PhiForCausalLM(
+        PhiConfig(
+            vocab_size=256,
+            hidden_size=32,
+            num_layers=2,
+            num_heads=2,
+            intermediate_size=64,
+            rotary_dim=8,
+            max_position_embeddings=64,
+            attn_dropout=0.0,
+            resid_dropout=0.0,
+        )
+    )
     with torch.no_grad():
         for param in model.parameters():
             param.add_(torch.randn_like(param) * 0.1)
@@ -26,9 +37,16 @@ def tiny_ours(seed: int = 0) -> PhiForCausalLM:
 @pytest.mark.slow
 def test_from_hf_imports_a_transformers_folder(tmp_path, run_cli):
     torch.manual_seed(0)
-    hf_model = transformers.PhiForCausalLM(transformers.PhiConfig(
-        vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        max_position_embeddings=64)).eval()
+    hf_model = transformers.PhiForCausalLM(
+        transformers.PhiConfig(
+            vocab_size=256,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=64,
+        )
+    ).eval()
     hf_model.save_pretrained(tmp_path / "hf")
     run_cli("convert", "--from-hf", str(tmp_path / "hf"), "-o", str(tmp_path / "ckpt"), check=True)
     summary = json.loads((tmp_path / "ckpt" / "conversion.json").read_text())
@@ -48,10 +66,22 @@ def test_to_hf_follows_a_runs_latest_checkpoint_and_casts(tmp_path, run_cli, cod
     save_pretrained(new, tmp_path / "run" / "checkpoints" / "20")
     (tmp_path / "run" / "checkpoints" / "latest").write_text("20\n")
     assert model_checkpoint(tmp_path / "run").folder == tmp_path / "run" / "checkpoints" / "20"
-    assert model_checkpoint(tmp_path / "run" / "checkpoints" / "latest").folder == tmp_path / "run" / "checkpoints" / "20"
+    assert (
+        model_checkpoint(tmp_path / "run" / "checkpoints" / "latest").folder == tmp_path / "run" / "checkpoints" / "20"
+    )
 
-    run_cli("convert", "--to-hf", str(tmp_path / "run"), "-o", str(tmp_path / "out"), "--dtype", "bf16",
-            "--tokenizer", str(codegen_tokenizer), check=True)
+    run_cli(
+        "convert",
+        "--to-hf",
+        str(tmp_path / "run"),
+        "-o",
+        str(tmp_path / "out"),
+        "--dtype",
+        "bf16",
+        "--tokenizer",
+        str(codegen_tokenizer),
+        check=True,
+    )
     theirs = transformers.PhiForCausalLM.from_pretrained(tmp_path / "out")
     assert theirs.dtype == torch.bfloat16
     assert (tmp_path / "out" / "tokenizer.json").is_file()

@@ -27,9 +27,18 @@ def randomized(model: torch.nn.Module, scale: float) -> torch.nn.Module:
 @pytest.fixture(scope="module")
 def hf_and_ours(tmp_path_factory):
     torch.manual_seed(0)
-    config = transformers.PhiConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=256, num_hidden_layers=3,
-                                    num_attention_heads=4, max_position_embeddings=128, partial_rotary_factor=0.5,
-                                    resid_pdrop=0.0, embd_pdrop=0.0, attention_dropout=0.0)
+    config = transformers.PhiConfig(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=256,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        max_position_embeddings=128,
+        partial_rotary_factor=0.5,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attention_dropout=0.0,
+    )
     hf_model = randomized(transformers.PhiForCausalLM(config), 0.3)
     folder = tmp_path_factory.mktemp("tiny-phi")
     hf_model.save_pretrained(folder)
@@ -46,10 +55,11 @@ def hf_greedy(hf_model, prompts, max_new_tokens):
     ids = torch.zeros(len(prompts), longest, dtype=torch.long)
     mask = torch.zeros_like(ids)
     for row, prompt in enumerate(prompts):
-        ids[row, longest - len(prompt):] = torch.tensor(prompt)
-        mask[row, longest - len(prompt):] = 1
-    out = hf_model.generate(ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                            pad_token_id=0, eos_token_id=None)
+        ids[row, longest - len(prompt) :] = torch.tensor(prompt)
+        mask[row, longest - len(prompt) :] = 1
+    out = hf_model.generate(
+        ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=0, eos_token_id=None
+    )
     return [out[row, longest:].tolist() for row in range(len(prompts))]
 
 
@@ -75,8 +85,7 @@ def test_with_and_without_cache_and_batched_and_alone_are_equal(hf_and_ours):
 def test_sampling_is_seeded_and_independent_of_batching(hf_and_ours):
     _, ours = hf_and_ours
     prompts = random_prompts([4, 8, 6], seed=2)
-    config = GenerationConfig(max_new_tokens=12, do_sample=True, temperature=0.8, top_p=0.95, n=3, seed=7,
-                              batch_size=9)
+    config = GenerationConfig(max_new_tokens=12, do_sample=True, temperature=0.8, top_p=0.95, n=3, seed=7, batch_size=9)
     first = generate_tokens(ours, prompts, config)
     assert generate_tokens(ours, prompts, config.replace(batch_size=2)) == first
     assert generate_tokens(ours, prompts, config.replace(use_cache=False)) == first
@@ -108,9 +117,21 @@ def test_sampler_draws_from_the_softmax_distribution():
 def test_stop_sequences_truncate_exactly_and_finished_rows_leave_the_batch(codegen_tokenizer, tmp_path):
     tokenizer = Tokenizer.from_file(str(codegen_tokenizer))
     torch.manual_seed(0)
-    model = randomized(PhiForCausalLM(PhiConfig(vocab_size=51200, hidden_size=64, num_layers=2, num_heads=4,
-                                               intermediate_size=128, rotary_dim=8, attn_dropout=0.0,
-                                               resid_dropout=0.0)), 0.2)
+    model = randomized(
+        PhiForCausalLM(
+            PhiConfig(
+                vocab_size=51200,
+                hidden_size=64,
+                num_layers=2,
+                num_heads=4,
+                intermediate_size=128,
+                rotary_dim=8,
+                attn_dropout=0.0,
+                resid_dropout=0.0,
+            )
+        ),
+        0.2,
+    )
     prompts = ["def add(a, b):\n", "import os\n\nclass Foo:\n    def"]
     free = generate_completions(model, tokenizer, prompts, GenerationConfig(max_new_tokens=30))
     text = free[0][0]
@@ -118,8 +139,9 @@ def test_stop_sequences_truncate_exactly_and_finished_rows_leave_the_batch(codeg
     stop = text[10:14]  # a stop sequence that greedy decoding is known to produce
     batch_sizes = []
     model.register_forward_pre_hook(lambda module, args: batch_sizes.append(args[0].shape[0]))
-    stopped = generate_completions(model, tokenizer, prompts,
-                                   GenerationConfig(max_new_tokens=30, stop_sequences=[stop, "\nNEVER"]))
+    stopped = generate_completions(
+        model, tokenizer, prompts, GenerationConfig(max_new_tokens=30, stop_sequences=[stop, "\nNEVER"])
+    )
     assert stopped[0][0] == text[: text.index(stop)] == truncate_at_stop(text, [stop])
     assert stopped[1][0] == truncate_at_stop(free[1][0], [stop])
     # Row 0 stopped early (row 1 never meets the stop): the remaining steps ran with one row only.
@@ -130,9 +152,21 @@ def test_stop_sequences_truncate_exactly_and_finished_rows_leave_the_batch(codeg
 
 def test_exported_model_generates_like_the_original(tmp_path):
     torch.manual_seed(1)
-    model = randomized(PhiForCausalLM(PhiConfig(vocab_size=VOCAB, hidden_size=32, num_layers=1, num_heads=2,
-                                               intermediate_size=64, rotary_dim=8, attn_dropout=0.0,
-                                               resid_dropout=0.0)), 0.2)
+    model = randomized(
+        PhiForCausalLM(
+            PhiConfig(
+                vocab_size=VOCAB,
+                hidden_size=32,
+                num_layers=1,
+                num_heads=2,
+                intermediate_size=64,
+                rotary_dim=8,
+                attn_dropout=0.0,
+                resid_dropout=0.0,
+            )
+        ),
+        0.2,
+    )
     save_pretrained(model, tmp_path / "m")
     prompts = random_prompts([3, 7], seed=5)
     config = GenerationConfig(max_new_tokens=8, do_sample=True, n=2, seed=3)
@@ -168,8 +202,10 @@ def test_sharded_sampling_with_global_keys_equals_one_process(hf_and_ours):
 def test_progress_counts_every_requested_sample(hf_and_ours):
     _, ours = hf_and_ours
     prompts = random_prompts([3, 5, 4], seed=9)
-    for config in (GenerationConfig(max_new_tokens=5, n=3, batch_size=2),
-                   GenerationConfig(max_new_tokens=5, n=3, batch_size=2, do_sample=True)):
+    for config in (
+        GenerationConfig(max_new_tokens=5, n=3, batch_size=2),
+        GenerationConfig(max_new_tokens=5, n=3, batch_size=2, do_sample=True),
+    ):
         finished = []
         generate_tokens(ours, prompts, config, progress=finished.append)
         assert sum(finished) == len(prompts) * 3

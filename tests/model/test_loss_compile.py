@@ -13,8 +13,17 @@ from phi_hpc.model.loss import causal_lm_loss, fused_causal_lm_loss
 from phi_hpc.model.phi import PhiConfig, PhiForCausalLM
 from tests.conftest import REPO_ROOT as REPO
 
-SMALL = PhiConfig(vocab_size=256, hidden_size=64, num_layers=2, num_heads=4, intermediate_size=256,
-                  rotary_dim=8, max_position_embeddings=64, attn_dropout=0.0, resid_dropout=0.0)
+SMALL = PhiConfig(
+    vocab_size=256,
+    hidden_size=64,
+    num_layers=2,
+    num_heads=4,
+    intermediate_size=256,
+    rotary_dim=8,
+    max_position_embeddings=64,
+    attn_dropout=0.0,
+    resid_dropout=0.0,
+)
 
 
 @pytest.mark.parametrize("chunk_rows", [1, 7, 4096])
@@ -28,8 +37,9 @@ def test_fused_loss_equals_the_plain_one_in_value_and_gradient(chunk_rows):
     plain = causal_lm_loss(torch.nn.functional.linear(hidden, weight, bias), labels)
     fused = fused_causal_lm_loss(hidden, weight, bias, labels, chunk_rows=chunk_rows)
     assert fused.item() == pytest.approx(plain.item(), rel=1e-6)
-    for got, want in zip(torch.autograd.grad(fused, (hidden, weight, bias)),
-                         torch.autograd.grad(plain, (hidden, weight, bias))):
+    for got, want in zip(
+        torch.autograd.grad(fused, (hidden, weight, bias)), torch.autograd.grad(plain, (hidden, weight, bias))
+    ):
         assert torch.allclose(got, want, rtol=1e-4, atol=1e-7)
     total = fused_causal_lm_loss(hidden, weight, bias, labels, reduction="sum")
     assert total.item() == pytest.approx(causal_lm_loss(hidden @ weight.T + bias, labels, reduction="sum").item())
@@ -55,9 +65,14 @@ def test_the_model_with_labels_returns_the_fused_loss_in_bf16_too():
 @pytest.mark.slow
 def test_fused_loss_peaks_lower_than_the_plain_one():
     def peak(variant: str) -> int:
-        proc = subprocess.run([sys.executable, str(REPO / "tests" / "model" / "loss_memory_probe.py"), variant],
-                              capture_output=True, text=True, timeout=300, cwd=REPO,
-                              env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+        proc = subprocess.run(
+            [sys.executable, str(REPO / "tests" / "model" / "loss_memory_probe.py"), variant],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=REPO,
+            env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         return int(proc.stdout.split("PEAK")[-1])
 

@@ -13,9 +13,18 @@ from phi_hpc.model.phi import PhiConfig, PhiForCausalLM, causal_lm_loss
 
 
 def hf_tiny_config(**changes) -> transformers.PhiConfig:
-    fields = dict(vocab_size=512, hidden_size=64, intermediate_size=256, num_hidden_layers=3,
-                  num_attention_heads=4, max_position_embeddings=128, partial_rotary_factor=0.5,
-                  resid_pdrop=0.0, embd_pdrop=0.0, attention_dropout=0.0)
+    fields = dict(
+        vocab_size=512,
+        hidden_size=64,
+        intermediate_size=256,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        max_position_embeddings=128,
+        partial_rotary_factor=0.5,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attention_dropout=0.0,
+    )
     fields.update(changes)
     return transformers.PhiConfig(**fields)
 
@@ -77,8 +86,17 @@ def test_imported_transformers_model_gives_the_same_logits(tmp_path, attention):
 
 def test_exported_model_reloads_in_transformers_with_the_same_logits(tmp_path):
     torch.manual_seed(3)
-    config = PhiConfig(vocab_size=300, hidden_size=96, num_layers=2, num_heads=6, intermediate_size=384,
-                       rotary_dim=8, max_position_embeddings=64, attn_dropout=0.0, resid_dropout=0.0)
+    config = PhiConfig(
+        vocab_size=300,
+        hidden_size=96,
+        num_layers=2,
+        num_heads=6,
+        intermediate_size=384,
+        rotary_dim=8,
+        max_position_embeddings=64,
+        attn_dropout=0.0,
+        resid_dropout=0.0,
+    )
     ours = PhiForCausalLM(config).eval()
     with torch.no_grad():
         for param in ours.parameters():
@@ -105,8 +123,17 @@ def test_exported_model_reloads_in_transformers_with_the_same_logits(tmp_path):
 # Our own paths: cache, padding, precisions, checkpointing, dropout, errors
 # --------------------------------------------------------------------------------------------------
 
-SMALL = PhiConfig(vocab_size=256, hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128, rotary_dim=8,
-                  max_position_embeddings=128, attn_dropout=0.0, resid_dropout=0.0)
+SMALL = PhiConfig(
+    vocab_size=256,
+    hidden_size=64,
+    num_layers=2,
+    num_heads=4,
+    intermediate_size=128,
+    rotary_dim=8,
+    max_position_embeddings=128,
+    attn_dropout=0.0,
+    resid_dropout=0.0,
+)
 
 
 def small_model(seed: int = 0, **changes) -> PhiForCausalLM:
@@ -126,7 +153,7 @@ def test_incremental_decoding_with_the_cache_equals_one_full_forward():
         logits, cache = model(ids[:, :10], use_cache=True)  # cache starts small and has to grow
         pieces = [logits]
         for t in range(10, 24, 2):  # two tokens at a time: exercises the causal mask inside the cache
-            logits, cache = model(ids[:, t:t + 2], past_key_values=cache, use_cache=True)
+            logits, cache = model(ids[:, t : t + 2], past_key_values=cache, use_cache=True)
             pieces.append(logits)
     assert cache.length == 24
     assert (torch.cat(pieces, dim=1) - full).abs().max().item() <= 1e-5
@@ -218,13 +245,32 @@ def test_bad_model_configs_fail_with_the_file_and_the_key(tmp_path):
 # microsoft/phi-1's config.json as published (transformers 4.37 layout: rotary settings at the top
 # level, rope_scaling null, num_key_value_heads null).
 MICROSOFT_PHI1_CONFIG = {
-    "_name_or_path": "microsoft/phi-1", "architectures": ["PhiForCausalLM"], "attention_dropout": 0.0,
-    "bos_token_id": None, "embd_pdrop": 0.0, "eos_token_id": None, "hidden_act": "gelu_new", "hidden_size": 2048,
-    "initializer_range": 0.02, "intermediate_size": 8192, "layer_norm_eps": 1e-05, "max_position_embeddings": 2048,
-    "model_type": "phi", "num_attention_heads": 32, "num_hidden_layers": 24, "num_key_value_heads": None,
-    "partial_rotary_factor": 0.5, "qk_layernorm": False, "resid_pdrop": 0.0, "rope_scaling": None,
-    "rope_theta": 10000.0, "tie_word_embeddings": False, "torch_dtype": "float32", "transformers_version": "4.37.0",
-    "use_cache": True, "vocab_size": 51200,
+    "_name_or_path": "microsoft/phi-1",
+    "architectures": ["PhiForCausalLM"],
+    "attention_dropout": 0.0,
+    "bos_token_id": None,
+    "embd_pdrop": 0.0,
+    "eos_token_id": None,
+    "hidden_act": "gelu_new",
+    "hidden_size": 2048,
+    "initializer_range": 0.02,
+    "intermediate_size": 8192,
+    "layer_norm_eps": 1e-05,
+    "max_position_embeddings": 2048,
+    "model_type": "phi",
+    "num_attention_heads": 32,
+    "num_hidden_layers": 24,
+    "num_key_value_heads": None,
+    "partial_rotary_factor": 0.5,
+    "qk_layernorm": False,
+    "resid_pdrop": 0.0,
+    "rope_scaling": None,
+    "rope_theta": 10000.0,
+    "tie_word_embeddings": False,
+    "torch_dtype": "float32",
+    "transformers_version": "4.37.0",
+    "use_cache": True,
+    "vocab_size": 51200,
 }
 
 
@@ -236,8 +282,14 @@ def test_microsoft_phi1_config_maps_to_the_phi1_architecture(tmp_path):
     config = config_from_hf(MICROSOFT_PHI1_CONFIG)
     assert config == PhiConfig(attn_dropout=0.0, resid_dropout=0.0)  # same shape; released without dropout
     # A small model in that 4.x layout loads in ours and in transformers identically.
-    small = dict(MICROSOFT_PHI1_CONFIG, hidden_size=64, intermediate_size=128, num_attention_heads=4,
-                 num_hidden_layers=2, vocab_size=300)
+    small = dict(
+        MICROSOFT_PHI1_CONFIG,
+        hidden_size=64,
+        intermediate_size=128,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        vocab_size=300,
+    )
     (tmp_path / "config.json").write_text(json.dumps(small))
     torch.manual_seed(0)
     theirs = transformers.PhiForCausalLM(transformers.PhiConfig.from_pretrained(tmp_path)).eval()
@@ -277,11 +329,13 @@ def test_flops_arithmetic_imports_without_torch():
     import subprocess
     import sys
 
-    code = ("import sys, phi_hpc.model.flops as f, phi_hpc.model.commands; "
-            "assert f.peak_flops_for_device('NVIDIA A100-SXM4-80GB') == 312e12; "
-            "assert f.peak_flops_for_device('NVIDIA H100 PCIe') == 756e12; "
-            "assert f.peak_flops_for_device('Tesla V100') is None; "
-            "assert 'torch' not in sys.modules, 'torch was imported'")
+    code = (
+        "import sys, phi_hpc.model.flops as f, phi_hpc.model.commands; "
+        "assert f.peak_flops_for_device('NVIDIA A100-SXM4-80GB') == 312e12; "
+        "assert f.peak_flops_for_device('NVIDIA H100 PCIe') == 756e12; "
+        "assert f.peak_flops_for_device('Tesla V100') is None; "
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
     from tests.conftest import REPO_ROOT
 
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT)

@@ -35,8 +35,10 @@ def label_answer(prompt: str) -> str:
 def grade_answer(prompt: str) -> str:
     """A grader that sees through the tests' wrong answer (``return 12345``) and quotes the rubric's format."""
     wrong = "return 12345" in prompt
-    return (f"The rubric asks for 'Grade: N'. The program {'returns a constant' if wrong else 'solves the task'}.\n"
-            f"Grade: {2 if wrong else 9}")
+    return (
+        f"The rubric asks for 'Grade: N'. The program {'returns a constant' if wrong else 'solves the task'}.\n"
+        f"Grade: {2 if wrong else 9}"
+    )
 
 
 def textbook_answer(prompt: str, near_duplicates: bool = False) -> str:
@@ -60,15 +62,25 @@ def exercise_answer(prompt: str, attempt_broken: bool) -> str:
     name = named.group(1) if named else "solve_" + re.sub(r"\W+", "_", topic).strip("_")
     k = _digest(prompt) % 7 + 2
     if attempt_broken:  # a failing self-test: the sandbox must reject it
-        return f"```python\ndef {name}(x):\n    \"\"\"Multiply x by {k}.\"\"\"\n    return x * {k}\n\nassert {name}(1) == {k + 1}\n```"
-    return (f"```python\ndef {name}(x: int) -> int:\n    \"\"\"Return x multiplied by {k} ({topic}).\"\"\"\n"
-            f"    result = x * {k}\n    return result\n\nassert {name}(1) == {k}\nassert {name}(0) == 0\n```")
+        return f'```python\ndef {name}(x):\n    """Multiply x by {k}."""\n    return x * {k}\n\nassert {name}(1) == {k + 1}\n```'
+    return (
+        f'```python\ndef {name}(x: int) -> int:\n    """Return x multiplied by {k} ({topic})."""\n'
+        f"    result = x * {k}\n    return result\n\nassert {name}(1) == {k}\nassert {name}(0) == 0\n```"
+    )
 
 
 class FakeOpenAI:
-    def __init__(self, delay_s: float = 0.0, slow_s: float = 0.0, faults: bool = True, mode: str = "auto",
-                 broken_first_exercise: bool = False, throttle_first: float | None = None,
-                 truncate_every: int = 0, near_duplicates: bool = False):
+    def __init__(
+        self,
+        delay_s: float = 0.0,
+        slow_s: float = 0.0,
+        faults: bool = True,
+        mode: str = "auto",
+        broken_first_exercise: bool = False,
+        throttle_first: float | None = None,
+        truncate_every: int = 0,
+        near_duplicates: bool = False,
+    ):
         self.truncate_every, self.near_duplicates = truncate_every, near_duplicates
         self.temperatures: list = []
         self.delay_s, self.slow_s, self.faults, self.mode = delay_s, slow_s, faults, mode
@@ -149,9 +161,22 @@ class FakeOpenAI:
                         fake.events["completion_tokens"] += usage["completion_tokens"]
                         fake.events["answered"] += 1
                     usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-                    self._send(200, {"id": "x", "object": "chat.completion", "model": body["model"], "usage": usage,
-                                     "choices": [{"index": 0, "finish_reason": finish,
-                                                  "message": {"role": "assistant", "content": content}}]})
+                    self._send(
+                        200,
+                        {
+                            "id": "x",
+                            "object": "chat.completion",
+                            "model": body["model"],
+                            "usage": usage,
+                            "choices": [
+                                {
+                                    "index": 0,
+                                    "finish_reason": finish,
+                                    "message": {"role": "assistant", "content": content},
+                                }
+                            ],
+                        },
+                    )
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up waiting: that is the point of the slow answers
 

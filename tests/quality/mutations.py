@@ -15,8 +15,15 @@ import random
 from phi_hpc.quality import code_ast
 from tests.quality.planting import disguise
 
-_ADDED = ["_count = 0", "_seen = set()", "_debug = False", "_result = None", "_tmp = []",
-          "_limit = 1000", "_total = 0.0"]
+_ADDED = [
+    "_count = 0",
+    "_seen = set()",
+    "_debug = False",
+    "_result = None",
+    "_tmp = []",
+    "_limit = 1000",
+    "_total = 0.0",
+]
 
 
 def _entry(tree: ast.Module, name: str):
@@ -75,8 +82,15 @@ def mutation_suite(problems: list[dict], per_problem: int = 3, seed: int = 0) ->
             if mutant is None:
                 continue
             first = next(iter(code_ast.iter_functions(ast.parse(mutant))))
-            suite.append({"problem": problem["task_id"], "text": mutant, "adds": adds, "drops": drops,
-                          "similarity": similarity(source, problem["entry_point"], mutant, first.name)})
+            suite.append(
+                {
+                    "problem": problem["task_id"],
+                    "text": mutant,
+                    "adds": adds,
+                    "drops": drops,
+                    "similarity": similarity(source, problem["entry_point"], mutant, first.name),
+                }
+            )
     return suite
 
 
@@ -87,6 +101,12 @@ def recall_by_bucket(suite: list[dict], flagged: list[bool]) -> list[dict]:
     rows = []
     for lo, hi in BUCKETS:
         members = [f for m, f in zip(suite, flagged) if lo <= m["similarity"] < hi]
-        rows.append({"bucket": f"[{lo:.2f}, {min(hi, 1.0):.2f}{']' if hi > 1 else ')'}", "mutants": len(members),
-                     "found": sum(members), "recall": sum(members) / len(members) if members else None})
+        rows.append(
+            {
+                "bucket": f"[{lo:.2f}, {min(hi, 1.0):.2f}{']' if hi > 1 else ')'}",
+                "mutants": len(members),
+                "found": sum(members),
+                "recall": sum(members) / len(members) if members else None,
+            }
+        )
     return rows

@@ -55,7 +55,8 @@ def plant(host: str, snippet: str) -> str:
     """Put ``snippet`` before the first top-level definition in the second half of the host."""
     lines = host.splitlines()
     cut = len(lines) // 2
-    while cut < len(lines) and not (lines[cut].startswith(("def ", "class ", "@"))
-                                    and not lines[cut - 1].startswith("@")):
+    while cut < len(lines) and not (
+        lines[cut].startswith(("def ", "class ", "@")) and not lines[cut - 1].startswith("@")
+    ):
         cut += 1
     return "\n".join(lines[:cut] + ["", "", snippet, "", ""] + lines[cut:]) + "\n"

@@ -82,8 +82,9 @@ def test_saved_model_is_plain_arrays_and_scores_the_same(hashed_model, labelled,
     assert loaded.report == json.loads(json.dumps(hashed_model.report))
     texts = labelled[0][:20]
     embedder = HashedTokenEmbedder(dim=1024)
-    np.testing.assert_allclose(QualityScorer(loaded).score(texts),
-                               hashed_model.forest.predict_positive(embedder.embed(texts)))
+    np.testing.assert_allclose(
+        QualityScorer(loaded).score(texts), hashed_model.forest.predict_positive(embedder.embed(texts))
+    )
 
 
 def test_quality_filter_keeps_documented_code(hashed_model, labelled, tmp_path):
@@ -110,14 +111,20 @@ def test_bad_model_files_are_usage_errors(tmp_path):
         QualityModel.load(bogus)
     older = tmp_path / "older.npz"  # a model written by another version of the format
     meta = {"format": "phi-hpc-quality-forest/1", "embedder": {"kind": "hashed", "max_chars": 10}, "feature_width": 3}
-    np.savez(older, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
-             **{k: np.zeros(1) for k in ("left", "right", "feature", "threshold", "positive", "roots")})
+    np.savez(
+        older,
+        meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+        **{k: np.zeros(1) for k in ("left", "right", "feature", "threshold", "positive", "roots")},
+    )
     with pytest.raises(UsageError, match="model format 'phi-hpc-quality-forest/1'") as error:
         QualityModel.load(older)
     assert "retrain" in error.value.hint
     meta["format"] = "phi-hpc-quality-forest/2"  # right format, settings this version does not know
-    np.savez(older, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
-             **{k: np.zeros(1) for k in ("left", "right", "feature", "threshold", "positive", "roots")})
+    np.savez(
+        older,
+        meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+        **{k: np.zeros(1) for k in ("left", "right", "feature", "threshold", "positive", "roots")},
+    )
     with pytest.raises(UsageError, match="unreadable embedder settings"):
         QualityModel.load(older)
 
@@ -136,8 +143,15 @@ def _tiny_phi(folder):
     from transformers import PhiConfig, PhiForCausalLM
 
     torch.manual_seed(0)
-    config = PhiConfig(vocab_size=51200, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                       num_attention_heads=4, partial_rotary_factor=0.5, max_position_embeddings=256)
+    config = PhiConfig(
+        vocab_size=51200,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        partial_rotary_factor=0.5,
+        max_position_embeddings=256,
+    )
     PhiForCausalLM(config).save_pretrained(folder)
     return folder
 
@@ -177,8 +191,11 @@ def test_lm_embedder_with_a_tiny_local_hf_model(tmp_path, codegen_tokenizer, lab
     folder.rename(step / "hf")
     (tmp_path / "run" / "checkpoints" / "latest").write_text("00010\n")
     from_run = LMEmbedder(str(tmp_path / "run"), tokenizer=str(codegen_tokenizer), max_tokens=64, batch_size=4)
-    np.testing.assert_allclose(from_run.embed(texts[:2]), LMEmbedder(str(step / "hf"), str(codegen_tokenizer),
-                                                                      max_tokens=64).embed(texts[:2]), atol=1e-6)
+    np.testing.assert_allclose(
+        from_run.embed(texts[:2]),
+        LMEmbedder(str(step / "hf"), str(codegen_tokenizer), max_tokens=64).embed(texts[:2]),
+        atol=1e-6,
+    )
 
 
 @pytest.mark.slow
@@ -186,7 +203,9 @@ def test_lm_embedder_falls_back_to_automodel_for_other_architectures(tmp_path, c
     from transformers import GPT2Config, GPT2LMHeadModel
 
     folder = tmp_path / "tiny-gpt2"
-    GPT2LMHeadModel(GPT2Config(vocab_size=51200, n_embd=16, n_layer=1, n_head=2, n_positions=128)).save_pretrained(folder)
+    GPT2LMHeadModel(GPT2Config(vocab_size=51200, n_embd=16, n_layer=1, n_head=2, n_positions=128)).save_pretrained(
+        folder
+    )
     vectors = LMEmbedder(str(folder), tokenizer=str(codegen_tokenizer), max_tokens=32).embed(["a = 1", "print(a)"])
     assert vectors.shape == (2, 16)
     assert not np.allclose(vectors[0], vectors[1])

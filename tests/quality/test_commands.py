@@ -47,8 +47,9 @@ def test_decontaminate_cli_reports_flagged_documents(tmp_path, run_cli, stdlib_d
     for name in ("textwrap.py", "shlex.py", "fractions.py"):
         (corpus / name).write_text((stdlib_dir / name).read_text())
     problem = humaneval_problems(humaneval_path)[12]
-    (corpus / "leak.py").write_text(plant((stdlib_dir / "calendar.py").read_text(),
-                                          problem["prompt"] + problem["canonical_solution"]))
+    (corpus / "leak.py").write_text(
+        plant((stdlib_dir / "calendar.py").read_text(), problem["prompt"] + problem["canonical_solution"])
+    )
     report = tmp_path / "report.jsonl"
     run_cli("decontaminate", str(corpus), "-o", str(report), "--benchmark-data", str(shared_data), check=True)
     lines = [json.loads(line) for line in report.read_text().splitlines()]
@@ -72,9 +73,26 @@ def test_quality_train_cli_with_the_lm_embedder(tmp_path, run_cli, stdlib_dir, c
     labels_path = tmp_path / "labels.jsonl"
     labels_path.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in zip(texts, labels)))
     model = tmp_path / "lm.npz"
-    run_cli("quality", "train", str(labels_path), "-o", str(model), "--embedder", "lm", "--model-dir", str(folder),
-            "--tokenizer", str(codegen_tokenizer), "--max-tokens", "64", "--trees", "10", "--holdout", "0.3",
-            check=True)
+    run_cli(
+        "quality",
+        "train",
+        str(labels_path),
+        "-o",
+        str(model),
+        "--embedder",
+        "lm",
+        "--model-dir",
+        str(folder),
+        "--tokenizer",
+        str(codegen_tokenizer),
+        "--max-tokens",
+        "64",
+        "--trees",
+        "10",
+        "--holdout",
+        "0.3",
+        check=True,
+    )
     loaded = QualityModel.load(model)
     assert loaded.embedder.kind == "lm" and loaded.feature_width == 32
     assert loaded.embedder.model_dir == str(folder) and loaded.embedder.max_tokens == 64

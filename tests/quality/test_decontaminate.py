@@ -51,8 +51,9 @@ def test_renamed_and_reformatted_solutions_are_found(decontaminator, problems, s
         source = problem["prompt"] + problem["canonical_solution"]
         disguised = disguise(source)
         assert "renamed_" in disguised and '"""' not in disguised  # really renamed, docstring gone
-        entry = next(f for f in code_ast.iter_functions(code_ast.parse_python(source))
-                     if f.name == problem["entry_point"])
+        entry = next(
+            f for f in code_ast.iter_functions(code_ast.parse_python(source)) if f.name == problem["entry_point"]
+        )
         big_enough = len(code_ast.function_fingerprint(entry)) >= min_tokens
         finding = decontaminator.check(plant(hosts[i % len(hosts)], disguised))
         hit = bool(finding and problem["task_id"] in finding.problem.split(","))
@@ -136,9 +137,11 @@ def test_index_cache_is_reused_and_survives_damage(shared_data, problems, stdlib
     files = list(cache.glob("index-*.npz"))
     assert len(files) == 1
     second = build_decontaminator(str(shared_data), cache_dir=cache)
-    docs = [plant(_hosts(stdlib_dir)[0], disguise(problems[0]["prompt"] + problems[0]["canonical_solution"])),
-            plant(_hosts(stdlib_dir)[1], problems[7]["prompt"] + problems[7]["canonical_solution"]),
-            _hosts(stdlib_dir)[2]]
+    docs = [
+        plant(_hosts(stdlib_dir)[0], disguise(problems[0]["prompt"] + problems[0]["canonical_solution"])),
+        plant(_hosts(stdlib_dir)[1], problems[7]["prompt"] + problems[7]["canonical_solution"]),
+        _hosts(stdlib_dir)[2],
+    ]
     assert first.check_many(docs) == second.check_many(docs)
     assert [f and f.problem for f in second.check_many(docs)] == ["HumanEval/0", "HumanEval/7", None]
     files[0].write_bytes(b"damaged")
@@ -151,9 +154,11 @@ def test_index_cache_is_reused_and_survives_damage(shared_data, problems, stdlib
 
 def test_code_blocks_of_a_textbook_are_checked_structurally(decontaminator, problems):
     problem = problems[0]
-    chapter = ("# Comparing every pair\n\nSometimes we must look at every pair of items in a list.\n\n"
-               "```python\n" + disguise(problem["prompt"] + problem["canonical_solution"]) + "\n```\n\n"
-               "Note how the inner loop skips the element itself. Try it on `[1.0, 2.0]`.\n")
+    chapter = (
+        "# Comparing every pair\n\nSometimes we must look at every pair of items in a list.\n\n"
+        "```python\n" + disguise(problem["prompt"] + problem["canonical_solution"]) + "\n```\n\n"
+        "Note how the inner loop skips the element itself. Try it on `[1.0, 2.0]`.\n"
+    )
     assert code_ast.parse_python(chapter) is None  # markdown: only its code block is Python
     finding = decontaminator.check(chapter)
     assert finding is not None and finding.method == "ast" and finding.problem == "HumanEval/0"

@@ -10,8 +10,14 @@ import pytest
 from phi_hpc.errors import UsageError
 from phi_hpc.quality.lm_embedder import LMEmbedder, RuntimeOptions, cached_lm_embedder
 
-TEXTS = ["x = 1\n", "def add(a, b):\n    \"\"\"Sum.\"\"\"\n    return a + b\n" * 3, "print('hi')\n",
-         "class A:\n    pass\n" * 8, "import os\n", "def f(n):\n    return [i * i for i in range(n)]\n" * 2]
+TEXTS = [
+    "x = 1\n",
+    'def add(a, b):\n    """Sum."""\n    return a + b\n' * 3,
+    "print('hi')\n",
+    "class A:\n    pass\n" * 8,
+    "import os\n",
+    "def f(n):\n    return [i * i for i in range(n)]\n" * 2,
+]
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +48,12 @@ def test_phi_embedding_never_runs_the_lm_head(tiny_phi, codegen_tokenizer):
 
 @pytest.mark.slow
 def test_length_bucketing_gives_the_same_vectors_with_less_padding(tiny_phi, codegen_tokenizer):
-    plain = LMEmbedder(str(tiny_phi), str(codegen_tokenizer), max_tokens=64,
-                       runtime=RuntimeOptions(batch_size=2, bucket=False))
-    bucketed = LMEmbedder(str(tiny_phi), str(codegen_tokenizer), max_tokens=64,
-                          runtime=RuntimeOptions(batch_size=2, bucket=True))
+    plain = LMEmbedder(
+        str(tiny_phi), str(codegen_tokenizer), max_tokens=64, runtime=RuntimeOptions(batch_size=2, bucket=False)
+    )
+    bucketed = LMEmbedder(
+        str(tiny_phi), str(codegen_tokenizer), max_tokens=64, runtime=RuntimeOptions(batch_size=2, bucket=True)
+    )
     plain.padded_tokens = bucketed.padded_tokens = 0
     np.testing.assert_allclose(bucketed.embed(TEXTS), plain.embed(TEXTS), atol=1e-5)  # input order kept
     assert bucketed.padded_tokens < plain.padded_tokens
@@ -56,8 +64,9 @@ def test_bf16_is_close_to_fp32_and_devices_are_checked(tiny_phi, codegen_tokeniz
     import torch
 
     fp32 = LMEmbedder(str(tiny_phi), str(codegen_tokenizer), max_tokens=64).embed(TEXTS)
-    bf16 = LMEmbedder(str(tiny_phi), str(codegen_tokenizer), max_tokens=64,
-                      runtime=RuntimeOptions(dtype="bf16")).embed(TEXTS)
+    bf16 = LMEmbedder(str(tiny_phi), str(codegen_tokenizer), max_tokens=64, runtime=RuntimeOptions(dtype="bf16")).embed(
+        TEXTS
+    )
     assert bf16.dtype == np.float32 and not np.array_equal(bf16, fp32)  # it really ran in bf16
     cosine = (bf16 * fp32).sum(1) / np.linalg.norm(bf16, axis=1) / np.linalg.norm(fp32, axis=1)
     assert cosine.min() > 0.99, cosine
@@ -94,12 +103,25 @@ def test_quality_score_cli_with_the_lm_embedder(tiny_phi, codegen_tokenizer, run
     for i, text in enumerate(texts[:6]):
         (corpus / f"f{i}.py").write_text(text)
     out = tmp_path / "scores"
-    run_cli("quality", "score", str(corpus), "--model", str(tmp_path / "lm.npz"), "-o", str(out), "--batch-size", "3",
-            "--dtype", "fp32", check=True)
+    run_cli(
+        "quality",
+        "score",
+        str(corpus),
+        "--model",
+        str(tmp_path / "lm.npz"),
+        "-o",
+        str(out),
+        "--batch-size",
+        "3",
+        "--dtype",
+        "fp32",
+        check=True,
+    )
     from phi_hpc.quality.scoring import load_scores
 
     table = load_scores(out)
     expected = QualityScorer(QualityModel.load(tmp_path / "lm.npz")).score(
-        [(corpus / name.rsplit("/", 1)[-1]).read_text() for name in table.ids.tolist()])
+        [(corpus / name.rsplit("/", 1)[-1]).read_text() for name in table.ids.tolist()]
+    )
     np.testing.assert_allclose(table.scores, expected, atol=1e-6)
     assert json.loads((out / "summary.json").read_text())["runtime"]["batch_size"] == 3

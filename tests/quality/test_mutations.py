@@ -67,8 +67,19 @@ def test_decontaminate_sweep_table_and_clean_copy(tmp_path, run_cli, shared_data
     rows = [{"text": t} for t in clean_texts] + [{"text": plant(clean_texts[0], m["text"])} for m in picked]
     corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "report.jsonl"
-    run_cli("decontaminate", str(corpus), "-o", str(out), "--benchmark-data", str(shared_data),
-            "--sweep", "0.95,0.9,0.85,0.8", "--write-clean", str(tmp_path / "clean.jsonl"), check=True)
+    run_cli(
+        "decontaminate",
+        str(corpus),
+        "-o",
+        str(out),
+        "--benchmark-data",
+        str(shared_data),
+        "--sweep",
+        "0.95,0.9,0.85,0.8",
+        "--write-clean",
+        str(tmp_path / "clean.jsonl"),
+        check=True,
+    )
     summary = json.loads((tmp_path / "report.jsonl.summary.json").read_text())
     sweep = {row["tau"]: row for row in summary["sweep"]}
     assert list(sweep) == [0.95, 0.9, 0.85, 0.8]
@@ -97,8 +108,16 @@ def test_thresholds_are_settable_from_prepare(tmp_path, run_cli, stdlib_dir, cod
     (corpus / "host.py").write_text((stdlib_dir / "shlex.py").read_text())
     mutant = next(m for m in suite if 0.83 <= m["similarity"] < 0.88)  # below the default tau, above 0.8
     (corpus / "leak.py").write_text(plant((stdlib_dir / "textwrap.py").read_text(), mutant["text"]))
-    common = [str(corpus), "--tokenizer", str(codegen_tokenizer), "--workers", "1", "--decontaminate",
-              "--benchmark-data", str(shared_data)]
+    common = [
+        str(corpus),
+        "--tokenizer",
+        str(codegen_tokenizer),
+        "--workers",
+        "1",
+        "--decontaminate",
+        "--benchmark-data",
+        str(shared_data),
+    ]
     run_cli("prepare", *common, "-o", str(tmp_path / "default"), check=True)
     run_cli("prepare", *common, "-o", str(tmp_path / "loose"), "--set", "decontamination.ast_threshold=0.8", check=True)
     default, loose = (json.loads((tmp_path / d / "manifest.json").read_text()) for d in ("default", "loose"))
@@ -114,8 +133,13 @@ def test_lm_embedding_distance_with_a_tiny_local_model(tmp_path, shared_data, co
 
     folder = _tiny_phi(tmp_path / "tiny-phi")
     problems = humaneval_problems(humaneval_path)
-    decon = build_decontaminator(str(shared_data), embedding_threshold=0.999, embedding_model=str(folder),
-                                 embedding_tokenizer=str(codegen_tokenizer), embedding_max_tokens=128)
+    decon = build_decontaminator(
+        str(shared_data),
+        embedding_threshold=0.999,
+        embedding_model=str(folder),
+        embedding_tokenizer=str(codegen_tokenizer),
+        embedding_max_tokens=128,
+    )
     assert decon.has_embedding
     solution = problems[3]["prompt"] + problems[3]["canonical_solution"]
     unrelated = "import os\n\ndef list_dir(p):\n    return sorted(os.listdir(p))\n"
@@ -131,10 +155,25 @@ def test_eval_score_exclude_scores_the_uncontaminated_subset(tmp_path, run_cli, 
     rows.append({"task_id": problems[2]["task_id"], "completion": "    return None\n"})
     samples.write_text("".join(json.dumps(r) + "\n" for r in rows))
     table = tmp_path / "report.jsonl.problems.jsonl"
-    table.write_text(json.dumps({"problem": "HumanEval/2", "contaminated": True}) + "\n"
-                     + json.dumps({"problem": "HumanEval/1", "contaminated": False}) + "\n")
-    common = ["eval", "score", str(samples), "--task", "humaneval", "--data", str(humaneval_path), "--k", "1",
-              "--isolation", "rlimits"]
+    table.write_text(
+        json.dumps({"problem": "HumanEval/2", "contaminated": True})
+        + "\n"
+        + json.dumps({"problem": "HumanEval/1", "contaminated": False})
+        + "\n"
+    )
+    common = [
+        "eval",
+        "score",
+        str(samples),
+        "--task",
+        "humaneval",
+        "--data",
+        str(humaneval_path),
+        "--k",
+        "1",
+        "--isolation",
+        "rlimits",
+    ]
     run_cli(*common, "-o", str(tmp_path / "all.jsonl"), check=True)
     run_cli(*common, "-o", str(tmp_path / "clean.jsonl"), "--exclude", str(table), check=True)
     everything = json.loads((tmp_path / "all.summary.json").read_text())

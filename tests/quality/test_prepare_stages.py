@@ -12,8 +12,9 @@ from tests.quality.planting import disguise, humaneval_problems, plant
 
 
 @pytest.mark.slow
-def test_prepare_filters_low_quality_and_contaminated_documents(tmp_path, run_cli, stdlib_dir, shared_data,
-                                                                codegen_tokenizer, humaneval_path):
+def test_prepare_filters_low_quality_and_contaminated_documents(
+    tmp_path, run_cli, stdlib_dir, shared_data, codegen_tokenizer, humaneval_path
+):
     documented = documented_stdlib_files(stdlib_dir, count=190, seed=3)
     train_files, corpus_files = documented[:120], documented[120:]
     # The classifier: documented files vs their stripped, obfuscated twins (as in acceptance 2).
@@ -29,13 +30,32 @@ def test_prepare_filters_low_quality_and_contaminated_documents(tmp_path, run_cl
     for i, text in enumerate(low):
         (corpus / f"obfuscated_{i:03d}.py").write_text(obfuscate(text))
     problems = humaneval_problems(humaneval_path)
-    (corpus / "contaminated_verbatim.py").write_text(plant(hosts[0], problems[10]["prompt"] + problems[10]["canonical_solution"]))
-    (corpus / "contaminated_disguised.py").write_text(plant(hosts[1], disguise(problems[0]["prompt"] + problems[0]["canonical_solution"])))
+    (corpus / "contaminated_verbatim.py").write_text(
+        plant(hosts[0], problems[10]["prompt"] + problems[10]["canonical_solution"])
+    )
+    (corpus / "contaminated_disguised.py").write_text(
+        plant(hosts[1], disguise(problems[0]["prompt"] + problems[0]["canonical_solution"]))
+    )
 
     out = tmp_path / "out"
-    run_cli("prepare", str(corpus), "--tokenizer", str(codegen_tokenizer), "-o", str(out), "--workers", "1",
-            "--quality-model", str(tmp_path / "quality.npz"), "--quality-threshold", "0.5",
-            "--decontaminate", "--benchmark-data", str(shared_data), check=True)
+    run_cli(
+        "prepare",
+        str(corpus),
+        "--tokenizer",
+        str(codegen_tokenizer),
+        "-o",
+        str(out),
+        "--workers",
+        "1",
+        "--quality-model",
+        str(tmp_path / "quality.npz"),
+        "--quality-threshold",
+        "0.5",
+        "--decontaminate",
+        "--benchmark-data",
+        str(shared_data),
+        check=True,
+    )
 
     manifest = json.loads((out / "manifest.json").read_text())
     counts = manifest["counts"]
@@ -66,18 +86,33 @@ def test_prepare_filters_low_quality_and_contaminated_documents(tmp_path, run_cl
 
 
 @pytest.mark.slow
-def test_prepare_decontaminate_report_only_keeps_and_audits(tmp_path, run_cli, stdlib_dir, shared_data,
-                                                             codegen_tokenizer, humaneval_path):
+def test_prepare_decontaminate_report_only_keeps_and_audits(
+    tmp_path, run_cli, stdlib_dir, shared_data, codegen_tokenizer, humaneval_path
+):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     for name in ("textwrap.py", "shlex.py", "fractions.py", "calendar.py"):
         (corpus / name).write_text((stdlib_dir / name).read_text())
     problem = humaneval_problems(humaneval_path)[20]
-    (corpus / "leak.py").write_text(plant((stdlib_dir / "colorsys.py").read_text(),
-                                          problem["prompt"] + problem["canonical_solution"]))
+    (corpus / "leak.py").write_text(
+        plant((stdlib_dir / "colorsys.py").read_text(), problem["prompt"] + problem["canonical_solution"])
+    )
     out = tmp_path / "out"
-    run_cli("prepare", str(corpus), "--tokenizer", str(codegen_tokenizer), "-o", str(out), "--workers", "1",
-            "--decontaminate", "--decontaminate-report-only", "--benchmark-data", str(shared_data), check=True)
+    run_cli(
+        "prepare",
+        str(corpus),
+        "--tokenizer",
+        str(codegen_tokenizer),
+        "-o",
+        str(out),
+        "--workers",
+        "1",
+        "--decontaminate",
+        "--decontaminate-report-only",
+        "--benchmark-data",
+        str(shared_data),
+        check=True,
+    )
     counts = json.loads((out / "manifest.json").read_text())["counts"]
     assert counts["filtered"] == {} and counts["flagged"] == {"decontamination": 1}
     assert counts["documents_out"] == 5

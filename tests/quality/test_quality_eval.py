@@ -21,14 +21,22 @@ from quality_rubric import category, score  # noqa: E402
 def test_rubric_categories_and_scores():
     import ast
 
-    algorithm = 'def gcd(a, b):\n    """Greatest common divisor."""\n    while b:\n        a, b = b, a % b\n    return a\n'
+    algorithm = (
+        'def gcd(a, b):\n    """Greatest common divisor."""\n    while b:\n        a, b = b, a % b\n    return a\n'
+    )
     config = "DEBUG = True\nNAME = 'x'\nPORT = 8000\n"
     assert category(Path("pkg/util.py"), algorithm, ast.parse(algorithm)) == "algorithms"
     assert category(Path("pkg/tests/test_util.py"), algorithm, ast.parse(algorithm)) == "tests"
     assert category(Path("pkg/settings.py"), config, ast.parse(config)) == "configs"
     assert category(Path("pkg/api_pb2.py"), config, ast.parse(config)) == "generated"
-    assert category(Path("pkg/cli.py"), "if __name__ == '__main__':\n    main()\n",
-                    ast.parse("if __name__ == '__main__':\n    main()\n")) == "scripts"
+    assert (
+        category(
+            Path("pkg/cli.py"),
+            "if __name__ == '__main__':\n    main()\n",
+            ast.parse("if __name__ == '__main__':\n    main()\n"),
+        )
+        == "scripts"
+    )
     assert score(Path("pkg/util.py"), algorithm)[0] > score(Path("pkg/settings.py"), config)[0] + 4
     # Comments move a config's label little: the rubric reads the code, not its comments.
     commented = quality_eval.add_comments(config)
@@ -40,8 +48,9 @@ def test_rubric_categories_and_scores():
 def test_shipped_scorer_beats_every_single_feature_rule_on_held_out_packages():
     import site
 
-    args = Namespace(site_packages=site.getsitepackages()[0], per_category=40, seed=0, trees=80, no_lm=True,
-                     lm_tokens=64)
+    args = Namespace(
+        site_packages=site.getsitepackages()[0], per_category=40, seed=0, trees=80, no_lm=True, lm_tokens=64
+    )
     result = quality_eval.run(args)
     assert result["files"] >= 150 and result["test"] >= 30
     shipped = result["models"]["hashed+forest_score"]
@@ -62,8 +71,10 @@ def test_quality_train_regresses_scores_with_a_grouped_holdout(tmp_path, run_cli
     from tests.quality.corpus import labelled_set
 
     texts, labels = labelled_set(stdlib_dir, count=30, seed=5)
-    lines = [{"text": t, "score": 8.0 - i % 3 if y else 1.0 + i % 3, "label": y, "origin": f"repo{i % 6}/pkg/m{i}.py"}
-             for i, (t, y) in enumerate(zip(texts, labels))]
+    lines = [
+        {"text": t, "score": 8.0 - i % 3 if y else 1.0 + i % 3, "label": y, "origin": f"repo{i % 6}/pkg/m{i}.py"}
+        for i, (t, y) in enumerate(zip(texts, labels))
+    ]
     path = tmp_path / "labels.jsonl"
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     run_cli("quality", "train", str(path), "-o", str(tmp_path / "m.npz"), "--trees", "30", "--dim", "512", check=True)
@@ -75,8 +86,20 @@ def test_quality_train_regresses_scores_with_a_grouped_holdout(tmp_path, run_cli
     quality = build_quality_filter(str(tmp_path / "m.npz"), 5.0)  # a grade to cut at, not a probability
     kept = [v.keep for v in quality.evaluate(texts[:10])]
     assert any(kept) and not all(kept)
-    run_cli("quality", "train", str(path), "-o", str(tmp_path / "b.npz"), "--trees", "10", "--dim", "512",
-            "--target", "binary", check=True)
+    run_cli(
+        "quality",
+        "train",
+        str(path),
+        "-o",
+        str(tmp_path / "b.npz"),
+        "--trees",
+        "10",
+        "--dim",
+        "512",
+        "--target",
+        "binary",
+        check=True,
+    )
     assert json.loads((tmp_path / "b.npz.report.json").read_text())["target"] == "binary"
 
 

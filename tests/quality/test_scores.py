@@ -23,12 +23,17 @@ def scored_setup(stdlib_dir, tmp_path_factory):
     # spread over many values rather than piled at 0 and 1 (a threshold cannot split tied documents).
     flip = np.random.default_rng(0).random(len(labels)) < 0.25
     labels = [int(y) ^ int(f) for y, f in zip(labels, flip)]
-    model = train_classifier(texts, labels, EmbedderSpec(kind="hashed", dim=512),
-                             TrainConfig(trees=150, min_samples_leaf=5, seed=0))
+    model = train_classifier(
+        texts, labels, EmbedderSpec(kind="hashed", dim=512), TrainConfig(trees=150, min_samples_leaf=5, seed=0)
+    )
     model.save(root / "model.npz")
     corpus = root / "corpus"
-    files = sorted(p for p in stdlib_dir.rglob("*.py") if 500 < p.stat().st_size < 24000
-                   and not {"test", "tests", "idlelib", "site-packages"} & set(p.relative_to(stdlib_dir).parts))[:300]
+    files = sorted(
+        p
+        for p in stdlib_dir.rglob("*.py")
+        if 500 < p.stat().st_size < 24000
+        and not {"test", "tests", "idlelib", "site-packages"} & set(p.relative_to(stdlib_dir).parts)
+    )[:300]
     for i, path in enumerate(files):
         folder = corpus / f"part{i % 3}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -37,8 +42,20 @@ def scored_setup(stdlib_dir, tmp_path_factory):
 
 
 def _score(run_cli, corpus, model, out, *extra, env=None, check=True):
-    return run_cli("quality", "score", str(corpus), "--model", str(model), "-o", str(out), "--shard-mb", "0.5",
-                   *extra, env=env, check=check)
+    return run_cli(
+        "quality",
+        "score",
+        str(corpus),
+        "--model",
+        str(model),
+        "-o",
+        str(out),
+        "--shard-mb",
+        "0.5",
+        *extra,
+        env=env,
+        check=check,
+    )
 
 
 def _arrays(folder):
@@ -56,8 +73,16 @@ def test_score_is_resumable_after_a_kill(scored_setup, run_cli, codegen_tokenize
     plan = json.loads(_score(run_cli, corpus, model, tmp_path / "plan", "--stage", "plan").stdout)
     assert plan["shards"] >= 3
     killed = tmp_path / "killed"
-    proc = _score(run_cli, corpus, model, killed, "--tokenizer", str(codegen_tokenizer),
-                  env={"PHI_HPC_FAULT": "kill-in-score-shard:1"}, check=False)
+    proc = _score(
+        run_cli,
+        corpus,
+        model,
+        killed,
+        "--tokenizer",
+        str(codegen_tokenizer),
+        env={"PHI_HPC_FAULT": "kill-in-score-shard:1"},
+        check=False,
+    )
     assert proc.returncode != 0
     assert [p.name for p in killed.iterdir() if p.name.startswith("shard")] == ["shard-00000.npz"]
     first_written = (killed / "shard-00000.npz").stat().st_mtime_ns
@@ -102,8 +127,19 @@ def test_prepare_on_stored_scores_equals_inline_filtering(scored_setup, run_cli,
     extra = tmp_path / "more"
     extra.mkdir()
     (extra / "new.py").write_text("def brand_new():\n    return 42\n")
-    proc = run_cli("prepare", str(corpus), str(extra), "--tokenizer", str(codegen_tokenizer), "--workers", "1",
-                   "-o", str(tmp_path / "bad"), "--quality-scores", str(scores))
+    proc = run_cli(
+        "prepare",
+        str(corpus),
+        str(extra),
+        "--tokenizer",
+        str(codegen_tokenizer),
+        "--workers",
+        "1",
+        "-o",
+        str(tmp_path / "bad"),
+        "--quality-scores",
+        str(scores),
+    )
     assert proc.returncode == 2 and "has no score" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -120,16 +156,46 @@ def test_threshold_hits_the_token_budget(scored_setup, run_cli, codegen_tokenize
     assert abs(choice["tokens"] - target) <= 0.02 * target, choice
     assert "keep rate" in proc.stderr and len(result["table"]) == 10
     # Independently: the documents prepare keeps at that threshold hold that many tokens.
-    run_cli("prepare", str(corpus), "--tokenizer", str(codegen_tokenizer), "--workers", "1", "-o",
-            str(tmp_path / "cut"), "--quality-scores", str(scores), "--quality-threshold", repr(choice["threshold"]),
-            "--set", "dedup.exact=false", "--set", "dedup.near=false", check=True)
+    run_cli(
+        "prepare",
+        str(corpus),
+        "--tokenizer",
+        str(codegen_tokenizer),
+        "--workers",
+        "1",
+        "-o",
+        str(tmp_path / "cut"),
+        "--quality-scores",
+        str(scores),
+        "--quality-threshold",
+        repr(choice["threshold"]),
+        "--set",
+        "dedup.exact=false",
+        "--set",
+        "dedup.near=false",
+        check=True,
+    )
     manifest = json.loads((tmp_path / "cut" / "manifest.json").read_text())
     assert manifest["counts"]["tokens"] == choice["tokens"], (manifest["counts"], choice)
     # From the audit of an inline run (threshold 0: everything scored) --target-keep works; tokens are refused.
-    run_cli("prepare", str(corpus), "--tokenizer", str(codegen_tokenizer), "--workers", "1", "-o",
-            str(tmp_path / "all"), "--quality-model", str(model), "--quality-threshold", "0", check=True)
-    audit = json.loads(run_cli("quality", "threshold", str(tmp_path / "all"), "--target-keep", "0.17", "--json",
-                               check=True).stdout)
+    run_cli(
+        "prepare",
+        str(corpus),
+        "--tokenizer",
+        str(codegen_tokenizer),
+        "--workers",
+        "1",
+        "-o",
+        str(tmp_path / "all"),
+        "--quality-model",
+        str(model),
+        "--quality-threshold",
+        "0",
+        check=True,
+    )
+    audit = json.loads(
+        run_cli("quality", "threshold", str(tmp_path / "all"), "--target-keep", "0.17", "--json", check=True).stdout
+    )
     everything = json.loads((tmp_path / "all" / "manifest.json").read_text())
     assert audit["kind"] == "audit" and audit["documents"] == everything["counts"]["documents_out"]
     assert abs(audit["choice"]["keep_rate"] - 0.17) < 0.02

@@ -63,8 +63,14 @@ def _env() -> dict:
 
 def _kill_after_lines(args: list[str], output, lines: int, cwd) -> None:
     """Start ``phi-hpc ARGS``, SIGKILL it once ``output`` has ``lines`` lines (mid-way, not at the end)."""
-    proc = subprocess.Popen([sys.executable, "-m", "phi_hpc", *args], cwd=cwd, env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "phi_hpc", *args],
+        cwd=cwd,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -85,8 +91,21 @@ def test_synth_textbook_killed_midway_resumes_to_n_distinct_items(tmp_path, run_
     out = tmp_path / "textbook.jsonl"
     n = 12
     with FakeOpenAI(delay_s=0.25, slow_s=1.5) as server:
-        args = ["synth", "textbook", "-o", str(out), "-n", str(n), "--endpoint", server.url, "--model", "fake",
-                "--concurrency", "2", *FAST_RETRY]
+        args = [
+            "synth",
+            "textbook",
+            "-o",
+            str(out),
+            "-n",
+            str(n),
+            "--endpoint",
+            server.url,
+            "--model",
+            "fake",
+            "--concurrency",
+            "2",
+            *FAST_RETRY,
+        ]
         _kill_after_lines(args, out, 4, tmp_path)
         killed_at = len(_read_jsonl(out))
         assert 4 <= killed_at < n
@@ -107,8 +126,9 @@ def test_synth_dedups_outputs_by_drawing_new_prompts(tmp_path):
     assert len(set(first_topics)) < n  # the premise: first attempts do repeat topics
     out = tmp_path / "textbook.jsonl"
     with FakeOpenAI(faults=False) as server:
-        summary = synthesize(str(out), _endpoint(server.url), SynthConfig(kind="textbook", count=n, max_attempts=30,
-                                                                           concurrency=4))
+        summary = synthesize(
+            str(out), _endpoint(server.url), SynthConfig(kind="textbook", count=n, max_attempts=30, concurrency=4)
+        )
     records = _read_jsonl(out)
     assert summary["failed_count"] == 0 and len(records) == n
     assert summary["rejected_attempts"] >= n - len(set(first_topics))
@@ -120,8 +140,9 @@ def test_synth_dedups_outputs_by_drawing_new_prompts(tmp_path):
 def _generate_exercises(tmp_path):
     out = tmp_path / "exercises.jsonl"
     with FakeOpenAI(faults=False, broken_first_exercise=True) as server:
-        summary = synthesize(str(out), _endpoint(server.url),
-                             SynthConfig(kind="exercises", count=6, max_attempts=10, concurrency=2))
+        summary = synthesize(
+            str(out), _endpoint(server.url), SynthConfig(kind="exercises", count=6, max_attempts=10, concurrency=2)
+        )
     return out, summary
 
 
@@ -145,8 +166,7 @@ def test_exercises_are_read_by_prepare_and_by_the_finetune_loader(tmp_path, run_
 
     tokens, mask = tokenize_jsonl(out, str(codegen_tokenizer))
     assert len(tokens) == len(mask) > 0 and 0 < mask.sum() < len(mask)  # completions trained, prompts masked
-    run_cli("prepare", str(out), "--tokenizer", str(codegen_tokenizer), "-o", str(tmp_path / "prepared"),
-            check=True)
+    run_cli("prepare", str(out), "--tokenizer", str(codegen_tokenizer), "-o", str(tmp_path / "prepared"), check=True)
     counts = json.loads((tmp_path / "prepared" / "manifest.json").read_text())["counts"]
     assert counts["documents_in"] == 6 and counts["bad"] == 0
 
@@ -165,8 +185,21 @@ def test_quality_label_killed_midway_resumes_without_duplicates(tmp_path, run_cl
     files = sorted(str(p) for p in stdlib_dir.glob("*.py") if 2000 < p.stat().st_size < 20000)[:10]
     out = tmp_path / "labels.jsonl"
     with FakeOpenAI(delay_s=0.25, slow_s=1.5) as server:
-        args = ["quality", "label", *files, "-o", str(out), "--endpoint", server.url, "--model", "fake",
-                "--concurrency", "2", "--yes", *FAST_RETRY]
+        args = [
+            "quality",
+            "label",
+            *files,
+            "-o",
+            str(out),
+            "--endpoint",
+            server.url,
+            "--model",
+            "fake",
+            "--concurrency",
+            "2",
+            "--yes",
+            *FAST_RETRY,
+        ]
         _kill_after_lines(args, out, 3, tmp_path)
         killed_at = len(_read_jsonl(out))
         assert 3 <= killed_at < len(files)
@@ -196,26 +229,51 @@ def test_label_resumes_after_a_torn_last_line(tmp_path):
 def test_label_cli_errors_are_one_line(tmp_path, run_cli):
     template = tmp_path / "t.txt"
     template.write_text("no placeholder")
-    proc = run_cli("quality", "label", str(tmp_path), "-o", str(tmp_path / "x.jsonl"), "--endpoint",
-                   "http://127.0.0.1:9/v1", "--model", "m", "--prompt-template", str(template))
+    proc = run_cli(
+        "quality",
+        "label",
+        str(tmp_path),
+        "-o",
+        str(tmp_path / "x.jsonl"),
+        "--endpoint",
+        "http://127.0.0.1:9/v1",
+        "--model",
+        "m",
+        "--prompt-template",
+        str(template),
+    )
     assert proc.returncode == 2 and "{code}" in proc.stderr and "Traceback" not in proc.stderr
-    proc = run_cli("synth", "textbook", "-o", str(tmp_path / "x.jsonl"), "-n", "3", "--endpoint", "gpu:8000",
-                   "--model", "m")
+    proc = run_cli(
+        "synth", "textbook", "-o", str(tmp_path / "x.jsonl"), "-n", "3", "--endpoint", "gpu:8000", "--model", "m"
+    )
     assert proc.returncode == 2 and "not an http(s) URL" in proc.stderr
     assert run_cli("quality", "label", "--print-template", check=True).stdout.count("{code}") == 1
     assert "{topic}" in run_cli("synth", "exercises", "--print-template", check=True).stdout
     proc = run_cli("synth", "exercises", "-o", str(tmp_path / "x.jsonl"), "-n", "3")
     assert proc.returncode == 2 and "--endpoint and --model are required" in proc.stderr
-    proc = run_cli("synth", "textbook", "-o", str(tmp_path / "x.jsonl"), "-n", "3", "--endpoint", "http://x/v1",
-                   "--model", "m", "--prompt-template", str(template))
+    proc = run_cli(
+        "synth",
+        "textbook",
+        "-o",
+        str(tmp_path / "x.jsonl"),
+        "-n",
+        "3",
+        "--endpoint",
+        "http://x/v1",
+        "--model",
+        "m",
+        "--prompt-template",
+        str(template),
+    )
     assert proc.returncode == 2 and "lacks {topic}" in proc.stderr
 
 
 def test_synth_uses_a_custom_template(tmp_path):
     template = "Write a textbook page about {topic} for {audience} ({style}; {constraint})"
     with FakeOpenAI(faults=False) as server:
-        synthesize(str(tmp_path / "t.jsonl"), _endpoint(server.url),
-                   SynthConfig(kind="textbook", count=3, template=template))
+        synthesize(
+            str(tmp_path / "t.jsonl"), _endpoint(server.url), SynthConfig(kind="textbook", count=3, template=template)
+        )
         prompts = list(server.seen)
     assert len(prompts) == 3 and all(p.startswith("Write a textbook page about ") for p in prompts)
     assert "{" not in "".join(prompts)
@@ -227,8 +285,10 @@ def test_client_honours_retry_after_within_the_cap():
         config = EndpointConfig(base_url=server.url, model="fake", max_retries=2, backoff_s=0.01, max_backoff_s=5)
         client = ChatClient(config, sleep=waits.append)
         assert client.chat([{"role": "user", "content": "educational value ```x```"}]).startswith("Score:")
-        capped = ChatClient(EndpointConfig(base_url=server.url, model="fake", max_retries=2, backoff_s=0.01,
-                                           max_backoff_s=0.5), sleep=waits.append)
+        capped = ChatClient(
+            EndpointConfig(base_url=server.url, model="fake", max_retries=2, backoff_s=0.01, max_backoff_s=0.5),
+            sleep=waits.append,
+        )
         capped.chat([{"role": "user", "content": "educational value ```y```"}])
     assert waits == [2.0, 0.5]  # the server's Retry-After, then the same clipped to --max-backoff
     assert client.retries["http_429"] == 1

@@ -28,8 +28,9 @@ def _read(path) -> list[dict]:
 def test_truncated_answers_are_dropped_and_asked_again(tmp_path):
     out = tmp_path / "textbook.jsonl"
     with FakeOpenAI(faults=False, truncate_every=3) as server:
-        summary = synthesize(str(out), _endpoint(server.url), SynthConfig(kind="textbook", count=12, max_attempts=20,
-                                                                           concurrency=2))
+        summary = synthesize(
+            str(out), _endpoint(server.url), SynthConfig(kind="textbook", count=12, max_attempts=20, concurrency=2)
+        )
     records = _read(out)
     assert len(records) == 12 and summary["failed_count"] == 0
     assert server.events["truncated"] >= 2 and summary["rejected"]["truncated"] == server.events["truncated"]
@@ -38,11 +39,16 @@ def test_truncated_answers_are_dropped_and_asked_again(tmp_path):
 
 def test_near_duplicates_are_removed_through_minhash(tmp_path):
     with FakeOpenAI(faults=False, near_duplicates=True) as server:
-        near = synthesize(str(tmp_path / "near.jsonl"), _endpoint(server.url),
-                          SynthConfig(kind="textbook", count=5, max_attempts=3, concurrency=1))
-        exact_only = synthesize(str(tmp_path / "exact.jsonl"), _endpoint(server.url),
-                                SynthConfig(kind="textbook", count=5, max_attempts=3, concurrency=1,
-                                            near_duplicate_jaccard=1.0))
+        near = synthesize(
+            str(tmp_path / "near.jsonl"),
+            _endpoint(server.url),
+            SynthConfig(kind="textbook", count=5, max_attempts=3, concurrency=1),
+        )
+        exact_only = synthesize(
+            str(tmp_path / "exact.jsonl"),
+            _endpoint(server.url),
+            SynthConfig(kind="textbook", count=5, max_attempts=3, concurrency=1, near_duplicate_jaccard=1.0),
+        )
     # The answers differ in their title only: exact dedup keeps them all, MinHash keeps one.
     assert exact_only["items"] == 5 and len({r["text"] for r in _read(tmp_path / "exact.jsonl")}) == 5
     assert near["items"] == 1 and near["failed_count"] == 4
@@ -54,8 +60,22 @@ def test_cost_is_reported_and_the_run_stops_at_the_spend_cap(tmp_path, run_cli):
     out = tmp_path / "textbook.jsonl"
     prices = ["--price-input", "1000", "--price-output", "4000"]  # dollars per million tokens
     with FakeOpenAI(faults=False) as server:
-        base = ["synth", "textbook", "-o", str(out), "-n", "20", "--endpoint", server.url, "--model", "fake",
-                "--concurrency", "1", *prices, *FAST]
+        base = [
+            "synth",
+            "textbook",
+            "-o",
+            str(out),
+            "-n",
+            "20",
+            "--endpoint",
+            server.url,
+            "--model",
+            "fake",
+            "--concurrency",
+            "1",
+            *prices,
+            *FAST,
+        ]
         proc = run_cli(*base, "--spend-cap", "0.5")
         assert proc.returncode == 3 and "spend cap" in proc.stderr, proc.stderr[-2000:]
         summary = json.loads((tmp_path / "textbook.jsonl.summary.json").read_text())
@@ -112,19 +132,68 @@ def test_topic_tree_function_names_and_diversity(tmp_path, run_cli):
     roots.write_text("recursion\nsorting\n")
     tree = tmp_path / "topics.jsonl"
     with FakeOpenAI(faults=False) as server:
-        run_cli("synth", "topics", "-o", str(tree), "--roots", str(roots), "--branching", "3", "--depth", "2",
-                "--endpoint", server.url, "--model", "fake", *FAST, check=True)
+        run_cli(
+            "synth",
+            "topics",
+            "-o",
+            str(tree),
+            "--roots",
+            str(roots),
+            "--branching",
+            "3",
+            "--depth",
+            "2",
+            "--endpoint",
+            server.url,
+            "--model",
+            "fake",
+            *FAST,
+            check=True,
+        )
         summary = json.loads((tmp_path / "topics.jsonl.summary.json").read_text())
         assert summary["leaves"] == 2 * 3 * 3 and summary["expanded_this_run"] == 2 + 6
-        rerun = run_cli("synth", "topics", "-o", str(tree), "--roots", str(roots), "--branching", "3", "--depth", "2",
-                        "--endpoint", server.url, "--model", "fake", *FAST, check=True)
+        rerun = run_cli(
+            "synth",
+            "topics",
+            "-o",
+            str(tree),
+            "--roots",
+            str(roots),
+            "--branching",
+            "3",
+            "--depth",
+            "2",
+            "--endpoint",
+            server.url,
+            "--model",
+            "fake",
+            *FAST,
+            check=True,
+        )
         assert rerun.returncode == 0
         assert json.loads((tmp_path / "topics.jsonl.summary.json").read_text())["expanded_this_run"] == 0
         names = tmp_path / "names.txt"
         names.write_text("count_islands\nmerge_intervals\nrank_votes\n")
         out = tmp_path / "exercises.jsonl"
-        run_cli("synth", "exercises", "-o", str(out), "-n", "6", "--topics", str(tree), "--function-names", str(names),
-                "--no-run-tests", "--endpoint", server.url, "--model", "fake", *FAST, check=True)
+        run_cli(
+            "synth",
+            "exercises",
+            "-o",
+            str(out),
+            "-n",
+            "6",
+            "--topics",
+            str(tree),
+            "--function-names",
+            str(names),
+            "--no-run-tests",
+            "--endpoint",
+            server.url,
+            "--model",
+            "fake",
+            *FAST,
+            check=True,
+        )
     records = _read(out)
     leaves = {" > ".join(json.loads(line)["path"]) for line in tree.read_text().splitlines() if '"leaf": true' in line}
     assert len(leaves) == 18 and all(r["spec"]["topic"] in leaves for r in records)
@@ -140,8 +209,18 @@ def test_label_defaults_to_temperature_0_and_asks_before_labelling_everything(tm
     for i in range(3):
         (corpus / f"f{i}.py").write_text(f'def f{i}(x):\n    """Return x plus {i}."""\n    return x + {i}\n')
     with FakeOpenAI(faults=False) as server:
-        common = ["quality", "label", str(corpus), "-o", str(tmp_path / "labels.jsonl"), "--endpoint", server.url,
-                  "--model", "fake", *FAST]
+        common = [
+            "quality",
+            "label",
+            str(corpus),
+            "-o",
+            str(tmp_path / "labels.jsonl"),
+            "--endpoint",
+            server.url,
+            "--model",
+            "fake",
+            *FAST,
+        ]
         proc = run_cli(*common)  # no --sample, no cap, no terminal to ask on
         assert proc.returncode == 2 and "refusing to label all 3 documents" in proc.stderr
         assert server.events["requests"] == 0

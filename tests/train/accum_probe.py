@@ -58,8 +58,10 @@ def main() -> None:
             low += p.grad
     report = {"bf16_sum_error": relative_error([b.float() for b in bf16_sum], fp32_sum), "runs": []}
     for stage, accum in ((1, "fp32"), (2, "fp32"), (1, "model")):
-        config = TrainConfig(batch=BatchConfig(global_size=2 * ACCUMULATION, micro_size=2),
-                             deepspeed=DeepSpeedConfig(zero_stage=stage, precision="bf16", grad_accum_dtype=accum))
+        config = TrainConfig(
+            batch=BatchConfig(global_size=2 * ACCUMULATION, micro_size=2),
+            deepspeed=DeepSpeedConfig(zero_stage=stage, precision="bf16", grad_accum_dtype=accum),
+        )
         ds_config = deepspeed_config(config, 1, "cpu")
         model = fresh_model()
         engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=ds_config)
@@ -67,9 +69,14 @@ def main() -> None:
             engine.backward(loss_of(engine, x))
             if index < ACCUMULATION - 1:
                 engine.step()  # not a boundary: no update yet
-        report["runs"].append({"zero_stage": stage, "grad_accum_dtype": accum,
-                               "deepspeed_json": {k: ds_config.get(k) for k in ("data_types", "communication_data_type")},
-                               "error": relative_error(accumulated_gradients(engine, engine.module), fp32_sum)})
+        report["runs"].append(
+            {
+                "zero_stage": stage,
+                "grad_accum_dtype": accum,
+                "deepspeed_json": {k: ds_config.get(k) for k in ("data_types", "communication_data_type")},
+                "error": relative_error(accumulated_gradients(engine, engine.module), fp32_sum),
+            }
+        )
         engine.destroy()
     print("PROBE " + json.dumps(report), flush=True)
 

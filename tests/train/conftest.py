@@ -22,8 +22,16 @@ TINY_FINETUNE = REPO / "configs" / "tiny-finetune.yaml"
 STEPS = 12
 # 12 steps of 8 x 32 tokens (a faster LR than the config's 30-step default, to learn in 12);
 # checkpoints at 4, 8, 12 (keep 2); validation every 6.
-RUN_SETTINGS = ["data.seq_len=32", f"steps={STEPS}", "optim.lr=6e-3", "schedule.warmup_steps=3",
-                "checkpoint.every=4", "checkpoint.keep_last=2", "validation.every=6", "logging.console_every=4"]
+RUN_SETTINGS = [
+    "data.seq_len=32",
+    f"steps={STEPS}",
+    "optim.lr=6e-3",
+    "schedule.warmup_steps=3",
+    "checkpoint.every=4",
+    "checkpoint.keep_last=2",
+    "validation.every=6",
+    "logging.console_every=4",
+]
 
 
 def free_port() -> int:
@@ -40,17 +48,37 @@ def child_env(extra: dict | None = None) -> dict:
     return env
 
 
-def train_command(run_dir: Path, data: Path, *overrides: str, nproc: int = 2, config: Path = TINY_PRETRAIN) -> list[str]:
+def train_command(
+    run_dir: Path, data: Path, *overrides: str, nproc: int = 2, config: Path = TINY_PRETRAIN
+) -> list[str]:
     settings = [f"data.paths=[{data}]", f"run_dir={run_dir}", *RUN_SETTINGS, *overrides]
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-                "--master-port", str(free_port())] if nproc > 1 else [sys.executable]
+    launcher = (
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(nproc),
+            "--master-port",
+            str(free_port()),
+        ]
+        if nproc > 1
+        else [sys.executable]
+    )
     return [*launcher, "-m", "phi_hpc", "train", str(config), *[a for s in settings for a in ("--set", s)]]
 
 
-def run_training(run_dir: Path, data: Path, *overrides: str, env: dict | None = None, nproc: int = 2,
-                 config: Path = TINY_PRETRAIN) -> subprocess.CompletedProcess:
-    return subprocess.run(train_command(run_dir, data, *overrides, nproc=nproc, config=config), cwd=run_dir.parent,
-                          env=child_env(env), capture_output=True, text=True, timeout=600)
+def run_training(
+    run_dir: Path, data: Path, *overrides: str, env: dict | None = None, nproc: int = 2, config: Path = TINY_PRETRAIN
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        train_command(run_dir, data, *overrides, nproc=nproc, config=config),
+        cwd=run_dir.parent,
+        env=child_env(env),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def step_lines(run_dir: Path) -> list[dict]:
@@ -74,10 +102,28 @@ def assert_ok(proc: subprocess.CompletedProcess) -> None:
 def stdlib_data(tmp_path_factory, stdlib_dir, codegen_tokenizer) -> Path:
     """A prepare output (train + validation split) of two stdlib packages, tokenized for phi-1."""
     out = tmp_path_factory.mktemp("prepared") / "stdlib"
-    proc = subprocess.run([sys.executable, "-m", "phi_hpc", "prepare", str(stdlib_dir / "json"),
-                           str(stdlib_dir / "email"), "--tokenizer", str(codegen_tokenizer), "-o", str(out),
-                           "--workers", "1", "--max-documents", "40"],
-                          env=child_env(), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "phi_hpc",
+            "prepare",
+            str(stdlib_dir / "json"),
+            str(stdlib_dir / "email"),
+            "--tokenizer",
+            str(codegen_tokenizer),
+            "-o",
+            str(out),
+            "--workers",
+            "1",
+            "--max-documents",
+            "40",
+        ],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     splits = {o["split"] for o in json.loads((out / "manifest.json").read_text())["outputs"]}
     assert splits == {"train", "validation"}

@@ -42,16 +42,31 @@ def test_overrides_and_strictness(tmp_path):
 def test_deepspeed_json_from_config_and_world_size():
     cfg = load_train_config(CONFIGS / "pretrain.yaml", check_paths=False)
     ds = deepspeed_config(cfg, world_size=8, device_type="cuda")
-    assert (ds["train_batch_size"], ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"]) == (1024, 8, 16)
+    assert (ds["train_batch_size"], ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"]) == (
+        1024,
+        8,
+        16,
+    )
     assert ds["zero_optimization"] == {"stage": 1}
     assert ds["fp16"]["enabled"] and ds["fp16"]["loss_scale"] == 0  # dynamic loss scaling
-    assert ds["optimizer"] == {"type": "AdamW", "params": {"lr": 1e-3, "betas": [0.9, 0.95], "eps": 1e-8,
-                                                           "weight_decay": 0.1, "torch_adam": True, "fused": True}}
+    assert ds["optimizer"] == {
+        "type": "AdamW",
+        "params": {
+            "lr": 1e-3,
+            "betas": [0.9, 0.95],
+            "eps": 1e-8,
+            "weight_decay": 0.1,
+            "torch_adam": True,
+            "fused": True,
+        },
+    }
     assert ds["gradient_clipping"] == 1.0
     assert deepspeed_config(cfg, world_size=32, device_type="cuda")["gradient_accumulation_steps"] == 4
-    bf16 = load_train_config(CONFIGS / "pretrain.yaml", ["deepspeed.precision=bf16",
-                                                         "deepspeed.extra={zero_optimization: {overlap_comm: true}}"],
-                             check_paths=False)
+    bf16 = load_train_config(
+        CONFIGS / "pretrain.yaml",
+        ["deepspeed.precision=bf16", "deepspeed.extra={zero_optimization: {overlap_comm: true}}"],
+        check_paths=False,
+    )
     ds = deepspeed_config(bf16, world_size=8, device_type="cuda")
     assert ds["bf16"] == {"enabled": True} and "fp16" not in ds
     assert ds["zero_optimization"] == {"stage": 1, "overlap_comm": True}
@@ -91,10 +106,19 @@ def test_bad_train_invocations_fail_in_one_line_before_deepspeed_starts(run_cli,
     assert missing.returncode == 2
     assert missing.stderr.strip().splitlines() == [
         f"error: {CONFIGS / 'tiny-pretrain.yaml'}: data path {tmp_path}/nope does not exist "
-        "(set data.paths to a prepare output folder (phi-hpc prepare ... -o DIR))"]
+        "(set data.paths to a prepare output folder (phi-hpc prepare ... -o DIR))"
+    ]
     typo = run_cli("train", str(CONFIGS / "tiny-pretrain.yaml"), "--set", "optim.lrr=1")
     assert typo.returncode == 2 and "unknown key 'optim.lrr'" in typo.stderr and "Traceback" not in typo.stderr
-    batch = run_cli("train", str(CONFIGS / "tiny-pretrain.yaml"), "--set", f"data.paths=[{tmp_path}]",
-                    "--set", "batch.global_size=7", "--set", "run_dir=" + str(tmp_path / "run"),
-                    env={"RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29555"})
+    batch = run_cli(
+        "train",
+        str(CONFIGS / "tiny-pretrain.yaml"),
+        "--set",
+        f"data.paths=[{tmp_path}]",
+        "--set",
+        "batch.global_size=7",
+        "--set",
+        "run_dir=" + str(tmp_path / "run"),
+        env={"RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29555"},
+    )
     assert batch.returncode == 2 and "not divisible" in batch.stderr and "Traceback" not in batch.stderr

@@ -95,8 +95,10 @@ def test_a_step_holds_the_same_sequences_whatever_the_world_size():
     sources = [_source(64 * 40, "a"), _source(64 * 25, "b")]
 
     def step_contents(world_size: int, micro: int) -> list[list[int]]:
-        ranks = [TrainingData(sources, [2, 1], 64, seed=5, global_size=8, micro_size=micro, rank=r,
-                              world_size=world_size) for r in range(world_size)]
+        ranks = [
+            TrainingData(sources, [2, 1], 64, seed=5, global_size=8, micro_size=micro, rank=r, world_size=world_size)
+            for r in range(world_size)
+        ]
         steps = []
         for _ in range(3):
             rows = [tuple(row) for data in ranks for mb in data.next_step() for row in mb.input_ids.tolist()]
@@ -131,9 +133,17 @@ def test_indexed_source_reads_the_manifest_splits(tmp_path):
     _write_prefix(tmp_path / "train-0", [[1, 2, 0], [3, 0]])
     _write_prefix(tmp_path / "train-1", [[4, 5, 6, 0]])
     _write_prefix(tmp_path / "valid", [[7, 0]])
-    (tmp_path / "manifest.json").write_text(json.dumps({"outputs": [
-        {"split": "train", "prefix": "train-0"}, {"split": "train", "prefix": "train-1"},
-        {"split": "validation", "prefix": "valid"}]}))
+    (tmp_path / "manifest.json").write_text(
+        json.dumps(
+            {
+                "outputs": [
+                    {"split": "train", "prefix": "train-0"},
+                    {"split": "train", "prefix": "train-1"},
+                    {"split": "validation", "prefix": "valid"},
+                ]
+            }
+        )
+    )
     train = indexed_source(tmp_path, "train")
     assert train.tokens.slice(0, len(train.tokens)).tolist() == [1, 2, 0, 3, 0, 4, 5, 6, 0]
     assert train.num_sequences(4) == 2 and train.sequence(1, 4)[0].tolist() == [0, 4, 5, 6]

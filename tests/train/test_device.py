@@ -71,9 +71,17 @@ except PhiError as error:
 
 def _agree(kinds: list[str]) -> list[str]:
     port = free_port()
-    procs = [subprocess.Popen([sys.executable, "-c", AGREE, str(rank), str(port), kind], env=child_env(),
-                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for rank, kind in enumerate(kinds)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", AGREE, str(rank), str(port), kind],
+            env=child_env(),
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank, kind in enumerate(kinds)
+    ]
     outputs = [proc.communicate(timeout=120) for proc in procs]
     assert all(proc.returncode == 0 for proc in procs), [err[-2000:] for _, err in outputs]
     return [out.strip().splitlines()[-1] for out, _ in outputs]

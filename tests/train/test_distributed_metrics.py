@@ -14,30 +14,65 @@ from phi_hpc.train.metrics import MetricsWriter, Throughput, console_line
 
 
 def test_torch_variables_win():
-    torch_vars = {"RANK": "3", "WORLD_SIZE": "8", "LOCAL_RANK": "3", "MASTER_ADDR": "n1", "MASTER_PORT": "1234",
-                  "SLURM_PROCID": "0", "SLURM_NTASKS": "1", "SLURM_STEP_ID": "0"}
+    torch_vars = {
+        "RANK": "3",
+        "WORLD_SIZE": "8",
+        "LOCAL_RANK": "3",
+        "MASTER_ADDR": "n1",
+        "MASTER_PORT": "1234",
+        "SLURM_PROCID": "0",
+        "SLURM_NTASKS": "1",
+        "SLURM_STEP_ID": "0",
+    }
     env = detect_environment({**torch_vars, "TORCHELASTIC_RUN_ID": "x"})
-    assert (env.rank, env.world_size, env.local_rank, env.master_addr, env.master_port, env.source) == \
-        (3, 8, 3, "n1", 1234, "torchrun")
+    assert (env.rank, env.world_size, env.local_rank, env.master_addr, env.master_port, env.source) == (
+        3,
+        8,
+        3,
+        "n1",
+        1234,
+        "torchrun",
+    )
     assert detect_environment(torch_vars).source == "env"  # exported by a wrapper, e.g. a submitit task
 
 
 def test_slurm_step_variables_are_translated():
-    slurm = {"SLURM_PROCID": "9", "SLURM_NTASKS": "16", "SLURM_STEP_NUM_TASKS": "16", "SLURM_LOCALID": "1",
-             "SLURM_STEP_ID": "0", "SLURM_JOB_ID": "4242", "SLURM_JOB_NODELIST": "gpu[007-008]"}
+    slurm = {
+        "SLURM_PROCID": "9",
+        "SLURM_NTASKS": "16",
+        "SLURM_STEP_NUM_TASKS": "16",
+        "SLURM_LOCALID": "1",
+        "SLURM_STEP_ID": "0",
+        "SLURM_JOB_ID": "4242",
+        "SLURM_JOB_NODELIST": "gpu[007-008]",
+    }
     env = detect_environment(slurm)
     assert (env.rank, env.world_size, env.local_rank, env.source) == (9, 16, 1, "slurm")
     assert env.master_port == port_for_job("4242") == 24242
     assert env.master_addr == "gpu007"
     exported: dict = {}
     env.export(exported)
-    assert exported == {"RANK": "9", "WORLD_SIZE": "16", "LOCAL_RANK": "1", "NODE_RANK": "0",
-                        "MASTER_ADDR": "gpu007", "MASTER_PORT": "24242"}
+    assert exported == {
+        "RANK": "9",
+        "WORLD_SIZE": "16",
+        "LOCAL_RANK": "1",
+        "NODE_RANK": "0",
+        "MASTER_ADDR": "gpu007",
+        "MASTER_PORT": "24242",
+    }
 
 
 def test_ranks_exported_by_a_wrapper_get_the_rendezvous_from_slurm():
-    env = detect_environment({"RANK": "1", "WORLD_SIZE": "2", "SLURM_PROCID": "1", "SLURM_LOCALID": "1",
-                              "SLURM_JOB_ID": "77", "SLURM_JOB_NODELIST": "node[3-4]"})
+    env = detect_environment(
+        {
+            "RANK": "1",
+            "WORLD_SIZE": "2",
+            "SLURM_PROCID": "1",
+            "SLURM_LOCALID": "1",
+            "SLURM_JOB_ID": "77",
+            "SLURM_JOB_NODELIST": "node[3-4]",
+        }
+    )
     assert (env.rank, env.local_rank, env.master_addr, env.master_port, env.source) == (1, 1, "node3", 20077, "env")
 
 

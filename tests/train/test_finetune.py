@@ -49,8 +49,9 @@ def test_masked_labels_contribute_no_loss_and_no_gradient():
 
 @pytest.mark.deepspeed
 @pytest.mark.slow
-def test_finetune_from_pretrain_checkpoint_counts_only_completions(baseline_run, runs_root, mbpp_path,
-                                                                   codegen_tokenizer):
+def test_finetune_from_pretrain_checkpoint_counts_only_completions(
+    baseline_run, runs_root, mbpp_path, codegen_tokenizer
+):
     from phi_hpc.model.hf import load_pretrained
     from phi_hpc.train.config import load_train_config
     from phi_hpc.train.data import TrainingData, jsonl_source
@@ -58,9 +59,15 @@ def test_finetune_from_pretrain_checkpoint_counts_only_completions(baseline_run,
     exercises = runs_root / "exercises.jsonl"  # MBPP problems as prompt/completion pairs
     exercises.write_text("".join(line for line in mbpp_path.read_text().splitlines(keepends=True)[:80]))
     run_dir = runs_root / "finetune"
-    overrides = [f"data.paths=[{exercises}]", f"data.tokenizer={codegen_tokenizer}", "data.prompt_field=text",
-                 "data.completion_field=code", f"checkpoint.init_from={baseline_run}", "steps=3",
-                 "validation.every=0"]
+    overrides = [
+        f"data.paths=[{exercises}]",
+        f"data.tokenizer={codegen_tokenizer}",
+        "data.prompt_field=text",
+        "data.completion_field=code",
+        f"checkpoint.init_from={baseline_run}",
+        "steps=3",
+        "validation.every=0",
+    ]
     assert_ok(run_training(run_dir, exercises, *overrides, nproc=1, config=TINY_FINETUNE))
     logged = step_lines(run_dir)
     assert [r["step"] for r in logged] == [1, 2, 3]
@@ -72,8 +79,16 @@ def test_finetune_from_pretrain_checkpoint_counts_only_completions(baseline_run,
     config = load_train_config(run_dir / "config.yaml")
     assert config.data.mask_prompt and config.data.seq_len == 32
     source = jsonl_source(exercises, config.data.tokenizer, run_dir / "data-cache", "text", "code", True, build=False)
-    data = TrainingData([source], None, config.data.seq_len, config.seed, config.batch.global_size,
-                        config.batch.micro_size, rank=0, world_size=1)
+    data = TrainingData(
+        [source],
+        None,
+        config.data.seq_len,
+        config.seed,
+        config.batch.global_size,
+        config.batch.micro_size,
+        rank=0,
+        world_size=1,
+    )
     model = load_pretrained(baseline_run / "checkpoints" / "12").eval()
     completion_only, every_token, masked_targets = [], [], 0
     with torch.no_grad():

@@ -20,11 +20,17 @@ from tests.train.conftest import REPO, child_env, free_port
 
 @pytest.mark.slow
 def test_deepspeed_bf16_accumulates_in_fp32():
-    proc = subprocess.run([sys.executable, str(REPO / "tests" / "train" / "accum_probe.py"), str(free_port())],
-                          env=child_env(), capture_output=True, text=True, timeout=600, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "train" / "accum_probe.py"), str(free_port())],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("PROBE ")]
     assert proc.returncode == 0 and lines, proc.stderr[-4000:]
-    report = json.loads(lines[-1][len("PROBE "):])
+    report = json.loads(lines[-1][len("PROBE ") :])
     assert report["bf16_sum_error"] > 1e-3, "the probe must be able to tell a bf16 sum from an fp32 one"
     runs = {(r["zero_stage"], r["grad_accum_dtype"]): r for r in report["runs"]}
     for stage in (1, 2):
@@ -36,8 +42,10 @@ def test_deepspeed_bf16_accumulates_in_fp32():
 
 
 def _config(stage: int, precision: str, accum: str = "fp32", micro: int = 2, global_size: int = 32) -> TrainConfig:
-    return TrainConfig(batch=BatchConfig(global_size=global_size, micro_size=micro),
-                       deepspeed=DeepSpeedConfig(zero_stage=stage, precision=precision, grad_accum_dtype=accum))
+    return TrainConfig(
+        batch=BatchConfig(global_size=global_size, micro_size=micro),
+        deepspeed=DeepSpeedConfig(zero_stage=stage, precision=precision, grad_accum_dtype=accum),
+    )
 
 
 def test_grad_accum_dtype_in_the_deepspeed_json():

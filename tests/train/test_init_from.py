@@ -12,8 +12,17 @@ from phi_hpc.model.hf import save_pretrained
 from phi_hpc.model.phi import PhiConfig, PhiForCausalLM
 from phi_hpc.train.trainer import _Run
 
-TINY = PhiConfig(vocab_size=128, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, rotary_dim=4,
-                 max_position_embeddings=64, attn_dropout=0.0, resid_dropout=0.0)
+TINY = PhiConfig(
+    vocab_size=128,
+    hidden_size=32,
+    num_layers=2,
+    num_heads=4,
+    intermediate_size=64,
+    rotary_dim=4,
+    max_position_embeddings=64,
+    attn_dropout=0.0,
+    resid_dropout=0.0,
+)
 
 
 def _loader() -> _Run:

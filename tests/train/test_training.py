@@ -34,8 +34,10 @@ pytestmark = [pytest.mark.deepspeed, pytest.mark.slow]
 
 # fp16 on CPUs without oneDNN fp16 kernels (CI's AMD EPYC): see tests/train/cpu_fp16/sitecustomize.py
 CPU_FP16_SHIM = Path(__file__).parent / "cpu_fp16"
-CPU_FP16_ON = {"PYTHONPATH": os.pathsep.join([str(CPU_FP16_SHIM), str(REPO), os.environ.get("PYTHONPATH", "")]),
-               "PHI_HPC_TEST_CPU_FP16": "on"}
+CPU_FP16_ON = {
+    "PYTHONPATH": os.pathsep.join([str(CPU_FP16_SHIM), str(REPO), os.environ.get("PYTHONPATH", "")]),
+    "PHI_HPC_TEST_CPU_FP16": "on",
+}
 CPU_FP16_OFF = {**CPU_FP16_ON, "PHI_HPC_TEST_CPU_FP16": "off"}
 
 
@@ -96,13 +98,18 @@ def test_checkpoints_are_complete_pruned_and_loadable(baseline_run):
 @pytest.mark.parametrize("stage", [1, 2])
 def test_zero_stages_give_the_same_losses(baseline_run, runs_root, stdlib_data, stage):
     run_dir = runs_root / f"zero{stage}"
-    assert_ok(run_training(run_dir, stdlib_data, f"deepspeed.zero_stage={stage}", "checkpoint.every=100",
-                           "checkpoint.save_hf=false"))
+    assert_ok(
+        run_training(
+            run_dir, stdlib_data, f"deepspeed.zero_stage={stage}", "checkpoint.every=100", "checkpoint.save_hf=false"
+        )
+    )
     reference, measured = losses(baseline_run), losses(run_dir)
     assert len(measured) == STEPS
     assert measured == pytest.approx(reference, rel=1e-5, abs=1e-5)
     norms = [r["grad_norm"] for r in step_lines(run_dir)]
-    assert norms == pytest.approx([r["grad_norm"] for r in step_lines(baseline_run)], rel=2e-3)  # more sensitive than the loss
+    assert norms == pytest.approx(
+        [r["grad_norm"] for r in step_lines(baseline_run)], rel=2e-3
+    )  # more sensitive than the loss
 
 
 # ------------------------------------------------------------------------------------ acceptance 4
@@ -160,8 +167,14 @@ def _worker_with_rank(launcher: psutil.Process, rank: int) -> psutil.Process:
 def test_sigusr2_checkpoints_at_the_next_step_and_resumes_exactly(baseline_run, runs_root, stdlib_data):
     run_dir = runs_root / "preempted"
     run_dir.mkdir()
-    launcher = subprocess.Popen(train_command(run_dir, stdlib_data), cwd=runs_root, env=child_env(),
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    launcher = subprocess.Popen(
+        train_command(run_dir, stdlib_data),
+        cwd=runs_root,
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 300
         while len(step_lines(run_dir)) < 2:  # signal once training is under way
@@ -189,12 +202,26 @@ def test_fp16_dynamic_loss_scaling_skips_overflows_and_backs_off(runs_root, stdl
     """Start at a loss scale that overflows fp16 gradients: DeepSpeed must skip those updates, halve
     the scale each time (hysteresis 1), not advance the LR schedule, then train normally."""
     run_dir = runs_root / "fp16"
-    assert_ok(run_training(run_dir, stdlib_data, "deepspeed.precision=fp16", "deepspeed.zero_stage=1",
-                           "deepspeed.initial_scale_power=20", "deepspeed.hysteresis=1", "batch.global_size=4",
-                           "steps=4", "schedule.warmup_steps=4", "validation.every=0", "checkpoint.every=100",
-                           "checkpoint.save_hf=false", nproc=1, env=CPU_FP16_ON))
+    assert_ok(
+        run_training(
+            run_dir,
+            stdlib_data,
+            "deepspeed.precision=fp16",
+            "deepspeed.zero_stage=1",
+            "deepspeed.initial_scale_power=20",
+            "deepspeed.hysteresis=1",
+            "batch.global_size=4",
+            "steps=4",
+            "schedule.warmup_steps=4",
+            "validation.every=0",
+            "checkpoint.every=100",
+            "checkpoint.save_hf=false",
+            nproc=1,
+            env=CPU_FP16_ON,
+        )
+    )
     lines = step_lines(run_dir)
-    scale, skipped, updates = 2.0 ** 20, 0, 0
+    scale, skipped, updates = 2.0**20, 0, 0
     for r in lines:
         # the LR schedule counts real updates only (warmup: 6e-3 / 4 per update)
         assert r["lr"] == pytest.approx(1.5e-3 * (updates + 1)), r
@@ -209,8 +236,16 @@ def test_fp16_dynamic_loss_scaling_skips_overflows_and_backs_off(runs_root, stdl
 
 def test_fp16_on_a_cpu_without_fp16_kernels_is_a_one_line_error(runs_root, stdlib_data):
     run_dir = runs_root / "fp16-refused"
-    proc = run_training(run_dir, stdlib_data, "deepspeed.precision=fp16", "deepspeed.zero_stage=1",
-                        "batch.global_size=4", "steps=2", nproc=1, env=CPU_FP16_OFF)
+    proc = run_training(
+        run_dir,
+        stdlib_data,
+        "deepspeed.precision=fp16",
+        "deepspeed.zero_stage=1",
+        "batch.global_size=4",
+        "steps=2",
+        nproc=1,
+        env=CPU_FP16_OFF,
+    )
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "deepspeed.precision=fp16: this CPU has no fp16 kernels" in proc.stderr and "bf16" in proc.stderr
     assert "Traceback" not in proc.stderr and not (run_dir / "checkpoints").exists()
