@@ -124,9 +124,9 @@ class CheckpointConfig:
     """``every`` steps, and ``every_minutes`` of wall time if > 0 (rank 0's clock, so all ranks agree;
     phi-1 at paper speed takes ~4 h per 1000 steps on 8 GPUs, too much to lose to a node failure),
     and at the end, and on preemption, into ``RUN/checkpoints/<step>/``; keep the
-    last ``keep_last`` plus every multiple of ``keep_every`` (0: none). ``init_from``: a model folder (HF layout, e.g. a pretrain checkpoint step
-    folder or microsoft/phi-1) whose weights start a fresh run, such as finetuning; ignored once the
-    run has checkpoints of its own (then it resumes)."""
+    last ``keep_last`` plus every multiple of ``keep_every`` (0: none). ``init_from``: a model folder
+    (HF layout, e.g. a pretrain checkpoint step folder or microsoft/phi-1) whose weights start a fresh
+    run, such as finetuning; ignored once the run has checkpoints of its own (then it resumes)."""
 
     every: int = 1000
     every_minutes: float = 0.0

@@ -62,7 +62,10 @@ def exercise_answer(prompt: str, attempt_broken: bool) -> str:
     name = named.group(1) if named else "solve_" + re.sub(r"\W+", "_", topic).strip("_")
     k = _digest(prompt) % 7 + 2
     if attempt_broken:  # a failing self-test: the sandbox must reject it
-        return f'```python\ndef {name}(x):\n    """Multiply x by {k}."""\n    return x * {k}\n\nassert {name}(1) == {k + 1}\n```'
+        return (
+            f'```python\ndef {name}(x):\n    """Multiply x by {k}."""\n    return x * {k}\n\n'
+            f"assert {name}(1) == {k + 1}\n```"
+        )
     return (
         f'```python\ndef {name}(x: int) -> int:\n    """Return x multiplied by {k} ({topic})."""\n'
         f"    result = x * {k}\n    return result\n\nassert {name}(1) == {k}\nassert {name}(0) == 0\n```"
