@@ -65,7 +65,8 @@ def write_parts(texts: list[str], folder: Path) -> list[Path]:
 
 
 def train_model(path: Path) -> dict:
-    from phi_hpc.quality.classifier import EmbedderSpec, TrainConfig, train_classifier
+    from phi_hpc.quality.classifier_training import TrainConfig, train_classifier
+    from phi_hpc.quality.embedders import EmbedderSpec
     from tests.quality.corpus import labelled_set
 
     texts, labels = labelled_set(Path(sysconfig.get_paths()["stdlib"]), count=150, seed=5)

@@ -172,7 +172,7 @@ def rule_features(texts: list[str], embedded: np.ndarray, statistic_names) -> tu
 
 
 def fit_and_score(kind: str, x_train, y_train, x_test, seed: int, trees: int) -> np.ndarray:
-    from phi_hpc.quality.classifier import TrainConfig, fit_forest
+    from phi_hpc.quality.classifier_training import TrainConfig, fit_forest
 
     if kind == "forest_score":  # shipped: the numpy forest of phi_hpc, regression on 0-10
         return fit_forest(x_train, y_train, TrainConfig(trees=trees, seed=seed, target="score")).predict_positive(
@@ -207,7 +207,7 @@ def tiny_lm(folder: Path) -> Path:
 
 
 def run(args) -> dict:
-    from phi_hpc.quality.classifier import HashedTokenEmbedder
+    from phi_hpc.quality.embedders import HashedTokenEmbedder
 
     started = time.time()
     root = Path(args.site_packages)
@@ -279,7 +279,7 @@ def _label_sizes(x, scores, train, test, test_cats, args) -> list[dict]:
 
 
 def _counterfactuals(rows, x, scores, train, test, embedder, args, best_rule, rules) -> dict:
-    from phi_hpc.quality.classifier import TrainConfig, fit_forest
+    from phi_hpc.quality.classifier_training import TrainConfig, fit_forest
 
     forest = fit_forest(x[train], scores[train], TrainConfig(trees=args.trees, seed=args.seed, target="score"))
     held = forest.predict_positive(x[test])

@@ -44,7 +44,7 @@ START, END = "<!-- quality_labels:start -->", "<!-- quality_labels:end -->"
 
 
 def run(args) -> dict:
-    from phi_hpc.quality.classifier import HashedTokenEmbedder
+    from phi_hpc.quality.embedders import HashedTokenEmbedder
 
     started = time.time()
     rows = qe.collect(Path(args.site_packages), 10**9, args.seed)

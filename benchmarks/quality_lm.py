@@ -53,7 +53,7 @@ START, END = "<!-- quality_lm:start -->", "<!-- quality_lm:end -->"
 
 def embedders(args, tmp: Path) -> dict:
     """name -> embedder: the shipped hashed one, a random tiny Phi, the trained tiny Phi."""
-    from phi_hpc.quality.classifier import HashedTokenEmbedder
+    from phi_hpc.quality.embedders import HashedTokenEmbedder
     from phi_hpc.quality.lm_embedder import LMEmbedder, RuntimeOptions
 
     tokenizer = str(data_file("tokenizer"))
@@ -125,7 +125,7 @@ def decontamination_distance(named: dict, args) -> dict:
     out = {"mutants": len(suite), "negatives": len(negatives), "embedders": {}}
     for name, embedder in named.items():
         if hasattr(embedder, "with_statistics"):  # the decontaminator's hashed embedder has no statistics
-            from phi_hpc.quality.classifier import HashedTokenEmbedder
+            from phi_hpc.quality.embedders import HashedTokenEmbedder
 
             embedder = HashedTokenEmbedder(dim=4096, with_statistics=False)
         solutions = _unit(embedder.embed([p["prompt"] + p["canonical_solution"] for p in problems]))

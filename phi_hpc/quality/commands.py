@@ -202,7 +202,8 @@ def train_command(
     Prints held-out accuracy/F1/AUC and writes OUTPUT (plain arrays, safe to load) and
     OUTPUT.report.json. Use it with: phi-hpc prepare ... --quality-model OUTPUT --quality-threshold 0.5
     """
-    from phi_hpc.quality.classifier import EmbedderSpec, TrainConfig, load_labels, train_classifier
+    from phi_hpc.quality.classifier_training import TrainConfig, load_labels, train_classifier
+    from phi_hpc.quality.embedders import EmbedderSpec
 
     if not 0 < holdout < 1:
         raise UsageError(f"--holdout {holdout} must be between 0 and 1", "e.g. --holdout 0.2")
@@ -212,7 +213,7 @@ def train_command(
     if target == "auto":
         target = "binary" if score_threshold is not None or not _has_scores(labels) else "score"
     if target == "score":
-        from phi_hpc.quality.classifier import load_grades
+        from phi_hpc.quality.classifier_training import load_grades
 
         texts, label_values, folders = load_grades(labels)
         groups = folders if group_by == "folder" else None
@@ -251,7 +252,7 @@ def _has_scores(path: str) -> bool:
     import os
 
     from phi_hpc.fileio import iter_jsonl
-    from phi_hpc.quality.classifier import load_labels
+    from phi_hpc.quality.classifier_training import load_labels
 
     if not os.path.isfile(path):
         return False  # load_labels says the file is missing

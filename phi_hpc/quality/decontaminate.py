@@ -106,7 +106,7 @@ class Decontaminator:
                 config.embedding_model, config.embedding_tokenizer, config.embedding_max_tokens, RuntimeOptions()
             )
         else:
-            from phi_hpc.quality.classifier import HashedTokenEmbedder
+            from phi_hpc.quality.embedders import HashedTokenEmbedder
 
             self._embedder = HashedTokenEmbedder(dim=config.embedding_dim, with_statistics=False)
         sources = [s.source for s in self.benchmarks.solutions]

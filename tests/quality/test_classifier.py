@@ -9,17 +9,10 @@ import numpy as np
 import pytest
 
 from phi_hpc.errors import UsageError
-from phi_hpc.quality.classifier import (
-    EmbedderSpec,
-    ForestArrays,
-    HashedTokenEmbedder,
-    LMEmbedder,
-    QualityModel,
-    QualityScorer,
-    TrainConfig,
-    load_labels,
-    train_classifier,
-)
+from phi_hpc.quality.classifier import ForestArrays, QualityModel, QualityScorer
+from phi_hpc.quality.classifier_training import TrainConfig, load_labels, train_classifier
+from phi_hpc.quality.embedders import EmbedderSpec, HashedTokenEmbedder
+from phi_hpc.quality.lm_embedder import LMEmbedder
 from phi_hpc.quality.stages import build_quality_filter
 from tests.quality.corpus import labelled_set
 

@@ -79,7 +79,7 @@ def test_bf16_is_close_to_fp32_and_devices_are_checked(tiny_phi, codegen_tokeniz
 
 @pytest.mark.slow
 def test_the_model_is_loaded_once_per_process(tiny_phi, codegen_tokenizer):
-    from phi_hpc.quality.classifier import EmbedderSpec, make_embedder
+    from phi_hpc.quality.embedders import EmbedderSpec, make_embedder
 
     spec = EmbedderSpec(kind="lm", model_dir=str(tiny_phi), tokenizer=str(codegen_tokenizer), max_tokens=32)
     first, second = make_embedder(spec), make_embedder(spec)
@@ -92,7 +92,9 @@ def test_quality_score_cli_with_the_lm_embedder(tiny_phi, codegen_tokenizer, run
     """`quality score --dtype bf16 --batch-size 3` with an LM model: scores match the fp32 in-process scorer."""
     import json
 
-    from phi_hpc.quality.classifier import EmbedderSpec, QualityModel, QualityScorer, TrainConfig, train_classifier
+    from phi_hpc.quality.classifier import QualityModel, QualityScorer
+    from phi_hpc.quality.classifier_training import TrainConfig, train_classifier
+    from phi_hpc.quality.embedders import EmbedderSpec
     from tests.quality.corpus import labelled_set
 
     texts, labels = labelled_set(stdlib_dir, count=8, seed=4)

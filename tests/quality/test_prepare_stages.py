@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from phi_hpc.quality.classifier import EmbedderSpec, TrainConfig, train_classifier
+from phi_hpc.quality.classifier_training import TrainConfig, train_classifier
+from phi_hpc.quality.embedders import EmbedderSpec
 from tests.quality.corpus import documented_stdlib_files, obfuscate
 from tests.quality.planting import disguise, humaneval_problems, plant
 

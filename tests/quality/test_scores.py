@@ -9,7 +9,8 @@ import shutil
 import numpy as np
 import pytest
 
-from phi_hpc.quality.classifier import EmbedderSpec, TrainConfig, train_classifier
+from phi_hpc.quality.classifier_training import TrainConfig, train_classifier
+from phi_hpc.quality.embedders import EmbedderSpec
 from tests.launch.conftest import slurm_cluster  # noqa: F401  (the fixture)
 from tests.quality.corpus import labelled_set
 
