@@ -370,7 +370,8 @@ def synth_group() -> None:
 
 def _synth(kind: str, output: str, count: int, seed: int, max_attempts: int, run_tests: bool, kwargs: dict) -> None:
     from phi_hpc.progress import progress_bar
-    from phi_hpc.quality.synth import SynthConfig, default_template, load_template, synthesize
+    from phi_hpc.quality.synth import SynthConfig, synthesize
+    from phi_hpc.quality.synth_prompts import default_template, load_template
 
     if kwargs["print_template"]:
         click.echo(default_template(kind))
@@ -518,7 +519,7 @@ def synth_topics(output, roots, branching, depth, **kwargs):
     """Grow a topic tree with the LLM, for `synth textbook|exercises --topics OUTPUT`."""
     from phi_hpc.progress import progress_bar
     from phi_hpc.quality.diversity import load_lines
-    from phi_hpc.quality.synth import TOPICS
+    from phi_hpc.quality.synth_prompts import TOPICS
     from phi_hpc.quality.topics import grow_topic_tree
 
     if branching < 1 or depth < 0:

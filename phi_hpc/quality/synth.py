@@ -1,27 +1,22 @@
-"""``synth textbook|exercises``: synthetic training data from an LLM, diverse by construction.
+"""``synth textbook|exercises``: the run loop that turns an LLM's answers into synthetic training data.
 
-phi-1's lesson (section 2.2): asking a model the same thing many times yields the same few answers.
-Diversity has to be put into the prompts. Each item's prompt combines a topic, an audience, a style
-and a constraint drawn from fixed lists by a generator seeded with ``(seed, index, attempt)``, so item
-17 of seed 0 always asks the same question, in every run and after every restart.
+Each item's prompt comes from the prompt space of :mod:`phi_hpc.quality.synth_prompts` (topic, audience,
+style and constraint drawn with ``(seed, index, attempt)``: diverse by construction, the same question
+in every run); its answer is taken apart and tested by :mod:`phi_hpc.quality.synth_answers`. What is
+kept, what is asked again and what is written is decided here.
 
 Items have stable ids (``textbook-s0-000017``); the output is append-only and resumable (see
 :mod:`phi_hpc.quality.appendlog`). Outputs are de-duplicated on their normalized text: a repeat
 (or, for exercises, code that does not parse or fails its own tests) is asked again with the next
 attempt's draw, up to ``--max-attempts``.
 
-Exercises follow phi-1's CodeExercises form: a function signature and docstring (``prompt``), then
-the body (``completion``); tests the model wrote (top-level ``assert`` lines) are run in
-:mod:`phi_hpc.eval.sandbox`. Every record also has ``text`` (prompt + completion), so ``prepare``
-reads the file as it is and the finetune loader reads ``prompt``/``completion``.
+Exercises are stored in phi-1's CodeExercises form: every record also has ``text`` (prompt +
+completion), so ``prepare`` reads the file as it is and the finetune loader reads
+``prompt``/``completion``.
 """
 
 from __future__ import annotations
 
-import ast
-import hashlib
-import random
-import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -29,98 +24,8 @@ from dataclasses import asdict, dataclass, field
 
 from phi_hpc.quality.appendlog import AppendLog
 from phi_hpc.quality.openai_client import BudgetExhausted, ChatClient, EndpointConfig, Unanswered, answers
-
-TOPICS = (
-    "variables and assignment",
-    "integer and float arithmetic",
-    "string slicing",
-    "string formatting",
-    "lists and indexing",
-    "list comprehensions",
-    "tuples and unpacking",
-    "dictionaries",
-    "sets",
-    "if/elif/else",
-    "for loops",
-    "while loops",
-    "break and continue",
-    "functions and return values",
-    "default and keyword arguments",
-    "recursion",
-    "iteration with enumerate and zip",
-    "sorting with keys",
-    "searching a list",
-    "binary search",
-    "two pointers",
-    "stacks",
-    "queues",
-    "linked lists",
-    "binary trees",
-    "graph traversal (BFS/DFS)",
-    "dynamic programming",
-    "greedy algorithms",
-    "prime numbers",
-    "greatest common divisor",
-    "matrices as nested lists",
-    "exceptions and validation",
-    "classes and methods",
-    "generators",
-    "string parsing",
-    "counting with dictionaries",
-    "bit manipulation",
-    "date-free calendar arithmetic",
-    "simple simulations",
-    "text statistics",
-)
-AUDIENCES = (
-    "a complete beginner",
-    "a high-school student",
-    "a first-year computer science student",
-    "a data analyst learning Python",
-    "a self-taught programmer preparing for interviews",
-    "a scientist who knows math but not programming",
-    "a teenager who likes games",
-    "a teacher preparing a lesson",
-)
-STYLES = (
-    "a patient textbook chapter",
-    "a worked example followed by practice",
-    "a Socratic dialogue turned into prose",
-    "a step-by-step tutorial",
-    "a concise reference with examples",
-    "a story-driven explanation",
-    "common mistakes and how to fix them",
-    "from a naive solution to a better one",
-)
-CONSTRAINTS = (
-    "Use only the standard library.",
-    "Keep every function under 15 lines.",
-    "Explain the time complexity.",
-    "Include an edge case with empty input.",
-    "Use descriptive variable names.",
-    "Avoid classes.",
-    "Use at least one helper function.",
-    "Handle invalid input with a clear error.",
-    "Show an example input and output.",
-    "Do not use recursion.",
-)
-
-TEXTBOOK_TEMPLATE = """\
-Write a section of a Python textbook about {topic} for {audience}, written as {style}.
-{constraint}
-Alternate clear natural-language explanations with short, runnable code snippets, so a reader
-learns the concept and sees it used. Do not repeat the instructions."""
-
-EXERCISES_TEMPLATE = """\
-Write one Python exercise about {topic} for {audience}, in the spirit of {style}.
-{constraint} Name the function `{function_name}`.
-Format, exactly:
-1. A function with a full signature and a docstring that states the task, its inputs and its output.
-2. The function body solving it.
-3. After the function, three to five top-level `assert` lines that test it.
-Answer with the code only, in one ```python block."""
-
-_FENCE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)```", re.S)
+from phi_hpc.quality.synth_answers import Exercise, ExerciseChecker, extract_code, normalized_digest, split_exercise
+from phi_hpc.quality.synth_prompts import PromptSeeds, default_template, draw_spec, render_prompt
 
 
 @dataclass(frozen=True)
@@ -138,129 +43,8 @@ class SynthConfig:
     near_duplicate_jaccard: float = 0.7  # reject answers this similar to a kept one (MinHash, 5-word shingles)
 
 
-@dataclass(frozen=True)
-class PromptSeeds:
-    topics: tuple[str, ...] = TOPICS
-    function_names: tuple[str, ...] = ()
-
-    @classmethod
-    def for_config(cls, config: SynthConfig) -> PromptSeeds:
-        from phi_hpc.quality.diversity import function_names, load_lines
-
-        topics = tuple(load_lines(config.topics_file, "topics")) if config.topics_file else TOPICS
-        names = (
-            tuple(load_lines(config.names_file, "function-names"))
-            if config.names_file
-            else tuple(function_names(config.seed))
-        )
-        return cls(topics, names if config.kind == "exercises" else ())
-
-
-def draw_spec(seed: int, index: int, attempt: int, seeds: PromptSeeds | None = None) -> dict:
-    """The item's prompt ingredients: a pure function of (seed, index, attempt, seed lists)."""
-    seeds = seeds or PromptSeeds()
-    rng = random.Random(f"{seed}:{index}:{attempt}")
-    spec = {
-        "topic": rng.choice(seeds.topics),
-        "audience": rng.choice(AUDIENCES),
-        "style": rng.choice(STYLES),
-        "constraint": rng.choice(CONSTRAINTS),
-    }
-    if seeds.function_names:
-        spec["function_name"] = rng.choice(seeds.function_names)
-    return spec
-
-
-PLACEHOLDERS = ("{topic}", "{audience}", "{style}", "{constraint}")
-
-
-def default_template(kind: str) -> str:
-    return TEXTBOOK_TEMPLATE if kind == "textbook" else EXERCISES_TEMPLATE
-
-
-def load_template(kind: str, path: str | None) -> str:
-    """The prompt template: the built-in one, or a user's file using the four placeholders."""
-    from phi_hpc.quality.openai_client import read_prompt_template
-
-    return read_prompt_template(path, default_template(kind), "--prompt-template", PLACEHOLDERS, "--print-template")
-
-
-def render_prompt(template: str, spec: dict) -> str:
-    out = template
-    for key, value in spec.items():
-        out = out.replace("{" + key + "}", value)
-    if spec.get("function_name") and spec["function_name"] not in out:  # a custom template without the slot
-        out += f"\nName the function `{spec['function_name']}`."
-    return out
-
-
 def item_id(kind: str, seed: int, index: int) -> str:
     return f"{kind}-s{seed}-{index:06d}"
-
-
-def normalized_digest(text: str) -> str:
-    """Whitespace- and case-insensitive content key for de-duplication."""
-    return hashlib.sha256(" ".join(text.lower().split()).encode("utf-8")).hexdigest()
-
-
-def extract_code(answer: str) -> str:
-    match = _FENCE.search(answer)
-    return (match.group(1) if match else answer).strip("\n") + "\n"
-
-
-@dataclass(frozen=True)
-class Exercise:
-    prompt: str  # signature + docstring
-    completion: str  # the body
-    tests: str  # top-level asserts, possibly empty
-
-
-def split_exercise(code: str) -> Exercise | None:
-    """Cut code into CodeExercises parts; None if it does not parse or has no documented function."""
-    try:
-        tree = ast.parse(code)
-    except (SyntaxError, ValueError):
-        return None
-    lines = code.splitlines(keepends=True)
-    for node in tree.body:
-        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or ast.get_docstring(node) is None:
-            continue
-        docstring = node.body[0]
-        if len(node.body) < 2:
-            return None  # a docstring and nothing to complete
-        prompt = "".join(lines[: docstring.end_lineno])
-        completion = "".join(lines[docstring.end_lineno : node.end_lineno])
-        tests = "".join(
-            ast.get_source_segment(code, stmt) + "\n"
-            for stmt in tree.body
-            if isinstance(stmt, ast.Assert) and stmt.lineno > node.end_lineno
-        )
-        return Exercise(prompt, completion, tests)
-    return None
-
-
-class ExerciseChecker:
-    """Runs an exercise's own asserts in the evaluation sandbox (opened on first use)."""
-
-    def __init__(self, timeout_s: float):
-        import threading
-
-        self.timeout_s = timeout_s
-        self._sandbox = None
-        self._lock = threading.Lock()  # generation threads share one sandbox worker; runs take turns
-
-    def __call__(self, exercise: Exercise) -> tuple[bool, str | None]:
-        from phi_hpc.eval.sandbox import Program, Sandbox, SandboxLimits
-
-        with self._lock:
-            if self._sandbox is None:
-                self._sandbox = Sandbox(workers=1, limits=SandboxLimits(timeout_s=self.timeout_s))
-            result = self._sandbox.run(Program(solution=exercise.prompt + exercise.completion, tests=exercise.tests))
-        return result.passed, result.error
-
-    def close(self) -> None:
-        if self._sandbox is not None:
-            self._sandbox.close()
 
 
 @dataclass
@@ -361,7 +145,7 @@ def synthesize(output: str, endpoint: EndpointConfig, config: SynthConfig, progr
     client = ChatClient(endpoint)
     started = time.time()
     state = _RunState(
-        PromptSeeds.for_config(config),
+        PromptSeeds.load(config.kind, config.seed, config.topics_file, config.names_file),
         set(),
         NearDuplicateIndex(config.near_duplicate_jaccard) if config.near_duplicate_jaccard < 1 else None,
         threading.Lock(),

@@ -14,7 +14,9 @@ import pytest
 
 from phi_hpc.quality.label import LabelConfig, label_documents
 from phi_hpc.quality.openai_client import ChatClient, EndpointConfig, EndpointError, bounded_map
-from phi_hpc.quality.synth import SynthConfig, draw_spec, split_exercise, synthesize
+from phi_hpc.quality.synth import SynthConfig, synthesize
+from phi_hpc.quality.synth_answers import split_exercise
+from phi_hpc.quality.synth_prompts import draw_spec
 from tests.conftest import REPO_ROOT
 from tests.quality.fake_openai import FakeOpenAI
 
