@@ -171,7 +171,8 @@ class _Run:
             self.say("resuming with settings that differ from the checkpoint's: " + "; ".join(changed))
 
     def _build_data(self):
-        from phi_hpc.train.data import TrainingData, ValidationData, load_sources
+        from phi_hpc.train.data import TrainingData, ValidationData
+        from phi_hpc.train.sources import load_sources
 
         config, data = self.config, self.config.data
         train_sources, validation_sources = load_sources(data, self.layout.data_cache, self.is_main, self.barrier)
