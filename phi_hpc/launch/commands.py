@@ -236,7 +236,7 @@ def status_command(run, as_json):
 @click.option("-n", "--lines", type=int, default=20, show_default=True)
 def logs_command(run, job_name, follow, rank, stderr, lines):
     """Show a job's log (the newest attempt), like `tail [-f]`."""
-    from phi_hpc.launch.watch import follow_logs
+    from phi_hpc.launch.logs import follow_logs
 
     if rank != "all" and not rank.isdigit():
         raise UsageError(f"--rank {rank}: give a rank number or 'all'")

@@ -24,6 +24,9 @@ of its decay (``test_fp16_dynamic_loss_scaling_skips_overflows_and_backs_off``).
 
 Checkpoints are written every ``checkpoint.every`` steps and every ``checkpoint.every_minutes``;
 saves are synchronous (all ranks wait for the slowest writer; for phi-1 ZeRO-1 shards, seconds).
+
+What a process builds before its first step (data, engine, initial weights, metrics writer) is
+:mod:`phi_hpc.train.startup`; this module is the steps and what happens between them.
 """
 
 from __future__ import annotations
@@ -33,23 +36,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 from phi_hpc.config import dump_yaml
+from phi_hpc.constants import EXIT_PREEMPTED  # what the CLI returns so the job is requeued
 from phi_hpc.fileio import write_json
 from phi_hpc.run_layout import RunLayout
 from phi_hpc.train.checkpoint import OnPublish, PreemptionFlag
 from phi_hpc.train.config import TrainConfig
-
-# PhiConfig fields that must agree between an init_from checkpoint and the run's model.
-ARCHITECTURE_FIELDS = (
-    "vocab_size",
-    "hidden_size",
-    "num_layers",
-    "num_heads",
-    "intermediate_size",
-    "rotary_dim",
-    "rope_theta",
-    "layer_norm_eps",
-)
-from phi_hpc.constants import EXIT_PREEMPTED  # noqa: E402 (what the CLI returns so the job is requeued)
 
 
 @dataclass(frozen=True)
@@ -121,6 +112,7 @@ class _Run:
 
     def execute(self) -> TrainResult:
         from phi_hpc.train.checkpoint import CheckpointManager
+        from phi_hpc.train.startup import changed_settings
 
         config = self.config
         if self.is_main:
@@ -139,153 +131,45 @@ class _Run:
         self.checkpoints.remove_partials()
         resume_from = self.checkpoints.latest() if config.checkpoint.resume else None
 
-        self.train_data, self.validation_data = self._build_data()
-        self.engine = self._build_engine(init_weights=resume_from is None)
-        self.metrics, self.throughput = self._build_metrics()
+        self._build(init_weights=resume_from is None)
 
         step = 0
         if resume_from is not None:
             state = self.checkpoints.load(self.engine, resume_from)
             self.train_data.sampler.load_state_dict(state["sampler"])
             step = int(state["step"])
-            self._report_changed_settings(state.get("config"))
+            changed = changed_settings(state.get("config"), config)
+            if changed:
+                self.say("resuming with settings that differ from the checkpoint's: " + "; ".join(changed))
             self.say(f"resumed from {resume_from} at step {step} ({self.train_data.sampler.consumed} samples consumed)")
         else:
             self.torch.manual_seed(config.seed + self.env.rank)  # dropout differs per rank, reproducibly
         self.metrics.truncate_after(step)  # lines past the restart point (even all of them) are recomputed
         return self._loop(step, resumed_from=str(resume_from) if resume_from else None)
 
-    def _report_changed_settings(self, saved: dict | None) -> None:
-        """Resuming with other settings is allowed (a longer run, another LR), but never silent."""
-        from phi_hpc.config import flatten, to_dict
+    def _build(self, init_weights: bool) -> None:
+        """Data, engine and metrics, built by :mod:`phi_hpc.train.startup` (data first: a bad path fails
+        before the slow engine start-up)."""
+        from phi_hpc.train.startup import build_data, build_engine, build_metrics
 
-        if saved is None:
-            return
-        before, now = flatten(saved), flatten(to_dict(self.config))
-        changed = [
-            f"{k}: {before.get(k)!r} -> {now.get(k)!r}"
-            for k in sorted(set(before) | set(now))
-            if before.get(k) != now.get(k)
-        ]
-        if changed:
-            self.say("resuming with settings that differ from the checkpoint's: " + "; ".join(changed))
-
-    def _build_data(self):
-        from phi_hpc.train.data import TrainingData, ValidationData, load_sources
-
-        config, data = self.config, self.config.data
-        train_sources, validation_sources = load_sources(data, self.layout.data_cache, self.is_main, self.barrier)
-        batch = config.batch
-        train = TrainingData(
-            train_sources,
-            data.weights,
-            data.seq_len,
-            config.seed,
-            batch.global_size,
-            batch.micro_size,
-            self.env.rank,
-            self.env.world_size,
+        config, env = self.config, self.env
+        self.train_data, self.validation_data = build_data(
+            config, env, self.layout.data_cache, self.is_main, self.barrier, self.say
         )
-        validation = None
-        if config.validation.every > 0 and validation_sources:
-            validation = ValidationData(
-                validation_sources,
-                data.seq_len,
-                config.validation.batches * batch.global_size,
-                batch.micro_size,
-                self.env.rank,
-                self.env.world_size,
-            )
-            if len(validation) == 0:
-                self.say("validation data is shorter than one micro-batch per rank: no validation loss")
-                validation = None
-        return train, validation
-
-    def _build_engine(self, init_weights: bool):
-        import deepspeed
-
-        from phi_hpc.model.phi import PhiForCausalLM
-        from phi_hpc.train.engine import deepspeed_config, parameter_groups, scheduler_factory
-
-        config = self.config
-        self.torch.manual_seed(config.seed)  # identical initial weights on every rank
-        model = PhiForCausalLM(config.model)
-        if init_weights and config.checkpoint.init_from:
-            self._load_initial_weights(model, config.checkpoint.init_from)
-        ds_config = deepspeed_config(config, self.env.world_size, self.device_type)
-        if self.is_main:
-            write_json(self.layout.deepspeed_config, ds_config)
-        self.accumulation = ds_config["gradient_accumulation_steps"]
-        # DeepSpeed reports the gradient norm from its ZeRO/fp16/bf16 optimizers only; plain fp32 without
-        # ZeRO clips and forgets it, so there we measure it ourselves (same all-reduced gradients).
-        self.measure_own_grad_norm = config.deepspeed.zero_stage == 0 and config.deepspeed.precision == "fp32"
-        engine, _, _, _ = deepspeed.initialize(
-            model=model,
-            model_parameters=parameter_groups(model, config.optim.weight_decay),
-            lr_scheduler=scheduler_factory(config),
-            config=ds_config,
+        self.engine, self.accumulation, self.measure_own_grad_norm = build_engine(
+            config, env, self.device_type, self.layout, self.say, init_weights
         )
-        accumulate = ds_config.get("data_types", {}).get("grad_accum_dtype")
-        if accumulate not in (None, "fp32") and self.accumulation > 1:
-            self.say(
-                f"note: gradients of the {self.accumulation} micro-batches are summed in {accumulate} "
-                "(deepspeed.grad_accum_dtype=model); the default fp32 sum matches fp32 runs more closely"
-            )
-        self.say(
-            f"{self.env.world_size} process(es) ({self.env.source}, {self.device_type}), "
-            f"ZeRO {config.deepspeed.zero_stage}, {config.deepspeed.precision}, global batch "
-            f"{config.batch.global_size} = {config.batch.micro_size} x {self.accumulation} accumulation "
-            f"x {self.env.world_size}, {sum(p.numel() for p in model.parameters()):,} parameters"
+        self.metrics, self.throughput, self.flops_per_token = build_metrics(
+            config, self.layout, self.is_main, self.device_type, env.world_size
         )
-        return engine
-
-    def _load_initial_weights(self, model, source: str) -> None:
-        from phi_hpc.errors import UsageError
-        from phi_hpc.model.hf import load_pretrained
-        from phi_hpc.run_layout import find_checkpoint
-
-        folder = find_checkpoint(source).folder
-        if not (folder / "config.json").is_file():
-            raise UsageError(
-                f"checkpoint.init_from: {source} is not a model folder (no config.json)",
-                "give a checkpoint step folder, a run folder, or a Hugging Face phi folder",
-            )
-        pretrained = load_pretrained(folder)
-        for name in ARCHITECTURE_FIELDS:  # dropout, attention kernel etc. are this run's choice
-            if getattr(pretrained.config, name) != getattr(model.config, name):
-                raise UsageError(
-                    f"checkpoint.init_from: {folder} has {name}={getattr(pretrained.config, name)}, "
-                    f"the config says {getattr(model.config, name)}",
-                    "use the model config the checkpoint was trained with",
-                )
-        model.load_state_dict(pretrained.state_dict())
-        self.say(f"initial weights from {folder}")
-
-    def _build_metrics(self):
-        from phi_hpc.model.flops import training_flops_per_token
-        from phi_hpc.train.metrics import MetricsWriter, Throughput, device_peak_flops
-
-        config = self.config
-        writer = MetricsWriter(
-            self.layout.metrics,
-            enabled=self.is_main,
-            tensorboard_dir=self.layout.tensorboard if config.logging.tensorboard else None,
-        )
-        flops = training_flops_per_token(config.model, config.data.seq_len)
-        peak = device_peak_flops(self.device_type, config.logging.peak_tflops)
-        throughput = Throughput(flops, self.env.world_size, peak)
-        self.flops_per_token = flops
-        return writer, throughput
 
     # ---------------------------------------------------------------- the loop
     def _loop(self, step: int, resumed_from: str | None) -> TrainResult:
         from phi_hpc.progress import progress_bar
-        from phi_hpc.train.checkpoint import SaveClock, die_now, fault_step
-        from phi_hpc.train.engine import grad_norm, loss_scale
+        from phi_hpc.train.checkpoint import SaveClock, fault_step
         from phi_hpc.train.metrics import StepTimer, console_line
 
         config, engine = self.config, self.engine
-        tokens_per_step = config.batch.global_size * config.data.seq_len
         timer = StepTimer(self.device_type)
         last_loss, status, saved_step = None, "completed", None
         step_rates: list[float] = []  # tokens/s of this process's steps (the first, warming up, excluded)
@@ -301,38 +185,14 @@ class _Run:
                 lr = engine.get_lr()[0]
                 last_loss, preempted, own_norm, time_due = self._train_step()
                 step += 1
-                seconds = timer.stop()
-                norm = grad_norm(engine) if own_norm is None else own_norm
-                record = {
-                    "step": step,
-                    "loss": last_loss,
-                    "lr": lr,
-                    "grad_norm": norm,
-                    "loss_scale": loss_scale(engine),
-                    "skipped_steps": int(engine.skipped_steps),
-                    **self.throughput.measure(tokens_per_step, seconds),
-                    "step_time_s": round(seconds, 4),
-                    **self.train_data.position(),
-                    "time": time.time(),
-                }
+                record = self._step_record(step, last_loss, lr, own_norm, timer.stop())
                 self.metrics.log(record)
                 step_rates.append(record["tokens_per_s"])
                 bar.update(task, completed=step)
                 shown = step % config.logging.console_every == 0 or step in (1, config.steps) or preempted
                 if self.is_main and shown:
                     print(console_line(record, config.steps), flush=True)
-                if (
-                    config.validation.every
-                    and self.validation_data is not None
-                    and (step % config.validation.every == 0 or step == config.steps)
-                ):
-                    self._validate(step)
-                if kill_at == step:
-                    die_now()
-                time.sleep(step_delay)
-                if preempted or time_due or step % config.checkpoint.every == 0 or step == config.steps:
-                    self._save(step)
-                    self.save_clock.saved()
+                if self._after_step(step, preempted or time_due, kill_at, step_delay):
                     saved_step = step
                 if preempted:
                     status = "preempted"
@@ -341,31 +201,75 @@ class _Run:
         self.metrics.close()
         result = TrainResult(status=status, step=step, last_loss=last_loss, run_dir=str(self.run_dir))
         if self.is_main:
-            write_json(
-                self.layout.summary,
-                {
-                    "status": status,
-                    "step": step,
-                    "steps": config.steps,
-                    "last_loss": last_loss,
-                    "resumed_from": resumed_from,
-                    "last_checkpoint": saved_step,
-                    "world_size": self.env.world_size,
-                    "launcher": self.env.source,
-                    "device": self.device_type,
-                    "attention": sorted(getattr(self.engine.module, "attention_paths", ())),
-                    "flops_per_token": self.flops_per_token,
-                    "flops_convention": "6N + 12*L*d*T (phi_hpc.model.flops)",
-                    "consumed_samples": self.train_data.sampler.consumed,
-                    "last_val_loss": self.last_val_loss,
-                    "tokens_per_s": round(sum(step_rates[1:]) / len(step_rates[1:]), 2)
-                    if len(step_rates) > 1
-                    else None,
-                    "time": time.time(),
-                },
-            )
+            self._write_summary(result, resumed_from, saved_step, step_rates)
         self.barrier()
         return result
+
+    def _step_record(self, step: int, loss: float, lr: float, own_norm: float | None, seconds: float) -> dict:
+        """The step's metrics.jsonl line (``own_norm``: the gradient norm where DeepSpeed does not report it)."""
+        from phi_hpc.train.engine import grad_norm, loss_scale
+
+        engine, tokens_per_step = self.engine, self.config.batch.global_size * self.config.data.seq_len
+        return {
+            "step": step,
+            "loss": loss,
+            "lr": lr,
+            "grad_norm": grad_norm(engine) if own_norm is None else own_norm,
+            "loss_scale": loss_scale(engine),
+            "skipped_steps": int(engine.skipped_steps),
+            **self.throughput.measure(tokens_per_step, seconds),
+            "step_time_s": round(seconds, 4),
+            **self.train_data.position(),
+            "time": time.time(),
+        }
+
+    def _after_step(self, step: int, save_now: bool, kill_at: int | None, step_delay: float) -> bool:
+        """Validation, the test faults (kill, slow step) and the checkpoint due at this step boundary, in
+        this order (a kill at step N dies before N's checkpoint, like a crash); returns whether it saved.
+        ``save_now``: a signal or rank 0's clock asked for a checkpoint."""
+        from phi_hpc.train.checkpoint import die_now
+
+        config = self.config
+        if (
+            config.validation.every
+            and self.validation_data is not None
+            and (step % config.validation.every == 0 or step == config.steps)
+        ):
+            self._validate(step)
+        if kill_at == step:
+            die_now()
+        time.sleep(step_delay)
+        if save_now or step % config.checkpoint.every == 0 or step == config.steps:
+            self._save(step)
+            self.save_clock.saved()
+            return True
+        return False
+
+    def _write_summary(
+        self, result: TrainResult, resumed_from: str | None, saved_step: int | None, step_rates: list[float]
+    ) -> None:
+        """RUN/summary.json (rank 0): how the run ended, where it resumed and last saved, and how fast it ran."""
+        write_json(
+            self.layout.summary,
+            {
+                "status": result.status,
+                "step": result.step,
+                "steps": self.config.steps,
+                "last_loss": result.last_loss,
+                "resumed_from": resumed_from,
+                "last_checkpoint": saved_step,
+                "world_size": self.env.world_size,
+                "launcher": self.env.source,
+                "device": self.device_type,
+                "attention": sorted(getattr(self.engine.module, "attention_paths", ())),
+                "flops_per_token": self.flops_per_token,
+                "flops_convention": "6N + 12*L*d*T (phi_hpc.model.flops)",
+                "consumed_samples": self.train_data.sampler.consumed,
+                "last_val_loss": self.last_val_loss,
+                "tokens_per_s": round(sum(step_rates[1:]) / len(step_rates[1:]), 2) if len(step_rates) > 1 else None,
+                "time": time.time(),
+            },
+        )
 
     def _train_step(self) -> tuple[float, bool, float | None, bool]:
         """One global batch: every micro-batch forward and backward, one optimizer update.

@@ -164,7 +164,7 @@ def test_synth_exercises_parse_and_pass_their_tests_in_the_sandbox(tmp_path):
 @pytest.mark.slow
 def test_exercises_are_read_by_prepare_and_by_the_finetune_loader(tmp_path, run_cli, codegen_tokenizer):
     out, _ = _generate_exercises(tmp_path)
-    from phi_hpc.train.data import tokenize_jsonl
+    from phi_hpc.train.sources import tokenize_jsonl
 
     tokens, mask = tokenize_jsonl(out, str(codegen_tokenizer))
     assert len(tokens) == len(mask) > 0 and 0 < mask.sum() < len(mask)  # completions trained, prompts masked

@@ -13,16 +13,12 @@ from phi_hpc.errors import UsageError
 from phi_hpc.train.data import (
     IGNORE_INDEX,
     BlendedSampler,
-    FlatTokens,
-    TokenSource,
     TrainingData,
     ValidationData,
     build_micro_batch,
-    encode_prompt_completion,
-    indexed_source,
-    jsonl_source,
     rank_micro_batches,
 )
+from phi_hpc.train.sources import FlatTokens, TokenSource, encode_prompt_completion, indexed_source, jsonl_source
 
 
 def test_flat_tokens_slices_across_arrays_without_gaps():

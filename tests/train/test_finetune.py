@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from phi_hpc.model.phi import causal_lm_loss
-from phi_hpc.train.data import IGNORE_INDEX, FlatTokens, TokenSource, build_micro_batch
+from phi_hpc.train.data import IGNORE_INDEX, build_micro_batch
+from phi_hpc.train.sources import FlatTokens, TokenSource
 from tests.train.conftest import TINY_FINETUNE, assert_ok, run_training, step_lines
 
 
@@ -54,7 +55,8 @@ def test_finetune_from_pretrain_checkpoint_counts_only_completions(
 ):
     from phi_hpc.model.hf import load_pretrained
     from phi_hpc.train.config import load_train_config
-    from phi_hpc.train.data import TrainingData, jsonl_source
+    from phi_hpc.train.data import TrainingData
+    from phi_hpc.train.sources import jsonl_source
 
     exercises = runs_root / "exercises.jsonl"  # MBPP problems as prompt/completion pairs
     exercises.write_text("".join(line for line in mbpp_path.read_text().splitlines(keepends=True)[:80]))

@@ -10,7 +10,7 @@ import torch
 from phi_hpc.errors import UsageError
 from phi_hpc.model.hf import save_pretrained
 from phi_hpc.model.phi import PhiConfig, PhiForCausalLM
-from phi_hpc.train.trainer import _Run
+from phi_hpc.train.startup import load_initial_weights
 
 TINY = PhiConfig(
     vocab_size=128,
@@ -25,10 +25,8 @@ TINY = PhiConfig(
 )
 
 
-def _loader() -> _Run:
-    run = _Run.__new__(_Run)  # only the weight-loading part, without a process group
-    run.is_main = False
-    return run
+def _quiet(message: str) -> None:
+    """``say`` of a rank that is not rank 0: weight loading runs here without a process group."""
 
 
 def test_init_from_copies_weights_from_a_run_folder_and_ignores_dropout(tmp_path):
@@ -40,7 +38,7 @@ def test_init_from_copies_weights_from_a_run_folder_and_ignores_dropout(tmp_path
     (tmp_path / "run" / "checkpoints" / "latest").write_text("7\n")
 
     target = PhiForCausalLM(dataclasses.replace(TINY, resid_dropout=0.1, attn_dropout=0.1))  # finetuning dropout
-    _loader()._load_initial_weights(target, str(tmp_path / "run"))
+    load_initial_weights(target, str(tmp_path / "run"), _quiet)
     for name, tensor in source.state_dict().items():
         assert torch.equal(target.state_dict()[name], tensor), name
 
@@ -49,6 +47,6 @@ def test_init_from_refuses_another_architecture(tmp_path):
     save_pretrained(PhiForCausalLM(TINY), tmp_path / "model")
     wider = PhiForCausalLM(dataclasses.replace(TINY, hidden_size=64, intermediate_size=128))
     with pytest.raises(UsageError, match="has hidden_size=32, the config says 64"):
-        _loader()._load_initial_weights(wider, str(tmp_path / "model"))
+        load_initial_weights(wider, str(tmp_path / "model"), _quiet)
     with pytest.raises(UsageError, match="is not a model folder"):
-        _loader()._load_initial_weights(wider, str(tmp_path / "nothing"))
+        load_initial_weights(wider, str(tmp_path / "nothing"), _quiet)
