@@ -4,7 +4,8 @@ The pieces belong to other modules; this one wires them and owns the files:
 
 * the model: our consolidated checkpoint and a transformers Phi folder are the same format, so both
   load through :func:`phi_hpc.model.hf.load_pretrained` (``--checkpoint`` also accepts a run folder,
-  its ``checkpoints/`` folder or the ``latest`` pointer, and follows them to a step);
+  its ``checkpoints/`` folder or the ``latest`` pointer, and follows them to a step); loading it and
+  decoding with it: :mod:`phi_hpc.eval.completers`;
 * prompts and stop sequences: :mod:`phi_hpc.eval.tasks`; decoding: :mod:`phi_hpc.model.generate`;
   execution and pass@k: :func:`phi_hpc.eval.score.score_samples` (the sandbox).
 
@@ -13,7 +14,8 @@ Data parallel without collectives: launched as N tasks (srun, torchrun), rank ``
 ``OUT_DIR/.shards/``; rank 0 waits for every shard, merges them in problem order and scores. Files
 instead of a process group mean no rendezvous port and no NCCL for what is an embarrassingly parallel
 job, and a requeued job reuses the shards that already finished (each shard carries a fingerprint of
-model + data + decoding settings, so a stale one is never mixed in).
+model + data + decoding settings, so a stale one is never mixed in); the shard files themselves are
+:mod:`phi_hpc.eval.shards`.
 
 Layout of OUT_DIR::
 
@@ -24,23 +26,20 @@ Layout of OUT_DIR::
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from phi_hpc.errors import PhiError, UsageError
+from phi_hpc.eval.completers import Completer, load_model_completer
 from phi_hpc.eval.config import EvalRunConfig
 from phi_hpc.eval.custom_tasks import task_label
-from phi_hpc.eval.model_source import ResolvedModel, resolve_model, resolve_tokenizer
+from phi_hpc.eval.model_source import resolve_model, resolve_tokenizer
+from phi_hpc.eval.shards import fingerprint, read_shard, shard_path, wait_for_shards, write_shard
 from phi_hpc.fileio import atomic_write, write_json
-
-SHARD_DIR = ".shards"
 
 
 # ------------------------------------------------------------------------------------ ranks
@@ -98,146 +97,7 @@ def build_work(config: EvalRunConfig) -> tuple[list[WorkItem], dict[str, list]]:
     return items, problems_by_task
 
 
-# ---------------------------------------------------------------------------------- completers
-class Completer(Protocol):
-    """Turns prompts into ``n`` completions each, already cut at the stop sequences.
-
-    ``progress(k)`` is called as ``k`` more sequences finish (for the progress bar). ``keys`` are the
-    prompts' global problem indices: sampling is seeded by them, so a rank draws for its share of
-    the problems exactly what a single process would.
-    """
-
-    def complete(
-        self,
-        prompts: list[str],
-        stop_sequences: Sequence[str],
-        progress: Callable[[int], None] | None = None,
-        keys: Sequence[int] | None = None,
-    ) -> list[list[str]]: ...
-
-
-class ModelCompleter:
-    """Our decoder (:mod:`phi_hpc.model.generate`) on a loaded model."""
-
-    def __init__(self, model, tokenizer, config: EvalRunConfig):
-        self.model, self.tokenizer, self.config = model, tokenizer, config
-
-    def complete(
-        self,
-        prompts: list[str],
-        stop_sequences: Sequence[str],
-        progress: Callable[[int], None] | None = None,
-        keys: Sequence[int] | None = None,
-    ) -> list[list[str]]:
-        from phi_hpc.model.generate import GenerationConfig, generate_completions
-
-        c = self.config
-        generation = GenerationConfig(
-            max_new_tokens=c.max_new_tokens,
-            greedy=c.greedy,
-            temperature=c.temperature,
-            top_p=c.top_p,
-            n=c.n,
-            seed=c.seed,
-            stop_sequences=list(stop_sequences),
-            batch_size=c.batch_size,
-        )
-        return generate_completions(
-            self.model, self.tokenizer, prompts, generation, progress=progress, prompt_keys=keys
-        )
-
-    def context_warning(self, prompts: list[str]) -> str | None:
-        """Prompts that would run past the positions the model was built for (its output there is noise)."""
-        limit = getattr(getattr(self.model, "config", None), "max_position_embeddings", None)
-        if not limit or not prompts:
-            return None
-        longest = max(len(ids) for ids in (e.ids for e in self.tokenizer.encode_batch(prompts)))
-        too_long = longest + self.config.max_new_tokens
-        if too_long <= limit:
-            return None
-        return (
-            f"the longest prompt ({longest} tokens) + --max-new-tokens {self.config.max_new_tokens} exceeds "
-            f"the model's max_position_embeddings ({limit}); lower --max-new-tokens"
-        )
-
-
-def _torch_dtype(name: str, device: str):
-    import torch
-
-    if name == "auto":
-        if device.startswith("cuda") and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
-    return getattr(torch, name)
-
-
-def load_model_completer(
-    config: EvalRunConfig, model: ResolvedModel, tokenizer_path: Path, rank: Rank
-) -> tuple[ModelCompleter, dict]:
-    """Load weights + tokenizer on this rank's device; returns the completer and what was loaded."""
-    import torch
-    from tokenizers import Tokenizer
-
-    from phi_hpc.model.hf import load_pretrained
-
-    tokenizer = Tokenizer.from_file(str(tokenizer_path))
-    device = f"cuda:{rank.local_rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu"
-    dtype = _torch_dtype(config.dtype, device)
-    network = load_pretrained(str(model.model_dir), dtype=dtype, device=device)
-    network.eval()
-    vocab = getattr(getattr(network, "config", None), "vocab_size", None)
-    if vocab is not None and tokenizer.get_vocab_size() > vocab:
-        raise UsageError(
-            f"tokenizer {tokenizer_path} has {tokenizer.get_vocab_size()} tokens but the model only {vocab}",
-            "pass the --tokenizer the model was trained with",
-        )
-    info = {"tokenizer": str(tokenizer_path), "device": device, "dtype": str(dtype).removeprefix("torch.")}
-    return ModelCompleter(network, tokenizer, config), info
-
-
-# ------------------------------------------------------------------------------------- shards
-def fingerprint(config: EvalRunConfig, model: ResolvedModel, world_size: int) -> str:
-    """What a shard's completions depend on; a shard with another fingerprint is stale."""
-    weights = sorted(
-        (p.name, p.stat().st_size, p.stat().st_mtime_ns)
-        for p in model.model_dir.iterdir()
-        if p.suffix in (".safetensors", ".bin", ".json")
-    )
-    decoding = {
-        k: v
-        for k, v in dataclasses.asdict(config).items()
-        if k not in ("output_dir", "workers", "isolation", "ks", "merge_timeout_s", "checkpoint", "hf_model")
-    }
-    blob = json.dumps(
-        {"model": str(model.model_dir.resolve()), "weights": weights, "decoding": decoding, "world_size": world_size},
-        sort_keys=True,
-        default=str,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def shard_path(out_dir: Path, rank: int, world_size: int) -> Path:
-    return out_dir / SHARD_DIR / f"rank-{rank:05d}-of-{world_size:05d}.jsonl"
-
-
-def read_shard(path: Path, expected_fingerprint: str) -> list[dict] | None:
-    """The shard's records, or None if it is missing or was made by a different setup."""
-    if not path.is_file():
-        return None
-    with open(path, encoding="utf-8") as handle:
-        header = json.loads(handle.readline() or "{}")
-        if header.get("fingerprint") != expected_fingerprint:
-            return None
-        return [json.loads(line) for line in handle if line.strip()]
-
-
-def write_shard(path: Path, fingerprint_value: str, records: list[dict]) -> None:
-    with atomic_write(path) as handle:
-        handle.write(json.dumps({"fingerprint": fingerprint_value, "records": len(records)}) + "\n")
-        for record in records:
-            handle.write(json.dumps(record) + "\n")
-
-
+# ------------------------------------------------------------------------------------ decoding
 def sequences_to_decode(items: list[WorkItem], config: EvalRunConfig) -> int:
     """What the progress bar counts: greedy decodes each prompt once, sampling ``n`` times."""
     return len(items) * (1 if config.greedy else config.n)
@@ -275,29 +135,6 @@ def generate_shard(
                     }
                 )
     return sorted(records, key=lambda r: (r["index"], r["sample"]))
-
-
-def wait_for_shards(
-    out_dir: Path, world_size: int, fingerprint_value: str, timeout_s: float, poll_s: float = 1.0
-) -> list[dict]:
-    """Rank 0: block until every rank's shard is on disk, then return all records."""
-    deadline = time.monotonic() + timeout_s
-    records: dict[int, list[dict]] = {}
-    while True:
-        for rank in range(world_size):
-            if rank not in records:
-                found = read_shard(shard_path(out_dir, rank, world_size), fingerprint_value)
-                if found is not None:
-                    records[rank] = found
-        if len(records) == world_size:
-            return [r for rank in range(world_size) for r in records[rank]]
-        if time.monotonic() > deadline:
-            missing = sorted(set(range(world_size)) - set(records))
-            raise PhiError(
-                f"ranks {missing} did not write their shard within {timeout_s:.0f}s",
-                f"check their logs; finished shards in {out_dir / SHARD_DIR} are reused on rerun",
-            )
-        time.sleep(poll_s)
 
 
 # ------------------------------------------------------------------------------------ scoring
@@ -389,7 +226,7 @@ def run_eval(
     reused = read_shard(own_shard, fp) is not None
     if not reused:
         if completer is None and mine:  # more ranks than problems: the idle ones skip loading
-            completer, load_info = load_model_completer(config, model, tokenizer_path, rank)
+            completer, load_info = load_model_completer(config, model, tokenizer_path, rank.local_rank)
             if warning := completer.context_warning([item.prompt for item in mine]):
                 print(f"warning: {warning}", file=sys.stderr, flush=True)
                 load_info["warning"] = warning

@@ -140,20 +140,10 @@ def _generate_batch(model, prompts, config, seeds, eos_token_id, stop_check, pad
     batch = len(prompts)
     longest = max(len(p) for p in prompts)
     total = longest + config.max_new_tokens
-    ids = torch.full((batch, longest), pad_token_id, dtype=torch.long)
-    mask = torch.ones((batch, total), dtype=torch.long)  # generated tokens are always real
-    for row, prompt in enumerate(prompts):
-        ids[row, longest - len(prompt) :] = torch.as_tensor(list(prompt), dtype=torch.long)
-        mask[row, : longest - len(prompt)] = 0
-    padded = bool((mask == 0).any())  # decided on the host, before anything is on the device
-    ids, mask = ids.to(device, non_blocking=True), mask.to(device, non_blocking=True)
+    ids, mask, padded = _left_padded(prompts, pad_token_id, total, device)
     positions = (mask[:, :longest].cumsum(dim=1) - 1).clamp(min=0)
     next_position = positions[:, -1:] + 1
-    uniforms = None
-    if not config.greedy:  # one draw per row for the whole batch, not one per row per step
-        uniforms = torch.stack(
-            [torch.rand(max(config.max_new_tokens, 1), generator=torch.Generator().manual_seed(seed)) for seed in seeds]
-        ).to(device)
+    uniforms = None if config.greedy else _row_uniforms(seeds, config.max_new_tokens, device)
 
     outputs: list[list[int]] = [[] for _ in range(batch)]
     if config.max_new_tokens == 0:
@@ -219,6 +209,31 @@ def _generate_batch(model, prompts, config, seeds, eos_token_id, stop_check, pad
             )
         next_position = next_position + 1
     return outputs
+
+
+def _left_padded(prompts, pad_token_id: int, total: int, device) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """The batch's prompt ids, padded on the left to the longest, and its attention mask for all ``total``
+    positions (generated tokens are always real), both on ``device``; and whether any row is padded.
+
+    Left padding puts every row's last prompt token in the same column, so one step appends to all rows.
+    ``padded`` is decided here on the host, before anything is on the device: unpadded batches then
+    skip the mask altogether (no device sync to find out later)."""
+    longest = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), longest), pad_token_id, dtype=torch.long)
+    mask = torch.ones((len(prompts), total), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        ids[row, longest - len(prompt) :] = torch.as_tensor(list(prompt), dtype=torch.long)
+        mask[row, : longest - len(prompt)] = 0
+    padded = bool((mask == 0).any())
+    return ids.to(device, non_blocking=True), mask.to(device, non_blocking=True), padded
+
+
+def _row_uniforms(seeds: list[int], max_new_tokens: int, device) -> torch.Tensor:
+    """Each row's uniforms for sampling, one per step, from the row's own seed: drawn once per batch
+    (not one draw per row per step), so a row's sample does not depend on its batch or its slot in it."""
+    return torch.stack(
+        [torch.rand(max(max_new_tokens, 1), generator=torch.Generator().manual_seed(seed)) for seed in seeds]
+    ).to(device)
 
 
 def _pick(

@@ -350,7 +350,7 @@ def test_prompts_running_past_the_models_positions_are_warned_about(codegen_toke
 
     from tokenizers import Tokenizer
 
-    from phi_hpc.eval.run import ModelCompleter
+    from phi_hpc.eval.completers import ModelCompleter
 
     model = SimpleNamespace(config=SimpleNamespace(max_position_embeddings=20))
     tokenizer = Tokenizer.from_file(str(codegen_tokenizer))

