@@ -3,7 +3,7 @@ on a fixed, generated corpus. Any rewrite of shingling, hashing, dedup or I/O mu
 bytes; a change of the signature or LSH scheme must change these digests on purpose, and say so.
 
 Recorded first from the implementation before issue 14's speedups (commit 6cfb3ac). Changed once,
-on purpose, by issue 14 (branch s20-i14), both announced in docs/benchmarks.md:
+on purpose, by issue 14 (2026-11-30), both announced in docs/benchmarks.md:
 - LSH default banding 13 x 19 -> 32 x 8 (``dedup.recall_first_bands``: a pair at the 0.85
   threshold becomes a candidate with probability 0.99996 instead of 0.45). Band keys
   27c7b8fa... -> fab0b1e8... (numpy signatures), and rensa's keys are a904... .
