@@ -42,11 +42,9 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # this folder, also when imported by a test
 import quality_eval as qe  # noqa: E402
+from checkout import REPO  # noqa: E402 (puts this checkout first on sys.path)
 from data import data_file  # noqa: E402
 
 START, END = "<!-- quality_downstream:start -->", "<!-- quality_downstream:end -->"

@@ -33,11 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # this folder, also when imported by a test
 import quality_eval as qe  # noqa: E402
+from checkout import REPO  # noqa: E402 (puts this checkout first on sys.path)
 from quality_rubric import CATEGORIES  # noqa: E402
 
 START, END = "<!-- quality_labels:start -->", "<!-- quality_labels:end -->"
