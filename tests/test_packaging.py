@@ -29,21 +29,16 @@ def test_no_product_file_names_the_data_folder_or_a_machine_path():
     forbidden = ["../shared", "shared/data", MIRROR_ENV, str(REPO_ROOT)]
     generic = {"/", "/tmp", "/var/tmp", "/home", "/opt", "/usr", "/root", "/srv", "/mnt"}
     forbidden += [f"{folder}/" for folder in (str(REPO_ROOT.parent), str(Path.home())) if folder not in generic]
+    # each needle literally, plus the same folder spelled as path parts: REPO.parent / "shared" / "data"
+    needles = [(needle, re.compile(re.escape(needle))) for needle in forbidden]
+    needles.append(("shared/data as path parts", re.compile(r"""["']shared["']\s*/\s*["']data["']""")))
     hits = [
-        f"{path.relative_to(REPO_ROOT)}:{number}: {needle}"
+        f"{path.relative_to(REPO_ROOT)}:{number}: {label}"
         for folder in PRODUCT
         for path in _files(REPO_ROOT / folder)
         for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1)
-        for needle in forbidden
-        if needle in line
-    ]
-    # the same folder spelled as path parts: REPO.parent / "shared" / "data"
-    hits += [
-        f"{path.relative_to(REPO_ROOT)}:{number}: shared/data as path parts"
-        for folder in PRODUCT
-        for path in _files(REPO_ROOT / folder)
-        for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1)
-        if re.search(r"""["']shared["']\s*/\s*["']data["']""", line)
+        for label, pattern in needles
+        if pattern.search(line)
     ]
     # benchmarks/data.py may name the mirror's variable (it reuses the tests' resolver); nothing else may
     hits = [hit for hit in hits if not (hit.startswith("benchmarks/data.py:") and hit.endswith(MIRROR_ENV))]
