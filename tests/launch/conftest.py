@@ -157,3 +157,33 @@ def tiny_pretrain_args(run_dir: Path, data: Path, *extra: str) -> list[str]:
         *[a for s in settings for a in ("--set", s)],
         *extra,
     ]
+
+
+def eval_args(run_dir: Path, tokenizer: Path, *extra: str) -> list[str]:
+    """``submit eval`` of RUN's latest checkpoint after RUN: one HumanEval problem, 8 tokens, no GPU."""
+    return [
+        "submit",
+        "eval",
+        "--checkpoint",
+        str(run_dir / "checkpoints" / "latest"),
+        "--after",
+        str(run_dir),
+        "--profile",
+        "local",
+        "--tasks-per-node",
+        "1",
+        "--gpus-per-node",
+        "0",
+        *extra,
+        "--",
+        "--task",
+        "humaneval",
+        "--limit",
+        "1",
+        "--max-new-tokens",
+        "8",
+        "--tokenizer",
+        str(tokenizer),
+        "--workers",
+        "1",
+    ]

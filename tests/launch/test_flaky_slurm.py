@@ -31,6 +31,7 @@ from tests.launch.conftest import (
     attempts,
     cli_env,
     debug_logs,
+    eval_args,
     phi,
     step_losses,
     tiny_pretrain_args,
@@ -89,31 +90,7 @@ def test_a_signalled_job_whose_scontrol_does_not_answer_fails_and_its_eval_never
     for mode in ("fail", "hang", "missing"):
         run = tmp_path / mode
         phi(*tiny_pretrain_args(run, tiny_data, "--profile", str(shim_profile(tmp_path, mode)), "--set", "steps=60"))
-        phi(
-            "submit",
-            "eval",
-            "--checkpoint",
-            str(run / "checkpoints" / "latest"),
-            "--after",
-            str(run),
-            "--profile",
-            "local",
-            "--tasks-per-node",
-            "1",
-            "--gpus-per-node",
-            "0",
-            "--",
-            "--task",
-            "humaneval",
-            "--limit",
-            "1",
-            "--max-new-tokens",
-            "8",
-            "--tokenizer",
-            str(codegen_tokenizer),
-            "--workers",
-            "1",
-        )
+        phi(*eval_args(run, codegen_tokenizer))
         runs[mode] = run
     signalled: set[str] = set()
     deadline = time.monotonic() + 600

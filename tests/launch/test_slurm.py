@@ -24,6 +24,7 @@ from tests.launch.conftest import (
     attempts,
     cli_env,
     debug_logs,
+    eval_args,
     phi,
     status,
     step_losses,
@@ -43,35 +44,6 @@ def sacct_state(job: str) -> str:
         ["sacct", "-n", "-P", "-X", "-j", job, "-o", "State"], capture_output=True, text=True, timeout=60
     ).stdout.split()
     return out[0] if out else "PENDING"
-
-
-def eval_args(run_dir: Path, tokenizer: Path, *extra: str) -> list[str]:
-    return [
-        "submit",
-        "eval",
-        "--checkpoint",
-        str(run_dir / "checkpoints" / "latest"),
-        "--after",
-        str(run_dir),
-        "--profile",
-        "local",
-        "--tasks-per-node",
-        "1",
-        "--gpus-per-node",
-        "0",
-        *extra,
-        "--",
-        "--task",
-        "humaneval",
-        "--limit",
-        "1",
-        "--max-new-tokens",
-        "8",
-        "--tokenizer",
-        str(tokenizer),
-        "--workers",
-        "1",
-    ]
 
 
 # ---------------------------------------------------------------------------- 1 + 2: a run and its eval
