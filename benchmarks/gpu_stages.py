@@ -199,14 +199,41 @@ def _hf_pair(config, dtype, device):
     return ours.to(dtype=dtype).eval(), theirs.to(dtype=dtype).eval()
 
 
+class _ExactMatmuls:
+    """TF32 off for the block: fp32 comparisons on a GPU then mean fp32 (TF32 keeps 10 mantissa bits)."""
+
+    def __enter__(self):
+        import torch
+
+        self.saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+
+    def __exit__(self, *exc):
+        import torch
+
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self.saved
+
+
+def _logits(model, ids, hf: bool):
+    import torch
+
+    with torch.no_grad():
+        out = model(ids)
+        return (out.logits if hf else out).float()
+
+
 def stage_model(cuda: bool) -> dict:
+    """Same weights, same tokens: our logits against transformers' in fp32 (TF32 off), where they must
+    agree to rounding, and in bf16, where each model is measured against the fp32 reference and ours
+    may not be much further from it than transformers' own bf16 run (random weights through 24 layers
+    amplify bf16 rounding, so the two bf16 runs differ from each other by more than either's error)."""
     import torch
 
     from phi_hpc.model.loss import causal_lm_loss
 
-    device, dtype = ("cuda", torch.bfloat16) if cuda else ("cpu", torch.float32)
+    device = "cuda" if cuda else "cpu"
     config = phi_config(cuda)
-    ours, theirs = _hf_pair(config, dtype, device)
+    ours, theirs = _hf_pair(config, torch.float32, device)
     ids = torch.randint(
         0,
         config.vocab_size,
@@ -214,19 +241,27 @@ def stage_model(cuda: bool) -> dict:
         device=device,
         generator=torch.Generator(device=device).manual_seed(1),
     )
-    with torch.no_grad():
-        mine, reference = ours(ids).float(), theirs(ids).logits.float()
-        loss_mine, loss_theirs = ours(ids, labels=ids).item(), causal_lm_loss(reference, ids).item()
+    with _ExactMatmuls():
+        mine, reference = _logits(ours, ids, False), _logits(theirs, ids, True)
     scale = float(reference.abs().max())
     diff = float((mine - reference).abs().max())
+    loss_mine, loss_theirs = causal_lm_loss(mine, ids).item(), causal_lm_loss(reference, ids).item()
     agree = float((mine.argmax(-1) == reference.argmax(-1)).float().mean())
-    tolerance = 0.05 if dtype != torch.float32 else 1e-4
-    ok = diff <= tolerance * max(scale, 1.0) and abs(loss_mine - loss_theirs) <= tolerance
+    del mine
+    ours, theirs = ours.to(torch.bfloat16), theirs.to(torch.bfloat16)
+    error = {
+        "ours": float((_logits(ours, ids, False) - reference).abs().mean()),
+        "transformers": float((_logits(theirs, ids, True) - reference).abs().mean()),
+    }
+    fp32_ok = diff <= 1e-4 * max(scale, 1.0) and abs(loss_mine - loss_theirs) <= 1e-4
+    bf16_ok = error["ours"] <= 1.5 * error["transformers"] + 1e-6
     return {
-        "status": "ok" if ok else "failed",
-        "summary": f"max |logit diff| {diff:.3g} (logits up to {scale:.3g}), loss {loss_mine:.5f} vs "
-        f"{loss_theirs:.5f}, argmax agreement {agree:.4f}",
-        "dtype": str(dtype),
+        "status": "ok" if fp32_ok and bf16_ok else "failed",
+        "summary": f"fp32: max |logit diff| {diff:.3g} (logits up to {scale:.3g}), loss {loss_mine:.5f} vs "
+        f"{loss_theirs:.5f}, argmax agreement {agree:.4f}; bf16 mean |error| against fp32: "
+        f"{error['ours']:.3g} ours vs {error['transformers']:.3g} transformers",
+        "fp32": {"max_logit_diff": diff, "logit_scale": scale, "losses": [loss_mine, loss_theirs], "argmax": agree},
+        "bf16_mean_abs_error_vs_fp32": error,
         "parameters": ours.num_parameters(),
         "attention_paths": sorted(ours.attention_paths),
     }
@@ -380,26 +415,27 @@ def stage_resume(cuda: bool) -> dict:
     }
 
 
-def stage_generate(cuda: bool) -> dict:
+def _padded(prompts, device):
+    """Left-padded ids and attention mask for transformers' generate."""
+    import torch
+
+    longest = max(len(p) for p in prompts)
+    ids = torch.zeros(len(prompts), longest, dtype=torch.long)
+    mask = torch.zeros(len(prompts), longest, dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        ids[row, longest - len(prompt) :] = torch.tensor(prompt)
+        mask[row, longest - len(prompt) :] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _greedy_runs(ours, theirs, prompts, new_tokens, device):
+    """Two callables: our ``generate_tokens`` and transformers' ``generate``, greedy, new tokens only."""
     import torch
 
     from phi_hpc.model.generate import GenerationConfig, generate_tokens
 
-    device, dtype = ("cuda", torch.bfloat16) if cuda else ("cpu", torch.float32)
-    batch, new_tokens = (32, 128) if cuda else (4, 8)
-    config = phi_config(cuda)
-    ours, theirs = _hf_pair(config, dtype, device)
-    generator = torch.Generator().manual_seed(3)
-    lengths = torch.randint(64, 129, (batch,), generator=generator).tolist() if cuda else [12, 9, 16, 5]
-    prompts = [torch.randint(1, config.vocab_size, (n,), generator=generator).tolist() for n in lengths]
-    longest = max(lengths)
-    ids = torch.zeros(batch, longest, dtype=torch.long)
-    mask = torch.zeros(batch, longest, dtype=torch.long)
-    for row, prompt in enumerate(prompts):
-        ids[row, longest - len(prompt) :] = torch.tensor(prompt)
-        mask[row, longest - len(prompt) :] = 1
-    ids, mask = ids.to(device), mask.to(device)
-    settings = GenerationConfig(max_new_tokens=new_tokens, batch_size=batch)
+    ids, mask = _padded(prompts, device)
+    settings = GenerationConfig(max_new_tokens=new_tokens, batch_size=len(prompts))
 
     def run_ours():
         return [rows[0] for rows in generate_tokens(ours, prompts, settings)]
@@ -415,29 +451,47 @@ def stage_generate(cuda: bool) -> dict:
                 eos_token_id=None,
                 min_new_tokens=new_tokens,
             )
-        return out[:, longest:].tolist()
+        return out[:, ids.shape[1] :].tolist()
 
+    return {"ours": run_ours, "transformers": run_theirs}
+
+
+def stage_generate(cuda: bool) -> dict:
+    """Greedy outputs compared in fp32 (TF32 off), where they must match; speed timed in bf16 (on a
+    random model bf16 rounding flips near-tied argmaxes, so bf16 outputs are not expected to match)."""
+    import torch
+
+    device = "cuda" if cuda else "cpu"
+    batch, new_tokens, checked_tokens = (32, 128, 32) if cuda else (4, 8, 8)
+    config = phi_config(cuda)
+    ours, theirs = _hf_pair(config, torch.float32, device)
+    generator = torch.Generator().manual_seed(3)
+    lengths = torch.randint(64, 129, (batch,), generator=generator).tolist() if cuda else [12, 9, 16, 5]
+    prompts = [torch.randint(1, config.vocab_size, (n,), generator=generator).tolist() for n in lengths]
+    with _ExactMatmuls():
+        checked = {name: run() for name, run in _greedy_runs(ours, theirs, prompts, checked_tokens, device).items()}
+    same = sum(a == b for a, b in zip(checked["ours"], checked["transformers"]))
+    dtype = torch.bfloat16 if cuda else torch.float32
+    runs = _greedy_runs(ours.to(dtype), theirs.to(dtype), prompts, new_tokens, device)
     timings = {}
-    outputs = {}
-    for name, run in (("ours", run_ours), ("transformers", run_theirs)):
-        outputs[name] = run()  # warm-up
+    for name, run in runs.items():
+        run()  # warm-up
         _sync(cuda)
         started = time.perf_counter()
-        outputs[name] = run()
+        run()
         _sync(cuda)
         timings[name] = batch * new_tokens / (time.perf_counter() - started)
-    same = sum(a == b for a, b in zip(outputs["ours"], outputs["transformers"]))
     ratio = timings["ours"] / timings["transformers"]
     return {
-        "status": "ok",
+        "status": "ok" if same >= batch - 1 else "failed",
         "batch": batch,
         "new_tokens": new_tokens,
         "dtype": str(dtype),
         "tokens_per_s": {k: round(v, 1) for k, v in timings.items()},
         "speedup": round(ratio, 3),
-        "identical_outputs": f"{same}/{batch}",
-        "summary": f"{timings['ours']:,.0f} vs {timings['transformers']:,.0f} tokens/s ({ratio:.2f}x) at batch "
-        f"{batch}, {same}/{batch} greedy outputs identical",
+        "identical_fp32_outputs": f"{same}/{batch} ({checked_tokens} tokens each)",
+        "summary": f"{dtype}: {timings['ours']:,.0f} vs {timings['transformers']:,.0f} tokens/s ({ratio:.2f}x) at "
+        f"batch {batch}; fp32: {same}/{batch} greedy outputs of {checked_tokens} tokens identical",
     }
 
 

@@ -2,6 +2,7 @@
 # Prepare, on a machine WITH a package index, a folder of wheels for a GPU machine WITHOUT one.
 #
 #   benchmarks/prepare_wheels.sh [DIR] [PYTHON_VERSION]        (defaults: .whl/gpu 3.12)
+#   TARGET_HAS="numpy pyarrow ..." benchmarks/prepare_wheels.sh ...   (leave out what the target has)
 #   then copy DIR over and run:  python benchmarks/gpu_check.py --wheels DIR
 #
 # The GPU machine is assumed to bring its own torch (with CUDA), transformers, tokenizers,
@@ -27,6 +28,16 @@ DS_BUILD_OPS=0 "$PYTHON" -m pip wheel --no-deps --no-build-isolation "deepspeed=
 # deepspeed's own requirements (but torch) and phi-hpc's, as binary wheels for the target Python.
 REQUIREMENTS=(hjson ninja py-cpuinfo "pydantic>=2" msgpack einops psutil tqdm packaging numpy
               "submitit>=1.5" "zstandard>=0.22" "click>=8.1" "rich>=13" "pyyaml>=6" "pyarrow>=14")
+# TARGET_HAS names requirements the GPU machine already has (its image's pip list): they are left out,
+# which keeps the folder small where it must travel (pyarrow and numpy alone are ~60 MB).
+if [[ -n "${TARGET_HAS:-}" ]]; then
+  KEPT=()
+  for requirement in "${REQUIREMENTS[@]}"; do
+    name=${requirement%%[<>=]*}
+    [[ " $TARGET_HAS " == *" $name "* ]] || KEPT+=("$requirement")
+  done
+  REQUIREMENTS=("${KEPT[@]}")
+fi
 "$PYTHON" -m pip download --only-binary=:all: --python-version "$PYVER" --implementation cp "${PLATFORMS[@]}" \
     -d "$DIR" "${REQUIREMENTS[@]}"
 
