@@ -54,6 +54,10 @@ setup(
         # signatures, hence which documents are removed. Wheels: manylinux_2_28 x86_64/aarch64 and
         # macOS arm64 for CPython 3.10-3.13 (3.11+ on macOS); elsewhere pip builds it (needs Rust).
         "rensa==0.5.0",
+        # prepare's encoder for byte-level BPE tokenizers (phi-1's, GPT-2's): tokenizers' ids at about a
+        # quarter of the CPU (phi_hpc/data/fast_bpe.py). Each map shard checks its first documents
+        # against tokenizers; tests compare the two on the standard library, HumanEval, MBPP and a fuzz.
+        "tiktoken>=0.8,<1",
     ],
     extras_require={
         # No "gpu" extra: flash-attn needs torch at build time, which pip's build isolation hides

@@ -36,6 +36,12 @@ def _mbpp(filename: str) -> Callable[[], Path]:
     return fetch
 
 
+def _gpt2_tokenizer() -> Path:
+    from phi_hpc.fetch import resolve_tokenizer
+
+    return resolve_tokenizer("openai-community/gpt2")
+
+
 def _phi1_tokenizer() -> Path:
     from phi_hpc.fetch import PHI1_TOKENIZER, resolve_tokenizer
 
@@ -48,6 +54,7 @@ FILES: dict[str, tuple[str, Callable[[], Path]]] = {
     "mbpp": ("mbpp/mbpp.jsonl", _mbpp("mbpp.jsonl")),
     "mbpp-sanitized": ("mbpp/sanitized-mbpp.json", _mbpp("sanitized-mbpp.json")),
     "tokenizer": ("tokenizer/codegen-350M-mono/tokenizer.json", _phi1_tokenizer),
+    "gpt2-tokenizer": ("tokenizer/gpt2/tokenizer.json", _gpt2_tokenizer),
 }
 
 

@@ -82,6 +82,10 @@ class PrepareConfig:
     # every threshold of the checks: --set decontamination.ast_threshold=0.85 (see decontaminate --help)
     decontamination: DecontaminationConfig = field(default_factory=DecontaminationConfig)
     keep_work: bool = False  # keep OUT/.work (per-shard tokens and signatures) after success
+    # Who computes the token ids: "auto" (tiktoken where it reproduces the tokenizer's ids, a
+    # byte-level BPE such as phi-1's; else tokenizers), "tiktoken" (insist) or "tokenizers".
+    # The ids are the same either way, so this is not part of the run's identity.
+    tokenizer_backend: str = "auto"
 
     def __post_init__(self) -> None:
         if self.workers < 0:
@@ -90,3 +94,5 @@ class PrepareConfig:
             raise ValueError("max_documents must be >= 1")
         if self.shard_mb <= 0:
             raise ValueError("shard_mb must be > 0")
+        if self.tokenizer_backend not in ("auto", "tiktoken", "tokenizers"):
+            raise ValueError(f"tokenizer_backend must be auto, tiktoken or tokenizers, not {self.tokenizer_backend!r}")

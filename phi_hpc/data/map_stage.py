@@ -23,7 +23,7 @@ from phi_hpc.data.filters import FilterNote, apply_filters
 from phi_hpc.data.layout import remove_stale_temporaries
 from phi_hpc.data.plan import RunContext, Shard
 from phi_hpc.data.sources import BadInput, Document, read_documents
-from phi_hpc.errors import UsageError
+from phi_hpc.errors import PhiError, UsageError
 from phi_hpc.fileio import atomic_write, write_json
 
 _BATCH_DOCUMENTS = 512
@@ -67,7 +67,7 @@ class ShardMapper:
         dedup = config.dedup
         self.hasher = MinHasher(num_perm=dedup.num_perm, ngram=dedup.ngram, seed=dedup.seed, backend=dedup.minhash)
         self.bands, self.rows = resolve_bands(dedup.threshold, dedup.num_perm, dedup.bands, dedup.rows)
-        self.encoder = DocumentEncoder.cached(config.tokenizer, context.tokenizer.eos_id)
+        self.encoder = DocumentEncoder.cached(config.tokenizer, context.tokenizer.eos_id, config.tokenizer_backend)
         self.filters = context.filters.build(config)
         self.rows_written = 0  # documents written to the shard's .bin/.idx so far
 
@@ -86,9 +86,10 @@ class ShardMapper:
         signatures = self.hasher.signatures_from_shingles(shingles, counts)
         keep, notes = apply_filters(self.filters, texts, first)
         kept = np.flatnonzero(keep)
-        ids, lengths = self.encoder.encode_flat(
-            [texts[i] for i in kept] if len(kept) < len(batch) else texts, writer.dtype
-        )
+        survivors = [texts[i] for i in kept] if len(kept) < len(batch) else texts
+        if self.rows_written == 0:
+            self._check_encoder(survivors, kept, batch)
+        ids, lengths = self.encoder.encode_flat(survivors, writer.dtype)
         writer.add_documents(ids, lengths)
         token_rows = np.full(len(batch), -1, dtype=np.int64)
         token_rows[kept] = np.arange(self.rows_written, self.rows_written + len(kept))
@@ -105,6 +106,15 @@ class ShardMapper:
             bytes=sizes,
             notes=notes,
         )
+
+    def _check_encoder(self, texts: list[str], kept: np.ndarray, batch: list[Document]) -> None:
+        """Each shard's first documents, encoded by tokenizers too: tiktoken must give the same ids."""
+        where = self.encoder.disagreement(texts)
+        if where is not None:
+            raise PhiError(
+                f"{batch[kept[where]].origin}: tiktoken's token ids differ from tokenizers' for this document",
+                "rerun with --set tokenizer_backend=tokenizers, and please report the document",
+            )
 
 
 def run_map(context: RunContext, shard_index: int) -> dict:

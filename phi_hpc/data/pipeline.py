@@ -30,6 +30,7 @@ from phi_hpc.data.filters import FilterSource
 from phi_hpc.data.pack import completed_manifest, run_pack
 from phi_hpc.data.plan import RunContext, open_run
 from phi_hpc.data.reduce import run_reduce
+from phi_hpc.data.tokenize import DocumentEncoder
 from phi_hpc.fileio import write_json
 
 
@@ -43,7 +44,10 @@ def prepare(config: PrepareConfig, show_progress: bool | None = None, filters: F
     timings: dict[str, float] = {}
     manifest = completed_manifest(layout, context.fingerprint)
     resumed = manifest is not None
+    encoder = None
     if manifest is None:
+        # Built here, before the pool forks, so that every worker inherits it ready to use.
+        encoder = DocumentEncoder.cached(config.tokenizer, context.tokenizer.eos_id, config.tokenizer_backend)
         manifest = _run_stages(context, show_progress, timings)
     if not config.keep_work:
         shutil.rmtree(layout.all_work, ignore_errors=True)
@@ -56,6 +60,7 @@ def prepare(config: PrepareConfig, show_progress: bool | None = None, filters: F
             "seconds": round(elapsed, 3),
             "stage_seconds": {k: round(v, 3) for k, v in timings.items()},
             "workers": effective_workers(config, len(context.shards)),
+            "token_ids_by": encoder.backend if encoder is not None else None,
             "input_mb_per_s": round(manifest["counts"]["bytes_in"] / 1e6 / elapsed, 3) if elapsed > 0 else None,
             "counts": manifest["counts"],
             "outputs": manifest["outputs"],

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 # The work folder's format, part of every run's fingerprint: a work folder written by another format (2: map
 # summaries hold one `filter_notes` list) lives under another name, so a resume never reads it.
 FORMAT = "phi-hpc-prepare/2"
-RUNTIME_FIELDS = ("workers", "strict", "keep_work", "output_dir")
+RUNTIME_FIELDS = ("workers", "strict", "keep_work", "output_dir", "tokenizer_backend")
 
 
 @dataclass(frozen=True)

@@ -94,17 +94,44 @@ def describe_tokenizer(path: str, eos_token: str) -> TokenizerInfo:
 
 
 class DocumentEncoder:
-    """Encodes batches of documents, each followed by the EOS id."""
+    """Encodes batches of documents, each followed by the EOS id.
 
-    def __init__(self, path: str, eos_id: int):
+    The ids come from tiktoken where it reproduces the tokenizer (:mod:`phi_hpc.data.fast_bpe`,
+    ``backend``), else from tokenizers' ``encode_batch_fast``; :attr:`backend` says which and why."""
+
+    def __init__(self, path: str, eos_id: int, backend: str = "auto"):
+        from phi_hpc.data.fast_bpe import fast_encoder
+
         self.tokenizer = load_tokenizer(path)
         self.eos_id = eos_id
+        try:
+            self.fast, self.backend = fast_encoder(self.tokenizer, backend)
+        except ValueError as exc:
+            raise UsageError(f"--set tokenizer_backend={backend}: {exc}", "use tokenizer_backend=auto") from None
 
     @classmethod
     @functools.lru_cache(maxsize=4)
-    def cached(cls, path: str, eos_id: int) -> DocumentEncoder:
+    def cached(cls, path: str, eos_id: int, backend: str = "auto") -> DocumentEncoder:
         """One encoder per process and tokenizer (loading a 50k-entry BPE takes a moment)."""
-        return cls(path, eos_id)
+        return cls(path, eos_id, backend)
+
+    def ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Each text's token ids, without EOS."""
+        if self.fast is not None:
+            return self.fast.encode(list(texts))
+        return [e.ids for e in self.tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)]
+
+    def disagreement(self, texts: Sequence[str], chars: int = 8192) -> int | None:
+        """Where tiktoken's ids differ from tokenizers' on the first ``chars`` characters of ``texts``
+        (the index of the text), or None; always None when tokenizers does the encoding."""
+        if self.fast is None:
+            return None
+        sample: list[str] = []
+        for text in texts:
+            sample.append(text[: chars - sum(map(len, sample))])
+            if sum(map(len, sample)) >= chars:
+                break
+        return self.fast.disagreement(self.tokenizer, sample)
 
     def encode_flat(self, texts: Sequence[str], dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
         """Every document's ids followed by EOS, back to back in ``dtype``, and each one's length.
@@ -117,8 +144,7 @@ class DocumentEncoder:
         flat: list[int] = []
         lengths = np.empty(len(texts), dtype=np.int64)
         eos = self.eos_id
-        for i, encoding in enumerate(self.tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)):
-            ids = encoding.ids
+        for i, ids in enumerate(self.ids(texts)):
             flat += ids
             flat.append(eos)
             lengths[i] = len(ids) + 1
@@ -128,12 +154,8 @@ class DocumentEncoder:
         return tokens.astype(dtype, copy=False), lengths
 
     def encode(self, texts: Sequence[str]) -> list[np.ndarray]:
-        if not texts:
-            return []
-        encodings = self.tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)
         out = []
-        for encoding in encodings:
-            ids = encoding.ids
+        for ids in self.ids(texts) if texts else []:
             array = np.empty(len(ids) + 1, dtype=np.int64)
             array[:-1] = ids
             array[-1] = self.eos_id

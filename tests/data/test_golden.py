@@ -146,8 +146,12 @@ def test_prepare_defaults_to_rensa():
     assert DedupConfig().minhash == "rensa"
 
 
-@pytest.mark.parametrize("workers,minhash", [(1, None), (2, None), (1, "numpy"), (2, "numpy")])
-def test_prepare_outputs_match_the_recorded_digests(tmp_path, codegen_tokenizer, workers, minhash):
+@pytest.mark.parametrize(
+    "workers,minhash,encoder",
+    [(1, None, "auto"), (2, None, "auto"), (1, "numpy", "auto"), (2, "numpy", "auto"), (2, None, "tokenizers")],
+)
+def test_prepare_outputs_match_the_recorded_digests(tmp_path, codegen_tokenizer, workers, minhash, encoder):
+    """auto: tiktoken computes the ids (phi_hpc.data.fast_bpe); the digests were recorded with tokenizers."""
     root = tmp_path / "corpus"
     root.mkdir()
     for i, text in enumerate(golden_texts()):
@@ -160,6 +164,7 @@ def test_prepare_outputs_match_the_recorded_digests(tmp_path, codegen_tokenizer,
         workers=workers,
         shard_mb=0.05,
         dedup=dedup,
+        tokenizer_backend=encoder,
     )
     manifest = pipeline.prepare(config, show_progress=False)
     out = Path(config.output_dir)
