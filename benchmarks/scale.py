@@ -600,7 +600,7 @@ def extrapolate(runs: list[dict]) -> dict:
     the run finishes); reduce memory as fixed + per-document, the per-document part being the slope
     of the reduce's peak anonymous memory between the smallest and the biggest size (a single size
     would fold fixed costs, imports and buffers, into "per document")."""
-    r, small = runs[-1], runs[0]
+    r, small = max(runs, key=lambda run: run["documents"]), min(runs, key=lambda run: run["documents"])
     peak = r["stages"]["reduce"]["peak_anon_process_mb"] * 2**20
     if len(runs) > 1 and r["documents"] > small["documents"]:
         per_doc = (peak - small["stages"]["reduce"]["peak_anon_process_mb"] * 2**20) / (
@@ -663,21 +663,25 @@ def report(results_path: Path, output: Path, note: str) -> str:
             f"{a['found_pairs']} | {a['recall']:.3f} | {a['precision']:.3f} | {a['found_below_0_8']} | "
             f"{planted} |"
         )
-    big = runs[-1]
+    big = max(runs, key=lambda run: run["bytes_in"])
     x = extrapolate(runs)
-    first = runs[0]
-    cpu_ratio = (big["bytes_in"] / big["cpu"]) / (first["bytes_in"] / first["cpu"])
+    smallest = min(run["bytes_in"] for run in runs)
+    smalls = [run for run in runs if run["bytes_in"] == smallest and run is not big]
+    wall = " and ".join(f"{big['mb_per_s'] / small['mb_per_s']:.2f}x" for small in smalls)
+    cpu = " and ".join(
+        f"{(big['bytes_in'] / big['cpu']) / (small['bytes_in'] / small['cpu']):.2f}x" for small in smalls
+    )
     lines += [
         "",
-        f"MB/s at {big['bytes_in'] / 1e9:.2f} GB is {big['mb_per_s'] / first['mb_per_s']:.2f}x the MB/s at "
-        f"{first['bytes_in'] / 1e9:.2f} GB in wall time and {cpu_ratio:.2f}x in MB per CPU-second (goal: within "
-        "10%; on a shared machine the CPU ratio is the one load does not move).",
+        f"MB/s at {big['bytes_in'] / 1e9:.2f} GB is {wall} the MB/s at {smallest / 1e9:.2f} GB "
+        f"({len(smalls)} run{'s' if len(smalls) > 1 else ''} of that size) in wall time and {cpu} in MB per "
+        "CPU-second (goal: within 10%; on a shared machine the CPU ratio is the one load does not move).",
         "",
         f"## Extrapolation to The Stack's Python subset ({STACK_FILES / 1e6:.0f}M files, "
         f"{STACK_TOKENS / 1e9:.0f}B tokens), from the {big['bytes_in'] / 1e9:.2f} GB run",
         "",
-        f"- CPU: {x['core_hours']:,.0f} core-hours in all (map {x['map_core_hours']:,.0f}), i.e. "
-        f"{x['core_hours'] / 64:,.1f} hours on one 64-core node;",
+        f"- CPU: {x['core_hours']:,.1f} core-hours in all (map {x['map_core_hours']:,.1f}), i.e. "
+        f"{x['core_hours'] / 64 * 60:,.0f} minutes on one 64-core node;",
         f"- reduce memory: {x['reduce_bytes_per_document']:.0f} anonymous bytes per document (slope of the "
         f"reduce's peak between the sizes; goal <= 200) on top of {x['reduce_fixed_mb']:.0f} MB fixed, so about "
         f"{x['reduce_gb']:.1f} GB for 35M documents;",
