@@ -114,6 +114,13 @@ def split_pattern(runs: dict[str, int]) -> str:
     return "|".join(firsts) + "|" + _WORDS + f"|{space}+(?!\\S)|{space}+"
 
 
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 class FastEncoder:
     """A tiktoken ``Encoding`` equal to one byte-level BPE tokenizer; :meth:`encode` gives ids."""
 
@@ -135,7 +142,7 @@ class FastEncoder:
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         """Each text's ids, on as many threads as tokenizers would use here (RAYON_NUM_THREADS)."""
-        threads = int(os.environ.get("RAYON_NUM_THREADS") or 0) or len(os.sched_getaffinity(0))
+        threads = int(os.environ.get("RAYON_NUM_THREADS") or 0) or _cpus()
         if threads > 1 and len(texts) > 1:
             return self.encoding.encode_ordinary_batch(texts, num_threads=threads)
         encode = self.encoding.encode_ordinary

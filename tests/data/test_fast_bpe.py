@@ -118,6 +118,17 @@ def test_ids_equal_tokenizers_on_a_whitespace_and_unicode_fuzz(tokenizer_path):
     assert any(i >= 50257 for ids in theirs for i in ids) or "codegen" not in tokenizer_path
 
 
+def test_ids_equal_tokenizers_on_megabyte_long_pieces(tokenizer_path):
+    """Minified or encoded blobs: one regex piece of a million characters (BPE's worst case)."""
+    import base64
+
+    tokenizer = load_tokenizer(tokenizer_path)
+    fast, _ = fast_encoder(tokenizer, "auto")
+    blob = base64.b64encode(random.Random(1).randbytes(300_000)).decode()
+    texts = ["a" * 1_000_000, blob, "7" * 300_000, "=-" * 200_000, "x = " + blob + "\n"]
+    assert fast.encode(texts) == reference_ids(tokenizer, texts)
+
+
 def _spec(path: str) -> dict:
     return json.loads(load_tokenizer(path).to_str())
 
