@@ -257,10 +257,20 @@ def render(r: dict) -> str:
         f"{r['scenarios']['stops']['useful_tokens_transformers']}). transformers keeps finished sequences in the "
         "batch (padding them) until the last one stops; phi-hpc drops them and their cache rows.",
         "",
-        "No GPU in this session: GPU numbers are not measured. On a GPU node: "
-        "`python benchmarks/generate.py --device cuda --dtype bf16 --hidden 2048 --layers 24 --batch 32`.",
-        "",
     ]
+    if r["config"]["dtype"] != "fp32":
+        lines += [
+            f"Identical outputs in {r['config']['dtype']}: on a random model, rounding flips near-tied argmaxes, and "
+            "one flip changes the rest of a greedy continuation. `benchmarks/gpu_check.py`'s `generate` stage "
+            "compares outputs in fp32, where they must match.",
+            "",
+        ]
+    if r["config"]["device"] == "cpu":
+        lines += [
+            "No GPU in this run: GPU numbers are not measured. On a GPU node: "
+            "`python benchmarks/generate.py --device cuda --dtype bf16 --hidden 2048 --layers 24 --batch 32`.",
+            "",
+        ]
     return "\n".join(lines)
 
 
