@@ -29,9 +29,7 @@ import json
 import os
 import platform
 import re
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,6 +44,7 @@ TOKENIZER = data_file("tokenizer")
 PARTS = 8
 
 from machine_info import cpu_model  # noqa: E402 (beside this script)
+from prepare_process import cpu_seconds, run_prepare, run_timed  # noqa: E402 (beside this script)
 from stdlib_corpus import stdlib_py_files  # noqa: E402
 
 
@@ -73,28 +72,21 @@ class Timing:
             self.wall, self.cpu = wall, cpu
 
 
-def _cpu_self() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _cpu_children() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+def time_calls(encode, texts: list[str], repeats: int) -> Timing:
+    """``encode(texts)`` after a warm-up (its thread pool started), best of ``repeats``."""
+    encode(texts[:20])
+    timing = Timing()
+    for _ in range(repeats):
+        cpu, start = cpu_seconds(), time.perf_counter()
+        encode(texts)
+        timing.add(time.perf_counter() - start, cpu_seconds() - cpu)
+    return timing
 
 
 def time_raw_tokenizers(texts: list[str], repeats: int, method: str = "encode_batch") -> Timing:
     from tokenizers import Tokenizer
 
-    tokenizer = Tokenizer.from_file(str(TOKENIZER))
-    encode = getattr(tokenizer, method)
-    encode(texts[:20])  # warm up the thread pool
-    timing = Timing()
-    for _ in range(repeats):
-        cpu, start = _cpu_self(), time.perf_counter()
-        encode(texts)
-        timing.add(time.perf_counter() - start, _cpu_self() - cpu)
-    return timing
+    return time_calls(getattr(Tokenizer.from_file(str(TOKENIZER)), method), texts, repeats)
 
 
 def time_raw_tiktoken(texts: list[str], repeats: int) -> Timing:
@@ -104,58 +96,33 @@ def time_raw_tiktoken(texts: list[str], repeats: int) -> Timing:
     from phi_hpc.data.tokenize import load_tokenizer
 
     fast, _ = fast_encoder(load_tokenizer(str(TOKENIZER)), "tiktoken")
-    fast.encode(texts[:20])
-    timing = Timing()
-    for _ in range(repeats):
-        cpu, start = _cpu_self(), time.perf_counter()
-        fast.encode(texts)
-        timing.add(time.perf_counter() - start, _cpu_self() - cpu)
-    return timing
+    return time_calls(fast.encode, texts, repeats)
 
 
 def time_ours(parts: list[Path], out: Path, workers: int, repeats: int, *extra: str) -> tuple[Timing, dict]:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     timing = Timing()
     for _ in range(repeats):
-        shutil.rmtree(out, ignore_errors=True)
-        cpu, start = _cpu_children(), time.perf_counter()
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "phi_hpc",
-                "prepare",
-                *map(str, parts),
-                "--tokenizer",
-                str(TOKENIZER),
-                "-o",
-                str(out),
-                "--workers",
-                str(workers),
-                *extra,
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-        )
-        timing.add(time.perf_counter() - start, _cpu_children() - cpu)
-        if proc.returncode != 0:
-            raise SystemExit(proc.stderr)
-    return timing, json.loads((out / "manifest.json").read_text())
+        wall, cpu, manifest = run_prepare(parts, TOKENIZER, out, workers, *extra, env=env)
+        timing.add(wall, cpu)
+    return timing, manifest
 
 
 def time_datatrove(parts_dir: Path, work: Path, workers: int, bands: int, rows: int) -> tuple[Timing, str]:
     timing = Timing()
-    cpu, start = _cpu_children(), time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, __file__, "--run-datatrove", str(parts_dir), str(work), str(workers), str(bands), str(rows)],
-        capture_output=True,
-        text=True,
-    )
-    timing.add(time.perf_counter() - start, _cpu_children() - cpu)
-    if proc.returncode != 0:
-        raise SystemExit(proc.stderr[-4000:])
-    return timing, proc.stdout.strip()
+    command = [
+        sys.executable,
+        __file__,
+        "--run-datatrove",
+        str(parts_dir),
+        str(work),
+        str(workers),
+        str(bands),
+        str(rows),
+    ]
+    wall, cpu, stdout = run_timed(command)
+    timing.add(wall, cpu)
+    return timing, stdout.strip()
 
 
 def run_datatrove(parts_dir: str, work: str, workers: int, bands: int, rows: int) -> None:

@@ -29,7 +29,6 @@ import datetime
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -47,6 +46,7 @@ SHARED = benchmark_data(Path(tempfile.mkdtemp(prefix="phi-hpc-benchmark-data-"))
 PARTS = 8
 
 from machine_info import cpu_model  # noqa: E402 (beside this script)
+from prepare_process import prepare_arguments, run_prepare, run_timed  # noqa: E402 (beside this script)
 from stdlib_corpus import stdlib_py_files  # noqa: E402
 
 
@@ -73,39 +73,6 @@ def train_model(path: Path) -> dict:
     model = train_classifier(texts, labels, EmbedderSpec(), TrainConfig())
     model.save(path)
     return model.report["heldout"]
-
-
-def _cpu_children() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def run_prepare(parts: list[Path], out: Path, workers: int, extra: list[str], env: dict) -> tuple[float, float, dict]:
-    shutil.rmtree(out, ignore_errors=True)
-    cpu, start = _cpu_children(), time.perf_counter()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "phi_hpc",
-            "prepare",
-            *map(str, parts),
-            "--tokenizer",
-            str(TOKENIZER),
-            "-o",
-            str(out),
-            "--workers",
-            str(workers),
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    wall, cpu = time.perf_counter() - start, _cpu_children() - cpu
-    if proc.returncode != 0:
-        raise SystemExit(proc.stderr[-4000:])
-    return wall, cpu, json.loads((out / "manifest.json").read_text())
 
 
 def in_process_costs(texts: list[str], model: Path) -> dict:
@@ -164,35 +131,11 @@ def in_situ(parts: list[Path], out: Path, model: Path, workers: int, env: dict) 
     clocks = out.parent / "in-situ"
     shutil.rmtree(clocks, ignore_errors=True)
     clocks.mkdir()
-    cpu, start = _cpu_children(), time.perf_counter()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            IN_SITU_DRIVER,
-            "prepare",
-            *map(str, parts),
-            "--tokenizer",
-            str(TOKENIZER),
-            "-o",
-            str(out),
-            "--workers",
-            str(workers),
-            "--quality-model",
-            str(model),
-            "--quality-threshold",
-            "0.5",
-            "--decontaminate",
-            "--benchmark-data",
-            str(SHARED),
-        ],
-        capture_output=True,
-        text=True,
-        env=dict(env, IN_SITU_DIR=str(clocks)),
-    )
-    total = [_cpu_children() - cpu, time.perf_counter() - start]
-    if proc.returncode != 0:
-        raise SystemExit(proc.stderr[-4000:])
+    extra = ["--quality-model", str(model), "--quality-threshold", "0.5", "--decontaminate"]
+    extra += ["--benchmark-data", str(SHARED)]
+    command = [sys.executable, "-c", IN_SITU_DRIVER, *prepare_arguments(parts, TOKENIZER, out, workers, *extra)]
+    wall, cpu, _ = run_timed(command, dict(env, IN_SITU_DIR=str(clocks)))
+    total = [cpu, wall]
     spent = {"quality": [0.0, 0.0], "decontamination": [0.0, 0.0], "setup": [0.0, 0.0]}
     files = sorted(clocks.glob("*.json"))
     for path in files:
@@ -272,7 +215,7 @@ def main() -> None:
             for name, extra in variants.items():
                 if repeat and name not in ("prepare alone (peer)", "+ both"):
                     continue  # the headline pair gets the repeats
-                wall, cpu, manifest = run_prepare(parts, work / "out", args.workers, extra, env)
+                wall, cpu, manifest = run_prepare(parts, TOKENIZER, work / "out", args.workers, *extra, env=env)
                 best = results.setdefault(name, {"wall": wall, "cpu": cpu, "runs": 0})
                 best["wall"], best["cpu"] = min(best["wall"], wall), min(best["cpu"], cpu)
                 best.update(
