@@ -7,6 +7,7 @@ that only mean something on a GPU say ``skipped``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -168,24 +169,11 @@ def _hf_pair(config, dtype, device):
     import torch
     import transformers
 
-    from phi_hpc.model.hf import state_dict_from_hf
+    from phi_hpc.model.hf import config_to_hf, state_dict_from_hf
     from phi_hpc.model.phi import PhiForCausalLM
 
-    hf_config = transformers.PhiConfig(
-        vocab_size=config.vocab_size,
-        hidden_size=config.hidden_size,
-        intermediate_size=config.intermediate_size,
-        num_hidden_layers=config.num_layers,
-        num_attention_heads=config.num_heads,
-        max_position_embeddings=config.max_position_embeddings,
-        partial_rotary_factor=config.rotary_dim / config.head_dim,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attention_dropout=0.0,
-        bos_token_id=None,
-        eos_token_id=None,
-        pad_token_id=0,
-    )
+    # the product's own export of the config (what a published checkpoint's config.json holds)
+    hf_config = transformers.PhiConfig(**config_to_hf(config, eos_token_id=None), pad_token_id=0)
     torch.manual_seed(0)
     with torch.device(device):  # built where it runs: phi-1 initialised on a CPU takes a minute
         theirs = transformers.PhiForCausalLM(hf_config)
@@ -199,19 +187,17 @@ def _hf_pair(config, dtype, device):
     return ours.to(dtype=dtype).eval(), theirs.to(dtype=dtype).eval()
 
 
-class _ExactMatmuls:
+@contextlib.contextmanager
+def _exact_matmuls():
     """TF32 off for the block: fp32 comparisons on a GPU then mean fp32 (TF32 keeps 10 mantissa bits)."""
+    import torch
 
-    def __enter__(self):
-        import torch
-
-        self.saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-
-    def __exit__(self, *exc):
-        import torch
-
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self.saved
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def _logits(model, ids, hf: bool):
@@ -241,7 +227,7 @@ def stage_model(cuda: bool) -> dict:
         device=device,
         generator=torch.Generator(device=device).manual_seed(1),
     )
-    with _ExactMatmuls():
+    with _exact_matmuls():
         mine, reference = _logits(ours, ids, False), _logits(theirs, ids, True)
     scale = float(reference.abs().max())
     diff = float((mine - reference).abs().max())
@@ -468,7 +454,7 @@ def stage_generate(cuda: bool) -> dict:
     generator = torch.Generator().manual_seed(3)
     lengths = torch.randint(64, 129, (batch,), generator=generator).tolist() if cuda else [12, 9, 16, 5]
     prompts = [torch.randint(1, config.vocab_size, (n,), generator=generator).tolist() for n in lengths]
-    with _ExactMatmuls():
+    with _exact_matmuls():
         checked = {name: run() for name, run in _greedy_runs(ours, theirs, prompts, checked_tokens, device).items()}
     same = sum(a == b for a, b in zip(checked["ours"], checked["transformers"]))
     dtype = torch.bfloat16 if cuda else torch.float32
