@@ -128,9 +128,10 @@ class DocumentEncoder:
             return None
         sample: list[str] = []
         for text in texts:
-            sample.append(text[: chars - sum(map(len, sample))])
-            if sum(map(len, sample)) >= chars:
+            if chars <= 0:
                 break
+            sample.append(text[:chars])
+            chars -= len(sample[-1])
         return self.fast.disagreement(self.tokenizer, sample)
 
     def encode_flat(self, texts: Sequence[str], dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
