@@ -156,7 +156,7 @@ class DocumentEncoder:
 
     def encode(self, texts: Sequence[str]) -> list[np.ndarray]:
         out = []
-        for ids in self.ids(texts) if texts else []:
+        for ids in self.ids(texts):
             array = np.empty(len(ids) + 1, dtype=np.int64)
             array[:-1] = ids
             array[-1] = self.eos_id
