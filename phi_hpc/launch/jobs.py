@@ -79,6 +79,9 @@ def slurm_states(job_ids: Iterable[str], queue_answered: list | None = None) -> 
     return {base: list(states.values()) for base, states in found.items()}
 
 
+NO_ANSWER = "squeue/sacct did not answer"
+# What an unfinished array shows, by the first of these any element is in: work under way before waiting.
+UNFINISHED_ORDER = ("RUNNING", "COMPLETING", "REQUEUED", "PENDING", "UNKNOWN")
 FINAL_STATUS = {"completed": "COMPLETED", "failed": "FAILED", "stopped": "CANCELLED"}
 
 
@@ -107,23 +110,63 @@ def slurm_job_state(
     job_id: str, states: list[JobState], attempts: list[dict], queue_answered: bool, array_size: int | None = None
 ) -> JobState:
     """Slurm's answer, completed by the run's records when Slurm no longer knows (some of) the job."""
+    if array_size:
+        return array_job_state(job_id, states, attempts, queue_answered, array_size)
     known = summarize(states)
-    if known is not None and (known.finished or not array_size or len(states) >= array_size):
-        return known
-    recorded = recorded_state(job_id, attempts, array_size)
-    if known is None and recorded is None and array_size and queue_answered:
-        # Slurm forgot the array: each element's own outcome, LOST where none was recorded.
-        return summarize(
-            [recorded_state(f"{job_id}_{i}", attempts) or _lost(f"{job_id}_{i}", attempts) for i in range(array_size)]
-        )
-    if known is None and recorded is not None:
-        recorded.reason = recorded.reason or "from the run's records (Slurm no longer lists the job)"
-        return recorded
     if known is not None:
         return known
+    recorded = recorded_state(job_id, attempts)
+    if recorded is not None:
+        recorded.reason = recorded.reason or "from the run's records (Slurm no longer lists the job)"
+        return recorded
     if queue_answered:
         return _lost(job_id, attempts)
-    return JobState(job_id, "UNKNOWN", reason="squeue/sacct did not answer")
+    return JobState(job_id, "UNKNOWN", reason=NO_ANSWER)
+
+
+def array_job_state(
+    job_id: str, states: list[JobState], attempts: list[dict], queue_answered: bool, array_size: int
+) -> JobState:
+    """An array, element by element: Slurm's row for the element, else the outcome the element recorded,
+    else a row that speaks for several (a pending range, the array's own record before Slurm split it),
+    else LOST (squeue answered without it) or UNKNOWN. Never a summary of fewer than ``array_size``
+    elements: accounting can list an element's end before it lists the others at all (slurmdbd writes
+    the records of split elements late), and one finished row is not a finished array."""
+    own: dict[int, JobState] = {}
+    covering: list[tuple[set[int], JobState]] = []
+    for state in states:
+        covered = _covered_elements(state.job_id, array_size)
+        if state.job_id.partition("_")[2].isdigit():
+            own.update(dict.fromkeys(covered, state))
+        else:
+            covering.append((covered, state))
+    elements = []
+    for index in range(array_size):
+        name = f"{job_id}_{index}"
+        state = own.get(index) or recorded_state(name, attempts)
+        if state is None:
+            row = next((row for covered, row in covering if index in covered), None)
+            state = JobState(name, row.state, row.elapsed, row.reason, row.exit_code) if row else None
+        if state is None:
+            state = _lost(name, attempts) if queue_answered else JobState(name, "UNKNOWN", reason=NO_ANSWER)
+        elements.append(state)
+    if all(state.state == "UNKNOWN" for state in elements):
+        return JobState(job_id, "UNKNOWN", reason=NO_ANSWER)
+    return summarize(elements)
+
+
+def _covered_elements(job_id: str, array_size: int) -> set[int]:
+    """The elements one squeue/sacct row speaks for: ``5_3`` its own, ``5_[0-2,7%4]`` a pending range (``%4``
+    is the throttle), a bare ``5`` (the array's record before Slurm split it) all of them."""
+    _, split, tail = job_id.partition("_")
+    if not split:
+        return set(range(array_size))
+    covered: set[int] = set()
+    for part in tail.strip("[]").partition("%")[0].split(","):
+        low, _, high = part.partition("-")
+        if low.isdigit() and (high or low).isdigit():
+            covered.update(range(int(low), int(high or low) + 1))
+    return covered
 
 
 def _lost(job_id: str, attempts: list[dict]) -> JobState:
@@ -202,7 +245,7 @@ def summarize(states: list[JobState]) -> JobState | None:
         key=lambda s: (SLURM_FAILURE_ORDER.index(s.state), _element(s.job_id)),
     )
     if not all(s.finished for s in states):
-        overall = next((s for s in ("RUNNING", "COMPLETING", "REQUEUED", "PENDING") if s in counts), "RUNNING")
+        overall = next((s for s in UNFINISHED_ORDER if s in counts), "RUNNING")
     elif failed:
         overall = "FAILED"
     elif "CANCELLED" in counts:

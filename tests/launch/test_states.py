@@ -74,3 +74,28 @@ def test_a_purged_array_names_the_element_that_never_recorded_an_outcome():
     attempts = [start("6_0"), end("6_0", "completed"), start("6_1"), start("6_2"), end("6_2", "completed")]
     state = slurm_job_state("6", [], attempts, True, array_size=3)
     assert state.state == "FAILED" and state.reason.startswith("element 1 LOST")
+
+
+def test_an_array_is_not_finished_by_the_one_element_accounting_lists_so_far():
+    """slurmdbd writes split elements' records late: for a while sacct lists element 2 (the array's own job
+    record) COMPLETED and nothing of elements 0 and 1, which squeue no longer lists either. That is not a
+    completed array: the elements' own records answer, and without them they are LOST, not COMPLETED."""
+    listed = [JobState("4_2", "COMPLETED")]
+    ends = [start("4_0"), end("4_0", "completed"), start("4_1"), end("4_1", "failed", "exit 1"), start("4_2")]
+    state = slurm_job_state("4", listed, ends, True, array_size=3)
+    assert state.state == "FAILED" and state.reason == "element 1 FAILED (2 COMPLETED, 1 FAILED)"
+    recorded = [start("4_0"), end("4_0", "completed"), start("4_1"), end("4_1", "completed")]
+    assert slurm_job_state("4", listed, recorded, True, array_size=3).reason == "3 COMPLETED"
+    unrecorded = slurm_job_state("4", listed, [start("4_0")], True, array_size=3)
+    assert unrecorded.state == "FAILED" and unrecorded.reason.startswith("element 0 LOST, element 1 LOST")
+    unanswered = slurm_job_state("4", listed, [], False, array_size=3)
+    assert unanswered.state == "UNKNOWN" and not unanswered.finished
+
+
+def test_rows_that_speak_for_several_elements_cover_them():
+    pending = slurm_job_state("3", [JobState("3_0", "RUNNING"), JobState("3_[1-2%2]", "PENDING")], [], True, 3)
+    assert pending.state == "RUNNING" and pending.reason == "2 PENDING, 1 RUNNING"
+    unsplit = slurm_job_state("3", [JobState("3", "PENDING")], [], True, 3)  # sacct before Slurm split it
+    assert unsplit.state == "PENDING" and unsplit.reason == "3 PENDING"
+    cancelled = slurm_job_state("3", [JobState("3_0", "COMPLETED"), JobState("3_[1,2]", "CANCELLED")], [], True, 3)
+    assert cancelled.state == "CANCELLED" and cancelled.reason == "2 CANCELLED, 1 COMPLETED"
