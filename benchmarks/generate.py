@@ -78,7 +78,8 @@ def main() -> None:
     from tokenizers import Tokenizer
 
     from phi_hpc.model.generate import GenerationConfig, generate_completions, generate_tokens
-    from phi_hpc.model.hf import load_pretrained
+    from phi_hpc.model.hf import config_to_hf, load_pretrained
+    from phi_hpc.model.phi import PhiConfig
 
     torch.set_num_threads(args.threads)
     info = machine()
@@ -87,20 +88,15 @@ def main() -> None:
     encoded = [tokenizer.encode(p).ids for p in prompts]
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
 
-    hf_config = transformers.PhiConfig(
-        vocab_size=51200,
+    config = PhiConfig(
         hidden_size=args.hidden,
+        num_layers=args.layers,
+        num_heads=args.hidden // 64,
         intermediate_size=4 * args.hidden,
-        num_hidden_layers=args.layers,
-        num_attention_heads=args.hidden // 64,
-        partial_rotary_factor=0.5,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attention_dropout=0.0,
-        bos_token_id=None,
-        eos_token_id=None,
-        pad_token_id=50256,
+        attn_dropout=0.0,
+        resid_dropout=0.0,
     )
+    hf_config = transformers.PhiConfig(**config_to_hf(config, eos_token_id=None), pad_token_id=50256)
     torch.manual_seed(0)
     theirs = transformers.PhiForCausalLM(hf_config)
     with torch.no_grad():  # fresh init gives near-uniform logits; spread them so greedy has clear winners

@@ -51,7 +51,7 @@ def build_models(args):
     import torch
     import transformers
 
-    from phi_hpc.model.hf import load_pretrained
+    from phi_hpc.model.hf import config_to_hf, load_pretrained
     from phi_hpc.model.phi import PhiConfig
 
     config = PhiConfig(
@@ -65,20 +65,7 @@ def build_models(args):
         attn_dropout=args.dropout,
         resid_dropout=args.dropout,
     )
-    hf_config = transformers.PhiConfig(
-        vocab_size=config.vocab_size,
-        hidden_size=config.hidden_size,
-        intermediate_size=config.intermediate_size,
-        num_hidden_layers=config.num_layers,
-        num_attention_heads=config.num_heads,
-        max_position_embeddings=config.max_position_embeddings,
-        partial_rotary_factor=0.5,
-        attention_dropout=args.dropout,
-        resid_pdrop=args.dropout,
-        embd_pdrop=0.0,
-        bos_token_id=None,
-        eos_token_id=None,
-    )
+    hf_config = transformers.PhiConfig(**config_to_hf(config, eos_token_id=None))  # the same shapes as ours
     torch.manual_seed(0)
     theirs = transformers.PhiForCausalLM(hf_config)
     theirs.config._attn_implementation = "sdpa"  # their fastest built-in path on CPU and without flash-attn
