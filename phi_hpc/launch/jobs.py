@@ -15,7 +15,7 @@ import shutil
 import socket
 import subprocess
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from phi_hpc.constants import SLURM_FAILURE_ORDER, SLURM_FAILURE_STATES, SLURM_TERMINAL_STATES
 
@@ -85,10 +85,20 @@ UNFINISHED_ORDER = ("RUNNING", "COMPLETING", "REQUEUED", "PENDING", "UNKNOWN")
 FINAL_STATUS = {"completed": "COMPLETED", "failed": "FAILED", "stopped": "CANCELLED"}
 
 
+def _events_by_job(attempts: list[dict]) -> dict[str, list[dict]]:
+    """The run's records grouped by job id, read once: an array's elements each look up their own, and an
+    array can have thousands of elements."""
+    events: dict[str, list[dict]] = {}
+    for event in attempts:
+        events.setdefault(event.get("job_id"), []).append(event)
+    return events
+
+
 def recorded_state(job_id: str, attempts: list[dict], array_size: int | None = None) -> JobState | None:
     """The outcome task 0 recorded (for an array: per element, summarized); None while any is open."""
     if array_size:
-        elements = [recorded_state(f"{job_id}_{i}", attempts) for i in range(array_size)]
+        events = _events_by_job(attempts)
+        elements = [recorded_state(f"{job_id}_{i}", events.get(f"{job_id}_{i}", [])) for i in range(array_size)]
         if any(state is None for state in elements):
             return None
         return summarize(elements)
@@ -135,20 +145,22 @@ def array_job_state(
     own: dict[int, JobState] = {}
     covering: list[tuple[set[int], JobState]] = []
     for state in states:
-        covered = _covered_elements(state.job_id, array_size)
-        if state.job_id.partition("_")[2].isdigit():
-            own.update(dict.fromkeys(covered, state))
+        tail = state.job_id.partition("_")[2]
+        if tail.isdigit():
+            own[int(tail)] = state
         else:
-            covering.append((covered, state))
+            covering.append((_covered_elements(state.job_id, array_size), state))
+    events = _events_by_job(attempts)
     elements = []
     for index in range(array_size):
         name = f"{job_id}_{index}"
-        state = own.get(index) or recorded_state(name, attempts)
+        state = own.get(index) or recorded_state(name, events.get(name, []))
         if state is None:
             row = next((row for covered, row in covering if index in covered), None)
-            state = JobState(name, row.state, row.elapsed, row.reason, row.exit_code) if row else None
+            state = replace(row, job_id=name) if row else None
         if state is None:
-            state = _lost(name, attempts) if queue_answered else JobState(name, "UNKNOWN", reason=NO_ANSWER)
+            unanswered = JobState(name, "UNKNOWN", reason=NO_ANSWER)
+            state = _lost(name, events.get(name, [])) if queue_answered else unanswered
         elements.append(state)
     if all(state.state == "UNKNOWN" for state in elements):
         return JobState(job_id, "UNKNOWN", reason=NO_ANSWER)
@@ -156,8 +168,8 @@ def array_job_state(
 
 
 def _covered_elements(job_id: str, array_size: int) -> set[int]:
-    """The elements one squeue/sacct row speaks for: ``5_3`` its own, ``5_[0-2,7%4]`` a pending range (``%4``
-    is the throttle), a bare ``5`` (the array's record before Slurm split it) all of them."""
+    """The elements a row that is not one element's speaks for: ``5_[0-2,7%4]`` a pending range (``%4`` is
+    the throttle), a bare ``5`` (the array's record before Slurm split it) all of them."""
     _, split, tail = job_id.partition("_")
     if not split:
         return set(range(array_size))
