@@ -224,28 +224,7 @@ def test_status_logs_cancel_and_after_work_once_jobs_are_purged(no_accounting_cl
     assert f"train ({ids['train']}): already COMPLETED" in cancelled
     assert f"broken ({ids['broken']}): already FAILED" in cancelled
     # --after RUN: the training job is known (by the records) to have completed, so no dependency is needed.
-    done = phi(
-        "submit",
-        "eval",
-        "--checkpoint",
-        str(run / "checkpoints" / "latest"),
-        "--after",
-        str(run),
-        "--profile",
-        "local",
-        "--tasks-per-node",
-        "1",
-        "--gpus-per-node",
-        "0",
-        "--",
-        "--task",
-        "humaneval",
-        "--limit",
-        "1",
-        "--tokenizer",
-        str(codegen_tokenizer),
-        env=env,
-    )
+    done = phi(*eval_args(run, codegen_tokenizer), env=env)
     assert "already completed, no dependency needed" in done.stdout
     eval_id = json.loads((run / "run.json").read_text())["jobs"][-1]["job_id"]
     scripts = list((run / "submitit").glob(f"{eval_id}_submission.sh"))
