@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from phi_hpc.data.fast_bpe import BACKENDS
+from phi_hpc.data.fast_bpe import check_backend
 from phi_hpc.quality.decontamination_config import DecontaminationConfig
 
 
@@ -95,5 +95,4 @@ class PrepareConfig:
             raise ValueError("max_documents must be >= 1")
         if self.shard_mb <= 0:
             raise ValueError("shard_mb must be > 0")
-        if self.tokenizer_backend not in BACKENDS:
-            raise ValueError(f"tokenizer_backend must be one of {', '.join(BACKENDS)}, not {self.tokenizer_backend!r}")
+        check_backend(self.tokenizer_backend)

@@ -38,6 +38,12 @@ _WORDS = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+"""
 BACKENDS = ("auto", "tiktoken", "tokenizers")
 
 
+def check_backend(backend: str) -> None:
+    """ValueError unless ``backend`` is one of :data:`BACKENDS` (PrepareConfig and :func:`fast_encoder`)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"tokenizer_backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+
+
 @functools.lru_cache(maxsize=1)
 def byte_decoder() -> dict[str, int]:
     """GPT-2's printable stand-in character of each byte, reversed: character -> byte."""
@@ -161,8 +167,7 @@ def fast_encoder(tokenizer, backend: str) -> tuple[FastEncoder | None, str]:
     """(the tiktoken encoder or None, why): ``auto`` uses tiktoken where it reproduces ``tokenizer``
     (a loaded ``tokenizers.Tokenizer``) and is installed; ``tiktoken`` insists (ValueError if it
     cannot); ``tokenizers`` never uses it."""
-    if backend not in BACKENDS:
-        raise ValueError(f"tokenizer_backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    check_backend(backend)
     if backend == "tokenizers":
         return None, "tokenizers (chosen: tokenizer_backend=tokenizers)"
     spec = json.loads(tokenizer.to_str())
